@@ -1,0 +1,127 @@
+"""``simulate()``: a schedule (or a workload) in, a frozen :class:`SimResult` out. Never prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from archsim.model import run_program
+from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
+from dataflows.isa import Unit
+from dataflows.lowering import GemmTask
+from dataflows.scheduler import Schedule
+from dataflows.scheduler import schedule as make_schedule
+from dataflows.tiling import Tiling
+from workloads.spec import HardwareSpec, WorkloadSpec
+
+__all__ = ["simulate"]
+
+Progress = Callable[[int, int], None]
+
+
+def _sparsity_label(task: GemmTask, tiling: Tiling | None, hw: HardwareSpec) -> str:
+    if task.nm is None:
+        return "dense"
+    n, m = task.nm
+    return f"{n}:{m}" if task.sparse_on(hw) else f"{n}:{m} (masked dense: not supported by the array)"
+
+
+def _tiling_label(tiling: Tiling | None) -> str:
+    if tiling is None:
+        return ""
+    swap = ",swap" if tiling.swap else ""
+    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}"
+
+
+def _layer_records(segment, stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:
+    pe_total = sum(stats.tasks[i].pe_busy_cycles for i in range(len(segment.tasks))) or 1
+    records = []
+    for i, (task, tiling) in enumerate(zip(segment.tasks, segment.tilings)):
+        ts = stats.tasks[i]
+        share = stats.cycles if len(segment.tasks) == 1 else stats.cycles * ts.pe_busy_cycles // pe_total
+        r = segment.repeat
+        records.append(LayerRecord(
+            name=task.name, layer=task.layer, phase=task.phase, m=task.m, k=task.k, n=task.n,
+            sparsity=_sparsity_label(task, tiling, hw), repeat=r, cycles=share * r,
+            macs_executed=ts.macs * r, macs_dense_equivalent=task.macs_dense * task.copies * r,
+            dram_read_bytes=ts.dram_read_bytes * r, dram_write_bytes=ts.dram_write_bytes * r,
+            pe_busy_cycles=ts.pe_busy_cycles * r, tiling=_tiling_label(tiling),
+        ))
+    if len(segment.tasks) > 1:  # give the rounding remainder to the first GEMM: rows sum to the total
+        rest = stats.cycles * segment.repeat - sum(rec.cycles for rec in records)
+        records[0] = replace(records[0], cycles=records[0].cycles + rest)
+    return records
+
+
+def _pregen_record(segment, stats: SegmentStats) -> LayerRecord:
+    task, r = segment.tasks[0], segment.repeat
+    ts = stats.tasks[-1]
+    return LayerRecord(
+        name=f"{task.weight}.pregen", layer=task.layer, phase="pregen", m=0, k=task.k, n=task.n,
+        sparsity=f"{task.nm[0]}:{task.nm[1]}", repeat=r, cycles=stats.cycles * r, macs_executed=0,
+        macs_dense_equivalent=0, dram_read_bytes=ts.dram_read_bytes * r,
+        dram_write_bytes=ts.dram_write_bytes * r, pe_busy_cycles=0, tiling="",
+    )
+
+
+def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) -> SimResult:
+    """Simulate every segment of a schedule and aggregate the statistics.
+
+    Segments with the same key have the same program and start from an idle accelerator, so
+    their timing is identical: each distinct segment is simulated once and counted as often as
+    it occurs (``SimResult.instructions_simulated`` tells how much was actually run).
+    """
+    sched = make_schedule(target) if isinstance(target, WorkloadSpec) else target
+    hw = sched.hardware
+    cache: dict[tuple, SegmentStats] = {}
+    totals = {"cycles": 0, "instrs": 0, "simulated": 0, "groups": 0}
+    busy, stall = [0, 0, 0], [0, 0, 0]
+    sram_r: dict[str, int] = {}
+    sram_w: dict[str, int] = {}
+    records: list[LayerRecord] = []
+    for done, segment in enumerate(sched.segments, start=1):
+        stats = cache.get(segment.key)
+        if stats is None:
+            stats = cache[segment.key] = run_program(segment.program, hw)
+            totals["simulated"] += len(segment.program.instrs)
+        r = segment.repeat
+        totals["cycles"] += stats.cycles * r
+        totals["instrs"] += len(segment.program.instrs) * r
+        totals["groups"] += stats.vector_groups * r
+        for u in Unit:
+            busy[u] += stats.busy[u] * r
+            stall[u] += stats.stall[u] * r
+        for name, v in stats.sram_read_bytes.items():
+            sram_r[name] = sram_r.get(name, 0) + v * r
+        for name, v in stats.sram_write_bytes.items():
+            sram_w[name] = sram_w.get(name, 0) + v * r
+        if segment.kind == "pregen":
+            records.append(_pregen_record(segment, stats))
+        else:
+            records.extend(_layer_records(segment, stats, hw))
+        if progress is not None:
+            progress(done, len(sched.segments))
+    macs = sum(rec.macs_executed for rec in records)
+    dense = sum(rec.macs_dense_equivalent for rec in records)
+    d_read = sum(rec.dram_read_bytes for rec in records)
+    d_write = sum(rec.dram_write_bytes for rec in records)
+    cycles = totals["cycles"]
+    pes = hw.array.rows * hw.array.cols
+    return SimResult(
+        total_cycles=cycles,
+        seconds=cycles / (hw.clock_mhz * 1e6),
+        macs_executed=macs,
+        macs_dense_equivalent=dense,
+        utilization=macs / (cycles * pes) if cycles else 0.0,
+        dram_read_bytes=d_read,
+        dram_write_bytes=d_write,
+        sram_read_bytes=sram_r,
+        sram_write_bytes=sram_w,
+        unit_busy_cycles={UNIT_NAMES[u]: busy[u] for u in Unit},
+        unit_stall_cycles={UNIT_NAMES[u]: stall[u] for u in Unit},
+        energy_pj=energy_pj(hw.energy, macs, d_read, d_write, sum(sram_r.values()), sum(sram_w.values()), totals["groups"]),
+        instructions=totals["instrs"],
+        instructions_simulated=totals["simulated"],
+        segments=len(sched.segments),
+        layers=tuple(records),
+    )

@@ -1,0 +1,202 @@
+"""The tile instruction set: the contract between the scheduler, the SimPy model and the RTL.
+
+Three units execute instructions, each strictly in program order: the DMA engine (loads and
+stores through the one DRAM port), the PE array (computes) and the vector unit (N:M compression).
+Dependencies between units are *completion counts*: an instruction carries ``wait = (d, p, v)``
+and may start only once the DMA, PE and vector units have completed at least ``d``, ``p`` and
+``v`` instructions of this program. A unit starts an instruction in the very cycle its own
+previous instruction ends and all three counts are met; it then stays busy for exactly
+``dataflows.cost.latency(instr, hw)`` cycles. That rule is all the SimPy model and the RTL
+controller share, and it is why their cycle counts can be compared exactly.
+
+Buffers (input A, weight B, accumulator C) each have two slots (ping-pong halves) selected by the
+``*_slot`` fields. See docs/isa.md for the bit-level encoding the RTL decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from workloads.generators.nm import index_bits
+from workloads.spec import HardwareSpec
+
+__all__ = [
+    "Op",
+    "Unit",
+    "UNIT_OF",
+    "Instr",
+    "Tensor",
+    "Program",
+    "FIELDS",
+    "WORD_BITS",
+    "encode",
+    "decode",
+    "row_bytes",
+]
+
+
+class Unit(IntEnum):
+    DMA = 0
+    PE = 1
+    VEC = 2
+
+
+class Op(IntEnum):
+    LOAD_A = 1  # DRAM → input buffer slot: rows × cols activations
+    LOAD_B = 2  # DRAM → weight buffer slot: dense rows, or compressed rows when nm_n > 0
+    STORE_C = 3  # accumulator slot → DRAM: rows × cols accumulators
+    COMPUTE = 4  # PE array: acc[c] (+)= A[a][:m, :k·M/N] · B[b][:k, :cols]
+    COMPRESS = 5  # vector unit: weight slot b, dense rows × cols → compressed N:M rows, in place
+    STORE_B = 6  # weight slot → DRAM: compressed rows (pre-generated sparse weights)
+
+
+UNIT_OF = {
+    Op.LOAD_A: Unit.DMA,
+    Op.LOAD_B: Unit.DMA,
+    Op.STORE_C: Unit.DMA,
+    Op.STORE_B: Unit.DMA,
+    Op.COMPUTE: Unit.PE,
+    Op.COMPRESS: Unit.VEC,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Instr:
+    """One tile instruction. Unused fields are zero.
+
+    DMA instructions move ``rows`` rows of ``cols`` elements between DRAM (``addr``, rows
+    ``stride`` bytes apart) and buffer slot ``slot``. ``COMPUTE`` streams ``m`` rows of A through
+    the array whose first ``k`` PE rows hold B's rows; dense mode when ``nm_n == 0``.
+    """
+
+    op: Op
+    wait: tuple[int, int, int] = (0, 0, 0)
+    slot: int = 0  # DMA and COMPRESS: the buffer slot; COMPUTE: the A slot
+    b_slot: int = 0
+    c_slot: int = 0
+    accumulate: bool = False
+    addr: int = 0
+    stride: int = 0
+    rows: int = 0
+    cols: int = 0
+    k: int = 0
+    m: int = 0
+    nm_n: int = 0
+    nm_m: int = 0
+
+    @property
+    def unit(self) -> Unit:
+        return UNIT_OF[self.op]
+
+
+def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
+    """Bytes one DRAM row of a DMA instruction occupies.
+
+    A compressed weight row holds ``cols`` values followed by ``cols`` packed indices of
+    ⌈log2 M⌉ bits (rounded up to whole bytes per row).
+    """
+    if instr.op == Op.STORE_C:
+        return instr.cols * hw.acc_bytes
+    if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:
+        return instr.cols * hw.data_bytes + -(-instr.cols * index_bits(instr.nm_m) // 8)
+    return instr.cols * hw.data_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A tensor's place in DRAM: ``rows × cols`` elements, row-major, rows ``stride`` bytes apart.
+
+    ``fmt`` is ``dense`` or ``nm_tiles``: pre-compressed N:M weights stored tile by tile, each
+    tile ``tile_rows`` compressed rows of ``cols_padded`` columns (see ``row_bytes``).
+    """
+
+    name: str
+    addr: int
+    rows: int
+    cols: int
+    elem_bytes: int
+    stride: int
+    fmt: str = "dense"
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class Program:
+    """A tile program: instructions in program order plus the DRAM layout they refer to.
+
+    ``tags[i]`` names the GEMM (index into ``tasks``) instruction ``i`` works for, or -1 for
+    shared work such as weight pre-generation; the hardware never sees tags.
+    """
+
+    instrs: list[Instr] = field(default_factory=list)
+    tags: list[int] = field(default_factory=list)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    tasks: tuple = ()
+
+    def per_unit(self) -> dict[Unit, list[int]]:
+        """Indices of each unit's instructions, in the order that unit executes them."""
+        queues: dict[Unit, list[int]] = {u: [] for u in Unit}
+        for i, instr in enumerate(self.instrs):
+            queues[instr.unit].append(i)
+        return queues
+
+
+# --------------------------------------------------------------------------------------------
+# Bit-level encoding (a 256-bit word; the RTL controller decodes exactly these fields)
+# --------------------------------------------------------------------------------------------
+
+WORD_BITS = 256
+
+#: (name, width) from bit 0 upward.
+FIELDS: tuple[tuple[str, int], ...] = (
+    ("op", 4),
+    ("slot", 1),
+    ("b_slot", 1),
+    ("c_slot", 1),
+    ("accumulate", 1),
+    ("nm_n", 5),
+    ("nm_m", 5),
+    ("wait_dma", 24),
+    ("wait_pe", 24),
+    ("wait_vec", 24),
+    ("addr", 32),
+    ("stride", 24),
+    ("rows", 16),
+    ("cols", 16),
+    ("k", 16),
+    ("m", 16),
+)
+
+
+def _values(instr: Instr) -> dict[str, int]:
+    d, p, v = instr.wait
+    return {
+        "op": int(instr.op), "slot": instr.slot, "b_slot": instr.b_slot, "c_slot": instr.c_slot,
+        "accumulate": int(instr.accumulate), "nm_n": instr.nm_n, "nm_m": instr.nm_m,
+        "wait_dma": d, "wait_pe": p, "wait_vec": v, "addr": instr.addr, "stride": instr.stride,
+        "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
+    }
+
+
+def encode(instr: Instr) -> int:
+    """The instruction as a ``WORD_BITS``-bit integer; raises ValueError if a field overflows."""
+    word, shift = 0, 0
+    values = _values(instr)
+    for name, width in FIELDS:
+        value = values[name]
+        if not 0 <= value < (1 << width):
+            raise ValueError(f"field {name}={value} does not fit in {width} bits ({instr.op.name})")
+        word |= value << shift
+        shift += width
+    return word
+
+
+def decode(word: int) -> Instr:
+    """Inverse of :func:`encode`."""
+    values, shift = {}, 0
+    for name, width in FIELDS:
+        values[name] = (word >> shift) & ((1 << width) - 1)
+        shift += width
+    wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
+    return Instr(op=Op(values.pop("op")), wait=wait, accumulate=bool(values.pop("accumulate")), **values)

@@ -1,0 +1,112 @@
+"""Operations → layers: one weighted layer (or activation matmul) per entry, shapes lowered.
+
+A :class:`Layer` is the unit the scheduler lowers into GEMMs. Convolutions are lowered by im2col:
+``rows`` = batch·H_out·W_out, ``in_features`` = C_in·kh·kw, ``out_features`` = C_out. Attention
+score/context products are ``matmul`` layers: both operands are activations, so they have no
+weights, no sparsity, and in training two input-gradient GEMMs instead of BP + WG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from workloads.spec import (
+    BDWPSparsity,
+    Conv2dOp,
+    DenseSparsity,
+    GemmOp,
+    LinearOp,
+    ModelOp,
+    NMSparsity,
+    WorkloadSpec,
+    _pair,
+    pruned_dims,
+)
+
+__all__ = ["Layer", "expand", "conv_output_size"]
+
+SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One GEMM-shaped layer: ``Y[rows, out] = X[rows, in] · W[in, out]``.
+
+    Attributes
+    ----------
+    group_in, group_out
+        The sizes N:M groups must divide along ``in`` / ``out`` (C_in / C_out for convolutions,
+        where groups lie along channels).
+    needs_input_grad
+        False for a model's first layer: training computes no gradient for the input image.
+    batch_count
+        Independent copies computed per step (heads × batch for attention matmuls).
+    note
+        Why a layer runs dense although the workload asked for sparsity, if it does.
+    """
+
+    name: str
+    kind: Literal["linear", "conv2d", "matmul"]
+    rows: int
+    in_features: int
+    out_features: int
+    sparsity: SparsityT
+    group_in: int
+    group_out: int
+    needs_input_grad: bool = True
+    batch_count: int = 1
+    repeat: int = 1
+    note: str = ""
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output extent of a convolution along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _fits(sparsity: SparsityT, layer: Layer) -> str:
+    """Empty if ``sparsity`` can apply to ``layer``; otherwise why it cannot."""
+    sizes = {"in": layer.group_in, "out": layer.group_out}
+    for dim in pruned_dims(sparsity):
+        if sizes[dim] % sparsity.m:
+            return f"dense: {dim} group size {sizes[dim]} is not a multiple of m={sparsity.m}"
+    return ""
+
+
+def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
+    if isinstance(op, GemmOp):
+        return Layer(op.name, "linear", op.m, op.k, op.n, sparsity, op.k, op.n, repeat=op.repeat)
+    if isinstance(op, LinearOp):
+        return Layer(
+            op.name, "linear", op.batch * op.tokens, op.in_features, op.out_features, sparsity,
+            op.in_features, op.out_features, repeat=op.repeat,
+        )
+    (h, w), (kh, kw) = _pair(op.input_size), _pair(op.kernel)
+    ho = conv_output_size(h, kh, op.stride, op.padding)
+    wo = conv_output_size(w, kw, op.stride, op.padding)
+    return Layer(
+        op.name, "conv2d", op.batch * ho * wo, op.in_channels * kh * kw, op.out_channels,
+        sparsity, op.in_channels, op.out_channels, repeat=op.repeat,
+    )
+
+
+def expand(workload: WorkloadSpec) -> list[Layer]:
+    """All layers of a workload in execution order, with sparsity resolved per layer."""
+    from workloads import zoo  # zoo builds on Layer; import here to keep the module graph acyclic
+
+    layers: list[Layer] = []
+    for op in workload.operations:
+        if isinstance(op, ModelOp):
+            sparsity = op.sparsity or workload.sparsity
+            for layer in zoo.model_layers(op):
+                if layer.kind == "matmul":
+                    layers.append(layer)
+                    continue
+                why = _fits(sparsity, layer)
+                chosen = DenseSparsity() if why else sparsity
+                layers.append(replace(layer, sparsity=chosen, note=why))
+        else:
+            layers.append(_from_op(op, op.sparsity or workload.sparsity))
+    return layers
+

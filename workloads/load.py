@@ -1,0 +1,300 @@
+"""YAML → typed specs. The only module in archsim that imports ``yaml``.
+
+The loader composes the YAML node tree itself (instead of ``yaml.safe_load``) so that it can
+reject duplicate keys, which PyYAML silently overwrites, and so that every validation error can
+be reported as ``file:line: path.to.field: message``.
+
+A workload file may hold its hardware inline (a mapping under ``hardware:``), reference a file by
+a path relative to itself, or name a shipped preset (``hardware: sat_vcu1525``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from workloads.errors import SpecError
+from workloads.spec import HardwareSpec, WorkloadSpec
+
+__all__ = ["load_workload", "load_hardware", "preset_path", "PRESET_DIR", "EXAMPLE_DIR"]
+
+PRESET_DIR = Path(__file__).parent / "hardware"
+EXAMPLE_DIR = Path(__file__).parent / "examples"
+
+
+@dataclass
+class _Doc:
+    """Plain data of one YAML file plus the line (1-based) of every node, keyed by path."""
+
+    path: Path
+    data: Any
+    lines: dict[tuple, int]
+    overridden: dict[tuple, str]
+
+
+def preset_path(name: str) -> Path:
+    """Path of a shipped hardware preset, or a SpecError listing the presets."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        hint = difflib.get_close_matches(name, known, n=1)
+        extra = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise SpecError(f"unknown hardware preset {name!r}; known presets: {', '.join(known)}{extra}")
+    return path
+
+
+def _read_doc(path: Path) -> _Doc:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read file: {exc}") from None
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}:{line} invalid YAML: {problem}") from None
+    if root is None:
+        raise SpecError(f"{path}: file is empty; expected a mapping with 'version: 1'")
+    if not isinstance(root, yaml.MappingNode):
+        raise SpecError(
+            f"{path}:{root.start_mark.line + 1}: expected a mapping at the top level, "
+            f"got a {_node_kind(root)}"
+        )
+    lines: dict[tuple, int] = {}
+    data = _construct(root, (), lines, path)
+    return _Doc(path, data, lines, {})
+
+
+def _node_kind(node: yaml.Node) -> str:
+    return {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node), "scalar")
+
+
+def _construct(node: yaml.Node, at: tuple, lines: dict[tuple, int], path: Path) -> Any:
+    lines[at] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if key in out:
+                first = lines[at + (key,)]
+                raise SpecError(
+                    f"{path}:{key_node.start_mark.line + 1}: {_dotted(at + (key,))}: duplicate key "
+                    f"{key!r} (first defined on line {first})"
+                )
+            lines[at + (key,)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, at + (key,), lines, path)
+            lines[at + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, at + (i,), lines, path) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    # PyYAML's safe resolution of ints, floats, bools and nulls, without its dict building.
+    return yaml.SafeLoader.construct_object(_SAFE, node, deep=True)
+
+
+_SAFE = yaml.SafeLoader("")
+
+
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+# --------------------------------------------------------------------------------------------
+# --set overrides
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_override(item: str) -> tuple[tuple, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {item!r}: expected key=value, e.g. hardware.array.rows=16")
+    loc = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return loc, parsed
+
+
+def _apply_override(doc: _Doc, loc: tuple, value: Any, original: str) -> None:
+    node = doc.data
+    for i, part in enumerate(loc[:-1]):
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            raise SpecError(
+                f"--set {original}: {_dotted(loc[: i + 1])} does not exist in {doc.path}"
+            ) from None
+    if not isinstance(node, (dict, list)) or (isinstance(node, list) and not isinstance(loc[-1], int)):
+        raise SpecError(f"--set {original}: {_dotted(loc[:-1])} is not a mapping or list")
+    try:
+        node[loc[-1]] = value
+    except IndexError:
+        raise SpecError(f"--set {original}: index {loc[-1]} is out of range") from None
+    doc.overridden[loc] = original
+
+
+# --------------------------------------------------------------------------------------------
+# Validation errors → file:line: path: message
+# --------------------------------------------------------------------------------------------
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic model classes an annotation can hold (through Optional, Union, tuple…)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        if arg is not Ellipsis:
+            found.extend(_models_in(arg))
+    return found
+
+
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model(s) found at ``loc`` (used for did-you-mean suggestions)."""
+    candidates: list[type[BaseModel]] = [root]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # list/tuple index: the element type is already in the candidates
+        nxt: list[type[BaseModel]] = []
+        for model in candidates:
+            if part in model.model_fields:
+                nxt.extend(_models_in(model.model_fields[part].annotation))
+            else:  # a discriminated-union tag such as 'gemm'
+                nxt.extend(
+                    m for m in [model] if any(
+                        typing.get_args(f.annotation) == (part,) for f in m.model_fields.values()
+                    )
+                )
+        candidates = nxt
+    return sorted({name for m in candidates for name in m.model_fields})
+
+
+def _strip_tags(loc: tuple, data: Any) -> tuple:
+    """Drop union tags pydantic inserts into locations (``operations.0.gemm.m`` → ``…0.m``)."""
+    out: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if part in (node.get("op"), node.get("kind")):
+                continue
+        out.append(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(out)
+
+
+def _line_of(doc: _Doc, loc: tuple) -> str:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in doc.overridden:
+            return f"--set {doc.overridden[loc[:end]]}"
+        if loc[:end] in doc.lines:
+            return f"{doc.path}:{doc.lines[loc[:end]]}"
+    return str(doc.path)
+
+
+def _describe(error: dict, model: type[BaseModel], loc: tuple) -> str:
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(model, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        msg = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else f"; expected one of: {', '.join(known)}")
+    elif error["type"] == "missing":
+        msg = "required field is missing"
+    elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
+        msg += f", got {error['input']!r}"
+    return msg
+
+
+def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = _strip_tags(tuple(error["loc"]), data)
+        where = _line_of(doc, loc)
+        raise SpecError(f"{where}: {_dotted(loc)}: {_describe(error, model, loc)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _split_overrides(overrides: typing.Sequence[str]) -> list[tuple[tuple, Any, str]]:
+    return [(*_parse_override(item), item) for item in overrides]
+
+
+def _hardware_doc(ref: Any, base: Path) -> _Doc | None:
+    if not isinstance(ref, str):
+        return None
+    looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref
+    return _read_doc((base / ref) if looks_like_path else preset_path(ref))
+
+
+def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:
+    """Load a hardware description (a file path or a preset name)."""
+    ref = str(path)
+    doc = _read_doc(Path(ref)) if Path(ref).is_file() or ref.endswith((".yaml", ".yml")) else _read_doc(preset_path(ref))
+    for loc, value, original in _split_overrides(overrides):
+        _apply_override(doc, loc, value, original)
+    return _validate(HardwareSpec, doc, doc.data)
+
+
+def load_workload(
+    path: str | Path,
+    hardware: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> WorkloadSpec:
+    """Load a workload YAML into a validated :class:`WorkloadSpec`.
+
+    Parameters
+    ----------
+    path
+        The workload file.
+    hardware
+        Replaces the file's ``hardware:`` entry (a path or a preset name), as ``--hardware`` does.
+    overrides
+        ``key=value`` strings (``hardware.array.rows=16``, ``operations.0.batch=8``) applied to
+        the raw document before validation, as ``--set`` does.
+
+    Raises
+    ------
+    SpecError
+        With a one-line ``file:line: field.path: message`` description of the first problem.
+    """
+    doc = _read_doc(Path(path))
+    if hardware is not None:
+        doc.data["hardware"] = str(Path(hardware).resolve()) if Path(hardware).is_file() else str(hardware)
+    if "hardware" not in doc.data:
+        raise SpecError(f"{doc.path}:1: hardware: required field is missing (a mapping, a file path or a preset name)")
+    hw_doc = _hardware_doc(doc.data["hardware"], doc.path.parent)
+    for loc, value, original in _split_overrides(overrides):
+        if loc[0] == "hardware" and hw_doc is not None:
+            _apply_override(hw_doc, loc[1:], value, original)
+        else:
+            _apply_override(doc, loc, value, original)
+    if hw_doc is not None:
+        doc.data["hardware"] = _validate(HardwareSpec, hw_doc, hw_doc.data)
+    return _validate(WorkloadSpec, doc, doc.data)
+
