@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -46,7 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--layers", type=int, default=15, help="rows of the per-layer table to print")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
     run.set_defaults(handler=_cmd_run)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
+
+
+#: Modules that add subcommands: each has ``register(subparsers)`` and imports its heavy
+#: dependencies (amaranth, cocotb, torch, dask) only inside the handler it registers.
+_COMMAND_MODULES = tuple(
+    m for m in ("rtl.cli", "verification.cli", "baselines.cli", "reports.cli")
+    if importlib.util.find_spec(m.split(".")[0]) and importlib.util.find_spec(m)
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,9 +25,9 @@ keeps a ResNet-50 training iteration fast to simulate.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from dataflows.isa import Instr, Op, Program, Tensor, Unit, row_bytes
+from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit, row_bytes
 from dataflows.lowering import GemmTask, lower
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.generators.nm import index_bits
@@ -67,6 +67,11 @@ class Schedule:
 # --------------------------------------------------------------------------------------------
 
 
+def _draft(op: Op, **fields) -> tuple[Op, dict]:
+    """An instruction whose waits are not known yet (the emitter fills them in)."""
+    return op, fields
+
+
 @dataclass
 class _Slot:
     resident: tuple | None = None  # which tile the slot holds (None: nothing reusable)
@@ -86,13 +91,15 @@ class _Emitter:
         self.turn = {b: 0 for b in "ABC"}
         self.pending_store: tuple | None = None
 
-    def emit(self, instr: Instr, deps: list[tuple[Unit, int] | None], tag: int) -> tuple[Unit, int]:
+    def emit(self, draft: tuple[Op, dict], deps: list[tuple[Unit, int] | None], tag: int) -> tuple[Unit, int]:
+        """Append one instruction; ``deps`` are the (unit, ordinal) instructions it needs."""
+        op, fields = draft
         wait = [0, 0, 0]
-        unit = instr.unit
+        unit = UNIT_OF[op]
         for dep in deps:
-            if dep is not None and dep[0] != unit:
-                wait[dep[0]] = max(wait[dep[0]], dep[1] + 1)
-        self.program.instrs.append(replace(instr, wait=tuple(wait)))
+            if dep is not None and dep[0] != unit and dep[1] >= wait[dep[0]]:
+                wait[dep[0]] = dep[1] + 1
+        self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
         self.issued[unit] += 1
@@ -201,7 +208,7 @@ class _GemmWriter:
         slot = em.buffers["A"][slot_i]
         if not hit:
             row0 = s.copy * self.m + m0
-            instr = Instr(Op.LOAD_A, slot=slot_i, addr=self.a.addr + (row0 * self.k + k0) * db,
+            instr = _draft(Op.LOAD_A, slot=slot_i, addr=self.a.addr + (row0 * self.k + k0) * db,
                           stride=self.k * db, rows=tm, cols=tk)
             slot.producer = em.emit(instr, [slot.last_reader], self.tag)
             slot.resident = (self.tag, s.copy, s.mi, s.ki)
@@ -219,17 +226,17 @@ class _GemmWriter:
         if t.sparse and t.compressed_in_dram:
             kc, rb = compressed_tile_geometry(t, self.task.nm, hw)
             tile = (s.copy * self.nk + s.ki) * self.nn + s.ni
-            instr = Instr(Op.LOAD_B, slot=slot_i, addr=self.b.addr + tile * self.tile_bytes,
+            instr = _draft(Op.LOAD_B, slot=slot_i, addr=self.b.addr + tile * self.tile_bytes,
                           stride=rb, rows=tk // nm_m * nm_n, cols=hw.array.cols, nm_n=nm_n, nm_m=nm_m)
             slot.producer = em.emit(instr, [slot.last_reader], self.tag)
         else:
             row0 = s.copy * self.k + k0
-            instr = Instr(Op.LOAD_B, slot=slot_i, addr=self.b.addr + (row0 * self.n + n0) * hw.data_bytes,
+            instr = _draft(Op.LOAD_B, slot=slot_i, addr=self.b.addr + (row0 * self.n + n0) * hw.data_bytes,
                           stride=self.n * hw.data_bytes, rows=tk, cols=tn)
             loaded = em.emit(instr, [slot.last_reader], self.tag)
             slot.producer = loaded
             if t.sparse:  # compress on chip before use
-                comp = Instr(Op.COMPRESS, slot=slot_i, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m)
+                comp = _draft(Op.COMPRESS, slot=slot_i, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m)
                 slot.producer = em.emit(comp, [loaded, slot.last_reader], self.tag)
         slot.resident = (self.tag, s.copy, s.ki, s.ni)
         return slot_i
@@ -245,7 +252,7 @@ class _GemmWriter:
         acc = em.buffers["C"][c_slot]
         a, b = em.buffers["A"][a_slot], em.buffers["B"][b_slot]
         deps = [a.producer, b.producer] + ([acc.last_reader] if s.ki == 0 else [])
-        instr = Instr(Op.COMPUTE, slot=a_slot, b_slot=b_slot, c_slot=c_slot, accumulate=s.ki > 0,
+        instr = _draft(Op.COMPUTE, slot=a_slot, b_slot=b_slot, c_slot=c_slot, accumulate=s.ki > 0,
                       rows=tm, cols=tn, k=k_rows, m=tm, nm_n=nm_n, nm_m=nm_m)
         done = em.emit(instr, deps, self.tag)
         a.last_reader = b.last_reader = done
@@ -253,7 +260,7 @@ class _GemmWriter:
         if s.last_k:
             n0, _ = self.extent(s.ni, t.tn, self.n)
             row0 = s.copy * self.m + m0
-            store = Instr(Op.STORE_C, slot=c_slot, addr=self.c.addr + (row0 * self.n + n0) * em.hw.acc_bytes,
+            store = _draft(Op.STORE_C, slot=c_slot, addr=self.c.addr + (row0 * self.n + n0) * em.hw.acc_bytes,
                           stride=self.n * em.hw.acc_bytes, rows=tm, cols=tn)
             em.pending_store = (store, c_slot, self.tag)
 
@@ -317,13 +324,13 @@ def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw:
                 n0, tn = ni * t.tn, min(t.tn, n - ni * t.tn)
                 s, _ = em.find_or_claim("B", (tag, ki, ni))
                 slot = em.buffers["B"][s]
-                load = em.emit(Instr(Op.LOAD_B, slot=s, addr=dense.addr + (k0 * n + n0) * hw.data_bytes,
+                load = em.emit(_draft(Op.LOAD_B, slot=s, addr=dense.addr + (k0 * n + n0) * hw.data_bytes,
                                      stride=n * hw.data_bytes, rows=tk, cols=tn), [slot.last_reader], -1)
                 if pending is not None:
                     em_store, prev_slot, prev_comp = pending
                     em.buffers["B"][prev_slot].last_reader = em.emit(em_store, [prev_comp], -1)
-                done = em.emit(Instr(Op.COMPRESS, slot=s, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m), [load], -1)
-                store = Instr(Op.STORE_B, slot=s, addr=comp.addr + (ki * nn + ni) * kc * rb, stride=rb,
+                done = em.emit(_draft(Op.COMPRESS, slot=s, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m), [load], -1)
+                store = _draft(Op.STORE_B, slot=s, addr=comp.addr + (ki * nn + ni) * kc * rb, stride=rb,
                               rows=tk // nm_m * nm_n, cols=hw.array.cols, nm_n=nm_n, nm_m=nm_m)
                 pending = (store, s, done)
                 slot.resident = None

@@ -230,7 +230,9 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # A misspelled key yields both "unknown key" and "required field is missing"; the first
+        # says what to fix, so unknown keys are reported before anything else.
+        error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = _strip_tags(tuple(error["loc"]), data)
         where = _line_of(doc, loc)
         raise SpecError(f"{where}: {_dotted(loc)}: {_describe(error, model, loc)}") from None

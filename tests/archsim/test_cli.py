@@ -1,0 +1,58 @@
+"""archsim run through main([...]): outputs, schema and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from archsim import __version__
+from archsim.cli import main
+
+
+def test_run_writes_results_and_layers(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "total cycles" in printed and "932" in printed
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["archsim_version"] == __version__
+    assert doc["hardware"]["name"] == "tiny" and doc["workload"]["name"] == "tiny-gemm"
+    summary = doc["summary"]
+    for key in ("total_cycles", "seconds", "macs_dense_equivalent", "macs_executed", "utilization",
+                "dram_read_bytes", "dram_write_bytes", "energy_pj"):
+        assert key in summary
+    assert summary["total_cycles"] == 932
+    assert summary["macs_executed"] == 16 * 16 * 8 + 16 * 16 * 8 // 2 + 16 * 32 * 8 // 4
+    names = [row["name"] for row in doc["layers"]]
+    assert names == ["dense", "nm24", "nm28"]
+    assert {"name", "phase", "cycles", "macs_executed", "macs_dense_equivalent"} <= set(doc["layers"][0])
+    assert sum(row["cycles"] for row in doc["layers"]) == summary["total_cycles"]
+    with (out / "layers.csv").open() as fh:
+        assert [row["name"] for row in csv.DictReader(fh)] == names
+
+
+def test_set_and_compare_dense(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["run", "workloads/examples/resnet18_bdwp.yaml", "--out", str(out), "--compare-dense",
+            "--set", "operations.0.batch=2", "--quiet"]
+    assert main(argv) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["workload"]["operations"][0]["batch"] == 2
+    comparison = doc["comparison"]
+    assert 1.0 < comparison["speedup"] <= comparison["amdahl_bound"]
+    assert {row["phase"] for row in doc["layers"]} == {"pregen", "ff", "bp", "wg"}
+
+
+def test_hardware_override_flag(tmp_path):
+    out = tmp_path / "o"
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--hardware", "sat_vcu1525",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["hardware"]["name"] == "sat_vcu1525"
+
+
+def test_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert capsys.readouterr().out.strip() == f"archsim {__version__}"

@@ -1,0 +1,165 @@
+"""The strict loader: every bad input gives one `file:line: field: message` SpecError."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+from workloads.errors import SpecError
+from workloads.load import EXAMPLE_DIR, PRESET_DIR, load_hardware, load_workload
+from workloads.spec import BDWPSparsity, GemmOp
+
+GOOD = """\
+version: 1
+name: t
+hardware: tiny
+operations:
+  - op: gemm
+    name: g
+    m: 8
+    k: 16
+    n: 8
+    sparsity: {kind: nm, n: 2, m: 4}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "w.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path: Path, **kwargs) -> str:
+    with pytest.raises(SpecError) as info:
+        load_workload(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_good_file_loads(tmp_path):
+    w = load_workload(write(tmp_path, GOOD))
+    assert w.hardware.name == "tiny"
+    op = w.operations[0]
+    assert isinstance(op, GemmOp) and (op.sparsity.n, op.sparsity.m) == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "expected"),
+    [
+        (GOOD.replace("    k: 16", "    kk: 16"), 8, r"operations\[0\]\.kk: unknown key; did you mean 'k'\?"),
+        (GOOD.replace("    n: 8\n", "    n: 8\n    n: 4\n"), 10, r"operations\[0\]\.n: duplicate key 'n' \(first defined on line 9\)"),
+        (GOOD.replace("    m: 8", "    m: eight"), 7, r"operations\[0\]\.m: Input should be a valid integer, got 'eight'"),
+        (GOOD.replace("{kind: nm, n: 2, m: 4}", "{kind: nm, n: 5, m: 4}"), 10, r"sparsity: n must satisfy 0 < n <= m, got n=5, m=4"),
+        (GOOD.replace("{kind: nm, n: 2, m: 4}", "{kind: nm, n: 2, m: 6}"), 10, r"m must be a power of two no larger than 16, got m=6"),
+        (GOOD.replace("    k: 16", "    k: 18"), 5, r"operations\[0\]: k=18 is not a multiple of m=4"),
+        (GOOD.replace("version: 1", "version: 2"), 1, r"version: Input should be 1, got 2"),
+        (GOOD.replace("op: gemm", "op: gemmm"), 5, r"operations\[0\]: Input tag 'gemmm' found using 'op' does not match"),
+    ],
+    ids=["misspelled", "duplicate", "wrong-type", "n-gt-m", "m-not-pow2", "not-divisible", "version", "bad-op"],
+)
+def test_bad_field_points_at_its_line(tmp_path, text, line, expected):
+    path = write(tmp_path, text)
+    message = error_of(path)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert __import__("re").search(expected, message), message
+
+
+def test_missing_file(tmp_path):
+    assert error_of(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: file not found"
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path, "")
+    assert "file is empty" in error_of(path)
+
+
+def test_not_a_mapping(tmp_path):
+    path = write(tmp_path, "- 1\n- 2\n")
+    assert error_of(path) == f"{path}:1: expected a mapping at the top level, got a list"
+
+
+def test_invalid_yaml_syntax(tmp_path):
+    path = write(tmp_path, "version: 1\nname: [unclosed\n")
+    assert error_of(path).startswith(f"{path}:")
+
+
+def test_error_in_referenced_hardware_file_names_that_file(tmp_path):
+    hw = (PRESET_DIR / "tiny.yaml").read_text().replace("cols: 4", "colz: 4")
+    write(tmp_path, hw, "hw.yaml")
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: hw.yaml"))
+    message = error_of(path)
+    assert message.startswith(f"{tmp_path / 'hw.yaml'}:"), message
+    assert "array.colz: unknown key; did you mean 'cols'?" in message
+
+
+def test_hardware_path_is_relative_to_the_workload_file(tmp_path):
+    sub = tmp_path / "hw"
+    sub.mkdir()
+    (sub / "mine.yaml").write_text((PRESET_DIR / "tiny.yaml").read_text().replace("name: tiny", "name: mine"))
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: hw/mine.yaml"))
+    assert load_workload(path).hardware.name == "mine"
+
+
+def test_unknown_preset_lists_the_known_ones(tmp_path):
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: tinny"))
+    message = error_of(path)
+    assert "unknown hardware preset 'tinny'" in message and "did you mean 'tiny'?" in message
+
+
+def test_inline_hardware(tmp_path):
+    inline = "hardware:\n" + "".join(
+        f"  {line}\n" for line in (PRESET_DIR / "tiny.yaml").read_text().splitlines() if line and not line.startswith("#")
+    )
+    path = write(tmp_path, GOOD.replace("hardware: tiny\n", inline))
+    assert load_workload(path).hardware.array.rows == 4
+
+
+def test_overrides_apply_and_report_themselves(tmp_path):
+    path = write(tmp_path, GOOD)
+    w = load_workload(path, overrides=["hardware.array.rows=8", "operations.0.m=32"])
+    assert w.hardware.array.rows == 8 and w.operations[0].m == 32
+    message = error_of(path, overrides=["operations.0.m=-1"])
+    assert message.startswith("--set operations.0.m=-1: operations[0].m: Input should be greater than 0")
+    assert "does not exist" in error_of(path, overrides=["hardware.arra.rows=8"])
+
+
+def test_workload_default_sparsity_is_checked_at_the_op(tmp_path):
+    # BDWP prunes W along `in` (k=16, fine) and along `out` (n=12, not a multiple of 8): the
+    # error names the op's line although the sparsity was written at the top of the file.
+    text = GOOD.replace("    sparsity: {kind: nm, n: 2, m: 4}\n", "").replace("    n: 8", "    n: 12").replace(
+        "hardware: tiny\n", "hardware: tiny\nsparsity: {kind: bdwp, n: 2, m: 8}\n"
+    )
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}:6: operations[0]: n=12 is not a multiple of m=8 (N:M groups along 'out'); pad the layer or choose another M"
+
+
+def test_bdwp_default_applies_to_explicit_ops(tmp_path):
+    text = GOOD.replace("    sparsity: {kind: nm, n: 2, m: 4}\n", "").replace(
+        "hardware: tiny\n", "hardware: tiny\nsparsity: {kind: bdwp, n: 2, m: 4}\n"
+    )
+    w = load_workload(write(tmp_path, text))
+    assert isinstance(w.operations[0].sparsity, BDWPSparsity)
+
+
+def test_hardware_invariants():
+    with pytest.raises(SpecError, match=r"acc_bits must be at least 2\*data_bits=32"):
+        load_hardware("sat_vcu1525", overrides=["acc_bits=24"])
+    with pytest.raises(SpecError, match=r"array.rows=6 must be a multiple of n=4"):
+        load_hardware("sat_vcu1525", overrides=["array.rows=6"])
+
+
+def test_cli_turns_errors_into_one_line_and_exit_2(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("    k: 16", "    kk: 16"))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"archsim: error: {path}:8: ")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLE_DIR.glob("*.yaml")))
+def test_shipped_examples_load(example):
+    load_workload(EXAMPLE_DIR / example)
