@@ -176,7 +176,9 @@ def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -
         top = sorted(result.layers, key=lambda r: r.cycles, reverse=True)[:layer_rows]
         lt = Table(title=f"top {len(top)} of {len(result.layers)} GEMMs by cycles")
         for col in ("name", "phase", "m x k x n", "sparsity", "cycles", "share", "util"):
-            lt.add_column(col, justify="left" if col in ("name", "phase", "sparsity") else "right")
+            # Fold long layer names instead of cutting them: the name is what a user looks for.
+            lt.add_column(col, justify="left" if col in ("name", "phase", "sparsity") else "right",
+                          overflow="fold", no_wrap=col != "name")
         pes = workload.hardware.array.rows * workload.hardware.array.cols
         for r in top:
             util = r.macs_executed / (r.cycles * pes) if r.cycles else 0.0

@@ -27,14 +27,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit, row_bytes
+from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit
 from dataflows.lowering import GemmTask, lower
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.generators.nm import index_bits
 from workloads.layers import expand
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
-__all__ = ["Segment", "Schedule", "schedule", "build_segment", "gemm_program"]
+__all__ = [
+    "Segment",
+    "Schedule",
+    "schedule",
+    "build_segment",
+    "gemm_program",
+    "pregen_program",
+    "compressed_tile_geometry",
+]
 
 _ALIGN = 64
 
@@ -402,5 +410,3 @@ def schedule(workload: WorkloadSpec) -> Schedule:
             segments.extend(cache.segment("gemm", (t,), (tiling[t.name],), t.repeat) for t in group)
     return Schedule(hw, passes, tuple(segments))
 
-
-__all__ += ["compressed_tile_geometry", "pregen_program", "row_bytes"]

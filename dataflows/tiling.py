@@ -83,7 +83,8 @@ def _check_weight_slot(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: 
         )
 
 
-def _base(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> tuple[bool, int, int]:
+def _base(task: GemmTask, hw: HardwareSpec) -> tuple[bool, int, int]:
+    """Whether the array runs the task sparse, and the stationary tile (tk, tn) that follows."""
     sparse = task.sparse_on(hw)
     tk, tn = _stationary_tile(task, hw, sparse)
     return sparse, tk, tn
@@ -91,7 +92,7 @@ def _base(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> tuple[b
 
 def default_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dram: bool) -> Tiling:
     """The largest ``tm`` that fits, loop order m-n-k, no operand swap."""
-    sparse, tk, tn = _base(task, hw, compressed_in_dram)
+    sparse, tk, tn = _base(task, hw)
     tm = min(task.m, max_tm(task, min(tk, task.k), tn, hw, slots))
     tiling = Tiling(tm, tk, tn, "mnk", False, sparse, compressed_in_dram and sparse)
     _check_weight_slot(task, tiling, hw, slots)
@@ -146,7 +147,7 @@ def search_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dr
 
     Ties go to less DRAM time, then to the larger ``tm`` (fewer instructions).
     """
-    sparse, tk, tn = _base(task, hw, compressed_in_dram)
+    sparse, tk, tn = _base(task, hw)
     best: tuple | None = None
     for swap in (False, True) if not sparse else (False,):
         m, k, _ = (task.n, task.k, task.m) if swap else (task.m, task.k, task.n)
