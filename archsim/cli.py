@@ -114,11 +114,31 @@ def amdahl_bound(result) -> float:
     return result.macs_dense_equivalent / max(result.macs_executed, 1)
 
 
+def prepare_out_dir(out: Path) -> Path:
+    """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".archsim-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    return out
+
+
+def _write_atomically(path: Path, write) -> None:
+    # Write to a temporary sibling, then rename: an interrupted run never leaves half a file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        write(fh)
+    tmp.replace(path)
+
+
 def write_run_outputs(out: Path, workload, result, comparison: dict | None) -> tuple[Path, Path]:
     """Write ``results.json`` and ``layers.csv`` (schema: docs/results.md)."""
     from archsim import __version__
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     doc = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "archsim_version": __version__,
@@ -130,13 +150,16 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None) -> t
         "layers": [rec.as_dict() for rec in result.layers],
     }
     results = out / "results.json"
-    results.write_text(json.dumps(doc, indent=2) + "\n")
+    _write_atomically(results, lambda fh: fh.write(json.dumps(doc, indent=2) + "\n"))
     layers = out / "layers.csv"
-    with layers.open("w", newline="") as fh:
+
+    def write_csv(fh) -> None:
         fields = list(result.layers[0].as_dict()) if result.layers else ["name"]
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rec.as_dict() for rec in result.layers)
+
+    _write_atomically(layers, write_csv)
     return results, layers
 
 
@@ -191,6 +214,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
+    out = prepare_out_dir(Path(args.out) if args.out else Path("out") / workload.name)
     result = _simulate_with_progress(workload, args.quiet)
     comparison = None
     if args.compare_dense:
@@ -200,7 +224,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "speedup": dense.total_cycles / result.total_cycles,
             "amdahl_bound": amdahl_bound(result),
         }
-    out = Path(args.out) if args.out else Path("out") / workload.name
     results, layers = write_run_outputs(out, workload, result, comparison)
     if not args.quiet:
         _print_summary(workload, result, comparison, args.layers)

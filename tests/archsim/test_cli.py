@@ -56,3 +56,12 @@ def test_version(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     assert capsys.readouterr().out.strip() == f"archsim {__version__}"
+
+
+def test_unwritable_out_fails_before_simulating(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("user data")
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--out", str(blocker / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"archsim: error: --out {blocker / 'o'}: cannot write there") and "\n" not in err
+    assert blocker.read_text() == "user data"
