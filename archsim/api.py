@@ -123,5 +123,6 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
         instructions=totals["instrs"],
         instructions_simulated=totals["simulated"],
         segments=len(sched.segments),
+        interleaved_segments=sum(1 for s in sched.segments if s.kind == "gemm" and len(s.tasks) > 1),
         layers=tuple(records),
     )

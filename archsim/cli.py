@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         "--compare-dense", action="store_true",
         help="also simulate the workload with all sparsity removed and report the speedup",
     )
+    run.add_argument(
+        "--baseline", metavar="B.json",
+        help="compare with a measured baseline from 'archsim baseline' (docs/baselines.md)",
+    )
     run.add_argument("--layers", type=int, default=15, help="rows of the per-layer table to print")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
     run.set_defaults(handler=_cmd_run)
@@ -134,7 +138,8 @@ def _write_atomically(path: Path, write) -> None:
     tmp.replace(path)
 
 
-def write_run_outputs(out: Path, workload, result, comparison: dict | None) -> tuple[Path, Path]:
+def write_run_outputs(out: Path, workload, result, comparison: dict | None,
+                      baseline_comparison: dict | None = None) -> tuple[Path, Path]:
     """Write ``results.json`` and ``layers.csv`` (schema: docs/results.md)."""
     from archsim import __version__
 
@@ -147,6 +152,7 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None) -> t
         "summary": result.summary(),
         "amdahl_bound": amdahl_bound(result),
         "comparison": comparison,
+        "baseline_comparison": baseline_comparison,
         "layers": [rec.as_dict() for rec in result.layers],
     }
     results = out / "results.json"
@@ -215,6 +221,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
     out = prepare_out_dir(Path(args.out) if args.out else Path("out") / workload.name)
+    baseline = None
+    if args.baseline:  # read and match it before simulating, so a bad file costs nothing
+        from baselines.compare import load_baseline_for
+
+        baseline = load_baseline_for(args.baseline, workload)
     result = _simulate_with_progress(workload, args.quiet)
     comparison = None
     if args.compare_dense:
@@ -224,9 +235,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "speedup": dense.total_cycles / result.total_cycles,
             "amdahl_bound": amdahl_bound(result),
         }
-    results, layers = write_run_outputs(out, workload, result, comparison)
+    baseline_comparison = None
+    if baseline is not None:
+        from baselines.compare import compare
+
+        baseline_comparison = compare(baseline, workload, result, args.baseline)
+    results, layers = write_run_outputs(out, workload, result, comparison, baseline_comparison)
     if not args.quiet:
         _print_summary(workload, result, comparison, args.layers)
+        if baseline_comparison is not None:
+            from baselines.compare import print_comparison
+
+            print_comparison(baseline_comparison, args.layers)
     print(f"wrote {results} and {layers}")
     return 0
 

@@ -126,6 +126,7 @@ class SimResult:
     instructions: int
     instructions_simulated: int
     segments: int
+    interleaved_segments: int = 0
     layers: tuple[LayerRecord, ...] = field(default=())
 
     def summary(self) -> dict:
@@ -145,6 +146,8 @@ class SimResult:
             "sram_read_bytes": dict(self.sram_read_bytes),
             "sram_write_bytes": dict(self.sram_write_bytes),
             "instructions": self.instructions,
+            "segments": self.segments,
+            "interleaved_segments": self.interleaved_segments,
         }
 
     @property

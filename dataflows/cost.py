@@ -20,6 +20,7 @@ __all__ = [
     "latency",
     "transfer_bytes",
     "GemmEstimate",
+    "program_cycles",
 ]
 
 #: Extra cycles of a COMPUTE beyond weight preload, streaming and the systolic skew: one to read
@@ -92,3 +93,25 @@ class GemmEstimate:
     def cycles(self) -> int:
         # Double buffering overlaps the units; the busiest one bounds the GEMM.
         return max(self.dma, self.pe, self.vec)
+
+
+def program_cycles(program, hw: HardwareSpec) -> int:
+    """Cycles of a whole program under the timing rule of docs/isa.md, without simulating.
+
+    Units run in order; an instruction starts when its unit is free and every other unit has
+    completed ``wait[u]`` instructions. Because waits only point backwards in program order, one
+    pass in program order computes every start time. The scheduler uses this exact figure to make
+    decisions (``archsim`` cannot be imported from ``dataflows``); tests check it equals the SimPy
+    model's cycle count.
+    """
+    ends: list[list[int]] = [[], [], []]  # per unit, end time of its i-th instruction
+    free = [0, 0, 0]
+    for instr in program.instrs:
+        unit = instr.unit
+        start = free[unit]
+        for other, need in enumerate(instr.wait):
+            if need and other != unit:
+                start = max(start, ends[other][need - 1])
+        free[unit] = start + latency(instr, hw)
+        ends[unit].append(free[unit])
+    return max(free)

@@ -8,8 +8,10 @@ the three units overlap as the instructions' completion-count dependencies allow
 SAT's dataflow optimizations are switchable passes (``WorkloadSpec.schedule``):
 
 * ``interleave`` — a layer's independent backward GEMMs (BP and WG) share one segment, their
-  tiles alternating, so one GEMM's DMA hides behind the other's compute and the pipeline fills and
-  drains once instead of twice.
+  tiles merged in proportion to their lengths, so one GEMM's DMA hides behind the other's compute
+  and the pipeline fills and drains once instead of twice. Sharing the ping-pong slots can also
+  cost (two GEMMs in flight hold both accumulator slots), so the pass keeps the interleaved
+  program only where its exact cycle count (``cost.program_cycles``) beats running them apart.
 * ``pregenerate_sparse_weights`` — a first segment compresses every pruned weight copy (FF and BP
   masks) once per iteration on the vector unit and writes it back compressed; GEMMs then load
   compressed tiles. Off, each use loads dense weights and compresses them on chip.
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from dataflows.cost import program_cycles
 from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit
 from dataflows.lowering import GemmTask, lower
 from dataflows.tiling import Tiling, default_tiling, search_tiling
@@ -291,15 +294,27 @@ def _flush_store(em: _Emitter) -> None:
     em.pending_store = None
 
 
-def _round_robin(streams: list[Iterator[_Step]]) -> Iterator[_Step]:
-    live = list(streams)
+def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator[_Step]:
+    """Merge step streams so each advances in proportion to its length.
+
+    The GEMM with fewer steps is spread evenly over the longer one, so its transfers hide behind
+    the other's computes along the whole segment instead of only at its start.
+    """
+    done = [0] * len(streams)
+    live = set(range(len(streams)))
     while live:
-        for it in list(live):
-            step = next(it, None)
-            if step is None:
-                live.remove(it)
-            else:
-                yield step
+        i = min(live, key=lambda j: ((done[j] + 1) / totals[j], j))
+        step = next(streams[i], None)
+        if step is None:
+            live.discard(i)
+            continue
+        done[i] += 1
+        yield step
+
+
+def _step_count(task: GemmTask, tiling: Tiling) -> int:
+    m, k, n = tiling.dims(task)
+    return task.copies * -(-m // tiling.tm) * -(-k // tiling.tk) * -(-n // tiling.tn)
 
 
 def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
@@ -307,7 +322,9 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
     """The tile program of one or more GEMMs (more than one: their tiles interleave)."""
     em = _Emitter(hw, double_buffering)
     writers = [_GemmWriter(em, tag, task, tiling) for tag, (task, tiling) in enumerate(zip(tasks, tilings))]
-    for s in _round_robin([_steps(tag, task, tiling) for tag, (task, tiling) in enumerate(zip(tasks, tilings))]):
+    streams = [_steps(tag, task, tiling) for tag, (task, tiling) in enumerate(zip(tasks, tilings))]
+    totals = [_step_count(task, tiling) for task, tiling in zip(tasks, tilings)]
+    for s in _proportional(streams, totals):
         writers[s.tag].step(s)
     _flush_store(em)
     em.program.tasks = tasks
@@ -369,7 +386,13 @@ def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
 
 class _SegmentCache:
     def __init__(self, hw: HardwareSpec, passes: SchedulePasses) -> None:
-        self.hw, self.passes, self.programs = hw, passes, {}
+        self.hw, self.passes, self.programs, self._cycles = hw, passes, {}, {}
+
+    def cycles(self, segment: Segment) -> int:
+        """Exact cycles of one run of a segment (``cost.program_cycles``), memoized by key."""
+        if segment.key not in self._cycles:
+            self._cycles[segment.key] = program_cycles(segment.program, self.hw)
+        return self._cycles[segment.key]
 
     def segment(self, kind: str, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], repeat: int) -> Segment:
         key = (kind, self.passes.double_buffering) + tuple(_task_key(t, tl) for t, tl in zip(tasks, tilings))
@@ -403,10 +426,13 @@ def schedule(workload: WorkloadSpec) -> Schedule:
         for t in pruned:
             segments.append(cache.segment("pregen", (t,), (tiling[t.name],), t.repeat))
     for group in groups:
+        separate = [cache.segment("gemm", (t,), (tiling[t.name],), t.repeat) for t in group]
         # Interleaving needs a second accumulator slot for the other GEMM's tile in flight.
         if passes.interleave and passes.double_buffering and len(group) > 1:
-            segments.append(cache.segment("gemm", tuple(group), tuple(tiling[t.name] for t in group), group[0].repeat))
-        else:
-            segments.extend(cache.segment("gemm", (t,), (tiling[t.name],), t.repeat) for t in group)
+            mixed = cache.segment("gemm", tuple(group), tuple(tiling[t.name] for t in group), group[0].repeat)
+            if cache.cycles(mixed) < sum(cache.cycles(s) for s in separate):
+                segments.append(mixed)
+                continue
+        segments.extend(separate)
     return Schedule(hw, passes, tuple(segments))
 

@@ -68,9 +68,14 @@ def test_every_output_is_stored_exactly_once(task, passes):
     assert (c.rows, c.cols) == (m * task.copies, n)
 
 
-def test_interleaving_alternates_the_tiles_of_both_gemms():
-    bp = GemmTask("l.bp", "l", "bp", 16, 8, 8)
-    wg = GemmTask("l.wg", "l", "wg", 8, 16, 8)
+def test_interleaving_spreads_the_shorter_gemm_over_the_longer():
+    bp = GemmTask("l.bp", "l", "bp", 4, 12, 4)  # 3 k-steps
+    wg = GemmTask("l.wg", "l", "wg", 4, 12, 12)  # 3 k-steps x 3 n-tiles = 9 steps
     seg = build_segment((bp, wg), HW, SchedulePasses(offline_tiling=False))
     tags = [t for t, i in zip(seg.program.tags, seg.program.instrs) if i.op == Op.COMPUTE]
-    assert tags[:4] == [0, 1, 0, 1]
+    assert tags == [1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1]
+    # After every step, the progress fractions differ by at most one step of the shorter GEMM.
+    done = [0, 0]
+    for tag in tags:
+        done[tag] += 1
+        assert abs(done[0] / 3 - done[1] / 9) <= 1 / 3
