@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from archsim.attention import AttentionTally
 from archsim.model import run_program
 from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
 from dataflows.isa import Unit
@@ -14,7 +15,7 @@ from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
 from workloads.spec import HardwareSpec, WorkloadSpec
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "with_spgemm"]
 
 Progress = Callable[[int, int], None]
 
@@ -79,6 +80,13 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
     sram_r: dict[str, int] = {}
     sram_w: dict[str, int] = {}
     records: list[LayerRecord] = []
+
+    def run(segment) -> SegmentStats:  # the dense-attention baselines share the cache
+        if segment.key not in cache:
+            cache[segment.key] = run_program(segment.program, hw)
+        return cache[segment.key]
+
+    attention = AttentionTally(hw, run)
     for done, segment in enumerate(sched.segments, start=1):
         stats = cache.get(segment.key)
         if stats is None:
@@ -97,17 +105,20 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
             sram_w[name] = sram_w.get(name, 0) + v * r
         if segment.kind == "pregen":
             records.append(_pregen_record(segment, stats))
+        elif segment.kind == "attention":
+            attention.add(segment, stats, len(records))
         else:
             records.extend(_layer_records(segment, stats, hw))
         if progress is not None:
             progress(done, len(sched.segments))
+    records = attention.layer_records(records)
     macs = sum(rec.macs_executed for rec in records)
     dense = sum(rec.macs_dense_equivalent for rec in records)
     d_read = sum(rec.dram_read_bytes for rec in records)
     d_write = sum(rec.dram_write_bytes for rec in records)
     cycles = totals["cycles"]
     pes = hw.array.rows * hw.array.cols
-    return SimResult(
+    result = SimResult(
         total_cycles=cycles,
         seconds=cycles / (hw.clock_mhz * 1e6),
         macs_executed=macs,
@@ -125,4 +136,41 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
         segments=len(sched.segments),
         interleaved_segments=sum(1 for s in sched.segments if s.kind == "gemm" and len(s.tasks) > 1),
         layers=tuple(records),
+        attention=attention.records(),
+    )
+    # A schedule holds only the GEMMs; a workload also brings its SpGEMM ops.
+    return with_spgemm(result, target) if isinstance(target, WorkloadSpec) else result
+
+
+def with_spgemm(result: SimResult, workload: WorkloadSpec) -> SimResult:
+    """``result`` plus the workload's ``op: spgemm`` operations (docs/spgemm.md).
+
+    Each op is simulated with every dataflow it lists; the fastest one counts in the totals
+    (cycles, seconds, DRAM bytes, energy of its multiplies and DRAM traffic). SpGEMM runs on
+    its own engine after the GEMMs, so PE-array MACs and utilization stay those of the array.
+    """
+    from archsim.spgemm import simulate_spgemm
+    from workloads.spec import SpGEMMOp
+
+    ops = [op for op in workload.operations if isinstance(op, SpGEMMOp)]
+    if not ops:
+        return result
+    hw = workload.hardware
+    ran = tuple(simulate_spgemm(op, hw) for op in ops)
+    best = [op.best for op in ran]
+    cycles = result.total_cycles + sum(b.cycles for b in best)
+    read = result.dram_read_bytes + sum(b.dram_read_bytes for b in best)
+    write = result.dram_write_bytes + sum(b.dram_write_bytes for b in best)
+    extra = energy_pj(hw.energy, sum(b.multiplies for b in best), read - result.dram_read_bytes,
+                      write - result.dram_write_bytes, 0, 0, 0)
+    pes = hw.array.rows * hw.array.cols
+    return replace(
+        result,
+        total_cycles=cycles,
+        seconds=cycles / (hw.clock_mhz * 1e6),
+        utilization=result.macs_executed / (cycles * pes) if cycles else 0.0,
+        dram_read_bytes=read,
+        dram_write_bytes=write,
+        energy_pj={k: v + extra.get(k, 0.0) for k, v in result.energy_pj.items()},
+        spgemm=result.spgemm + ran,
     )

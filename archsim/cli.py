@@ -88,7 +88,10 @@ def _dense_variant(workload):
     from workloads.spec import DenseSparsity
 
     dense = DenseSparsity()
-    ops = tuple(op.model_copy(update={"sparsity": None}) for op in workload.operations)
+    ops = tuple(
+        op.model_copy(update={"sparsity": None}) if "sparsity" in type(op).model_fields else op
+        for op in workload.operations
+    )
     return workload.model_copy(update={"sparsity": dense, "operations": ops})
 
 
@@ -154,6 +157,8 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
         "comparison": comparison,
         "baseline_comparison": baseline_comparison,
         "layers": [rec.as_dict() for rec in result.layers],
+        "spgemm": [op.as_dict() for op in result.spgemm],
+        "attention": [rec.as_dict() for rec in result.attention],
     }
     results = out / "results.json"
     _write_atomically(results, lambda fh: fh.write(json.dumps(doc, indent=2) + "\n"))
@@ -166,6 +171,10 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
         writer.writerows(rec.as_dict() for rec in result.layers)
 
     _write_atomically(layers, write_csv)
+    if result.attention:  # sparsity vs speedup per attention layer, for plots (docs/attention.md)
+        from archsim.attention import write_csv as write_attention
+
+        _write_atomically(out / "attention.csv", lambda fh: write_attention(fh, result.attention))
     return results, layers
 
 
@@ -216,6 +225,36 @@ def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -
         console.print(lt)
 
 
+def _print_spgemm(result) -> None:
+    """One table per SpGEMM op: a column per dataflow, side by side, the winner marked."""
+    from rich.table import Table
+
+    console = _console()
+    for op in result.spgemm:
+        stats = op.matrix_stats
+        operands = f"{op.a['name']} · {op.b['name']}" if op.b else f"{op.a['name']} squared"
+        table = Table(title=f"SpGEMM {op.name}: {operands}\n{stats['n_rows']:,} rows, "
+                            f"{stats['nnz']:,} nnz, {stats['multiplies']:,} multiplies, "
+                            f"nnz(C) {stats['nnz_c']:,}")
+        table.add_column("")
+        winner = op.best.dataflow
+        for r in op.dataflows:
+            table.add_column(f"{r.dataflow}{' (winner)' if r.dataflow == winner else ''}",
+                             justify="right")
+        rows = [
+            ("cycles", lambda r: f"{r.cycles:,}"),
+            *((f"DRAM {k}", lambda r, k=k: f"{_fmt(r.dram_bytes[k])}B")
+              for k in ("a", "b", "c", "partial")),
+            ("multiplier util.", lambda r: f"{r.multiplier_utilization:.1%}"),
+            ("hash collisions", lambda r: f"{r.hash_collisions:,}"),
+            ("merge stalls", lambda r: f"{r.merge_stall_cycles:,}"),
+            ("functional check", lambda r: r.functional_check),
+        ]
+        for name, cell in rows:
+            table.add_row(name, *(cell(r) for r in op.dataflows))
+        console.print(table)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
@@ -235,6 +274,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "speedup": dense.total_cycles / result.total_cycles,
             "amdahl_bound": amdahl_bound(result),
         }
+    from archsim.api import with_spgemm
+
+    result = with_spgemm(result, workload)  # SpGEMM ops run on their engine, after the GEMMs
     baseline_comparison = None
     if baseline is not None:
         from baselines.compare import compare
@@ -243,6 +285,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results, layers = write_run_outputs(out, workload, result, comparison, baseline_comparison)
     if not args.quiet:
         _print_summary(workload, result, comparison, args.layers)
+        _print_spgemm(result)
+        if result.attention:
+            from archsim.attention import attention_table
+
+            _console().print(attention_table(result.attention))
         if baseline_comparison is not None:
             from baselines.compare import print_comparison
 

@@ -128,6 +128,10 @@ class SimResult:
     segments: int
     interleaved_segments: int = 0
     layers: tuple[LayerRecord, ...] = field(default=())
+    # One archsim.spgemm.SpGEMMOpResult per `op: spgemm`; its best dataflow is in the totals.
+    spgemm: tuple = field(default=())
+    # One archsim.attention.AttentionRecord per attention layer (docs/attention.md).
+    attention: tuple = field(default=())
 
     def summary(self) -> dict:
         return {
@@ -148,6 +152,7 @@ class SimResult:
             "instructions": self.instructions,
             "segments": self.segments,
             "interleaved_segments": self.interleaved_segments,
+            "spgemm_cycles": sum(op.best.cycles for op in self.spgemm),
         }
 
     @property

@@ -94,6 +94,9 @@ class DMAEngine(_Unit):
 
     def account(self, instr: Instr, tag: int) -> None:
         nbytes = transfer_bytes(instr, self.hw)
+        if instr.op == Op.LOAD_MASK:  # into the vector unit's small mask store, not a buffer
+            self.stats.add_dram(tag, read=nbytes)
+            return
         buffer = self.buffers[self._TARGET[instr.op]]
         if instr.op in (Op.LOAD_A, Op.LOAD_B):
             self.stats.add_dram(tag, read=nbytes)
@@ -121,12 +124,26 @@ class PEArray(_Unit):
 
 
 class VectorUnit(_Unit):
-    """Compresses dense weight tiles into N:M form (top-N of M by magnitude) in place."""
+    """Compresses dense weight tiles into N:M form (top-N of M by magnitude) in place, and runs
+    the online softmax of attention on score tiles in the accumulator (docs/attention.md)."""
 
     unit = Unit.VEC
 
     def account(self, instr: Instr, tag: int) -> None:
+        if instr.op != Op.COMPRESS:
+            self._account_softmax(instr)
+            return
         groups = instr.rows // instr.nm_m * instr.cols
         self.stats.vector_groups += groups
         self.buffers["weight"].read(instr.rows * instr.cols * self.hw.data_bytes)
         self.buffers["weight"].write(groups * instr.nm_n * self.hw.data_bytes)
+
+    def _account_softmax(self, instr: Instr) -> None:
+        hw, acc = self.hw, self.buffers["accumulator"]
+        tile = instr.rows * instr.cols * hw.acc_bytes
+        acc.read(tile)
+        if instr.op in (Op.RESCALE, Op.NORMALIZE):
+            acc.write(tile)
+        elif instr.op == Op.EXP:
+            kept = instr.rows // instr.nm_m * instr.nm_n if instr.nm_n else instr.rows
+            self.buffers["weight"].write(kept * instr.cols * hw.data_bytes)

@@ -21,11 +21,24 @@ __all__ = [
     "transfer_bytes",
     "GemmEstimate",
     "program_cycles",
+    "SOFTMAX_GUARD_BITS",
+    "SOFTMAX_MUL_CYCLES",
+    "SOFTMAX_READ_CYCLES",
+    "softmax_beats",
+    "reciprocal_bits",
+    "reciprocal_cycles",
+    "rowmax_cycles",
+    "exp_cycles",
+    "scale_cycles",
+    "normalize_cycles",
+    "softmax_cycles",
+    "mask_bytes",
 ]
 
-#: Extra cycles of a COMPUTE beyond weight preload, streaming and the systolic skew: one to read
-#: the input buffer into the array edge and one to add the column result into the accumulator.
-COMPUTE_PIPELINE_CYCLES = 2
+#: Cycles of a COMPUTE beyond streaming and the systolic skew: one to read an activation row from
+#: the input buffer, one to register it at the array edge, one to add a column's result into its
+#: accumulator (docs/rtl.md, "PE-array unit").
+COMPUTE_PIPELINE_CYCLES = 3
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -46,27 +59,110 @@ def dma_cycles(rows: int, bytes_per_row: int, hw: HardwareSpec) -> int:
 def compute_cycles(m_rows: int, hw: HardwareSpec) -> int:
     """Cycles of one weight-stationary COMPUTE on the full array (same for dense and N:M).
 
-    ``rows`` cycles shift the weights in; ``m_rows`` activation rows then stream through; the
-    last result leaves the skewed array ``rows + cols - 2`` cycles after the last row enters; plus
-    :data:`COMPUTE_PIPELINE_CYCLES`. N:M mode costs the same cycles per tile, but each tile covers
-    M/N times more of the reduction dimension, which is where its speedup comes from.
+    Weights are preloaded one PE row per cycle just ahead of the first activation row (row ``r``
+    is needed ``r`` cycles after row 0), so preloading hides under the skew. The ``m_rows``
+    activation rows enter one per cycle; the last one needs ``rows + cols - 1`` cycles to cross
+    the skewed array to the bottom-right PE's output; plus :data:`COMPUTE_PIPELINE_CYCLES`. N:M
+    mode costs the same cycles per tile, but each tile covers M/N times more of the reduction
+    dimension, which is where its speedup comes from.
     """
     r, c = hw.array.rows, hw.array.cols
-    return r + m_rows + r + c - 2 + COMPUTE_PIPELINE_CYCLES
+    return m_rows + r + c - 2 + COMPUTE_PIPELINE_CYCLES
 
 
 def compress_cycles(dense_rows: int, cols: int, m: int, hw: HardwareSpec) -> int:
     """Cycles for the vector unit to compress ``dense_rows × cols`` weights into N:M form.
 
-    Each lane selects the top-N of one group of M per cycle; a fixed pipeline follows.
+    The unit works through one group row (M dense rows) at a time: one weight-buffer read gives
+    all M rows, and each of the ``lanes`` lanes selects the top-N of one column's group per
+    cycle, so a group row takes ⌈cols / lanes⌉ cycles; a fixed pipeline follows (its first cycle
+    is the buffer read).
     """
-    groups = dense_rows // m * cols
-    return ceil_div(groups, hw.vector_unit.lanes) + hw.vector_unit.pipeline_cycles
+    return dense_rows // m * ceil_div(cols, hw.vector_unit.lanes) + hw.vector_unit.pipeline_cycles
+
+
+# --------------------------------------------------------------------------------------------
+# The vector unit's softmax (attention; docs/attention.md). ``rtl/softmax.py`` is built to these
+# stage depths and its cocotb test checks :func:`softmax_cycles` exactly.
+# --------------------------------------------------------------------------------------------
+
+#: Extra fraction bits of a reciprocal beyond the output's, so that truncating it costs at most
+#: 1/16 of an output LSB (verification/golden_softmax.py derives the error bound).
+SOFTMAX_GUARD_BITS = 4
+
+#: Stages from an exponential to its scaled result: the product register, then the rounding and
+#: saturation register.
+SOFTMAX_MUL_CYCLES = 2
+
+#: The accumulator SRAM read that precedes every vector pass over a tile held there.
+SOFTMAX_READ_CYCLES = 1
+
+
+def softmax_beats(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """Beats of one pass over a ``rows × cols`` tile: one row of up to ``softmax_width`` query
+    columns per cycle (each lane owns one query column: its max, sum and reciprocal)."""
+    return rows * ceil_div(cols, hw.vector_unit.softmax_width)
+
+
+def reciprocal_bits(hw: HardwareSpec) -> int:
+    """Quotient bits of ``⌊2^K / sum⌋`` with ``K = exp_bits + prob_bits + guard``: the sum is at
+    least ``2^exp_bits`` (the maximum contributes exactly one), so ``prob_bits + guard + 1``
+    bits hold the quotient. ``prob_bits = data_bits - 1``: probabilities feed the PE array as
+    non-negative operands."""
+    return hw.data_bits - 1 + SOFTMAX_GUARD_BITS + 1
+
+
+def reciprocal_cycles(hw: HardwareSpec) -> int:
+    """The per-lane restoring divider produces one quotient bit per cycle."""
+    return reciprocal_bits(hw)
+
+
+def rowmax_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """ROWMAX: read, the max pass, then the correction ``2^(old − new)`` through the exp stage
+    and the running sum times it through the multiplier."""
+    return (SOFTMAX_READ_CYCLES + softmax_beats(rows, cols, hw)
+            + hw.vector_unit.exp_latency_cycles + SOFTMAX_MUL_CYCLES)
+
+
+def exp_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """EXP: read, one beat per score row through the exp stage, one cycle for the sum register
+    (and the weight-buffer write of the same cycle)."""
+    beats = softmax_beats(rows, cols, hw)
+    return SOFTMAX_READ_CYCLES + beats + hw.vector_unit.exp_latency_cycles + 1
+
+
+def scale_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """RESCALE: read an accumulator row per beat, multiply, round and write it back."""
+    return SOFTMAX_READ_CYCLES + softmax_beats(rows, cols, hw) + SOFTMAX_MUL_CYCLES
+
+
+def normalize_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """NORMALIZE: the reciprocals of the running sums, then a RESCALE-like pass with them."""
+    return reciprocal_cycles(hw) + scale_cycles(rows, cols, hw)
+
+
+def softmax_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """The stand-alone softmax unit (``rtl/softmax.py``) on a ``rows × cols`` score tile.
+
+    Three passes over the tile, as the ISA's ROWMAX, EXP and normalizing pass read it from the
+    accumulator: the max pass (one beat per row), the exp-and-sum pass (the exp stage, then the
+    sum is final), the reciprocal, and the pass that recomputes each exponential and scales it
+    by the reciprocal (exp stage, then :data:`SOFTMAX_MUL_CYCLES`). Counted from the cycle the
+    first score is accepted to the cycle the last probability leaves, inclusive, with the input
+    offered back to back and the output never stalled.
+    """
+    beats, x = softmax_beats(rows, cols, hw), hw.vector_unit.exp_latency_cycles
+    return beats + (beats + x) + reciprocal_cycles(hw) + (beats + x + SOFTMAX_MUL_CYCLES)
+
+
+def mask_bytes(rows: int, cols: int) -> int:
+    """Bytes of a ``rows × cols`` element mask in DRAM: rows of ⌈cols/8⌉ bytes back to back."""
+    return rows * ceil_div(cols, 8)
 
 
 def transfer_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """Bytes a DMA instruction moves across the DRAM interface (0 for other units)."""
-    if instr.op in (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B):
+    if instr.op in (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.LOAD_MASK):
         return instr.rows * row_bytes(instr, hw)
     return 0
 
@@ -78,7 +174,19 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
         return compute_cycles(instr.m, hw)
     if op == Op.COMPRESS:
         return compress_cycles(instr.rows, instr.cols, instr.nm_m, hw)
+    if op in _VECTOR_SOFTMAX:
+        return _VECTOR_SOFTMAX[op](instr.rows, instr.cols, hw)
+    if op == Op.LOAD_MASK:  # the mask tile is contiguous: one burst, not one per row
+        return dma_cycles(1, mask_bytes(instr.rows, instr.cols), hw)
     return dma_cycles(instr.rows, row_bytes(instr, hw), hw)
+
+
+_VECTOR_SOFTMAX = {
+    Op.ROWMAX: rowmax_cycles,
+    Op.EXP: exp_cycles,
+    Op.RESCALE: scale_cycles,
+    Op.NORMALIZE: normalize_cycles,
+}
 
 
 @dataclass(frozen=True, slots=True)

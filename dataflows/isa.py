@@ -49,6 +49,14 @@ class Op(IntEnum):
     COMPUTE = 4  # PE array: acc[c] (+)= A[a][:m, :k·M/N] · B[b][:k, :cols]
     COMPRESS = 5  # vector unit: weight slot b, dense rows × cols → compressed N:M rows, in place
     STORE_B = 6  # weight slot → DRAM: compressed rows (pre-generated sparse weights)
+    # Attention (docs/attention.md): the vector unit's online softmax over a score tile Sᵀ
+    # (rows = keys, cols = queries) held in an accumulator slot, one running max and sum per
+    # query column, plus the element masks of partial blocks.
+    ROWMAX = 7  # vector: running max of acc[c_slot] columns; correction 2^(old - new) per column
+    EXP = 8  # vector: rows k.. of acc[c_slot] → 2^(s - max) into weight slot b_slot; sums them
+    RESCALE = 9  # vector: acc[slot] columns × the corrections of the last ROWMAX
+    NORMALIZE = 10  # vector: acc[slot] columns ÷ their running sums
+    LOAD_MASK = 11  # DRAM → mask slot: rows × cols element-mask bits (one contiguous burst)
 
 
 UNIT_OF = {
@@ -58,6 +66,11 @@ UNIT_OF = {
     Op.STORE_B: Unit.DMA,
     Op.COMPUTE: Unit.PE,
     Op.COMPRESS: Unit.VEC,
+    Op.ROWMAX: Unit.VEC,
+    Op.EXP: Unit.VEC,
+    Op.RESCALE: Unit.VEC,
+    Op.NORMALIZE: Unit.VEC,
+    Op.LOAD_MASK: Unit.DMA,
 }
 
 
@@ -84,6 +97,7 @@ class Instr:
     m: int = 0
     nm_n: int = 0
     nm_m: int = 0
+    mask: bool = False  # ROWMAX/EXP: apply the element mask in mask slot ``slot``
 
     @property
     def unit(self) -> Unit:
@@ -98,6 +112,8 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """
     if instr.op == Op.STORE_C:
         return instr.cols * hw.acc_bytes
+    if instr.op == Op.LOAD_MASK:
+        return -(-instr.cols // 8)
     if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:
         return instr.cols * hw.data_bytes + -(-instr.cols * index_bits(instr.nm_m) // 8)
     return instr.cols * hw.data_bytes
@@ -166,6 +182,7 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("cols", 16),
     ("k", 16),
     ("m", 16),
+    ("mask", 1),
 )
 
 
@@ -176,6 +193,7 @@ def _values(instr: Instr) -> dict[str, int]:
         "accumulate": int(instr.accumulate), "nm_n": instr.nm_n, "nm_m": instr.nm_m,
         "wait_dma": d, "wait_pe": p, "wait_vec": v, "addr": instr.addr, "stride": instr.stride,
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
+        "mask": int(instr.mask),
     }
 
 
@@ -199,4 +217,5 @@ def decode(word: int) -> Instr:
         values[name] = (word >> shift) & ((1 << width) - 1)
         shift += width
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
-    return Instr(op=Op(values.pop("op")), wait=wait, accumulate=bool(values.pop("accumulate")), **values)
+    flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask")}
+    return Instr(op=Op(values.pop("op")), wait=wait, **flags, **values)

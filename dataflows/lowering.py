@@ -91,6 +91,8 @@ def _bp_pattern(layer: Layer) -> tuple[int, int] | None:
 
 def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[GemmTask]:
     """The GEMMs of one layer in execution order (FF; then BP and WG in training)."""
+    if layer.kind == "attention":
+        return []  # not a GEMM: dataflows.attention maps it (the scheduler sees an empty group)
     rows, f_in, f_out, name = layer.rows, layer.in_features, layer.out_features, layer.name
     same = {"copies": layer.batch_count, "repeat": layer.repeat}
     phase: Phase = "inference" if mode == "inference" else "ff"

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from dataflows.attention import attention_layer_segments
 from dataflows.cost import program_cycles
 from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit
 from dataflows.lowering import GemmTask, lower
@@ -418,7 +419,9 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     # once up front (pre-generation) or at every use.
     compressed = (not training) or passes.pregenerate_sparse_weights
     cache = _SegmentCache(hw, passes)
-    groups = lower(expand(workload), workload.mode)
+    layers = expand(workload)
+    groups = lower(layers, workload.mode)
+    attention = attention_layer_segments(layers, hw)
     tiling = {t.name: _tiling_for(t, hw, passes, compressed) for g in groups for t in g}
     segments: list[Segment] = []
     if training and passes.pregenerate_sparse_weights:
@@ -426,6 +429,9 @@ def schedule(workload: WorkloadSpec) -> Schedule:
         for t in pruned:
             segments.append(cache.segment("pregen", (t,), (tiling[t.name],), t.repeat))
     for group in groups:
+        if not group:  # an attention layer: its FlashAttention-style segments, in layer order
+            segments.extend(next(attention))
+            continue
         separate = [cache.segment("gemm", (t,), (tiling[t.name],), t.repeat) for t in group]
         # Interleaving needs a second accumulator slot for the other GEMM's tile in flight.
         if passes.interleave and passes.double_buffering and len(group) > 1:

@@ -3,7 +3,11 @@
 A :class:`Layer` is the unit the scheduler lowers into GEMMs. Convolutions are lowered by im2col:
 ``rows`` = batch·H_out·W_out, ``in_features`` = C_in·kh·kw, ``out_features`` = C_out. Attention
 score/context products are ``matmul`` layers: both operands are activations, so they have no
-weights, no sparsity, and in training two input-gradient GEMMs instead of BP + WG.
+weights, no sparsity, and in training two input-gradient GEMMs instead of BP + WG. An
+``attention`` layer (an ``op: attention``, or a transformer block given an attention pattern)
+is no GEMM: it carries its :class:`~workloads.spec.AttentionOp`, and ``dataflows.attention`` maps
+it (``rows``/``in_features``/``out_features`` are q_len/head_dim/kv_len, ``batch_count`` is
+batch·heads, so QKᵀ alone would be ``rows·in·out·batch_count`` MACs).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from workloads.spec import (
+    AttentionOp,
     BDWPSparsity,
     Conv2dOp,
     DenseSparsity,
@@ -19,12 +24,13 @@ from workloads.spec import (
     LinearOp,
     ModelOp,
     NMSparsity,
+    SpGEMMOp,
     WorkloadSpec,
     _pair,
     pruned_dims,
 )
 
-__all__ = ["Layer", "expand", "conv_output_size"]
+__all__ = ["Layer", "expand", "conv_output_size", "attention_layer"]
 
 SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
 
@@ -47,7 +53,7 @@ class Layer:
     """
 
     name: str
-    kind: Literal["linear", "conv2d", "matmul"]
+    kind: Literal["linear", "conv2d", "matmul", "attention"]
     rows: int
     in_features: int
     out_features: int
@@ -58,6 +64,15 @@ class Layer:
     batch_count: int = 1
     repeat: int = 1
     note: str = ""
+    attention: AttentionOp | None = None  # kind "attention" only
+
+
+def attention_layer(op: AttentionOp) -> Layer:
+    """The layer of an attention op (mapped by ``dataflows.attention``, not lowered to GEMMs)."""
+    return Layer(
+        op.name, "attention", op.queries, op.head_dim, op.kv_len, DenseSparsity(), 1, 1,
+        batch_count=op.batch * op.heads, repeat=op.repeat, attention=op,
+    )
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -97,10 +112,15 @@ def expand(workload: WorkloadSpec) -> list[Layer]:
 
     layers: list[Layer] = []
     for op in workload.operations:
+        if isinstance(op, SpGEMMOp):
+            continue  # sparse-sparse products run on the SpGEMM engine, not as GEMM layers
+        if isinstance(op, AttentionOp):
+            layers.append(attention_layer(op))
+            continue
         if isinstance(op, ModelOp):
             sparsity = op.sparsity or workload.sparsity
             for layer in zoo.model_layers(op):
-                if layer.kind == "matmul":
+                if layer.kind in ("matmul", "attention"):
                     layers.append(layer)
                     continue
                 why = _fits(sparsity, layer)

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ValidationError
 from workloads.errors import SpecError
 from workloads.spec import HardwareSpec, WorkloadSpec
 
-__all__ = ["load_workload", "load_hardware", "preset_path", "PRESET_DIR", "EXAMPLE_DIR"]
+__all__ = [
+    "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
+]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
 EXAMPLE_DIR = Path(__file__).parent / "examples"
@@ -166,24 +168,39 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
-def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the model(s) found at ``loc`` (used for did-you-mean suggestions)."""
+def _tag_matches(model: type[BaseModel], node: Any) -> bool:
+    """False when ``node`` names a union tag (``op:``/``kind:``) that ``model`` does not carry."""
+    if not isinstance(node, dict):
+        return True
+    for tag in ("op", "kind"):
+        if tag in node and tag in model.model_fields:
+            if node[tag] not in typing.get_args(model.model_fields[tag].annotation):
+                return False
+    return True
+
+
+def _fields_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[str]:
+    """Field names of the model(s) found at ``loc`` (used for did-you-mean suggestions).
+
+    Where a field is a union (operations, sparsity, strategies), the data's own ``op:`` or
+    ``kind:`` picks the member, so a suggestion never comes from another member's fields.
+    """
     candidates: list[type[BaseModel]] = [root]
+    node = data
     for part in loc:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int):
             continue  # list/tuple index: the element type is already in the candidates
         nxt: list[type[BaseModel]] = []
         for model in candidates:
             if part in model.model_fields:
                 nxt.extend(_models_in(model.model_fields[part].annotation))
-            else:  # a discriminated-union tag such as 'gemm'
-                nxt.extend(
-                    m for m in [model] if any(
-                        typing.get_args(f.annotation) == (part,) for f in m.model_fields.values()
-                    )
-                )
-        candidates = nxt
+        candidates = [m for m in nxt if _tag_matches(m, node)] or nxt
     return sorted({name for m in candidates for name in m.model_fields})
+
+
+def _has(node: dict | list, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
 
 
 def _strip_tags(loc: tuple, data: Any) -> tuple:
@@ -211,12 +228,12 @@ def _line_of(doc: _Doc, loc: tuple) -> str:
     return str(doc.path)
 
 
-def _describe(error: dict, model: type[BaseModel], loc: tuple) -> str:
+def _describe(error: dict, model: type[BaseModel], loc: tuple, data: Any = None) -> str:
     msg = error["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if error["type"] == "extra_forbidden":
-        known = _fields_at(model, loc[:-1])
+        known = _fields_at(model, loc[:-1], data)
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
         msg = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else f"; expected one of: {', '.join(known)}")
     elif error["type"] == "missing":
@@ -228,14 +245,15 @@ def _describe(error: dict, model: type[BaseModel], loc: tuple) -> str:
 
 def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
     try:
-        return model.model_validate(data)
+        # The file's folder resolves relative paths inside it (SpGEMM .mtx sources).
+        return model.model_validate(data, context={"base_dir": doc.path.parent})
     except ValidationError as exc:
         # A misspelled key yields both "unknown key" and "required field is missing"; the first
         # says what to fix, so unknown keys are reported before anything else.
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = _strip_tags(tuple(error["loc"]), data)
         where = _line_of(doc, loc)
-        raise SpecError(f"{where}: {_dotted(loc)}: {_describe(error, model, loc)}") from None
+        raise SpecError(f"{where}: {_dotted(loc)}: {_describe(error, model, loc, data)}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,3 +318,20 @@ def load_workload(
         doc.data["hardware"] = _validate(HardwareSpec, hw_doc, hw_doc.data)
     return _validate(WorkloadSpec, doc, doc.data)
 
+
+def load_document(
+    path: str | Path, model: type[BaseModel]
+) -> tuple[Any, typing.Callable[[tuple], str]]:
+    """Strictly read any archsim YAML file (a DSE sweep, for example) into a pydantic model.
+
+    The same machinery as :func:`load_workload`: duplicate keys are rejected and validation
+    errors read ``file:line: field.path: message``.
+
+    Returns
+    -------
+    tuple
+        The validated model, and a function mapping a field path such as ``("axes", 2, "key")``
+        to ``"file:line"``, for errors the caller finds after validation.
+    """
+    doc = _read_doc(Path(path))
+    return _validate(model, doc, doc.data), lambda loc: _line_of(doc, tuple(loc))

@@ -11,9 +11,20 @@ beats, and the SimPy model must count cycles exactly as the RTL does.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from workloads.errors import SpecError
 
@@ -26,6 +37,7 @@ __all__ = [
     "VectorUnitSpec",
     "ControllerSpec",
     "EnergySpec",
+    "SpGEMMEngineSpec",
     "HardwareSpec",
     "DenseSparsity",
     "NMSparsity",
@@ -36,10 +48,23 @@ __all__ = [
     "LinearOp",
     "Conv2dOp",
     "ModelOp",
+    "MatrixSource",
+    "SpGEMMOp",
+    "SPGEMM_DATAFLOWS",
     "Operation",
     "WorkloadSpec",
     "MODEL_NAMES",
     "MAX_M",
+    "QKData",
+    "DenseAttention",
+    "SlidingWindowAttention",
+    "BlockSparseAttention",
+    "BlasstAttention",
+    "TopKAttention",
+    "ScoreNMAttention",
+    "AttentionPattern",
+    "AttentionOp",
+    "TRANSFORMER_NAMES",
 ]
 
 #: Largest group size M the unified N:M datapath supports (the PE's activation mux is M:1).
@@ -107,10 +132,38 @@ class DramSpec(_Spec):
 
 
 class VectorUnitSpec(_Spec):
-    """The vector unit: ``lanes`` groups of M weights compressed per cycle, plus a fixed pipeline."""
+    """The vector unit: N:M compression and the fixed-point softmax of attention.
+
+    COMPRESS handles ``lanes`` groups of M weights per cycle, plus ``pipeline_cycles``. The
+    softmax datapath (docs/attention.md, ``rtl/softmax.py``) has ``softmax_lanes`` lanes (default
+    ``lanes``), one query column each, so a score tile streams one key row per cycle per
+    ``softmax_lanes`` queries. Scores enter as ``score_bits``-bit two's complement in log2 units
+    with ``score_frac_bits`` fraction bits (the exp table has ``2**score_frac_bits`` entries);
+    exponentials and running sums carry ``exp_bits`` fraction bits; ``exp_latency_cycles`` is
+    the depth of the exp stage (table read and shift, at least 2; the RTL pads to it).
+    """
 
     lanes: PositiveInt
     pipeline_cycles: NonNegativeInt = 4
+    softmax_lanes: PositiveInt | None = None
+    score_bits: Annotated[int, Field(ge=4, le=32)] = 16
+    score_frac_bits: Annotated[int, Field(ge=1, le=12)] = 8
+    exp_bits: Annotated[int, Field(ge=4, le=24)] = 16
+    exp_latency_cycles: Annotated[int, Field(ge=2, le=16)] = 2
+
+    @model_validator(mode="after")
+    def _score_format(self) -> VectorUnitSpec:
+        if self.score_frac_bits >= self.score_bits:
+            raise ValueError(
+                f"score_frac_bits={self.score_frac_bits} must be below score_bits="
+                f"{self.score_bits} (scores need at least one integer bit)"
+            )
+        return self
+
+    @property
+    def softmax_width(self) -> int:
+        """Query columns the softmax datapath handles per cycle."""
+        return self.softmax_lanes or self.lanes
 
 
 class ControllerSpec(_Spec):
@@ -132,6 +185,60 @@ class EnergySpec(_Spec):
     dram_read_pj_per_byte: float = 160.0
     dram_write_pj_per_byte: float = 160.0
     vector_group_pj: float = 2.0
+
+
+def _power_of_two(value: int) -> bool:
+    return value > 0 and not value & (value - 1)
+
+
+class SpGEMMEngineSpec(_Spec):
+    """The SpGEMM engine (docs/spgemm.md); DRAM is shared with the GEMM array (``hw.dram``).
+
+    Attributes
+    ----------
+    multipliers
+        Partial products per cycle: B-row elements per stream beat, multipliers, hash lanes and
+        merger width (every dataflow gets the same peak rate, so they compare fairly).
+    merger_radix
+        Sorted lists one merge-tree pass combines (row-wise and outer-product merging).
+    hash_entries, hash_banks, hash_ways
+        Hash accumulator: ``hash_entries`` (key, value) entries in ``hash_banks`` banks, grouped
+        in buckets of ``hash_ways`` entries scanned one per cycle; a key that finds its bucket
+        full of other keys spills to DRAM. All three are powers of two.
+    scratchpad_bytes
+        On-chip staging: half holds two chunk slots (double-buffered fetch), half holds merge
+        intermediates (docs/spgemm.md).
+    index_bits
+        Width of column indices and CSR offsets in DRAM and on the engine's streams.
+    """
+
+    multipliers: PositiveInt = 4
+    merger_radix: Annotated[int, Field(ge=2)] = 16
+    hash_entries: PositiveInt = 4096
+    hash_banks: PositiveInt = 4
+    hash_ways: PositiveInt = 4
+    scratchpad_bytes: Annotated[int, Field(ge=64)] = 262144
+    index_bits: Annotated[int, Field(ge=4, le=32)] = 32
+
+    @model_validator(mode="after")
+    def _geometry(self) -> SpGEMMEngineSpec:
+        for name in ("hash_entries", "hash_banks", "hash_ways"):
+            if not _power_of_two(getattr(self, name)):
+                raise ValueError(f"{name} must be a power of two, got {getattr(self, name)}")
+        if self.hash_entries < self.hash_banks * self.hash_ways:
+            raise ValueError(
+                f"hash_entries={self.hash_entries} must hold at least one bucket of "
+                f"hash_ways={self.hash_ways} per bank (hash_banks={self.hash_banks})"
+            )
+        return self
+
+    @property
+    def hash_buckets(self) -> int:
+        return self.hash_entries // self.hash_ways
+
+    @property
+    def index_bytes(self) -> int:
+        return -(-self.index_bits // 8)
 
 
 class HardwareSpec(_Spec):
@@ -157,6 +264,7 @@ class HardwareSpec(_Spec):
     vector_unit: VectorUnitSpec
     controller: ControllerSpec = ControllerSpec()
     energy: EnergySpec = EnergySpec()
+    spgemm: SpGEMMEngineSpec = SpGEMMEngineSpec()
 
     @model_validator(mode="after")
     def _widths(self) -> HardwareSpec:
@@ -325,22 +433,346 @@ class Conv2dOp(_WeightedOp):
         return self
 
 
-MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base")
+# --------------------------------------------------------------------------------------------
+# Attention (docs/attention.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _existing_file(value: str | None, info: ValidationInfo) -> str | None:
+    """``value`` resolved against the workload file's folder (the loader passes it in)."""
+    if value is None:
+        return None
+    path = Path((info.context or {}).get("base_dir") or Path.cwd()) / value
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    # The resolved path travels in the frozen spec, so later stages need no base directory.
+    return str(path.resolve())
+
+
+class QKData(_Spec):
+    """The Q and K tensors a data-dependent attention pattern is computed from.
+
+    ``synthetic``: seeded tensors with the structure of trained attention (local bias, attention
+    sinks, a few outlier channels; ``workloads.generators.attention.synthetic_qk``); ``random``:
+    seeded i.i.d. Gaussians; ``npy``: the user's arrays, ``q`` of shape [batch, heads, q_len,
+    head_dim] and ``k`` of shape [batch, kv_heads, kv_len, head_dim], paths relative to the
+    workload file.
+    """
+
+    source: Literal["synthetic", "random", "npy"] = "synthetic"
+    seed: NonNegativeInt = 0
+    q: str | None = None
+    k: str | None = None
+
+    @field_validator("q", "k")
+    @classmethod
+    def _file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info)
+
+    @model_validator(mode="after")
+    def _paths(self) -> QKData:
+        if self.source != "npy" and (self.q is not None or self.k is not None):
+            raise ValueError(f"q and k files are read only with source: npy, not {self.source}")
+        if self.source == "npy" and (self.q is None or self.k is None):
+            raise ValueError("source: npy needs both 'q' and 'k' (.npy paths)")
+        return self
+
+
+class DenseAttention(_Spec):
+    """Every (query, key) pair the op's causal flag allows."""
+
+    kind: Literal["dense"] = "dense"
+
+
+class SlidingWindowAttention(_Spec):
+    """A causal-style window of ``window`` keys per query (one span per head, MoA-style) plus
+    ``global_tokens`` keys at the start of the sequence that every query sees (attention sinks).
+    """
+
+    kind: Literal["sliding_window"]
+    window: PositiveInt | Annotated[tuple[PositiveInt, ...], Field(min_length=1, strict=False)]
+    global_tokens: NonNegativeInt = 0
+
+
+class BlockSparseAttention(_Spec):
+    """A block mask: ``density`` of the blocks kept at random (seeded; the diagonal is always
+    kept), or read from ``file``, an ``.npz`` in FlexAttention BlockMask form (``kv_num_blocks``,
+    ``kv_indices`` and optionally ``full_kv_num_blocks``, ``full_kv_indices``)."""
+
+    kind: Literal["block_sparse"]
+    density: Annotated[float, Field(gt=0, le=1)] | None = None
+    seed: NonNegativeInt = 0
+    file: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info)
+
+    @model_validator(mode="after")
+    def _source(self) -> BlockSparseAttention:
+        if (self.density is None) == (self.file is None):
+            raise ValueError("give exactly one of 'density' (random blocks) and 'file' (.npz)")
+        return self
+
+
+class BlasstAttention(_Spec):
+    """BLASST-style skipping: a key block is skipped when, for every query of the query block,
+    ``exp(block max − running max) < threshold`` (the online-softmax max, blocks in order)."""
+
+    kind: Literal["blasst"]
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    data: QKData = QKData()
+
+
+class TopKAttention(_Spec):
+    """Double-Sparsity-style token selection: each query keeps the ``tokens`` keys with the
+    largest approximate scores, computed on the ``channels`` heaviest channels of Q and K."""
+
+    kind: Literal["topk"]
+    tokens: PositiveInt
+    channels: PositiveInt = 16
+    data: QKData = QKData()
+
+
+class ScoreNMAttention(_Spec):
+    """N:M on the attention scores (DFSS): the vector unit keeps the top-N of every M consecutive
+    scores of a query, so P·V skips the rest on the N:M datapath."""
+
+    kind: Literal["nm"]
+    n: int
+    m: int
+
+    @model_validator(mode="after")
+    def _valid(self) -> ScoreNMAttention:
+        _check_n_m(self.n, self.m)
+        return self
+
+
+AttentionPattern = Annotated[
+    DenseAttention | SlidingWindowAttention | BlockSparseAttention | BlasstAttention
+    | TopKAttention | ScoreNMAttention,
+    Field(discriminator="kind"),
+]
+
+
+class AttentionOp(_Spec):
+    """Scaled dot-product attention of ``heads`` query heads over ``kv_heads`` key/value heads.
+
+    ``prefill`` processes ``q_len`` new tokens (default ``kv_len``) against ``kv_len`` keys;
+    ``decode`` processes ``q_len`` new tokens (default 1) against a KV cache of ``kv_len`` tokens.
+    Query ``i`` sits at position ``kv_len − q_len + i``; ``causal`` hides keys after it.
+    ``kv_heads`` below ``heads`` is GQA (MQA at 1): a group of ``heads / kv_heads`` query heads
+    shares one K/V head. ``block_size`` is the mask block (FlexAttention's 128 by default) and
+    the key-block step of the mapping.
+    """
+
+    op: Literal["attention"]
+    name: str
+    batch: PositiveInt = 1
+    heads: PositiveInt
+    kv_heads: PositiveInt | None = None
+    q_len: PositiveInt | None = None
+    kv_len: PositiveInt
+    head_dim: PositiveInt
+    causal: bool = False
+    phase: Literal["prefill", "decode"] = "prefill"
+    pattern: AttentionPattern = DenseAttention()
+    block_size: PositiveInt = 128
+    repeat: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _shape(self) -> AttentionOp:
+        kv_heads = self.kv_heads or self.heads
+        if self.heads % kv_heads:
+            raise ValueError(
+                f"heads={self.heads} must be a multiple of kv_heads={kv_heads} (each K/V head "
+                f"serves a group of query heads)"
+            )
+        if self.queries > self.kv_len:
+            raise ValueError(f"q_len={self.queries} exceeds kv_len={self.kv_len}")
+        window = self.pattern.window if isinstance(self.pattern, SlidingWindowAttention) else 1
+        if isinstance(window, tuple) and len(window) != self.heads:
+            raise ValueError(
+                f"pattern.window lists {len(window)} spans; give one per head ({self.heads}) or "
+                f"a single integer"
+            )
+        if isinstance(self.pattern, TopKAttention) and self.pattern.channels > self.head_dim:
+            raise ValueError(
+                f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"
+            )
+        return self
+
+    @property
+    def groups(self) -> int:
+        """K/V heads (``kv_heads``, or ``heads`` when omitted)."""
+        return self.kv_heads or self.heads
+
+    @property
+    def queries(self) -> int:
+        """New tokens per sequence: ``q_len``, else ``kv_len`` (prefill) or 1 (decode)."""
+        if self.q_len is not None:
+            return self.q_len
+        return self.kv_len if self.phase == "prefill" else 1
+
+
+
+MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder")
+
+#: Zoo models with attention: they accept an attention ``pattern``.
+TRANSFORMER_NAMES = ("vit_b16", "bert_base", "decoder")
+
+#: ``model: decoder`` when its shape is omitted: GPT-2 small (layers, hidden, heads); mlp 4·hidden.
+DECODER_DEFAULT = (12, 768, 12)
 
 
 class ModelOp(_Spec):
-    """A whole model from the zoo, expanded into its layers by ``workloads.zoo``."""
+    """A whole model from the zoo, expanded into its layers by ``workloads.zoo``.
+
+    Transformers take an attention ``pattern``: each block's attention then runs as one
+    ``attention`` layer on the FlashAttention-style mapping (docs/attention.md) instead of two
+    dense matmul layers. ``decoder`` is a GPT-2/Llama-style causal decoder given by its shape
+    (``layers``, ``hidden``, ``heads``, ``kv_heads``, ``mlp``; GPT-2 small when omitted);
+    ``gated_mlp`` gives it Llama's gate/up/down MLP. In ``phase: decode`` it processes one new
+    token per sequence against a KV cache of ``seq_len`` tokens.
+    """
 
     op: Literal["model"]
-    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base"]
+    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder"]
     name: str | None = None
     batch: PositiveInt
-    seq_len: PositiveInt = 128  # BERT only
+    seq_len: PositiveInt = 128  # BERT and decoder (decode: the KV-cache length)
     image_size: PositiveInt = 224  # CNNs and ViT
     sparsity: Sparsity | None = None
+    pattern: AttentionPattern | None = None  # None: attention stays two dense matmul layers
+    block_size: PositiveInt = 128
+    phase: Literal["prefill", "decode"] = "prefill"
+    layers: PositiveInt | None = None
+    hidden: PositiveInt | None = None
+    heads: PositiveInt | None = None
+    kv_heads: PositiveInt | None = None
+    mlp: PositiveInt | None = None
+    gated_mlp: bool = False
+
+    @model_validator(mode="after")
+    def _transformer_fields(self) -> ModelOp:
+        shape = ("layers", "hidden", "heads", "kv_heads", "mlp", "gated_mlp")
+        if self.model != "decoder":
+            given = [f for f in shape + ("phase",) if f in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only model: decoder takes these fields")
+        if self.pattern is not None and self.model not in TRANSFORMER_NAMES:
+            raise ValueError(
+                f"model {self.model!r} has no attention; pattern applies to "
+                f"{', '.join(TRANSFORMER_NAMES)}"
+            )
+        if self.model == "decoder":
+            _, hidden, heads, _ = self.decoder_shape()
+            kv_heads = self.kv_heads or heads
+            if hidden % heads or heads % kv_heads:
+                raise ValueError(
+                    f"decoder needs hidden % heads == 0 and heads % kv_heads == 0, got hidden="
+                    f"{hidden}, heads={heads}, kv_heads={kv_heads}"
+                )
+        return self
+
+    def decoder_shape(self) -> tuple[int, int, int, int]:
+        """(layers, hidden, heads, mlp) of ``model: decoder``, defaults filled in."""
+        layers, hidden, heads = DECODER_DEFAULT
+        hidden = self.hidden or hidden
+        return (self.layers or layers, hidden, self.heads or heads, self.mlp or 4 * hidden)
 
 
-Operation = Annotated[GemmOp | LinearOp | Conv2dOp | ModelOp, Field(discriminator="op")]
+#: SpGEMM dataflows the model compares (docs/spgemm.md), in report order.
+SPGEMM_DATAFLOWS = ("inner", "outer", "gustavson", "hash")
+
+
+class MatrixSource(_Spec):
+    """A sparse matrix for SpGEMM: a name or ``.mtx`` path, generator parameters and a seed.
+
+    ``source`` is anything :func:`workloads.matrices.resolve_matrix` accepts; relative ``.mtx``
+    paths are resolved against the workload file's folder (the loader passes it in).
+    """
+
+    source: str
+    params: dict[str, Any] = {}
+    seed: NonNegativeInt = 0
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _resolvable(self, info: ValidationInfo) -> MatrixSource:
+        base = (info.context or {}).get("base_dir")
+        self._base_dir = Path(base) if base is not None else None
+        try:
+            matrix = self.resolve().matrix
+        except SpecError as exc:  # the loader adds file:line and the field path
+            raise ValueError(str(exc)) from None
+        if matrix.nnz == 0:
+            raise ValueError(
+                f"matrix {self.source!r} has no nonzeros (shape {matrix.shape[0]}x"
+                f"{matrix.shape[1]}); SpGEMM needs at least one"
+            )
+        return self
+
+    def resolve(self):
+        """The matrix as a :class:`workloads.matrices.NamedMatrix` (cached; treat as read-only)."""
+        base = self._base_dir if self._base_dir is not None else Path.cwd()
+        # JSON text is a hashable cache key for the YAML scalars, lists and mappings in params.
+        params = json.dumps(self.params, sort_keys=True)
+        return _resolve_cached(self.source, params, self.seed, str(base))
+
+
+@functools.lru_cache(maxsize=8)
+def _resolve_cached(source: str, params: str, seed: int, base_dir: str):
+    # Validation and simulation both need the matrix; generating a large one twice would double
+    # the load time, so the few most recent ones are kept.
+    from workloads.matrices import resolve_matrix  # numpy/scipy only when a workload needs it
+
+    return resolve_matrix(source, json.loads(params), seed, Path(base_dir))
+
+
+class SpGEMMOp(_Spec):
+    """C = A·B on the SpGEMM engine, simulated with each listed dataflow (``b`` omitted: A·A)."""
+
+    op: Literal["spgemm"]
+    name: str
+    a: MatrixSource
+    b: MatrixSource | None = None
+    dataflows: Annotated[
+        tuple[Literal["inner", "outer", "gustavson", "hash"], ...],
+        Field(min_length=1, strict=False),
+    ] = SPGEMM_DATAFLOWS
+    functional_check: bool = True  # run each dataflow's functional model and compare with scipy
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SpGEMMOp:
+        if len(set(self.dataflows)) != len(self.dataflows):
+            raise ValueError(f"dataflows lists a dataflow twice: {list(self.dataflows)}")
+        a = self.a.resolve().matrix
+        if self.b is None:
+            if a.shape[0] != a.shape[1]:
+                raise ValueError(
+                    f"C = A·A needs a square A, got {self.a.source!r} of shape "
+                    f"{a.shape[0]}x{a.shape[1]}; give 'b:' for a rectangular product"
+                )
+            return self
+        b = self.b.resolve().matrix
+        if a.shape[1] != b.shape[0]:
+            raise ValueError(
+                f"C = A·B needs columns of A == rows of B, got A {a.shape[0]}x{a.shape[1]} "
+                f"({self.a.source!r}) and B {b.shape[0]}x{b.shape[1]} ({self.b.source!r})"
+            )
+        return self
+
+    def operands(self):
+        """(A, B) as :class:`workloads.matrices.NamedMatrix`; B is A for C = A·A."""
+        a = self.a.resolve()
+        return a, (a if self.b is None else self.b.resolve())
+
+
+Operation = Annotated[
+    GemmOp | LinearOp | Conv2dOp | ModelOp | SpGEMMOp | AttentionOp, Field(discriminator="op")
+]
 
 
 def _pair(v: int | list[int]) -> tuple[int, int]:
@@ -382,8 +814,24 @@ class WorkloadSpec(_Spec):
         data = dict(data)
         data["operations"] = [
             {**op, "sparsity": data["sparsity"]}
-            if isinstance(op, dict) and op.get("op") != "model" and op.get("sparsity") is None
+            if isinstance(op, dict) and op.get("op") not in ("model", "spgemm", "attention")
+            and op.get("sparsity") is None
             else op
             for op in ops
         ]
         return data
+
+    @model_validator(mode="after")
+    def _attention_inference_only(self) -> WorkloadSpec:
+        # The attention mapping covers the forward pass (prefill and decode); its backward pass
+        # is not modelled, so a training workload must not silently drop it.
+        if self.mode == "training":
+            for i, op in enumerate(self.operations):
+                if isinstance(op, AttentionOp) or (isinstance(op, ModelOp) and op.pattern):
+                    raise ValueError(
+                        f"operations[{i}]: sparse attention is modelled for inference (prefill "
+                        f"and decode) only; use mode: inference or drop the attention pattern"
+                    )
+                if isinstance(op, ModelOp) and op.phase == "decode":
+                    raise ValueError(f"operations[{i}]: phase: decode needs mode: inference")
+        return self

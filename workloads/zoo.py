@@ -1,16 +1,20 @@
-"""Layer shapes of the model zoo: ResNet-18, ResNet-50, VGG-16, ViT-B/16 and BERT-base.
+"""Layer shapes of the model zoo: ResNet-18, ResNet-50, VGG-16, ViT-B/16, BERT-base and a
+GPT-2/Llama-style decoder given by its shape.
 
 Shapes follow the torchvision / HuggingFace reference definitions (ResNet v1.5: the stride sits on
 the 3x3 convolution of a bottleneck). Only GEMM-shaped work is listed: pooling, normalization,
-activations, embeddings lookups and softmax run on the vector unit and are not modelled here.
+activations, embeddings lookups (and the decoder's LM head) are not modelled here. A transformer's
+attention is two dense ``matmul`` layers, or, when the model op gives an attention ``pattern``, one
+``attention`` layer per block that ``dataflows.attention`` maps FlashAttention-style, softmax
+included (docs/attention.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from workloads.layers import Layer, conv_output_size
-from workloads.spec import DenseSparsity, ModelOp
+from workloads.layers import Layer, attention_layer, conv_output_size
+from workloads.spec import AttentionOp, AttentionPattern, DenseSparsity, ModelOp
 
 __all__ = ["model_layers"]
 
@@ -82,12 +86,36 @@ def _vgg16(op: ModelOp) -> list[Layer]:
     return b.layers
 
 
-def _encoder(b: _Builder, prefix: str, batch: int, tokens: int, hidden: int, heads: int,
-             mlp: int) -> None:
-    rows, head_dim = batch * tokens, hidden // heads
+def _pattern_for(pattern: AttentionPattern, index: int) -> AttentionPattern:
+    """The pattern of block ``index``: seeded patterns draw a fresh seed per block."""
+    if getattr(pattern, "seed", None) is not None and getattr(pattern, "file", None) is None:
+        return pattern.model_copy(update={"seed": pattern.seed + index})
+    data = getattr(pattern, "data", None)
+    if data is not None and data.source != "npy":
+        seeded = data.model_copy(update={"seed": data.seed + index})
+        return pattern.model_copy(update={"data": seeded})
+    return pattern
+
+
+def _attention(b: _Builder, op: ModelOp, name: str, index: int, heads: int, kv_heads: int,
+               q_len: int, kv_len: int, head_dim: int, causal: bool) -> None:
+    """Scores and context of one block: two dense matmuls, or one attention layer (pattern)."""
+    if op.pattern is None:
+        b.matmul(f"{name}.scores", q_len, head_dim, kv_len, op.batch * heads)
+        b.matmul(f"{name}.context", q_len, kv_len, head_dim, op.batch * heads)
+        return
+    b.layers.append(attention_layer(AttentionOp(
+        op="attention", name=name, batch=op.batch, heads=heads, kv_heads=kv_heads, q_len=q_len,
+        kv_len=kv_len, head_dim=head_dim, causal=causal, phase=op.phase,
+        pattern=_pattern_for(op.pattern, index), block_size=op.block_size,
+    )))
+
+
+def _encoder(b: _Builder, op: ModelOp, prefix: str, index: int, tokens: int, hidden: int,
+             heads: int, mlp: int) -> None:
+    rows, head_dim = op.batch * tokens, hidden // heads
     b.linear(f"{prefix}.attn.qkv", rows, hidden, 3 * hidden)
-    b.matmul(f"{prefix}.attn.scores", tokens, head_dim, tokens, batch * heads)
-    b.matmul(f"{prefix}.attn.context", tokens, tokens, head_dim, batch * heads)
+    _attention(b, op, f"{prefix}.attn", index, heads, heads, tokens, tokens, head_dim, False)
     b.linear(f"{prefix}.attn.proj", rows, hidden, hidden)
     b.linear(f"{prefix}.mlp.fc1", rows, hidden, mlp)
     b.linear(f"{prefix}.mlp.fc2", rows, mlp, hidden)
@@ -98,7 +126,7 @@ def _vit_b16(op: ModelOp) -> list[Layer]:
     patches = b.conv("patch_embed", 3, 768, 16, 16)
     tokens = patches * patches + 1  # + class token
     for i in range(12):
-        _encoder(b, f"blocks.{i}", op.batch, tokens, 768, 12, 3072)
+        _encoder(b, op, f"blocks.{i}", i, tokens, 768, 12, 3072)
     b.linear("head", op.batch, 768, 1000)
     return b.layers
 
@@ -106,10 +134,38 @@ def _vit_b16(op: ModelOp) -> list[Layer]:
 def _bert_base(op: ModelOp) -> list[Layer]:
     b = _Builder(op.batch, 0)
     for i in range(12):
-        _encoder(b, f"encoder.{i}", op.batch, op.seq_len, 768, 12, 3072)
+        _encoder(b, op, f"encoder.{i}", i, op.seq_len, 768, 12, 3072)
     b.linear("pooler", op.batch, 768, 768)
     # Embeddings are lookups (no GEMM); the first GEMM of BERT still needs an input gradient to
     # train the embeddings, unlike a CNN's first layer whose input is the image.
+    b.layers[0] = replace(b.layers[0], needs_input_grad=True)
+    return b.layers
+
+
+def _decoder(op: ModelOp) -> list[Layer]:
+    """A GPT-2/Llama-style causal decoder: fused QKV (GQA-sized), attention, output projection,
+    MLP (GPT-2's fc1/fc2, or Llama's fused gate/up then down with ``gated_mlp``).
+
+    Prefill runs ``seq_len`` tokens per sequence; decode runs one new token against a KV cache
+    of ``seq_len`` tokens.
+    """
+    n_layers, hidden, heads, mlp = op.decoder_shape()
+    kv_heads, head_dim = op.kv_heads or heads, hidden // heads
+    new = op.seq_len if op.phase == "prefill" else 1
+    rows = op.batch * new
+    b = _Builder(op.batch, 0)
+    for i in range(n_layers):
+        p = f"blocks.{i}"
+        b.linear(f"{p}.attn.qkv", rows, hidden, hidden + 2 * kv_heads * head_dim)
+        _attention(b, op, f"{p}.attn", i, heads, kv_heads, new, op.seq_len, head_dim, True)
+        b.linear(f"{p}.attn.proj", rows, hidden, hidden)
+        if op.gated_mlp:
+            b.linear(f"{p}.mlp.gate_up", rows, hidden, 2 * mlp)
+            b.linear(f"{p}.mlp.down", rows, mlp, hidden)
+        else:
+            b.linear(f"{p}.mlp.fc1", rows, hidden, mlp)
+            b.linear(f"{p}.mlp.fc2", rows, mlp, hidden)
+    # As in BERT, the first GEMM's input comes from the embeddings, which training updates.
     b.layers[0] = replace(b.layers[0], needs_input_grad=True)
     return b.layers
 
@@ -124,6 +180,8 @@ def model_layers(op: ModelOp) -> list[Layer]:
         layers = _vgg16(op)
     elif op.model == "vit_b16":
         layers = _vit_b16(op)
+    elif op.model == "decoder":
+        layers = _decoder(op)
     else:
         layers = _bert_base(op)
     prefix = op.name or op.model
@@ -131,4 +189,8 @@ def model_layers(op: ModelOp) -> list[Layer]:
 
 
 def _prefixed(layer: Layer, prefix: str) -> Layer:
-    return replace(layer, name=f"{prefix}.{layer.name}")
+    name = f"{prefix}.{layer.name}"
+    if layer.attention is not None:
+        op = layer.attention.model_copy(update={"name": name})
+        return replace(layer, name=name, attention=op)
+    return replace(layer, name=name)

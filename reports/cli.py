@@ -1,0 +1,164 @@
+"""``archsim dse`` and ``archsim report``: thin shells over reports.dse and reports.html.
+
+Registered by ``archsim.cli`` through :func:`register`. Dask, Optuna and matplotlib are imported
+inside the handlers that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``dse`` and ``report`` subcommands to the ``archsim`` parser."""
+    dse = sub.add_parser(
+        "dse", help="explore a design space: evaluate a sweep into a SQLite results store",
+        description="Evaluate the design points of a sweep YAML (docs/dse.md) into "
+                    "OUT/results.db, with a progress bar, then print the best designs.",
+    )
+    dse.add_argument("sweep", help="sweep YAML file")
+    dse.add_argument("--workers", type=int, metavar="N",
+                     help="local worker processes (default: the CPUs available)")
+    dse.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                     help="evaluate on a Dask distributed cluster instead of local processes")
+    dse.add_argument("--resume", action="store_true",
+                     help="continue the sweep stored in --out, skipping finished points")
+    dse.add_argument("--out", help="output directory (default: out/<sweep name>)")
+    dse.add_argument("--chunk-size", type=int, metavar="N",
+                     help="points per executor task (default: automatic)")
+    dse.add_argument("--top", type=int, default=10, help="best designs to print (default: 10)")
+    dse.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    dse.set_defaults(handler=_cmd_dse)
+
+    report = sub.add_parser(
+        "report", help="plots and a self-contained HTML report from sweeps and runs",
+        description="Build OUT/report.html (images embedded), PNG and SVG plots and CSV tables "
+                    "from results stores (results.db) and/or run outputs (results.json).",
+    )
+    report.add_argument("inputs", nargs="+", metavar="RESULTS",
+                        help="results.db of archsim dse, or results.json of archsim run")
+    report.add_argument("--out", help="output directory (default: report/ next to the first input)")
+    report.add_argument("--title", help="report title")
+    report.set_defaults(handler=_cmd_report)
+
+
+def _cmd_dse(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reports.dse import run_sweep
+    from reports.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    out = Path(args.out) if args.out else Path("out") / sweep.name
+    console = Console(stderr=True, highlight=False)
+    if args.quiet:
+        outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                            resume=args.resume, chunk_size=args.chunk_size)
+    else:
+        outcome = _with_progress(console, sweep, out, args)
+        _print_summary(sweep, outcome, args.top)
+    print(f"results: {outcome.store_path}")
+    print(f"report:  archsim report {outcome.store_path} --out {out / 'report'}")
+    return 0
+
+
+def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from reports.dse import run_sweep
+
+    columns = (
+        TextColumn("[bold]dse[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    # Started by the first point, so that a refused store or a bad base workload prints its
+    # one-line error without an empty bar above it.
+    bar = Progress(*columns, console=console, transient=False)
+    job = bar.add_task(sweep.name, total=None, rate="")
+
+    def update(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            console.print(f"sweep {sweep.name}: {sweep.size:,} points in the space, strategy "
+                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}")
+            bar.start()
+        elapsed = bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed:.2f} points/s" if elapsed > 0 else ""
+        bar.update(job, completed=done, total=total, rate=rate)
+
+    try:
+        return run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                         resume=args.resume, chunk_size=args.chunk_size, progress=update)
+    finally:
+        bar.stop()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _print_summary(sweep, outcome, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from reports.dse import best_designs
+    from reports.store import ResultStore
+
+    console = Console(highlight=False)
+    with ResultStore(outcome.store_path, readonly=True) as store:
+        rows = list(store.rows())
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "infeasible", "invalid", "error")}
+    best = best_designs(rows, list(sweep.objectives))
+    objectives = ", ".join(f"{g} {m}" for m, g in sweep.objectives)
+    # A line of its own, not a table title: rich wraps titles to the table's width.
+    console.print(f"best designs: Pareto front on {objectives} ({len(best)} of {counts['ok']} "
+                  f"ok points; top {min(top, len(best))})", soft_wrap=True)
+    table = Table()
+    names = [(axis.key, axis.label) for axis, _ in sweep.axes]
+    for _, label in names:
+        table.add_column(label, justify="right")
+    for metric, _ in sweep.objectives:
+        table.add_column(metric, justify="right", style="bold")
+    for row in best[:top]:
+        table.add_row(*(_fmt(row.params.get(key)) for key, _ in names),
+                      *(_fmt(row.metrics[m]) for m, _ in sweep.objectives))
+    console.print(table)
+    line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    console.print(f"store: {len(rows):,} points ({line}); this run: {outcome.simulated:,} "
+                  f"simulated, {outcome.skipped:,} already stored, on {outcome.backend}",
+                  soft_wrap=True)
+    rss = f"; peak worker memory {outcome.worker_rss_mib:.0f} MiB" if outcome.worker_rss_mib else ""
+    restarts = (f"; the worker pool was recreated {outcome.pool_restarts} times"
+                if outcome.pool_restarts else "")
+    console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
+                  f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
+                  soft_wrap=True)
+    errors = [r for r in rows if r.status == "error"]
+    if errors:
+        console.print(f"[red]{len(errors)} points failed[/]; first: {errors[0].message} "
+                      f"(--resume evaluates them again)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from reports.html import build_report
+
+    inputs = [Path(p) for p in args.inputs]
+    out = Path(args.out) if args.out else inputs[0].resolve().parent / "report"
+    written = build_report(inputs, out, title=args.title)
+    print(f"wrote {written.html} ({len(written.figures) // 2} figures as PNG and SVG, "
+          f"{len(written.tables)} CSV tables)")
+    return 0

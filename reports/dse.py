@@ -1,0 +1,330 @@
+"""Design-space exploration: run a sweep into the results store, then summarize the best designs.
+
+``run_sweep`` is what ``archsim dse`` calls. The process that runs it is the only writer of the
+store: it resolves each point (validating the workload with the axis overrides, applying the
+area model and the constraints that need no simulation), ships the rest to the executor, and
+commits every outcome as it arrives. Strategies and executors: reports.search, reports.executors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports.area import AreaModel, AreaModelError, load_area_model
+from reports.evaluate import PointTask
+from reports.executors import Backend, ExecutorError, dispatch, make_backend
+from reports.expr import ExpressionError
+from reports.metrics import AREA_METRICS
+from reports.pareto import pareto_mask
+from reports.store import PointRow, ResultStore, StoreError
+from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
+from workloads.errors import SpecError
+
+__all__ = ["run_sweep", "SweepOutcome", "best_designs", "RESULTS_FILE"]
+
+RESULTS_FILE = "results.db"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SweepOutcome:
+    """What one ``run_sweep`` call did.
+
+    Attributes
+    ----------
+    proposed
+        Points the strategy proposed (NSGA-II: proposals, repeats included).
+    skipped
+        Proposals answered from the store without evaluating (``--resume``, NSGA-II repeats).
+    statuses
+        Outcomes of the points resolved in this call, by status.
+    simulated
+        Points sent to the executor.
+    simulate_s
+        Simulation seconds the workers spent, summed.
+    worker_rss_mib
+        The largest peak resident memory any worker process reported.
+    pool_restarts
+        How often a local worker pool was recreated after a worker died.
+    """
+
+    store_path: Path
+    backend: str
+    proposed: int = 0
+    skipped: int = 0
+    simulated: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+    simulate_s: float = 0.0
+    worker_rss_mib: float | None = None
+    pool_restarts: int = 0
+
+    @property
+    def points_per_s(self) -> float:
+        return self.simulated / self.wall_s if self.wall_s else 0.0
+
+
+def _identity(workload) -> str:
+    """What a store's points were computed from. Only fields that differ from their defaults
+    count, so that a newer archsim adding an optional field does not orphan a stored sweep."""
+    text = workload.model_dump_json(exclude_defaults=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class _Runner:
+    """Resolves points into tasks and turns outcomes into stored rows."""
+
+    def __init__(self, sweep: Sweep, store: ResultStore, area: AreaModel | None,
+                 outcome: SweepOutcome, advance: Callable[[], None]) -> None:
+        from archsim import __version__
+
+        self.sweep, self.store, self.area, self.outcome = sweep, store, area, outcome
+        self.advance = advance
+        self.version = __version__
+        self.area_needed = any(m in AREA_METRICS for m, _ in sweep.objectives) or any(
+            n in AREA_METRICS for c in sweep.constraints for n in c.expression.names
+        )
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def _record(self, h: str, status: str, **fields: Any) -> PointRow:
+        info = self.pending.pop(h)
+        row = PointRow(hash=h, params=info["params"], status=status, hardware=info.get("hardware"),
+                       trial=info.get("trial"), generation=info.get("generation"),
+                       finished_at=time.time(), archsim_version=self.version, **fields)
+        self.store.record(row)
+        self.outcome.statuses[status] += 1
+        self.advance()
+        return row
+
+    def prepare(self, params: dict[str, Value], trial: int | None = None,
+                generation: int | None = None) -> PointTask | None:
+        """A task for the executor, or None when the point was settled here (and recorded)."""
+        from workloads.load import load_workload
+
+        h = point_hash(params)
+        self.pending[h] = {"params": params, "trial": trial, "generation": generation}
+        sweep = self.sweep
+        try:
+            workload = load_workload(sweep.workload_path, hardware=sweep.hardware,
+                                     overrides=[*sweep.fixed, *override_args(params)])
+        except SpecError as exc:
+            self._record(h, "invalid", message=f"SpecError: {exc}")
+            return None
+        hw = workload.hardware.model_dump(mode="json")
+        self.pending[h]["hardware"] = hw
+        area: dict[str, float] = {}
+        if self.area is not None:
+            try:
+                area = self.area.resources(hw)
+            except AreaModelError as exc:
+                if self.area_needed:
+                    self._record(h, "invalid", message=f"AreaModelError: {exc}")
+                    return None
+        self.pending[h]["area"] = area
+        env = {**sweep.names(params), **area}
+        for c in sweep.constraints:
+            if c.stage == "pre" and not self._holds(c, env):
+                self._record(h, "infeasible", message=f"constraint failed: {c.text}",
+                             metrics=area or None)
+                return None
+        return PointTask(h, workload, sweep.spec.compare_dense)
+
+    @staticmethod
+    def _holds(constraint, env: dict[str, Any]) -> bool:
+        try:
+            return bool(constraint.expression.evaluate(env))
+        except ExpressionError:
+            return False  # division by zero and the like: the point cannot satisfy it
+
+    def finish(self, out: dict[str, Any]) -> None:
+        """Record an executor outcome (called in the driving process as results arrive)."""
+        h = out["hash"]
+        info = self.pending[h]
+        metrics = out["metrics"]
+        status, message = out["status"], out["message"]
+        if metrics is not None:
+            metrics = {**metrics, **info.get("area", {})}
+            if "lut" in metrics:
+                gmacs = metrics["throughput_gmacs"]
+                metrics["gmacs_per_klut"] = gmacs / max(metrics["lut"], 1) * 1e3
+                metrics["gmacs_per_dsp"] = metrics["throughput_gmacs"] / max(metrics["dsp"], 1)
+            env = {**self.sweep.names(info["params"]), **metrics}
+            for c in self.sweep.constraints:
+                if c.stage == "post" and not self._holds(c, env):
+                    status, message = "infeasible", f"constraint failed: {c.text}"
+                    break
+        if out["wall_s"] is not None:
+            self.outcome.simulate_s += out["wall_s"]
+        rss = out.get("worker_rss_mib")
+        if rss is not None:
+            self.outcome.worker_rss_mib = max(self.outcome.worker_rss_mib or 0.0, rss)
+        self._record(h, status, message=message, metrics=metrics, layers=out["layers"],
+                     wall_s=out["wall_s"], started_at=out["started_at"], worker=out["worker"],
+                     worker_rss_mib=rss)
+
+
+def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
+    from archsim import __version__
+    from workloads.load import load_workload
+
+    base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    store = ResultStore(out / RESULTS_FILE)
+    try:
+        meta = store.meta()
+        held = store.count()
+        if held and not resume:
+            raise StoreError(f"{store.path} already holds {held} design points; pass --resume to "
+                             f"continue that sweep, or choose another --out")
+        if "base_identity" in meta and meta["base_identity"] != _identity(base):
+            raise StoreError(f"{store.path} holds a sweep of another base workload or hardware "
+                             f"({meta.get('sweep', {}).get('workload')}); choose another --out")
+        store.set_meta(base_identity=_identity(base), sweep=sweep.describe(),
+                       base_workload=base.name, archsim_version=__version__)
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+    backend: Backend | None = None,
+) -> SweepOutcome:
+    """Evaluate a sweep into ``out/results.db``.
+
+    Parameters
+    ----------
+    sweep
+        From :func:`reports.sweep.load_sweep`.
+    out
+        Output directory (created).
+    workers, scheduler
+        Local worker processes, or a Dask scheduler address (then ``workers`` is ignored).
+    resume
+        Continue a sweep stored in ``out``: finished points are skipped (``error`` points are
+        evaluated again). Without it, a non-empty store is an error.
+    chunk_size
+        Points per executor task (default: about four tasks per worker, at most 16 points).
+    progress
+        Called as ``progress(done, total)`` after each resolved point.
+    backend
+        An already open backend (tests); by default one is made from ``workers``/``scheduler``.
+
+    Raises
+    ------
+    SpecError, StoreError, ExecutorError
+        Bad base workload, a store of another sweep, or a failed executor. Finished points stay
+        in the store either way.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    if backend is None and scheduler is None and workers is not None and workers < 1:
+        raise ExecutorError(f"--workers must be at least 1, got {workers}")  # before any file
+    store = _open_store(sweep, out, resume)
+    try:
+        area = load_area_model()
+    except AreaModelError:
+        area = None
+    outcome = SweepOutcome(store_path=store.path, backend="")
+    done_count = [0]
+    total = [0]
+
+    def advance() -> None:
+        done_count[0] += 1
+        if progress is not None:
+            progress(done_count[0], total[0])
+
+    runner = _Runner(sweep, store, area, outcome, advance)
+    own_backend = backend is None
+    try:
+        backend = backend or make_backend(workers, scheduler)
+        outcome.backend = backend.description
+        if isinstance(sweep.spec.strategy, NSGA2Strategy):
+            _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_size)
+        else:
+            _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size)
+        outcome.pool_restarts = getattr(backend, "restarts", 0)
+    finally:
+        if own_backend and backend is not None:
+            backend.close()
+        store.close()
+    outcome.wall_s = time.perf_counter() - started
+    return outcome
+
+
+def _chunk(chunk_size: int | None, n: int, workers: int) -> int:
+    return chunk_size or max(1, min(16, n // (4 * max(workers, 1))))
+
+
+def _tasks(runner: _Runner, points: Iterable[tuple[dict, int | None, int | None]],
+           outcome: SweepOutcome) -> Iterator[PointTask]:
+    for params, trial, generation in points:
+        task = runner.prepare(params, trial, generation)
+        if task is not None:
+            outcome.simulated += 1
+            yield task
+
+
+def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size) -> None:
+    from reports.search import candidate_points
+
+    finished = {h for h, s in store.statuses().items() if s != "error"}
+    points = list(candidate_points(sweep))
+    pending = [p for p in points if point_hash(p) not in finished]
+    outcome.proposed, outcome.skipped = len(points), len(points) - len(pending)
+    total[0] = len(pending)
+    tasks = _tasks(runner, ((p, None, None) for p in pending), outcome)
+    dispatch(backend, tasks, runner.finish, _chunk(chunk_size, len(pending), backend.workers))
+
+
+def _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_size) -> None:
+    from reports.search import NSGA2Search
+
+    history = [r for r in store.rows() if r.status != "error"]
+    search = NSGA2Search(sweep, history)
+    total[0] = search.remaining
+    size = _chunk(chunk_size, sweep.spec.strategy.population, backend.workers)
+    while search.remaining:
+        first = search.asked
+        batch = search.ask_generation()
+        statuses = store.statuses()
+        fresh: dict[str, tuple[dict, int, int]] = {}
+        for i, (_, params, h, generation) in enumerate(batch):
+            if statuses.get(h, "error") != "error" or h in fresh:
+                outcome.skipped += 1
+                advance()
+            else:
+                fresh[h] = (params, first + i, generation)
+        outcome.proposed += len(batch)
+        dispatch(backend, _tasks(runner, fresh.values(), outcome), runner.finish, size)
+        for trial, _, h, _ in batch:
+            search.tell(trial, store.get(h))
+
+
+def best_designs(rows: list[PointRow], objectives: list[tuple[str, str]]) -> list[PointRow]:
+    """The Pareto-optimal ``ok`` rows, sorted by the first objective (best first)."""
+    ok = [r for r in rows if r.status == "ok" and r.metrics
+          and all(m in r.metrics for m, _ in objectives)]
+    if not ok:
+        return []
+    values = np.array([[r.metrics[m] for m, _ in objectives] for r in ok], dtype=float)
+    mask = pareto_mask(values, [g for _, g in objectives])
+    front = [r for r, keep in zip(ok, mask) if keep]
+    metric, goal = objectives[0]
+    return sorted(front, key=lambda r: r.metrics[metric], reverse=goal == "max")
+

@@ -1,0 +1,124 @@
+"""Evaluating design points: the function every DSE worker runs.
+
+Workers (local processes or Dask workers) receive validated :class:`~workloads.spec.WorkloadSpec`
+objects, simulate them and return plain dicts. They never touch the results store: the process
+driving the sweep is its only writer, which is what makes ``kill -9`` safe (reports.store).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from workloads.errors import MappingError, SpecError
+
+__all__ = ["PointTask", "evaluate_chunk", "evaluate_point", "simulation_metrics", "dense_variant"]
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One design point to simulate: its hash and its fully resolved workload."""
+
+    hash: str
+    workload: Any  # WorkloadSpec; Any keeps this module importable without pydantic models
+    compare_dense: bool = False
+
+
+def dense_variant(workload):
+    """The same workload with all sparsity removed (the baseline of ``speedup``)."""
+    from workloads.spec import DenseSparsity
+
+    ops = tuple(op.model_copy(update={"sparsity": None}) for op in workload.operations)
+    return workload.model_copy(update={"sparsity": DenseSparsity(), "operations": ops})
+
+
+def simulation_metrics(result, hardware) -> dict[str, float]:
+    """The simulation metrics of one point (names and meanings: reports.metrics)."""
+    clock_hz = hardware.clock_mhz * 1e6
+    energy_j = result.energy_pj["total"] * 1e-12
+    pes = hardware.array.rows * hardware.array.cols
+    busy, stall = result.unit_busy_cycles, result.unit_stall_cycles
+    return {
+        "cycles": result.total_cycles,
+        "latency_s": result.seconds,
+        "energy_pj": result.energy_pj["total"],
+        "edp_j_s": energy_j * result.seconds,
+        "throughput_gmacs": result.macs_dense_equivalent / result.seconds / 1e9
+        if result.seconds else 0.0,
+        "utilization": result.utilization,
+        "effective_utilization": result.effective_utilization,
+        "macs_executed": result.macs_executed,
+        "macs_dense_equivalent": result.macs_dense_equivalent,
+        "amdahl_bound": result.macs_dense_equivalent / max(result.macs_executed, 1),
+        "dram_read_bytes": result.dram_read_bytes,
+        "dram_write_bytes": result.dram_write_bytes,
+        "dram_bytes": result.dram_read_bytes + result.dram_write_bytes,
+        "instructions": result.instructions,
+        "pe_busy_cycles": busy["pe_array"],
+        "pe_stall_cycles": stall["pe_array"],
+        "dma_busy_cycles": busy["dma"],
+        "dma_stall_cycles": stall["dma"],
+        "vector_busy_cycles": busy["vector"],
+        "vector_stall_cycles": stall["vector"],
+        "energy_mac_pj": result.energy_pj["mac"],
+        "energy_dram_pj": result.energy_pj["dram"],
+        "energy_sram_pj": result.energy_pj["sram"],
+        "energy_vector_pj": result.energy_pj["vector"],
+        "pes": pes,
+        "peak_gmacs": pes * clock_hz / 1e9,
+        "dram_gbytes_per_s": hardware.dram.bandwidth_bytes_per_cycle * clock_hz / 1e9,
+    }
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def evaluate_point(task: PointTask) -> dict[str, Any]:
+    """Simulate one point. Never raises for a bad point: the outcome says what happened.
+
+    Returns
+    -------
+    dict
+        ``hash``, ``status`` (``ok``, ``invalid`` for Spec/MappingError, ``error`` otherwise),
+        ``message``, ``metrics``, ``layers``, ``wall_s``, ``started_at``, ``worker`` and
+        ``worker_rss_mib``.
+    """
+    from archsim.api import simulate
+
+    started = time.time()
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"hash": task.hash, "status": "ok", "message": None,
+                           "metrics": None, "layers": None, "started_at": started}
+    try:
+        result = simulate(task.workload)
+        metrics = simulation_metrics(result, task.workload.hardware)
+        if task.compare_dense:
+            dense = simulate(dense_variant(task.workload))
+            metrics["dense_cycles"] = dense.total_cycles
+            metrics["speedup"] = dense.total_cycles / result.total_cycles
+        out["metrics"] = metrics
+        out["layers"] = [rec.as_dict() for rec in result.layers]
+    except (SpecError, MappingError) as exc:
+        out.update(status="invalid", message=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one bad point must not end a 500-point sweep
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        out.update(status="error", message=f"{type(exc).__name__}: {exc} "
+                                           f"({os.path.basename(last.filename)}:{last.lineno})")
+    out["wall_s"] = time.perf_counter() - t0
+    out["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    out["worker_rss_mib"] = _peak_rss_mib()
+    return out
+
+
+def evaluate_chunk(tasks: list[PointTask]) -> list[dict[str, Any]]:
+    """Evaluate a chunk of points in one task (amortizes the executor's per-task overhead)."""
+    return [evaluate_point(t) for t in tasks]

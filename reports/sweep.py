@@ -1,0 +1,392 @@
+"""DSE sweep files: the YAML schema, strict loading, and the design space they describe.
+
+A sweep names a base workload, axes that map to ``--set`` override keys, constraints, objectives
+and a search strategy (docs/dse.md). It is loaded by the same strict machinery as workloads
+(:func:`workloads.load.load_document`): unknown and duplicate keys are errors, reported as
+``file:line: field.path: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reports.expr import Expression, ExpressionError
+from reports.metrics import AREA_METRICS, METRICS, OBJECTIVES
+from workloads.errors import SpecError
+
+__all__ = [
+    "SweepFile",
+    "Axis",
+    "Objective",
+    "Constraint",
+    "Sweep",
+    "load_sweep",
+    "point_hash",
+    "override_args",
+    "PARAM_SEPARATOR",
+]
+
+PARAM_SEPARATOR = "."
+Scalar = int | float | str | bool
+Value = Scalar | dict[str, Any]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class RangeSpec(_Model):
+    """An inclusive range: arithmetic with ``step`` or geometric with ``factor``."""
+
+    start: int | float
+    stop: int | float
+    step: Annotated[int | float, Field(gt=0)] | None = None
+    factor: Annotated[int | float, Field(gt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RangeSpec:
+        if (self.step is None) == (self.factor is None):
+            raise ValueError("give exactly one of 'step' (arithmetic) or 'factor' (geometric)")
+        if self.stop < self.start:
+            raise ValueError(f"stop={self.stop} is below start={self.start}")
+        if self.factor is not None and self.start <= 0:
+            raise ValueError(f"a geometric range needs start > 0, got start={self.start}")
+        return self
+
+    def values(self) -> list[int | float]:
+        out: list[int | float] = []
+        integral = all(isinstance(v, int) for v in (self.start, self.stop, self.step or 1))
+        integral = integral and (self.factor is None or isinstance(self.factor, int))
+        v = self.start
+        # A small tolerance keeps float steps (0.1 + 0.2 …) from dropping the stop value.
+        while v <= self.stop * (1 + 1e-9) + (1e-12 if not integral else 0):
+            out.append(v if integral else round(v, 12))
+            v = v + self.step if self.step is not None else v * self.factor
+            if len(out) > 100_000:
+                raise ValueError("the range has more than 100,000 values")
+        return out
+
+
+class Axis(_Model):
+    """One swept parameter.
+
+    ``key`` is a ``--set`` override key (``hardware.array.rows``, ``operations.0.batch``,
+    ``sparsity.n``); ``name`` is how constraints, tables and plots call it (default: the last
+    part of the key).
+    """
+
+    key: str
+    name: str | None = None
+    values: Annotated[list[Value], Field(min_length=1, strict=False)] | None = None
+    range: RangeSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Axis:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("give exactly one of 'values' (a list) or 'range'")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key.split(PARAM_SEPARATOR)[-1]
+
+    def expand(self) -> list[Value]:
+        return list(self.values) if self.values is not None else self.range.values()
+
+
+class Objective(_Model):
+    """A metric to optimize; ``goal`` defaults to the metric's natural direction."""
+
+    metric: Literal[OBJECTIVES]  # type: ignore[valid-type]
+    goal: Literal["min", "max"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        # `objectives: [cycles, energy_pj]` reads better than a list of one-key mappings.
+        return {"metric": data} if isinstance(data, str) else data
+
+
+class GridStrategy(_Model):
+    """Every point of the cartesian product of the axes (constraints prune it)."""
+
+    kind: Literal["grid"]
+
+
+class RandomStrategy(_Model):
+    """``samples`` distinct points drawn uniformly from the product, reproducibly from ``seed``."""
+
+    kind: Literal["random"]
+    samples: Annotated[int, Field(gt=0)]
+    seed: int = 0
+
+
+class NSGA2Strategy(_Model):
+    """Optuna's NSGA-II in ask/tell mode: ``trials`` proposals in generations of ``population``.
+
+    Proposals that repeat a known point are answered from the store without simulating.
+    """
+
+    kind: Literal["nsga2"]
+    trials: Annotated[int, Field(gt=0)]
+    population: Annotated[int, Field(ge=2)] = 16
+    seed: int = 0
+    crossover_prob: Annotated[float, Field(ge=0, le=1, strict=False)] = 0.9
+    mutation_prob: Annotated[float, Field(ge=0, le=1, strict=False)] | None = None
+
+
+Strategy = Annotated[GridStrategy | RandomStrategy | NSGA2Strategy, Field(discriminator="kind")]
+
+
+class SweepFile(_Model):
+    """The top level of a sweep YAML (docs/dse.md lists every field)."""
+
+    version: Literal[1]
+    name: str
+    workload: str
+    hardware: str | None = None
+    overrides: Annotated[dict[str, Value], Field(strict=False)] = {}
+    compare_dense: bool = False
+    axes: Annotated[list[Axis], Field(min_length=1, strict=False)]
+    constraints: Annotated[list[str], Field(strict=False)] = []
+    objectives: Annotated[list[Objective], Field(min_length=1, strict=False)]
+    strategy: Strategy = GridStrategy(kind="grid")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A parsed constraint. ``stage`` is ``"pre"`` when it reads only parameters (and area
+    metrics, which depend on the hardware alone), so it is checked before simulating."""
+
+    expression: Expression
+    stage: Literal["pre", "post"]
+
+    @property
+    def text(self) -> str:
+        return self.expression.text
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A loaded, checked sweep: paths resolved, axes expanded, expressions parsed.
+
+    Attributes
+    ----------
+    workload_path
+        The base workload file (absolute).
+    hardware
+        Replaces the workload's hardware (a preset name or an absolute path), or None.
+    fixed
+        ``key=value`` overrides applied to every point, before the axis overrides.
+    axes
+        The axes with their expanded value lists, in file order.
+    """
+
+    spec: SweepFile
+    path: Path
+    workload_path: Path
+    hardware: str | None
+    fixed: tuple[str, ...]
+    axes: tuple[tuple[Axis, tuple[Value, ...]], ...]
+    constraints: tuple[Constraint, ...]
+    objectives: tuple[tuple[str, Literal["min", "max"]], ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def size(self) -> int:
+        """Points in the full cartesian product (before constraints)."""
+        return math.prod(len(values) for _, values in self.axes)
+
+    def point(self, index: int) -> dict[str, Value]:
+        """The ``index``-th point of the product in grid order (the last axis varies fastest)."""
+        params: dict[str, Value] = {}
+        for axis, values in reversed(self.axes):
+            index, i = divmod(index, len(values))
+            params[axis.key] = values[i]
+        return {axis.key: params[axis.key] for axis, _ in self.axes}
+
+    def grid(self) -> Iterator[dict[str, Value]]:
+        keys = [axis.key for axis, _ in self.axes]
+        for combo in itertools.product(*(values for _, values in self.axes)):
+            yield dict(zip(keys, combo))
+
+    def names(self, params: dict[str, Value]) -> dict[str, Value]:
+        """Parameters keyed by axis name (what constraints and tables see)."""
+        return {axis.label: params[axis.key] for axis, _ in self.axes if axis.key in params}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description kept in the results store (the report reads it)."""
+        return {
+            "name": self.name,
+            "sweep_file": str(self.path),
+            "workload": str(self.workload_path),
+            "hardware": self.hardware,
+            "fixed": list(self.fixed),
+            "compare_dense": self.spec.compare_dense,
+            "axes": [
+                {"key": a.key, "name": a.label, "values": list(v)} for a, v in self.axes
+            ],
+            "constraints": [c.text for c in self.constraints],
+            "objectives": [{"metric": m, "goal": g} for m, g in self.objectives],
+            "strategy": self.spec.strategy.model_dump(mode="json"),
+        }
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def point_hash(params: dict[str, Value]) -> str:
+    """Canonical key of a design point: SHA-256 of its parameters as sorted, compact JSON.
+
+    Keyed by override key (not axis name), so renaming an axis keeps finished points.
+    """
+    return hashlib.sha256(_canonical(params).encode()).hexdigest()[:20]
+
+
+def override_args(params: dict[str, Value]) -> list[str]:
+    """``key=value`` strings for :func:`workloads.load.load_workload`.
+
+    Values are written as JSON, which YAML reads back unchanged (strings stay strings even when
+    they look like numbers, mappings stay mappings).
+    """
+    return [f"{key}={_canonical(value)}" for key, value in params.items()]
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+def _resolve_hardware(ref: str | None, base: Path) -> str | None:
+    if ref is None:
+        return None
+    looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref
+    return str((base / ref).resolve()) if looks_like_path else ref
+
+
+def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
+    """Load and check a sweep YAML.
+
+    Parameters
+    ----------
+    path
+        The sweep file. ``workload`` and a ``hardware`` path are relative to it.
+    area_available
+        Whether a fitted area model exists (default: ask :mod:`reports.area`). Area metrics in
+        objectives or constraints are an error without one.
+
+    Raises
+    ------
+    SpecError
+        ``file:line: field.path: message`` for the first problem found.
+    """
+    from workloads.load import load_document
+
+    path = Path(path)
+    spec, where = load_document(path, SweepFile)
+    base = path.resolve().parent
+    workload_path = (base / spec.workload).resolve()
+    if not workload_path.is_file():
+        raise SpecError(f"{where(('workload',))}: workload: file not found: {workload_path}")
+    if area_available is None:
+        from reports.area import area_model_available
+
+        area_available = area_model_available()
+
+    axes: list[tuple[Axis, tuple[Value, ...]]] = []
+    seen_keys: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, axis in enumerate(spec.axes):
+        at = ("axes", i)
+        if axis.key in seen_keys:
+            raise SpecError(f"{where(at + ('key',))}: axes[{i}].key: {axis.key!r} is already "
+                            f"swept by axes[{seen_keys[axis.key]}]")
+        if not axis.label.isidentifier():
+            raise SpecError(f"{where(at)}: axes[{i}].name: {axis.label!r} is not an identifier "
+                            f"usable in constraints; give the axis a 'name'")
+        if axis.label in seen_names or axis.label in METRICS:
+            clash = "a metric" if axis.label in METRICS else f"axes[{seen_names[axis.label]}]"
+            raise SpecError(f"{where(at)}: axes[{i}].name: {axis.label!r} is already used by "
+                            f"{clash}; give the axis another 'name'")
+        if axis.key in spec.overrides:
+            raise SpecError(f"{where(at + ('key',))}: axes[{i}].key: {axis.key!r} is also fixed "
+                            f"under 'overrides'")
+        try:
+            values = axis.expand()
+        except ValueError as exc:
+            raise SpecError(f"{where(at + ('range',))}: axes[{i}].range: {exc}") from None
+        if len({_canonical(v) for v in values}) != len(values):
+            raise SpecError(f"{where(at)}: axes[{i}].values: duplicate values in {values!r}")
+        seen_keys[axis.key], seen_names[axis.label] = i, i
+        axes.append((axis, tuple(values)))
+
+    available = [n for n, m in METRICS.items()
+                 if not m.needs or (m.needs == "area" and area_available)
+                 or (m.needs == "dense" and spec.compare_dense)]
+    objectives: list[tuple[str, Literal["min", "max"]]] = []
+    for i, obj in enumerate(spec.objectives):
+        if obj.metric not in available:
+            raise SpecError(f"{where(('objectives', i, 'metric'))}: objectives[{i}].metric: "
+                            f"{_unavailable(obj.metric)}")
+        if any(obj.metric == m for m, _ in objectives):
+            raise SpecError(f"{where(('objectives', i))}: objectives[{i}]: {obj.metric!r} is "
+                            f"listed twice")
+        objectives.append((obj.metric, obj.goal or METRICS[obj.metric].goal))
+
+    constraints: list[Constraint] = []
+    param_names = [a.label for a, _ in axes]
+    for i, text in enumerate(spec.constraints):
+        at = f"{where(('constraints', i))}: constraints[{i}]"
+        try:
+            expr = Expression(text)
+        except ExpressionError as exc:
+            raise SpecError(f"{at}: {exc}") from None
+        for name in sorted(expr.names):
+            if name in param_names or name in available:
+                continue
+            if name in METRICS:
+                raise SpecError(f"{at}: {_unavailable(name)}")
+            raise SpecError(f"{at}: unknown name {name!r}; constraints read axis names "
+                            f"({', '.join(param_names)}) and metrics (docs/dse.md)"
+                            f"{_suggest(name, param_names + available)}")
+        pre = all(n in param_names or n in AREA_METRICS for n in expr.names)
+        constraints.append(Constraint(expr, "pre" if pre else "post"))
+
+    if isinstance(spec.strategy, RandomStrategy) and spec.strategy.samples > math.prod(
+        len(v) for _, v in axes
+    ):
+        total = math.prod(len(v) for _, v in axes)
+        raise SpecError(f"{where(('strategy', 'samples'))}: strategy.samples: "
+                        f"{spec.strategy.samples} exceeds the {total} points of the space; "
+                        f"use kind: grid")
+
+    fixed = tuple(override_args(dict(spec.overrides)))
+    return Sweep(
+        spec=spec, path=path.resolve(), workload_path=workload_path,
+        hardware=_resolve_hardware(spec.hardware, base), fixed=fixed, axes=tuple(axes),
+        constraints=tuple(constraints), objectives=tuple(objectives),
+    )
+
+
+def _unavailable(name: str) -> str:
+    needs = METRICS[name].needs
+    if needs == "dense":
+        return f"{name!r} needs 'compare_dense: true' (each point is also simulated dense)"
+    if needs == "area":
+        return (f"{name!r} needs the area model, which has no synthesis samples yet "
+                f"(reports/data/area_samples.json; see docs/dse.md)")
+    return f"{name!r} is not available"

@@ -1,0 +1,227 @@
+"""Double-buffered on-chip SRAMs: input (A), weight (B) and accumulator (C), two slots each.
+
+Each slot is its own set of ``amaranth.lib.memory.Memory`` banks with one read and one write
+port, so units that work on different slots (the DMA filling slot 1 while the array reads slot 0)
+never contend. Two units never touch the same slot at once: the program's completion-count waits
+order them (docs/isa.md), so the port multiplexers below are plain priority selects.
+
+Every read port is synchronous: data arrive in the cycle after the address and stay put while the
+reader keeps ``en`` low. That one cycle is part of each unit's latency in ``dataflows.cost``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Signal, signed
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In
+
+from rtl import layouts
+from rtl.params import Geometry, ceil_log2
+from workloads.spec import HardwareSpec
+
+__all__ = ["InputBuffer", "WeightBuffer", "AccumulatorBuffer"]
+
+
+class InputBuffer(wiring.Component):
+    """The activation SRAM: ``a_banks`` banks of ``rows`` operands per slot.
+
+    A row occupies ``2**pitch`` consecutive banks at one address (``pitch`` comes with each
+    write: the DMA derives it from the row's length), so ``a_banks >> pitch`` rows share an
+    address and any row, however wide, is read in one cycle. Each slot remembers the pitch of its
+    last write, which is how a COMPUTE finds the rows a LOAD_A left there.
+
+    Attributes
+    ----------
+    write : In(InputWriteSignature)
+        The DMA's row writes.
+    read : In(InputReadSignature)
+        The compute unit's row reads.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self._g = g = Geometry.of(hw)
+        super().__init__({
+            "write": In(layouts.InputWriteSignature(g)),
+            "read": In(layouts.InputReadSignature(g)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._g
+        banks, lg = g.a_banks, ceil_log2(g.a_banks)
+        word = data.ArrayLayout(signed(g.data_bits), g.rows)
+        pitch = Array(Signal(len(self.write.pitch), name=f"pitch_{s}") for s in range(2))
+
+        def place(row, shift):
+            linear = row << shift
+            return linear >> lg, linear[:lg] if lg else Const(0, 1)
+
+        w_addr, w_off = place(self.write.row, self.write.pitch)
+        words = [self.write.data.as_value()[w * word.size : (w + 1) * word.size]
+                 for w in range(banks)]
+        with m.If(self.write.en):
+            m.d.sync += pitch[self.write.slot].eq(self.write.pitch)
+
+        r_addr, r_off = place(self.read.row, pitch[self.read.slot])
+        slot_q = Signal()
+        off_q = Signal(max(1, lg))
+        with m.If(self.read.en):
+            m.d.sync += [slot_q.eq(self.read.slot), off_q.eq(r_off)]
+
+        # Bank b takes word b - offset of the row, if the row reaches that far.
+        span = Signal(range(banks + 1))
+        m.d.comb += span.eq(1 << self.write.pitch)
+        rel = [Signal(range(banks), name=f"rel_{b}") for b in range(banks)]
+        m.d.comb += [rel[b].eq(b - w_off) for b in range(banks)]
+        out = [[None] * banks for _ in range(2)]
+        for s in range(2):
+            for b in range(banks):
+                mem = memory.Memory(shape=word, depth=g.a_depth, init=[])
+                m.submodules[f"slot{s}_bank{b}"] = mem
+                wp, rp = mem.write_port(), mem.read_port()
+                m.d.comb += [
+                    # (w_off <= b is constant for the last bank: leave it out.)
+                    wp.en.eq(self.write.en & (self.write.slot == s)
+                             & ((w_off <= b) if b < banks - 1 else 1) & (rel[b] < span)),
+                    wp.addr.eq(w_addr),
+                    wp.data.eq(Array(words)[rel[b]]),
+                    rp.addr.eq(r_addr),
+                    rp.en.eq(self.read.en & (self.read.slot == s)),
+                ]
+                out[s][b] = rp.data.as_value()
+        # Rotate so that word w of the row (bank offset + w) comes out at position w.
+        for w in range(banks):
+            choices = Array(Array(out[s][(o + w) % banks] for o in range(banks)) for s in range(2))
+            lo = w * word.size
+            m.d.comb += self.read.data.as_value()[lo : lo + word.size].eq(
+                choices[slot_q][off_q])
+        return m
+
+
+class WeightBuffer(wiring.Component):
+    """The weight SRAM: ``b_banks`` banks per slot, row ``r`` in bank ``r % b_banks``.
+
+    Rows hold one entry (value and index) per array column; writes are per column so the vector
+    unit can store the columns its lanes finished.
+
+    Attributes
+    ----------
+    dma_wr, dma_rd : In(WeightRowWriteSignature / WeightRowReadSignature)
+        LOAD_B writes rows; STORE_B reads them.
+    pe_rd : In(WeightRowReadSignature)
+        The compute unit preloads the array from it.
+    vec_rd, vec_wr : In(WeightBlockReadSignature / WeightBankWriteSignature)
+        COMPRESS reads ``b_banks`` rows at once and writes compressed rows in place.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self._g = g = Geometry.of(hw)
+        super().__init__({
+            "dma_wr": In(layouts.WeightRowWriteSignature(g)),
+            "dma_rd": In(layouts.WeightRowReadSignature(g)),
+            "pe_rd": In(layouts.WeightRowReadSignature(g)),
+            "vec_rd": In(layouts.WeightBlockReadSignature(g)),
+            "vec_wr": In(layouts.WeightBankWriteSignature(g)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._g
+        banks, lg = g.b_banks, ceil_log2(g.b_banks)
+
+        def split(row):
+            return (row >> lg), (row[:lg] if lg else Const(0, 1))
+
+        row_readers = (self.pe_rd, self.dma_rd)
+        held = []  # (slot, bank) each row reader read last, for its data mux
+        for reader in row_readers:
+            slot_q, bank_q = Signal(), Signal(max(1, lg))
+            with m.If(reader.en):
+                m.d.sync += [slot_q.eq(reader.slot), bank_q.eq(split(reader.row)[1])]
+            held.append((slot_q, bank_q))
+        vec_slot_q = Signal()
+        with m.If(self.vec_rd.en):
+            m.d.sync += vec_slot_q.eq(self.vec_rd.slot)
+
+        d_addr, d_bank = split(self.dma_wr.row)
+        out = [[None] * banks for _ in range(2)]
+        for s in range(2):
+            for b in range(banks):
+                mem = memory.Memory(shape=layouts.weight_row(g), depth=g.b_depth, init=[])
+                m.submodules[f"slot{s}_bank{b}"] = mem
+                wp, rp = mem.write_port(granularity=1), mem.read_port()
+                with m.If(self.dma_wr.en & (self.dma_wr.slot == s) & (d_bank == b)):
+                    m.d.comb += [wp.en.eq(-1), wp.addr.eq(d_addr), wp.data.eq(self.dma_wr.data)]
+                with m.Elif(self.vec_wr.slot == s):
+                    m.d.comb += [wp.en.eq(self.vec_wr.mask[b]), wp.addr.eq(self.vec_wr.addr[b]),
+                                 wp.data.eq(self.vec_wr.data[b])]
+                # Read address: whichever client reads this slot (never more than one). A memory
+                # read port's enable defaults to 1: hold the data explicitly when nobody reads.
+                m.d.comb += rp.en.eq(0)
+                with m.If(self.pe_rd.en & (self.pe_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(split(self.pe_rd.row)[0])]
+                with m.Elif(self.dma_rd.en & (self.dma_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(split(self.dma_rd.row)[0])]
+                with m.Elif(self.vec_rd.en & (self.vec_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(self.vec_rd.block)]
+                out[s][b] = rp.data.as_value()
+        table = Array(Array(out[s]) for s in range(2))
+        for reader, (slot_q, bank_q) in zip(row_readers, held):
+            m.d.comb += reader.data.eq(table[slot_q][bank_q])
+        for b in range(banks):
+            m.d.comb += self.vec_rd.data[b].eq(table[vec_slot_q][b])
+        return m
+
+
+class AccumulatorBuffer(wiring.Component):
+    """The accumulator SRAM: one bank per array column per slot, ``acc_bits`` wide.
+
+    The compute unit reads and writes each column at its own address (columns finish at skewed
+    times); STORE_C reads a whole row.
+
+    Attributes
+    ----------
+    pe_rd, pe_wr : In(AccReadSignature / AccWriteSignature)
+        Read-add-write of the compute unit.
+    dma_rd : In(AccRowReadSignature)
+        STORE_C's row reads.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self._g = g = Geometry.of(hw)
+        super().__init__({
+            "pe_rd": In(layouts.AccReadSignature(g)),
+            "pe_wr": In(layouts.AccWriteSignature(g)),
+            "dma_rd": In(layouts.AccRowReadSignature(g)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._g
+        pe_slot, dma_slot = Signal(), Signal()
+        with m.If(self.pe_rd.en):
+            m.d.sync += pe_slot.eq(self.pe_rd.slot)
+        with m.If(self.dma_rd.en):
+            m.d.sync += dma_slot.eq(self.dma_rd.slot)
+        for j in range(g.cols):
+            out = []
+            for s in range(2):
+                mem = memory.Memory(shape=signed(g.acc_bits), depth=g.c_depth, init=[])
+                m.submodules[f"slot{s}_col{j}"] = mem
+                wp, rp = mem.write_port(), mem.read_port()
+                m.d.comb += [
+                    wp.en.eq(self.pe_wr.en[j] & (self.pe_wr.slot == s)),
+                    wp.addr.eq(self.pe_wr.addr[j]),
+                    wp.data.eq(self.pe_wr.data[j]),
+                ]
+                m.d.comb += rp.en.eq(0)  # the port's enable defaults to 1
+                with m.If(self.dma_rd.en & (self.dma_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(self.dma_rd.row)]
+                with m.Elif(self.pe_rd.en & (self.pe_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(self.pe_rd.addr[j])]
+                out.append(rp.data)
+            m.d.comb += [
+                self.pe_rd.data[j].eq(Array(out)[pe_slot]),
+                self.dma_rd.data[j].eq(Array(out)[dma_slot]),
+            ]
+        return m

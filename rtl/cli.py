@@ -1,0 +1,87 @@
+"""``archsim rtl``: Verilog, synthesis scripts and port list of the accelerator; ``--synth`` runs
+Yosys and reports resources.
+
+This module is imported by ``archsim.cli`` for every command, so it imports nothing heavy at
+module level: Amaranth, Yosys and rich load inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    """Add the ``rtl`` subcommand to ``archsim``'s subparsers."""
+    rtl = subparsers.add_parser(
+        "rtl", help="write the accelerator's Verilog, synthesis scripts and port list",
+        description="Build the Amaranth accelerator for a hardware description and write "
+                    "accel_top.v, files.f, synth.ys (Yosys), vivado.tcl + accel_top.xdc (Vivado, "
+                    "xcvu9p-fsgd2104-2L-e) and ports.md/ports.json. --synth also runs Yosys "
+                    "synth_xilinx -family xcup and writes resources.json.",
+    )
+    rtl.add_argument("hardware", help="hardware YAML file or preset name (e.g. tiny)")
+    rtl.add_argument("--out", help="output directory (default: out/rtl/<hardware name>)")
+    rtl.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a hardware field before validation, e.g. array.rows=8 (repeatable)",
+    )
+    rtl.add_argument("--synth", action="store_true",
+                     help="run Yosys synthesis and report LUT/FF/DSP/BRAM/URAM/CARRY counts")
+    rtl.set_defaults(handler=_cmd_rtl)
+
+
+def _cmd_rtl(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rtl.synth import resources, synthesize, write_flow
+    from workloads.load import load_hardware
+
+    hw = load_hardware(args.hardware, overrides=args.overrides)
+    out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
+    console = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    with err.status(f"building {hw.name} and writing Verilog"):
+        paths = write_flow(hw, out)
+    console.print(f"wrote {', '.join(paths)} to {out}")
+    if not args.synth:
+        return 0
+    message = ("synthesizing with Yosys (synth_xilinx -family xcup); the first run compiles "
+               "Yosys to machine code, over a minute")
+    with err.status(message):
+        stat, seconds = synthesize(out)
+    report = resources(stat)
+    report["hardware"] = hw.name
+    report["seconds"] = round(seconds, 1)
+    report["flow"] = "yosys synth_xilinx -family xcup (synth.ys)"
+    (out / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(console, hw, report)
+    console.print(f"wrote {out / 'resources.json'} (synthesis took {seconds:.0f} s)")
+    return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def _print_table(console, hw, report: dict) -> None:
+    from rich.table import Table
+
+    from rtl.synth import RESOURCE_KINDS
+
+    kinds = [k for k in RESOURCE_KINDS if report["total"].get(k)] or ["LUT", "FF"]
+    table = Table(title=f"{hw.name}: Yosys synth_xilinx -family xcup "
+                        f"({hw.array.rows}x{hw.array.cols} PEs)")
+    table.add_column("block")
+    table.add_column("inst", justify="right")
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    for name, counts in report["blocks"].items():
+        if not any(counts.get(k) for k in kinds):
+            continue
+        table.add_row(name, str(counts["instances"]), *(_fmt(counts.get(k, 0)) for k in kinds))
+    table.add_row("total", "", *(_fmt(report["total"].get(k, 0)) for k in kinds), style="bold")
+    console.print(table)

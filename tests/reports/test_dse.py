@@ -1,0 +1,133 @@
+"""Sweeps end to end on an in-process executor: strategies, constraints, resume rules."""
+
+from __future__ import annotations
+
+import pytest
+from reports_support import EXAMPLES, write_sweep
+
+from archsim import simulate
+from reports.dse import best_designs, run_sweep
+from reports.evaluate import dense_variant
+from reports.store import PointRow, ResultStore, StoreError
+from reports.sweep import load_sweep, override_args, point_hash
+from workloads.load import load_workload
+
+
+def _rows(out) -> dict[str, PointRow]:
+    with ResultStore(out / "results.db", readonly=True) as store:
+        return {r.hash: r for r in store.rows(layers=True)}
+
+
+def test_grid_matches_direct_simulation(tmp_path, tiny_sweep_path, inline_backend):
+    sweep = load_sweep(tiny_sweep_path, area_available=False)
+    outcome = run_sweep(sweep, tmp_path, backend=inline_backend)
+    rows = _rows(tmp_path)
+    assert set(rows) == {point_hash(p) for p in sweep.grid()}
+    # rows * cols <= 64 is checked before simulating: 8 x 16 never reaches the executor.
+    infeasible = {h for h, r in rows.items() if r.status == "infeasible"}
+    assert infeasible == {point_hash(p) for p in sweep.grid()
+                          if p["hardware.array.rows"] * p["hardware.array.cols"] > 64}
+    # Never simulated: no cycles (area metrics, when an area model fits this hardware, only).
+    assert all("cycles" not in (rows[h].metrics or {}) for h in infeasible)
+    assert outcome.simulated == inline_backend.submitted == 36 - len(infeasible) == 30
+    assert outcome.statuses["ok"] == 30
+
+    params = sweep.point(7)
+    row = rows[point_hash(params)]
+    workload = load_workload(EXAMPLES / "tiny_gemm.yaml", overrides=override_args(params))
+    direct, dense = simulate(workload), simulate(dense_variant(workload))
+    assert row.metrics["cycles"] == direct.total_cycles
+    assert row.metrics["energy_pj"] == pytest.approx(direct.energy_pj["total"])
+    assert row.metrics["speedup"] == pytest.approx(dense.total_cycles / direct.total_cycles)
+    assert row.hardware["array"]["cols"] == params["hardware.array.cols"]
+    assert sum(layer["cycles"] for layer in row.layers) == direct.total_cycles
+    assert row.archsim_version and row.worker and row.wall_s > 0
+
+    best = best_designs(list(rows.values()), list(sweep.objectives))
+    cycles = [r.metrics["cycles"] for r in rows.values() if r.status == "ok"]
+    assert best[0].metrics["cycles"] == min(cycles)
+
+
+def test_resume_rules(tmp_path, tiny_sweep_path, inline_backend):
+    sweep = load_sweep(tiny_sweep_path, area_available=False)
+    run_sweep(sweep, tmp_path, backend=inline_backend)
+    with pytest.raises(StoreError, match="already holds 36 design points; pass --resume"):
+        run_sweep(sweep, tmp_path, backend=inline_backend)
+    again = run_sweep(sweep, tmp_path, backend=inline_backend, resume=True)
+    assert again.simulated == 0 and again.skipped == 36
+
+    # Drop two finished points and turn one into an error: resume evaluates exactly those three.
+    before = _rows(tmp_path)
+    ok = sorted(h for h, r in before.items() if r.status == "ok")
+    with ResultStore(tmp_path / "results.db") as store:
+        store._db.execute("DELETE FROM points WHERE hash IN (?, ?)", (ok[0], ok[1]))
+        store.record(PointRow(hash=ok[2], params=before[ok[2]].params, status="error",
+                              message="worker died", finished_at=0.0, archsim_version="x"))
+    third = run_sweep(sweep, tmp_path, backend=inline_backend, resume=True)
+    assert third.simulated == 3 and third.skipped == 33
+    after = _rows(tmp_path)
+    assert set(after) == set(before)
+    assert after[ok[2]].status == "ok"
+    unchanged = [h for h in before if h not in ok[:3]]
+    assert all(after[h].finished_at == before[h].finished_at for h in unchanged)
+
+
+def test_a_store_of_another_base_is_refused(tmp_path, inline_backend):
+    axes = "axes:\n  - {key: hardware.array.rows, values: [4, 8]}\nobjectives: [cycles]\n"
+    first = load_sweep(write_sweep(tmp_path / "a.yaml", axes), area_available=False)
+    run_sweep(first, tmp_path / "out", backend=inline_backend)
+    other = load_sweep(write_sweep(tmp_path / "b.yaml", "overrides: {hardware.clock_mhz: 50}\n"
+                                   + axes), area_available=False)
+    with pytest.raises(StoreError, match="holds a sweep of another base workload"):
+        run_sweep(other, tmp_path / "out", backend=inline_backend, resume=True)
+
+
+def test_invalid_and_post_constraint_points_are_recorded(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", (
+        "axes:\n  - {key: hardware.array.rows, name: rows, values: [3, 4, 8]}\n"
+        "constraints: [cycles < 700]\nobjectives: [cycles]\n"))
+    run_sweep(load_sweep(path, area_available=False), tmp_path, backend=inline_backend)
+    rows = {r.params["hardware.array.rows"]: r for r in _rows(tmp_path).values()}
+    # rows=3 breaks the tiny preset's 2:4 pattern (rows must be a multiple of n).
+    assert rows[3].status == "invalid" and "must be a multiple of n=2" in rows[3].message
+    assert rows[4].status == "infeasible" and rows[4].message == "constraint failed: cycles < 700"
+    assert rows[4].metrics["cycles"] >= 700  # simulated, then rejected: metrics are kept
+    assert rows[8].status == "ok" and rows[8].metrics["cycles"] < 700
+
+
+def test_random_is_seeded(tmp_path, inline_backend):
+    axes = ("axes:\n  - {key: hardware.array.rows, values: [2, 4, 8, 16]}\n"
+            "  - {key: hardware.array.cols, values: [2, 4, 8, 16]}\nobjectives: [cycles]\n")
+    picks = []
+    for seed in (1, 1, 2):
+        path = write_sweep(tmp_path / f"r{len(picks)}.yaml",
+                           axes + f"strategy: {{kind: random, samples: 5, seed: {seed}}}\n")
+        run_sweep(load_sweep(path, area_available=False), tmp_path / f"o{len(picks)}",
+                  backend=inline_backend)
+        picks.append(set(_rows(tmp_path / f"o{len(picks)}")))
+    assert len(picks[0]) == 5 and picks[0] == picks[1] and picks[0] != picks[2]
+
+
+def test_nsga2_runs_and_resumes(tmp_path, inline_backend):
+    body = ("axes:\n  - {key: hardware.array.rows, values: [2, 4, 8, 16]}\n"
+            "  - {key: hardware.array.cols, values: [2, 4, 8, 16]}\n"
+            "  - {key: hardware.dram.bandwidth_bytes_per_cycle, values: [2, 4, 8, 16]}\n"
+            "objectives: [cycles, energy_pj]\n"
+            "strategy: {kind: nsga2, trials: TRIALS, population: 4, seed: 5}\n")
+    path = write_sweep(tmp_path / "n.yaml", body.replace("TRIALS", "12"))
+    first = run_sweep(load_sweep(path, area_available=False), tmp_path, backend=inline_backend)
+    rows = _rows(tmp_path)
+    assert first.proposed == 12 and first.simulated == len(rows) == 12 - first.skipped
+    assert max(r.trial for r in rows.values()) <= 11
+    assert {r.generation for r in rows.values()} <= {0, 1, 2}
+
+    write_sweep(path, body.replace("TRIALS", "20"))
+    second = run_sweep(load_sweep(path, area_available=False), tmp_path, backend=inline_backend,
+                       resume=True)
+    after = _rows(tmp_path)
+    # Eight more proposals (the budget counts the stored ones); earlier rows are untouched.
+    assert second.proposed == 8
+    assert len(after) == len(rows) + second.simulated
+    assert all(after[h].finished_at == r.finished_at for h, r in rows.items())
+    new = [r for h, r in after.items() if h not in rows]
+    assert all(r.trial >= 12 - first.skipped for r in new)

@@ -1,0 +1,82 @@
+"""``archsim rtl``: the files it promises, one-line errors, and a real (small) synthesis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from archsim.cli import main
+from rtl import synth
+from rtl.errors import RTLError
+
+#: A 2x2 dense-only accelerator with small buffers: its synthesis takes about 20 s.
+SMALL = """\
+version: 1
+name: small
+clock_mhz: 100
+array: {rows: 2, cols: 2}
+data_bits: 8
+acc_bits: 32
+buffers: {weight_bytes: 64, input_bytes: 256, accumulator_bytes: 256}
+dram: {bandwidth_bytes_per_cycle: 8, latency_cycles: 4}
+vector_unit: {lanes: 1, pipeline_cycles: 1}
+controller: {instruction_depth: 16}
+"""
+
+
+def test_rtl_writes_verilog_scripts_and_ports(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert main(["rtl", "tiny", "--out", str(out)]) == 0
+    for name in ("accel_top.v", "files.f", "synth.ys", "vivado.tcl", "accel_top.xdc", "ports.md",
+                 "ports.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert "synth_xilinx -family xcup -top accel_top" in (out / "synth.ys").read_text()
+    tcl = (out / "vivado.tcl").read_text()
+    assert "-part xcvu9p-fsgd2104-2L-e" in tcl and "read_verilog accel_top.v" in tcl
+    assert "-period 10.000" in (out / "accel_top.xdc").read_text()  # tiny runs at 100 MHz
+    ports = {p["name"]: p for p in json.loads((out / "ports.json").read_text())["ports"]}
+    assert ports["mem_rd_req__payload"]["fields"] == {"addr": [0, 32], "beats": [32, 16]}
+    assert ports["mem_wr_data__payload"]["fields"] == {"data": [0, 64], "strb": [64, 8]}
+    assert ports["instr__payload"]["width"] == 256 and ports["cycles"]["direction"] == "out"
+    assert "wrote accel_top.v" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["rtl", "nope"], "unknown hardware preset 'nope'"),
+    (["rtl", "tiny", "--set", "dram.latency_cycles=0"], "latency_cycles must be at least 1"),
+    (["rtl", "missing.yaml"], "missing.yaml: file not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_failed_synthesis_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(synth, "yosys_script", lambda: "read_verilog no_such_file.v\n")
+    assert main(["rtl", "tiny", "--out", str(tmp_path), "--synth"]) == 2
+    err = capsys.readouterr().err
+    assert "yosys synthesis failed: ERROR:" in err and err.count("\n") == 1
+
+
+def test_synthesize_reports_an_error_without_verilog(tmp_path):
+    (tmp_path / "synth.ys").write_text(synth.yosys_script())
+    with pytest.raises(RTLError, match=r"yosys synthesis failed: ERROR: .*accel_top\.v"):
+        synth.synthesize(tmp_path)
+
+
+def test_synth_writes_resources(tmp_path, capsys):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL)
+    out = tmp_path / "out"
+    assert main(["rtl", str(spec), "--out", str(out), "--synth"]) == 0
+    report = json.loads((out / "resources.json").read_text())
+    total, blocks = report["total"], report["blocks"]
+    assert blocks["compute.array.pe"]["instances"] == 4
+    # One DSP48E2 per PE: the multiply and the accumulate of the MAC.
+    assert blocks["compute.array.pe"]["DSP"] == 4
+    assert total["LUT"] > 0 and total["FF"] > 0 and total["DSP"] >= 4
+    assert total["LUT"] == sum(b["LUT"] for b in blocks.values())
+    printed = capsys.readouterr().out
+    assert "compute.array.pe" in printed and "total" in printed

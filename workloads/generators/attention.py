@@ -1,0 +1,846 @@
+"""Sparse-attention patterns from the literature as block masks (pure numpy).
+
+An attention op attends ``heads`` query heads of ``q_len`` tokens over ``kv_len`` keys. Hardware
+skips whole blocks, so a pattern is kept at **block granularity**: :attr:`AttentionMask.state`
+holds, per (batch, head, query block, key block), whether the block is empty, partial or full
+(FlexAttention's distinction between ``kv_indices`` and ``full_kv_indices``), and
+:meth:`AttentionMask.block_elements` computes the element mask of one block on demand. A mask of a
+4k-token prefill is then a few kilobytes, whatever the pattern.
+
+Query ``i`` sits at absolute position ``kv_len - q_len + i`` (so decode's single query is the
+newest token); a causal op hides keys after that position, and every pattern is intersected with
+it. Patterns:
+
+* dense and causal;
+* sliding window + global tokens (MoA: one window per head; StreamingLLM-style sinks);
+* block-sparse masks in FlexAttention ``BlockMask`` form, random or imported (``.npz`` files and
+  ``torch.nn.attention.flex_attention.BlockMask`` objects; torch is imported lazily);
+* BLASST threshold skipping, computed from real Q and K with the online-softmax running max;
+* Double-Sparsity top-k tokens chosen by approximate scores on a few heavy channels;
+* N:M on the scores (DFSS 1:2, 2:4), which the vector unit applies at run time.
+
+Data-dependent patterns take real tensors: seeded synthetic or random ones
+(:func:`synthetic_qk`) or the user's ``.npy`` files (:func:`load_qk`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from workloads.errors import SpecError
+from workloads.spec import (
+    AttentionOp,
+    BlasstAttention,
+    BlockSparseAttention,
+    DenseAttention,
+    QKData,
+    ScoreNMAttention,
+    SlidingWindowAttention,
+    TopKAttention,
+)
+
+__all__ = [
+    "EMPTY",
+    "PARTIAL",
+    "FULL",
+    "AttentionMask",
+    "build_mask",
+    "causal_mask",
+    "sliding_window_mask",
+    "block_sparse_mask",
+    "blasst_mask",
+    "topk_mask",
+    "score_nm_mask",
+    "from_flex",
+    "from_torch",
+    "load_npz",
+    "synthetic_qk",
+    "load_qk",
+    "qk_for",
+    "reference_attention",
+]
+
+#: Block states (uint8): no element attends, some do, all do.
+EMPTY, PARTIAL, FULL = 0, 1, 2
+
+ElementFn = Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionMask:
+    """Which (query, key) pairs of an attention op take part, kept per block.
+
+    Attributes
+    ----------
+    state
+        ``uint8[batch, heads, q_blocks, kv_blocks]``: :data:`EMPTY`, :data:`PARTIAL` or
+        :data:`FULL` (of the elements that exist: the last blocks may be ragged).
+    elements
+        ``elements(b, h, q_idx, kv_idx)`` → ``bool[len(q_idx), len(kv_idx)]`` for query indices
+        (0-based within ``q_len``) and key indices; evaluated only for partial blocks.
+    kept
+        Number of attending (query, key) pairs over the whole op (after ``score_nm``).
+    score_nm
+        ``(n, m)`` when the vector unit keeps only the top-N of every M consecutive scores of a
+        query at run time (not part of ``state``: which scores survive depends on the values).
+    label
+        A short description for tables (``causal``, ``window 256+4``, ``blasst 1e-03``, …).
+    fill
+        ``uint8[q_blocks, kv_blocks]`` for patterns that skip work rather than define attention
+        (BLASST): the state of a block that runs anyway because another head of the same K/V
+        group needs it. Such a block is then computed for every head (closer to exact
+        attention) instead of being masked. None: a skipped block stays masked.
+    """
+
+    batch: int
+    heads: int
+    q_len: int
+    kv_len: int
+    block: int
+    state: np.ndarray
+    elements: ElementFn
+    kept: int
+    label: str
+    score_nm: tuple[int, int] | None = None
+    fill: np.ndarray | None = None
+
+    @property
+    def q_blocks(self) -> int:
+        return _ceil_div(self.q_len, self.block)
+
+    @property
+    def kv_blocks(self) -> int:
+        return _ceil_div(self.kv_len, self.block)
+
+    @property
+    def density(self) -> float:
+        """Fraction of all (query, key) pairs that attend."""
+        return self.kept / (self.batch * self.heads * self.q_len * self.kv_len)
+
+    @property
+    def block_density(self) -> float:
+        """Fraction of blocks that are not empty (the blocks the hardware must visit)."""
+        return float(np.count_nonzero(self.state)) / self.state.size
+
+    def q_range(self, qb: int) -> tuple[int, int]:
+        return qb * self.block, min(self.q_len, (qb + 1) * self.block)
+
+    def kv_range(self, kb: int) -> tuple[int, int]:
+        return kb * self.block, min(self.kv_len, (kb + 1) * self.block)
+
+    def block_elements(self, b: int, h: int, qb: int, kb: int) -> np.ndarray:
+        """``bool[q rows, kv cols]`` of one block."""
+        (q0, q1), (k0, k1) = self.q_range(qb), self.kv_range(kb)
+        state = self.state[b, h, qb, kb]
+        if state != PARTIAL:
+            return np.full((q1 - q0, k1 - k0), state == FULL)
+        return self.elements(b, h, np.arange(q0, q1), np.arange(k0, k1))
+
+    def dense(self) -> np.ndarray:
+        """The full element mask ``bool[batch, heads, q_len, kv_len]`` (small ops only)."""
+        out = np.zeros((self.batch, self.heads, self.q_len, self.kv_len), dtype=bool)
+        for b, h, qb, kb in zip(*np.nonzero(self.state)):
+            (q0, q1), (k0, k1) = self.q_range(qb), self.kv_range(kb)
+            out[b, h, q0:q1, k0:k1] = self.block_elements(b, h, qb, kb)
+        return out
+
+    def to_flex(self) -> dict[str, np.ndarray]:
+        """FlexAttention's block lists: partial blocks in ``kv_num_blocks``/``kv_indices``, full
+        ones in ``full_kv_num_blocks``/``full_kv_indices`` (int32, unused entries padded with 0).
+        """
+        out = {}
+        for prefix, wanted in (("", PARTIAL), ("full_", FULL)):
+            hit = self.state == wanted
+            count = hit.sum(axis=-1).astype(np.int32)
+            # A stable sort of "not wanted" puts the wanted block indices first, in order.
+            order = np.argsort(~hit, axis=-1, kind="stable").astype(np.int32)
+            order[np.arange(self.kv_blocks) >= count[..., None]] = 0
+            out[f"{prefix}kv_num_blocks"], out[f"{prefix}kv_indices"] = count, order
+        return out
+
+    def to_torch(self):
+        """This mask as ``torch.nn.attention.flex_attention.BlockMask``.
+
+        Partial blocks get a ``mask_mod`` that reads the dense element mask, so this is meant for
+        the sizes one runs FlexAttention on (the dense mask takes batch·heads·q_len·kv_len bytes).
+        """
+        import torch
+        from torch.nn.attention.flex_attention import BlockMask
+
+        flex = {k: torch.from_numpy(v) for k, v in self.to_flex().items()}
+        dense = torch.from_numpy(self.dense())
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            return dense[b, h, q_idx, kv_idx]
+
+        return BlockMask.from_kv_blocks(
+            flex["kv_num_blocks"],
+            flex["kv_indices"],
+            flex["full_kv_num_blocks"],
+            flex["full_kv_indices"],
+            BLOCK_SIZE=self.block,
+            mask_mod=mask_mod,
+            seq_lengths=(self.q_len, self.kv_len),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Position arithmetic shared by the analytic patterns
+# --------------------------------------------------------------------------------------------
+
+
+def _block_bounds(length: int, block: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """First and last absolute position of every block of a sequence of ``length``."""
+    starts = np.arange(0, length, block)
+    return starts + offset, np.minimum(starts + block, length) - 1 + offset
+
+
+def _band_state(q_len: int, kv_len: int, block: int, lo: float, hi: float) -> np.ndarray:
+    """Block states of the band ``lo <= q_pos - kv <= hi`` (``uint8[q_blocks, kv_blocks]``).
+
+    Over a rectangular block ``q_pos - kv`` takes every integer between its extremes, so the
+    block is full when that interval lies inside the band and empty when it misses it.
+    """
+    q_lo, q_hi = _block_bounds(q_len, block, kv_len - q_len)
+    k_lo, k_hi = _block_bounds(kv_len, block)
+    d_min = q_lo[:, None] - k_hi[None, :]
+    d_max = q_hi[:, None] - k_lo[None, :]
+    state = np.full(d_min.shape, PARTIAL, dtype=np.uint8)
+    state[(d_min >= lo) & (d_max <= hi)] = FULL
+    state[(d_max < lo) | (d_min > hi)] = EMPTY
+    return state
+
+
+def _band_elements(kv_len: int, q_len: int, lo: float, hi: float, global_tokens: int = 0):
+    def elements(q_idx: np.ndarray, kv_idx: np.ndarray) -> np.ndarray:
+        d = (q_idx[:, None] + kv_len - q_len) - kv_idx[None, :]
+        keep = (d >= lo) & (d <= hi)
+        if global_tokens:
+            sink = kv_idx[None, :] < global_tokens
+            keep |= sink & (d >= 0 if lo >= 0 else True)
+        return keep
+
+    return elements
+
+
+def _band_count(q_len: int, kv_len: int, lo: float, hi: float) -> int:
+    """Number of (query, key) pairs with ``lo <= q_pos - kv <= hi``."""
+    q_pos = np.arange(q_len, dtype=np.int64) + (kv_len - q_len)
+    first = np.clip(q_pos - hi, 0, kv_len)  # smallest kv with q_pos - kv <= hi
+    last = np.clip(q_pos - lo, -1, kv_len - 1)  # largest kv with q_pos - kv >= lo
+    return int(np.maximum(last - first + 1, 0).sum())
+
+
+def _causal_bounds(causal: bool) -> tuple[float, float]:
+    return (0.0, np.inf) if causal else (-np.inf, np.inf)
+
+
+def _broadcast(state: np.ndarray, batch: int, heads: int) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(state, (batch, heads) + state.shape[-2:]))
+
+
+# --------------------------------------------------------------------------------------------
+# Static patterns
+# --------------------------------------------------------------------------------------------
+
+
+def causal_mask(
+    batch: int, heads: int, q_len: int, kv_len: int, block: int, causal: bool = True
+) -> AttentionMask:
+    """Every key (``causal=False``) or every key up to the query's own position."""
+    lo, hi = _causal_bounds(causal)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        _broadcast(_band_state(q_len, kv_len, block, lo, hi), batch, heads),
+        lambda b, h, q, kv: band(q, kv),
+        batch * heads * _band_count(q_len, kv_len, lo, hi),
+        "causal" if causal else "dense",
+    )
+
+
+def sliding_window_mask(
+    batch: int,
+    heads: int,
+    q_len: int,
+    kv_len: int,
+    block: int,
+    windows: tuple[int, ...],
+    global_tokens: int = 0,
+    causal: bool = True,
+) -> AttentionMask:
+    """Sliding window per head plus global key tokens (MoA / StreamingLLM).
+
+    Query ``t`` sees keys ``t-w+1 .. t`` (and, without ``causal``, also ``t+1 .. t+w-1``) plus
+    keys ``0 .. global_tokens-1`` (after ``t`` only without ``causal``).
+    """
+    if len(windows) == 1:
+        windows = windows * heads
+    states, element_fns, kept = [], [], 0
+    for w in windows:
+        lo, hi = (0, w - 1) if causal else (-(w - 1), w - 1)
+        state = _band_state(q_len, kv_len, block, lo, hi)
+        fn = _band_elements(kv_len, q_len, lo, hi, global_tokens)
+        count = _band_count(q_len, kv_len, lo, hi)
+        if global_tokens:
+            # Blocks holding global keys: the band's analytic state no longer applies there.
+            n_global = _ceil_div(min(global_tokens, kv_len), block)
+            for qb in range(state.shape[0]):
+                q0, q1 = qb * block, min(q_len, (qb + 1) * block)
+                for kb in range(n_global):
+                    k0, k1 = kb * block, min(kv_len, (kb + 1) * block)
+                    keep = fn(np.arange(q0, q1), np.arange(k0, k1))
+                    state[qb, kb] = FULL if keep.all() else PARTIAL if keep.any() else EMPTY
+            # Global keys outside the band add to the count, query by query.
+            q_pos = np.arange(q_len) + (kv_len - q_len)
+            g = min(global_tokens, kv_len)
+            seen = np.minimum(q_pos + 1, g) if causal else np.full(q_len, g)
+            in_band = np.clip(
+                np.minimum(q_pos - lo, g - 1) - np.maximum(q_pos - hi, 0) + 1, 0, None
+            )
+            count += int((seen - in_band).sum())
+        states.append(state)
+        element_fns.append(fn)
+        kept += count
+    state = np.ascontiguousarray(
+        np.broadcast_to(np.stack(states), (batch, heads) + states[0].shape)
+    )
+    spans = sorted(set(windows))
+    label = f"window {spans[0]}" if len(spans) == 1 else f"window {spans[0]}..{spans[-1]}"
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        state,
+        lambda b, h, q, kv: element_fns[h](q, kv),
+        batch * kept,
+        label + (f"+{global_tokens} global" if global_tokens else ""),
+    )
+
+
+def block_sparse_mask(
+    batch: int,
+    heads: int,
+    q_len: int,
+    kv_len: int,
+    block: int,
+    density: float,
+    seed: int,
+    causal: bool = False,
+) -> AttentionMask:
+    """Random block-sparse mask: each query block keeps ``round(density · kv_blocks)`` key blocks.
+
+    The key block holding the query block's last position (the diagonal) is always kept, so no
+    query is left without keys; the others are drawn uniformly from the blocks the causal flag
+    allows (seeded). Inside kept blocks the causal flag still applies element by element.
+    """
+    lo, hi = _causal_bounds(causal)
+    base = _band_state(q_len, kv_len, block, lo, hi)
+    nqb, nkb = base.shape
+    want = max(1, round(density * nkb))
+    rng = np.random.default_rng([seed, batch, heads, q_len, kv_len, block])
+    state = np.zeros((batch, heads, nqb, nkb), dtype=np.uint8)
+    q_last = np.minimum((np.arange(nqb) + 1) * block, q_len) - 1 + (kv_len - q_len)
+    diagonal = np.minimum(q_last // block, nkb - 1)
+    for b in range(batch):
+        for h in range(heads):
+            for qb in range(nqb):
+                allowed = np.flatnonzero(base[qb])
+                others = allowed[allowed != diagonal[qb]]
+                pick = rng.choice(others, size=min(want - 1, others.size), replace=False)
+                keep = np.append(pick, diagonal[qb]).astype(np.intp)
+                state[b, h, qb, keep] = base[qb, keep]
+    band = _band_elements(kv_len, q_len, lo, hi)
+    kept = _kept_by_blocks(state, band, q_len, kv_len, block)
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        state,
+        lambda b, h, q, kv: band(q, kv),
+        kept,
+        f"block-sparse {density:g}",
+    )
+
+
+def _kept_by_blocks(state: np.ndarray, band, q_len: int, kv_len: int, block: int) -> int:
+    """Attending pairs of a block mask whose partial blocks follow ``band`` (causal or all)."""
+    q_sizes = np.diff(np.minimum(np.arange(0, q_len + block, block), q_len))[: state.shape[2]]
+    k_sizes = np.diff(np.minimum(np.arange(0, kv_len + block, block), kv_len))[: state.shape[3]]
+    areas = q_sizes[:, None] * k_sizes[None, :]
+    kept = int((areas * (state == FULL)).sum())
+    for _, _, qb, kb in zip(*np.nonzero(state == PARTIAL)):
+        q0, k0 = qb * block, kb * block
+        kept += int(band(np.arange(q0, q0 + q_sizes[qb]), np.arange(k0, k0 + k_sizes[kb])).sum())
+    return kept
+
+
+def from_flex(
+    kv_num_blocks: np.ndarray,
+    kv_indices: np.ndarray,
+    full_kv_num_blocks: np.ndarray | None,
+    full_kv_indices: np.ndarray | None,
+    batch: int,
+    heads: int,
+    q_len: int,
+    kv_len: int,
+    block: int,
+    causal: bool,
+    elements: ElementFn | None = None,
+    label: str = "block-sparse",
+) -> AttentionMask:
+    """A mask from FlexAttention block lists (batch and head dimensions of 1 broadcast).
+
+    Listed blocks take part; inside partial blocks ``elements`` decides (default: the causal
+    flag, i.e. FlexAttention's no-op ``mask_mod``), inside full blocks every pair the causal flag
+    allows does.
+
+    Raises
+    ------
+    SpecError
+        If the arrays do not describe this op's blocks.
+    """
+    nqb, nkb = _ceil_div(q_len, block), _ceil_div(kv_len, block)
+    lists = [(kv_num_blocks, kv_indices, PARTIAL)]
+    if (full_kv_num_blocks is None) != (full_kv_indices is None):
+        raise SpecError("give both full_kv_num_blocks and full_kv_indices, or neither")
+    if full_kv_num_blocks is not None:
+        lists.append((full_kv_num_blocks, full_kv_indices, FULL))
+    state = np.zeros((batch, heads, nqb, nkb), dtype=np.uint8)
+    for num, idx, value in lists:
+        num, idx = np.asarray(num), np.asarray(idx)
+        if num.ndim != 3 or idx.ndim != 4 or num.shape[2] != nqb or idx.shape[:3] != num.shape:
+            raise SpecError(
+                f"expected kv_num_blocks [B, H, {nqb}] and kv_indices [B, H, {nqb}, n] for "
+                f"q_len={q_len} in blocks of {block}, got {num.shape} and {idx.shape}"
+            )
+        if num.shape[0] not in (1, batch) or num.shape[1] not in (1, heads):
+            raise SpecError(
+                f"block lists of shape {num.shape} do not fit batch={batch}, heads={heads}"
+            )
+        if num.size and (num.min() < 0 or num.max() > idx.shape[3]):
+            raise SpecError(f"kv_num_blocks must lie in 0..{idx.shape[3]}")
+        used = np.arange(idx.shape[3]) < num[..., None]
+        if np.any(used & ((idx < 0) | (idx >= nkb))):
+            raise SpecError(f"kv_indices must lie in 0..{nkb - 1} for kv_len={kv_len}")
+        one = np.zeros(num.shape + (nkb,), dtype=bool)
+        bi, hi_, qi, j = np.nonzero(used)
+        one[bi, hi_, qi, idx[bi, hi_, qi, j]] = True
+        state[np.broadcast_to(one, state.shape)] = value
+    lo, hi = _causal_bounds(causal)
+    base = _band_state(q_len, kv_len, block, lo, hi)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    # Causality still applies: blocks it empties go, full blocks it cuts become partial.
+    state = np.where(
+        base == EMPTY, EMPTY, np.where((state == FULL) & (base == PARTIAL), PARTIAL, state)
+    )
+    state = state.astype(np.uint8)
+    if elements is None:
+        fn = lambda b, h, q, kv: band(q, kv)  # noqa: E731
+        kept = _kept_by_blocks(state, band, q_len, kv_len, block)
+    else:
+        fn = lambda b, h, q, kv: elements(b, h, q, kv) & band(q, kv)  # noqa: E731
+        areas_full = _kept_by_blocks(
+            np.where(state == FULL, FULL, EMPTY), band, q_len, kv_len, block
+        )
+        kept = areas_full + sum(
+            int(
+                fn(
+                    b,
+                    h,
+                    np.arange(*_range(qb, block, q_len)),
+                    np.arange(*_range(kb, block, kv_len)),
+                ).sum()
+            )
+            for b, h, qb, kb in zip(*np.nonzero(state == PARTIAL))
+        )
+    return AttentionMask(batch, heads, q_len, kv_len, block, state, fn, kept, label)
+
+
+def _range(i: int, block: int, length: int) -> tuple[int, int]:
+    return i * block, min(length, (i + 1) * block)
+
+
+def load_npz(
+    path: str, batch: int, heads: int, q_len: int, kv_len: int, block: int, causal: bool
+) -> AttentionMask:
+    """A block mask saved with ``numpy.savez`` in FlexAttention form (see :func:`from_flex`)."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot read block mask: {exc}") from None
+    missing = {"kv_num_blocks", "kv_indices"} - set(data.files)
+    if missing:
+        raise SpecError(f"{path}: missing arrays {sorted(missing)} (have {sorted(data.files)})")
+    full = [data[k] if k in data.files else None for k in ("full_kv_num_blocks", "full_kv_indices")]
+    try:
+        return from_flex(
+            data["kv_num_blocks"],
+            data["kv_indices"],
+            *full,
+            batch=batch,
+            heads=heads,
+            q_len=q_len,
+            kv_len=kv_len,
+            block=block,
+            causal=causal,
+            label="block-sparse file",
+        )
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def from_torch(
+    block_mask, causal: bool = False, batch: int | None = None, heads: int | None = None
+) -> AttentionMask:
+    """A mask from a ``torch.nn.attention.flex_attention.BlockMask`` (its ``mask_mod`` decides
+    inside partial blocks). ``batch``/``heads`` broadcast a mask built with B or H of 1.
+    """
+    import torch
+
+    q_len, kv_len = block_mask.seq_lengths
+    q_block, kv_block = block_mask.BLOCK_SIZE
+    if q_block != kv_block:
+        raise SpecError(f"the mapping uses square blocks; got Q {q_block} x KV {kv_block}")
+    num = block_mask.kv_num_blocks.cpu().numpy()
+    batch = batch or num.shape[0]
+    heads = heads or num.shape[1]
+    mask_mod = block_mask.mask_mod
+
+    def elements(b: int, h: int, q_idx: np.ndarray, kv_idx: np.ndarray) -> np.ndarray:
+        bb = min(b, num.shape[0] - 1)
+        hh = min(h, num.shape[1] - 1)
+        with torch.no_grad():
+            out = mask_mod(
+                torch.tensor(bb),
+                torch.tensor(hh),
+                torch.from_numpy(q_idx)[:, None],
+                torch.from_numpy(kv_idx)[None, :],
+            )
+        return np.broadcast_to(out.cpu().numpy().astype(bool), (q_idx.size, kv_idx.size))
+
+    full = (None, None)
+    if block_mask.full_kv_num_blocks is not None:
+        full = (
+            block_mask.full_kv_num_blocks.cpu().numpy(),
+            block_mask.full_kv_indices.cpu().numpy(),
+        )
+    return from_flex(
+        num,
+        block_mask.kv_indices.cpu().numpy(),
+        *full,
+        batch=batch,
+        heads=heads,
+        q_len=q_len,
+        kv_len=kv_len,
+        block=q_block,
+        causal=causal,
+        elements=elements,
+        label="flex BlockMask",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Data-dependent patterns
+# --------------------------------------------------------------------------------------------
+
+
+#: Score (log units) of a query at its own position and at the sink in :func:`synthetic_qk`.
+_PEAK = 20.0
+
+
+def synthetic_qk(
+    batch: int,
+    heads: int,
+    kv_heads: int,
+    q_len: int,
+    kv_len: int,
+    head_dim: int,
+    seed: int,
+    structured: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded Q [batch, heads, q_len, d] and K [batch, kv_heads, kv_len, d] (float32).
+
+    ``structured=False`` gives i.i.d. standard normals. ``structured=True`` adds what trained
+    attention shows and what the patterns exploit (this is synthetic, not measured): up to 16
+    rotary-style channel pairs, periods from 8 to 32k tokens, whose cosines add up to a peak at
+    the query's own position that decays with distance (locality; these are Double Sparsity's
+    heavy channels); one channel that makes key 0 an attention sink; a per-head gain between
+    0.2 and 1.4 that makes some heads broad and others sharp. Scores ``q·k/√d`` reach
+    :data:`_PEAK` (+20) times the gain at the diagonal and the sink, over a background of
+    standard deviation of a few units: sharp heads leave threshold skipping work to skip, broad
+    ones do not.
+    """
+    rng = np.random.default_rng([seed, batch, heads, kv_heads, q_len, kv_len, head_dim])
+    q = rng.standard_normal((batch, heads, q_len, head_dim), dtype=np.float32)
+    k = rng.standard_normal((batch, kv_heads, kv_len, head_dim), dtype=np.float32)
+    pairs = min(16, (head_dim - 2) // 2)
+    if not structured or pairs < 2:
+        return q, k
+    amp = np.sqrt(_PEAK * np.sqrt(head_dim) / pairs)
+    periods = np.geomspace(8.0, 32768.0, pairs)
+    q_pos = np.arange(q_len) + (kv_len - q_len)
+    k_pos = np.arange(kv_len)
+    gains = rng.uniform(0.2, 1.4, size=heads).astype(np.float32)[None, :, None]
+    for i, period in enumerate(periods):
+        w = 2 * np.pi / period
+        q[..., 2 * i] = amp * np.cos(w * q_pos) * gains
+        q[..., 2 * i + 1] = amp * np.sin(w * q_pos) * gains
+        k[..., 2 * i] = amp * np.cos(w * k_pos)
+        k[..., 2 * i + 1] = amp * np.sin(w * k_pos)
+    sink = 2 * pairs
+    q[..., sink] = amp * gains
+    k[..., sink] = 0.0
+    k[:, :, 0, sink] = amp * pairs
+    return q, k
+
+
+def load_qk(data: QKData, op: AttentionOp) -> tuple[np.ndarray, np.ndarray]:
+    """The user's Q and K arrays, checked against the op's shape (float32)."""
+    shapes = {
+        "q": (op.batch, op.heads, op.queries, op.head_dim),
+        "k": (op.batch, op.groups, op.kv_len, op.head_dim),
+    }
+    out = []
+    for name in ("q", "k"):
+        path = getattr(data, name)
+        try:
+            array = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{path}: cannot read {name}: {exc}") from None
+        if array.shape != shapes[name]:
+            raise SpecError(
+                f"{path}: {name} has shape {array.shape}; {op.name} needs {shapes[name]} "
+                f"([batch, {'heads, q_len' if name == 'q' else 'kv_heads, kv_len'}, head_dim])"
+            )
+        out.append(np.asarray(array, dtype=np.float32))
+    return out[0], out[1]
+
+
+def qk_for(data: QKData, op: AttentionOp) -> tuple[np.ndarray, np.ndarray]:
+    """Q and K for a data-dependent pattern of ``op`` (synthetic, random or from files)."""
+    if data.source == "npy":
+        return load_qk(data, op)
+    return synthetic_qk(
+        op.batch,
+        op.heads,
+        op.groups,
+        op.queries,
+        op.kv_len,
+        op.head_dim,
+        data.seed,
+        structured=data.source == "synthetic",
+    )
+
+
+def _scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    return (q @ k.T) * np.float32(1.0 / np.sqrt(q.shape[-1]))
+
+
+def blasst_mask(
+    q: np.ndarray, k: np.ndarray, block: int, threshold: float, causal: bool
+) -> AttentionMask:
+    """BLASST: skip a key block when no query of the query block would notice it.
+
+    Key blocks are visited in order, as FlashAttention does; each query keeps the running max
+    ``m`` of its scores (``q·k/√d``). A block is skipped when, for every query of the query
+    block, ``exp(block max − m) < threshold``; otherwise it runs and updates ``m``. The first
+    block a query block visits always runs.
+    """
+    batch, heads, q_len, _ = q.shape
+    kv_len, group = k.shape[2], heads // k.shape[1]
+    lo, hi = _causal_bounds(causal)
+    base = _band_state(q_len, kv_len, block, lo, hi)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    nqb, nkb = base.shape
+    state = np.zeros((batch, heads, nqb, nkb), dtype=np.uint8)
+    log_t = np.log(threshold)
+    for b in range(batch):
+        for h in range(heads):
+            kh = k[b, h // group]
+            for qb in range(nqb):
+                q0, q1 = qb * block, min(q_len, (qb + 1) * block)
+                allowed = np.flatnonzero(base[qb])
+                k_end = min(kv_len, (allowed[-1] + 1) * block) if allowed.size else 0
+                s = _scores(q[b, h, q0:q1], kh[:k_end])
+                if causal:
+                    s = np.where(band(np.arange(q0, q1), np.arange(k_end)), s, -np.inf)
+                running = np.full(q1 - q0, -np.inf, dtype=np.float32)
+                for kb in allowed:
+                    block_max = s[:, kb * block : min(k_end, (kb + 1) * block)].max(axis=1)
+                    live = np.isfinite(block_max)
+                    if np.isfinite(running).any() and np.all(
+                        block_max[live] - running[live] < log_t
+                    ):
+                        continue
+                    state[b, h, qb, kb] = base[qb, kb]
+                    running = np.maximum(running, block_max)
+    kept = _kept_by_blocks(state, band, q_len, kv_len, block)
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        state,
+        lambda b, h, q_, kv: band(q_, kv),
+        kept,
+        f"blasst {threshold:g}",
+        fill=base,
+    )
+
+
+def _heavy_channels(q: np.ndarray, k: np.ndarray, count: int) -> np.ndarray:
+    """Per query head, the ``count`` channels with the largest mean |q|·mean |k| (calibration)."""
+    group = q.shape[1] // k.shape[1]
+    weight = np.abs(q).mean(axis=(0, 2)) * np.repeat(np.abs(k).mean(axis=(0, 2)), group, axis=0)
+    return np.argsort(-weight, axis=1, kind="stable")[:, :count]
+
+
+def topk_mask(
+    q: np.ndarray, k: np.ndarray, block: int, tokens: int, channels: int, causal: bool
+) -> AttentionMask:
+    """Double Sparsity: each query keeps its ``tokens`` best keys by approximate score.
+
+    The approximate score uses only the ``channels`` heaviest channels of Q and K (chosen per
+    head from the tensors themselves, standing in for offline calibration). Keys the causal flag
+    hides are never chosen; a query with fewer visible keys keeps them all.
+    """
+    batch, heads, q_len, _ = q.shape
+    kv_len, group = k.shape[2], heads // k.shape[1]
+    lo, hi = _causal_bounds(causal)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    chosen = _heavy_channels(q, k, channels)
+    nqb, nkb = _ceil_div(q_len, block), _ceil_div(kv_len, block)
+    sel = np.full((batch, heads, q_len, min(tokens, kv_len)), -1, dtype=np.int32)
+    counts = np.zeros((batch, heads, nqb, nkb), dtype=np.int64)
+    for b in range(batch):
+        for h in range(heads):
+            ch = chosen[h]
+            kh = np.ascontiguousarray(k[b, h // group][:, ch].T)
+            for qb in range(nqb):
+                q0, q1 = qb * block, min(q_len, (qb + 1) * block)
+                # Causal queries see a prefix of the keys: score only that prefix.
+                k_end = min(kv_len, q1 + kv_len - q_len) if causal else kv_len
+                s = q[b, h, q0:q1][:, ch] @ kh[:, :k_end]
+                visible = band(np.arange(q0, q1), np.arange(k_end))
+                s = np.where(visible, s, -np.inf)
+                take = min(tokens, k_end)
+                top = np.argpartition(-s, take - 1, axis=1)[:, :take]
+                ok = np.take_along_axis(visible, top, axis=1)
+                top = np.where(ok, top, -1).astype(np.int32)
+                sel[b, h, q0:q1, :take] = top
+                rows, cols = np.nonzero(ok)
+                flat = ((q0 + rows) // block) * nkb + top[rows, cols] // block
+                counts[b, h] += np.bincount(flat, minlength=nqb * nkb).reshape(nqb, nkb)
+    q_sizes = np.diff(np.minimum(np.arange(0, q_len + block, block), q_len))[:nqb]
+    k_sizes = np.diff(np.minimum(np.arange(0, kv_len + block, block), kv_len))[:nkb]
+    state = np.where(
+        counts == 0, EMPTY, np.where(counts == q_sizes[:, None] * k_sizes[None, :], FULL, PARTIAL)
+    )
+
+    def elements(b: int, h: int, q_idx: np.ndarray, kv_idx: np.ndarray) -> np.ndarray:
+        rows = sel[b, h, q_idx]
+        inside = (rows >= kv_idx[0]) & (rows <= kv_idx[-1])
+        out = np.zeros((q_idx.size, kv_idx.size), dtype=bool)
+        r, c = np.nonzero(inside)
+        out[r, rows[r, c] - kv_idx[0]] = True
+        return out
+
+    kept = int(np.count_nonzero(sel >= 0))
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        state.astype(np.uint8),
+        elements,
+        kept,
+        f"top-{tokens} tokens/{channels}ch",
+    )
+
+
+def score_nm_mask(
+    batch: int, heads: int, q_len: int, kv_len: int, block: int, n: int, m: int, causal: bool
+) -> AttentionMask:
+    """N:M on the scores (DFSS): the causal (or full) blocks, of which the vector unit keeps the
+    top-N of every M consecutive keys per query. ``kept`` counts the survivors: N per whole
+    group of M visible keys, and up to N of a group the causal edge or ``kv_len`` cuts.
+    """
+    base = causal_mask(batch, heads, q_len, kv_len, block, causal)
+    q_pos = np.arange(q_len, dtype=np.int64) + (kv_len - q_len)
+    visible = np.minimum(q_pos + 1, kv_len) if causal else np.full(q_len, kv_len)
+    kept = int((visible // m * n + np.minimum(visible % m, n)).sum()) * batch * heads
+    return AttentionMask(
+        batch,
+        heads,
+        q_len,
+        kv_len,
+        block,
+        base.state,
+        base.elements,
+        kept,
+        f"{n}:{m} scores" + (" causal" if causal else ""),
+        score_nm=(n, m),
+    )
+
+
+def build_mask(op: AttentionOp) -> AttentionMask:
+    """The mask of an attention op's pattern (data-dependent patterns compute their tensors)."""
+    p, q_len = op.pattern, op.queries
+    shape = (op.batch, op.heads, q_len, op.kv_len, op.block_size)
+    if isinstance(p, DenseAttention):
+        return causal_mask(*shape, causal=op.causal)
+    if isinstance(p, SlidingWindowAttention):
+        windows = p.window if isinstance(p.window, tuple) else (p.window,)
+        return sliding_window_mask(*shape, windows, p.global_tokens, op.causal)
+    if isinstance(p, BlockSparseAttention):
+        if p.file is not None:
+            return load_npz(p.file, *shape, causal=op.causal)
+        return block_sparse_mask(*shape, p.density, p.seed, op.causal)
+    if isinstance(p, ScoreNMAttention):
+        return score_nm_mask(*shape, p.n, p.m, op.causal)
+    q, k = qk_for(p.data, op)
+    if isinstance(p, BlasstAttention):
+        return blasst_mask(q, k, op.block_size, p.threshold, op.causal)
+    if isinstance(p, TopKAttention):
+        return topk_mask(q, k, op.block_size, p.tokens, p.channels, op.causal)
+    raise SpecError(f"unknown attention pattern {p!r}")
+
+
+def reference_attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, base2: bool = False
+) -> np.ndarray:
+    """Masked softmax attention in float64: ``softmax(q·kᵀ, masked) · v`` per (batch, head).
+
+    Shapes: q [B, H, Lq, d], k and v [B, Hkv, Lk, d], mask bool [B, H, Lq, Lk]. ``base2`` uses
+    2^x instead of e^x (the accelerator's softmax; scale q by log2(e)/√d for the usual one).
+    Queries with no key get zeros.
+    """
+    group = q.shape[1] // k.shape[1]
+    kk = np.repeat(k.astype(np.float64), group, axis=1)
+    vv = np.repeat(v.astype(np.float64), group, axis=1)
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), kk)
+    s = np.where(mask, s, -np.inf)
+    top = s.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp2(s - top) if base2 else np.exp(s - top)
+    total = e.sum(axis=-1, keepdims=True)
+    p = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    return np.einsum("bhqk,bhkd->bhqd", p, vv)
