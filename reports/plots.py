@@ -465,7 +465,8 @@ def speedup_plot(sweeps: list[SweepData], runs: list[RunData]) -> Plot | None:
     bars: list[tuple[str, float, float, float, float]] = []  # label, value, lo, hi, bound
     for run in runs:
         c = run.doc.get("comparison")
-        if c:
+        # A run without GEMM work (SpGEMM only) has no speedup bound: nothing to draw.
+        if c and c.get("speedup") and c.get("amdahl_bound"):
             bars.append((f"{run.model}\n(run)", c["speedup"], c["speedup"], c["speedup"],
                          c["amdahl_bound"]))
     for sweep in sweeps:

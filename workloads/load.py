@@ -272,6 +272,22 @@ def _hardware_doc(ref: Any, base: Path) -> _Doc | None:
     return _read_doc((base / ref) if looks_like_path else preset_path(ref))
 
 
+def _missing_hardware(doc: _Doc) -> str:
+    """Why a workload has no ``hardware:``, as helpfully as the file allows."""
+    keys = [k for k in doc.data if isinstance(k, str)]
+    close = difflib.get_close_matches("hardware", keys, n=1, cutoff=0.7)
+    if close:
+        return (f"{doc.path}:{doc.lines[(close[0],)]}: {close[0]}: unknown key; "
+                f"did you mean 'hardware'?")
+    if "array" in keys and "operations" not in keys:
+        return (f"{doc.path}:1: this is a hardware file, not a workload; name it in a workload's "
+                f"'hardware:' or pass it with --hardware")
+    if "axes" in keys:
+        return f"{doc.path}:1: this is a DSE sweep file, not a workload; run it with 'archsim dse'"
+    return (f"{doc.path}:1: hardware: required field is missing "
+            f"(a mapping, a file path or a preset name)")
+
+
 def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:
     """Load a hardware description (a file path or a preset name)."""
     ref = str(path)
@@ -307,8 +323,11 @@ def load_workload(
     if hardware is not None:
         doc.data["hardware"] = str(Path(hardware).resolve()) if Path(hardware).is_file() else str(hardware)
     if "hardware" not in doc.data:
-        raise SpecError(f"{doc.path}:1: hardware: required field is missing (a mapping, a file path or a preset name)")
-    hw_doc = _hardware_doc(doc.data["hardware"], doc.path.parent)
+        raise SpecError(_missing_hardware(doc))
+    try:
+        hw_doc = _hardware_doc(doc.data["hardware"], doc.path.parent)
+    except SpecError as exc:  # say which line of the workload pointed there
+        raise SpecError(f"{doc.path}:{doc.lines.get(('hardware',), 1)}: hardware: {exc}") from None
     for loc, value, original in _split_overrides(overrides):
         if loc[0] == "hardware" and hw_doc is not None:
             _apply_override(hw_doc, loc[1:], value, original)

@@ -65,3 +65,28 @@ def test_unwritable_out_fails_before_simulating(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"archsim: error: --out {blocker / 'o'}: cannot write there") and "\n" not in err
     assert blocker.read_text() == "user data"
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
+    import archsim.cli as cli
+
+    def needs_amaranth(args):
+        raise ModuleNotFoundError("No module named 'amaranth'", name="amaranth")
+
+    monkeypatch.setattr(cli, "_cmd_run", needs_amaranth)
+    assert cli.main(["run", "w.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "archsim: error: this needs the optional package 'amaranth': pip install 'archsim[rtl]'")
+
+
+def test_compare_dense_on_an_spgemm_only_workload(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "version: 1\nname: s\nhardware: tiny\noperations:\n"
+        "  - {op: spgemm, name: a2, a: {source: uniform, params: {n_rows: 64, n_cols: 64, nnz: 300}}}\n"
+    )
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--compare-dense"]) == 0
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["amdahl_bound"] is None and doc["comparison"]["speedup"] == 1.0
+    with (tmp_path / "o" / "layers.csv").open() as fh:
+        assert fh.readline().startswith("name,layer,phase,m,k,n,")

@@ -174,3 +174,17 @@ def test_did_you_mean_uses_the_member_the_data_names(tmp_path):
     message = error_of(path)
     assert "sparsity.dimm: unknown key" in message and "'dim'" not in message
     assert "bp_mask_source" in message
+
+
+def test_hardware_reference_errors_name_the_workload_line(tmp_path):
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: tinyy"))
+    assert error_of(path).startswith(f"{path}:3: hardware: unknown hardware preset 'tinyy'")
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: nothere.yaml"))
+    assert error_of(path) == f"{path}:3: hardware: {tmp_path / 'nothere.yaml'}: file not found"
+    path = write(tmp_path, GOOD.replace("hardware: tiny", "hardwar: tiny"))
+    assert error_of(path) == f"{path}:3: hardwar: unknown key; did you mean 'hardware'?"
+
+
+def test_a_hardware_file_is_not_a_workload():
+    message = error_of(PRESET_DIR / "tiny.yaml")
+    assert "this is a hardware file, not a workload" in message
