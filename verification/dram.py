@@ -1,0 +1,256 @@
+"""DRAM images: random operands placed per ``Program.tensors``, results read back.
+
+Layouts follow docs/isa.md: little-endian two's complement elements (operands ``data_bytes``
+wide, accumulators ``acc_bytes`` wide, sign-extended), rows ``stride`` bytes apart, and for
+``nm_tiles`` tensors compressed weight tiles (``cols`` values then a packed index region of
+⌈cols·⌈log2 M⌉/8⌉ bytes per row) stored tile by tile, each padded to the full array width.
+
+An image carries a *care* bit mask beside its bytes: expected images (from the golden
+interpreter) leave bits the instruction set does not define at 0, so a comparison checks every
+defined bit and nothing else. Input images define every bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataflows.scheduler import compressed_tile_geometry
+from verification.errors import VerificationError
+from verification.programs import Case
+from workloads.generators.nm import compress_nm, index_bits, random_weights
+from workloads.spec import HardwareSpec
+
+__all__ = [
+    "DramImage",
+    "Operands",
+    "to_bytes",
+    "from_bytes",
+    "pack_indices",
+    "unpack_indices",
+    "compressed_rows",
+    "nm_tiles",
+    "build_image",
+    "read_dense",
+]
+
+_ALIGN = 64
+
+
+class DramImage:
+    """A byte-addressed DRAM image and a per-bit mask of which bits are specified.
+
+    Parameters
+    ----------
+    size
+        Bytes in the image.
+
+    Attributes
+    ----------
+    data
+        ``uint8[size]``: the bytes.
+    care
+        ``uint8[size]``: 1 bits mark specified bits (all of them for an input image).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.data = np.zeros(size, dtype=np.uint8)
+        self.care = np.full(size, 0xFF, dtype=np.uint8)
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def copy(self) -> DramImage:
+        image = DramImage(0)
+        image.data, image.care = self.data.copy(), self.care.copy()
+        return image
+
+    def _check(self, addr: int, nbytes: int) -> None:
+        if addr < 0 or addr + nbytes > self.size:
+            raise VerificationError(
+                f"DRAM access [{addr:#x}, {addr + nbytes:#x}) lies outside the image of "
+                f"{self.size:#x} bytes"
+            )
+
+    def write(self, addr: int, raw: np.ndarray, care: np.ndarray | None = None) -> None:
+        """Write bytes at ``addr``; ``care`` (default: all bits) says which of them are defined."""
+        raw = np.asarray(raw, dtype=np.uint8).ravel()
+        self._check(addr, raw.size)
+        self.data[addr:addr + raw.size] = raw
+        self.care[addr:addr + raw.size] = 0xFF if care is None else np.asarray(care).ravel()
+
+    def read(self, addr: int, nbytes: int) -> np.ndarray:
+        self._check(addr, nbytes)
+        return self.data[addr:addr + nbytes]
+
+    def read_care(self, addr: int, nbytes: int) -> np.ndarray:
+        self._check(addr, nbytes)
+        return self.care[addr:addr + nbytes]
+
+    def differing(self, actual: np.ndarray) -> np.ndarray:
+        """Addresses whose specified bits differ in ``actual`` (a byte array of the same size)."""
+        actual = np.asarray(actual, dtype=np.uint8)
+        if actual.size != self.size:
+            raise VerificationError(f"image sizes differ: {actual.size} vs {self.size} bytes")
+        return np.flatnonzero((actual ^ self.data) & self.care)
+
+
+# --------------------------------------------------------------------------------------------
+# Element and row encodings
+# --------------------------------------------------------------------------------------------
+
+
+def to_bytes(values: np.ndarray, nbytes: int) -> np.ndarray:
+    """Little-endian two's complement bytes of integers: shape ``values.shape + (nbytes,)``."""
+    v = np.asarray(values, dtype=np.int64).astype(np.uint64)
+    shifts = np.arange(nbytes, dtype=np.uint64) * np.uint64(8)
+    return ((v[..., None] >> shifts) & np.uint64(0xFF)).astype(np.uint8)
+
+
+def from_bytes(raw: np.ndarray, bits: int) -> np.ndarray:
+    """Signed integers from little-endian bytes (last axis), using the low ``bits`` bits."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    shifts = np.arange(raw.shape[-1], dtype=np.uint64) * np.uint64(8)
+    u = (raw.astype(np.uint64) << shifts).sum(axis=-1, dtype=np.uint64)
+    shift = np.uint64(64 - bits)
+    # Shift the field's sign bit to bit 63, then back arithmetically: sign extension.
+    return ((u << shift).view(np.int64) >> np.int64(64 - bits)).astype(np.int64)
+
+
+def pack_indices(idx: np.ndarray, ib: int) -> np.ndarray:
+    """Index regions of compressed rows: index ``j`` at bits ``[j·ib, (j+1)·ib)``, LSB first.
+
+    ``idx`` is ``[rows, cols]``; the result is ``uint8[rows, ⌈cols·ib/8⌉]`` with spare bits 0.
+    """
+    idx = np.asarray(idx, dtype=np.uint64)
+    rows, cols = idx.shape
+    bits = ((idx[..., None] >> np.arange(ib, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    bits = bits.reshape(rows, cols * ib)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def unpack_indices(raw: np.ndarray, cols: int, ib: int) -> np.ndarray:
+    """Inverse of :func:`pack_indices`: ``int64[rows, cols]``."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :cols * ib].reshape(-1, cols, ib)
+    return (bits.astype(np.int64) << np.arange(ib, dtype=np.int64)).sum(axis=2)
+
+
+def compressed_rows(values: np.ndarray, idx: np.ndarray, hw: HardwareSpec, m: int,
+                    values_valid: np.ndarray | None = None,
+                    idx_valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes and care bits of compressed weight rows (values, then the packed index region).
+
+    ``*_valid`` mark defined entries (default: all); bits of undefined entries and the spare bits
+    at the end of each index region get care 0.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    rows, cols = values.shape
+    ib, db = index_bits(m), hw.data_bytes
+    value_bytes = to_bytes(values, db).reshape(rows, cols * db)
+    index_bytes = pack_indices(np.where(idx_valid if idx_valid is not None else True, idx, 0), ib)
+    valid_v = np.ones((rows, cols), bool) if values_valid is None else np.asarray(values_valid)
+    valid_i = np.ones((rows, cols), bool) if idx_valid is None else np.asarray(idx_valid)
+    value_care = np.repeat(np.where(valid_v, 0xFF, 0).astype(np.uint8), db, axis=1)
+    # Care bits of the index region: the bits of defined indices, nothing else.
+    index_care = pack_indices(np.where(valid_i, (1 << ib) - 1, 0), ib)
+    return (np.concatenate([value_bytes, index_bytes], axis=1),
+            np.concatenate([value_care, index_care], axis=1))
+
+
+# --------------------------------------------------------------------------------------------
+# Building the image of a case
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Operands:
+    """The random operands of a case, per task (tag order), as ``[copies, rows, cols]`` arrays.
+
+    ``a[t]`` is task ``t``'s A as executed (``m × k``) and ``b[t]`` its dense B (``k × n``)
+    before any N:M pruning. A pre-generation case has only ``b`` (the dense weight copies).
+    """
+
+    a: tuple[np.ndarray | None, ...]
+    b: tuple[np.ndarray, ...]
+
+
+def _place(image: DramImage, addr: int, stride: int, rows: np.ndarray,
+           care: np.ndarray | None = None) -> None:
+    for r in range(rows.shape[0]):
+        image.write(addr + r * stride, rows[r], None if care is None else care[r])
+
+
+def nm_tiles(b: np.ndarray, case: Case, tag: int) -> list[tuple[int, np.ndarray]]:
+    """(byte offset, row bytes) of every compressed tile of task ``tag``'s weights ``b``.
+
+    ``b`` is ``[copies, k, n]`` dense; each tile is pruned and compressed with
+    :func:`~workloads.generators.nm.compress_nm` and padded with zero columns to the array width.
+    Offsets are relative to the tensor and follow the scheduler's tile order (copy, k, n).
+    """
+    task, t, hw = case.tasks[tag], case.tilings[tag], case.hw
+    nm_n, nm_m = task.nm
+    _, k, n = t.dims(task)
+    kc, rb = compressed_tile_geometry(t, task.nm, hw)
+    nk, nn = -(-k // t.tk), -(-n // t.tn)
+    width = hw.array.cols
+    tiles = []
+    for copy in range(task.copies):
+        for ki in range(nk):
+            for ni in range(nn):
+                tile = b[copy, ki * t.tk:(ki + 1) * t.tk, ni * t.tn:(ni + 1) * t.tn]
+                values, idx = compress_nm(tile, nm_n, nm_m)
+                pad = ((0, 0), (0, width - tile.shape[1]))
+                raw, _ = compressed_rows(np.pad(values, pad), np.pad(idx, pad), hw, nm_m)
+                tiles.append((((copy * nk + ki) * nn + ni) * kc * rb, raw))
+    return tiles
+
+
+def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operands]:
+    """The DRAM image of a case: random operands in range for ``data_bits`` at their tensors.
+
+    Every byte no tensor holds (alignment gaps, the slack after the last tensor, the output
+    tensors) is random too, so an RTL that reads or keeps the wrong bytes cannot pass by luck.
+    """
+    hw, program = case.hw, case.program
+    end = max(t.addr + t.nbytes for t in program.tensors.values())
+    # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
+    size = -(-(end + 2 * hw.dram.bandwidth_bytes_per_cycle) // _ALIGN) * _ALIGN + _ALIGN
+    image = DramImage(size)
+    image.data[:] = rng.integers(0, 256, size=size, dtype=np.uint8)
+    db = hw.data_bytes
+    a_ops: list[np.ndarray | None] = []
+    b_ops: list[np.ndarray] = []
+    for tag, (task, t) in enumerate(zip(case.tasks, case.tilings)):
+        m, k, n = t.dims(task)
+        b = random_weights((task.copies, k, n), hw.data_bits, rng)
+        b_ops.append(b)
+        if case.segment == "pregen":
+            dense = program.tensors[f"{task.weight}.dense"]
+            _place(image, dense.addr, dense.stride, to_bytes(b[0], db).reshape(k, n * db))
+            a_ops.append(None)
+            continue
+        a = random_weights((task.copies, m, k), hw.data_bits, rng)
+        a_ops.append(a)
+        ta, tb = program.tensors[f"{task.name}.A"], program.tensors[f"{task.name}.B"]
+        _place(image, ta.addr, ta.stride, to_bytes(a.reshape(-1, k), db).reshape(-1, k * db))
+        if tb.fmt == "nm_tiles":
+            image.write(tb.addr, np.zeros(tb.nbytes, np.uint8))
+            _, rb = compressed_tile_geometry(t, task.nm, hw)
+            for offset, raw in nm_tiles(b, case, tag):
+                _place(image, tb.addr + offset, rb, raw)
+        else:
+            _place(image, tb.addr, tb.stride, to_bytes(b.reshape(-1, n), db).reshape(-1, n * db))
+    return image, Operands(tuple(a_ops), tuple(b_ops))
+
+
+def read_dense(data: np.ndarray, addr: int, rows: int, cols: int, stride: int, elem_bytes: int,
+               bits: int) -> np.ndarray:
+    """A dense ``rows × cols`` tensor of ``elem_bytes``-byte elements from a byte array."""
+    out = np.empty((rows, cols), dtype=np.int64)
+    for r in range(rows):
+        start = addr + r * stride
+        out[r] = from_bytes(data[start:start + cols * elem_bytes].reshape(cols, elem_bytes), bits)
+    return out

