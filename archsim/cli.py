@@ -368,7 +368,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from baselines.compare import print_comparison
 
             print_comparison(baseline_comparison, args.layers)
-    print(f"wrote {results} and {layers}")
+    extra = [out / "attention.csv"] if result.attention else []
+    print("wrote " + ", ".join(str(p) for p in (results, layers, *extra)))
     return 0
 
 

@@ -159,6 +159,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     out = Path(args.out) if args.out else inputs[0].resolve().parent / "report"
     written = build_report(inputs, out, title=args.title)
-    print(f"wrote {written.html} ({len(written.figures) // 2} figures as PNG and SVG, "
-          f"{len(written.tables)} CSV tables)")
+    figures, tables = len(written.figures) // 2, len(written.tables)
+    print(f"wrote {written.html} ({figures} figure{'s' * (figures != 1)} as PNG and SVG, "
+          f"{tables} CSV table{'s' * (tables != 1)})")
     return 0

@@ -507,7 +507,7 @@ def speedup_plot(sweeps: list[SweepData], runs: list[RunData]) -> Plot | None:
         ax.legend(fontsize=8, loc="upper left")
     ax.axhline(1.0, color="#999999", lw=0.8, ls="--")
     ax.set_xticks(x, [b[0] for b in bars], fontsize=9)
-    ax.set_ylabel("training-step speedup over dense")
+    ax.set_ylabel("speedup over dense")
     top = max([b[3] for b in bars] + [b[4] for b in bars if not math.isnan(b[4])])
     ax.set_ylim(0, top * 1.2)
     ax.grid(axis="y", alpha=0.3)

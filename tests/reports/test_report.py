@@ -102,7 +102,7 @@ def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
     run.write_text(json.dumps(doc))
     assert main(["report", str(run)]) == 0  # default --out: report/ beside the input
     assert (tmp_path / "s" / "report" / "report.html").is_file()
-    assert "0 figures as PNG and SVG, 1 CSV tables" in capsys.readouterr().out
+    assert "0 figures as PNG and SVG, 1 CSV table)" in capsys.readouterr().out
 
     (tmp_path / "x.json").write_text('{"a": 1}')
     (tmp_path / "x.db").write_text("not sqlite" * 200)
