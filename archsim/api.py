@@ -81,17 +81,19 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
     sram_w: dict[str, int] = {}
     records: list[LayerRecord] = []
 
-    def run(segment) -> SegmentStats:  # the dense-attention baselines share the cache
+    def run(segment) -> SegmentStats:
+        """One segment's statistics, simulated the first time its key is seen.
+
+        The dense-attention baselines of the attention tally share this cache and count.
+        """
         if segment.key not in cache:
             cache[segment.key] = run_program(segment.program, hw)
+            totals["simulated"] += len(segment.program.instrs)
         return cache[segment.key]
 
     attention = AttentionTally(hw, run)
     for done, segment in enumerate(sched.segments, start=1):
-        stats = cache.get(segment.key)
-        if stats is None:
-            stats = cache[segment.key] = run_program(segment.program, hw)
-            totals["simulated"] += len(segment.program.instrs)
+        stats = run(segment)
         r = segment.repeat
         totals["cycles"] += stats.cycles * r
         totals["instrs"] += len(segment.program.instrs) * r
