@@ -24,6 +24,7 @@ from workloads.spec import HardwareSpec
 __all__ = [
     "Op",
     "Unit",
+    "SLOTS_PER_BUFFER",
     "UNIT_OF",
     "Instr",
     "Tensor",
@@ -34,6 +35,11 @@ __all__ = [
     "decode",
     "row_bytes",
 ]
+
+
+#: Every buffer is split into this many fixed slots (ping-pong halves), addressed by the
+#: instructions' one-bit slot fields; a tile always fits one slot (docs/isa.md, "Slot capacity").
+SLOTS_PER_BUFFER = 2
 
 
 class Unit(IntEnum):

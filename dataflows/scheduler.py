@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from dataflows.attention import attention_layer_segments
 from dataflows.cost import program_cycles
-from dataflows.isa import UNIT_OF, Instr, Op, Program, Tensor, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, Instr, Op, Program, Tensor, Unit
 from dataflows.lowering import GemmTask, lower
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.generators.nm import index_bits
@@ -46,6 +46,7 @@ __all__ = [
     "gemm_program",
     "pregen_program",
     "compressed_tile_geometry",
+    "tiling_for",
 ]
 
 _ALIGN = 64
@@ -98,7 +99,7 @@ class _Emitter:
         self.hw = hw
         self.program = Program()
         self.issued = [0, 0, 0]
-        self.nslots = 2 if double_buffering else 1
+        self.nslots = SLOTS_PER_BUFFER if double_buffering else 1
         self.buffers = {b: [_Slot() for _ in range(self.nslots)] for b in "ABC"}
         self.turn = {b: 0 for b in "ABC"}
         self.pending_store: tuple | None = None
@@ -375,12 +376,13 @@ def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw:
 # --------------------------------------------------------------------------------------------
 
 
-def _tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compressed: bool) -> Tiling:
+def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compressed: bool) -> Tiling:
+    """The tiling the scheduler uses for ``task`` under ``passes`` (search or heuristic)."""
     # A tile must fit one slot, and a slot is always half a buffer: the ISA addresses slots with
     # one bit and the RTL's halves are fixed. Single buffering uses one slot; it does not get a
     # bigger one (found by verification: whole-buffer tiles overwrote their own first rows).
     choose = search_tiling if passes.offline_tiling else default_tiling
-    return choose(task, hw, 2, compressed)
+    return choose(task, hw, compressed)
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
@@ -409,7 +411,7 @@ def build_segment(tasks: tuple[GemmTask, ...], hw: HardwareSpec, passes: Schedul
                   compressed_in_dram: bool = True) -> Segment:
     """One segment for the given tasks (interleaved if several); used by tests and verification."""
     passes = passes or SchedulePasses()
-    tilings = tuple(_tiling_for(t, hw, passes, compressed_in_dram) for t in tasks)
+    tilings = tuple(tiling_for(t, hw, passes, compressed_in_dram) for t in tasks)
     return _SegmentCache(hw, passes).segment("gemm", tasks, tilings, tasks[0].repeat)
 
 
@@ -424,7 +426,7 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     layers = expand(workload)
     groups = lower(layers, workload.mode)
     attention = attention_layer_segments(layers, hw)
-    tiling = {t.name: _tiling_for(t, hw, passes, compressed) for g in groups for t in g}
+    tiling = {t.name: tiling_for(t, hw, passes, compressed) for g in groups for t in g}
     segments: list[Segment] = []
     if training and passes.pregenerate_sparse_weights:
         pruned = [t for g in groups for t in g if t.weight and tiling[t.name].sparse]

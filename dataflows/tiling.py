@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dataflows.cost import GemmEstimate, ceil_div, compress_cycles, compute_cycles, dma_cycles
+from dataflows.isa import SLOTS_PER_BUFFER
 from dataflows.lowering import GemmTask
 from workloads.errors import MappingError
 from workloads.generators.nm import index_bits
@@ -79,10 +80,10 @@ def input_row_bytes(width: int, hw: HardwareSpec) -> int:
     return (1 << (banks - 1).bit_length()) * rows * hw.data_bytes
 
 
-def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec, slots: int) -> int:
+def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec) -> int:
     """Largest ``tm`` whose A tile and accumulator tile fit one buffer slot each."""
-    by_input = hw.buffers.input_bytes // slots // input_row_bytes(tk, hw)
-    by_acc = hw.buffers.accumulator_bytes // slots // (tn * hw.acc_bytes)
+    by_input = hw.buffers.input_bytes // SLOTS_PER_BUFFER // input_row_bytes(tk, hw)
+    by_acc = hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER // (tn * hw.acc_bytes)
     tm = min(by_input, by_acc, MAX_TILE_ROWS)
     if tm < 1:
         raise MappingError(
@@ -93,12 +94,12 @@ def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec, slots: int) -> in
     return tm
 
 
-def _check_weight_slot(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> None:
+def _check_weight_slot(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> None:
     dense_bytes = tiling.tk * tiling.tn * hw.data_bytes
-    if hw.buffers.weight_bytes // slots < dense_bytes:
+    if hw.buffers.weight_bytes // SLOTS_PER_BUFFER < dense_bytes:
         raise MappingError(
             f"{task.name}: a weight tile of {tiling.tk}x{tiling.tn} elements ({dense_bytes} B) "
-            f"does not fit a weight buffer slot ({hw.buffers.weight_bytes // slots} B); enlarge "
+            f"does not fit a weight buffer slot ({hw.buffers.weight_bytes // SLOTS_PER_BUFFER} B); enlarge "
             f"buffers.weight_bytes"
         )
 
@@ -110,12 +111,12 @@ def _base(task: GemmTask, hw: HardwareSpec) -> tuple[bool, int, int]:
     return sparse, tk, tn
 
 
-def default_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dram: bool) -> Tiling:
+def default_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> Tiling:
     """The largest ``tm`` that fits, loop order m-n-k, no operand swap."""
     sparse, tk, tn = _base(task, hw)
-    tm = min(task.m, max_tm(task, min(tk, task.k), tn, hw, slots))
+    tm = min(task.m, max_tm(task, min(tk, task.k), tn, hw))
     tiling = Tiling(tm, tk, tn, "mnk", False, sparse, compressed_in_dram and sparse)
-    _check_weight_slot(task, tiling, hw, slots)
+    _check_weight_slot(task, tiling, hw)
     return tiling
 
 
@@ -162,7 +163,7 @@ def _tm_candidates(m: int, limit: int) -> list[int]:
     return sorted(cands, reverse=True)
 
 
-def search_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dram: bool) -> Tiling:
+def search_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> Tiling:
     """Offline tiling: the (tm, loop order, orientation) with the lowest estimated cycles.
 
     Ties go to less DRAM time, then to the larger ``tm`` (fewer instructions).
@@ -171,7 +172,7 @@ def search_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dr
     best: tuple | None = None
     for swap in (False, True) if not sparse else (False,):
         m, k, _ = (task.n, task.k, task.m) if swap else (task.m, task.k, task.n)
-        limit = max_tm(task, min(tk, k), tn, hw, slots)
+        limit = max_tm(task, min(tk, k), tn, hw)
         for order in ("mnk", "nmk"):
             for tm in _tm_candidates(m, limit):
                 tiling = Tiling(tm, tk, tn, order, swap, sparse, compressed_in_dram and sparse)
@@ -180,5 +181,5 @@ def search_tiling(task: GemmTask, hw: HardwareSpec, slots: int, compressed_in_dr
                 if best is None or key < best[0]:
                     best = (key, tiling)
     tiling = best[1]
-    _check_weight_slot(task, tiling, hw, slots)
+    _check_weight_slot(task, tiling, hw)
     return tiling

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataflows.isa import SLOTS_PER_BUFFER
 from rtl.errors import RTLError
 from workloads.generators.nm import index_bits
 from workloads.spec import HardwareSpec
@@ -121,7 +122,7 @@ class Geometry:
         spans = [r] + [r // n * m for n, m in patterns]  # reduction covered by one tile
         k_max = max(spans)
         a_banks = next_pow2(_ceil_div(k_max, r))
-        slot_a = hw.buffers.input_bytes // 2
+        slot_a = hw.buffers.input_bytes // SLOTS_PER_BUFFER
         # Rows of width ``span`` that fit a slot, each taking q banks; a_banks/q rows per address.
         a_depth = max(
             _ceil_div(slot_a // (span * db) * next_pow2(_ceil_div(span, r)), a_banks)
@@ -132,18 +133,18 @@ class Geometry:
                 f"{hw.name}: half of buffers.input_bytes ({slot_a} B) cannot hold one activation "
                 f"row of {k_max} operands ({k_max * db} B); enlarge buffers.input_bytes"
             )
-        slot_b = hw.buffers.weight_bytes // 2
+        slot_b = hw.buffers.weight_bytes // SLOTS_PER_BUFFER
         if slot_b < k_max * c * db:
             raise RTLError(
                 f"{hw.name}: half of buffers.weight_bytes ({slot_b} B) cannot hold the largest "
                 f"dense weight tile ({k_max}x{c} operands, {k_max * c * db} B); enlarge "
                 f"buffers.weight_bytes"
             )
-        c_depth = hw.buffers.accumulator_bytes // 2 // (c * hw.acc_bytes)
+        c_depth = hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER // (c * hw.acc_bytes)
         if c_depth < 1:
             raise RTLError(
                 f"{hw.name}: half of buffers.accumulator_bytes "
-                f"({hw.buffers.accumulator_bytes // 2} B) cannot hold one accumulator row of "
+                f"({hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER} B) cannot hold one accumulator row of "
                 f"{c} x {hw.acc_bytes} B; enlarge buffers.accumulator_bytes"
             )
         ib = index_bits(m_max) if patterns else 0

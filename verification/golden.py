@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.isa import Instr, Op, Program, row_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, Program, row_bytes
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.tiling import input_row_bytes
 from verification.dram import (
@@ -447,10 +447,10 @@ def check_capacity(program: Program, hw: HardwareSpec) -> None:
                 buffers.accumulator_bytes
         else:
             continue
-        if need > cap // 2:
+        if need > cap // SLOTS_PER_BUFFER:
             raise VerificationError(
                 f"instruction {i} ({instr.op.name}): its {need}-byte tile exceeds a slot of the "
-                f"{name} buffer (half of buffers.{name}_bytes = {cap // 2} B); the scheduler "
+                f"{name} buffer (half of buffers.{name}_bytes = {cap // SLOTS_PER_BUFFER} B); the scheduler "
                 f"sized it for more than one slot")
 
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from dataflows.isa import Program, Unit
 from dataflows.lowering import GemmTask
-from dataflows.scheduler import build_segment, pregen_program
-from dataflows.tiling import Tiling, default_tiling, search_tiling
+from dataflows.scheduler import build_segment, pregen_program, tiling_for
+from dataflows.tiling import Tiling
 from verification.errors import VerificationError
 from workloads.errors import MappingError
 from workloads.spec import HardwareSpec, SchedulePasses
@@ -163,9 +163,7 @@ def make_case(hw: HardwareSpec, seed: int, kind: str, tasks: tuple[GemmTask, ...
         If the scheduler cannot map the tasks onto ``hw``.
     """
     if kind == "pregen":
-        slots = 2 if passes.double_buffering else 1
-        choose = search_tiling if passes.offline_tiling else default_tiling
-        tilings = tuple(choose(t, hw, slots, True) for t in tasks)
+        tilings = tuple(tiling_for(t, hw, passes, True) for t in tasks)
         if not all(t.sparse for t in tilings):
             raise MappingError(f"pre-generation needs a pattern {hw.name!r} supports")
         program = pregen_program(tasks, tilings, hw, passes.double_buffering)

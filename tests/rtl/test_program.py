@@ -105,7 +105,7 @@ def test_pregeneration_stores_compress_nm_tiles():
     """LOAD_B dense → COMPRESS → STORE_B writes exactly ``compress_nm`` of every tile."""
     hw = TINY
     task = _task("fc", 4, 16, 6, (2, 4))
-    tiling = search_tiling(task, hw, 2, True)
+    tiling = search_tiling(task, hw, True)
     program = pregen_program((task,), (tiling,), hw)
     dense, comp = program.tensors["fc.W.dense"], program.tensors["fc.W.nm"]
     rng = np.random.default_rng(7)
