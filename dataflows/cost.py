@@ -33,6 +33,7 @@ __all__ = [
     "normalize_cycles",
     "softmax_cycles",
     "mask_bytes",
+    "attention_formats",
 ]
 
 #: Cycles of a COMPUTE beyond streaming and the systolic skew: one to read an activation row from
@@ -153,6 +154,19 @@ def softmax_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
     """
     beats, x = softmax_beats(rows, cols, hw), hw.vector_unit.exp_latency_cycles
     return beats + (beats + x) + reciprocal_cycles(hw) + (beats + x + SOFTMAX_MUL_CYCLES)
+
+
+def attention_formats(hw: HardwareSpec) -> tuple[int, int, int]:
+    """(operand fraction bits, score shift, P̃ fraction bits) of attention on ``hw``.
+
+    Q (pre-scaled by log2(e)/√d), K and V are ``data_bits``-bit operands with ``data_bits // 2``
+    fraction bits, so a score in the accumulator has twice that; ROWMAX and EXP read it shifted
+    right (arithmetically) by ``score_shift`` to ``score_frac_bits``. P̃ = 2^(s - max) ≤ 1 is
+    written as a non-negative operand with ``data_bits - 1`` fraction bits. The RTL's vector unit
+    and the golden model both take these from here.
+    """
+    frac = hw.data_bits // 2
+    return frac, max(0, 2 * frac - hw.vector_unit.score_frac_bits), hw.data_bits - 1
 
 
 def mask_bytes(rows: int, cols: int) -> int:

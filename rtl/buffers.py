@@ -11,7 +11,7 @@ reader keeps ``en`` low. That one cycle is part of each unit's latency in ``data
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In
 
@@ -19,7 +19,7 @@ from rtl import layouts
 from rtl.params import Geometry, ceil_log2
 from workloads.spec import HardwareSpec
 
-__all__ = ["InputBuffer", "WeightBuffer", "AccumulatorBuffer"]
+__all__ = ["InputBuffer", "WeightBuffer", "AccumulatorBuffer", "MaskBuffer"]
 
 
 class InputBuffer(wiring.Component):
@@ -177,7 +177,8 @@ class AccumulatorBuffer(wiring.Component):
     """The accumulator SRAM: one bank per array column per slot, ``acc_bits`` wide.
 
     The compute unit reads and writes each column at its own address (columns finish at skewed
-    times); STORE_C reads a whole row.
+    times); STORE_C reads a whole row; the vector unit's softmax passes read whole rows and
+    write back the columns of the lanes they worked on.
 
     Attributes
     ----------
@@ -185,6 +186,8 @@ class AccumulatorBuffer(wiring.Component):
         Read-add-write of the compute unit.
     dma_rd : In(AccRowReadSignature)
         STORE_C's row reads.
+    vec_rd, vec_wr : In(AccRowReadSignature / AccWriteSignature)
+        ROWMAX/EXP read score rows; RESCALE/NORMALIZE read and rewrite output rows.
     """
 
     def __init__(self, hw: HardwareSpec) -> None:
@@ -193,35 +196,93 @@ class AccumulatorBuffer(wiring.Component):
             "pe_rd": In(layouts.AccReadSignature(g)),
             "pe_wr": In(layouts.AccWriteSignature(g)),
             "dma_rd": In(layouts.AccRowReadSignature(g)),
+            "vec_rd": In(layouts.AccRowReadSignature(g)),
+            "vec_wr": In(layouts.AccWriteSignature(g)),
         })
 
     def elaborate(self, platform):
         m = Module()
         g = self._g
-        pe_slot, dma_slot = Signal(), Signal()
-        with m.If(self.pe_rd.en):
-            m.d.sync += pe_slot.eq(self.pe_rd.slot)
-        with m.If(self.dma_rd.en):
-            m.d.sync += dma_slot.eq(self.dma_rd.slot)
+        readers = (self.pe_rd, self.dma_rd, self.vec_rd)
+        held = [Signal(name=f"slot_q_{i}") for i in range(len(readers))]
+        for reader, slot_q in zip(readers, held):
+            with m.If(reader.en):
+                m.d.sync += slot_q.eq(reader.slot)
         for j in range(g.cols):
             out = []
             for s in range(2):
                 mem = memory.Memory(shape=signed(g.acc_bits), depth=g.c_depth, init=[])
                 m.submodules[f"slot{s}_col{j}"] = mem
                 wp, rp = mem.write_port(), mem.read_port()
-                m.d.comb += [
-                    wp.en.eq(self.pe_wr.en[j] & (self.pe_wr.slot == s)),
-                    wp.addr.eq(self.pe_wr.addr[j]),
-                    wp.data.eq(self.pe_wr.data[j]),
-                ]
+                with m.If(self.vec_wr.en[j] & (self.vec_wr.slot == s)):
+                    m.d.comb += [wp.en.eq(1), wp.addr.eq(self.vec_wr.addr[j]),
+                                 wp.data.eq(self.vec_wr.data[j])]
+                with m.Else():
+                    m.d.comb += [
+                        wp.en.eq(self.pe_wr.en[j] & (self.pe_wr.slot == s)),
+                        wp.addr.eq(self.pe_wr.addr[j]),
+                        wp.data.eq(self.pe_wr.data[j]),
+                    ]
                 m.d.comb += rp.en.eq(0)  # the port's enable defaults to 1
                 with m.If(self.dma_rd.en & (self.dma_rd.slot == s)):
                     m.d.comb += [rp.en.eq(1), rp.addr.eq(self.dma_rd.row)]
+                with m.Elif(self.vec_rd.en & (self.vec_rd.slot == s)):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(self.vec_rd.row)]
                 with m.Elif(self.pe_rd.en & (self.pe_rd.slot == s)):
                     m.d.comb += [rp.en.eq(1), rp.addr.eq(self.pe_rd.addr[j])]
                 out.append(rp.data)
-            m.d.comb += [
-                self.pe_rd.data[j].eq(Array(out)[pe_slot]),
-                self.dma_rd.data[j].eq(Array(out)[dma_slot]),
-            ]
+            for reader, slot_q in zip(readers, held):
+                m.d.comb += reader.data[j].eq(Array(out)[slot_q])
+        return m
+
+
+class MaskBuffer(wiring.Component):
+    """The vector unit's mask store: two slots of LOAD_MASK beats, kept as they arrived.
+
+    Each slot is two banks, even and odd words, so the word pair a mask row may straddle is
+    read in one cycle (``MaskReadSignature``).
+
+    Attributes
+    ----------
+    dma_wr : In(MaskWriteSignature)
+        LOAD_MASK's beats.
+    vec_rd : In(MaskReadSignature)
+        ROWMAX/EXP read the word pair holding a mask row.
+    """
+
+    def __init__(self, hw: HardwareSpec) -> None:
+        self._g = g = Geometry.of(hw)
+        super().__init__({
+            "dma_wr": In(layouts.MaskWriteSignature(g)),
+            "vec_rd": In(layouts.MaskReadSignature(g)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._g
+        width = 8 * g.beat_bytes
+        depth = -(-g.mask_words // 2)
+        word, slot_q, odd_q = self.vec_rd.word, Signal(), Signal()
+        with m.If(self.vec_rd.en):
+            m.d.sync += [slot_q.eq(self.vec_rd.slot), odd_q.eq(word[0])]
+        out = [[None, None] for _ in range(2)]
+        for s in range(2):
+            for bank in range(2):
+                mem = memory.Memory(shape=width, depth=depth, init=[])
+                m.submodules[f"slot{s}_bank{bank}"] = mem
+                wp, rp = mem.write_port(), mem.read_port()
+                m.d.comb += [
+                    wp.en.eq(self.dma_wr.en & (self.dma_wr.slot == s)
+                             & (self.dma_wr.word[0] == bank)),
+                    wp.addr.eq(self.dma_wr.word >> 1),
+                    wp.data.eq(self.dma_wr.data),
+                    # Word w is in bank w % 2 at w // 2: the pair (w, w + 1) is the even bank
+                    # at (w + 1) // 2 and the odd bank at w // 2.
+                    rp.addr.eq((word + (1 - bank)) >> 1),
+                    rp.en.eq(self.vec_rd.en & (self.vec_rd.slot == s)),
+                ]
+                out[s][bank] = rp.data
+        even = Array(out[s][0] for s in range(2))[slot_q]
+        odd = Array(out[s][1] for s in range(2))[slot_q]
+        m.d.comb += self.vec_rd.data.eq(Mux(odd_q, Cat(odd, even), Cat(even, odd)))
         return m

@@ -10,6 +10,9 @@ Timing (``dataflows.cost.dma_cycles`` = ``latency + rows·beats``), instruction 
   instruction word), the others in the following cycles, so the beats come back to back from
   ``s + latency``. Each row is written into its buffer in the cycle its last beat arrives; the
   last row's write is the instruction's last cycle.
+* **Mask loads.** LOAD_MASK's tile is contiguous: one request for all of it,
+  ``⌈rows·⌈cols/8⌉ / W⌉`` beats, each written into the mask store as the word it is, the last
+  beat's write being the instruction's last cycle (the same timing as a one-row load).
 * **Stores.** Requests leave from ``s`` as for loads, while the buffer's first row is read
   (one cycle). The memory accepts write beats from ``s + latency`` on (which is why the RTL needs
   ``latency_cycles >= 1``); the store ends with the cycle its last beat is accepted. Write
@@ -64,7 +67,7 @@ def ceil_div_const(x, divisor: int, x_max: int):
 
 
 class DMAEngine(wiring.Component):
-    """Executes LOAD_A, LOAD_B, STORE_C and STORE_B.
+    """Executes LOAD_A, LOAD_B, LOAD_MASK, STORE_C and STORE_B.
 
     Parameters
     ----------
@@ -77,8 +80,8 @@ class DMAEngine(wiring.Component):
         Instructions from the controller and the completion pulse back.
     mem_rd_req, mem_rd_data, mem_wr_req, mem_wr_data, mem_wr_resp
         The memory interface of docs/isa.md.
-    a_wr, b_wr, b_rd, c_rd
-        Buffer ports: input rows in, weight rows in and out, accumulator rows out.
+    a_wr, b_wr, b_rd, c_rd, mask_wr
+        Buffer ports: input rows in, weight rows in and out, accumulator rows out, mask beats in.
     pending : Out(1)
         Write responses are outstanding (not counting one that arrives in this cycle).
     """
@@ -96,6 +99,7 @@ class DMAEngine(wiring.Component):
             "b_wr": Out(layouts.WeightRowWriteSignature(g)),
             "b_rd": Out(layouts.WeightRowReadSignature(g)),
             "c_rd": Out(layouts.AccRowReadSignature(g)),
+            "mask_wr": Out(layouts.MaskWriteSignature(g)),
             "pending": Out(1),
         })
 
@@ -131,6 +135,13 @@ class DMAEngine(wiring.Component):
                                      + Mux(compressed, index_bytes, 0))
         beats = Signal(16)
         m.d.comb += beats.eq(ceil_div_const(row_bytes, g.beat_bytes, g.row_bytes_max))
+        with m.If(op == Op.LOAD_MASK):
+            # The whole tile in one burst: rows of ⌈cols/8⌉ bytes back to back.
+            tile_bytes = Signal(range(g.mask_bytes_max + 1))
+            for width in range(1, g.mask_row_bytes_max + 1):
+                with m.If((p.cols + 7) >> 3 == width):
+                    m.d.comb += tile_bytes.eq(times_const(p.rows, width))
+            m.d.comb += beats.eq(ceil_div_const(tile_bytes, g.beat_bytes, g.mask_bytes_max))
         # Input rows take 2**pitch banks: the smallest power of two of rows-wide words.
         pitch = Signal(len(self.a_wr.pitch))
         lg = ceil_log2(g.a_banks)
@@ -187,7 +198,8 @@ class DMAEngine(wiring.Component):
         req_left = Signal(16)
         req_addr = Signal(32)
         cur_op = Mux(s.first, p.op, s.op)
-        is_load = (cur_op == Op.LOAD_A) | (cur_op == Op.LOAD_B)
+        is_load = (cur_op == Op.LOAD_A) | (cur_op == Op.LOAD_B) | (cur_op == Op.LOAD_MASK)
+        requests = Mux(p.op == Op.LOAD_MASK, 1, p.rows)
         req_valid = Mux(s.first, p.rows != 0, req_left != 0)
         cur_addr = Mux(s.first, p.addr, req_addr)
         cur_beats = Mux(s.first, dec_beats, s.beats)
@@ -201,7 +213,7 @@ class DMAEngine(wiring.Component):
         accepted = (self.mem_rd_req.valid & self.mem_rd_req.ready) | wr_accept
         with m.If(s.first | accepted):
             m.d.sync += [
-                req_left.eq(Mux(s.first, p.rows, req_left) - accepted),
+                req_left.eq(Mux(s.first, requests, req_left) - accepted),
                 req_addr.eq(cur_addr + Mux(accepted, Mux(s.first, p.stride, s.stride), 0)),
             ]
         return wr_accept
@@ -214,7 +226,9 @@ class DMAEngine(wiring.Component):
         m.d.comb += self.mem_rd_data.ready.eq(1)
         last_beat = s.beat == s.beats - 1
         held = [Signal(width, name=f"held_{k}") for k in range(g.beats_max - 1)]
-        with m.If(beat_in):
+        is_mask = s.op == Op.LOAD_MASK
+        self._load_mask(m, s, is_mask)
+        with m.If(beat_in & ~is_mask):
             for k, h in enumerate(held):
                 with m.If(s.beat == k):
                     m.d.sync += h.eq(data)
@@ -254,6 +268,22 @@ class DMAEngine(wiring.Component):
                     with m.If(s.ib == ib):
                         m.d.comb += index.eq(region[j * ib : (j + 1) * ib])
                 m.d.comb += self.b_wr.data[j].index.eq(Mux(s.compressed, index, 0))
+
+    def _load_mask(self, m: Module, s: _State, is_mask) -> None:
+        """LOAD_MASK: every beat straight into the mask store, word after word."""
+        word = Signal(len(self.mask_wr.word))
+        beat_in = self.mem_rd_data.valid & is_mask
+        last = word == s.beats - 1
+        m.d.comb += [
+            self.mask_wr.en.eq(beat_in),
+            self.mask_wr.slot.eq(s.slot),
+            self.mask_wr.word.eq(word),
+            self.mask_wr.data.eq(self.mem_rd_data.payload.data),
+        ]
+        with m.If(beat_in):
+            m.d.sync += word.eq(Mux(last, 0, word + 1))
+        with m.If(s.busy & beat_in & last):
+            m.d.comb += s.done.eq(1)
 
     def _store(self, m: Module, s: _State, dec_row_bytes) -> None:
         g = self._g

@@ -38,6 +38,8 @@ __all__ = [
     "AccReadSignature",
     "AccWriteSignature",
     "AccRowReadSignature",
+    "MaskWriteSignature",
+    "MaskReadSignature",
 ]
 
 _WAITS = ("wait_dma", "wait_pe", "wait_vec")
@@ -47,7 +49,8 @@ _WAITS = ("wait_dma", "wait_pe", "wait_vec")
 UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
     Unit.DMA: ("op", "slot", "nm_n", "nm_m", *_WAITS, "addr", "stride", "rows", "cols"),
     Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m"),
-    Unit.VEC: ("slot", "nm_n", "nm_m", *_WAITS, "rows", "cols"),
+    Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
+               "cols", "k", "mask"),
 }
 
 
@@ -222,4 +225,29 @@ class AccRowReadSignature(wiring.Signature):
             "slot": Out(1),
             "row": Out(max(1, ceil_log2(g.c_depth))),
             "data": In(data.ArrayLayout(signed(g.acc_bits), g.cols)),
+        })
+
+
+class MaskWriteSignature(wiring.Signature):
+    """LOAD_MASK: memory beat ``word`` of a mask tile into mask slot ``slot``, as it arrived."""
+
+    def __init__(self, g: Geometry) -> None:
+        super().__init__({
+            "en": Out(1),
+            "slot": Out(1),
+            "word": Out(max(1, ceil_log2(g.mask_words))),
+            "data": Out(8 * g.beat_bytes),
+        })
+
+
+class MaskReadSignature(wiring.Signature):
+    """Read mask words ``word`` and ``word + 1`` of ``slot`` (``data``: the pair, ``word`` in
+    the low half) a cycle later, so any mask row, which may straddle two beats, is in ``data``."""
+
+    def __init__(self, g: Geometry) -> None:
+        super().__init__({
+            "en": Out(1),
+            "slot": Out(1),
+            "word": Out(max(1, ceil_log2(g.mask_words))),
+            "data": In(2 * 8 * g.beat_bytes),
         })

@@ -15,6 +15,10 @@ spec. The derivations that are not a plain copy of a spec field are the buffer o
   group of M rows in one cycle.
 * **Accumulator buffer (C).** One bank per array column (columns finish at skewed times), each
   slot ``buffers.accumulator_bytes / 2`` bytes.
+* **Mask store.** LOAD_MASK brings a mask tile as one burst of beats, kept as they come:
+  ``mask_words`` beat-wide words per slot, enough for a tile as tall as an accumulator slot
+  (a score tile lives there) plus one, because a mask row may straddle two words and the
+  vector unit reads a word pair.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ class Geometry:
         The longest DMA row in bytes and in memory beats.
     lanes
         Vector-unit lanes in use: one column each, so at most ``cols``.
+    softmax_lanes
+        Query columns the softmax datapath handles per beat (``vector_unit.softmax_width``).
+    mask_row_bytes_max, mask_words
+        Bytes of the widest mask row (⌈cols/8⌉) and beat-wide words per mask slot.
     """
 
     name: str
@@ -94,6 +102,9 @@ class Geometry:
     lanes: int
     vector_pipeline_cycles: int
     instruction_depth: int
+    softmax_lanes: int
+    mask_row_bytes_max: int
+    mask_words: int
 
     @classmethod
     def of(cls, hw: HardwareSpec) -> Geometry:
@@ -147,10 +158,17 @@ class Geometry:
                 f"({hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER} B) cannot hold one accumulator row of "
                 f"{c} x {hw.acc_bytes} B; enlarge buffers.accumulator_bytes"
             )
+        beat = hw.dram.bandwidth_bytes_per_cycle
+        mask_row = _ceil_div(c, 8)
+        if mask_row > beat:
+            raise RTLError(
+                f"{hw.name}: a mask row of {c} columns ({mask_row} B) is wider than a memory beat "
+                f"({beat} B); the vector unit reads a mask row from one pair of beats, so "
+                f"dram.bandwidth_bytes_per_cycle must be at least {mask_row}"
+            )
         ib = index_bits(m_max) if patterns else 0
         compressed_row = c * db + _ceil_div(c * ib, 8)
         row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
-        beat = hw.dram.bandwidth_bytes_per_cycle
         return cls(
             name=hw.name,
             rows=r,
@@ -176,6 +194,9 @@ class Geometry:
             lanes=min(hw.vector_unit.lanes, c),
             vector_pipeline_cycles=hw.vector_unit.pipeline_cycles,
             instruction_depth=hw.controller.instruction_depth,
+            softmax_lanes=hw.vector_unit.softmax_width,
+            mask_row_bytes_max=mask_row,
+            mask_words=_ceil_div(c_depth * mask_row, beat) + 1,
         )
 
     @property
@@ -187,6 +208,11 @@ class Geometry:
     def a_rows(self) -> int:
         """Most activation rows one input slot can address (rows of at most ``rows`` operands)."""
         return self.a_depth * self.a_banks
+
+    @property
+    def mask_bytes_max(self) -> int:
+        """The largest mask tile LOAD_MASK may bring: an accumulator slot's rows of mask rows."""
+        return self.c_depth * self.mask_row_bytes_max
 
     @property
     def m_values(self) -> tuple[int, ...]:

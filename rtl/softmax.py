@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from dataflows.cost import SOFTMAX_GUARD_BITS
 from workloads.spec import HardwareSpec
 
-__all__ = ["Softmax", "SoftmaxParams"]
+__all__ = ["Softmax", "SoftmaxParams", "exp2_neg"]
 
 
 class SoftmaxParams:
@@ -93,6 +93,30 @@ class SoftmaxParams:
                 "last": unsigned(1),
             }
         )
+
+
+def exp2_neg(m: Module, p: SoftmaxParams, d, keep, enable, name: str) -> Signal:
+    """``2^(-d / 2^F)`` with ``E`` fraction bits (``T[d mod 2^F] >> (d >> F)``), or 0 where
+    ``keep`` is low, for an unsigned ``d`` presented in some cycle: the result is valid
+    ``exp_latency`` cycles later. Stage 0 reads the table ROM (and registers the shift), stage
+    1 shifts, further stages only register. ``enable`` low freezes every stage."""
+    table = p.table()
+    rom = Memory(shape=unsigned(p.exp_bits + 1), depth=len(table), init=table)
+    m.submodules[f"{name}_rom"] = rom
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(d[: p.frac_bits]), port.en.eq(enable)]
+    q = Signal(len(d) - p.frac_bits, name=f"{name}_q")
+    keep1 = Signal(name=f"{name}_keep1")
+    with m.If(enable):
+        m.d.sync += [q.eq(d[p.frac_bits :]), keep1.eq(keep)]
+    stage = Signal(p.exp_bits + 1, name=f"{name}_1")
+    m.d.comb += stage.eq(Mux(keep1, port.data >> q, 0))
+    for depth in range(2, p.exp_latency + 1):
+        nxt = Signal(p.exp_bits + 1, name=f"{name}_{depth}")
+        with m.If(enable):
+            m.d.sync += nxt.eq(stage)
+        stage = nxt
+    return stage
 
 
 class Softmax(wiring.Component):
@@ -150,31 +174,11 @@ class Softmax(wiring.Component):
         pipe_valid = [Signal(name=f"pv{s}") for s in range(x_lat + 1)]
         pipe_last = [Signal(name=f"pl{s}") for s in range(x_lat + 1)]
         m.d.comb += [pipe_valid[0].eq(accept & feeding), pipe_last[0].eq(beat.last)]
-        exps = []  # per lane: the exponential at the end of the pipeline (stage x_lat)
-        table = p.table()
-        for i in range(lanes):
-            rom = Memory(shape=unsigned(p.exp_bits + 1), depth=len(table), init=table)
-            m.submodules[f"exp_rom{i}"] = rom
-            port = rom.read_port()
-            d = Signal(p.score_bits + 1, name=f"d{i}")
-            m.d.comb += [
-                d.eq(maxes[i] - beat.score[i]),
-                port.addr.eq(d[: p.frac_bits]),
-                port.en.eq(~stall),
-            ]
-            q = Signal(p.score_bits + 1 - p.frac_bits, name=f"q{i}")
-            keep1 = Signal(name=f"keep{i}_1")
-            with m.If(~stall):
-                m.d.sync += [q.eq(d[p.frac_bits :]), keep1.eq(beat.keep[i])]
-            shifted = Signal(p.exp_bits + 1, name=f"e{i}_1")
-            m.d.comb += shifted.eq(Mux(keep1, port.data >> q, 0))
-            stage = shifted
-            for s in range(2, x_lat + 1):
-                nxt = Signal(p.exp_bits + 1, name=f"e{i}_{s}")
-                with m.If(~stall):
-                    m.d.sync += nxt.eq(stage)
-                stage = nxt
-            exps.append(stage)
+        exps = [  # per lane: the exponential at the end of the pipeline (stage x_lat)
+            exp2_neg(m, p, (maxes[i] - beat.score[i])[: p.score_bits + 1], beat.keep[i], ~stall,
+                     f"exp{i}")
+            for i in range(lanes)
+        ]
         with m.If(~stall):
             for s in range(1, x_lat + 1):
                 m.d.sync += [pipe_valid[s].eq(pipe_valid[s - 1]), pipe_last[s].eq(pipe_last[s - 1])]

@@ -4,9 +4,9 @@
 
     host ──instr/start──▶ Controller ──dma──▶ DMAEngine ◀──▶ mem_rd_* / mem_wr_*
                               │  ──pe───▶ ComputeUnit (SystolicArray of PEs)
-                              │  ──vec──▶ VectorUnit (NMCompressor lanes)
+                              │  ──vec──▶ VectorUnit (NMCompressor lanes, OnlineSoftmax)
                               ▼
-          InputBuffer (A) · WeightBuffer (B) · AccumulatorBuffer (C), two slots each
+          InputBuffer (A) · WeightBuffer (B) · AccumulatorBuffer (C) · MaskBuffer, two slots each
 
 Blocks meet only through ``wiring.connect``; the top level owns nothing but the wiring.
 """
@@ -19,12 +19,12 @@ from amaranth.lib.wiring import In, Out
 
 from dataflows.isa import WORD_BITS
 from rtl import layouts
-from rtl.buffers import AccumulatorBuffer, InputBuffer, WeightBuffer
+from rtl.buffers import AccumulatorBuffer, InputBuffer, MaskBuffer, WeightBuffer
 from rtl.compute import ComputeUnit
 from rtl.controller import CYCLES_BITS, Controller
 from rtl.dma import DMAEngine
 from rtl.params import Geometry
-from rtl.vector import VectorUnit
+from rtl.vector_unit import VectorUnit
 from workloads.spec import HardwareSpec
 
 __all__ = ["AccelTop"]
@@ -62,6 +62,7 @@ class AccelTop(wiring.Component):
         self.input_buffer = InputBuffer(hw)
         self.weight_buffer = WeightBuffer(hw)
         self.acc_buffer = AccumulatorBuffer(hw)
+        self.mask_buffer = MaskBuffer(hw)
         super().__init__({
             "instr": In(stream.Signature(unsigned(WORD_BITS))),
             "start": In(1),
@@ -85,6 +86,7 @@ class AccelTop(wiring.Component):
         m.submodules.input_buffer = a
         m.submodules.weight_buffer = b
         m.submodules.acc_buffer = c
+        m.submodules.mask_buffer = mask = self.mask_buffer
 
         wiring.connect(m, host=wiring.flipped(self.instr), controller=ctrl.instr)
         m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy),
@@ -109,4 +111,8 @@ class AccelTop(wiring.Component):
         wiring.connect(m, compute=pe.c_rd, acc_buffer=c.pe_rd)
         wiring.connect(m, compute=pe.c_wr, acc_buffer=c.pe_wr)
         wiring.connect(m, dma=dma.c_rd, acc_buffer=c.dma_rd)
+        wiring.connect(m, vector=vec.acc_rd, acc_buffer=c.vec_rd)
+        wiring.connect(m, vector=vec.acc_wr, acc_buffer=c.vec_wr)
+        wiring.connect(m, vector=vec.mask_rd, mask_buffer=mask.vec_rd)
+        wiring.connect(m, dma=dma.mask_wr, mask_buffer=mask.dma_wr)
         return m

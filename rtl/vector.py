@@ -1,4 +1,7 @@
-"""The vector unit: N:M weight compression (COMPRESS), in place in a weight-buffer slot.
+"""The vector unit's N:M weight compression (COMPRESS), in place in a weight-buffer slot.
+
+(The vector unit, :class:`rtl.vector_unit.VectorUnit`, also runs the attention softmax of
+:mod:`rtl.online_softmax`; :func:`select_top_n` serves both.)
 
 For every group of M consecutive dense rows and every column it keeps the N weights of largest
 magnitude (ties go to the lower index) in increasing index order, with their indices: exactly
@@ -26,7 +29,7 @@ from rtl import layouts
 from rtl.params import Geometry, ceil_log2
 from workloads.spec import HardwareSpec
 
-__all__ = ["NMCompressor", "VectorUnit"]
+__all__ = ["NMCompressor", "CompressEngine", "select_top_n"]
 
 
 def _group_layout(g: Geometry) -> data.StructLayout:
@@ -42,6 +45,35 @@ def _kept_layout(g: Geometry) -> data.StructLayout:
         "values": data.ArrayLayout(signed(g.data_bits), g.n_max),
         "indices": data.ArrayLayout(unsigned(g.index_bits), g.n_max),
     })
+
+
+def select_top_n(m: Module, size: int, n_max: int, ranks_above, inside, n, name: str):
+    """The top ``n`` of ``size`` entries, combinationally, in increasing index order.
+
+    ``ranks_above(i, j)`` (for ``i < j``) is a 1-bit value: entry ``i`` ranks at or above entry
+    ``j``, so ties go to the lower index. Entry ``i`` takes part where ``inside[i]``; it is kept
+    when fewer than ``n`` entries beat it. Returns ``chosen[t][i]``: entry ``i`` is output
+    ``t``, the kept entry with ``t`` kept entries before it (``t < n_max``).
+    """
+    ge = {(i, j): Signal(name=f"{name}_ge_{i}_{j}") for i in range(size)
+          for j in range(i + 1, size)}
+    m.d.comb += [sig.eq(ranks_above(i, j)) for (i, j), sig in ge.items()]
+    kept = []
+    for i in range(size):
+        beaten_by = [inside[j] & ge[j, i] for j in range(i)]
+        beaten_by += [inside[j] & ~ge[i, j] for j in range(i + 1, size)]
+        rank = Signal(range(size + 1), name=f"{name}_rank_{i}")
+        m.d.comb += rank.eq(sum(beaten_by, Const(0, range(size + 1))))
+        keep = Signal(name=f"{name}_keep_{i}")
+        m.d.comb += keep.eq(inside[i] & (rank < n))
+        kept.append(keep)
+    chosen = [[None] * size for _ in range(n_max)]
+    for i in range(size):
+        before = Signal(range(size + 1), name=f"{name}_pos_{i}")
+        m.d.comb += before.eq(sum(kept[:i], Const(0, range(size + 1))))
+        for t in range(n_max):
+            chosen[t][i] = kept[i] & (before == t)
+    return chosen
 
 
 class NMCompressor(wiring.Component):
@@ -74,23 +106,11 @@ class NMCompressor(wiring.Component):
         mags = [abs(values[i]) for i in range(size)]
         inside = [Signal(name=f"in_{i}") for i in range(size)]
         m.d.comb += [inside[i].eq(i < self.group.payload.m) for i in range(size)]
-        # ge[i][j] (i < j): element i beats element j (ties go to the lower index).
-        ge = {(i, j): Signal(name=f"ge_{i}_{j}") for i in range(size) for j in range(i + 1, size)}
-        m.d.comb += [sig.eq(mags[i] >= mags[j]) for (i, j), sig in ge.items()]
-        kept = []
-        for i in range(size):
-            beaten_by = [inside[j] & ge[j, i] for j in range(i)]
-            beaten_by += [inside[j] & ~ge[i, j] for j in range(i + 1, size)]
-            rank = Signal(range(size + 1), name=f"rank_{i}")
-            m.d.comb += rank.eq(sum(beaten_by, Const(0, range(size + 1))))
-            keep = Signal(name=f"keep_{i}")
-            m.d.comb += keep.eq(inside[i] & (rank < self.group.payload.n))
-            kept.append(keep)
+        chosen = select_top_n(m, size, g.n_max, lambda i, j: mags[i] >= mags[j], inside,
+                              self.group.payload.n, "sel")
         for t in range(g.n_max):
             for i in range(size):
-                before = Signal(range(size + 1), name=f"pos_{t}_{i}")
-                m.d.comb += before.eq(sum(kept[:i], Const(0, range(size + 1))))
-                with m.If(kept[i] & (before == t)):
+                with m.If(chosen[t][i]):
                     m.d.comb += [
                         self.kept.payload.values[t].eq(values[i]),
                         self.kept.payload.indices[t].eq(i),
@@ -99,7 +119,7 @@ class NMCompressor(wiring.Component):
         return m
 
 
-class VectorUnit(wiring.Component):
+class CompressEngine(wiring.Component):
     """Executes COMPRESS on the weight buffer.
 
     Parameters

@@ -5,6 +5,11 @@ wide, accumulators ``acc_bytes`` wide, sign-extended), rows ``stride`` bytes apa
 ``nm_tiles`` tensors compressed weight tiles (``cols`` values then a packed index region of
 ⌈cols·⌈log2 M⌉/8⌉ bytes per row) stored tile by tile, each padded to the full array width.
 
+Attention cases (``Case.attention``) place Qᵀ, K, Vᵀ as operands, Oᵀ in accumulator width and
+the packed element masks of every partial block (``dataflows.attention``'s layout);
+:func:`build_attention_image` also returns them as the logical tensors
+:class:`~verification.golden_softmax.AttentionInterpreter` reads.
+
 An image carries a *care* bit mask beside its bytes: expected images (from the golden
 interpreter) leave bits the instruction set does not define at 0, so a comparison checks every
 defined bit and nothing else. Input images define every bit.
@@ -16,9 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dataflows.attention import item_mask
+from dataflows.isa import Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from verification.errors import VerificationError
+from verification.golden_softmax import attention_formats
 from verification.programs import Case
+from workloads.generators.attention import synthetic_qk
 from workloads.generators.nm import compress_nm, index_bits, random_weights
 from workloads.spec import HardwareSpec
 
@@ -32,6 +41,8 @@ __all__ = [
     "compressed_rows",
     "nm_tiles",
     "build_image",
+    "place_dense",
+    "build_attention_image",
     "read_dense",
 ]
 
@@ -208,6 +219,16 @@ def nm_tiles(b: np.ndarray, case: Case, tag: int) -> list[tuple[int, np.ndarray]
     return tiles
 
 
+def _random_image(case: Case, rng: np.random.Generator) -> DramImage:
+    hw, program = case.hw, case.program
+    end = max(t.addr + t.nbytes for t in program.tensors.values())
+    # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
+    size = -(-(end + 2 * hw.dram.bandwidth_bytes_per_cycle) // _ALIGN) * _ALIGN + _ALIGN
+    image = DramImage(size)
+    image.data[:] = rng.integers(0, 256, size=size, dtype=np.uint8)
+    return image
+
+
 def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operands]:
     """The DRAM image of a case: random operands in range for ``data_bits`` at their tensors.
 
@@ -215,11 +236,7 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
     tensors) is random too, so an RTL that reads or keeps the wrong bytes cannot pass by luck.
     """
     hw, program = case.hw, case.program
-    end = max(t.addr + t.nbytes for t in program.tensors.values())
-    # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
-    size = -(-(end + 2 * hw.dram.bandwidth_bytes_per_cycle) // _ALIGN) * _ALIGN + _ALIGN
-    image = DramImage(size)
-    image.data[:] = rng.integers(0, 256, size=size, dtype=np.uint8)
+    image = _random_image(case, rng)
     db = hw.data_bytes
     a_ops: list[np.ndarray | None] = []
     b_ops: list[np.ndarray] = []
@@ -244,6 +261,82 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
         else:
             _place(image, tb.addr, tb.stride, to_bytes(b.reshape(-1, n), db).reshape(-1, n * db))
     return image, Operands(tuple(a_ops), tuple(b_ops))
+
+
+def place_dense(image: DramImage, tensor: Tensor, values: np.ndarray) -> None:
+    """Write a dense tensor's ``rows × cols`` integers at its rows (its element width)."""
+    rows, cols = values.shape
+    _place(image, tensor.addr, tensor.stride,
+           to_bytes(values, tensor.elem_bytes).reshape(rows, cols * tensor.elem_bytes))
+
+
+def _quantize(x: np.ndarray, frac: int, bits: int) -> np.ndarray:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(np.floor(x * (1 << frac) + 0.5), lo, hi).astype(np.int64)
+
+
+def _attention_masks(case: Case, rng: np.random.Generator) -> np.ndarray:
+    """The packed element masks of every partial block of the op, in the plan's order. Bits
+    past ``cols`` in a row's last byte are undefined (docs/isa.md): random, so an RTL that
+    reads them fails."""
+    plan = case.attention.plan
+    out = []
+    for item in plan.items:
+        for block in item.blocks:
+            if block.partial:
+                bits = item_mask(plan.op, plan.mask, item, block)
+                spare = rng.random((block.rows, -item.cols % 8)) < 0.5
+                rows = np.concatenate([bits, spare], axis=1)
+                out.append(np.packbits(rows, axis=1, bitorder="little").ravel())
+    masks = np.concatenate(out) if out else np.zeros(0, np.uint8)
+    if masks.size != plan.layout.mask_bytes:
+        raise VerificationError(f"the masks take {masks.size} bytes; the layout reserves "
+                                f"{plan.layout.mask_bytes}")
+    return masks
+
+
+def build_attention_image(case: Case, rng: np.random.Generator
+                          ) -> tuple[DramImage, dict[str, np.ndarray]]:
+    """The DRAM image of an attention case and its tensors by name (logical integers).
+
+    Q and K are the seeded synthetic tensors of ``workloads.generators.attention.synthetic_qk``
+    (the ones a top-k pattern of the case was chosen on), V uniform: quantized as
+    tests/dataflows/test_attention.py does, so scores are a few log2 units, as in real
+    attention. V is scaled down half the time when the accumulator is too narrow to hold the
+    unnormalised output of every key (``wide``: 16 bits), so both wrapping and exact outputs
+    occur. Oᵀ and every byte outside the operands stay random in the image; Oᵀ's logical
+    tensor starts at zero (no instruction reads it).
+    """
+    hw, op = case.hw, case.attention.op
+    frac, _, p_frac = attention_formats(hw)
+    image = _random_image(case, rng)
+    q, k = synthetic_qk(op.batch, op.heads, op.groups, op.queries, op.kv_len, op.head_dim,
+                        case.seed)
+    vmax = 1.0
+    if rng.random() < 0.5:
+        vmax = min(1.0, 2.0 ** (hw.acc_bits - 1 - p_frac - frac) / op.kv_len)
+    v = rng.uniform(-vmax, vmax, size=(op.batch, op.groups, op.kv_len, op.head_dim))
+    # Q carries log2(e)/√d, so the unit's base-2 softmax is the usual one.
+    scale = np.log2(np.e) / np.sqrt(op.head_dim) / 4
+    qi = _quantize(q * scale, frac, hw.data_bits)
+    ki, vi = _quantize(k / 4, frac, hw.data_bits), _quantize(v, frac, hw.data_bits)
+    b, g, d = op.batch, op.heads // op.groups, op.head_dim
+    qt = qi.reshape(b, op.groups, g, op.queries, d).transpose(0, 1, 4, 2, 3)
+    tensors = case.program.tensors
+    name = op.name
+    values = {
+        f"{name}.QT": qt.reshape(b * op.groups * d, g * op.queries),
+        f"{name}.K": ki.reshape(b * op.groups * op.kv_len, d),
+        f"{name}.VT": vi.transpose(0, 1, 3, 2).reshape(b * op.groups * d, op.kv_len),
+    }
+    for key, array in values.items():
+        place_dense(image, tensors[key], array)
+    ot = tensors[f"{name}.OT"]
+    values[ot.name] = np.zeros((ot.rows, ot.cols), np.int64)
+    masks = _attention_masks(case, rng)
+    image.write(tensors[f"{name}.masks"].addr, masks)
+    values[f"{name}.masks"] = masks
+    return image, values
 
 
 def read_dense(data: np.ndarray, addr: int, rows: int, cols: int, stride: int, elem_bytes: int,

@@ -11,21 +11,26 @@ The plain math (:func:`gemm_reference`, :func:`reference_image`) computes the sa
 without instructions: ``C = A · (B ⊙ mask)`` with the workload's own mask generators and
 ``compress_nm`` for compressed tiles. :func:`check_golden` demands that the two agree, which
 also checks the scheduler's addresses, tiling and dependencies for every program verified.
+
+Attention cases run on :class:`~verification.golden_softmax.AttentionInterpreter` (ops 7-11,
+on logical tensors; :func:`run_attention_golden`), and :func:`check_attention` holds its output
+against float softmax attention of the same integer operands within a derived error bound.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, Program, row_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, Program, Tensor, row_bytes
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.tiling import input_row_bytes
 from verification.dram import (
     DramImage,
     Operands,
+    build_attention_image,
     build_image,
     compressed_rows,
     from_bytes,
@@ -35,6 +40,7 @@ from verification.dram import (
     unpack_indices,
 )
 from verification.errors import VerificationError
+from verification.golden_softmax import AttentionInterpreter, SoftmaxFormat, attention_formats
 from verification.programs import Case
 from workloads.generators.nm import bdwp_masks, compress_nm, index_bits, nm_mask
 from workloads.spec import MAX_M, HardwareSpec
@@ -46,6 +52,8 @@ __all__ = [
     "gemm_reference",
     "reference_image",
     "check_golden",
+    "run_attention_golden",
+    "check_attention",
     "describe_address",
     "decode_outputs",
     "check_hazards",
@@ -127,7 +135,8 @@ class Interpreter:
                 if instr.op not in handlers:
                     raise VerificationError(
                         "not modelled by the golden interpreter, which covers the GEMM "
-                        "instructions (ops 1-6); attention ops are checked by verification/softmax")
+                        "instructions (ops 1-6); attention programs run on "
+                        "verification.golden_softmax.AttentionInterpreter (run_attention_golden)")
                 self._check_fields(instr)
                 handlers[instr.op](instr, out)
             except VerificationError as exc:
@@ -363,13 +372,122 @@ def describe_address(case: Case, addr: int) -> str:
 
 
 def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
-    """The output tensors (``*.C``) of a GEMM case decoded from a DRAM byte array."""
+    """The output tensors (``*.C``, attention's ``*.OT``) of a case from a DRAM byte array."""
     out = {}
     for tensor in case.program.tensors.values():
-        if tensor.name.endswith(".C"):
+        if tensor.name.endswith((".C", ".OT")):
             out[tensor.name] = read_dense(data, tensor.addr, tensor.rows, tensor.cols,
                                           tensor.stride, tensor.elem_bytes, 8 * tensor.elem_bytes)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+
+def _tensor_at(program: Program, addr: int) -> Tensor:
+    for tensor in program.tensors.values():
+        if tensor.addr <= addr < tensor.addr + tensor.nbytes:
+            return tensor
+    raise VerificationError(f"address {addr:#x} lies in no tensor of the program")
+
+
+def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.ndarray]
+                         ) -> tuple[DramImage, dict[str, np.ndarray]]:
+    """The expected image of an attention case, and the interpreter's tensors after it.
+
+    The image changes exactly where the program's ``STORE_C`` instructions write (the item's
+    Oᵀ columns); every bit of an accumulator is defined, so care stays all ones.
+    """
+    out = {name: np.array(t, copy=True) for name, t in tensors.items()}
+    AttentionInterpreter(case.hw, out).run(case.program)
+    expected = image.copy()
+    for instr in case.program.instrs:
+        if instr.op != Op.STORE_C:
+            continue
+        tensor = _tensor_at(case.program, instr.addr)
+        r0, byte = divmod(instr.addr - tensor.addr, tensor.stride)
+        c0 = byte // tensor.elem_bytes
+        block = out[tensor.name][r0:r0 + instr.rows, c0:c0 + instr.cols]
+        raw = to_bytes(block, case.hw.acc_bytes).reshape(instr.rows, -1)
+        for r in range(instr.rows):
+            expected.write(instr.addr + r * instr.stride, raw[r])
+    return expected, out
+
+
+def _kept_scores(case: Case, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``keep`` narrowed to the top-N of every M keys by score (ties: lower key) under N:M
+    scores; masked keys and the padding of a cut group rank below every kept score."""
+    if case.attention.plan.score_nm is None:
+        return keep
+    n, m = case.attention.plan.score_nm
+    low = x.min(initial=0) - 1
+    pad = -x.shape[1] % m
+    key = np.pad(np.where(keep, x, low), ((0, 0), (0, pad)), constant_values=low)
+    grouped = key.reshape(x.shape[0], -1, m)
+    chosen = np.zeros(grouped.shape, bool)
+    np.put_along_axis(chosen, np.argsort(-grouped, axis=-1, kind="stable")[..., :n], True, -1)
+    return keep & chosen.reshape(x.shape[0], -1)[:, :x.shape[1]]
+
+
+def check_attention(case: Case, tensors: dict[str, np.ndarray],
+                    out: dict[str, np.ndarray]) -> None:
+    """Raise unless the interpreter's Oᵀ of the case's work item is float attention of the
+    same integer operands (base-2 softmax of the fixed-point scores, the pattern's element mask,
+    N:M's top-N) within the datapath's error.
+
+    Bound, per query column with ``n`` kept keys, ``L = Σ 2^(s - max) ≥ 1`` and ``V = max|v|``:
+    every P̃ is within ``2^-P`` of exact (rounding, table error ``1.25·2^-E``, saturation) and
+    enters the output with weight ``≤ 1/L``; corrections, sums and the reciprocal add
+    ``O(n·steps·2^-E)`` relative error and each RESCALE/NORMALIZE floors one output LSB. Twice
+    that is the tolerance. A column with no kept key must be exactly zero. When the scores or
+    the unnormalised output could wrap the accumulator (legal, defined by the ISA, but no
+    longer attention) only that last check runs.
+    """
+    att, hw = case.attention, case.hw
+    op, item = att.op, att.work
+    frac, shift, p_frac = attention_formats(hw)
+    fmt = SoftmaxFormat.of(hw)
+    d, g, name = op.head_dim, op.heads // op.groups, op.name
+    base = item.batch * op.groups + item.group
+    cols = np.arange(item.col0, item.col0 + item.cols)
+    q = tensors[f"{name}.QT"][base * d:(base + 1) * d, cols].T
+    k = tensors[f"{name}.K"][base * op.kv_len:(base + 1) * op.kv_len]
+    v = tensors[f"{name}.VT"][base * d:(base + 1) * d].T
+    got = out[f"{name}.OT"][base * d:(base + 1) * d, cols].T
+    acc = q @ k.T
+    x = acc >> shift
+    keep = att.plan.mask.dense()[item.batch, item.group * g + cols // op.queries,
+                                 cols % op.queries]
+    kept = _kept_scores(case, x, keep)
+    n = kept.sum(axis=1)
+    if (got[n == 0] != 0).any():
+        raise VerificationError(f"seed {case.seed}: a query with no kept key has a non-zero "
+                                f"output")
+    lo, hi = fmt.score_range
+    limit = 1 << (hw.acc_bits - 1)
+    steps = len(att.steps) + 1  # ROWMAX corrections, plus NORMALIZE
+    vmax = int(np.abs(v).max(initial=0))
+    if (np.abs(acc[keep]).max(initial=0) >= limit or x[keep].min(initial=0) < lo
+            or x[keep].max(initial=0) > hi or keep.sum(axis=1).max() * vmax << p_frac >= limit):
+        return
+    s = np.where(kept, x / 2.0**fmt.frac_bits, -np.inf)
+    top = np.where(n > 0, s.max(axis=1), 0.0)
+    u = np.where(kept, np.exp2(s - top[:, None]), 0.0)
+    total = u.sum(axis=1)
+    ref = (u / np.maximum(total, 1.0)[:, None]) @ (v / 2.0**frac)
+    err = np.abs(got / 2.0 ** (p_frac + frac) - ref).max(axis=1, initial=0.0)
+    real_v = vmax / 2.0**frac
+    tol = 2 * (real_v * (n * 2.0**-p_frac + 3 * (n + steps) * steps * 2.0**-fmt.exp_bits)
+               / np.maximum(total, 1.0) + (steps + 2) * 2.0 ** -(p_frac + frac))
+    bad = np.flatnonzero(err > tol)
+    if bad.size:
+        j = int(bad[0])
+        raise VerificationError(
+            f"seed {case.seed}: attention output of query column {int(cols[j])} is off float "
+            f"attention by {err[j]:.4g} (bound {tol[j]:.4g}, {int(n[j])} kept keys); "
+            f"{bad.size} column(s) exceed the bound")
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,6 +513,15 @@ def _accesses(instr: Instr) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]
         return set(), {("accumulator", instr.slot)}
     if op == Op.STORE_B:
         return set(), {("weight", instr.slot)}
+    mask = {("mask", instr.slot)} if instr.mask else set()
+    if op == Op.ROWMAX:  # the running max and sums live in the vector unit: no buffer
+        return set(), {("accumulator", instr.c_slot)} | mask
+    if op == Op.EXP:
+        return {("weight", instr.b_slot)}, {("accumulator", instr.c_slot)} | mask
+    if op in (Op.RESCALE, Op.NORMALIZE):
+        return {("accumulator", instr.slot)}, {("accumulator", instr.slot)}
+    if op == Op.LOAD_MASK:
+        return {("mask", instr.slot)}, set()
     raise VerificationError(f"{op.name}: buffer accesses not modelled by check_hazards")
 
 
@@ -445,6 +572,14 @@ def check_capacity(program: Program, hw: HardwareSpec) -> None:
         elif instr.op == Op.COMPUTE:
             need, name, cap = instr.m * instr.cols * hw.acc_bytes, "accumulator", \
                 buffers.accumulator_bytes
+        elif instr.op == Op.EXP:
+            # P̃ rows written into the weight slot: dense, or N of every M (a cut group padded).
+            rows = -(-instr.rows // instr.nm_m) * instr.nm_n if instr.nm_n else instr.rows
+            need, name, cap = rows * row_bytes(replace(instr, op=Op.LOAD_B), hw), "weight", \
+                buffers.weight_bytes
+        elif instr.op in (Op.ROWMAX, Op.RESCALE, Op.NORMALIZE):
+            need, name, cap = instr.rows * instr.cols * hw.acc_bytes, "accumulator", \
+                buffers.accumulator_bytes
         else:
             continue
         if need > cap // SLOTS_PER_BUFFER:
@@ -484,11 +619,18 @@ def prepare(case: Case) -> Prepared:
     The image's random bytes come from the case's seed. Raises :class:`VerificationError` if
     the interpreter and the math disagree, the program has a hazard or a tile larger than its
     buffer slot: those are defects of the golden models or the scheduler, to be fixed before the
-    RTL can be judged.
+    RTL can be judged. Attention cases run on the attention interpreter and are checked against
+    float attention (:func:`check_attention`).
     """
-    image, operands = build_image(case, np.random.default_rng(case.seed))
-    expected = run_golden(case.program, case.hw, image)
-    check_golden(case, operands, image, expected)
+    rng = np.random.default_rng(case.seed)
+    if case.attention is not None:
+        image, tensors = build_attention_image(case, rng)
+        expected, out = run_attention_golden(case, image, tensors)
+        check_attention(case, tensors, out)
+    else:
+        image, operands = build_image(case, rng)
+        expected = run_golden(case.program, case.hw, image)
+        check_golden(case, operands, image, expected)
     stats = run_program(case.program, case.hw, trace=True)
     check_hazards(case.program, stats.trace)
     check_capacity(case.program, case.hw)

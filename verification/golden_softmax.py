@@ -21,7 +21,7 @@ Algorithm, per lane (the RTL does exactly this):
 5. ``p = min(⌊(e·R + 2^(K-P-1)) / 2^(K-P)⌋, 2^P - 1)``.
 
 **Error bound** against float64 softmax of the same fixed-point scores (proved in
-:func:`error_bound`'s docstring and checked by ``tests/verification/test_golden_softmax.py``):
+:func:`error_bound`'s docstring and checked by ``verification/softmax/test_golden_softmax.py``):
 
     |p_i / 2^P - softmax(x)_i| ≤ 2^-P + 1.25 · (1 + softmax(x)_i · (n - 1)) · 2^-E
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataflows.cost import SOFTMAX_GUARD_BITS
+from dataflows.cost import SOFTMAX_GUARD_BITS, attention_formats
 from verification.errors import VerificationError
 from workloads.spec import HardwareSpec
 
@@ -188,18 +188,6 @@ def quantize_scores(scores: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def attention_formats(hw: HardwareSpec) -> tuple[int, int, int]:
-    """(operand fraction bits, score shift, P̃ fraction bits) of attention on ``hw``.
-
-    Q (pre-scaled by log2(e)/√d), K and V are ``data_bits``-bit operands with ``data_bits // 2``
-    fraction bits, so a score in the accumulator has twice that; ROWMAX and EXP read it shifted
-    right (arithmetically) by ``score_shift`` to ``score_frac_bits``. P̃ = 2^(s - max) ≤ 1 is
-    written as a non-negative operand with ``data_bits - 1`` fraction bits.
-    """
-    frac = hw.data_bits // 2
-    return frac, max(0, 2 * frac - hw.vector_unit.score_frac_bits), hw.data_bits - 1
-
-
 def _wrap(values: np.ndarray, bits: int) -> np.ndarray:
     shift = np.int64(64 - bits)
     return (np.asarray(values, dtype=np.int64) << shift) >> shift
@@ -347,11 +335,11 @@ class AttentionInterpreter:
             n, m = instr.nm_n, instr.nm_m
             groups = -(-instr.rows // m)
             pad = groups * m - instr.rows
-            xs = np.pad(
-                np.where(keep, x, np.iinfo(np.int64).min),
-                ((0, pad), (0, 0)),
-                constant_values=np.iinfo(np.int64).min,
-            )
+            # Masked scores and a cut group's padding rank below every kept score (x is
+            # clipped to the score range). Not int64's minimum: negating it for the descending
+            # sort overflows back to the minimum, which would rank masked rows first.
+            masked = self.fmt.score_range[0] - 1
+            xs = np.pad(np.where(keep, x, masked), ((0, pad), (0, 0)), constant_values=masked)
             ep = np.pad(e, ((0, pad), (0, 0)))
             g = xs.reshape(groups, m, -1)
             # Top-N scores of each group (ties: lower index), kept in increasing index order.

@@ -23,6 +23,12 @@ Kinds of case:
 ``pregen``
     Pre-generation: dense weight tiles loaded, compressed on the vector unit, stored compressed
     (``STORE_B``).
+``attention`` (:data:`ATTENTION`)
+    One work item of a small attention op (``dataflows.attention``): QKᵀ, the online softmax
+    (ops 7-11) and PV, with a random mask pattern (dense, sliding window, block-sparse, top-k,
+    N:M scores), GQA, prefill or decode, causal or not. Drawn **only when named**
+    (``kinds=("attention",)``): it is not in :data:`KINDS`, so the default mixed draw and the
+    draws of the GEMM kinds stay what they were for every seed CI replays.
 """
 
 from __future__ import annotations
@@ -31,15 +37,34 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dataflows.attention import (
+    AttentionPlan,
+    Block,
+    WorkItem,
+    item_chunks,
+    item_program,
+    plan_attention,
+)
 from dataflows.isa import Program, Unit
 from dataflows.lowering import GemmTask
 from dataflows.scheduler import build_segment, pregen_program, tiling_for
 from dataflows.tiling import Tiling
 from verification.errors import VerificationError
 from workloads.errors import MappingError
-from workloads.spec import HardwareSpec, SchedulePasses
+from workloads.spec import AttentionOp, HardwareSpec, SchedulePasses
 
-__all__ = ["KINDS", "Case", "random_case", "make_case", "case_spec", "case_from_spec"]
+__all__ = [
+    "KINDS",
+    "ATTENTION",
+    "ATTENTION_PATTERNS",
+    "AttentionCase",
+    "Case",
+    "random_case",
+    "make_case",
+    "attention_case",
+    "case_spec",
+    "case_from_spec",
+]
 
 #: Kinds of random case and their relative frequency in a mixed run.
 KINDS: dict[str, float] = {
@@ -56,6 +81,43 @@ _PATTERNS = ((1, 2), (2, 4), (1, 4), (2, 8), (4, 8), (1, 8))
 
 _MAX_M_ROWS = 20  # activation rows: enough for several M tiles once tm is small
 
+#: The attention kind. Not a key of :data:`KINDS`: adding it there would change the weighted
+#: draw, hence the program, of every seed; it is drawn only when a caller names it.
+ATTENTION = "attention"
+
+#: Its weight when named together with GEMM kinds.
+_ATTENTION_WEIGHT = 0.2
+
+#: Mask patterns an attention case draws from (``nm`` only with a pattern the array runs).
+ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse", "topk", "nm")
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionCase:
+    """The attention op of a case and the one work item its program computes, whole.
+
+    Attributes
+    ----------
+    plan
+        ``dataflows.attention.plan_attention(op, hw)``: the op, its mask, items and layout.
+    item
+        Index of the work item in ``plan.items``.
+    steps
+        The item's steps (``item_chunks``; one chunk): the blocks the program visits.
+    """
+
+    plan: AttentionPlan
+    item: int
+    steps: tuple[Block, ...]
+
+    @property
+    def op(self) -> AttentionOp:
+        return self.plan.op
+
+    @property
+    def work(self) -> WorkItem:
+        return self.plan.items[self.item]
+
 
 @dataclass(frozen=True, slots=True)
 class Case:
@@ -66,13 +128,17 @@ class Case:
     seed
         The seed that regenerates this case exactly (``random_case(hw, seed)``).
     kind
-        One of :data:`KINDS`.
+        One of :data:`KINDS`, or :data:`ATTENTION`.
     segment
-        ``"gemm"`` or ``"pregen"``: how the tensors of ``program`` are to be read.
+        ``"gemm"``, ``"pregen"`` or ``"attention"``: how the tensors of ``program`` are to be
+        read.
     tasks, tilings
-        The GEMM tasks and their tilings, in tag order (``program.tags`` index ``tasks``).
+        The GEMM tasks and their tilings, in tag order (``program.tags`` index ``tasks``);
+        empty for attention.
     passes
         The scheduler passes the program was built with.
+    attention
+        The op and work item of an attention case; None for the GEMM kinds.
     """
 
     seed: int
@@ -83,10 +149,13 @@ class Case:
     tilings: tuple[Tiling, ...]
     segment: str
     passes: SchedulePasses
+    attention: AttentionCase | None = None
 
     @property
     def description(self) -> str:
         """A one-line summary: kind, shapes, sparsity, tiling and passes."""
+        if self.attention is not None:
+            return self._attention_description()
         parts = []
         for task, t in zip(self.tasks, self.tilings):
             nm = f" {task.nm[0]}:{task.nm[1]}" if task.nm else ""
@@ -98,6 +167,19 @@ class Case:
         buffering = "double" if self.passes.double_buffering else "single"
         return (f"seed {self.seed} {self.kind}: {'; '.join(parts)}; {buffering} buffering; "
                 f"{len(self.program.instrs)} instructions")
+
+    def _attention_description(self) -> str:
+        att = self.attention
+        op, item, mask = att.op, att.work, att.plan.mask
+        heads = f"{op.heads} heads" + (f"/{op.groups} kv" if op.groups != op.heads else "")
+        masked = sum(b.partial for b in att.steps)
+        causal = " causal" if op.causal and "causal" not in mask.label else ""
+        return (f"seed {self.seed} attention: {mask.label}{causal}, "
+                f"{op.phase} {heads} q_len={op.queries} kv_len={op.kv_len} d={op.head_dim} "
+                f"block={op.block_size}; item {att.item}/{len(att.plan.items)} (kv head "
+                f"{item.group}, cols {item.col0}..{item.col0 + item.cols - 1}), "
+                f"{len(att.steps)} steps ({masked} masked); {len(self.program.instrs)} "
+                f"instructions")
 
 
 def _pattern(rng: np.random.Generator, hw: HardwareSpec) -> tuple[int, int]:
@@ -171,6 +253,11 @@ def make_case(hw: HardwareSpec, seed: int, kind: str, tasks: tuple[GemmTask, ...
     else:
         built = build_segment(tasks, hw, passes, compressed_in_dram)
         program, tilings, segment = built.program, built.tilings, "gemm"
+    _check_depth(seed, program, hw)
+    return Case(seed, kind, hw, program, tasks, tilings, segment, passes)
+
+
+def _check_depth(seed: int, program: Program, hw: HardwareSpec) -> None:
     depth = hw.controller.instruction_depth
     for unit, queue in program.per_unit().items():
         if len(queue) > depth:
@@ -178,7 +265,92 @@ def make_case(hw: HardwareSpec, seed: int, kind: str, tasks: tuple[GemmTask, ...
                 f"seed {seed}: {len(queue)} {Unit(unit).name} instructions exceed "
                 f"controller.instruction_depth={depth}; use smaller shapes or a deeper controller"
             )
-    return Case(seed, kind, hw, program, tasks, tilings, segment, passes)
+
+
+def _attention_pattern(kind: str, rng: np.random.Generator, hw: HardwareSpec, heads: int,
+                       kv_len: int, head_dim: int, block: int, seed: int) -> dict:
+    if kind == "sliding_window":
+        spans = [int(rng.integers(4, kv_len + 1)) for _ in range(heads)]
+        window = spans if heads > 1 and rng.random() < 0.3 else spans[0]  # MoA: one per head
+        return {"kind": kind, "window": window, "global_tokens": int(rng.integers(0, 4))}
+    if kind == "block_sparse":
+        return {"kind": kind, "density": round(float(rng.uniform(0.2, 0.8)), 2),
+                "seed": int(rng.integers(1000))}
+    if kind == "topk":
+        # The case's Q and K come from synthetic_qk with the case seed: the same tensors.
+        return {"kind": kind, "tokens": int(rng.integers(4, kv_len // 2 + 1)),
+                "channels": int(rng.integers(1, min(8, head_dim) + 1)), "data": {"seed": seed}}
+    if kind == "nm":
+        # EXP groups keys from each block's start, the float reference from key 0: they
+        # agree (and N:M means one thing) only when blocks hold whole groups.
+        nm = [(p.n, p.m) for p in hw.nm_patterns if block % p.m == 0]
+        n, m = nm[rng.integers(len(nm))]
+        return {"kind": kind, "n": n, "m": m}
+    return {"kind": "dense"}
+
+
+def _attention_op(rng: np.random.Generator, hw: HardwareSpec, seed: int) -> AttentionOp:
+    """A small attention op: a few heads (GQA a third of the time), ragged key blocks and
+    channel chunks, prefill (sometimes chunked) or decode, causal or not, a random pattern."""
+    kv_heads = int(rng.integers(1, 3))
+    heads = kv_heads * int(rng.choice([1, 1, 2]))
+    head_dim = int(rng.integers(2, 2 * hw.array.rows + 1))
+    kv_len = int(rng.integers(20, 81))
+    block = int(rng.choice([8, 16]))
+    phase = "decode" if rng.random() < 0.3 else "prefill"
+    q_len = None
+    if phase == "decode" and rng.random() < 0.3:
+        q_len = 2  # two new tokens (speculative decoding)
+    elif phase == "prefill" and rng.random() < 0.3:
+        q_len = int(rng.integers(1, kv_len))  # chunked prefill: the last q_len positions
+    kinds = [k for k in ATTENTION_PATTERNS
+             if k != "nm" or any(block % p.m == 0 for p in hw.nm_patterns)]
+    kind = kinds[rng.integers(len(kinds))]
+    pattern = _attention_pattern(kind, rng, hw, heads, kv_len, head_dim, block, seed)
+    return AttentionOp.model_validate({
+        "op": "attention", "name": "attn", "heads": heads, "kv_heads": kv_heads,
+        "q_len": q_len, "kv_len": kv_len, "head_dim": head_dim, "block_size": block,
+        "phase": phase, "causal": bool(rng.random() < 0.5), "pattern": pattern})
+
+
+def _attention_item(plan: AttentionPlan, hw: HardwareSpec,
+                    rng: np.random.Generator) -> tuple[int, tuple[Block, ...]]:
+    """A work item whose whole program is one chunk: one with a masked block if any has one
+    (masks are what the pattern adds), and among those one with the most steps (up to 3)."""
+    fits = []
+    for i, item in enumerate(plan.items):
+        chunks = item_chunks(plan, item, hw)
+        if len(chunks) == 1:
+            fits.append((i, chunks[0]))
+    if not fits:
+        raise MappingError("no work item of the op fits one program")
+    masked = [f for f in fits if any(b.partial for b in f[1])]
+    pool = masked or fits
+    enough = min(3, max(len(steps) for _, steps in pool))
+    pool = [f for f in pool if len(f[1]) >= enough]
+    return pool[rng.integers(len(pool))]
+
+
+def attention_case(hw: HardwareSpec, seed: int, rng: np.random.Generator | None = None) -> Case:
+    """The random attention case of ``seed``: one work item of a small op, its whole program.
+
+    Ops that do not map onto ``hw`` (a tile larger than a buffer slot) are redrawn; the draws
+    depend on ``rng`` (default: seeded by ``seed``) alone, so a seed replays.
+    """
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    last: Exception | None = None
+    for _ in range(20):
+        try:
+            plan = plan_attention(_attention_op(rng, hw, seed), hw)
+            index, steps = _attention_item(plan, hw, rng)
+        except MappingError as exc:
+            last = exc
+            continue
+        program = item_program(plan, plan.items[index], steps, True, True, hw)
+        _check_depth(seed, program, hw)
+        return Case(seed, ATTENTION, hw, program, (), (), "attention", SchedulePasses(),
+                    AttentionCase(plan, index, steps))
+    raise VerificationError(f"seed {seed}: no mappable attention op on {hw.name!r}: {last}")
 
 
 def random_case(hw: HardwareSpec, seed: int, kinds: tuple[str, ...] | None = None) -> Case:
@@ -188,18 +360,22 @@ def random_case(hw: HardwareSpec, seed: int, kinds: tuple[str, ...] | None = Non
     ----------
     kinds
         Kinds to draw from (weighted by :data:`KINDS`); all of them by default.
+        :data:`ATTENTION` is drawn only when named here.
     """
     kinds = tuple(kinds or KINDS)
     for kind in kinds:
-        if kind not in KINDS:
-            raise VerificationError(f"unknown case kind {kind!r}; expected one of {', '.join(KINDS)}")
-    weights = np.array([KINDS[k] for k in kinds])
+        if kind not in KINDS and kind != ATTENTION:
+            raise VerificationError(f"unknown case kind {kind!r}; expected one of "
+                                    f"{', '.join([*KINDS, ATTENTION])}")
+    weights = np.array([KINDS.get(k, _ATTENTION_WEIGHT) for k in kinds])
     rng = np.random.default_rng(seed)
     last: Exception | None = None
     # Redraw shapes the mapping rejects (a pattern the hardware cannot pre-generate, a tile too
     # large for the buffers); the sequence of draws depends on the seed alone, so this replays.
     for _ in range(20):
         kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
+        if kind == ATTENTION:
+            return attention_case(hw, seed, rng)
         if kind == "pregen" and not hw.nm_patterns:
             kind = "nm_ff"
         tasks = _tasks(kind, rng, hw)

@@ -298,7 +298,8 @@ def verify(hw: HardwareSpec, seeds: list[int], build_root: Path, backpressure: f
         Verilog and Verilator builds go under ``build_root/<config>/``; an unchanged RTL is
         not rebuilt.
     kinds
-        Restrict the programs to these kinds (:data:`verification.programs.KINDS`).
+        Restrict the programs to these kinds (:data:`verification.programs.KINDS`, or
+        :data:`~verification.programs.ATTENTION`, which only runs when named).
     progress
         Called with the new results after every chunk of programs.
 

@@ -597,6 +597,12 @@ class AttentionOp(_Spec):
                 f"pattern.window lists {len(window)} spans; give one per head ({self.heads}) or "
                 f"a single integer"
             )
+        if isinstance(self.pattern, ScoreNMAttention) and self.block_size % self.pattern.m:
+            # Groups of M keys count from key 0; the mapping computes them block by block.
+            raise ValueError(
+                f"block_size={self.block_size} must be a multiple of pattern.m="
+                f"{self.pattern.m} (N:M groups of keys must not straddle mask blocks)"
+            )
         if isinstance(self.pattern, TopKAttention) and self.pattern.channels > self.head_dim:
             raise ValueError(
                 f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"

@@ -91,11 +91,10 @@ def _reference(op, hw, qi, ki, vi, allowed) -> np.ndarray:
     if op.pattern.kind == "nm":
         n, m = op.pattern.n, op.pattern.m
         pad = -op.kv_len % m
-        xs = np.pad(
-            np.where(keep, x, np.iinfo(np.int64).min),
-            [(0, 0)] * 3 + [(0, pad)],
-            constant_values=np.iinfo(np.int64).min,
-        )
+        # Masked keys and padding rank below every kept score (never int64's minimum, whose
+        # negation in the descending sort overflows back to itself).
+        masked = x.min(initial=0) - 1
+        xs = np.pad(np.where(keep, x, masked), [(0, 0)] * 3 + [(0, pad)], constant_values=masked)
         grouped = xs.reshape(*xs.shape[:3], -1, m)
         top = np.argsort(-grouped, axis=-1, kind="stable")[..., :n]
         chosen = np.zeros(grouped.shape, bool)

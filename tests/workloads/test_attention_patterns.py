@@ -198,6 +198,11 @@ def test_npy_tensors_load_relative_to_the_workload(tmp_path):
             "give exactly one of 'density'",
         ),
         (
+            "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, block_size: 30, "
+            "pattern: {kind: nm, n: 2, m: 4}}",
+            r"block_size=30 must be a multiple of pattern.m=4",
+        ),
+        (
             "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, "
             "pattern: {kind: blasst, data: {source: npy, q: nope.npy, k: nope.npy}}}",
             "file not found",

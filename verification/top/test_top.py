@@ -7,7 +7,9 @@ when ``$ARCHSIM_VERIFY_BUILD_DIR`` points at a kept directory). Every program is
 program; every value must match the golden model bit for bit and every cycle count, total and
 per instruction, the SimPy model exactly.
 
-The CI sample is small (about 25 programs); ``archsim verify --programs 200`` or
+Attention programs (the online softmax of ops 7-11 between QKᵀ and PV) run the same way, drawn
+only when named (``verification.programs.ATTENTION``). The CI sample is small (about 45
+programs); ``archsim verify --programs 200`` or
 ``benchmarks/bench_verify.py`` run many more on demand. Findings (docs/verification.md) get a
 strict ``xfail`` test while open, which turns into a failure the day the behaviour changes; both
 found so far are fixed, and the sample includes the seeds that exposed them.
@@ -25,7 +27,7 @@ pytest.importorskip("amaranth")
 
 from dataflows.lowering import GemmTask  # noqa: E402
 from verification.configs import CONFIGS, load_config  # noqa: E402
-from verification.programs import KINDS, case_spec  # noqa: E402
+from verification.programs import ATTENTION, KINDS, case_spec  # noqa: E402
 from verification.session import (  # noqa: E402
     TOP_TESTS,
     build_accelerator,
@@ -38,6 +40,13 @@ from verification.session import (  # noqa: E402
 KIND_SEEDS = {"bdwp_bp": 1000, "bp_wg": 1001, "dense": 1002, "nm_ff": 1003, "pregen": 1004,
               "wg": 1005}
 MIXED_SEEDS = [2, 7, 21, 23, 42, 77]
+
+#: Attention programs (ops 7-11 with QKᵀ and PV), by configuration: together every mask
+#: pattern, element masks, N:M scores, GQA and decode (tests/verification/
+#: test_attention_cases.py pins that coverage). Seed 132 ends on a one-row 2:8 group, whose
+#: padding rows must count as masked (the first RTL kept stale exponentials there).
+ATTENTION_SEEDS = {"tiny": [0, 1, 5, 8, 10, 14, 23, 43, 132],
+                   "tiny-8x8": [0, 1, 3, 5, 8, 10, 15, 23, 132]}
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +88,15 @@ def test_random_programs_are_exact(config, tmp_path):
     _check(results, len(MIXED_SEEDS))
 
 
+def test_attention_programs_are_exact(config, tmp_path):
+    hw, dut = config
+    seeds = ATTENTION_SEEDS[hw.name]
+    results = run_plan(dut, TOP_TESTS, program_plan(hw, seeds, [[ATTENTION]] * len(seeds)),
+                       tmp_path)
+    _check(results, len(seeds))
+    assert {r.kind for r in results} == {ATTENTION}
+
+
 def test_random_backpressure_keeps_values_exact(config, tmp_path):
     hw, dut = config
     if hw.name != "tiny":
@@ -107,6 +125,21 @@ def test_a_model_that_disagrees_is_caught(config, tmp_path):
     assert not r.ok and r.value_mismatches == 0
     assert r.cycle_diff != 0
     assert r.timing_mismatches > 0 and "COMPRESS" in " ".join(r.timing_examples)
+
+
+def test_a_softmax_model_that_disagrees_is_caught(config, tmp_path):
+    """The same RTL judged against a model whose exp stage is one cycle deeper: values still
+    match, cycles do not, and the report names the vector unit's softmax instructions."""
+    hw, dut = config
+    if hw.name != "tiny":
+        pytest.skip("one configuration suffices")
+    wrong = hw.model_copy(update={"vector_unit": hw.vector_unit.model_copy(
+        update={"exp_latency_cycles": hw.vector_unit.exp_latency_cycles + 1})})
+    [r] = run_plan(dut, TOP_TESTS, program_plan(wrong, [1], [[ATTENTION]]), tmp_path)
+    assert not r.ok and r.value_mismatches == 0
+    assert r.cycle_diff != 0
+    named = " ".join(r.timing_examples)
+    assert r.timing_mismatches > 0 and ("ROWMAX" in named or "EXP" in named), named
 
 
 def test_short_reduction_tile_fits_the_input_slot(config, tmp_path):
