@@ -149,7 +149,8 @@ def with_spgemm(result: SimResult, workload: WorkloadSpec) -> SimResult:
 
     Each op is simulated with every dataflow it lists; the fastest one counts in the totals
     (cycles, seconds, DRAM bytes, energy of its multiplies and DRAM traffic). SpGEMM runs on
-    its own engine after the GEMMs, so PE-array MACs and utilization stay those of the array.
+    its own engine after the GEMMs: PE-array MACs stay those of the array, and utilization is
+    the array's over the whole run, SpGEMM cycles included (the array idles while they run).
     """
     from archsim.spgemm import simulate_spgemm
     from workloads.spec import SpGEMMOp
