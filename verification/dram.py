@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataflows.attention import item_mask
+from dataflows.attention import AttentionPlan, item_mask
+from dataflows.cost import attention_formats
 from dataflows.isa import Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from verification.errors import VerificationError
-from verification.golden_softmax import attention_formats
 from verification.programs import Case
 from workloads.generators.attention import synthetic_qk
 from workloads.generators.nm import compress_nm, index_bits, random_weights
@@ -42,6 +42,9 @@ __all__ = [
     "nm_tiles",
     "build_image",
     "place_dense",
+    "quantize",
+    "pack_masks",
+    "attention_tensors",
     "build_attention_image",
     "read_dense",
 ]
@@ -270,22 +273,24 @@ def place_dense(image: DramImage, tensor: Tensor, values: np.ndarray) -> None:
            to_bytes(values, tensor.elem_bytes).reshape(rows, cols * tensor.elem_bytes))
 
 
-def _quantize(x: np.ndarray, frac: int, bits: int) -> np.ndarray:
+def quantize(x: np.ndarray, frac: int, bits: int) -> np.ndarray:
+    """Reals → ``bits``-bit two's complement with ``frac`` fraction bits (round half up,
+    saturating): attention's Q, K and V operands."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return np.clip(np.floor(x * (1 << frac) + 0.5), lo, hi).astype(np.int64)
 
 
-def _attention_masks(case: Case, rng: np.random.Generator) -> np.ndarray:
-    """The packed element masks of every partial block of the op, in the plan's order. Bits
-    past ``cols`` in a row's last byte are undefined (docs/isa.md): random, so an RTL that
-    reads them fails."""
-    plan = case.attention.plan
+def pack_masks(plan: AttentionPlan, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The packed element masks of every partial block of a plan, in its order (the layout of
+    ``dataflows.attention``). Bits past ``cols`` in a row's last byte are undefined
+    (docs/isa.md): random with ``rng``, so an RTL that reads them fails; else zero."""
     out = []
     for item in plan.items:
         for block in item.blocks:
             if block.partial:
                 bits = item_mask(plan.op, plan.mask, item, block)
-                spare = rng.random((block.rows, -item.cols % 8)) < 0.5
+                spare = (rng.random((block.rows, -item.cols % 8)) < 0.5 if rng is not None
+                         else np.zeros((block.rows, -item.cols % 8), bool))
                 rows = np.concatenate([bits, spare], axis=1)
                 out.append(np.packbits(rows, axis=1, bitorder="little").ravel())
     masks = np.concatenate(out) if out else np.zeros(0, np.uint8)
@@ -293,6 +298,23 @@ def _attention_masks(case: Case, rng: np.random.Generator) -> np.ndarray:
         raise VerificationError(f"the masks take {masks.size} bytes; the layout reserves "
                                 f"{plan.layout.mask_bytes}")
     return masks
+
+
+def attention_tensors(plan: AttentionPlan, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                      rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """An op's tensors by name as the logical matrices of ``dataflows.attention``'s layout:
+    Qᵀ, K, Vᵀ from integer ``q[b, heads, q_len, d]``, ``k``/``v[b, kv_heads, kv_len, d]``, a
+    zero Oᵀ and the packed masks (:func:`pack_masks`)."""
+    op = plan.op
+    b, g, d, name = op.batch, op.heads // op.groups, op.head_dim, op.name
+    qt = q.reshape(b, op.groups, g, op.queries, d).transpose(0, 1, 4, 2, 3)
+    return {
+        f"{name}.QT": qt.reshape(b * op.groups * d, g * op.queries).copy(),
+        f"{name}.K": k.reshape(b * op.groups * op.kv_len, d).copy(),
+        f"{name}.VT": v.transpose(0, 1, 3, 2).reshape(b * op.groups * d, op.kv_len).copy(),
+        f"{name}.OT": np.zeros((b * op.groups * d, g * op.queries), np.int64),
+        f"{name}.masks": pack_masks(plan, rng),
+    }
 
 
 def build_attention_image(case: Case, rng: np.random.Generator
@@ -307,7 +329,8 @@ def build_attention_image(case: Case, rng: np.random.Generator
     occur. Oᵀ and every byte outside the operands stay random in the image; Oᵀ's logical
     tensor starts at zero (no instruction reads it).
     """
-    hw, op = case.hw, case.attention.op
+    hw, plan = case.hw, case.attention.plan
+    op = plan.op
     frac, _, p_frac = attention_formats(hw)
     image = _random_image(case, rng)
     q, k = synthetic_qk(op.batch, op.heads, op.groups, op.queries, op.kv_len, op.head_dim,
@@ -318,24 +341,13 @@ def build_attention_image(case: Case, rng: np.random.Generator
     v = rng.uniform(-vmax, vmax, size=(op.batch, op.groups, op.kv_len, op.head_dim))
     # Q carries log2(e)/√d, so the unit's base-2 softmax is the usual one.
     scale = np.log2(np.e) / np.sqrt(op.head_dim) / 4
-    qi = _quantize(q * scale, frac, hw.data_bits)
-    ki, vi = _quantize(k / 4, frac, hw.data_bits), _quantize(v, frac, hw.data_bits)
-    b, g, d = op.batch, op.heads // op.groups, op.head_dim
-    qt = qi.reshape(b, op.groups, g, op.queries, d).transpose(0, 1, 4, 2, 3)
+    values = attention_tensors(plan, quantize(q * scale, frac, hw.data_bits),
+                               quantize(k / 4, frac, hw.data_bits),
+                               quantize(v, frac, hw.data_bits), rng)
     tensors = case.program.tensors
-    name = op.name
-    values = {
-        f"{name}.QT": qt.reshape(b * op.groups * d, g * op.queries),
-        f"{name}.K": ki.reshape(b * op.groups * op.kv_len, d),
-        f"{name}.VT": vi.transpose(0, 1, 3, 2).reshape(b * op.groups * d, op.kv_len),
-    }
-    for key, array in values.items():
-        place_dense(image, tensors[key], array)
-    ot = tensors[f"{name}.OT"]
-    values[ot.name] = np.zeros((ot.rows, ot.cols), np.int64)
-    masks = _attention_masks(case, rng)
-    image.write(tensors[f"{name}.masks"].addr, masks)
-    values[f"{name}.masks"] = masks
+    for key in (f"{op.name}.QT", f"{op.name}.K", f"{op.name}.VT"):
+        place_dense(image, tensors[key], values[key])
+    image.write(tensors[f"{op.name}.masks"].addr, values[f"{op.name}.masks"])
     return image, values
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from archsim.model import run_program
+from dataflows.cost import attention_formats
 from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, Program, Tensor, row_bytes
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.tiling import input_row_bytes
@@ -40,8 +41,9 @@ from verification.dram import (
     unpack_indices,
 )
 from verification.errors import VerificationError
-from verification.golden_softmax import AttentionInterpreter, SoftmaxFormat, attention_formats
+from verification.golden_softmax import AttentionInterpreter, SoftmaxFormat
 from verification.programs import Case
+from workloads.generators.attention import top_n_scores
 from workloads.generators.nm import bdwp_masks, compress_nm, index_bits, nm_mask
 from workloads.spec import MAX_M, HardwareSpec
 
@@ -359,16 +361,24 @@ def check_golden(case: Case, operands: Operands, initial: DramImage, expected: D
             f"({describe_address(case, addr)}); {bad.size} bytes differ")
 
 
+def _tensor_at(program: Program, addr: int) -> Tensor | None:
+    """The tensor of ``program`` whose bytes hold ``addr``, if any."""
+    for tensor in program.tensors.values():
+        if tensor.addr <= addr < tensor.addr + tensor.nbytes:
+            return tensor
+    return None
+
+
 def describe_address(case: Case, addr: int) -> str:
     """Which tensor (and element, for dense tensors) a DRAM byte address belongs to."""
-    for tensor in case.program.tensors.values():
-        if tensor.addr <= addr < tensor.addr + tensor.nbytes:
-            offset = addr - tensor.addr
-            if tensor.fmt == "dense":
-                row, byte = divmod(offset, tensor.stride)
-                return f"{tensor.name}[{row}, {byte // tensor.elem_bytes}]"
-            return f"{tensor.name} byte {offset}"
-    return "outside every tensor"
+    tensor = _tensor_at(case.program, addr)
+    if tensor is None:
+        return "outside every tensor"
+    offset = addr - tensor.addr
+    if tensor.fmt == "dense":
+        row, byte = divmod(offset, tensor.stride)
+        return f"{tensor.name}[{row}, {byte // tensor.elem_bytes}]"
+    return f"{tensor.name} byte {offset}"
 
 
 def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
@@ -386,11 +396,6 @@ def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def _tensor_at(program: Program, addr: int) -> Tensor:
-    for tensor in program.tensors.values():
-        if tensor.addr <= addr < tensor.addr + tensor.nbytes:
-            return tensor
-    raise VerificationError(f"address {addr:#x} lies in no tensor of the program")
 
 
 def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.ndarray]
@@ -407,6 +412,8 @@ def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.nda
         if instr.op != Op.STORE_C:
             continue
         tensor = _tensor_at(case.program, instr.addr)
+        if tensor is None:
+            raise VerificationError(f"STORE_C address {instr.addr:#x} lies in no tensor")
         r0, byte = divmod(instr.addr - tensor.addr, tensor.stride)
         c0 = byte // tensor.elem_bytes
         block = out[tensor.name][r0:r0 + instr.rows, c0:c0 + instr.cols]
@@ -417,18 +424,11 @@ def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.nda
 
 
 def _kept_scores(case: Case, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``keep`` narrowed to the top-N of every M keys by score (ties: lower key) under N:M
-    scores; masked keys and the padding of a cut group rank below every kept score."""
+    """``keep`` narrowed to what N:M on scores keeps (the pattern's ``top_n_scores``)."""
     if case.attention.plan.score_nm is None:
         return keep
     n, m = case.attention.plan.score_nm
-    low = x.min(initial=0) - 1
-    pad = -x.shape[1] % m
-    key = np.pad(np.where(keep, x, low), ((0, 0), (0, pad)), constant_values=low)
-    grouped = key.reshape(x.shape[0], -1, m)
-    chosen = np.zeros(grouped.shape, bool)
-    np.put_along_axis(chosen, np.argsort(-grouped, axis=-1, kind="stable")[..., :n], True, -1)
-    return keep & chosen.reshape(x.shape[0], -1)[:, :x.shape[1]]
+    return keep & top_n_scores(x, keep, n, m)[:, :x.shape[1]]
 
 
 def check_attention(case: Case, tensors: dict[str, np.ndarray],

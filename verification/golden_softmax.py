@@ -37,6 +37,7 @@ import numpy as np
 
 from dataflows.cost import SOFTMAX_GUARD_BITS, attention_formats
 from verification.errors import VerificationError
+from workloads.generators.attention import top_n_scores
 from workloads.spec import HardwareSpec
 
 __all__ = [
@@ -333,18 +334,11 @@ class AttentionInterpreter:
         e = np.where(keep, exp2_neg(np.maximum(self.mx[None, :] - x, 0), self.fmt), 0)
         if instr.nm_n:
             n, m = instr.nm_n, instr.nm_m
-            groups = -(-instr.rows // m)
-            pad = groups * m - instr.rows
-            # Masked scores and a cut group's padding rank below every kept score (x is
-            # clipped to the score range). Not int64's minimum: negating it for the descending
-            # sort overflows back to the minimum, which would rank masked rows first.
-            masked = self.fmt.score_range[0] - 1
-            xs = np.pad(np.where(keep, x, masked), ((0, pad), (0, 0)), constant_values=masked)
-            ep = np.pad(e, ((0, pad), (0, 0)))
-            g = xs.reshape(groups, m, -1)
-            # Top-N scores of each group (ties: lower index), kept in increasing index order.
-            order = np.argsort(-g, axis=1, kind="stable")[:, :n, :]
-            idx = np.sort(order, axis=1)
+            chosen = top_n_scores(x.T, keep.T, n, m).T  # rows padded to whole groups
+            groups = chosen.shape[0] // m
+            ep = np.pad(e, ((0, chosen.shape[0] - instr.rows), (0, 0)))
+            # The N chosen rows of each group, in increasing index order.
+            idx = np.argsort(~chosen.reshape(groups, m, -1), axis=1, kind="stable")[:, :n, :]
             e = np.take_along_axis(ep.reshape(groups, m, -1), idx, axis=1).reshape(groups * n, -1)
             idx = idx.reshape(groups * n, -1)
         else:

@@ -15,7 +15,6 @@ from dataflows.attention import (
     attention_macs,
     attention_segments,
     item_chunks,
-    item_mask,
     item_program,
     plan_attention,
 )
@@ -28,9 +27,10 @@ from dataflows.cost import (
     softmax_cycles,
 )
 from dataflows.isa import Instr, Op, decode, encode
+from verification.dram import attention_tensors, quantize
 from verification.golden_softmax import AttentionInterpreter, attention_formats
 from workloads.errors import MappingError
-from workloads.generators.attention import synthetic_qk
+from workloads.generators.attention import synthetic_qk, top_n_scores
 from workloads.load import load_hardware
 from workloads.spec import AttentionOp, WorkloadSpec
 
@@ -56,30 +56,6 @@ def op_of(**fields) -> AttentionOp:
 # --------------------------------------------------------------------------------------------
 
 
-def _quantize(x: np.ndarray, frac: int, bits: int) -> np.ndarray:
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(np.floor(x * (1 << frac) + 0.5), lo, hi).astype(np.int64)
-
-
-def _dram(op: AttentionOp, hw, q, k, v, plan) -> dict[str, np.ndarray]:
-    """The op's tensors in the mapping's DRAM layout (module docstring of dataflows.attention)."""
-    b, g, d = op.batch, op.heads // op.groups, op.head_dim
-    qt = q.reshape(b, op.groups, g, op.queries, d).transpose(0, 1, 4, 2, 3)
-    masks = []
-    for item in plan.items:
-        for block in item.blocks:
-            if block.partial:
-                bits = item_mask(op, plan.mask, item, block)
-                masks.append(np.packbits(bits, axis=1, bitorder="little").ravel())
-    return {
-        "attn.QT": qt.reshape(b * op.groups * d, g * op.queries).copy(),
-        "attn.K": k.reshape(b * op.groups * op.kv_len, d).copy(),
-        "attn.VT": v.transpose(0, 1, 3, 2).reshape(b * op.groups * d, op.kv_len).copy(),
-        "attn.OT": np.zeros((b * op.groups * d, g * op.queries), np.int64),
-        "attn.masks": np.concatenate(masks) if masks else np.zeros(0, np.uint8),
-    }
-
-
 def _reference(op, hw, qi, ki, vi, allowed) -> np.ndarray:
     """Base-2 softmax attention of the integer operands, with the pattern's element mask and,
     for N:M scores, the top-N of every M keys by fixed-point score (ties: lower index)."""
@@ -89,17 +65,7 @@ def _reference(op, hw, qi, ki, vi, allowed) -> np.ndarray:
     x = np.einsum("bhqd,bhkd->bhqk", qi, kk) >> shift
     keep = allowed.copy()
     if op.pattern.kind == "nm":
-        n, m = op.pattern.n, op.pattern.m
-        pad = -op.kv_len % m
-        # Masked keys and padding rank below every kept score (never int64's minimum, whose
-        # negation in the descending sort overflows back to itself).
-        masked = x.min(initial=0) - 1
-        xs = np.pad(np.where(keep, x, masked), [(0, 0)] * 3 + [(0, pad)], constant_values=masked)
-        grouped = xs.reshape(*xs.shape[:3], -1, m)
-        top = np.argsort(-grouped, axis=-1, kind="stable")[..., :n]
-        chosen = np.zeros(grouped.shape, bool)
-        np.put_along_axis(chosen, top, True, axis=-1)
-        keep &= chosen.reshape(*xs.shape)[..., : op.kv_len]
+        keep &= top_n_scores(x, keep, op.pattern.n, op.pattern.m)[..., : op.kv_len]
     s = np.where(keep, x / 2.0**hw.vector_unit.score_frac_bits, -np.inf)
     top = np.where(keep.any(-1, keepdims=True), s.max(-1, keepdims=True), 0.0)
     e = np.where(keep, np.exp2(s - top), 0.0)
@@ -116,10 +82,10 @@ def run_values(op: AttentionOp, hw, seed: int = 0):
     v = rng.uniform(-1, 1, size=(op.batch, op.groups, op.kv_len, op.head_dim))
     # Q carries log2(e)/√d, so the base-2 softmax is the usual one; keep scores in range.
     scale = np.log2(np.e) / np.sqrt(op.head_dim) / 4
-    qi = _quantize(q * scale, frac, hw.data_bits)
-    ki, vi = _quantize(k / 4, frac, hw.data_bits), _quantize(v, frac, hw.data_bits)
+    qi = quantize(q * scale, frac, hw.data_bits)
+    ki, vi = quantize(k / 4, frac, hw.data_bits), quantize(v, frac, hw.data_bits)
     plan = plan_attention(op, hw)
-    dram = _dram(op, hw, qi, ki, vi, plan)
+    dram = attention_tensors(plan, qi, ki, vi)
     golden = AttentionInterpreter(hw, dram)
     for item in plan.items:
         chunks = item_chunks(plan, item, hw)

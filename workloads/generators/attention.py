@@ -54,6 +54,7 @@ __all__ = [
     "blasst_mask",
     "topk_mask",
     "score_nm_mask",
+    "top_n_scores",
     "from_flex",
     "from_torch",
     "load_npz",
@@ -774,6 +775,24 @@ def topk_mask(
         kept,
         f"top-{tokens} tokens/{channels}ch",
     )
+
+
+def top_n_scores(x: np.ndarray, keep: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Which keys N:M on scores keeps along the last axis: the top N of every M consecutive keys
+    by score, ties to the lower key. Masked keys (``keep`` False) rank below every kept score,
+    and a cut last group is padded with masked keys, so the result has the padded length (a
+    multiple of M) and exactly N chosen keys per group, masked ones too where a group keeps
+    fewer (docs/isa.md, EXP). The one definition the golden model and the tests share.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    # Below every score; not int64's minimum, whose negation in the sort overflows to itself.
+    low = x.min(initial=0) - 1
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, -x.shape[-1] % m)]
+    key = np.pad(np.where(keep, x, low), pad, constant_values=low)
+    grouped = key.reshape(*key.shape[:-1], -1, m)
+    chosen = np.zeros(grouped.shape, dtype=bool)
+    np.put_along_axis(chosen, np.argsort(-grouped, axis=-1, kind="stable")[..., :n], True, -1)
+    return chosen.reshape(key.shape)
 
 
 def score_nm_mask(
