@@ -28,6 +28,7 @@ import simpy
 
 from dataflows import spgemm as mapping
 from dataflows.spgemm import ChunkTable, SpGEMMProblem, transfer_cycles
+from workloads.arith import wrap
 from workloads.errors import SimulationError
 from workloads.spec import HardwareSpec, SpGEMMOp
 
@@ -362,7 +363,7 @@ def functional_c(
         rows, cols, vals = _outer_c(problem, tables[1].row_bounds)
     else:
         rows, cols, vals = _inner_c(problem, tables[0])
-    return rows, cols, _wrap(vals, problem.hw.acc_bits)
+    return rows, cols, wrap(vals, problem.hw.acc_bits)
 
 
 def _gustavson_c(problem: SpGEMMProblem, bounds: np.ndarray):
@@ -467,12 +468,6 @@ def _concat(parts):
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
 
-def _wrap(values: np.ndarray, bits: int) -> np.ndarray:
-    """Two's complement wrap-around to ``bits`` bits, as the accumulators do."""
-    shift = np.int64(64 - bits)
-    return (np.asarray(values, dtype=np.int64) << shift) >> shift
-
-
 def _check_c(problem: SpGEMMProblem, dataflow: str, c: tuple) -> None:
     rows, cols, vals = c
     shape = (problem.n_rows, problem.n_cols)
@@ -482,7 +477,7 @@ def _check_c(problem: SpGEMMProblem, dataflow: str, c: tuple) -> None:
     got = sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.int64)
     got.eliminate_zeros()
     want = sp.csr_matrix(problem.a @ problem.b, dtype=np.int64)
-    want.data = _wrap(want.data, problem.hw.acc_bits)
+    want.data = wrap(want.data, problem.hw.acc_bits)
     want.eliminate_zeros()
     diff = (got - want).tocoo()
     diff.eliminate_zeros()

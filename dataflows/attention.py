@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataflows.cost import ceil_div, mask_bytes
+from dataflows.cost import mask_bytes
 from dataflows.isa import Instr, Op, Program, Tensor, Unit
+from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.generators.attention import EMPTY, FULL, AttentionMask, build_mask
 from workloads.spec import AttentionOp, HardwareSpec

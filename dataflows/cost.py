@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataflows.isa import Instr, Op, row_bytes
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = [
     "COMPUTE_PIPELINE_CYCLES",
-    "ceil_div",
     "dma_cycles",
     "compute_cycles",
     "compress_cycles",
@@ -40,11 +40,6 @@ __all__ = [
 #: the input buffer, one to register it at the array edge, one to add a column's result into its
 #: accumulator (docs/rtl.md, "PE-array unit").
 COMPUTE_PIPELINE_CYCLES = 3
-
-
-def ceil_div(a: int, b: int) -> int:
-    """⌈a / b⌉ for non-negative integers."""
-    return -(-a // b)
 
 
 def dma_cycles(rows: int, bytes_per_row: int, hw: HardwareSpec) -> int:

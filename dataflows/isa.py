@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from workloads.generators.nm import index_bits
+from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
 
 __all__ = [
@@ -119,9 +119,9 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     if instr.op == Op.STORE_C:
         return instr.cols * hw.acc_bytes
     if instr.op == Op.LOAD_MASK:
-        return -(-instr.cols // 8)
+        return ceil_div(instr.cols, 8)
     if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:
-        return instr.cols * hw.data_bytes + -(-instr.cols * index_bits(instr.nm_m) // 8)
+        return instr.cols * hw.data_bytes + ceil_div(instr.cols * index_bits(instr.nm_m), 8)
     return instr.cols * hw.data_bytes
 
 

@@ -34,7 +34,7 @@ from dataflows.cost import program_cycles
 from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, Instr, Op, Program, Tensor, Unit
 from dataflows.lowering import GemmTask, lower
 from dataflows.tiling import Tiling, default_tiling, search_tiling
-from workloads.generators.nm import index_bits
+from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
@@ -149,7 +149,7 @@ class _Emitter:
         addr = 0
         if tensors:
             last = max(tensors.values(), key=lambda t: t.addr)
-            addr = -(-(last.addr + last.nbytes) // _ALIGN) * _ALIGN
+            addr = ceil_div((last.addr + last.nbytes), _ALIGN) * _ALIGN
         size = nbytes if nbytes is not None else rows * cols * elem_bytes
         tensor = Tensor(name, addr, rows, cols, elem_bytes, cols * elem_bytes, fmt, size)
         tensors[name] = tensor
@@ -163,7 +163,7 @@ def compressed_tile_geometry(tiling: Tiling, nm: tuple[int, int], hw: HardwareSp
     """
     n, m = nm
     cols = hw.array.cols
-    return tiling.tk // m * n, cols * hw.data_bytes + -(-cols * index_bits(m) // 8)
+    return tiling.tk // m * n, cols * hw.data_bytes + ceil_div(cols * index_bits(m), 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ class _Step:
 
 def _steps(tag: int, task: GemmTask, tiling: Tiling) -> Iterator[_Step]:
     m, k, n = tiling.dims(task)
-    nmt, nk, nn = -(-m // tiling.tm), -(-k // tiling.tk), -(-n // tiling.tn)
+    nmt, nk, nn = ceil_div(m, tiling.tm), ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
     for copy in range(task.copies):
         outer = ((mi, ni) for mi in range(nmt) for ni in range(nn)) if tiling.order == "mnk" else (
             (mi, ni) for ni in range(nn) for mi in range(nmt))
@@ -201,7 +201,7 @@ class _GemmWriter:
         self.c = em.alloc(f"{task.name}.C", self.m * copies, self.n, hw.acc_bytes)
         if tiling.sparse and tiling.compressed_in_dram:
             kc, rb = compressed_tile_geometry(tiling, task.nm, hw)
-            self.nk, self.nn = -(-self.k // tiling.tk), -(-self.n // tiling.tn)
+            self.nk, self.nn = ceil_div(self.k, tiling.tk), ceil_div(self.n, tiling.tn)
             self.tile_bytes = kc * rb
             tiles = self.nk * self.nn * copies
             self.b = em.alloc(f"{task.name}.B", kc * tiles, hw.array.cols, db, "nm_tiles",
@@ -316,7 +316,7 @@ def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator
 
 def _step_count(task: GemmTask, tiling: Tiling) -> int:
     m, k, n = tiling.dims(task)
-    return task.copies * -(-m // tiling.tm) * -(-k // tiling.tk) * -(-n // tiling.tn)
+    return task.copies * ceil_div(m, tiling.tm) * ceil_div(k, tiling.tk) * ceil_div(n, tiling.tn)
 
 
 def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
@@ -343,7 +343,7 @@ def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw:
         m, k, n = t.dims(task)
         dense = em.alloc(f"{task.weight}.dense", k, n, hw.data_bytes)
         kc, rb = compressed_tile_geometry(t, task.nm, hw)
-        nk, nn = -(-k // t.tk), -(-n // t.tn)
+        nk, nn = ceil_div(k, t.tk), ceil_div(n, t.tn)
         comp = em.alloc(f"{task.weight}.nm", kc * nk * nn, hw.array.cols, hw.data_bytes, "nm_tiles", kc * rb * nk * nn)
         for ki in range(nk):
             for ni in range(nn):

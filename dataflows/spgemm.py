@@ -32,7 +32,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from dataflows.cost import ceil_div
+from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.spec import HardwareSpec
 
@@ -106,7 +106,7 @@ def merge_half_bytes(hw: HardwareSpec) -> int:
 def b_row_beats(b_nnz: np.ndarray, hw: HardwareSpec) -> np.ndarray:
     """Stream beats of B rows: ``multipliers`` elements per beat, one beat for an empty row."""
     p = hw.spgemm.multipliers
-    return np.maximum(1, -(-np.asarray(b_nnz, dtype=np.int64) // p))
+    return np.maximum(1, ceil_div(np.asarray(b_nnz, dtype=np.int64), p))
 
 
 def hash_bucket(cols: np.ndarray, hw: HardwareSpec) -> np.ndarray:
@@ -128,7 +128,7 @@ def spill_readback_cycles(spilled: np.ndarray | int, hw: HardwareSpec) -> np.nda
     ``spilled · partial_bytes`` bytes. Only passes that spilled pay it.
     """
     s = np.asarray(spilled, dtype=np.int64)
-    beats = -(-(s * partial_bytes(hw)) // hw.dram.bandwidth_bytes_per_cycle)
+    beats = ceil_div((s * partial_bytes(hw)), hw.dram.bandwidth_bytes_per_cycle)
     return np.where(s > 0, hw.dram.latency_cycles + beats, 0)
 
 
@@ -156,7 +156,7 @@ def merge_level_sizes(
     while np.any(active):
         sizes.append(np.where(active, current, 0))
         done = active & (left <= radix)
-        left = np.where(active, -(-left // radix), 0)
+        left = np.where(active, ceil_div(left, radix), 0)
         current = np.where(active & ~done, np.minimum(current, left * nnz_out), 0)
         active = active & ~done
     return sizes
@@ -407,7 +407,7 @@ def map_inner(problem: SpGEMMProblem) -> list[ChunkTable]:
     col_elems = _segment_sum(col_nnz, qb)
     steps = np.outer(row_nonempty, col_elems) + np.outer(row_elems, col_nonempty)
     pairs = np.outer(row_nonempty, col_nonempty)
-    engine = 1 + -(-steps // p)
+    engine = 1 + ceil_div(steps, p)
     a_fetch = np.zeros((n_r, n_q), dtype=np.int64)
     a_fetch[:, 0] = _segment_sum(a_bytes, rb)
     b_fetch = np.tile(_segment_sum(b_col_bytes, qb), (n_r, 1))
@@ -424,7 +424,7 @@ def map_inner(problem: SpGEMMProblem) -> list[ChunkTable]:
             engine_cycles=engine.ravel(),
             fetch_bytes={"a": a_fetch.ravel(), "b": b_fetch.ravel(), "partial": _zeros(n_r * n_q)},
             write_bytes={"c": c_write.ravel(), "partial": _zeros(n_r * n_q)},
-            units={"multipliers": -(-problem.multiplies // p), "intersect": int(steps.sum() // p)},
+            units={"multipliers": ceil_div(problem.multiplies, p), "intersect": int(steps.sum() // p)},
             counters={
                 "intersections": int(pairs.sum()),
                 "effectual_outputs": int(problem.row_nnz_c.sum()),
@@ -460,7 +460,7 @@ def map_outer(problem: SpGEMMProblem) -> list[ChunkTable]:
     fetch_a = idx_b + a_col_nnz * element_bytes(hw)
     fetch_b = 2 * idx_b + b_nnz * element_bytes(hw)
     kb = greedy_chunks(fetch_a + fetch_b, slot_capacity_bytes(hw))
-    mult = np.where(live, 1 + a_col_nnz * -(-b_nnz // p), 0)
+    mult = np.where(live, 1 + a_col_nnz * ceil_div(b_nnz, p), 0)
     partial_out = np.where(live, a_col_nnz * (2 * idx_b + b_nnz * pp), 0)
     multiply = ChunkTable(
         name="outer.multiply",
@@ -527,7 +527,7 @@ def _merge_rows(
     zero = np.zeros_like(lists)
     if not levels:
         return _MergeRows(front + 1, zero + 1, zero, 0)
-    busy = [np.where(lv > 0, -(-lv // p), 0) for lv in levels]
+    busy = [np.where(lv > 0, ceil_div(lv, p), 0) for lv in levels]
     first = np.where(levels[0] > 0, busy[0] + depth, 0)
     later = zero.copy()
     inter = zero.copy()
@@ -698,7 +698,7 @@ def _hash_block(
         trace.extra_passes += int(np.count_nonzero(counts))
         first = np.concatenate([[0], np.cumsum(counts)[:-1]])
         pos = np.arange(len(srow), dtype=np.int64) - first[srow]
-        per_row = -(-counts // p)
+        per_row = ceil_div(counts, p)
         sbeat = np.concatenate([[0], np.cumsum(per_row)[:-1]])[srow] + pos // p
         result = _hash_pass(srow, scol, sbeat, pos % p, int(per_row.sum()), rows, hw, svals, trace)
         beat_row = np.repeat(np.arange(rows), per_row)

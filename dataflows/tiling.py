@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dataflows.cost import GemmEstimate, ceil_div, compress_cycles, compute_cycles, dma_cycles
+from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
 from dataflows.isa import SLOTS_PER_BUFFER
 from dataflows.lowering import GemmTask
+from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
-from workloads.generators.nm import index_bits
 from workloads.spec import HardwareSpec
 
 __all__ = [
@@ -76,7 +76,7 @@ def input_row_bytes(width: int, hw: HardwareSpec) -> int:
     capacity"): a row of 12 operands on 8 PE rows takes 16 operand places, not 12.
     """
     rows = hw.array.rows
-    banks = -(-width // rows)
+    banks = ceil_div(width, rows)
     return (1 << (banks - 1).bit_length()) * rows * hw.data_bytes
 
 

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In
 
 from rtl import layouts
 from rtl.params import Geometry, ceil_log2
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = ["InputBuffer", "WeightBuffer", "AccumulatorBuffer", "MaskBuffer"]
@@ -261,7 +262,7 @@ class MaskBuffer(wiring.Component):
         m = Module()
         g = self._g
         width = 8 * g.beat_bytes
-        depth = -(-g.mask_words // 2)
+        depth = ceil_div(g.mask_words, 2)
         word, slot_q, odd_q = self.vec_rd.word, Signal(), Signal()
         with m.If(self.vec_rd.en):
             m.d.sync += [slot_q.eq(self.vec_rd.slot), odd_q.eq(word[0])]

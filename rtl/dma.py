@@ -32,7 +32,7 @@ from dataflows.isa import Op, Unit
 from rtl import layouts
 from rtl.errors import RTLError
 from rtl.params import Geometry, ceil_log2
-from workloads.generators.nm import index_bits
+from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
 
 __all__ = ["DMAEngine", "ceil_div_const", "times_const"]
@@ -60,8 +60,8 @@ def ceil_div_const(x, divisor: int, x_max: int):
     if divisor & (divisor - 1) == 0:
         return (x + divisor - 1) >> ceil_log2(divisor)
     for shift in range(ceil_log2(x_max + divisor) + 1, 64):
-        k = -(-(1 << shift) // divisor)
-        if all(((v + divisor - 1) * k) >> shift == -(-v // divisor) for v in range(x_max + 1)):
+        k = ceil_div((1 << shift), divisor)
+        if all(((v + divisor - 1) * k) >> shift == ceil_div(v, divisor) for v in range(x_max + 1)):
             return times_const(x + divisor - 1, k) >> shift
     raise RTLError(f"no exact reciprocal for division by {divisor} up to {x_max}")
 

@@ -45,6 +45,7 @@ from rtl.dma import ceil_div_const, times_const
 from rtl.params import Geometry, ceil_log2
 from rtl.softmax import SoftmaxParams, exp2_neg
 from rtl.vector import select_top_n
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = ["OnlineSoftmax", "RUNNING_SUM_KEY_BITS"]
@@ -139,7 +140,7 @@ class OnlineSoftmax(wiring.Component):
         """``go``: a beat reads this cycle; ``beat``: its (row, chunk, last) position."""
         g, p = self._g, self._p
         row = Signal(16)
-        chunk = Signal(range(max(2, -(-g.cols // g.softmax_lanes))))
+        chunk = Signal(range(max(2, ceil_div(g.cols, g.softmax_lanes))))
         reading = Signal()
         # NORMALIZE first runs the dividers (R cycles); every other pass reads in cycle 0.
         norm_start = first & (cur["op"] == Op.NORMALIZE)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from dataflows.isa import SLOTS_PER_BUFFER
 from rtl.errors import RTLError
-from workloads.generators.nm import index_bits
+from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
 
 __all__ = ["Geometry", "ceil_log2", "next_pow2"]
@@ -41,10 +41,6 @@ def ceil_log2(x: int) -> int:
 def next_pow2(x: int) -> int:
     """The smallest power of two that is at least ``x`` (1 for ``x <= 1``)."""
     return 1 << ceil_log2(x)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +128,11 @@ class Geometry:
         n_max = max((n for n, _ in patterns), default=1)
         spans = [r] + [r // n * m for n, m in patterns]  # reduction covered by one tile
         k_max = max(spans)
-        a_banks = next_pow2(_ceil_div(k_max, r))
+        a_banks = next_pow2(ceil_div(k_max, r))
         slot_a = hw.buffers.input_bytes // SLOTS_PER_BUFFER
         # Rows of width ``span`` that fit a slot, each taking q banks; a_banks/q rows per address.
         a_depth = max(
-            _ceil_div(slot_a // (span * db) * next_pow2(_ceil_div(span, r)), a_banks)
+            ceil_div(slot_a // (span * db) * next_pow2(ceil_div(span, r)), a_banks)
             for span in spans
         )
         if slot_a < k_max * db:
@@ -159,7 +155,7 @@ class Geometry:
                 f"{c} x {hw.acc_bytes} B; enlarge buffers.accumulator_bytes"
             )
         beat = hw.dram.bandwidth_bytes_per_cycle
-        mask_row = _ceil_div(c, 8)
+        mask_row = ceil_div(c, 8)
         if mask_row > beat:
             raise RTLError(
                 f"{hw.name}: a mask row of {c} columns ({mask_row} B) is wider than a memory beat "
@@ -167,7 +163,7 @@ class Geometry:
                 f"dram.bandwidth_bytes_per_cycle must be at least {mask_row}"
             )
         ib = index_bits(m_max) if patterns else 0
-        compressed_row = c * db + _ceil_div(c * ib, 8)
+        compressed_row = c * db + ceil_div(c * ib, 8)
         row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
         return cls(
             name=hw.name,
@@ -187,16 +183,16 @@ class Geometry:
             a_depth=a_depth,
             k_max=k_max,
             b_banks=m_max,
-            b_depth=_ceil_div(k_max, m_max),
+            b_depth=ceil_div(k_max, m_max),
             c_depth=c_depth,
             row_bytes_max=row_bytes_max,
-            beats_max=_ceil_div(row_bytes_max, beat),
+            beats_max=ceil_div(row_bytes_max, beat),
             lanes=min(hw.vector_unit.lanes, c),
             vector_pipeline_cycles=hw.vector_unit.pipeline_cycles,
             instruction_depth=hw.controller.instruction_depth,
             softmax_lanes=hw.vector_unit.softmax_width,
             mask_row_bytes_max=mask_row,
-            mask_words=_ceil_div(c_depth * mask_row, beat) + 1,
+            mask_words=ceil_div(c_depth * mask_row, beat) + 1,
         )
 
     @property

@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from dataflows.isa import Unit
 from rtl import layouts
 from rtl.params import Geometry, ceil_log2
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = ["NMCompressor", "CompressEngine", "select_top_n"]
@@ -150,7 +151,7 @@ class CompressEngine(wiring.Component):
         m = Module()
         g = self._g
         lanes, banks, lg = g.lanes, g.b_banks, ceil_log2(g.b_banks)
-        chunks = -(-g.cols // lanes)
+        chunks = ceil_div(g.cols, lanes)
         p = self.issue.instr.payload
         busy, issuing = Signal(), Signal()
         first = Signal()

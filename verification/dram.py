@@ -27,8 +27,9 @@ from dataflows.isa import Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from verification.errors import VerificationError
 from verification.programs import Case
+from workloads.arith import ceil_div, index_bits
 from workloads.generators.attention import synthetic_qk
-from workloads.generators.nm import compress_nm, index_bits, random_weights
+from workloads.generators.nm import compress_nm, random_weights
 from workloads.spec import HardwareSpec
 
 __all__ = [
@@ -208,7 +209,7 @@ def nm_tiles(b: np.ndarray, case: Case, tag: int) -> list[tuple[int, np.ndarray]
     nm_n, nm_m = task.nm
     _, k, n = t.dims(task)
     kc, rb = compressed_tile_geometry(t, task.nm, hw)
-    nk, nn = -(-k // t.tk), -(-n // t.tn)
+    nk, nn = ceil_div(k, t.tk), ceil_div(n, t.tn)
     width = hw.array.cols
     tiles = []
     for copy in range(task.copies):
@@ -226,7 +227,7 @@ def _random_image(case: Case, rng: np.random.Generator) -> DramImage:
     hw, program = case.hw, case.program
     end = max(t.addr + t.nbytes for t in program.tensors.values())
     # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
-    size = -(-(end + 2 * hw.dram.bandwidth_bytes_per_cycle) // _ALIGN) * _ALIGN + _ALIGN
+    size = ceil_div((end + 2 * hw.dram.bandwidth_bytes_per_cycle), _ALIGN) * _ALIGN + _ALIGN
     image = DramImage(size)
     image.data[:] = rng.integers(0, 256, size=size, dtype=np.uint8)
     return image

@@ -43,12 +43,12 @@ from verification.dram import (
 from verification.errors import VerificationError
 from verification.golden_softmax import AttentionInterpreter, SoftmaxFormat
 from verification.programs import Case
+from workloads.arith import ceil_div, index_bits, wrap
 from workloads.generators.attention import top_n_scores
-from workloads.generators.nm import bdwp_masks, compress_nm, index_bits, nm_mask
+from workloads.generators.nm import bdwp_masks, compress_nm, nm_mask
 from workloads.spec import MAX_M, HardwareSpec
 
 __all__ = [
-    "wrap",
     "Interpreter",
     "run_golden",
     "gemm_reference",
@@ -63,16 +63,6 @@ __all__ = [
     "Prepared",
     "prepare",
 ]
-
-
-def wrap(values: np.ndarray, bits: int) -> np.ndarray:
-    """Two's complement wrap-around of int64 values to ``bits`` bits (sign-extended to int64).
-
-    int64 arithmetic already wraps modulo 2⁶⁴, and 2^bits divides 2⁶⁴, so wrapping the int64
-    result gives the exact ``bits``-bit result whatever overflowed on the way.
-    """
-    shift = np.int64(64 - bits)
-    return (np.asarray(values, dtype=np.int64) << shift) >> shift
 
 
 class _Plane:
@@ -205,7 +195,7 @@ class Interpreter:
             self.idx[s].write(np.zeros((instr.rows, instr.cols), np.int64), False)
             return
         ib = index_bits(instr.nm_m)
-        index_bytes = -(-instr.cols * ib // 8)
+        index_bytes = ceil_div(instr.cols * ib, 8)
         data, care = self._dram_rows(image, instr, instr.cols * db + index_bytes)
         self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits))
         region, region_care = data[:, instr.cols * db:], care[:, instr.cols * db:]
@@ -327,7 +317,7 @@ def _reference_pregen(case: Case, tag: int, b: np.ndarray, out: DramImage) -> No
     tensor = case.program.tensors[f"{task.weight}.nm"]
     _, k, n = t.dims(task)
     _, rb = compressed_tile_geometry(t, task.nm, hw)
-    nn = -(-n // t.tn)
+    nn = ceil_div(n, t.tn)
     # The compressed tiles must be exactly what a GEMM loads (the same packing as nm_tiles);
     # columns past a ragged tile's width are padding the ISA leaves undefined.
     for tile, (offset, raw) in enumerate(nm_tiles(b[:1], case, tag)):
@@ -394,8 +384,6 @@ def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # Attention
 # --------------------------------------------------------------------------------------------
-
-
 
 
 def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.ndarray]
@@ -574,7 +562,7 @@ def check_capacity(program: Program, hw: HardwareSpec) -> None:
                 buffers.accumulator_bytes
         elif instr.op == Op.EXP:
             # P̃ rows written into the weight slot: dense, or N of every M (a cut group padded).
-            rows = -(-instr.rows // instr.nm_m) * instr.nm_n if instr.nm_n else instr.rows
+            rows = ceil_div(instr.rows, instr.nm_m) * instr.nm_n if instr.nm_n else instr.rows
             need, name, cap = rows * row_bytes(replace(instr, op=Op.LOAD_B), hw), "weight", \
                 buffers.weight_bytes
         elif instr.op in (Op.ROWMAX, Op.RESCALE, Op.NORMALIZE):

@@ -37,6 +37,7 @@ import numpy as np
 
 from dataflows.cost import SOFTMAX_GUARD_BITS, attention_formats
 from verification.errors import VerificationError
+from workloads.arith import ceil_div, wrap
 from workloads.generators.attention import top_n_scores
 from workloads.spec import HardwareSpec
 
@@ -189,11 +190,6 @@ def quantize_scores(scores: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _wrap(values: np.ndarray, bits: int) -> np.ndarray:
-    shift = np.int64(64 - bits)
-    return (np.asarray(values, dtype=np.int64) << shift) >> shift
-
-
 class AttentionInterpreter:
     """Executes attention programs instruction by instruction (program order).
 
@@ -265,7 +261,7 @@ class AttentionInterpreter:
 
     def _load_mask(self, instr) -> None:
         name, t, _, off = self._locate(instr.addr)
-        width = -(-instr.cols // 8)
+        width = ceil_div(instr.cols, 8)
         raw = self.tensors[name][off : off + instr.rows * width].reshape(instr.rows, width)
         bits = np.unpackbits(raw, axis=1, bitorder="little")[:, : instr.cols]
         self.masks[instr.slot] = bits.astype(bool)
@@ -293,7 +289,7 @@ class AttentionInterpreter:
             prod = prod + acc[: instr.m, : instr.cols]
         new = np.zeros((max(instr.m, acc.shape[0]), max(instr.cols, acc.shape[1])), np.int64)
         new[: acc.shape[0], : acc.shape[1]] = acc
-        new[: instr.m, : instr.cols] = _wrap(prod, self.hw.acc_bits)
+        new[: instr.m, : instr.cols] = wrap(prod, self.hw.acc_bits)
         self.acc[instr.c_slot] = new
 
     # -- vector unit ---------------------------------------------------------------------------
@@ -325,7 +321,7 @@ class AttentionInterpreter:
         acc = self.acc[instr.slot]
         # Python integers: the product of an accumulator and a factor may pass 64 bits.
         prod = acc[: instr.rows, : instr.cols].astype(object) * self.corr[None, :].astype(object)
-        acc[: instr.rows, : instr.cols] = _wrap(
+        acc[: instr.rows, : instr.cols] = wrap(
             (prod >> self.fmt.exp_bits).astype(np.int64), self.hw.acc_bits
         )
 
@@ -352,6 +348,6 @@ class AttentionInterpreter:
         r = np.where(self.sums > 0, (1 << self.fmt.k) // np.maximum(self.sums, 1), 0)
         acc = self.acc[instr.slot]
         prod = acc[: instr.rows, : instr.cols].astype(object) * r[None, :].astype(object)
-        acc[: instr.rows, : instr.cols] = _wrap(
+        acc[: instr.rows, : instr.cols] = wrap(
             (prod >> (self.fmt.k - self.fmt.exp_bits)).astype(np.int64), self.hw.acc_bits
         )

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from workloads.arith import ceil_div
 from workloads.errors import SpecError
 
 __all__ = [
@@ -238,7 +239,7 @@ class SpGEMMEngineSpec(_Spec):
 
     @property
     def index_bytes(self) -> int:
-        return -(-self.index_bits // 8)
+        return ceil_div(self.index_bits, 8)
 
 
 class HardwareSpec(_Spec):
@@ -283,11 +284,11 @@ class HardwareSpec(_Spec):
 
     @property
     def data_bytes(self) -> int:
-        return -(-self.data_bits // 8)
+        return ceil_div(self.data_bits, 8)
 
     @property
     def acc_bytes(self) -> int:
-        return -(-self.acc_bits // 8)
+        return ceil_div(self.acc_bits, 8)
 
     def supports(self, n: int, m: int) -> bool:
         """True when the PE datapath can skip the pruned weights of an ``n:m`` pattern."""
@@ -620,7 +621,6 @@ class AttentionOp(_Spec):
         if self.q_len is not None:
             return self.q_len
         return self.kv_len if self.phase == "prefill" else 1
-
 
 
 MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder")

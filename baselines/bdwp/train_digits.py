@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.arith import ceil_div
+
 from .functions import DEFAULT_DECAY
 from .modules import BDWPConv2d, BDWPLinear
 
@@ -141,7 +143,7 @@ def train_one(
     torch.manual_seed(seed)
     model = DigitsCNN(config)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    steps_per_epoch = -(-len(y_train) // batch_size)
+    steps_per_epoch = ceil_div(len(y_train), batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     order_gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

@@ -18,7 +18,8 @@ from amaranth.sim import Simulator
 from dataflows.isa import Program, Unit, encode
 from dataflows.scheduler import Segment, compressed_tile_geometry
 from rtl.top import AccelTop
-from workloads.generators.nm import compress_nm, index_bits, nm_mask, random_weights
+from workloads.arith import index_bits
+from workloads.generators.nm import compress_nm, nm_mask, random_weights
 from workloads.spec import HardwareSpec
 
 __all__ = ["MemoryModel", "RunResult", "run_on_rtl", "Operands", "build_image", "check_outputs"]

@@ -17,7 +17,8 @@ from dataflows.isa import Op
 from dataflows.lowering import GemmTask
 from dataflows.scheduler import build_segment, compressed_tile_geometry, pregen_program
 from dataflows.tiling import search_tiling
-from workloads.generators.nm import compress_nm, index_bits, random_weights
+from workloads.arith import index_bits
+from workloads.generators.nm import compress_nm, random_weights
 from workloads.load import load_hardware
 from workloads.spec import HardwareSpec, SchedulePasses
 

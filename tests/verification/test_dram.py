@@ -17,7 +17,8 @@ from verification.dram import (
     unpack_indices,
 )
 from verification.programs import random_case
-from workloads.generators.nm import decompress_nm, index_bits, nm_mask
+from workloads.arith import index_bits
+from workloads.generators.nm import decompress_nm, nm_mask
 from workloads.load import load_hardware
 
 

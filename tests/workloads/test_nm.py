@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from workloads.arith import index_bits
 from workloads.errors import SpecError
-from workloads.generators.nm import bdwp_masks, compress_nm, decompress_nm, index_bits, nm_mask
+from workloads.generators.nm import bdwp_masks, compress_nm, decompress_nm, nm_mask
 
 PATTERNS = [(1, 2), (2, 4), (1, 4), (3, 4), (2, 8), (1, 8), (4, 8), (4, 16)]
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dataflows.cost import ceil_div, mask_bytes
+from dataflows.cost import mask_bytes
 from dataflows.isa import Op, Program, Unit, row_bytes
 from verification.common.memory import Request
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = ["ExpectedRequest", "expected_requests", "DmaObservation", "match_dma"]

@@ -32,6 +32,7 @@ from rtl.spgemm import (
     spill_in_layout,
     spill_out_layout,
 )
+from workloads.arith import ceil_div
 
 __all__ = ["EngineBench", "Expected", "expected", "INPUTS", "OUTPUTS"]
 
@@ -139,7 +140,7 @@ class EngineBench:
                                                   last=int(e == hi - 1), empty=0)))
                 cols = pr.b.indices[pr.b.indptr[k] : pr.b.indptr[k + 1]]
                 vals = pr.b.data[pr.b.indptr[k] : pr.b.indptr[k + 1]]
-                n_beats = max(1, -(-len(cols) // p))
+                n_beats = max(1, ceil_div(len(cols), p))
                 for q in range(n_beats):
                     cs, vs = cols[q * p : (q + 1) * p], vals[q * p : (q + 1) * p]
                     b_beats.append((chunk, self._pack(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workloads.arith import ceil_div
 from workloads.errors import SpecError
 from workloads.spec import (
     AttentionOp,
@@ -68,10 +69,6 @@ __all__ = [
 EMPTY, PARTIAL, FULL = 0, 1, 2
 
 ElementFn = Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,11 +111,11 @@ class AttentionMask:
 
     @property
     def q_blocks(self) -> int:
-        return _ceil_div(self.q_len, self.block)
+        return ceil_div(self.q_len, self.block)
 
     @property
     def kv_blocks(self) -> int:
-        return _ceil_div(self.kv_len, self.block)
+        return ceil_div(self.kv_len, self.block)
 
     @property
     def density(self) -> float:
@@ -296,7 +293,7 @@ def sliding_window_mask(
         count = _band_count(q_len, kv_len, lo, hi)
         if global_tokens:
             # Blocks holding global keys: the band's analytic state no longer applies there.
-            n_global = _ceil_div(min(global_tokens, kv_len), block)
+            n_global = ceil_div(min(global_tokens, kv_len), block)
             for qb in range(state.shape[0]):
                 q0, q1 = qb * block, min(q_len, (qb + 1) * block)
                 for kb in range(n_global):
@@ -416,7 +413,7 @@ def from_flex(
     SpecError
         If the arrays do not describe this op's blocks.
     """
-    nqb, nkb = _ceil_div(q_len, block), _ceil_div(kv_len, block)
+    nqb, nkb = ceil_div(q_len, block), ceil_div(kv_len, block)
     lists = [(kv_num_blocks, kv_indices, PARTIAL)]
     if (full_kv_num_blocks is None) != (full_kv_indices is None):
         raise SpecError("give both full_kv_num_blocks and full_kv_indices, or neither")
@@ -727,7 +724,7 @@ def topk_mask(
     lo, hi = _causal_bounds(causal)
     band = _band_elements(kv_len, q_len, lo, hi)
     chosen = _heavy_channels(q, k, channels)
-    nqb, nkb = _ceil_div(q_len, block), _ceil_div(kv_len, block)
+    nqb, nkb = ceil_div(q_len, block), ceil_div(kv_len, block)
     sel = np.full((batch, heads, q_len, min(tokens, kv_len)), -1, dtype=np.int32)
     counts = np.zeros((batch, heads, nqb, nkb), dtype=np.int64)
     for b in range(batch):

@@ -21,14 +21,8 @@ __all__ = [
     "bdwp_masks",
     "compress_nm",
     "decompress_nm",
-    "index_bits",
     "random_weights",
 ]
-
-
-def index_bits(m: int) -> int:
-    """Bits needed to address one of M positions in a group (⌈log2 M⌉, at least 1)."""
-    return max(1, (m - 1).bit_length())
 
 
 def _check(size: int, n: int, m: int, axis_name: str) -> None:
