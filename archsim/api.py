@@ -8,9 +8,11 @@ from dataclasses import replace
 from archsim.attention import AttentionTally
 from archsim.model import run_program
 from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
+from dataflows.attention import AttentionWork
 from dataflows.isa import Unit
 from dataflows.lowering import GemmTask
-from dataflows.scheduler import Schedule
+from dataflows.program import Schedule, Segment
+from dataflows.scheduler import GemmWork, PregenWork
 from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
 from workloads.spec import HardwareSpec, WorkloadSpec
@@ -34,12 +36,13 @@ def _tiling_label(tiling: Tiling | None) -> str:
     return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}"
 
 
-def _layer_records(segment, stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:
-    pe_total = sum(stats.tasks[i].pe_busy_cycles for i in range(len(segment.tasks))) or 1
+def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:
+    work = segment.work
+    pe_total = sum(stats.tasks[i].pe_busy_cycles for i in range(len(work.tasks))) or 1
     records = []
-    for i, (task, tiling) in enumerate(zip(segment.tasks, segment.tilings)):
+    for i, (task, tiling) in enumerate(zip(work.tasks, work.tilings)):
         ts = stats.tasks[i]
-        share = stats.cycles if len(segment.tasks) == 1 else stats.cycles * ts.pe_busy_cycles // pe_total
+        share = stats.cycles if len(work.tasks) == 1 else stats.cycles * ts.pe_busy_cycles // pe_total
         r = segment.repeat
         records.append(LayerRecord(
             name=task.name, layer=task.layer, phase=task.phase, m=task.m, k=task.k, n=task.n,
@@ -48,15 +51,15 @@ def _layer_records(segment, stats: SegmentStats, hw: HardwareSpec) -> list[Layer
             dram_read_bytes=ts.dram_read_bytes * r, dram_write_bytes=ts.dram_write_bytes * r,
             pe_busy_cycles=ts.pe_busy_cycles * r, tiling=_tiling_label(tiling),
         ))
-    if len(segment.tasks) > 1:  # give the rounding remainder to the first GEMM: rows sum to the total
+    if len(work.tasks) > 1:  # give the rounding remainder to the first GEMM: rows sum to the total
         rest = stats.cycles * segment.repeat - sum(rec.cycles for rec in records)
         records[0] = replace(records[0], cycles=records[0].cycles + rest)
     return records
 
 
-def _pregen_record(segment, stats: SegmentStats) -> LayerRecord:
-    task, r = segment.tasks[0], segment.repeat
-    ts = stats.tasks[-1]
+def _pregen_record(segment: Segment[PregenWork], stats: SegmentStats) -> LayerRecord:
+    (task,), r = segment.work.tasks, segment.repeat
+    ts = stats.tasks[0]
     return LayerRecord(
         name=f"{task.weight}.pregen", layer=task.layer, phase="pregen", m=0, k=task.k, n=task.n,
         sparsity=f"{task.nm[0]}:{task.nm[1]}", repeat=r, cycles=stats.cycles * r, macs_executed=0,
@@ -105,9 +108,9 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
             sram_r[name] = sram_r.get(name, 0) + v * r
         for name, v in stats.sram_write_bytes.items():
             sram_w[name] = sram_w.get(name, 0) + v * r
-        if segment.kind == "pregen":
+        if isinstance(segment.work, PregenWork):
             records.append(_pregen_record(segment, stats))
-        elif segment.kind == "attention":
+        elif isinstance(segment.work, AttentionWork):
             attention.add(segment, stats, len(records))
         else:
             records.extend(_layer_records(segment, stats, hw))
@@ -136,7 +139,7 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
         instructions=totals["instrs"],
         instructions_simulated=totals["simulated"],
         segments=len(sched.segments),
-        interleaved_segments=sum(1 for s in sched.segments if s.kind == "gemm" and len(s.tasks) > 1),
+        interleaved_segments=sum(1 for s in sched.of(GemmWork) if len(s.work.tasks) > 1),
         layers=tuple(records),
         attention=attention.records(),
     )

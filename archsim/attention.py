@@ -1,6 +1,6 @@
 """Attention statistics: per attention layer, what its segments did and what bounds each phase.
 
-``archsim.simulate`` hands every ``kind="attention"`` segment and its
+``archsim.simulate`` hands every attention segment (an ``AttentionWork``) and its
 :class:`~archsim.stats.SegmentStats` to an :class:`AttentionTally`; the tally sums them per layer
 (segments stand for ``repeat`` identical work items), simulates the layer's dense-attention
 baseline for the speedup (cheaply: its work items are nearly all alike), and returns one
@@ -181,7 +181,7 @@ class AttentionTally:
 
     def add(self, segment, stats: SegmentStats, position: int) -> None:
         """Count one segment (run ``segment.repeat`` times); ``position`` orders the layer rows."""
-        work, r = segment.tasks[0], segment.repeat
+        work, r = segment.work, segment.repeat
         layer = self.layers.get(work.layer)
         if layer is None:
             layer = self.layers[work.layer] = _Layer(

@@ -6,7 +6,8 @@ import simpy
 
 from archsim.stats import SegmentStats
 from archsim.units import Buffer, Controller, DMAEngine, PEArray, VectorUnit
-from dataflows.isa import Program, Unit
+from dataflows.isa import Unit
+from dataflows.program import Program
 from workloads.errors import SimulationError
 from workloads.spec import HardwareSpec
 

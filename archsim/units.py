@@ -13,7 +13,8 @@ import simpy
 
 from archsim.stats import SegmentStats
 from dataflows.cost import latency, transfer_bytes
-from dataflows.isa import Instr, Op, Program, Unit
+from dataflows.isa import Instr, Op, Unit
+from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
 __all__ = ["Controller", "Buffer", "DMAEngine", "PEArray", "VectorUnit"]

@@ -3,10 +3,12 @@
 Prints one SHA-256 (first 16 hex digits) per line:
 
 * ``program <example>``: every segment program ``dataflows.schedule`` builds for a shipped
-  example workload — encoded instruction words, tags, DRAM tensors and repeat counts;
+  example workload — encoded instruction words with their waits zeroed, DRAM tensors and repeat
+  counts — and ``waits <example>``: the waits and tags of those instructions;
 * ``case <config> <kind> <seeds>``: the random verification programs of ``verification.programs``
-  (GEMM kinds and attention) — encoded words, input image, the golden model's expected image
-  (bytes and care bits) and the SimPy model's per-instruction trace;
+  (GEMM kinds and attention) — instruction words (waits zeroed), input image, the golden model's
+  expected image (bytes and care bits) and the SimPy model's per-instruction trace — and
+  ``case-waits``: their waits and tags;
 * ``results <example> <file>``: every file ``archsim run`` writes for the example.
 
 Run it before and after a change and diff the output::
@@ -25,6 +27,7 @@ import contextlib
 import hashlib
 import io
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +55,16 @@ def _digest(parts) -> str:
 
 
 def _program_parts(program):
-    yield b"".join(encode(i).to_bytes(32, "little") for i in program.instrs)
-    yield tuple(program.tags)
+    """What the program does (waits aside): instruction words and DRAM tensors."""
+    yield b"".join(encode(replace(i, wait=(0, 0, 0))).to_bytes(32, "little") for i in program.instrs)
     yield tuple(sorted((t.name, t.addr, t.rows, t.cols, t.elem_bytes, t.stride, t.fmt, t.nbytes)
                        for t in program.tensors.values()))
+
+
+def _wait_parts(program):
+    """How the program synchronizes its units, and how its statistics are split."""
+    yield tuple(i.wait for i in program.instrs)
+    yield tuple(program.tags)
 
 
 def program_hashes() -> None:
@@ -64,11 +73,13 @@ def program_hashes() -> None:
         if all(op.op == "spgemm" for op in workload.operations):
             continue
         sched = schedule(workload)
-        parts = []
+        parts, waits = [], []
         for segment in sched.segments:
             parts.append(segment.repeat)
             parts.extend(_program_parts(segment.program))
+            waits.extend(_wait_parts(segment.program))
         print(f"program {path.stem} ({len(sched.segments)} segments): {_digest(parts)}")
+        print(f"waits {path.stem}: {_digest(waits)}")
 
 
 def _case_parts(prepared):
@@ -84,11 +95,14 @@ def case_hashes() -> None:
     for config in ("tiny", "wide"):
         hw = load_config(config)
         for kinds, seeds in ((None, GEMM_SEEDS), ((ATTENTION,), ATTENTION_SEEDS)):
-            parts = []
+            parts, waits = [], []
             for seed in seeds:
-                parts.extend(_case_parts(prepare(random_case(hw, seed, kinds))))
-            label = "mixed" if kinds is None else kinds[0]
-            print(f"case {config} {label} {seeds.start}-{seeds.stop - 1}: {_digest(parts)}")
+                prepared = prepare(random_case(hw, seed, kinds))
+                parts.extend(_case_parts(prepared))
+                waits.extend(_wait_parts(prepared.case.program))
+            label = f"{config} {'mixed' if kinds is None else kinds[0]} {seeds.start}-{seeds.stop - 1}"
+            print(f"case {label}: {_digest(parts)}")
+            print(f"case-waits {label}: {_digest(waits)}")
 
 
 def results_hashes() -> None:

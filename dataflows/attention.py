@@ -44,11 +44,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataflows.cost import mask_bytes
-from dataflows.isa import Instr, Op, Program, Tensor, Unit
+from dataflows.isa import Op
+from dataflows.program import Allocator, Emitter, Program, Segment, Tensor
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.generators.attention import EMPTY, FULL, AttentionMask, build_mask
-from workloads.spec import AttentionOp, HardwareSpec
+from workloads.spec import AttentionOp, DenseAttention, HardwareSpec
 
 __all__ = [
     "TAG_Q",
@@ -71,17 +72,15 @@ __all__ = [
     "O_SLOT",
 ]
 
-#: Program tags (``Program.tags``): which phase an instruction works for.
+#: Program tags (``Program.tags``): which phase an instruction works for, indexing PHASES.
 TAG_Q, TAG_K, TAG_SOFTMAX, TAG_V, TAG_OUT = range(5)
+PHASES = ("q", "k", "softmax", "v", "out")
 
 #: Phases reported in the statistics and the tags that make them up.
 PHASE_TAGS = {"qk": (TAG_Q, TAG_K), "softmax": (TAG_SOFTMAX,), "pv": (TAG_V,), "output": (TAG_OUT,)}
 
 #: Accumulator slots: the score tile Sᵀ and the output Oᵀ.
 S_SLOT, O_SLOT = 0, 1
-
-_ALIGN = 64
-
 
 @dataclass(frozen=True, slots=True)
 class Block:
@@ -115,14 +114,12 @@ class WorkItem:
     mask_offset: int
 
 
-def _aligned(addr: int) -> int:
-    return ceil_div(addr, _ALIGN) * _ALIGN
-
-
 @dataclass(frozen=True, slots=True)
 class AttentionLayout:
-    """Where one attention op's tensors live in DRAM (base addresses; see the module docstring)."""
+    """Where one attention op's tensors live in DRAM (see the module docstring), placed one
+    after the other by the program layer's :class:`~dataflows.program.Allocator`."""
 
+    tensors: dict[str, Tensor]
     q: int
     k: int
     v: int
@@ -132,53 +129,18 @@ class AttentionLayout:
 
     @classmethod
     def of(cls, op: AttentionOp, hw: HardwareSpec, total_mask_bytes: int) -> AttentionLayout:
-        db, d, g = hw.data_bytes, op.head_dim, op.heads // op.groups
-        heads_kv = op.batch * op.groups
-        q_bytes = heads_kv * d * g * op.queries * db
-        kv_bytes = heads_kv * op.kv_len * d * db
-        o_bytes = heads_kv * d * g * op.queries * hw.acc_bytes
-        k = _aligned(q_bytes)
-        v = _aligned(k + kv_bytes)
-        o = _aligned(v + kv_bytes)
-        masks = _aligned(o + o_bytes)
-        return cls(0, k, v, o, masks, total_mask_bytes)
-
-    def tensors(self, op: AttentionOp, hw: HardwareSpec) -> dict[str, Tensor]:
         db, acc, d = hw.data_bytes, hw.acc_bytes, op.head_dim
         cols = op.heads // op.groups * op.queries
         rows = op.batch * op.groups * d
         kv_rows = op.batch * op.groups * op.kv_len
-        return {
-            f"{op.name}.QT": Tensor(
-                f"{op.name}.QT", self.q, rows, cols, db, cols * db, "dense", rows * cols * db
-            ),
-            f"{op.name}.K": Tensor(
-                f"{op.name}.K", self.k, kv_rows, d, db, d * db, "dense", kv_rows * d * db
-            ),
-            f"{op.name}.VT": Tensor(
-                f"{op.name}.VT",
-                self.v,
-                rows,
-                op.kv_len,
-                db,
-                op.kv_len * db,
-                "dense",
-                rows * op.kv_len * db,
-            ),
-            f"{op.name}.OT": Tensor(
-                f"{op.name}.OT", self.o, rows, cols, acc, cols * acc, "dense", rows * cols * acc
-            ),
-            f"{op.name}.masks": Tensor(
-                f"{op.name}.masks",
-                self.masks,
-                1,
-                self.mask_bytes,
-                1,
-                self.mask_bytes,
-                "mask_tiles",
-                self.mask_bytes,
-            ),
-        }
+        dram = Allocator()
+        q = dram.alloc(f"{op.name}.QT", rows, cols, db)
+        k = dram.alloc(f"{op.name}.K", kv_rows, d, db)
+        v = dram.alloc(f"{op.name}.VT", rows, op.kv_len, db)
+        o = dram.alloc(f"{op.name}.OT", rows, cols, acc)
+        masks = dram.alloc(f"{op.name}.masks", 1, total_mask_bytes, 1, "mask_tiles",
+                           total_mask_bytes)
+        return cls(dram.tensors, q.addr, k.addr, v.addr, o.addr, masks.addr, total_mask_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,57 +306,106 @@ def _check_fits(op: AttentionOp, hw: HardwareSpec, nm: tuple[int, int] | None) -
 # --------------------------------------------------------------------------------------------
 
 
-class _Resource:
-    """A buffer slot (or the vector unit's mask store): its last writer and last readers."""
+class _ItemWriter:
+    """Emits one work item's steps (or one chunk of them) through the program layer's emitter.
 
-    __slots__ = ("writer", "readers")
+    Per step: the element mask (partial blocks), QKᵀ into ``S_SLOT`` one channel chunk at a
+    time, the online softmax's ROWMAX (and RESCALE of Oᵀ after the first step), then PV into
+    ``O_SLOT`` one EXP tile of Pᵀ at a time. QKᵀ and PV stream their A operand the same way
+    (:meth:`stream`).
+    """
 
-    def __init__(self) -> None:
-        self.writer: tuple[Unit, int] | None = None
-        self.readers: dict[Unit, int] = {}
+    def __init__(self, plan: AttentionPlan, item: WorkItem, first_index: int, hw: HardwareSpec) -> None:
+        op, lay = plan.op, plan.layout
+        self.plan, self.op, self.item, self.hw, self.nm = plan, op, item, hw, plan.score_nm
+        self.em = Emitter()
+        self.n_cols = op.heads // op.groups * op.queries
+        base = item.batch * op.groups + item.group
+        d, db = op.head_dim, hw.data_bytes
+        self.q_addr = lay.q + (base * d * self.n_cols + item.col0) * db
+        self.k_addr = lay.k + base * op.kv_len * d * db
+        self.v_addr = lay.v + base * d * op.kv_len * db
+        self.o_addr = lay.o + (base * d * self.n_cols + item.col0) * hw.acc_bytes
+        earlier = (b for b in item.blocks if b.partial and b.index < first_index)
+        self.mask_addr = lay.masks + item.mask_offset + sum(mask_bytes(b.rows, item.cols) for b in earlier)
+        self.s_acc, self.o_acc = self.em.slot("C", S_SLOT), self.em.slot("C", O_SLOT)
 
+    def step(self, block: Block, opening: bool) -> None:
+        """One step: ``opening`` if it is the item's very first (fresh max, sums and Oᵀ)."""
+        mask = self.load_mask(block) if block.partial else None
+        self.qk(block)
+        self.rowmax(block, opening, mask)
+        if not opening:
+            self.em.emit(Op.RESCALE, TAG_SOFTMAX, reads=(self.o_acc,), writes=(self.o_acc,),
+                         slot=O_SLOT, rows=self.op.head_dim, cols=self.item.cols)
+        self.pv(block, opening, mask)
 
-class _Emitter:
-    """Appends instructions, turning slot hazards into completion-count waits."""
+    def load_mask(self, block: Block) -> int:
+        cols = self.item.cols
+        m = self.em.buffers["mask"].claim()
+        self.em.emit(Op.LOAD_MASK, TAG_SOFTMAX, writes=(self.em.slot("mask", m),), slot=m,
+                     addr=self.mask_addr, stride=ceil_div(cols, 8), rows=block.rows, cols=cols)
+        self.mask_addr += mask_bytes(block.rows, cols)
+        return m
 
-    def __init__(self) -> None:
-        self.program = Program()
-        self.issued = [0, 0, 0]
-        self.slots = {name: [_Resource(), _Resource()] for name in ("A", "B", "mask")}
-        self.acc = [_Resource(), _Resource()]
-        self.turn = {name: 0 for name in self.slots}
+    def stream(self, tag: int, b: int, addr: int, stride: int, rows: int, a_cols: int,
+               acc_slot: int, accumulate: bool, k: int, nm: tuple[int, int]) -> None:
+        """LOAD_A ``rows × a_cols`` from DRAM, then COMPUTE them against weight slot ``b``."""
+        em = self.em
+        a = em.buffers["A"].claim()
+        a_res, acc = em.slot("A", a), em.slot("C", acc_slot)
+        em.emit(Op.LOAD_A, tag, writes=(a_res,), slot=a, addr=addr, stride=stride, rows=rows,
+                cols=a_cols)
+        em.emit(Op.COMPUTE, tag, reads=(a_res, em.slot("B", b)), writes=(acc,), slot=a, b_slot=b,
+                c_slot=acc_slot, accumulate=accumulate, rows=rows, cols=self.item.cols, k=k,
+                m=rows, nm_n=nm[0], nm_m=nm[1])
 
-    def claim(self, name: str) -> int:
-        s = self.turn[name]
-        self.turn[name] = 1 - s
-        return s
+    def qk(self, block: Block) -> None:
+        """Sᵀ = K · Qᵀ over the head's channels, ``array.rows`` of them per COMPUTE."""
+        d, r, db = self.op.head_dim, self.hw.array.rows, self.hw.data_bytes
+        k0 = block.index * self.op.block_size
+        for c0 in range(0, d, r):
+            kc = min(r, d - c0)
+            b = self.em.buffers["B"].claim()
+            self.em.emit(Op.LOAD_B, TAG_Q, writes=(self.em.slot("B", b),), slot=b,
+                         addr=self.q_addr + c0 * self.n_cols * db, stride=self.n_cols * db,
+                         rows=kc, cols=self.item.cols)
+            self.stream(TAG_K, b, self.k_addr + (k0 * d + c0) * db, d * db, block.rows, kc,
+                        S_SLOT, c0 > 0, kc, (0, 0))
 
-    def emit(
-        self,
-        instr: Instr,
-        tag: int,
-        reads: tuple[_Resource, ...] = (),
-        writes: tuple[_Resource, ...] = (),
-    ) -> None:
-        unit = instr.unit
-        wait = [0, 0, 0]
-        deps = [r.writer for r in reads + writes]
-        deps += [(u, n) for r in writes for u, n in r.readers.items()]
-        for dep in deps:
-            if dep is not None and dep[0] != unit:
-                wait[dep[0]] = max(wait[dep[0]], dep[1] + 1)
-        ordinal = self.issued[unit]
-        self.issued[unit] += 1
-        self.program.instrs.append(Instr(**{**_fields(instr), "wait": (wait[0], wait[1], wait[2])}))
-        self.program.tags.append(tag)
-        for r in reads:
-            r.readers[unit] = ordinal
-        for r in writes:
-            r.writer, r.readers = (unit, ordinal), {}
+    def rowmax(self, block: Block, opening: bool, mask: int | None) -> None:
+        self.em.emit(Op.ROWMAX, TAG_SOFTMAX, reads=(self.s_acc,) + self._mask(mask),
+                     c_slot=S_SLOT, accumulate=not opening, rows=block.rows, cols=self.item.cols,
+                     mask=mask is not None, slot=mask or 0)
 
+    def _mask(self, mask: int | None) -> tuple:
+        return () if mask is None else (self.em.slot("mask", mask),)
 
-def _fields(instr: Instr) -> dict:
-    return {name: getattr(instr, name) for name in instr.__slots__}
+    def pv(self, block: Block, opening: bool, mask: int | None) -> None:
+        """Oᵀ += Vᵀ · Pᵀ, one EXP tile of Pᵀ (``_pv_span`` key rows) at a time."""
+        op, em, nm = self.op, self.em, self.nm or (0, 0)
+        k0, span = block.index * op.block_size, _pv_span(self.hw, self.nm)
+        for p0 in range(0, block.rows, span):
+            rows = min(span, block.rows - p0)
+            b = em.buffers["B"].claim()
+            em.emit(Op.EXP, TAG_SOFTMAX, reads=(self.s_acc,) + self._mask(mask),
+                    writes=(em.slot("B", b),), c_slot=S_SLOT, b_slot=b, k=p0, rows=rows,
+                    cols=self.item.cols, nm_n=nm[0], nm_m=nm[1], mask=mask is not None,
+                    slot=mask or 0)
+            # N:M keeps N of every M rows; a ragged group is padded (its extra rows are masked).
+            k_rows = ceil_div(rows, nm[1]) * nm[0] if self.nm else rows
+            a_cols = ceil_div(rows, nm[1]) * nm[1] if self.nm else rows
+            db = self.hw.data_bytes
+            self.stream(TAG_V, b, self.v_addr + (k0 + p0) * db, op.kv_len * db, op.head_dim,
+                        a_cols, O_SLOT, not (opening and p0 == 0), k_rows, nm)
+
+    def finish(self) -> None:
+        """NORMALIZE Oᵀ by the running sums and store it."""
+        d, cols, acc = self.op.head_dim, self.item.cols, self.hw.acc_bytes
+        self.em.emit(Op.NORMALIZE, TAG_SOFTMAX, reads=(self.o_acc,), writes=(self.o_acc,),
+                     slot=O_SLOT, rows=d, cols=cols)
+        self.em.emit(Op.STORE_C, TAG_OUT, reads=(self.o_acc,), slot=O_SLOT, addr=self.o_addr,
+                     stride=self.n_cols * acc, rows=d, cols=cols)
 
 
 def item_program(
@@ -410,184 +421,13 @@ def item_program(
     ``first``: the chunk starts the item (resets the running max and sums, overwrites Oᵀ);
     ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ).
     """
-    op, lay, nm = plan.op, plan.layout, plan.score_nm
-    r, db, d = hw.array.rows, hw.data_bytes, op.head_dim
-    n_cols = op.heads // op.groups * op.queries
-    cols = item.cols
-    head_base = item.batch * op.groups + item.group
-    q_addr = lay.q + (head_base * d * n_cols + item.col0) * db
-    k_addr = lay.k + head_base * op.kv_len * d * db
-    v_addr = lay.v + head_base * d * op.kv_len * db
-    o_addr = lay.o + (head_base * d * n_cols + item.col0) * hw.acc_bytes
-    first_index = blocks[0].index if blocks else 0
-    mask_addr = (
-        lay.masks
-        + item.mask_offset
-        + sum(mask_bytes(b.rows, cols) for b in item.blocks if b.partial and b.index < first_index)
-    )
-    em = _Emitter()
-    s_acc, o_acc = em.acc[S_SLOT], em.acc[O_SLOT]
-    span = _pv_span(hw, nm)
-    nm_n, nm_m = nm or (0, 0)
+    writer = _ItemWriter(plan, item, blocks[0].index if blocks else 0, hw)
     for i, block in enumerate(blocks):
-        k0 = block.index * op.block_size
-        opening = first and i == 0
-        mslot = None
-        if block.partial:
-            mslot = em.claim("mask")
-            res = em.slots["mask"][mslot]
-            em.emit(
-                Instr(
-                    Op.LOAD_MASK,
-                    slot=mslot,
-                    addr=mask_addr,
-                    stride=ceil_div(cols, 8),
-                    rows=block.rows,
-                    cols=cols,
-                ),
-                TAG_SOFTMAX,
-                writes=(res,),
-            )
-            mask_addr += mask_bytes(block.rows, cols)
-        for c0 in range(0, d, r):
-            kc = min(r, d - c0)
-            b = em.claim("B")
-            em.emit(
-                Instr(
-                    Op.LOAD_B,
-                    slot=b,
-                    addr=q_addr + c0 * n_cols * db,
-                    stride=n_cols * db,
-                    rows=kc,
-                    cols=cols,
-                ),
-                TAG_Q,
-                writes=(em.slots["B"][b],),
-            )
-            a = em.claim("A")
-            em.emit(
-                Instr(
-                    Op.LOAD_A,
-                    slot=a,
-                    addr=k_addr + (k0 * d + c0) * db,
-                    stride=d * db,
-                    rows=block.rows,
-                    cols=kc,
-                ),
-                TAG_K,
-                writes=(em.slots["A"][a],),
-            )
-            em.emit(
-                Instr(
-                    Op.COMPUTE,
-                    slot=a,
-                    b_slot=b,
-                    c_slot=S_SLOT,
-                    accumulate=c0 > 0,
-                    rows=block.rows,
-                    cols=cols,
-                    k=kc,
-                    m=block.rows,
-                ),
-                TAG_K,
-                reads=(em.slots["A"][a], em.slots["B"][b]),
-                writes=(s_acc,),
-            )
-        masked = (em.slots["mask"][mslot],) if mslot is not None else ()
-        flags = {"mask": mslot is not None, "slot": mslot or 0}
-        em.emit(
-            Instr(
-                Op.ROWMAX,
-                c_slot=S_SLOT,
-                accumulate=not opening,
-                rows=block.rows,
-                cols=cols,
-                **flags,
-            ),
-            TAG_SOFTMAX,
-            reads=(s_acc,) + masked,
-        )
-        if not opening:
-            em.emit(
-                Instr(Op.RESCALE, slot=O_SLOT, rows=d, cols=cols),
-                TAG_SOFTMAX,
-                reads=(o_acc,),
-                writes=(o_acc,),
-            )
-        for p0 in range(0, block.rows, span):
-            rows = min(span, block.rows - p0)
-            b = em.claim("B")
-            em.emit(
-                Instr(
-                    Op.EXP,
-                    c_slot=S_SLOT,
-                    b_slot=b,
-                    k=p0,
-                    rows=rows,
-                    cols=cols,
-                    nm_n=nm_n,
-                    nm_m=nm_m,
-                    **flags,
-                ),
-                TAG_SOFTMAX,
-                reads=(s_acc,) + masked,
-                writes=(em.slots["B"][b],),
-            )
-            # N:M keeps N of every M rows; a ragged group is padded (its extra rows are masked).
-            k_rows = ceil_div(rows, nm_m) * nm_n if nm else rows
-            a_cols = ceil_div(rows, nm_m) * nm_m if nm else rows
-            a = em.claim("A")
-            em.emit(
-                Instr(
-                    Op.LOAD_A,
-                    slot=a,
-                    addr=v_addr + (k0 + p0) * db,
-                    stride=op.kv_len * db,
-                    rows=d,
-                    cols=a_cols,
-                ),
-                TAG_V,
-                writes=(em.slots["A"][a],),
-            )
-            em.emit(
-                Instr(
-                    Op.COMPUTE,
-                    slot=a,
-                    b_slot=b,
-                    c_slot=O_SLOT,
-                    accumulate=not (opening and p0 == 0),
-                    rows=d,
-                    cols=cols,
-                    k=k_rows,
-                    m=d,
-                    nm_n=nm_n,
-                    nm_m=nm_m,
-                ),
-                TAG_V,
-                reads=(em.slots["A"][a], em.slots["B"][b]),
-                writes=(o_acc,),
-            )
+        writer.step(block, first and i == 0)
     if last:
-        em.emit(
-            Instr(Op.NORMALIZE, slot=O_SLOT, rows=d, cols=cols),
-            TAG_SOFTMAX,
-            reads=(o_acc,),
-            writes=(o_acc,),
-        )
-        em.emit(
-            Instr(
-                Op.STORE_C,
-                slot=O_SLOT,
-                addr=o_addr,
-                stride=n_cols * hw.acc_bytes,
-                rows=d,
-                cols=cols,
-            ),
-            TAG_OUT,
-            reads=(o_acc,),
-        )
-    program = em.program
-    program.tensors = lay.tensors(op, hw)
+        writer.finish()
+    program = writer.em.program
+    program.tensors = dict(plan.layout.tensors)
     return program
 
 
@@ -625,7 +465,8 @@ def _chunks(steps: tuple[Block, ...], d: int, hw: HardwareSpec, nm) -> list[tupl
 
 @dataclass(frozen=True, slots=True)
 class AttentionWork:
-    """What one attention segment computes, per run (``Segment.tasks[0]`` of ``kind="attention"``).
+    """What one attention segment computes, per run (its ``Segment.work``); ``program.tags``
+    index :data:`PHASES` (``tag_names``).
 
     Attributes
     ----------
@@ -654,6 +495,10 @@ class AttentionWork:
     macs_dense: int
     density: float
     block_density: float
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return PHASES
 
 
 def attention_macs(rows: int, head_dim: int, cols: int, nm: tuple[int, int] | None) -> int:
@@ -692,13 +537,11 @@ def _signature(
 
 def attention_segments(
     layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None
-) -> list:
+) -> list[Segment[AttentionWork]]:
     """The segments of one attention op, one per distinct program signature with its count.
 
     ``programs`` caches programs by signature across ops (pass the same dict for a schedule).
     """
-    from dataflows.scheduler import Segment  # the scheduler imports this module
-
     plan = plan or plan_attention(op, hw)
     kv_blocks = ceil_div(op.kv_len, op.block_size)
     groups: dict[tuple, list] = {}
@@ -730,7 +573,7 @@ def attention_segments(
                 groups[key] = [work, 0]
             groups[key][1] += 1
     return [
-        Segment("attention", (work,), (None,), count * op.repeat, key, programs[key])
+        Segment(work, count * op.repeat, key, programs[key])
         for key, (work, count) in groups.items()
     ]
 
@@ -751,8 +594,6 @@ def empty_items(plan: AttentionPlan) -> int:
 
 def dense_reference(op: AttentionOp) -> AttentionOp:
     """The same op with dense, non-causal attention: the baseline of the speedup figures."""
-    from workloads.spec import DenseAttention
-
     return op.model_copy(update={"pattern": DenseAttention(), "causal": False})
 
 

@@ -15,7 +15,7 @@ Buffers (input A, weight B, accumulator C) each have two slots (ping-pong halves
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 from workloads.arith import ceil_div, index_bits
@@ -27,8 +27,6 @@ __all__ = [
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
     "Instr",
-    "Tensor",
-    "Program",
     "FIELDS",
     "WORD_BITS",
     "encode",
@@ -123,45 +121,6 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:
         return instr.cols * hw.data_bytes + ceil_div(instr.cols * index_bits(instr.nm_m), 8)
     return instr.cols * hw.data_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Tensor:
-    """A tensor's place in DRAM: ``rows × cols`` elements, row-major, rows ``stride`` bytes apart.
-
-    ``fmt`` is ``dense`` or ``nm_tiles``: pre-compressed N:M weights stored tile by tile, each
-    tile ``tile_rows`` compressed rows of ``cols_padded`` columns (see ``row_bytes``).
-    """
-
-    name: str
-    addr: int
-    rows: int
-    cols: int
-    elem_bytes: int
-    stride: int
-    fmt: str = "dense"
-    nbytes: int = 0
-
-
-@dataclass(slots=True)
-class Program:
-    """A tile program: instructions in program order plus the DRAM layout they refer to.
-
-    ``tags[i]`` names the GEMM (index into ``tasks``) instruction ``i`` works for, or -1 for
-    shared work such as weight pre-generation; the hardware never sees tags.
-    """
-
-    instrs: list[Instr] = field(default_factory=list)
-    tags: list[int] = field(default_factory=list)
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    tasks: tuple = ()
-
-    def per_unit(self) -> dict[Unit, list[int]]:
-        """Indices of each unit's instructions, in the order that unit executes them."""
-        queues: dict[Unit, list[int]] = {u: [] for u in Unit}
-        for i, instr in enumerate(self.instrs):
-            queues[instr.unit].append(i)
-        return queues
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The dataflow scheduler: a workload becomes a sequence of tile programs (segments).
 
 Pipeline: layers (``workloads.layers.expand``) → GEMM tasks per phase (``lowering``) → tiling per
-task (``tiling``) → segments, each a :class:`~dataflows.isa.Program`. Segments run one after the
+task (``tiling``) → segments, each a :class:`~dataflows.program.Segment` of a
+:class:`~dataflows.program.Program`. Segments run one after the
 other with a barrier between them (a layer needs the previous layer's output); inside a segment
 the three units overlap as the instructions' completion-count dependencies allow.
 
@@ -27,20 +28,21 @@ keeps a ResNet-50 training iteration fast to simulate.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dataflows.attention import attention_layer_segments
 from dataflows.cost import program_cycles
-from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, Instr, Op, Program, Tensor, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, Op
 from dataflows.lowering import GemmTask, lower
+from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
 __all__ = [
-    "Segment",
-    "Schedule",
+    "GemmWork",
+    "PregenWork",
     "schedule",
     "build_segment",
     "gemm_program",
@@ -49,111 +51,33 @@ __all__ = [
     "tiling_for",
 ]
 
-_ALIGN = 64
-
 
 @dataclass(frozen=True, slots=True)
-class Segment:
-    """One tile program plus what it computes. It runs ``repeat`` times back to back."""
+class GemmWork:
+    """What a GEMM segment computes: one or more GEMMs (more than one: their tiles interleave).
 
-    kind: str  # "gemm" or "pregen"
+    ``program.tags`` index ``tasks`` (and ``tilings``).
+    """
+
     tasks: tuple[GemmTask, ...]
-    tilings: tuple[Tiling | None, ...]
-    repeat: int
-    key: tuple  # identical keys ⇒ identical programs (and identical timing)
-    program: Program = field(compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    hardware: HardwareSpec
-    passes: SchedulePasses
-    segments: tuple[Segment, ...]
+    tilings: tuple[Tiling, ...]
 
     @property
-    def tasks(self) -> list[GemmTask]:
-        return [t for s in self.segments if s.kind == "gemm" for t in s.tasks]
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
 
 
-# --------------------------------------------------------------------------------------------
-# Instruction emission with slot bookkeeping
-# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PregenWork:
+    """What a pre-generation segment computes: the compressed copies of the pruned weights of
+    ``tasks`` (the GEMMs that use them, with their tilings). ``program.tags`` index ``tasks``."""
 
+    tasks: tuple[GemmTask, ...]
+    tilings: tuple[Tiling, ...]
 
-def _draft(op: Op, **fields) -> tuple[Op, dict]:
-    """An instruction whose waits are not known yet (the emitter fills them in)."""
-    return op, fields
-
-
-@dataclass
-class _Slot:
-    resident: tuple | None = None  # which tile the slot holds (None: nothing reusable)
-    producer: tuple[Unit, int] | None = None  # instruction that filled it (unit, ordinal)
-    last_reader: tuple[Unit, int] | None = None  # last instruction that read it
-
-
-class _Emitter:
-    """Appends instructions, turning dependencies into completion-count waits."""
-
-    def __init__(self, hw: HardwareSpec, double_buffering: bool) -> None:
-        self.hw = hw
-        self.program = Program()
-        self.issued = [0, 0, 0]
-        self.nslots = SLOTS_PER_BUFFER if double_buffering else 1
-        self.buffers = {b: [_Slot() for _ in range(self.nslots)] for b in "ABC"}
-        self.turn = {b: 0 for b in "ABC"}
-        self.pending_store: tuple | None = None
-
-    def emit(self, draft: tuple[Op, dict], deps: list[tuple[Unit, int] | None], tag: int) -> tuple[Unit, int]:
-        """Append one instruction; ``deps`` are the (unit, ordinal) instructions it needs."""
-        op, fields = draft
-        wait = [0, 0, 0]
-        unit = UNIT_OF[op]
-        for dep in deps:
-            if dep is not None and dep[0] != unit and dep[1] >= wait[dep[0]]:
-                wait[dep[0]] = dep[1] + 1
-        self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
-        self.program.tags.append(tag)
-        ordinal = self.issued[unit]
-        self.issued[unit] += 1
-        return unit, ordinal
-
-    def find_or_claim(self, buf: str, key: tuple) -> tuple[int, bool]:
-        """Slot holding tile ``key`` (reuse) or the next slot to load it into."""
-        for s, slot in enumerate(self.buffers[buf]):
-            if slot.resident == key:
-                return s, True
-        s = self.turn[buf]
-        self.turn[buf] = (s + 1) % self.nslots
-        return s, False
-
-    def acc_slot(self, key: tuple, first: bool) -> int:
-        """The accumulator slot of output tile ``key``; a free one for its first k-step.
-
-        An accumulator slot is free once its tile has been stored (``resident`` is None); a slot
-        whose tile is still accumulating is never taken, whatever the round-robin turn says.
-        """
-        slots = self.buffers["C"]
-        if not first:
-            return next(i for i, sl in enumerate(slots) if sl.resident == key)
-        order = [(self.turn["C"] + j) % self.nslots for j in range(self.nslots)]
-        free = [i for i in order if slots[i].resident is None]
-        if not free:
-            raise AssertionError("more GEMMs interleaved than accumulator slots")
-        self.turn["C"] = (free[0] + 1) % self.nslots
-        return free[0]
-
-    def alloc(self, name: str, rows: int, cols: int, elem_bytes: int, fmt: str = "dense",
-              nbytes: int | None = None) -> Tensor:
-        tensors = self.program.tensors
-        addr = 0
-        if tensors:
-            last = max(tensors.values(), key=lambda t: t.addr)
-            addr = ceil_div((last.addr + last.nbytes), _ALIGN) * _ALIGN
-        size = nbytes if nbytes is not None else rows * cols * elem_bytes
-        tensor = Tensor(name, addr, rows, cols, elem_bytes, cols * elem_bytes, fmt, size)
-        tensors[name] = tensor
-        return tensor
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(t.weight for t in self.tasks)
 
 
 def compressed_tile_geometry(tiling: Tiling, nm: tuple[int, int], hw: HardwareSpec) -> tuple[int, int]:
@@ -164,6 +88,18 @@ def compressed_tile_geometry(tiling: Tiling, nm: tuple[int, int], hw: HardwareSp
     n, m = nm
     cols = hw.array.cols
     return tiling.tk // m * n, cols * hw.data_bytes + ceil_div(cols * index_bits(m), 8)
+
+
+def _tile_counts(task: GemmTask, tiling: Tiling) -> tuple[int, int, int]:
+    """Tiles along (m, k, n) as executed."""
+    m, k, n = tiling.dims(task)
+    return ceil_div(m, tiling.tm), ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
+
+
+def _extent(i: int, tile: int, total: int) -> tuple[int, int]:
+    """(first index, length) of tile ``i`` of ``tile`` along a dimension of ``total``."""
+    start = i * tile
+    return start, min(tile, total - start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +115,7 @@ class _Step:
 
 
 def _steps(tag: int, task: GemmTask, tiling: Tiling) -> Iterator[_Step]:
-    m, k, n = tiling.dims(task)
-    nmt, nk, nn = ceil_div(m, tiling.tm), ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
+    nmt, nk, nn = _tile_counts(task, tiling)
     for copy in range(task.copies):
         outer = ((mi, ni) for mi in range(nmt) for ni in range(nn)) if tiling.order == "mnk" else (
             (mi, ni) for ni in range(nn) for mi in range(nmt))
@@ -192,108 +127,120 @@ def _steps(tag: int, task: GemmTask, tiling: Tiling) -> Iterator[_Step]:
 class _GemmWriter:
     """Emits the instructions of one task's tile steps through a shared emitter."""
 
-    def __init__(self, em: _Emitter, tag: int, task: GemmTask, tiling: Tiling) -> None:
-        self.em, self.tag, self.task, self.t = em, tag, task, tiling
-        hw = em.hw
+    def __init__(self, em: Emitter, stores: _DeferredStore, tag: int, task: GemmTask,
+                 tiling: Tiling, hw: HardwareSpec) -> None:
+        self.em, self.stores, self.tag, self.task, self.t, self.hw = em, stores, tag, task, tiling, hw
         self.m, self.k, self.n = tiling.dims(task)
+        _, self.nk, self.nn = _tile_counts(task, tiling)
+        self.nm = task.nm if tiling.sparse else (0, 0)
         db, copies = hw.data_bytes, task.copies
-        self.a = em.alloc(f"{task.name}.A", self.m * copies, self.k, db)
-        self.c = em.alloc(f"{task.name}.C", self.m * copies, self.n, hw.acc_bytes)
+        self.a = em.dram.alloc(f"{task.name}.A", self.m * copies, self.k, db)
+        self.c = em.dram.alloc(f"{task.name}.C", self.m * copies, self.n, hw.acc_bytes)
         if tiling.sparse and tiling.compressed_in_dram:
-            kc, rb = compressed_tile_geometry(tiling, task.nm, hw)
-            self.nk, self.nn = ceil_div(self.k, tiling.tk), ceil_div(self.n, tiling.tn)
-            self.tile_bytes = kc * rb
+            kc, self.row_bytes = compressed_tile_geometry(tiling, task.nm, hw)
             tiles = self.nk * self.nn * copies
-            self.b = em.alloc(f"{task.name}.B", kc * tiles, hw.array.cols, db, "nm_tiles",
-                              tiles * self.tile_bytes)
+            self.b = em.dram.alloc(f"{task.name}.B", kc * tiles, hw.array.cols, db, "nm_tiles",
+                                   tiles * kc * self.row_bytes)
         else:
-            self.b = em.alloc(f"{task.name}.B", self.k * copies, self.n, db)
-
-    def extent(self, i: int, tile: int, total: int) -> tuple[int, int]:
-        start = i * tile
-        return start, min(tile, total - start)
+            self.b = em.dram.alloc(f"{task.name}.B", self.k * copies, self.n, db)
 
     def load_a(self, s: _Step) -> int:
-        em, db = self.em, self.em.hw.data_bytes
-        m0, tm = self.extent(s.mi, self.t.tm, self.m)
-        k0, tk = self.extent(s.ki, self.t.tk, self.k)
-        slot_i, hit = em.find_or_claim("A", (self.tag, s.copy, s.mi, s.ki))
-        slot = em.buffers["A"][slot_i]
+        db = self.hw.data_bytes
+        m0, tm = _extent(s.mi, self.t.tm, self.m)
+        k0, tk = _extent(s.ki, self.t.tk, self.k)
+        key = (self.tag, s.copy, s.mi, s.ki)
+        slot_i, hit = self.em.buffers["A"].find_or_claim(key)
         if not hit:
+            slot = self.em.slot("A", slot_i)
             row0 = s.copy * self.m + m0
-            instr = _draft(Op.LOAD_A, slot=slot_i, addr=self.a.addr + (row0 * self.k + k0) * db,
-                          stride=self.k * db, rows=tm, cols=tk)
-            slot.producer = em.emit(instr, [slot.last_reader], self.tag)
-            slot.resident = (self.tag, s.copy, s.mi, s.ki)
+            self.em.emit(Op.LOAD_A, self.tag, writes=(slot,), slot=slot_i,
+                         addr=self.a.addr + (row0 * self.k + k0) * db, stride=self.k * db,
+                         rows=tm, cols=tk)
+            slot.resident = key
         return slot_i
 
     def load_b(self, s: _Step) -> int:
-        em, hw, t = self.em, self.em.hw, self.t
-        k0, tk = self.extent(s.ki, t.tk, self.k)
-        n0, tn = self.extent(s.ni, t.tn, self.n)
-        slot_i, hit = em.find_or_claim("B", (self.tag, s.copy, s.ki, s.ni))
-        slot = em.buffers["B"][slot_i]
+        key = (self.tag, s.copy, s.ki, s.ni)
+        slot_i, hit = self.em.buffers["B"].find_or_claim(key)
         if hit:
             return slot_i
-        nm_n, nm_m = self.task.nm if t.sparse else (0, 0)
-        if t.sparse and t.compressed_in_dram:
-            kc, rb = compressed_tile_geometry(t, self.task.nm, hw)
-            tile = (s.copy * self.nk + s.ki) * self.nn + s.ni
-            instr = _draft(Op.LOAD_B, slot=slot_i, addr=self.b.addr + tile * self.tile_bytes,
-                          stride=rb, rows=tk // nm_m * nm_n, cols=hw.array.cols, nm_n=nm_n, nm_m=nm_m)
-            slot.producer = em.emit(instr, [slot.last_reader], self.tag)
+        slot = self.em.slot("B", slot_i)
+        if self.t.sparse and self.t.compressed_in_dram:
+            self._load_compressed(s, slot_i, slot)
         else:
-            row0 = s.copy * self.k + k0
-            instr = _draft(Op.LOAD_B, slot=slot_i, addr=self.b.addr + (row0 * self.n + n0) * hw.data_bytes,
-                          stride=self.n * hw.data_bytes, rows=tk, cols=tn)
-            loaded = em.emit(instr, [slot.last_reader], self.tag)
-            slot.producer = loaded
-            if t.sparse:  # compress on chip before use
-                comp = _draft(Op.COMPRESS, slot=slot_i, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m)
-                slot.producer = em.emit(comp, [loaded, slot.last_reader], self.tag)
-        slot.resident = (self.tag, s.copy, s.ki, s.ni)
+            self._load_dense(s, slot_i, slot)
+        slot.resident = key
         return slot_i
+
+    def _load_compressed(self, s: _Step, slot_i: int, slot) -> None:
+        nm_n, nm_m = self.nm
+        _, tk = _extent(s.ki, self.t.tk, self.k)
+        tile = (s.copy * self.nk + s.ki) * self.nn + s.ni
+        kc = self.t.tk // nm_m * nm_n
+        self.em.emit(Op.LOAD_B, self.tag, writes=(slot,), slot=slot_i,
+                     addr=self.b.addr + tile * kc * self.row_bytes, stride=self.row_bytes,
+                     rows=tk // nm_m * nm_n, cols=self.hw.array.cols, nm_n=nm_n, nm_m=nm_m)
+
+    def _load_dense(self, s: _Step, slot_i: int, slot) -> None:
+        """Dense weights; in N:M mode compressed on chip before use."""
+        db = self.hw.data_bytes
+        k0, tk = _extent(s.ki, self.t.tk, self.k)
+        n0, tn = _extent(s.ni, self.t.tn, self.n)
+        row0 = s.copy * self.k + k0
+        self.em.emit(Op.LOAD_B, self.tag, writes=(slot,), slot=slot_i,
+                     addr=self.b.addr + (row0 * self.n + n0) * db, stride=self.n * db,
+                     rows=tk, cols=tn)
+        if self.t.sparse:
+            nm_n, nm_m = self.nm
+            self.em.emit(Op.COMPRESS, self.tag, reads=(slot,), writes=(slot,), slot=slot_i,
+                         rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m)
 
     def compute(self, s: _Step, a_slot: int, b_slot: int) -> None:
         em, t = self.em, self.t
-        m0, tm = self.extent(s.mi, t.tm, self.m)
-        _, tk = self.extent(s.ki, t.tk, self.k)
-        _, tn = self.extent(s.ni, t.tn, self.n)
-        nm_n, nm_m = self.task.nm if t.sparse else (0, 0)
-        k_rows = tk // nm_m * nm_n if t.sparse else tk
-        c_slot = em.acc_slot(("acc", self.tag, s.copy, s.mi, s.ni), first=s.ki == 0)
-        acc = em.buffers["C"][c_slot]
-        a, b = em.buffers["A"][a_slot], em.buffers["B"][b_slot]
-        deps = [a.producer, b.producer] + ([acc.last_reader] if s.ki == 0 else [])
-        instr = _draft(Op.COMPUTE, slot=a_slot, b_slot=b_slot, c_slot=c_slot, accumulate=s.ki > 0,
-                      rows=tm, cols=tn, k=k_rows, m=tm, nm_n=nm_n, nm_m=nm_m)
-        done = em.emit(instr, deps, self.tag)
-        a.last_reader = b.last_reader = done
-        acc.producer, acc.resident = done, ("acc", self.tag, s.copy, s.mi, s.ni)
+        m0, tm = _extent(s.mi, t.tm, self.m)
+        _, tk = _extent(s.ki, t.tk, self.k)
+        n0, tn = _extent(s.ni, t.tn, self.n)
+        nm_n, nm_m = self.nm
+        key = ("acc", self.tag, s.copy, s.mi, s.ni)
+        acc_buf = em.buffers["C"]
+        c_slot = acc_buf.claim_free() if s.ki == 0 else acc_buf.holding(key)
+        acc = em.slot("C", c_slot)
+        reads = (em.slot("A", a_slot), em.slot("B", b_slot)) + ((acc,) if s.ki > 0 else ())
+        em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot, b_slot=b_slot,
+                c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=tn,
+                k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m)
+        acc.resident = key
         if s.last_k:
-            n0, _ = self.extent(s.ni, t.tn, self.n)
-            row0 = s.copy * self.m + m0
-            store = _draft(Op.STORE_C, slot=c_slot, addr=self.c.addr + (row0 * self.n + n0) * em.hw.acc_bytes,
-                          stride=self.n * em.hw.acc_bytes, rows=tm, cols=tn)
-            em.pending_store = (store, c_slot, self.tag)
+            row0, acc_bytes = s.copy * self.m + m0, self.hw.acc_bytes
+            self.stores.defer(self.tag, c_slot, dict(
+                addr=self.c.addr + (row0 * self.n + n0) * acc_bytes, stride=self.n * acc_bytes,
+                rows=tm, cols=tn))
 
     def step(self, s: _Step) -> None:
         a_slot = self.load_a(s)
         b_slot = self.load_b(s)
-        _flush_store(self.em)  # the previous tile's store goes after this tile's loads
+        self.stores.flush()  # the previous tile's store goes after this tile's loads
         self.compute(s, a_slot, b_slot)
         if self.em.nslots == 1:
-            _flush_store(self.em)
+            self.stores.flush()
 
 
-def _flush_store(em: _Emitter) -> None:
-    if em.pending_store is None:
-        return
-    store, c_slot, tag = em.pending_store
-    acc = em.buffers["C"][c_slot]
-    acc.last_reader = em.emit(store, [acc.producer], tag)
-    acc.resident = None
-    em.pending_store = None
+class _DeferredStore:
+    """The STORE_C of the last finished output tile, held back until the next tile's loads are
+    issued (so they are not queued behind it on the DMA); frees the accumulator slot."""
+
+    def __init__(self, em: Emitter) -> None:
+        self.em = em
+        self.pending: list = []
+
+    def defer(self, tag: int, c_slot: int, fields: dict) -> None:
+        self.pending.append((Op.STORE_C, tag, (self.em.slot("C", c_slot),), dict(slot=c_slot, **fields)))
+
+    def flush(self) -> None:
+        if self.pending:
+            acc = self.pending[0][2][0]
+            _emit_pending(self.em, self.pending)
+            acc.resident = None
 
 
 def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator[_Step]:
@@ -315,59 +262,81 @@ def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator
 
 
 def _step_count(task: GemmTask, tiling: Tiling) -> int:
-    m, k, n = tiling.dims(task)
-    return task.copies * ceil_div(m, tiling.tm) * ceil_div(k, tiling.tk) * ceil_div(n, tiling.tn)
+    nmt, nk, nn = _tile_counts(task, tiling)
+    return task.copies * nmt * nk * nn
 
 
 def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
                  double_buffering: bool = True) -> Program:
     """The tile program of one or more GEMMs (more than one: their tiles interleave)."""
-    em = _Emitter(hw, double_buffering)
-    writers = [_GemmWriter(em, tag, task, tiling) for tag, (task, tiling) in enumerate(zip(tasks, tilings))]
-    streams = [_steps(tag, task, tiling) for tag, (task, tiling) in enumerate(zip(tasks, tilings))]
+    em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
+    stores = _DeferredStore(em)
+    work = list(enumerate(zip(tasks, tilings)))
+    writers = [_GemmWriter(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
+    streams = [_steps(tag, task, tiling) for tag, (task, tiling) in work]
     totals = [_step_count(task, tiling) for task, tiling in zip(tasks, tilings)]
     for s in _proportional(streams, totals):
         writers[s.tag].step(s)
-    _flush_store(em)
-    em.program.tasks = tasks
+    stores.flush()
     return em.program
+
+
+class _PregenWriter:
+    """Compresses one pruned weight copy tile by tile: LOAD_B (dense) → COMPRESS → STORE_B.
+
+    The STORE_B of a tile is deferred past the next tile's load (double buffering), so the DMA
+    loads the next tile while the vector unit compresses this one.
+    """
+
+    def __init__(self, em: Emitter, tag: int, task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> None:
+        self.em, self.tag, self.task, self.t, self.hw = em, tag, task, tiling, hw
+        _, k, n = tiling.dims(task)
+        self.k, self.n = k, n
+        _, self.nk, self.nn = _tile_counts(task, tiling)
+        self.kc, self.row_bytes = compressed_tile_geometry(tiling, task.nm, hw)
+        tiles = self.nk * self.nn
+        self.dense = em.dram.alloc(f"{task.weight}.dense", k, n, hw.data_bytes)
+        self.comp = em.dram.alloc(f"{task.weight}.nm", self.kc * tiles, hw.array.cols,
+                                  hw.data_bytes, "nm_tiles", self.kc * self.row_bytes * tiles)
+
+    def tile(self, ki: int, ni: int, pending: list) -> None:
+        """Emit tile (ki, ni); ``pending`` holds the deferred STORE_B (emitted after the load)."""
+        em, db, (nm_n, nm_m) = self.em, self.hw.data_bytes, self.task.nm
+        k0, tk = _extent(ki, self.t.tk, self.k)
+        n0, tn = _extent(ni, self.t.tn, self.n)
+        s = em.buffers["B"].claim()
+        slot = em.slot("B", s)
+        em.emit(Op.LOAD_B, self.tag, writes=(slot,), slot=s,
+                addr=self.dense.addr + (k0 * self.n + n0) * db, stride=self.n * db, rows=tk, cols=tn)
+        _emit_pending(em, pending)
+        em.emit(Op.COMPRESS, self.tag, reads=(slot,), writes=(slot,), slot=s, rows=tk, cols=tn,
+                nm_n=nm_n, nm_m=nm_m)
+        pending.append((Op.STORE_B, self.tag, (slot,), dict(
+            slot=s, addr=self.comp.addr + (ki * self.nn + ni) * self.kc * self.row_bytes,
+            stride=self.row_bytes, rows=tk // nm_m * nm_n, cols=self.hw.array.cols,
+            nm_n=nm_n, nm_m=nm_m)))
+        if em.nslots == 1:
+            _emit_pending(em, pending)
+
+
+def _emit_pending(em: Emitter, pending: list) -> None:
+    """Emit the deferred store in ``pending`` (if any): ``(op, tag, reads, fields)``."""
+    if pending:
+        op, tag, reads, fields = pending.pop()
+        em.emit(op, tag, reads=reads, **fields)
 
 
 def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
                    double_buffering: bool = True) -> Program:
     """Compress each pruned weight copy once: load dense tile → COMPRESS → store compressed tile."""
-    em = _Emitter(hw, double_buffering)
-    pending = None
-    for tag, (task, t) in enumerate(zip(tasks, tilings)):
-        nm_n, nm_m = task.nm
-        m, k, n = t.dims(task)
-        dense = em.alloc(f"{task.weight}.dense", k, n, hw.data_bytes)
-        kc, rb = compressed_tile_geometry(t, task.nm, hw)
-        nk, nn = ceil_div(k, t.tk), ceil_div(n, t.tn)
-        comp = em.alloc(f"{task.weight}.nm", kc * nk * nn, hw.array.cols, hw.data_bytes, "nm_tiles", kc * rb * nk * nn)
-        for ki in range(nk):
-            for ni in range(nn):
-                k0, tk = ki * t.tk, min(t.tk, k - ki * t.tk)
-                n0, tn = ni * t.tn, min(t.tn, n - ni * t.tn)
-                s, _ = em.find_or_claim("B", (tag, ki, ni))
-                slot = em.buffers["B"][s]
-                load = em.emit(_draft(Op.LOAD_B, slot=s, addr=dense.addr + (k0 * n + n0) * hw.data_bytes,
-                                     stride=n * hw.data_bytes, rows=tk, cols=tn), [slot.last_reader], -1)
-                if pending is not None:
-                    em_store, prev_slot, prev_comp = pending
-                    em.buffers["B"][prev_slot].last_reader = em.emit(em_store, [prev_comp], -1)
-                done = em.emit(_draft(Op.COMPRESS, slot=s, rows=tk, cols=tn, nm_n=nm_n, nm_m=nm_m), [load], -1)
-                store = _draft(Op.STORE_B, slot=s, addr=comp.addr + (ki * nn + ni) * kc * rb, stride=rb,
-                              rows=tk // nm_m * nm_n, cols=hw.array.cols, nm_n=nm_n, nm_m=nm_m)
-                pending = (store, s, done)
-                slot.resident = None
-                if em.nslots == 1:
-                    em.buffers["B"][s].last_reader = em.emit(store, [done], -1)
-                    pending = None
-    if pending is not None:
-        store, s, done = pending
-        em.emit(store, [done], -1)
-    em.program.tasks = tasks
+    em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
+    pending: list = []
+    for tag, (task, tiling) in enumerate(zip(tasks, tilings)):
+        writer = _PregenWriter(em, tag, task, tiling, hw)
+        for ki in range(writer.nk):
+            for ni in range(writer.nn):
+                writer.tile(ki, ni, pending)
+    _emit_pending(em, pending)
     return em.program
 
 
@@ -390,6 +359,8 @@ def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
 
 
 class _SegmentCache:
+    """Builds each distinct GEMM or pre-generation program once and times it on demand."""
+
     def __init__(self, hw: HardwareSpec, passes: SchedulePasses) -> None:
         self.hw, self.passes, self.programs, self._cycles = hw, passes, {}, {}
 
@@ -399,20 +370,35 @@ class _SegmentCache:
             self._cycles[segment.key] = program_cycles(segment.program, self.hw)
         return self._cycles[segment.key]
 
-    def segment(self, kind: str, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], repeat: int) -> Segment:
-        key = (kind, self.passes.double_buffering) + tuple(_task_key(t, tl) for t, tl in zip(tasks, tilings))
+    def segment(self, work: GemmWork | PregenWork, repeat: int) -> Segment:
+        kind = "gemm" if isinstance(work, GemmWork) else "pregen"
+        key = (kind, self.passes.double_buffering) + tuple(
+            _task_key(t, tl) for t, tl in zip(work.tasks, work.tilings))
         if key not in self.programs:
             build = gemm_program if kind == "gemm" else pregen_program
-            self.programs[key] = build(tasks, tilings, self.hw, self.passes.double_buffering)
-        return Segment(kind, tasks, tilings, repeat, key, self.programs[key])
+            self.programs[key] = build(work.tasks, work.tilings, self.hw, self.passes.double_buffering)
+        return Segment(work, repeat, key, self.programs[key])
 
 
 def build_segment(tasks: tuple[GemmTask, ...], hw: HardwareSpec, passes: SchedulePasses | None = None,
-                  compressed_in_dram: bool = True) -> Segment:
+                  compressed_in_dram: bool = True) -> Segment[GemmWork]:
     """One segment for the given tasks (interleaved if several); used by tests and verification."""
     passes = passes or SchedulePasses()
     tilings = tuple(tiling_for(t, hw, passes, compressed_in_dram) for t in tasks)
-    return _SegmentCache(hw, passes).segment("gemm", tasks, tilings, tasks[0].repeat)
+    return _SegmentCache(hw, passes).segment(GemmWork(tasks, tilings), tasks[0].repeat)
+
+
+def _gemm_group(cache: _SegmentCache, group: list[GemmTask], tiling: dict) -> list[Segment]:
+    """The segments of one layer's GEMMs: apart, or interleaved where that is exactly faster."""
+    separate = [cache.segment(GemmWork((t,), (tiling[t.name],)), t.repeat) for t in group]
+    passes = cache.passes
+    # Interleaving needs a second accumulator slot for the other GEMM's tile in flight.
+    if passes.interleave and passes.double_buffering and len(group) > 1:
+        work = GemmWork(tuple(group), tuple(tiling[t.name] for t in group))
+        mixed = cache.segment(work, group[0].repeat)
+        if cache.cycles(mixed) < sum(cache.cycles(s) for s in separate):
+            return [mixed]
+    return separate
 
 
 def schedule(workload: WorkloadSpec) -> Schedule:
@@ -430,19 +416,10 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     segments: list[Segment] = []
     if training and passes.pregenerate_sparse_weights:
         pruned = [t for g in groups for t in g if t.weight and tiling[t.name].sparse]
-        for t in pruned:
-            segments.append(cache.segment("pregen", (t,), (tiling[t.name],), t.repeat))
+        segments.extend(cache.segment(PregenWork((t,), (tiling[t.name],)), t.repeat) for t in pruned)
     for group in groups:
-        if not group:  # an attention layer: its FlashAttention-style segments, in layer order
+        if group:
+            segments.extend(_gemm_group(cache, group, tiling))
+        else:  # an attention layer: its FlashAttention-style segments, in layer order
             segments.extend(next(attention))
-            continue
-        separate = [cache.segment("gemm", (t,), (tiling[t.name],), t.repeat) for t in group]
-        # Interleaving needs a second accumulator slot for the other GEMM's tile in flight.
-        if passes.interleave and passes.double_buffering and len(group) > 1:
-            mixed = cache.segment("gemm", tuple(group), tuple(tiling[t.name] for t in group), group[0].repeat)
-            if cache.cycles(mixed) < sum(cache.cycles(s) for s in separate):
-                segments.append(mixed)
-                continue
-        segments.extend(separate)
     return Schedule(hw, passes, tuple(segments))
-

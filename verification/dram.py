@@ -23,7 +23,7 @@ import numpy as np
 
 from dataflows.attention import AttentionPlan, item_mask
 from dataflows.cost import attention_formats
-from dataflows.isa import Tensor
+from dataflows.program import Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from verification.errors import VerificationError
 from verification.programs import Case

@@ -25,7 +25,8 @@ import numpy as np
 
 from archsim.model import run_program
 from dataflows.cost import attention_formats
-from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, Program, Tensor, row_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, row_bytes
+from dataflows.program import Program, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.tiling import input_row_bytes
 from verification.dram import (

@@ -45,8 +45,9 @@ from dataflows.attention import (
     item_program,
     plan_attention,
 )
-from dataflows.isa import Program, Unit
+from dataflows.isa import Unit
 from dataflows.lowering import GemmTask
+from dataflows.program import Program
 from dataflows.scheduler import build_segment, pregen_program, tiling_for
 from dataflows.tiling import Tiling
 from verification.errors import VerificationError
@@ -252,7 +253,7 @@ def make_case(hw: HardwareSpec, seed: int, kind: str, tasks: tuple[GemmTask, ...
         segment = "pregen"
     else:
         built = build_segment(tasks, hw, passes, compressed_in_dram)
-        program, tilings, segment = built.program, built.tilings, "gemm"
+        program, tilings, segment = built.program, built.work.tilings, "gemm"
     _check_depth(seed, program, hw)
     return Case(seed, kind, hw, program, tasks, tilings, segment, passes)
 

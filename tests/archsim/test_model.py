@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 
 from archsim.model import run_program
-from dataflows.isa import Instr, Op, Program
+from dataflows.isa import Instr, Op
 from dataflows.lowering import GemmTask
+from dataflows.program import Program
 from dataflows.scheduler import build_segment
 from workloads.errors import SimulationError
 from workloads.load import load_hardware

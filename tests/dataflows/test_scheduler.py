@@ -54,7 +54,7 @@ def test_programs_are_well_formed(task, passes, compressed):
 @given(tasks(), passes_strategy())
 def test_every_output_is_stored_exactly_once(task, passes):
     seg = build_segment((task,), HW, passes)
-    program, tiling = seg.program, seg.tilings[0]
+    program, tiling = seg.program, seg.work.tilings[0]
     c = program.tensors["g.C"]
     hits = np.zeros(c.rows * c.cols, dtype=int)
     for instr in program.instrs:

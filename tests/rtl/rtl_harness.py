@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
-from dataflows.isa import Program, Unit, encode
+from dataflows.isa import Unit, encode
+from dataflows.program import Program
 from dataflows.scheduler import Segment, compressed_tile_geometry
 from rtl.top import AccelTop
 from workloads.arith import index_bits
@@ -209,7 +210,7 @@ def build_image(segment: Segment, hw: HardwareSpec, rng: np.random.Generator
                          dtype=np.uint8)
     db = hw.data_bytes
     ops = Operands([], [])
-    for task, tiling in zip(segment.tasks, segment.tilings):
+    for task, tiling in zip(segment.work.tasks, segment.work.tilings):
         m, k, n = tiling.dims(task)
         a = random_weights((task.copies, m, k), hw.data_bits, rng)
         b = random_weights((task.copies, k, n), hw.data_bits, rng)
@@ -245,7 +246,7 @@ def build_image(segment: Segment, hw: HardwareSpec, rng: np.random.Generator
 
 def expected_c(segment: Segment, hw: HardwareSpec, ops: Operands, tag: int) -> np.ndarray:
     """numpy's C of task ``tag`` (all copies stacked), wrapped to ``acc_bits``."""
-    task, tiling = segment.tasks[tag], segment.tilings[tag]
+    task, tiling = segment.work.tasks[tag], segment.work.tilings[tag]
     a, b = ops.a[tag].astype(object), ops.b[tag]
     if tiling.sparse:
         b = np.where(nm_mask(b, *task.nm, axis=1), b, 0)  # groups along k of each [k, n] copy
@@ -258,7 +259,7 @@ def check_outputs(segment: Segment, hw: HardwareSpec, image: np.ndarray, ops: Op
                   before: np.ndarray, written: set[int]) -> None:
     """C tensors equal numpy; no byte outside the C tensors was written."""
     allowed: set[int] = set()
-    for tag, task in enumerate(segment.tasks):
+    for tag, task in enumerate(segment.work.tasks):
         tc = segment.program.tensors[f"{task.name}.C"]
         want = expected_c(segment, hw, ops, tag)
         rows, cols = want.shape

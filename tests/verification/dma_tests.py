@@ -17,7 +17,8 @@ from cocotb.clock import Clock
 from dma_dut import BUGS
 
 from archsim.model import run_program
-from dataflows.isa import Instr, Op, Program, row_bytes
+from dataflows.isa import Instr, Op, row_bytes
+from dataflows.program import Program
 from verification.common.bench import AccelBench
 from verification.common.ports import PortMap
 from verification.dram import DramImage

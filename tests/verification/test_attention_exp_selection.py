@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataflows.isa import Instr, Op, Program
+from dataflows.isa import Instr, Op
+from dataflows.program import Program
 from verification.golden_softmax import AttentionInterpreter, attention_formats
 from workloads.load import load_hardware
 

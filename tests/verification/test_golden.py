@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from archsim.model import run_program
-from dataflows.isa import Instr, Op, Program
+from dataflows.isa import Instr, Op
 from dataflows.lowering import GemmTask
+from dataflows.program import Program
 from verification.configs import load_config
 from verification.dram import DramImage, build_image, read_dense, to_bytes
 from verification.errors import VerificationError

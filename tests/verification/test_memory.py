@@ -14,7 +14,8 @@ import pytest
 
 from archsim.model import run_program
 from dataflows.cost import latency
-from dataflows.isa import Instr, Op, Program
+from dataflows.isa import Instr, Op
+from dataflows.program import Program
 from verification.common.memory import MemoryModel, MemoryOutputs
 from verification.common.monitor import expected_requests, match_dma
 from verification.common.protocol import ProtocolError, StreamRule

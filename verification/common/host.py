@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from dataflows.isa import Program, encode
+from dataflows.isa import encode
+from dataflows.program import Program
 
 __all__ = ["HostInputs", "HostDriver"]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataflows.cost import mask_bytes
-from dataflows.isa import Op, Program, Unit, row_bytes
+from dataflows.isa import Op, Unit, row_bytes
+from dataflows.program import Program
 from verification.common.memory import Request
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dataflows.isa import Program
+from dataflows.program import Program
 from verification.dram import DramImage, from_bytes
 from verification.programs import Case
 

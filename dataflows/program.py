@@ -1,0 +1,240 @@
+"""The program layer: one program type, one emitter and one DRAM allocator for every workload
+family (GEMM layers, N:M weight pre-generation, attention).
+
+A :class:`Program` is what the SimPy model and the RTL controller both execute. Writers — the
+GEMM and pre-generation writers in ``dataflows.scheduler``, the attention writer in
+``dataflows.attention`` — never compute a wait themselves: they :meth:`Emitter.emit` an
+instruction together with the buffer slots (:class:`Resource`) it reads and writes, and the
+emitter derives its completion-count waits (docs/isa.md, "Execution model"):
+
+* a read waits for the slot's last writer (read after write);
+* a write waits for the slot's last writer and for every unit's last reader since that write
+  (write after write, write after read).
+
+Waits on the instruction's own unit are dropped: program order already covers them.
+
+A :class:`Segment` pairs a program with what it computes (its *work*: the GEMM tasks and
+tilings, the weights pre-generated, or an attention work item) and how often it runs. The work
+type says what ``Program.tags`` index: each work type has ``tag_names``, one per tag value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, Instr, Op, Unit
+from workloads.arith import ceil_div
+from workloads.spec import HardwareSpec, SchedulePasses
+
+__all__ = [
+    "ALIGN",
+    "Tensor",
+    "Program",
+    "Segment",
+    "Schedule",
+    "Resource",
+    "Buffer",
+    "Allocator",
+    "Emitter",
+]
+
+#: Every tensor starts on a multiple of this many bytes of DRAM.
+ALIGN = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A tensor's place in DRAM: ``rows × cols`` elements, row-major, rows ``stride`` bytes apart.
+
+    ``fmt`` is ``dense``, ``nm_tiles`` (pre-compressed N:M weights stored tile by tile, each
+    tile's compressed rows padded to the array width, see ``isa.row_bytes``) or ``mask_tiles``
+    (attention element masks, one contiguous bit tile per partial block).
+    """
+
+    name: str
+    addr: int
+    rows: int
+    cols: int
+    elem_bytes: int
+    stride: int
+    fmt: str = "dense"
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class Program:
+    """A tile program: instructions in program order plus the DRAM layout they refer to.
+
+    ``tags[i]`` says which piece of the segment's work instruction ``i`` serves: an index into
+    the ``tag_names`` of the segment's work (a GEMM task, a pre-generated weight, an attention
+    phase). The hardware never sees tags; the statistics are split by them.
+    """
+
+    instrs: list[Instr] = field(default_factory=list)
+    tags: list[int] = field(default_factory=list)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+
+    def per_unit(self) -> dict[Unit, list[int]]:
+        """Indices of each unit's instructions, in the order that unit executes them."""
+        queues: dict[Unit, list[int]] = {u: [] for u in Unit}
+        for i, instr in enumerate(self.instrs):
+            queues[instr.unit].append(i)
+        return queues
+
+
+W = TypeVar("W")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment(Generic[W]):
+    """One tile program and what it computes; it runs ``repeat`` times back to back.
+
+    Attributes
+    ----------
+    work
+        What the program computes: ``scheduler.GemmWork``, ``scheduler.PregenWork`` or
+        ``attention.AttentionWork``. ``program.tags`` index ``work.tag_names``.
+    key
+        Identical keys ⇒ identical programs (and identical timing): simulated once.
+    """
+
+    work: W
+    repeat: int
+    key: tuple
+    program: Program = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A workload compiled for one accelerator: its segments, run one after the other."""
+
+    hardware: HardwareSpec
+    passes: SchedulePasses
+    segments: tuple[Segment, ...]
+
+    def of(self, work_type: type) -> list[Segment]:
+        """The segments whose work is a ``work_type``, in order."""
+        return [s for s in self.segments if isinstance(s.work, work_type)]
+
+
+# --------------------------------------------------------------------------------------------
+# Emission
+# --------------------------------------------------------------------------------------------
+
+
+class Resource:
+    """A buffer slot (or a mask slot): who wrote it last, who read it since, what it holds."""
+
+    __slots__ = ("writer", "readers", "resident")
+
+    def __init__(self) -> None:
+        self.writer: tuple[Unit, int] | None = None
+        self.readers: dict[Unit, int] = {}
+        self.resident: tuple | None = None  # the tile it holds, for reuse (None: nothing)
+
+
+class Buffer:
+    """The slots of one buffer, handed out round-robin (ping-pong with two)."""
+
+    __slots__ = ("slots", "turn")
+
+    def __init__(self, nslots: int) -> None:
+        self.slots = [Resource() for _ in range(nslots)]
+        self.turn = 0
+
+    def claim(self) -> int:
+        """The next slot in turn."""
+        s = self.turn
+        self.turn = (s + 1) % len(self.slots)
+        return s
+
+    def find_or_claim(self, key: tuple) -> tuple[int, bool]:
+        """``(slot, True)`` if a slot holds tile ``key`` (reuse), else ``(next slot, False)``."""
+        for s, slot in enumerate(self.slots):
+            if slot.resident == key:
+                return s, True
+        return self.claim(), False
+
+    def holding(self, key: tuple) -> int:
+        """The slot that holds tile ``key``."""
+        return next(s for s, slot in enumerate(self.slots) if slot.resident == key)
+
+    def claim_free(self) -> int:
+        """The next slot in turn that holds nothing; never one whose tile is still live."""
+        n = len(self.slots)
+        for j in range(n):
+            s = (self.turn + j) % n
+            if self.slots[s].resident is None:
+                self.turn = (s + 1) % n
+                return s
+        raise AssertionError("every slot holds a live tile (more GEMMs interleaved than slots)")
+
+
+class Allocator:
+    """Places tensors one after the other in DRAM, each on an :data:`ALIGN` boundary."""
+
+    __slots__ = ("tensors", "end")
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, Tensor] = {}
+        self.end = 0
+
+    def alloc(self, name: str, rows: int, cols: int, elem_bytes: int, fmt: str = "dense",
+              nbytes: int | None = None) -> Tensor:
+        """A new tensor of ``rows × cols`` elements (``nbytes`` if its format packs them)."""
+        addr = ceil_div(self.end, ALIGN) * ALIGN
+        size = nbytes if nbytes is not None else rows * cols * elem_bytes
+        tensor = Tensor(name, addr, rows, cols, elem_bytes, cols * elem_bytes, fmt, size)
+        self.tensors[name] = tensor
+        self.end = addr + size
+        return tensor
+
+
+class Emitter:
+    """Appends instructions to a program, turning declared slot accesses into waits.
+
+    Parameters
+    ----------
+    nslots
+        Slots per buffer (two with double buffering; one without).
+    """
+
+    def __init__(self, nslots: int = SLOTS_PER_BUFFER) -> None:
+        self.program = Program()
+        self.dram = Allocator()
+        self.program.tensors = self.dram.tensors
+        self.issued = [0, 0, 0]
+        self.nslots = nslots
+        self.buffers = {name: Buffer(nslots) for name in ("A", "B", "C", "mask")}
+
+    def slot(self, buffer: str, index: int) -> Resource:
+        return self.buffers[buffer].slots[index]
+
+    def emit(self, op: Op, tag: int, reads: tuple[Resource, ...] = (),
+             writes: tuple[Resource, ...] = (), **fields) -> tuple[Unit, int]:
+        """Append ``op`` with ``fields``; returns its (unit, ordinal on that unit)."""
+        unit = UNIT_OF[op]
+        wait = [0, 0, 0]
+        for r in reads + writes:
+            if r.writer is not None:
+                _need(wait, unit, r.writer)
+        for r in writes:
+            for reader in r.readers.items():
+                _need(wait, unit, reader)
+        self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
+        self.program.tags.append(tag)
+        ordinal = self.issued[unit]
+        self.issued[unit] += 1
+        for r in reads:
+            r.readers[unit] = ordinal
+        for r in writes:
+            r.writer, r.readers = (unit, ordinal), {}
+        return unit, ordinal
+
+
+def _need(wait: list[int], unit: Unit, dep: tuple[Unit, int]) -> None:
+    """Raise ``wait`` so instruction ``dep`` (unit, ordinal) of another unit has completed."""
+    other, ordinal = dep
+    if other != unit and ordinal >= wait[other]:
+        wait[other] = ordinal + 1

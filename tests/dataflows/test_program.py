@@ -1,0 +1,84 @@
+"""The program layer: waits derived from declared slot accesses, one allocator, typed segments."""
+
+from __future__ import annotations
+
+from dataflows.attention import PHASES, AttentionWork
+from dataflows.isa import Op
+from dataflows.program import ALIGN, Allocator, Buffer, Emitter
+from dataflows.scheduler import GemmWork, PregenWork, schedule
+from workloads.load import load_workload
+
+
+def test_read_waits_for_the_writer_and_write_for_readers_and_writer():
+    em = Emitter()
+    a, b, acc = em.slot("A", 0), em.slot("B", 0), em.slot("C", 0)
+    em.emit(Op.LOAD_A, 0, writes=(a,), rows=1, cols=1)  # DMA 0
+    em.emit(Op.LOAD_B, 0, writes=(b,), rows=1, cols=1)  # DMA 1
+    em.emit(Op.COMPUTE, 0, reads=(a, b), writes=(acc,), m=1)  # PE 0: waits for both loads
+    em.emit(Op.STORE_C, 0, reads=(acc,), rows=1, cols=1)  # DMA 2: waits for the compute
+    em.emit(Op.COMPRESS, 0, reads=(b,), writes=(b,), rows=1, cols=1)  # VEC 0: RAW, WAR, WAW
+    em.emit(Op.LOAD_B, 0, writes=(b,), rows=1, cols=1)  # DMA 3: after COMPRESS (WAW)
+    waits = [i.wait for i in em.program.instrs]
+    assert waits == [(0, 0, 0), (0, 0, 0), (2, 0, 0), (0, 1, 0), (2, 1, 0), (0, 0, 1)]
+
+
+def test_waits_on_the_own_unit_are_dropped():
+    em = Emitter()
+    a = em.slot("A", 0)
+    em.emit(Op.LOAD_A, 0, writes=(a,))
+    em.emit(Op.LOAD_A, 0, writes=(a,))  # program order already orders two DMA instructions
+    assert em.program.instrs[1].wait == (0, 0, 0)
+
+
+def test_a_write_clears_the_readers_it_waited_for():
+    em = Emitter()
+    a, acc = em.slot("A", 0), em.slot("C", 0)
+    em.emit(Op.LOAD_A, 0, writes=(a,))  # DMA 0
+    em.emit(Op.COMPUTE, 0, reads=(a,), writes=(acc,))  # PE 0
+    em.emit(Op.LOAD_A, 0, writes=(a,))  # DMA 1 waits for PE 0
+    em.emit(Op.COMPUTE, 0, reads=(a,), writes=(acc,))  # PE 1 waits for DMA 1
+    em.emit(Op.ROWMAX, 0, reads=(acc,))  # VEC 0 waits for PE 1 (the last writer)
+    assert [i.wait for i in em.program.instrs] == [
+        (0, 0, 0), (1, 0, 0), (0, 1, 0), (2, 0, 0), (0, 2, 0)]
+
+
+def test_allocator_aligns_every_tensor():
+    dram = Allocator()
+    x = dram.alloc("x", 3, 5, 1)
+    y = dram.alloc("y", 2, 2, 6)
+    z = dram.alloc("z", 1, 1, 1, "nm_tiles", nbytes=100)
+    assert (x.addr, y.addr, z.addr) == (0, ALIGN, 2 * ALIGN)
+    assert (x.nbytes, y.stride, z.nbytes, dram.end) == (15, 12, 100, 2 * ALIGN + 100)
+
+
+def test_buffer_never_claims_a_live_slot():
+    buf = Buffer(2)
+    first = buf.claim_free()
+    buf.slots[first].resident = ("acc", 0)
+    second = buf.claim_free()
+    buf.slots[second].resident = ("acc", 1)
+    assert first != second and buf.holding(("acc", 1)) == second
+    buf.slots[first].resident = None
+    assert buf.claim_free() == first
+
+
+def test_every_segment_says_what_its_tags_index():
+    workload = load_workload("workloads/examples/attention_bert.yaml")
+    sched = schedule(workload)
+    kinds = {type(s.work) for s in sched.segments}
+    assert kinds == {GemmWork, AttentionWork}
+    for segment in sched.segments:
+        names = segment.work.tag_names
+        assert all(0 <= t < len(names) for t in segment.program.tags)
+    attention = sched.of(AttentionWork)
+    assert attention and attention[0].work.tag_names == PHASES
+
+
+def test_pregeneration_segments_tag_their_weight():
+    workload = load_workload("workloads/examples/resnet18_bdwp.yaml")
+    pregen = schedule(workload).of(PregenWork)
+    assert pregen
+    for segment in pregen:
+        (task,) = segment.work.tasks
+        assert segment.work.tag_names == (task.weight,)
+        assert set(segment.program.tags) == {0}
