@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from archsim.attention import AttentionTally
+from archsim.fast import run_program_fast
 from archsim.model import run_program
 from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
 from dataflows.attention import AttentionWork
@@ -17,9 +18,15 @@ from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
 from workloads.spec import HardwareSpec, WorkloadSpec
 
-__all__ = ["simulate", "with_spgemm"]
+__all__ = ["ENGINES", "simulate", "with_spgemm"]
 
 Progress = Callable[[int, int], None]
+
+#: Timing engines: the SimPy model (the reference) and the fast evaluation of the same rule.
+ENGINES = {"simpy": run_program, "fast": run_program_fast}
+
+#: The on-chip buffers in the order the results list them.
+_BUFFERS = ("input", "weight", "accumulator")
 
 
 def _sparsity_label(task: GemmTask, tiling: Tiling | None, hw: HardwareSpec) -> str:
@@ -68,15 +75,18 @@ def _pregen_record(segment: Segment[PregenWork], stats: SegmentStats) -> LayerRe
     )
 
 
-def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) -> SimResult:
+def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
+             engine: str = "simpy") -> SimResult:
     """Simulate every segment of a schedule and aggregate the statistics.
 
     Segments with the same key have the same program and start from an idle accelerator, so
     their timing is identical: each distinct segment is simulated once and counted as often as
     it occurs (``SimResult.instructions_simulated`` tells how much was actually run).
+    ``engine`` is a key of :data:`ENGINES`; both give identical results.
     """
     sched = make_schedule(target) if isinstance(target, WorkloadSpec) else target
     hw = sched.hardware
+    run_program_with = ENGINES[engine]
     cache: dict[tuple, SegmentStats] = {}
     totals = {"cycles": 0, "instrs": 0, "simulated": 0, "groups": 0}
     busy, stall = [0, 0, 0], [0, 0, 0]
@@ -90,7 +100,7 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
         The dense-attention baselines of the attention tally share this cache and count.
         """
         if segment.key not in cache:
-            cache[segment.key] = run_program(segment.program, hw)
+            cache[segment.key] = run_program_with(segment.program, hw)
             totals["simulated"] += len(segment.program.instrs)
         return cache[segment.key]
 
@@ -131,8 +141,8 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None) 
         utilization=macs / (cycles * pes) if cycles else 0.0,
         dram_read_bytes=d_read,
         dram_write_bytes=d_write,
-        sram_read_bytes=sram_r,
-        sram_write_bytes=sram_w,
+        sram_read_bytes={b: sram_r[b] for b in _BUFFERS if b in sram_r},
+        sram_write_bytes={b: sram_w[b] for b in _BUFFERS if b in sram_w},
         unit_busy_cycles={UNIT_NAMES[u]: busy[u] for u in Unit},
         unit_stall_cycles={UNIT_NAMES[u]: stall[u] for u in Unit},
         energy_pj=energy_pj(hw.energy, macs, d_read, d_write, sum(sram_r.values()), sum(sram_w.values()), totals["groups"]),

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--layers", type=_non_negative, default=15,
                      help="rows of the per-layer table to print (0: none)")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
+    run.add_argument(
+        "--engine", choices=("simpy", "fast"), default="simpy",
+        help="timing engine: the SimPy model (the reference) or its fast, equal evaluation",
+    )
     run.set_defaults(handler=_cmd_run)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -127,7 +131,7 @@ def _dense_variant(workload):
     return workload.model_copy(update={"sparsity": DenseSparsity(), "operations": ops})
 
 
-def _simulate_with_progress(workload, quiet: bool):
+def _simulate_with_progress(workload, quiet: bool, engine: str = "simpy"):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from archsim.api import simulate
@@ -136,11 +140,12 @@ def _simulate_with_progress(workload, quiet: bool):
     sched = schedule(workload)
     # A bar only where a person watches: on a pipe or in CI it would leave stray lines.
     if quiet or len(sched.segments) < 50 or not sys.stderr.isatty():
-        return simulate(sched)
+        return simulate(sched, engine=engine)
     columns = (TextColumn("simulating {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} segments"), TimeRemainingColumn())
     with Progress(*columns, transient=True, console=_console(stderr=True)) as bar:
         job = bar.add_task(workload.name, total=len(sched.segments))
-        return simulate(sched, progress=lambda done, total: bar.update(job, completed=done))
+        return simulate(sched, progress=lambda done, total: bar.update(job, completed=done),
+                        engine=engine)
 
 
 def _console(stderr: bool = False):
@@ -339,13 +344,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from archsim.api import with_spgemm
 
     # SpGEMM ops run on their own engine, after the GEMM and attention segments.
-    result = with_spgemm(_simulate_with_progress(workload, args.quiet), workload)
+    result = with_spgemm(_simulate_with_progress(workload, args.quiet, args.engine), workload)
     comparison = None
     if args.compare_dense:
         # Whole workloads on both sides: SpGEMM keeps its (inherent) sparsity in the dense run,
         # so the totals printed next to each other stay comparable.
         dense_workload = _dense_variant(workload)
-        dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet), dense_workload)
+        dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet, args.engine),
+                            dense_workload)
         comparison = {
             "dense_cycles": dense.total_cycles,
             "speedup": dense.total_cycles / result.total_cycles if result.total_cycles else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import simpy
 
 from archsim.stats import SegmentStats
-from archsim.units import Buffer, Controller, DMAEngine, PEArray, VectorUnit
+from archsim.units import Controller, DMAEngine, PEArray, VectorUnit
 from dataflows.isa import Unit
 from dataflows.program import Program
 from workloads.errors import SimulationError
@@ -25,14 +25,9 @@ def run_program(program: Program, hw: HardwareSpec, trace: bool = False) -> Segm
     env = simpy.Environment()
     stats = SegmentStats(len(program.instrs), trace)
     ctrl = Controller(env)
-    buffers = {
-        "input": Buffer("input", hw.buffers.input_bytes, stats),
-        "weight": Buffer("weight", hw.buffers.weight_bytes, stats),
-        "accumulator": Buffer("accumulator", hw.buffers.accumulator_bytes, stats),
-    }
     queues = program.per_unit()
     units = [
-        cls(env, hw, ctrl, program, queues[unit], stats, buffers)
+        cls(env, hw, ctrl, program, queues[unit], stats)
         for cls, unit in ((DMAEngine, Unit.DMA), (PEArray, Unit.PE), (VectorUnit, Unit.VEC))
     ]
     env.run()

@@ -6,10 +6,12 @@ All results are integer cycles, bytes or elements.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dataflows.isa import Instr, Op, row_bytes
+from dataflows.isa import Instr, Op, Unit, row_bytes
 from workloads.arith import ceil_div
+from workloads.errors import SimulationError
 from workloads.spec import HardwareSpec
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "latency",
     "transfer_bytes",
     "GemmEstimate",
+    "timeline",
     "program_cycles",
     "SOFTMAX_GUARD_BITS",
     "SOFTMAX_MUL_CYCLES",
@@ -212,23 +215,61 @@ class GemmEstimate:
         return max(self.dma, self.pe, self.vec)
 
 
-def program_cycles(program, hw: HardwareSpec) -> int:
-    """Cycles of a whole program under the timing rule of docs/isa.md, without simulating.
+def timeline(program, hw: HardwareSpec) -> Iterator[tuple[Unit, int, int, int, int]]:
+    """Evaluate the timing rule of docs/isa.md without simulating: for every instruction, in an
+    order in which each one's waits are already resolved, ``(unit, index, ready, start, cycles)``.
 
-    Units run in order; an instruction starts when its unit is free and every other unit has
-    completed ``wait[u]`` instructions. Because waits only point backwards in program order, one
-    pass in program order computes every start time. The scheduler uses this exact figure to make
-    decisions (``archsim`` cannot be imported from ``dataflows``); tests check it equals the SimPy
-    model's cycle count.
+    ``ready`` is when its unit finished the previous instruction, ``start`` when it starts (its
+    unit is free and every other unit has completed ``wait[u]`` instructions), ``cycles`` its
+    latency. Each unit is advanced as far as its waits allow, round after round, so waits that
+    point forward in program order are handled too.
+
+    Raises
+    ------
+    SimulationError
+        If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
+    queues = program.per_unit()
     ends: list[list[int]] = [[], [], []]  # per unit, end time of its i-th instruction
     free = [0, 0, 0]
-    for instr in program.instrs:
-        unit = instr.unit
-        start = free[unit]
-        for other, need in enumerate(instr.wait):
-            if need and other != unit:
-                start = max(start, ends[other][need - 1])
-        free[unit] = start + latency(instr, hw)
-        ends[unit].append(free[unit])
-    return max(free)
+    progress = True
+    while progress:
+        progress = False
+        for unit in Unit:
+            queue, done = queues[unit], ends[unit]
+            while len(done) < len(queue):
+                index = queue[len(done)]
+                instr = program.instrs[index]
+                start = free[unit]
+                for other, need in enumerate(instr.wait):
+                    if need and other != unit:
+                        if need > len(ends[other]):
+                            break
+                        start = max(start, ends[other][need - 1])
+                else:
+                    cycles = latency(instr, hw)
+                    yield unit, index, free[unit], start, cycles
+                    free[unit] = start + cycles
+                    done.append(free[unit])
+                    progress = True
+                    continue
+                break
+    for unit in Unit:
+        if len(ends[unit]) < len(queues[unit]):
+            left = len(queues[unit]) - len(ends[unit])
+            counts = [len(e) for e in ends]
+            raise SimulationError(
+                f"program deadlocked: {unit.name} waits with {left} instructions left; completed "
+                f"counts dma={counts[0]} pe={counts[1]} vec={counts[2]}"
+            )
+
+
+def program_cycles(program, hw: HardwareSpec) -> int:
+    """Cycles of a whole program under the timing rule of docs/isa.md, without simulating
+    (:func:`timeline`). The scheduler uses this exact figure to make decisions (``archsim``
+    cannot be imported from ``dataflows``); tests check it equals the SimPy model's count.
+    """
+    end = 0
+    for _, _, _, start, cycles in timeline(program, hw):
+        end = max(end, start + cycles)
+    return end

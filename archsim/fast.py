@@ -1,0 +1,36 @@
+"""The fast timing engine: the same answer as the SimPy model, computed without an event loop.
+
+The SimPy model (``archsim.model.run_program``) is the reference: one process per unit, waiting
+on completion-count events. Its timing rule is simple enough to evaluate directly
+(``dataflows.cost.timeline``): every instruction starts when its unit is free and its waits are
+met. This engine walks that timeline and books every instruction with the same
+``archsim.accounting``, so it returns the same :class:`~archsim.stats.SegmentStats` — cycles,
+busy/stall per unit, per-tag MACs and traffic, SRAM bytes, the trace — several times faster.
+Tests hold it equal to the SimPy model on random programs and every shipped example.
+"""
+
+from __future__ import annotations
+
+from archsim.accounting import account
+from archsim.stats import SegmentStats
+from dataflows.cost import timeline
+from dataflows.program import Program
+from workloads.spec import HardwareSpec
+
+__all__ = ["run_program_fast"]
+
+
+def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) -> SegmentStats:
+    """Execute ``program`` from an idle accelerator; same result as ``model.run_program``.
+
+    Raises
+    ------
+    SimulationError
+        If the program deadlocks (an instruction waits for a count that is never reached).
+    """
+    stats = SegmentStats(len(program.instrs), trace)
+    instrs, tags = program.instrs, program.tags
+    for unit, index, ready, start, cycles in timeline(program, hw):
+        stats.record(unit, index, tags[index], ready, start, cycles)
+        account(stats, instrs[index], tags[index], hw)
+    return stats
