@@ -1,11 +1,13 @@
-"""The vector unit's fixed-point softmax arithmetic, in numpy: the stand-alone unit
-(``rtl/softmax.py``, :func:`softmax_fixed`) and the online softmax the attention instructions
-share (``rtl/online_softmax.py``; :class:`SoftmaxState` and the helpers the golden interpreter,
-``verification.golden.Interpreter``, runs ROWMAX, EXP, RESCALE and NORMALIZE with).
+"""The vector unit's fixed-point softmax arithmetic, in numpy.
 
-The stand-alone unit computes a base-2 softmax per **lane** (one query column each) over a tile of scores
-that streams in one row (one key) per beat: ``p_i = 2^x_i / Σ_j 2^x_j`` over the kept scores.
-Attention folds ``log2(e)/√d`` into Q, so this is the usual softmax of ``q·k/√d``.
+Two users: the stand-alone unit (``rtl/softmax.py``; :func:`softmax_fixed`), and the online
+softmax of the attention instructions (``rtl/online_softmax.py``), which the golden interpreter
+``verification.golden.Interpreter`` executes with :class:`SoftmaxState` and the helpers at the
+end of this module.
+
+The stand-alone unit computes a base-2 softmax per **lane** (one query column each) over a tile
+of scores that streams in one row (one key) per beat: ``p_i = 2^x_i / Σ_j 2^x_j`` over the kept
+scores. Attention folds ``log2(e)/√d`` into Q, so this is the usual softmax of ``q·k/√d``.
 
 Number formats (:class:`~dataflows.softmax_format.SoftmaxFormat`, derived from the hardware):
 
