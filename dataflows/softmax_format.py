@@ -31,7 +31,7 @@ __all__ = ["SOFTMAX_GUARD_BITS", "SoftmaxFormat"]
 SOFTMAX_GUARD_BITS = 4
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)  # no slots: exp_table is cached in the instance's dict
 class SoftmaxFormat:
     """The softmax datapath's widths (see the module docstring).
 
