@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dataflows.isa import Instr, Op, Unit, row_bytes
+from dataflows.softmax_format import SoftmaxFormat
 from workloads.arith import ceil_div
 from workloads.errors import SimulationError
 from workloads.spec import HardwareSpec
@@ -24,7 +25,6 @@ __all__ = [
     "GemmEstimate",
     "timeline",
     "program_cycles",
-    "SOFTMAX_GUARD_BITS",
     "SOFTMAX_MUL_CYCLES",
     "SOFTMAX_READ_CYCLES",
     "softmax_beats",
@@ -36,7 +36,6 @@ __all__ = [
     "normalize_cycles",
     "softmax_cycles",
     "mask_bytes",
-    "attention_formats",
 ]
 
 #: Cycles of a COMPUTE beyond streaming and the systolic skew: one to read an activation row from
@@ -82,12 +81,9 @@ def compress_cycles(dense_rows: int, cols: int, m: int, hw: HardwareSpec) -> int
 
 # --------------------------------------------------------------------------------------------
 # The vector unit's softmax (attention; docs/attention.md). ``rtl/softmax.py`` is built to these
-# stage depths and its cocotb test checks :func:`softmax_cycles` exactly.
+# stage depths and its cocotb test checks :func:`softmax_cycles` exactly. Its number format is
+# ``dataflows.softmax_format.SoftmaxFormat``.
 # --------------------------------------------------------------------------------------------
-
-#: Extra fraction bits of a reciprocal beyond the output's, so that truncating it costs at most
-#: 1/16 of an output LSB (verification/golden_softmax.py derives the error bound).
-SOFTMAX_GUARD_BITS = 4
 
 #: Stages from an exponential to its scaled result: the product register, then the rounding and
 #: saturation register.
@@ -104,11 +100,8 @@ def softmax_beats(rows: int, cols: int, hw: HardwareSpec) -> int:
 
 
 def reciprocal_bits(hw: HardwareSpec) -> int:
-    """Quotient bits of ``⌊2^K / sum⌋`` with ``K = exp_bits + prob_bits + guard``: the sum is at
-    least ``2^exp_bits`` (the maximum contributes exactly one), so ``prob_bits + guard + 1``
-    bits hold the quotient. ``prob_bits = data_bits - 1``: probabilities feed the PE array as
-    non-negative operands."""
-    return hw.data_bits - 1 + SOFTMAX_GUARD_BITS + 1
+    """Quotient bits of ``⌊2^K / sum⌋`` (:attr:`SoftmaxFormat.recip_bits`, ``P + G + 1``)."""
+    return SoftmaxFormat.of(hw).recip_bits
 
 
 def reciprocal_cycles(hw: HardwareSpec) -> int:
@@ -152,19 +145,6 @@ def softmax_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
     """
     beats, x = softmax_beats(rows, cols, hw), hw.vector_unit.exp_latency_cycles
     return beats + (beats + x) + reciprocal_cycles(hw) + (beats + x + SOFTMAX_MUL_CYCLES)
-
-
-def attention_formats(hw: HardwareSpec) -> tuple[int, int, int]:
-    """(operand fraction bits, score shift, P̃ fraction bits) of attention on ``hw``.
-
-    Q (pre-scaled by log2(e)/√d), K and V are ``data_bits``-bit operands with ``data_bits // 2``
-    fraction bits, so a score in the accumulator has twice that; ROWMAX and EXP read it shifted
-    right (arithmetically) by ``score_shift`` to ``score_frac_bits``. P̃ = 2^(s - max) ≤ 1 is
-    written as a non-negative operand with ``data_bits - 1`` fraction bits. The RTL's vector unit
-    and the golden model both take these from here.
-    """
-    frac = hw.data_bits // 2
-    return frac, max(0, 2 * frac - hw.vector_unit.score_frac_bits), hw.data_bits - 1
 
 
 def mask_bytes(rows: int, cols: int) -> int:

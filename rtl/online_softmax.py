@@ -3,9 +3,10 @@
 Attention keeps a score tile Sᵀ (rows = keys, columns = queries) in an accumulator slot. Per
 query column ``j`` this unit holds the softmax state the instructions share: the running max
 ``mx``, whether any score was kept yet, the running sum ``l``, the last ROWMAX's correction
-``c`` and NORMALIZE's reciprocal. The arithmetic is exactly
-``verification.golden_softmax.AttentionInterpreter`` (base 2, the exp table of
-:func:`rtl.softmax.exp2_neg`, scores read as ``acc >> score_shift`` clipped to ``score_bits``).
+``c`` and NORMALIZE's reciprocal. The arithmetic is exactly the golden interpreter's
+(``verification.golden.Interpreter`` with ``verification.golden_softmax``; base 2, the exp table
+of :func:`rtl.softmax.exp2_neg`, scores read as ``acc >> score_shift`` clipped to
+``score_bits``), the widths those of :class:`~dataflows.softmax_format.SoftmaxFormat`.
 
 A pass streams the tile one **beat** per cycle: one accumulator row of up to ``softmax_lanes``
 consecutive columns (a *chunk*), chunk by chunk, rows inside a chunk, so ``B = rows ·
@@ -38,7 +39,6 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from dataflows.cost import attention_formats
 from dataflows.isa import Op, Unit
 from rtl import layouts
 from rtl.dma import ceil_div_const, times_const
@@ -88,7 +88,7 @@ class OnlineSoftmax(wiring.Component):
     def __init__(self, hw: HardwareSpec) -> None:
         self._hw = hw
         self._g = g = Geometry.of(hw)
-        self._p = SoftmaxParams(hw)
+        self._p = SoftmaxParams.of(hw)
         super().__init__({
             "issue": In(layouts.IssueSignature(Unit.VEC)),
             "acc_rd": Out(layouts.AccRowReadSignature(g)),
@@ -155,11 +155,11 @@ class OnlineSoftmax(wiring.Component):
             with m.Else():
                 m.d.sync += row.eq(row + 1)
 
-        count, dividing = Signal(range(p.recip_bits + 1)), Signal()
+        count, dividing = Signal(range(p.fmt.recip_bits + 1)), Signal()
         step = norm_start | dividing
         with m.If(step):
             m.d.sync += count.eq(count + 1)
-            with m.If(count == p.recip_bits - 1):
+            with m.If(count == p.fmt.recip_bits - 1):
                 m.d.sync += [dividing.eq(0), reading.eq(1), count.eq(0)]
             with m.Elif(norm_start):
                 m.d.sync += dividing.eq(1)
@@ -171,7 +171,7 @@ class OnlineSoftmax(wiring.Component):
         remainder starts at ``2^(E-1)``, the part of ``2^K`` above the ``R`` quotient bits."""
         p, st = self._p, self.st
         for j in range(self._g.cols):
-            rem = Mux(start, 1 << (p.exp_bits - 1), st.rem[j])
+            rem = Mux(start, 1 << (p.fmt.exp_bits - 1), st.rem[j])
             twice = Signal(len(st.rem[j]) + 1, name=f"twice_{j}")
             m.d.comb += twice.eq(rem << 1)
             fits = twice >= st.sums[j]
@@ -228,8 +228,8 @@ class OnlineSoftmax(wiring.Component):
         m.d.sync += [valid.eq(go), row.eq(beat["row"]), chunk.eq(beat["chunk"]),
                      last.eq(go & beat["last"]), bit_q.eq(bit)]
 
-        _, shift, _ = attention_formats(self._hw)
-        lo, hi = -(1 << (p.score_bits - 1)), (1 << (p.score_bits - 1)) - 1
+        shift = p.fmt.score_shift
+        lo, hi = p.fmt.score_range
         window = Signal(2 * 8 * g.beat_bytes)
         m.d.comb += window.eq(self.mask_rd.data >> bit_q)
         active, keep, scores = [], [], []
@@ -239,7 +239,7 @@ class OnlineSoftmax(wiring.Component):
             kept = Signal(name=f"keep_{j}")
             m.d.comb += kept.eq(on & (~cur["mask"] | window[j % g.softmax_lanes]))
             wide = self.acc_rd.data[j] >> shift
-            x = Signal(signed(p.score_bits), name=f"score_{j}")
+            x = Signal(signed(p.fmt.score_bits), name=f"score_{j}")
             m.d.comb += x.eq(Mux(wide > hi, hi, Mux(wide < lo, lo, wide)))
             active.append(on)
             keep.append(kept)
@@ -253,7 +253,7 @@ class OnlineSoftmax(wiring.Component):
 
     def _rowmax(self, m: Module, first, data, is_rowmax, tail_now):
         g, p, st = self._g, self._p, self.st
-        lo = -(1 << (p.score_bits - 1))
+        lo = p.fmt.score_range[0]
         pay = self.issue.instr.payload
         starts = first & (pay.op == Op.ROWMAX)
         tail = [Signal(name=f"tail_{t}") for t in range(p.exp_latency + 2)]
@@ -271,7 +271,7 @@ class OnlineSoftmax(wiring.Component):
                 m.d.sync += [st.bmax[j].eq(x), st.bany[j].eq(1)]
             new = Mux(st.any[j], Mux(st.bany[j] & (st.bmax[j] > st.mx[j]), st.bmax[j], st.mx[j]),
                       st.bmax[j])
-            m.d.comb += st.tail_d[j].eq((new - st.mx[j])[: p.score_bits + 1])
+            m.d.comb += st.tail_d[j].eq((new - st.mx[j])[: p.fmt.score_bits + 1])
             with m.If(tail[0]):
                 m.d.sync += [st.mx[j].eq(new), st.any[j].eq(st.any[j] | st.bany[j]),
                              st.any_old[j].eq(st.any[j])]
@@ -279,14 +279,14 @@ class OnlineSoftmax(wiring.Component):
             with m.If(corr_at):
                 m.d.sync += [st.corr[j].eq(corr), st.scaled_sum[j].eq(st.sums[j] * corr)]
             with m.If(tail[-1]):
-                m.d.sync += st.sums[j].eq(st.scaled_sum[j] >> p.exp_bits)
+                m.d.sync += st.sums[j].eq(st.scaled_sum[j] >> p.fmt.exp_bits)
         return tail[-1]
 
     def _exp(self, m: Module, data, is_exp, reg):
         g, p, st, x_lat = self._g, self._p, self.st, self._p.exp_latency
         for j in range(g.cols):
             x = data["x"][j]
-            m.d.comb += st.exp_d[j].eq(Mux(x > st.mx[j], 0, st.mx[j] - x)[: p.score_bits + 1])
+            m.d.comb += st.exp_d[j].eq(Mux(x > st.mx[j], 0, st.mx[j] - x)[: p.fmt.score_bits + 1])
         # The exponential leaves the table X cycles after the data cycle: file it then.
         valid = _delay(m, data["valid"] & is_exp, x_lat, "exp_valid")
         row = _delay(m, data["row"], x_lat, "exp_row")
@@ -336,7 +336,7 @@ class OnlineSoftmax(wiring.Component):
             chosen = select_top_n(m, g.m_max, g.n_max, ranks_above, inside, group_n, f"top{j}")
             picked_e, picked_pos = [], []
             for t in range(g.n_max):
-                e_t = Signal(p.exp_bits + 1, name=f"pick_e{j}_{t}")
+                e_t = Signal(p.fmt.exp_bits + 1, name=f"pick_e{j}_{t}")
                 pos_t = Signal(range(max(2, g.m_max)), name=f"pick_pos{j}_{t}")
                 for q in range(g.m_max):
                     with m.If(chosen[t][q]):
@@ -364,8 +364,8 @@ class OnlineSoftmax(wiring.Component):
     def _probability(self, e):
         """P̃ = min(round(e / 2^(E−P)), 2^P − 1): the operand the PV product streams."""
         p = self._p
-        _, _, p_frac = attention_formats(self._hw)
-        drop = p.exp_bits - p_frac
+        p_frac = p.fmt.prob_bits
+        drop = p.fmt.exp_bits - p_frac
         rounded = (e + (1 << (drop - 1))) >> drop if drop > 0 else e << -drop
         top = (1 << p_frac) - 1
         return Mux(rounded > top, top, rounded)
@@ -380,12 +380,13 @@ class OnlineSoftmax(wiring.Component):
         m.d.comb += self.acc_wr.slot.eq(reg["slot"])
         for j in range(g.cols):
             factor = Mux(is_rescale, st.corr[j], Mux(st.sums[j] == 0, 0, st.recip[j]))
-            product = Signal(signed(g.acc_bits + max(p.exp_bits + 1, p.recip_bits) + 1),
+            product = Signal(signed(g.acc_bits + max(p.fmt.exp_bits + 1, p.fmt.recip_bits) + 1),
                              name=f"scaled_{j}")
             result = Signal(signed(g.acc_bits), name=f"scale_out_{j}")
             m.d.sync += [
                 product.eq(data["acc"][j] * factor),
-                result.eq(Mux(is_rescale, product >> p.exp_bits, product >> (p.k - p.exp_bits))),
+                result.eq(Mux(is_rescale, product >> p.fmt.exp_bits,
+                              product >> (p.fmt.k - p.fmt.exp_bits))),
             ]
             on = _delay(m, data["active"][j], 2, f"scale_on{j}")
             m.d.comb += [
@@ -401,8 +402,8 @@ class _State:
     the exp table shared by ROWMAX's correction (``tail_d``) and EXP's scores (``exp_d``)."""
 
     def __init__(self, g: Geometry, p: SoftmaxParams) -> None:
-        cols, sb = g.cols, p.score_bits
-        sum_bits = p.exp_bits + 1 + RUNNING_SUM_KEY_BITS
+        cols, sb = g.cols, p.fmt.score_bits
+        sum_bits = p.fmt.exp_bits + 1 + RUNNING_SUM_KEY_BITS
 
         def per_col(shape, name):
             return [Signal(shape, name=f"{name}_{j}") for j in range(cols)]
@@ -411,14 +412,14 @@ class _State:
         self.any, self.bany, self.any_old = per_col(1, "any"), per_col(1, "bany"), \
             per_col(1, "any_old")
         self.sums = per_col(sum_bits, "sum")
-        self.scaled_sum = per_col(sum_bits + p.exp_bits + 1, "scaled_sum")
-        self.corr = per_col(p.exp_bits + 1, "corr")
+        self.scaled_sum = per_col(sum_bits + p.fmt.exp_bits + 1, "scaled_sum")
+        self.corr = per_col(p.fmt.exp_bits + 1, "corr")
         self.rem = per_col(sum_bits + 1, "rem")
-        self.recip = per_col(p.recip_bits, "recip")
+        self.recip = per_col(p.fmt.recip_bits, "recip")
         self.gx = [[Signal(signed(sb), name=f"gx_{j}_{q}") for q in range(g.m_max)]
                    for j in range(cols)]
         self.gkeep = [[Signal(name=f"gkeep_{j}_{q}") for q in range(g.m_max)] for j in range(cols)]
-        self.ge = [[Signal(p.exp_bits + 1, name=f"ge_{j}_{q}") for q in range(g.m_max)]
+        self.ge = [[Signal(p.fmt.exp_bits + 1, name=f"ge_{j}_{q}") for q in range(g.m_max)]
                    for j in range(cols)]
         self.tail_d, self.exp_d = per_col(sb + 1, "tail_d"), per_col(sb + 1, "exp_d")
         self.exp: list = []  # per column, the exp table's output (built by ``build_exp``)

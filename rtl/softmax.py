@@ -5,7 +5,8 @@ key row per beat. The tile arrives **three times**, as the ISA's vector passes r
 accumulator SRAM (docs/attention.md): pass 1 finds each lane's maximum, pass 2 sums the
 exponentials ``2^(x - max)``, then a per-lane restoring divider forms the reciprocal of the sum,
 and pass 3 recomputes each exponential and scales it by the reciprocal into a probability. The
-arithmetic is exactly ``verification.golden_softmax`` (base 2; ``log2(e)/√d`` is folded into Q):
+arithmetic is exactly ``verification.golden_softmax``, the widths those of
+:class:`~dataflows.softmax_format.SoftmaxFormat` (base 2; ``log2(e)/√d`` is folded into Q):
 
 * ``e = T[f] >> q`` for ``d = max - x = q·2^F + f``, with the ROM ``T[f] = round(2^E·2^(-f/2^F))``;
 * ``R = ⌊2^K / Σe⌋``, ``K = E + P + G``, one quotient bit per cycle;
@@ -29,59 +30,53 @@ Ports (every parameter from :class:`~workloads.spec.HardwareSpec`):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from dataflows.cost import SOFTMAX_GUARD_BITS
+from dataflows.softmax_format import SoftmaxFormat
 from workloads.spec import HardwareSpec
 
 __all__ = ["Softmax", "SoftmaxParams", "exp2_neg"]
 
 
+@dataclass(frozen=True)
 class SoftmaxParams:
-    """Widths of the softmax unit, derived once from a hardware description.
+    """The softmax unit's sizes: the shared number format plus what only the RTL needs.
 
     Attributes
     ----------
-    lanes, score_bits, frac_bits, exp_bits, prob_bits, guard_bits
-        ``L``, the score width, ``F``, ``E``, ``P = data_bits - 1`` and ``G``.
+    fmt
+        The number format (:class:`~dataflows.softmax_format.SoftmaxFormat`): ``L``, the score
+        width, ``F``, ``E``, ``P``, ``G``, ``K``, the reciprocal width and the exp table.
     max_rows
         The longest tile: an accumulator slot's rows (a score tile lives in one).
     sum_bits
         Width of a lane's sum: ``E + 1 + ⌈log2 max_rows⌉``.
-    recip_bits
-        Quotient bits ``P + G + 1``.
     exp_latency
         ``exp_latency_cycles``: pipeline depth from a score to its exponential.
     """
 
-    def __init__(self, hw: HardwareSpec) -> None:
-        vu = hw.vector_unit
-        self.lanes = vu.softmax_width
-        self.score_bits = vu.score_bits
-        self.frac_bits = vu.score_frac_bits
-        self.exp_bits = vu.exp_bits
-        self.prob_bits = hw.data_bits - 1
-        self.guard_bits = SOFTMAX_GUARD_BITS
-        self.max_rows = max(1, hw.buffers.accumulator_bytes // 2 // (hw.array.cols * hw.acc_bytes))
-        self.sum_bits = self.exp_bits + 1 + max(1, math.ceil(math.log2(self.max_rows)))
-        self.recip_bits = self.prob_bits + self.guard_bits + 1
-        self.k = self.exp_bits + self.prob_bits + self.guard_bits
-        self.exp_latency = vu.exp_latency_cycles
+    fmt: SoftmaxFormat
+    max_rows: int
+    sum_bits: int
+    exp_latency: int
 
-    def table(self) -> list[int]:
-        """The exp ROM, ``round(2^E · 2^(-f / 2^F))`` for every fraction ``f``."""
-        size = 1 << self.frac_bits
-        return [math.floor(2.0 ** (self.exp_bits - f / size) + 0.5) for f in range(size)]
+    @classmethod
+    def of(cls, hw: HardwareSpec) -> SoftmaxParams:
+        fmt = SoftmaxFormat.of(hw)
+        max_rows = max(1, hw.buffers.accumulator_bytes // 2 // (hw.array.cols * hw.acc_bytes))
+        return cls(fmt, max_rows, fmt.exp_bits + 1 + max(1, math.ceil(math.log2(max_rows))),
+                   hw.vector_unit.exp_latency_cycles)
 
     def in_layout(self) -> data.StructLayout:
         return data.StructLayout(
             {
-                "score": data.ArrayLayout(signed(self.score_bits), self.lanes),
-                "keep": unsigned(self.lanes),
+                "score": data.ArrayLayout(signed(self.fmt.score_bits), self.fmt.lanes),
+                "keep": unsigned(self.fmt.lanes),
                 "last": unsigned(1),
             }
         )
@@ -89,7 +84,7 @@ class SoftmaxParams:
     def out_layout(self) -> data.StructLayout:
         return data.StructLayout(
             {
-                "prob": data.ArrayLayout(unsigned(self.prob_bits), self.lanes),
+                "prob": data.ArrayLayout(unsigned(self.fmt.prob_bits), self.fmt.lanes),
                 "last": unsigned(1),
             }
         )
@@ -100,19 +95,19 @@ def exp2_neg(m: Module, p: SoftmaxParams, d, keep, enable, name: str) -> Signal:
     ``keep`` is low, for an unsigned ``d`` presented in some cycle: the result is valid
     ``exp_latency`` cycles later. Stage 0 reads the table ROM (and registers the shift), stage
     1 shifts, further stages only register. ``enable`` low freezes every stage."""
-    table = p.table()
-    rom = Memory(shape=unsigned(p.exp_bits + 1), depth=len(table), init=table)
+    table = list(p.fmt.exp_table)
+    rom = Memory(shape=unsigned(p.fmt.exp_bits + 1), depth=len(table), init=table)
     m.submodules[f"{name}_rom"] = rom
     port = rom.read_port()
-    m.d.comb += [port.addr.eq(d[: p.frac_bits]), port.en.eq(enable)]
-    q = Signal(len(d) - p.frac_bits, name=f"{name}_q")
+    m.d.comb += [port.addr.eq(d[: p.fmt.frac_bits]), port.en.eq(enable)]
+    q = Signal(len(d) - p.fmt.frac_bits, name=f"{name}_q")
     keep1 = Signal(name=f"{name}_keep1")
     with m.If(enable):
-        m.d.sync += [q.eq(d[p.frac_bits :]), keep1.eq(keep)]
-    stage = Signal(p.exp_bits + 1, name=f"{name}_1")
+        m.d.sync += [q.eq(d[p.fmt.frac_bits :]), keep1.eq(keep)]
+    stage = Signal(p.fmt.exp_bits + 1, name=f"{name}_1")
     m.d.comb += stage.eq(Mux(keep1, port.data >> q, 0))
     for depth in range(2, p.exp_latency + 1):
-        nxt = Signal(p.exp_bits + 1, name=f"{name}_{depth}")
+        nxt = Signal(p.fmt.exp_bits + 1, name=f"{name}_{depth}")
         with m.If(enable):
             m.d.sync += nxt.eq(stage)
         stage = nxt
@@ -139,7 +134,7 @@ class Softmax(wiring.Component):
     """
 
     def __init__(self, hw: HardwareSpec) -> None:
-        self.params = p = SoftmaxParams(hw)
+        self.params = p = SoftmaxParams.of(hw)
         super().__init__(
             {
                 "i_stream": In(stream.Signature(p.in_layout())),
@@ -151,18 +146,18 @@ class Softmax(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        lanes, x_lat = p.lanes, p.exp_latency
+        lanes, x_lat = p.fmt.lanes, p.exp_latency
         beat = self.i_stream.payload
         accept = Signal()
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
         # Per-lane state: running max, "some score kept", sum, divider remainder, reciprocal.
-        maxes = [Signal(signed(p.score_bits), name=f"max{i}") for i in range(lanes)]
+        maxes = [Signal(signed(p.fmt.score_bits), name=f"max{i}") for i in range(lanes)]
         kept = [Signal(name=f"kept{i}") for i in range(lanes)]
         sums = [Signal(p.sum_bits, name=f"sum{i}") for i in range(lanes)]
         rems = [Signal(p.sum_bits + 1, name=f"rem{i}") for i in range(lanes)]
-        recips = [Signal(p.recip_bits, name=f"recip{i}") for i in range(lanes)]
-        count = Signal(range(p.recip_bits + 1))
+        recips = [Signal(p.fmt.recip_bits, name=f"recip{i}") for i in range(lanes)]
+        count = Signal(range(p.fmt.recip_bits + 1))
         fed = Signal()  # this pass has taken its last beat (wait for the pipeline to drain)
 
         # Output backpressure freezes the whole pass-3 pipeline.
@@ -175,7 +170,7 @@ class Softmax(wiring.Component):
         pipe_last = [Signal(name=f"pl{s}") for s in range(x_lat + 1)]
         m.d.comb += [pipe_valid[0].eq(accept & feeding), pipe_last[0].eq(beat.last)]
         exps = [  # per lane: the exponential at the end of the pipeline (stage x_lat)
-            exp2_neg(m, p, (maxes[i] - beat.score[i])[: p.score_bits + 1], beat.keep[i], ~stall,
+            exp2_neg(m, p, (maxes[i] - beat.score[i])[: p.fmt.score_bits + 1], beat.keep[i], ~stall,
                      f"exp{i}")
             for i in range(lanes)
         ]
@@ -185,12 +180,13 @@ class Softmax(wiring.Component):
         done_valid, done_last = pipe_valid[x_lat], pipe_last[x_lat]
 
         # ---- pass 3 tail: product, then rounding and saturation ---------------------------
-        shift = p.k - p.prob_bits
-        top = (1 << p.prob_bits) - 1
+        shift = p.fmt.k - p.fmt.prob_bits
+        top = (1 << p.fmt.prob_bits) - 1
         prod_valid, prod_last = Signal(), Signal()
-        products = [Signal(p.exp_bits + 1 + p.recip_bits, name=f"prod{i}") for i in range(lanes)]
+        products = [Signal(p.fmt.exp_bits + 1 + p.fmt.recip_bits, name=f"prod{i}")
+                    for i in range(lanes)]
         out_valid, out_last = Signal(), Signal()
-        probs = [Signal(p.prob_bits, name=f"prob{i}") for i in range(lanes)]
+        probs = [Signal(p.fmt.prob_bits, name=f"prob{i}") for i in range(lanes)]
 
         with m.FSM(init="MAX"):
             with m.State("MAX"):
@@ -212,7 +208,7 @@ class Softmax(wiring.Component):
                     with m.If(done_last):
                         # Restoring division of 2^K by the sum: the remainder starts at
                         # 2^(E-1), the part of 2^K above the quotient bits (sum >= 2^E).
-                        m.d.sync += [count.eq(0)] + [r.eq(1 << (p.exp_bits - 1)) for r in rems]
+                        m.d.sync += [count.eq(0)] + [r.eq(1 << (p.fmt.exp_bits - 1)) for r in rems]
                         m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 for i in range(lanes):
@@ -225,7 +221,7 @@ class Softmax(wiring.Component):
                         recips[i].eq(Cat(fits, recips[i][:-1])),
                     ]
                 m.d.sync += count.eq(count + 1)
-                with m.If(count == p.recip_bits - 1):
+                with m.If(count == p.fmt.recip_bits - 1):
                     m.d.sync += fed.eq(0)
                     m.next = "SCALE"
             with m.State("SCALE"):

@@ -6,9 +6,9 @@ wide, accumulators ``acc_bytes`` wide, sign-extended), rows ``stride`` bytes apa
 ⌈cols·⌈log2 M⌉/8⌉ bytes per row) stored tile by tile, each padded to the full array width.
 
 Attention cases (``Case.attention``) place Qᵀ, K, Vᵀ as operands, Oᵀ in accumulator width and
-the packed element masks of every partial block (``dataflows.attention``'s layout);
-:func:`build_attention_image` also returns them as the logical tensors
-:class:`~verification.golden_softmax.AttentionInterpreter` reads.
+the packed element masks of every partial block (``dataflows.attention``'s layout); the golden
+interpreter runs their programs on this image like any other. :func:`build_attention_image`
+also returns the operands as logical integer tensors, for the float cross-check.
 
 An image carries a *care* bit mask beside its bytes: expected images (from the golden
 interpreter) leave bits the instruction set does not define at 0, so a comparison checks every
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataflows.attention import AttentionPlan, item_mask
-from dataflows.cost import attention_formats
 from dataflows.program import Tensor
 from dataflows.scheduler import compressed_tile_geometry
+from dataflows.softmax_format import SoftmaxFormat
 from verification.errors import VerificationError
 from verification.programs import Case
 from workloads.arith import ceil_div, index_bits
@@ -46,6 +46,8 @@ __all__ = [
     "quantize",
     "pack_masks",
     "attention_tensors",
+    "place_attention",
+    "attention_image",
     "build_attention_image",
     "read_dense",
 ]
@@ -223,11 +225,14 @@ def nm_tiles(b: np.ndarray, case: Case, tag: int) -> list[tuple[int, np.ndarray]
     return tiles
 
 
-def _random_image(case: Case, rng: np.random.Generator) -> DramImage:
-    hw, program = case.hw, case.program
-    end = max(t.addr + t.nbytes for t in program.tensors.values())
+def _image_size(tensors: dict[str, Tensor], hw: HardwareSpec) -> int:
+    end = max(t.addr + t.nbytes for t in tensors.values())
     # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
-    size = ceil_div((end + 2 * hw.dram.bandwidth_bytes_per_cycle), _ALIGN) * _ALIGN + _ALIGN
+    return ceil_div((end + 2 * hw.dram.bandwidth_bytes_per_cycle), _ALIGN) * _ALIGN + _ALIGN
+
+
+def _random_image(case: Case, rng: np.random.Generator) -> DramImage:
+    size = _image_size(case.program.tensors, case.hw)
     image = DramImage(size)
     image.data[:] = rng.integers(0, 256, size=size, dtype=np.uint8)
     return image
@@ -318,37 +323,54 @@ def attention_tensors(plan: AttentionPlan, q: np.ndarray, k: np.ndarray, v: np.n
     }
 
 
+def place_attention(image: DramImage, tensors: dict[str, Tensor], name: str,
+                    values: dict[str, np.ndarray]) -> None:
+    """Write attention op ``name``'s operands Qᵀ, K, Vᵀ and its packed masks from ``values``
+    (:func:`attention_tensors`) at their ``tensors``; Oᵀ keeps whatever the image holds."""
+    for key in (f"{name}.QT", f"{name}.K", f"{name}.VT"):
+        place_dense(image, tensors[key], values[key])
+    image.write(tensors[f"{name}.masks"].addr, values[f"{name}.masks"])
+
+
+def attention_image(plan: AttentionPlan, hw: HardwareSpec, values: dict[str, np.ndarray]
+                    ) -> DramImage:
+    """A zero image of a plan's tensors (and the slack a DMA row may read past the last one)
+    holding the operands and masks of ``values`` (:func:`attention_tensors`)."""
+    tensors = plan.layout.tensors
+    image = DramImage(_image_size(tensors, hw))
+    place_attention(image, tensors, plan.op.name, values)
+    return image
+
+
 def build_attention_image(case: Case, rng: np.random.Generator
                           ) -> tuple[DramImage, dict[str, np.ndarray]]:
-    """The DRAM image of an attention case and its tensors by name (logical integers).
+    """The DRAM image of an attention case and its operands by name (logical integers).
 
     Q and K are the seeded synthetic tensors of ``workloads.generators.attention.synthetic_qk``
     (the ones a top-k pattern of the case was chosen on), V uniform: quantized as
     tests/dataflows/test_attention.py does, so scores are a few log2 units, as in real
     attention. V is scaled down half the time when the accumulator is too narrow to hold the
     unnormalised output of every key (``wide``: 16 bits), so both wrapping and exact outputs
-    occur. Oᵀ and every byte outside the operands stay random in the image; Oᵀ's logical
-    tensor starts at zero (no instruction reads it).
+    occur. Oᵀ and every byte outside the operands stay random in the image (Oᵀ's logical
+    tensor is zero and unused: no instruction reads Oᵀ).
     """
     hw, plan = case.hw, case.attention.plan
     op = plan.op
-    frac, _, p_frac = attention_formats(hw)
+    fmt = SoftmaxFormat.of(hw)
+    frac = fmt.operand_frac_bits
     image = _random_image(case, rng)
     q, k = synthetic_qk(op.batch, op.heads, op.groups, op.queries, op.kv_len, op.head_dim,
                         case.seed)
     vmax = 1.0
     if rng.random() < 0.5:
-        vmax = min(1.0, 2.0 ** (hw.acc_bits - 1 - p_frac - frac) / op.kv_len)
+        vmax = min(1.0, 2.0 ** (hw.acc_bits - 1 - fmt.prob_bits - frac) / op.kv_len)
     v = rng.uniform(-vmax, vmax, size=(op.batch, op.groups, op.kv_len, op.head_dim))
     # Q carries log2(e)/√d, so the unit's base-2 softmax is the usual one.
     scale = np.log2(np.e) / np.sqrt(op.head_dim) / 4
     values = attention_tensors(plan, quantize(q * scale, frac, hw.data_bits),
                                quantize(k / 4, frac, hw.data_bits),
                                quantize(v, frac, hw.data_bits), rng)
-    tensors = case.program.tensors
-    for key in (f"{op.name}.QT", f"{op.name}.K", f"{op.name}.VT"):
-        place_dense(image, tensors[key], values[key])
-    image.write(tensors[f"{op.name}.masks"].addr, values[f"{op.name}.masks"])
+    place_attention(image, case.program.tensors, op.name, values)
     return image, values
 
 

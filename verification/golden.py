@@ -12,8 +12,9 @@ without instructions: ``C = A · (B ⊙ mask)`` with the workload's own mask gen
 ``compress_nm`` for compressed tiles. :func:`check_golden` demands that the two agree, which
 also checks the scheduler's addresses, tiling and dependencies for every program verified.
 
-Attention cases run on :class:`~verification.golden_softmax.AttentionInterpreter` (ops 7-11,
-on logical tensors; :func:`run_attention_golden`), and :func:`check_attention` holds its output
+Attention programs (ops 7-11) run on the same interpreter and image: the vector unit's online
+softmax keeps per-column state (``verification.golden_softmax.SoftmaxState``) whose parts are
+defined or not like buffer entries, and :func:`check_attention` holds the interpreter's output
 against float softmax attention of the same integer operands within a derived error bound.
 """
 
@@ -24,10 +25,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.cost import attention_formats
 from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, row_bytes
 from dataflows.program import Program, Tensor
 from dataflows.scheduler import compressed_tile_geometry
+from dataflows.softmax_format import SoftmaxFormat
 from dataflows.tiling import input_row_bytes
 from verification.dram import (
     DramImage,
@@ -42,7 +43,13 @@ from verification.dram import (
     unpack_indices,
 )
 from verification.errors import VerificationError
-from verification.golden_softmax import AttentionInterpreter, SoftmaxFormat
+from verification.golden_softmax import (
+    SoftmaxState,
+    probabilities,
+    scale,
+    scores,
+    select_nm,
+)
 from verification.programs import Case
 from workloads.arith import ceil_div, index_bits, wrap
 from workloads.generators.attention import top_n_scores
@@ -55,7 +62,6 @@ __all__ = [
     "gemm_reference",
     "reference_image",
     "check_golden",
-    "run_attention_golden",
     "check_attention",
     "describe_address",
     "decode_outputs",
@@ -98,40 +104,44 @@ class _Plane:
 
 
 class Interpreter:
-    """Executes tile programs functionally on a DRAM image (docs/isa.md semantics).
+    """Executes tile programs functionally on a DRAM image (docs/isa.md semantics, ops 1-11).
 
-    Buffer state persists across :meth:`run` calls, as it does in the hardware; create a new
-    interpreter for an independent program.
+    Buffer and softmax state persist across :meth:`run` calls, as they do in the hardware;
+    create a new interpreter for an independent program.
 
     Parameters
     ----------
     hw
-        The accelerator: widths, array size and the DRAM beat width come from it.
+        The accelerator: widths, array size and the softmax format come from it.
     """
 
     def __init__(self, hw: HardwareSpec) -> None:
         self.hw = hw
+        self.fmt = SoftmaxFormat.of(hw)
         self.a = [_Plane(), _Plane()]
         self.w = [_Plane(), _Plane()]
         self.idx = [_Plane(), _Plane()]
         self.acc = [_Plane(), _Plane()]
-
-    def run(self, program: Program, image: DramImage) -> DramImage:
-        """The image after ``program``; raises :class:`VerificationError` for a defective program."""
-        out = image.copy()
-        handlers = {
+        self.masks = [_Plane(), _Plane()]
+        self.softmax = SoftmaxState(self.fmt, hw.array.cols)
+        self._handlers = {
             Op.LOAD_A: self._load_a, Op.LOAD_B: self._load_b, Op.STORE_C: self._store_c,
             Op.STORE_B: self._store_b, Op.COMPUTE: self._compute, Op.COMPRESS: self._compress,
+            Op.ROWMAX: self._rowmax, Op.EXP: self._exp, Op.RESCALE: self._rescale,
+            Op.NORMALIZE: self._normalize, Op.LOAD_MASK: self._load_mask,
         }
+
+    def run(self, program: Program, image: DramImage) -> DramImage:
+        """The image after ``program``; raises :class:`VerificationError` for a defective program,
+        naming the instruction's index and op."""
+        out = image.copy()
         for i, instr in enumerate(program.instrs):
             try:
-                if instr.op not in handlers:
-                    raise VerificationError(
-                        "not modelled by the golden interpreter, which covers the GEMM "
-                        "instructions (ops 1-6); attention programs run on "
-                        "verification.golden_softmax.AttentionInterpreter (run_attention_golden)")
+                handler = self._handlers.get(instr.op)
+                if handler is None:
+                    raise VerificationError("not an instruction of docs/isa.md (ops 1-11)")
                 self._check_fields(instr)
-                handlers[instr.op](instr, out)
+                handler(instr, out)
             except VerificationError as exc:
                 raise VerificationError(f"instruction {i} ({instr.op.name}): {exc}") from None
         return out
@@ -143,26 +153,38 @@ class Interpreter:
             n, m = instr.nm_n, instr.nm_m
             if not (0 < n <= m <= MAX_M and m & (m - 1) == 0):
                 raise VerificationError(f"invalid N:M pattern {n}:{m}")
-        if instr.op == Op.COMPUTE:
+        if instr.mask and instr.op not in (Op.ROWMAX, Op.EXP):
+            raise VerificationError("mask=1, but only ROWMAX and EXP apply an element mask")
+        if instr.op in _SOFTMAX_TILES:
+            self._check_softmax_fields(instr)
+        elif instr.op == Op.COMPUTE:
             rows, cols = self.hw.array.rows, self.hw.array.cols
             if instr.k > rows or instr.cols > cols:
                 raise VerificationError(
                     f"k={instr.k}, cols={instr.cols} exceed the {rows}x{cols} array")
             if instr.nm_n and instr.k % instr.nm_n:
                 raise VerificationError(f"k={instr.k} is not a multiple of nm_n={instr.nm_n}")
-        if instr.op == Op.COMPRESS:
+        elif instr.op == Op.COMPRESS:
             if not instr.nm_n:
                 raise VerificationError("COMPRESS without an N:M pattern")
             if instr.rows % instr.nm_m:
                 raise VerificationError(f"rows={instr.rows} is not a multiple of nm_m={instr.nm_m}")
-        if instr.op == Op.STORE_B and not instr.nm_n:
+        elif instr.op == Op.STORE_B and not instr.nm_n:
             raise VerificationError("STORE_B without an N:M pattern (it stores compressed rows)")
 
+    def _check_softmax_fields(self, instr: Instr) -> None:
+        """The vector unit's tiles and the mask store: one query column per array column."""
+        cols = self.hw.array.cols
+        if instr.rows < 1 or not 1 <= instr.cols <= cols:
+            raise VerificationError(
+                f"a {instr.rows}x{instr.cols} tile; the vector unit and its mask store take 1 or "
+                f"more rows of 1 to {cols} columns (array.cols)")
+
     @staticmethod
-    def _require(valid: np.ndarray, what: str) -> None:
+    def _require(valid: np.ndarray, what: str, row0: int = 0) -> None:
         if not valid.all():
             r, c = np.argwhere(~valid)[0]
-            raise VerificationError(f"reads undefined {what} entry ({r}, {c})")
+            raise VerificationError(f"reads undefined {what} entry ({r + row0}, {c})")
 
     # -- DMA --------------------------------------------------------------------------------
 
@@ -203,6 +225,17 @@ class Interpreter:
         idx = unpack_indices(region, instr.cols, ib)
         idx_valid = unpack_indices(region_care, instr.cols, ib) == (1 << ib) - 1
         self.idx[s].write(idx, idx_valid)
+
+    def _load_mask(self, instr: Instr, image: DramImage) -> None:
+        # One contiguous burst: row r is ⌈cols/8⌉ bytes at addr + r·⌈cols/8⌉, column c in bit
+        # c mod 8 of byte c div 8; the bits past cols are not part of the tile.
+        width = ceil_div(instr.cols, 8)
+        shape = (instr.rows, width)
+        raw = image.read(instr.addr, instr.rows * width).reshape(shape)
+        care = image.read_care(instr.addr, instr.rows * width).reshape(shape)
+        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :instr.cols]
+        valid = np.unpackbits(care, axis=1, bitorder="little")[:, :instr.cols]
+        self.masks[instr.slot].write(bits.astype(np.int64), valid.astype(bool))
 
     def _store_c(self, instr: Instr, image: DramImage) -> None:
         values, valid = self.acc[instr.slot].read(instr.rows, instr.cols)
@@ -258,6 +291,53 @@ class Interpreter:
             plane.write(block)
             plane.undefine(slice(0, kc), slice(cols, None))
             plane.undefine(slice(kc, rows), slice(None))
+
+
+    # -- vector unit: the online softmax of attention (docs/isa.md, ops 7-10) --------------
+
+    def _scores(self, instr: Instr) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, kept) of the rows ROWMAX or EXP reads: ``0..rows-1``, or EXP's
+        ``k..k+rows-1``, of accumulator slot ``c_slot``, and of mask slot ``slot`` if ``mask``."""
+        first = instr.k if instr.op == Op.EXP else 0
+        end, cols = first + instr.rows, instr.cols
+        acc, valid = self.acc[instr.c_slot].read(end, cols)
+        self._require(valid[first:], "accumulator", first)
+        if not instr.mask:
+            return scores(acc[first:], self.fmt), np.ones((instr.rows, cols), bool)
+        bits, valid = self.masks[instr.slot].read(end, cols)
+        self._require(valid[first:], f"mask slot {instr.slot}", first)
+        return scores(acc[first:], self.fmt), bits[first:].astype(bool)
+
+    def _rowmax(self, instr: Instr, image: DramImage) -> None:
+        self.softmax.rowmax(*self._scores(instr), reset=not instr.accumulate)
+
+    def _exp(self, instr: Instr, image: DramImage) -> None:
+        x, keep = self._scores(instr)
+        e = self.softmax.exponentials(x, keep)
+        if instr.nm_n:
+            e, idx = select_nm(x, keep, e, instr.nm_n, instr.nm_m)
+            idx_valid = True
+        else:  # dense rows, as a dense LOAD_B writes them: no index is defined
+            idx, idx_valid = np.zeros(e.shape, np.int64), False
+        self.softmax.add(e)
+        self.w[instr.b_slot].write(probabilities(e, self.fmt))
+        self.idx[instr.b_slot].write(idx, idx_valid)
+
+    def _scale(self, instr: Instr, factor: np.ndarray, shift: int) -> None:
+        acc = self.acc[instr.slot]
+        values, valid = acc.read(instr.rows, instr.cols)
+        self._require(valid, "accumulator")
+        acc.write(scale(values, factor, shift, self.hw.acc_bits))
+
+    def _rescale(self, instr: Instr, image: DramImage) -> None:
+        self._scale(instr, self.softmax.correction(instr.cols), self.fmt.exp_bits)
+
+    def _normalize(self, instr: Instr, image: DramImage) -> None:
+        factor = self.softmax.reciprocals(instr.cols)
+        self._scale(instr, factor, self.fmt.k - self.fmt.exp_bits)
+
+
+_SOFTMAX_TILES = (Op.ROWMAX, Op.EXP, Op.RESCALE, Op.NORMALIZE, Op.LOAD_MASK)
 
 
 def run_golden(program: Program, hw: HardwareSpec, image: DramImage) -> DramImage:
@@ -387,31 +467,6 @@ def decode_outputs(case: Case, data: np.ndarray) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def run_attention_golden(case: Case, image: DramImage, tensors: dict[str, np.ndarray]
-                         ) -> tuple[DramImage, dict[str, np.ndarray]]:
-    """The expected image of an attention case, and the interpreter's tensors after it.
-
-    The image changes exactly where the program's ``STORE_C`` instructions write (the item's
-    Oᵀ columns); every bit of an accumulator is defined, so care stays all ones.
-    """
-    out = {name: np.array(t, copy=True) for name, t in tensors.items()}
-    AttentionInterpreter(case.hw, out).run(case.program)
-    expected = image.copy()
-    for instr in case.program.instrs:
-        if instr.op != Op.STORE_C:
-            continue
-        tensor = _tensor_at(case.program, instr.addr)
-        if tensor is None:
-            raise VerificationError(f"STORE_C address {instr.addr:#x} lies in no tensor")
-        r0, byte = divmod(instr.addr - tensor.addr, tensor.stride)
-        c0 = byte // tensor.elem_bytes
-        block = out[tensor.name][r0:r0 + instr.rows, c0:c0 + instr.cols]
-        raw = to_bytes(block, case.hw.acc_bytes).reshape(instr.rows, -1)
-        for r in range(instr.rows):
-            expected.write(instr.addr + r * instr.stride, raw[r])
-    return expected, out
-
-
 def _kept_scores(case: Case, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``keep`` narrowed to what N:M on scores keeps (the pattern's ``top_n_scores``)."""
     if case.attention.plan.score_nm is None:
@@ -420,11 +475,31 @@ def _kept_scores(case: Case, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return keep & top_n_scores(x, keep, n, m)[:, :x.shape[1]]
 
 
-def check_attention(case: Case, tensors: dict[str, np.ndarray],
-                    out: dict[str, np.ndarray]) -> None:
-    """Raise unless the interpreter's Oᵀ of the case's work item is float attention of the
-    same integer operands (base-2 softmax of the fixed-point scores, the pattern's element mask,
-    N:M's top-N) within the datapath's error.
+def _attention_of_item(case: Case, tensors: dict[str, np.ndarray], expected: DramImage
+                       ) -> tuple[np.ndarray, ...]:
+    """(q, k, v, Oᵀ's columns of the work item as [query, d], query columns, element mask) of
+    an attention case: operands from ``tensors``, the output from the ``expected`` image."""
+    att = case.attention
+    op, item = att.op, att.work
+    d, g, name = op.head_dim, op.heads // op.groups, op.name
+    base = item.batch * op.groups + item.group
+    cols = np.arange(item.col0, item.col0 + item.cols)
+    q = tensors[f"{name}.QT"][base * d:(base + 1) * d, cols].T
+    k = tensors[f"{name}.K"][base * op.kv_len:(base + 1) * op.kv_len]
+    v = tensors[f"{name}.VT"][base * d:(base + 1) * d].T
+    ot = case.program.tensors[f"{name}.OT"]
+    out = read_dense(expected.data, ot.addr, ot.rows, ot.cols, ot.stride, ot.elem_bytes,
+                     8 * ot.elem_bytes)
+    got = out[base * d:(base + 1) * d, cols].T
+    keep = att.plan.mask.dense()[item.batch, item.group * g + cols // op.queries,
+                                 cols % op.queries]
+    return q, k, v, got, cols, keep
+
+
+def check_attention(case: Case, tensors: dict[str, np.ndarray], expected: DramImage) -> None:
+    """Raise unless the work item's Oᵀ in the interpreter's ``expected`` image is float
+    attention of the same integer operands (base-2 softmax of the fixed-point scores, the
+    pattern's element mask, N:M's top-N) within the datapath's error.
 
     Bound, per query column with ``n`` kept keys, ``L = Σ 2^(s - max) ≥ 1`` and ``V = max|v|``:
     every P̃ is within ``2^-P`` of exact (rounding, table error ``1.25·2^-E``, saturation) and
@@ -434,21 +509,10 @@ def check_attention(case: Case, tensors: dict[str, np.ndarray],
     the unnormalised output could wrap the accumulator (legal, defined by the ISA, but no
     longer attention) only that last check runs.
     """
-    att, hw = case.attention, case.hw
-    op, item = att.op, att.work
-    frac, shift, p_frac = attention_formats(hw)
-    fmt = SoftmaxFormat.of(hw)
-    d, g, name = op.head_dim, op.heads // op.groups, op.name
-    base = item.batch * op.groups + item.group
-    cols = np.arange(item.col0, item.col0 + item.cols)
-    q = tensors[f"{name}.QT"][base * d:(base + 1) * d, cols].T
-    k = tensors[f"{name}.K"][base * op.kv_len:(base + 1) * op.kv_len]
-    v = tensors[f"{name}.VT"][base * d:(base + 1) * d].T
-    got = out[f"{name}.OT"][base * d:(base + 1) * d, cols].T
+    hw, fmt = case.hw, SoftmaxFormat.of(case.hw)
+    q, k, v, got, cols, keep = _attention_of_item(case, tensors, expected)
     acc = q @ k.T
-    x = acc >> shift
-    keep = att.plan.mask.dense()[item.batch, item.group * g + cols // op.queries,
-                                 cols % op.queries]
+    x = acc >> fmt.score_shift
     kept = _kept_scores(case, x, keep)
     n = kept.sum(axis=1)
     if (got[n == 0] != 0).any():
@@ -456,20 +520,22 @@ def check_attention(case: Case, tensors: dict[str, np.ndarray],
                                 f"output")
     lo, hi = fmt.score_range
     limit = 1 << (hw.acc_bits - 1)
-    steps = len(att.steps) + 1  # ROWMAX corrections, plus NORMALIZE
     vmax = int(np.abs(v).max(initial=0))
     if (np.abs(acc[keep]).max(initial=0) >= limit or x[keep].min(initial=0) < lo
-            or x[keep].max(initial=0) > hi or keep.sum(axis=1).max() * vmax << p_frac >= limit):
+            or x[keep].max(initial=0) > hi
+            or keep.sum(axis=1).max() * vmax << fmt.prob_bits >= limit):
         return
+    frac, p_frac = fmt.operand_frac_bits, fmt.prob_bits
     s = np.where(kept, x / 2.0**fmt.frac_bits, -np.inf)
     top = np.where(n > 0, s.max(axis=1), 0.0)
     u = np.where(kept, np.exp2(s - top[:, None]), 0.0)
     total = u.sum(axis=1)
     ref = (u / np.maximum(total, 1.0)[:, None]) @ (v / 2.0**frac)
     err = np.abs(got / 2.0 ** (p_frac + frac) - ref).max(axis=1, initial=0.0)
-    real_v = vmax / 2.0**frac
-    tol = 2 * (real_v * (n * 2.0**-p_frac + 3 * (n + steps) * steps * 2.0**-fmt.exp_bits)
-               / np.maximum(total, 1.0) + (steps + 2) * 2.0 ** -(p_frac + frac))
+    steps = len(case.attention.steps) + 1  # ROWMAX corrections, plus NORMALIZE
+    tol = 2 * (vmax / 2.0**frac * (n * 2.0**-p_frac + 3 * (n + steps) * steps
+                                   * 2.0**-fmt.exp_bits) / np.maximum(total, 1.0)
+               + (steps + 2) * 2.0 ** -(p_frac + frac))
     bad = np.flatnonzero(err > tol)
     if bad.size:
         j = int(bad[0])
@@ -608,14 +674,14 @@ def prepare(case: Case) -> Prepared:
     The image's random bytes come from the case's seed. Raises :class:`VerificationError` if
     the interpreter and the math disagree, the program has a hazard or a tile larger than its
     buffer slot: those are defects of the golden models or the scheduler, to be fixed before the
-    RTL can be judged. Attention cases run on the attention interpreter and are checked against
-    float attention (:func:`check_attention`).
+    RTL can be judged. Attention cases run on the same interpreter and are checked against
+    float attention instead of the GEMM math (:func:`check_attention`).
     """
     rng = np.random.default_rng(case.seed)
     if case.attention is not None:
         image, tensors = build_attention_image(case, rng)
-        expected, out = run_attention_golden(case, image, tensors)
-        check_attention(case, tensors, out)
+        expected = run_golden(case.program, case.hw, image)
+        check_attention(case, tensors, expected)
     else:
         image, operands = build_image(case, rng)
         expected = run_golden(case.program, case.hw, image)

@@ -1,10 +1,15 @@
-"""Golden model of the vector unit's fixed-point softmax (``rtl/softmax.py``), in numpy.
+"""The vector unit's fixed-point softmax arithmetic, in numpy.
 
-The unit computes a base-2 softmax per **lane** (one query column each) over a tile of scores
-that streams in one row (one key) per beat: ``p_i = 2^x_i / Σ_j 2^x_j`` over the kept scores.
-Attention folds ``log2(e)/√d`` into Q, so this is the usual softmax of ``q·k/√d``.
+Two users: the stand-alone unit (``rtl/softmax.py``; :func:`softmax_fixed`), and the online
+softmax of the attention instructions (``rtl/online_softmax.py``), which the golden interpreter
+``verification.golden.Interpreter`` executes with :class:`SoftmaxState` and the helpers at the
+end of this module.
 
-Number formats (all from :class:`~workloads.spec.HardwareSpec`, :class:`SoftmaxFormat`):
+The stand-alone unit computes a base-2 softmax per **lane** (one query column each) over a tile
+of scores that streams in one row (one key) per beat: ``p_i = 2^x_i / Σ_j 2^x_j`` over the kept
+scores. Attention folds ``log2(e)/√d`` into Q, so this is the usual softmax of ``q·k/√d``.
+
+Number formats (:class:`~dataflows.softmax_format.SoftmaxFormat`, derived from the hardware):
 
 * scores ``x``: ``score_bits``-bit two's complement with ``F = score_frac_bits`` fraction bits;
 * exponentials ``e``: unsigned with ``E = exp_bits`` fraction bits, ``e ∈ (0, 2^E]``;
@@ -31,85 +36,33 @@ probability by at most a further factor ``2^(±2^-F)`` (:func:`quantization_boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from dataflows.cost import SOFTMAX_GUARD_BITS, attention_formats
+from dataflows.softmax_format import SoftmaxFormat
 from verification.errors import VerificationError
-from workloads.arith import ceil_div, wrap
+from workloads.arith import wrap
 from workloads.generators.attention import top_n_scores
-from workloads.spec import HardwareSpec
 
 __all__ = [
-    "SoftmaxFormat",
     "exp_table",
     "exp2_neg",
+    "reciprocal",
     "softmax_fixed",
     "softmax_float",
     "error_bound",
     "quantization_bound",
     "quantize_scores",
-    "attention_formats",
-    "AttentionInterpreter",
+    "scores",
+    "probabilities",
+    "scale",
+    "select_nm",
+    "SoftmaxState",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SoftmaxFormat:
-    """The softmax datapath's widths, derived once from a :class:`HardwareSpec`.
-
-    Attributes
-    ----------
-    lanes
-        Query columns per beat (``vector_unit.softmax_width``).
-    score_bits, frac_bits
-        Score width and fraction bits (``F``; the exp table has ``2^F`` entries).
-    exp_bits
-        ``E``: fraction bits of exponentials and sums.
-    prob_bits
-        ``P = data_bits - 1``: fraction bits of the probabilities.
-    guard_bits
-        ``G``: extra reciprocal bits (``dataflows.cost.SOFTMAX_GUARD_BITS``).
-    """
-
-    lanes: int
-    score_bits: int
-    frac_bits: int
-    exp_bits: int
-    prob_bits: int
-    guard_bits: int = SOFTMAX_GUARD_BITS
-
-    @classmethod
-    def of(cls, hw: HardwareSpec) -> SoftmaxFormat:
-        vu = hw.vector_unit
-        return cls(
-            vu.softmax_width, vu.score_bits, vu.score_frac_bits, vu.exp_bits, hw.data_bits - 1
-        )
-
-    @property
-    def k(self) -> int:
-        """``K``: the reciprocal is ``⌊2^K / S⌋``."""
-        return self.exp_bits + self.prob_bits + self.guard_bits
-
-    @property
-    def recip_bits(self) -> int:
-        """Quotient bits of the reciprocal (``P + G + 1``)."""
-        return self.prob_bits + self.guard_bits + 1
-
-    @property
-    def score_range(self) -> tuple[int, int]:
-        return -(1 << (self.score_bits - 1)), (1 << (self.score_bits - 1)) - 1
-
-
 def exp_table(fmt: SoftmaxFormat) -> np.ndarray:
-    """``T[f] = round(2^E · 2^(-f / 2^F))`` for ``f < 2^F`` (int64; ``T[0] = 2^E``).
-
-    The values are irrational for ``f > 0``, so no entry sits on a rounding tie; the RTL's ROM
-    is initialised from this very function.
-    """
-    f = np.arange(1 << fmt.frac_bits, dtype=np.float64)
-    return np.floor(np.exp2(fmt.exp_bits - f / (1 << fmt.frac_bits)) + 0.5).astype(np.int64)
+    """The exp table ``T`` (:attr:`SoftmaxFormat.exp_table`, the RTL's ROM) as int64."""
+    return np.asarray(fmt.exp_table, dtype=np.int64)
 
 
 def exp2_neg(d: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
@@ -118,6 +71,12 @@ def exp2_neg(d: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
     table = exp_table(fmt)
     q = np.minimum(d >> fmt.frac_bits, 63)
     return table[d & ((1 << fmt.frac_bits) - 1)] >> q
+
+
+def reciprocal(sums: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
+    """``R = ⌊2^K / S⌋`` per lane (step 4), 0 for a sum of 0 (a lane that kept nothing)."""
+    sums = np.asarray(sums, dtype=np.int64)
+    return np.where(sums > 0, (1 << fmt.k) // np.maximum(sums, 1), 0)
 
 
 def softmax_fixed(x: np.ndarray, keep: np.ndarray | None, fmt: SoftmaxFormat) -> np.ndarray:
@@ -135,7 +94,7 @@ def softmax_fixed(x: np.ndarray, keep: np.ndarray | None, fmt: SoftmaxFormat) ->
     m = np.where(keep, x, lo).max(axis=0) if x.size else np.zeros(x.shape[1], dtype=np.int64)
     e = np.where(keep, exp2_neg(np.where(keep, m - x, 0), fmt), 0)
     s = e.sum(axis=0)
-    r = np.where(any_kept, (1 << fmt.k) // np.maximum(s, 1), 0)
+    r = np.where(any_kept, reciprocal(s, fmt), 0)
     shift = fmt.k - fmt.prob_bits
     p = (e * r + (1 << (shift - 1))) >> shift
     return np.minimum(p, (1 << fmt.prob_bits) - 1)
@@ -183,171 +142,118 @@ def quantize_scores(scores: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
     return np.clip(q, lo, hi).astype(np.int64)
 
 
+
+
 # --------------------------------------------------------------------------------------------
-# The attention instructions (docs/isa.md), functionally: a golden interpreter of the programs
-# ``dataflows.attention`` emits, on logical tensors. It checks that the mapping computes masked
-# attention (tests/dataflows/test_attention.py); the vector-unit semantics are the ones above.
+# The online softmax of the attention instructions (docs/isa.md, ops 7-10): the arithmetic the
+# golden interpreter applies to its buffers, and the per-column state the instructions share.
 # --------------------------------------------------------------------------------------------
 
 
-class AttentionInterpreter:
-    """Executes attention programs instruction by instruction (program order).
+def scores(acc: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
+    """Scores of accumulator entries: ``clamp(acc >> score_shift)`` to the score range."""
+    lo, hi = fmt.score_range
+    return np.clip(np.asarray(acc, dtype=np.int64) >> fmt.score_shift, lo, hi)
+
+
+def probabilities(e: np.ndarray, fmt: SoftmaxFormat) -> np.ndarray:
+    """EXP's operands ``P̃ = min(round(e / 2^(E−P)), 2^P − 1)`` from exponentials ``e``."""
+    drop = fmt.exp_bits - fmt.prob_bits
+    p = (e + (1 << (drop - 1))) >> drop if drop > 0 else e << -drop
+    return np.minimum(p, (1 << fmt.prob_bits) - 1)
+
+
+def scale(acc: np.ndarray, factor: np.ndarray, shift: int, acc_bits: int) -> np.ndarray:
+    """RESCALE and NORMALIZE: ``⌊acc[i][j] · factor[j] / 2^shift⌋`` in ``acc_bits``."""
+    # Python integers: the product of an accumulator and a factor may pass 64 bits.
+    prod = np.asarray(acc).astype(object) * np.asarray(factor)[None, :].astype(object)
+    return wrap((prod >> shift).astype(np.int64), acc_bits)
+
+
+def select_nm(x: np.ndarray, keep: np.ndarray, e: np.ndarray, n: int, m: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """EXP with ``n:m``: of every ``m`` rows of ``x[rows, cols]`` the top ``n`` scores (masked
+    rows and a cut group's padding rank below every kept score, ties to the lower row), in
+    increasing row order: ``(e of the chosen rows, their indices)``, both ``[groups·n, cols]``."""
+    chosen = top_n_scores(x.T, keep.T, n, m).T  # rows padded to whole groups
+    groups = chosen.shape[0] // m
+    padded = np.pad(e, ((0, chosen.shape[0] - e.shape[0]), (0, 0)))
+    idx = np.argsort(~chosen.reshape(groups, m, -1), axis=1, kind="stable")[:, :n, :]
+    picked = np.take_along_axis(padded.reshape(groups, m, -1), idx, axis=1)
+    return picked.reshape(groups * n, -1), idx.reshape(groups * n, -1)
+
+
+class SoftmaxState:
+    """The vector unit's per-query-column state, and which columns it is defined for.
+
+    ROWMAX with ``accumulate = 0`` defines the running max ``mx``, the flag "has seen a kept
+    score" and the running sum ``l`` of the tile's columns (and of no other column); any ROWMAX
+    defines the correction ``c`` of its columns. An instruction that needs a part of the state
+    its columns do not define is a defective program: :class:`VerificationError`.
 
     Parameters
     ----------
-    hw
-        The hardware description.
-    tensors
-        DRAM contents by tensor name (``program.tensors``): integer matrices of each tensor's
-        ``rows × cols`` (Qᵀ, K, Vᵀ operands, Oᵀ accumulators) and, for the masks, a uint8 vector.
-        Oᵀ is written in place.
+    fmt
+        The number format.
+    cols
+        Columns of state (``array.cols``: no vector instruction has more).
     """
 
-    def __init__(self, hw: HardwareSpec, tensors: dict[str, np.ndarray]) -> None:
-        self.hw, self.tensors = hw, tensors
-        self.fmt = SoftmaxFormat.of(hw)
-        self.frac, self.shift, self.p_frac = attention_formats(hw)
-        self.a = [np.zeros((0, 0), np.int64)] * 2
-        self.b = [(np.zeros((0, 0), np.int64), None)] * 2
-        self.acc = [np.zeros((0, 0), np.int64), np.zeros((0, 0), np.int64)]
-        self.masks = [np.zeros((0, 0), bool)] * 2
-        self.mx = self.any = self.sums = self.corr = None
+    def __init__(self, fmt: SoftmaxFormat, cols: int) -> None:
+        self.fmt = fmt
+        self.mx = np.zeros(cols, np.int64)
+        self.seen = np.zeros(cols, bool)
+        self.sums = np.zeros(cols, np.int64)
+        self.corr = np.zeros(cols, np.int64)
+        self.running = np.zeros(cols, bool)  # mx, seen and l are defined
+        self.corrected = np.zeros(cols, bool)  # c is defined
 
-    def run(self, program) -> None:
-        from dataflows.isa import Op
+    @staticmethod
+    def _require(defined: np.ndarray, cols: int, what: str, fix: str) -> None:
+        if not defined[:cols].all():
+            j = int(np.argmin(defined[:cols]))
+            raise VerificationError(f"the {what} of query column {j} is undefined ({fix})")
 
-        handlers = {
-            Op.LOAD_A: self._load_a,
-            Op.LOAD_B: self._load_b,
-            Op.LOAD_MASK: self._load_mask,
-            Op.COMPUTE: self._compute,
-            Op.ROWMAX: self._rowmax,
-            Op.RESCALE: self._rescale,
-            Op.EXP: self._exp,
-            Op.NORMALIZE: self._normalize,
-            Op.STORE_C: self._store_c,
-        }
-        self.layout = program.tensors
-        for instr in program.instrs:
-            handlers[instr.op](instr)
+    def _require_running(self, cols: int) -> None:
+        self._require(self.running, cols, "running max and sum",
+                      "no ROWMAX with accumulate=0 started this column's softmax")
 
-    # -- DRAM ----------------------------------------------------------------------------------
-    def _locate(self, addr: int):
-        for name, t in self.layout.items():
-            if t.addr <= addr < t.addr + t.nbytes:
-                off = addr - t.addr
-                return name, t, off // t.stride, off % t.stride // t.elem_bytes
-        raise VerificationError(f"address {addr:#x} lies in no tensor of the program")
-
-    def _read(self, instr) -> np.ndarray:
-        name, t, r0, c0 = self._locate(instr.addr)
-        if instr.stride != t.stride:
-            raise VerificationError(
-                f"{instr.op.name} reads {name} with stride {instr.stride}; its rows are "
-                f"{t.stride} bytes apart"
-            )
-        src = self.tensors[name]
-        out = np.zeros((instr.rows, instr.cols), dtype=np.int64)
-        # Columns past the row's end (a padded N:M group) only ever meet zero probabilities.
-        block = src[r0 : r0 + instr.rows, c0 : c0 + instr.cols]
-        out[: block.shape[0], : block.shape[1]] = block
-        return out
-
-    def _load_a(self, instr) -> None:
-        self.a[instr.slot] = self._read(instr)
-
-    def _load_b(self, instr) -> None:
-        self.b[instr.slot] = (self._read(instr), None)
-
-    def _load_mask(self, instr) -> None:
-        name, t, _, off = self._locate(instr.addr)
-        width = ceil_div(instr.cols, 8)
-        raw = self.tensors[name][off : off + instr.rows * width].reshape(instr.rows, width)
-        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, : instr.cols]
-        self.masks[instr.slot] = bits.astype(bool)
-
-    def _store_c(self, instr) -> None:
-        name, _, r0, c0 = self._locate(instr.addr)
-        self.tensors[name][r0 : r0 + instr.rows, c0 : c0 + instr.cols] = self.acc[instr.slot][
-            : instr.rows, : instr.cols
-        ]
-
-    # -- PE array ------------------------------------------------------------------------------
-    def _compute(self, instr) -> None:
-        a = self.a[instr.slot]
-        values, idx = self.b[instr.b_slot]
-        b = values[: instr.k, : instr.cols]
-        if instr.nm_n:
-            n, m = instr.nm_n, instr.nm_m
-            cols = (np.arange(instr.k)[:, None] // n) * m + idx[: instr.k, : instr.cols]
-            gathered = a[: instr.m][:, cols]  # [m, k, cols]
-            prod = np.einsum("ikj,kj->ij", gathered, b)
-        else:
-            prod = a[: instr.m, : instr.k] @ b
-        acc = self.acc[instr.c_slot]
-        if instr.accumulate:
-            prod = prod + acc[: instr.m, : instr.cols]
-        new = np.zeros((max(instr.m, acc.shape[0]), max(instr.cols, acc.shape[1])), np.int64)
-        new[: acc.shape[0], : acc.shape[1]] = acc
-        new[: instr.m, : instr.cols] = wrap(prod, self.hw.acc_bits)
-        self.acc[instr.c_slot] = new
-
-    # -- vector unit ---------------------------------------------------------------------------
-    def _scores(self, instr, first: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.fmt.score_range
-        s = self.acc[instr.c_slot][first : first + rows, : instr.cols] >> self.shift
-        keep = np.ones(s.shape, dtype=bool)
-        if instr.mask:
-            keep &= self.masks[instr.slot][first : first + rows, : instr.cols]
-        return np.clip(s, lo, hi), keep
-
-    def _rowmax(self, instr) -> None:
-        x, keep = self._scores(instr, 0, instr.rows)
-        cols = instr.cols
-        if not instr.accumulate:
-            self.mx = np.zeros(cols, np.int64)
-            self.any = np.zeros(cols, bool)
-            self.sums = np.zeros(cols, np.int64)
+    def rowmax(self, x: np.ndarray, keep: np.ndarray, reset: bool) -> None:
+        """ROWMAX over scores ``x[rows, cols]`` (``keep``: unmasked): ``mx' = max(mx, block
+        max)``, ``c = 2^(mx − mx')`` (0 for a column with no kept score yet), ``l ← ⌊l·c/2^E⌋``."""
+        cols = x.shape[1]
+        if reset:
+            self.mx[:cols], self.seen[:cols], self.sums[:cols] = 0, False, 0
+            self.running[:], self.corrected[:] = False, False
+            self.running[:cols] = True
+        self._require_running(cols)
+        mx, seen = self.mx[:cols], self.seen[:cols]
         block_any = keep.any(axis=0)
         block_max = np.where(keep, x, self.fmt.score_range[0]).max(axis=0)
-        new = np.where(
-            self.any, np.where(block_any, np.maximum(self.mx, block_max), self.mx), block_max
-        )
-        self.corr = np.where(self.any, exp2_neg(new - self.mx, self.fmt), 0)
-        self.sums = (self.sums * self.corr) >> self.fmt.exp_bits
-        self.mx, self.any = new, self.any | block_any
+        new = np.where(seen, np.where(block_any, np.maximum(mx, block_max), mx), block_max)
+        corr = np.where(seen, exp2_neg(np.where(seen, new - mx, 0), self.fmt), 0)
+        self.sums[:cols] = (self.sums[:cols] * corr) >> self.fmt.exp_bits
+        self.corr[:cols], self.corrected[:cols] = corr, True
+        self.mx[:cols], self.seen[:cols] = new, seen | block_any
 
-    def _rescale(self, instr) -> None:
-        acc = self.acc[instr.slot]
-        # Python integers: the product of an accumulator and a factor may pass 64 bits.
-        prod = acc[: instr.rows, : instr.cols].astype(object) * self.corr[None, :].astype(object)
-        acc[: instr.rows, : instr.cols] = wrap(
-            (prod >> self.fmt.exp_bits).astype(np.int64), self.hw.acc_bits
-        )
+    def exponentials(self, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """EXP's ``e = 2^(x − mx)`` of scores ``x[rows, cols]`` (0 where masked)."""
+        cols = x.shape[1]
+        self._require_running(cols)
+        d = np.maximum(self.mx[None, :cols] - x, 0)
+        return np.where(keep, exp2_neg(d, self.fmt), 0)
 
-    def _exp(self, instr) -> None:
-        x, keep = self._scores(instr, instr.k, instr.rows)
-        e = np.where(keep, exp2_neg(np.maximum(self.mx[None, :] - x, 0), self.fmt), 0)
-        if instr.nm_n:
-            n, m = instr.nm_n, instr.nm_m
-            chosen = top_n_scores(x.T, keep.T, n, m).T  # rows padded to whole groups
-            groups = chosen.shape[0] // m
-            ep = np.pad(e, ((0, chosen.shape[0] - instr.rows), (0, 0)))
-            # The N chosen rows of each group, in increasing index order.
-            idx = np.argsort(~chosen.reshape(groups, m, -1), axis=1, kind="stable")[:, :n, :]
-            e = np.take_along_axis(ep.reshape(groups, m, -1), idx, axis=1).reshape(groups * n, -1)
-            idx = idx.reshape(groups * n, -1)
-        else:
-            idx = None
-        self.sums = self.sums + e.sum(axis=0)
-        drop = self.fmt.exp_bits - self.p_frac
-        p = (e + (1 << (drop - 1))) >> drop if drop > 0 else e << -drop
-        self.b[instr.b_slot] = (np.minimum(p, (1 << self.p_frac) - 1), idx)
+    def add(self, e: np.ndarray) -> None:
+        """``l += Σ e`` over the rows EXP writes (the chosen ones, with N:M)."""
+        self.sums[:e.shape[1]] += e.sum(axis=0)
 
-    def _normalize(self, instr) -> None:
-        r = np.where(self.sums > 0, (1 << self.fmt.k) // np.maximum(self.sums, 1), 0)
-        acc = self.acc[instr.slot]
-        prod = acc[: instr.rows, : instr.cols].astype(object) * r[None, :].astype(object)
-        acc[: instr.rows, : instr.cols] = wrap(
-            (prod >> (self.fmt.k - self.fmt.exp_bits)).astype(np.int64), self.hw.acc_bits
-        )
+    def correction(self, cols: int) -> np.ndarray:
+        """RESCALE's factors: the last ROWMAX's ``c``."""
+        self._require(self.corrected, cols, "correction",
+                      "no ROWMAX computed one for this column since its softmax started")
+        return self.corr[:cols]
+
+    def reciprocals(self, cols: int) -> np.ndarray:
+        """NORMALIZE's factors ``R = ⌊2^K / l⌋`` (0 where ``l = 0``)."""
+        self._require_running(cols)
+        return reciprocal(self.sums[:cols], self.fmt)

@@ -27,8 +27,9 @@ from dataflows.cost import (
     softmax_cycles,
 )
 from dataflows.isa import Instr, Op, decode, encode
-from verification.dram import attention_tensors, quantize
-from verification.golden_softmax import AttentionInterpreter, attention_formats
+from dataflows.softmax_format import SoftmaxFormat
+from verification.dram import attention_image, attention_tensors, quantize, read_dense
+from verification.golden import Interpreter
 from workloads.errors import MappingError
 from workloads.generators.attention import synthetic_qk, top_n_scores
 from workloads.load import load_hardware
@@ -59,7 +60,8 @@ def op_of(**fields) -> AttentionOp:
 def _reference(op, hw, qi, ki, vi, allowed) -> np.ndarray:
     """Base-2 softmax attention of the integer operands, with the pattern's element mask and,
     for N:M scores, the top-N of every M keys by fixed-point score (ties: lower index)."""
-    frac, shift, _ = attention_formats(hw)
+    fmt = SoftmaxFormat.of(hw)
+    frac, shift = fmt.operand_frac_bits, fmt.score_shift
     g = op.heads // op.groups
     kk, vv = np.repeat(ki, g, axis=1), np.repeat(vi, g, axis=1)
     x = np.einsum("bhqd,bhkd->bhqk", qi, kk) >> shift
@@ -76,7 +78,8 @@ def _reference(op, hw, qi, ki, vi, allowed) -> np.ndarray:
 
 def run_values(op: AttentionOp, hw, seed: int = 0):
     """(hardware output, float reference) of every query, both [batch, heads, q_len, d]."""
-    frac, _, p_frac = attention_formats(hw)
+    fmt = SoftmaxFormat.of(hw)
+    frac, p_frac = fmt.operand_frac_bits, fmt.prob_bits
     q, k = synthetic_qk(op.batch, op.heads, op.groups, op.queries, op.kv_len, op.head_dim, seed)
     rng = np.random.default_rng(seed)
     v = rng.uniform(-1, 1, size=(op.batch, op.groups, op.kv_len, op.head_dim))
@@ -85,14 +88,17 @@ def run_values(op: AttentionOp, hw, seed: int = 0):
     qi = quantize(q * scale, frac, hw.data_bits)
     ki, vi = quantize(k / 4, frac, hw.data_bits), quantize(v, frac, hw.data_bits)
     plan = plan_attention(op, hw)
-    dram = attention_tensors(plan, qi, ki, vi)
-    golden = AttentionInterpreter(hw, dram)
+    image = attention_image(plan, hw, attention_tensors(plan, qi, ki, vi))
+    golden = Interpreter(hw)
     for item in plan.items:
         chunks = item_chunks(plan, item, hw)
         for i, steps in enumerate(chunks):
-            golden.run(item_program(plan, item, steps, i == 0, i == len(chunks) - 1, hw))
+            program = item_program(plan, item, steps, i == 0, i == len(chunks) - 1, hw)
+            image = golden.run(program, image)
+    ot = plan.layout.tensors["attn.OT"]
+    out = read_dense(image.data, ot.addr, ot.rows, ot.cols, ot.stride, ot.elem_bytes, hw.acc_bits)
     g = op.heads // op.groups
-    out = dram["attn.OT"].reshape(op.batch, op.groups, op.head_dim, g, op.queries)
+    out = out.reshape(op.batch, op.groups, op.head_dim, g, op.queries)
     out = out.transpose(0, 1, 3, 4, 2).reshape(op.batch, op.heads, op.queries, op.head_dim)
     return out / 2.0 ** (p_frac + frac), _reference(op, hw, qi, ki, vi, plan.mask.dense())
 

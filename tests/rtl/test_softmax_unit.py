@@ -13,8 +13,9 @@ pytest.importorskip("amaranth")
 from amaranth.sim import Simulator  # noqa: E402
 
 from dataflows.cost import softmax_cycles  # noqa: E402
-from rtl.softmax import Softmax  # noqa: E402
-from verification.golden_softmax import SoftmaxFormat, softmax_fixed  # noqa: E402
+from dataflows.softmax_format import SoftmaxFormat  # noqa: E402
+from rtl.softmax import Softmax, SoftmaxParams  # noqa: E402
+from verification.golden_softmax import softmax_fixed  # noqa: E402
 from workloads.load import load_hardware  # noqa: E402
 
 TINY = load_hardware("tiny")  # 2 lanes, 8-bit data (P = 7), 16-bit scores with F = 8, E = 16
@@ -135,11 +136,12 @@ def test_backpressure_changes_timing_not_values():
     "hw",
     [TINY, WIDE, variant(score_frac_bits=12, exp_bits=24), variant(score_frac_bits=1, exp_bits=4)],
 )
-def test_rom_is_the_golden_table(hw):
-    # Two independent implementations of T[f] = round(2^E · 2^(-f/2^F)): the RTL's ROM
-    # initialiser and the golden model's. End to end, a probability of P < E bits hides most
-    # single-LSB table errors, so the table is also compared whole.
-    from rtl.softmax import SoftmaxParams
-    from verification.golden_softmax import exp_table
-
-    assert SoftmaxParams(hw).table() == exp_table(SoftmaxFormat.of(hw)).tolist()
+def test_rom_is_the_format_table(hw):
+    # The RTL's ROM and the golden model both read SoftmaxFormat.exp_table. Pin it against an
+    # independent float formula for T[f] = round(2^E · 2^(-f/2^F)): end to end, a probability
+    # of P < E bits hides most single-LSB table errors, so the table is compared whole.
+    fmt = SoftmaxFormat.of(hw)
+    f = np.arange(1 << fmt.frac_bits)
+    want = np.floor(np.exp2(fmt.exp_bits - f / (1 << fmt.frac_bits)) + 0.5).astype(np.int64)
+    assert list(fmt.exp_table) == want.tolist()
+    assert SoftmaxParams.of(hw).fmt == fmt

@@ -1,7 +1,8 @@
 """Attention verification cases: drawn only when named, replayable, prepared with every check.
 
 ``random_case(hw, seed, ("attention",))`` builds one work item of a small random attention op;
-``prepare`` runs the attention interpreter, holds it against float attention and checks the
+``prepare`` runs the golden interpreter on its DRAM image, holds the output against float
+attention and checks the
 program's hazards and tile sizes. The default mixed draw must not change: CI replays seeds.
 """
 
@@ -19,14 +20,14 @@ from archsim.model import run_program
 from dataflows.isa import Op
 from verification.common.scoreboard import compare_values
 from verification.configs import load_config
-from verification.dram import build_attention_image, to_bytes
+from verification.dram import build_attention_image, from_bytes, to_bytes
 from verification.errors import VerificationError
 from verification.golden import (
     check_attention,
     check_hazards,
     describe_address,
     prepare,
-    run_attention_golden,
+    run_golden,
 )
 from verification.programs import (
     ATTENTION,
@@ -150,12 +151,18 @@ def test_description_names_pattern_shape_and_item():
 def test_a_wrong_output_is_caught_by_the_float_check():
     case = random_case(load_config("tiny"), 8, (ATTENTION,))
     image, tensors = build_attention_image(case, np.random.default_rng(8))
-    _, out = run_attention_golden(case, image, tensors)
-    check_attention(case, tensors, out)
-    item, d = case.attention.work, case.attention.op.head_dim
-    out["attn.OT"][:d, item.col0] += 1 << 9  # a quarter in the output's 11 fraction bits
+    expected = run_golden(case.program, case.hw, image)
+    check_attention(case, tensors, expected)
+    op, item = case.attention.op, case.attention.work
+    ot, d = case.program.tensors["attn.OT"], op.head_dim
+    base = (item.batch * op.groups + item.group) * d
+    for row in range(base, base + d):
+        addr = ot.addr + row * ot.stride + item.col0 * ot.elem_bytes
+        value = int(from_bytes(expected.read(addr, ot.elem_bytes), 8 * ot.elem_bytes))
+        # A quarter in the output's 11 fraction bits.
+        expected.write(addr, to_bytes(np.array(value + (1 << 9)), ot.elem_bytes))
     with pytest.raises(VerificationError, match="off float attention by"):
-        check_attention(case, tensors, out)
+        check_attention(case, tensors, expected)
 
 
 def test_a_missing_wait_on_p_is_a_hazard():

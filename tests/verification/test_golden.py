@@ -186,9 +186,3 @@ def test_a_tile_larger_than_a_slot_is_a_program_defect(wide):
         check_capacity(program, wide)  # 33 x 8 accumulators of 2 B; a slot is 512 B
     program.instrs[1] = replace(program.instrs[1], rows=32, m=32)
     check_capacity(program, wide)
-
-
-def test_instructions_outside_the_gemm_set_are_refused(tiny):
-    program = Program(instrs=[Instr(Op.ROWMAX, rows=4, cols=4)])
-    with pytest.raises(VerificationError, match=r"instruction 0 \(ROWMAX\): not modelled"):
-        run_golden(program, tiny, DramImage(64))

@@ -18,7 +18,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from dataflows.cost import softmax_cycles
-from verification.golden_softmax import SoftmaxFormat, softmax_fixed
+from dataflows.softmax_format import SoftmaxFormat
+from verification.golden_softmax import softmax_fixed
 from workloads.spec import HardwareSpec
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataflows.softmax_format import SoftmaxFormat
 from verification.golden_softmax import (
-    SoftmaxFormat,
     error_bound,
     exp2_neg,
     exp_table,
