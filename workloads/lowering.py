@@ -1,0 +1,129 @@
+"""Layers → GEMM tasks, one per training phase.
+
+Every GEMM computes ``C[m, n] = A[m, k] · B[k, n]`` with ``B`` the operand held stationary in the
+PE array. Sparsity is exploitable only when ``B`` is pruned N:M along ``k`` (the reduction
+dimension): the PE's mux then picks the matching activations. The three phases of a weighted
+layer ``W[out, in]`` (DESIGN.md, "BDWP as the scheduler sees it"):
+
+========  ========================  =====  =========================================
+phase     GEMM                      k      B pruned along k when
+========  ========================  =====  =========================================
+ff        Y  = X · Wᵀ               in     N:M along ``in``, or BDWP (FF mask)
+bp        dX = dY · W               out    N:M along ``out``, or BDWP (BP mask)
+wg        dW = dYᵀ · X              rows   never (dense)
+========  ========================  =====  =========================================
+
+Attention ``matmul`` layers have two activation operands: in training their gradients are two
+``bp`` GEMMs (``dA = dC·Bᵀ`` and ``dB = Aᵀ·dC``).
+
+This is the workload's arithmetic, decided before any hardware choice (tiling, loop order,
+placement are ``dataflows``' business), so it lives in ``workloads``: the scheduler and the
+measured baselines (``baselines.measure``, which may import only ``workloads``) lower a
+workload through this one function and so see exactly the same GEMMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from workloads.layer import Layer
+from workloads.spec import BDWPSparsity, HardwareSpec, NMSparsity
+
+__all__ = ["GemmTask", "lower_layer", "lower"]
+
+Phase = Literal["inference", "ff", "bp", "wg"]
+
+
+@dataclass(frozen=True, slots=True)
+class GemmTask:
+    """One GEMM of one phase of one layer.
+
+    Attributes
+    ----------
+    nm
+        ``(n, m)`` when ``B`` is pruned N:M along ``k``, else None. Whether the array skips the
+        pruned weights is ``sparse_on(hw)``; otherwise it runs the masked weights dense.
+    weight
+        The weight copy ``B`` comes from (``"<layer>.W.ff"`` / ``".bp"``) when ``B`` is a pruned
+        weight, for the pre-generation pass; None otherwise.
+    copies
+        Independent instances computed back to back in one program (heads × batch for attention).
+    repeat
+        Identical sequential layers; simulated once, counted ``repeat`` times.
+    """
+
+    name: str
+    layer: str
+    phase: Phase
+    m: int
+    k: int
+    n: int
+    nm: tuple[int, int] | None = None
+    weight: str | None = None
+    copies: int = 1
+    repeat: int = 1
+
+    def sparse_on(self, hw: HardwareSpec) -> bool:
+        return self.nm is not None and hw.supports(*self.nm)
+
+    @property
+    def macs_dense(self) -> int:
+        """Dense-equivalent multiply-accumulates of one copy."""
+        return self.m * self.k * self.n
+
+    def macs_executed(self, hw: HardwareSpec) -> int:
+        """MACs the array performs for one copy: N/M of dense when it skips pruned weights."""
+        if self.sparse_on(hw):
+            n, m = self.nm
+            return self.m * (self.k // m * n) * self.n
+        return self.macs_dense
+
+
+def _ff_pattern(layer: Layer) -> tuple[int, int] | None:
+    s = layer.sparsity
+    if isinstance(s, BDWPSparsity) or (isinstance(s, NMSparsity) and s.dim == "in"):
+        return (s.n, s.m)
+    return None
+
+
+def _bp_pattern(layer: Layer) -> tuple[int, int] | None:
+    s = layer.sparsity
+    if isinstance(s, BDWPSparsity) or (isinstance(s, NMSparsity) and s.dim == "out"):
+        return (s.n, s.m)
+    return None
+
+
+def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[GemmTask]:
+    """The GEMMs of one layer in execution order (FF; then BP and WG in training)."""
+    if layer.kind == "attention":
+        return []  # not a GEMM: dataflows.attention maps it (the scheduler sees an empty group)
+    rows, f_in, f_out, name = layer.rows, layer.in_features, layer.out_features, layer.name
+    same = {"copies": layer.batch_count, "repeat": layer.repeat}
+    phase: Phase = "inference" if mode == "inference" else "ff"
+    if layer.kind == "matmul":
+        tasks = [GemmTask(name, name, phase, rows, f_in, f_out, **same)]
+        if mode == "training":
+            tasks.append(GemmTask(f"{name}.grad_a", name, "bp", rows, f_out, f_in, **same))
+            tasks.append(GemmTask(f"{name}.grad_b", name, "bp", f_in, rows, f_out, **same))
+        return tasks
+    ff_nm = _ff_pattern(layer)
+    ff_weight = f"{name}.W.ff" if ff_nm else None
+    tasks = [GemmTask(name, name, phase, rows, f_in, f_out, ff_nm, ff_weight, **same)]
+    if mode == "training":
+        if layer.needs_input_grad:
+            bp_nm = _bp_pattern(layer)
+            bp_weight = f"{name}.W.bp" if bp_nm else None
+            tasks.append(GemmTask(f"{name}.bp", name, "bp", rows, f_out, f_in, bp_nm, bp_weight, **same))
+        tasks.append(GemmTask(f"{name}.wg", name, "wg", f_out, rows, f_in, **same))
+    return tasks
+
+
+def lower(layers: list[Layer], mode: Literal["inference", "training"]) -> list[list[GemmTask]]:
+    """Per layer, its GEMM tasks. Training runs all FF GEMMs, then BP/WG in reverse layer order."""
+    per_layer = [lower_layer(layer, mode) for layer in layers]
+    if mode == "inference":
+        return per_layer
+    forward = [[t for t in tasks if t.phase == "ff"] for tasks in per_layer]
+    backward = [[t for t in tasks if t.phase != "ff"] for tasks in reversed(per_layer)]
+    return forward + [b for b in backward if b]
