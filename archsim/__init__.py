@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from archsim.api import simulate  # noqa: E402
-from archsim.stats import SimResult  # noqa: E402
+from archsim.api import simulate
+from archsim.stats import SimResult
+from workloads.version import ARCHSIM_VERSION as __version__
 
 __all__ = ["simulate", "SimResult", "__version__"]

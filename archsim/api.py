@@ -11,11 +11,11 @@ from archsim.model import run_program
 from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
 from dataflows.attention import AttentionWork
 from dataflows.isa import Unit
-from dataflows.lowering import GemmTask
 from dataflows.program import Schedule, Segment
 from dataflows.scheduler import GemmWork, PregenWork
 from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
+from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec, WorkloadSpec
 
 __all__ = ["ENGINES", "simulate", "with_spgemm"]

@@ -1,7 +1,7 @@
 """Measure a workload's GEMMs with torch kernels on CUDA or CPU: the real-hardware baseline.
 
 The workload goes through the same front end as the simulator (``workloads.layers.expand`` then
-``dataflows.lowering.lower``), so a training workload measures the FF, BP and WG GEMM of every
+``workloads.lowering.lower``), so a training workload measures the FF, BP and WG GEMM of every
 layer, each with the shape and N:M pattern the accelerator is given. Every GEMM is run as
 ``C = A · Wᵀ`` with ``A[m, k]`` and the weight stored ``W[n, k]`` like ``nn.Linear``: the
 operand the accelerator holds stationary (pruned N:M along ``k``) is ``W``, which is also the
@@ -41,9 +41,10 @@ from baselines.schema import (
     WorkloadRef,
 )
 from baselines.timing import l2_flush_bytes, summarize, time_cpu, time_cuda
-from dataflows.lowering import GemmTask, lower
 from workloads.layers import expand
+from workloads.lowering import GemmTask, lower
 from workloads.spec import WorkloadSpec
+from workloads.version import ARCHSIM_VERSION
 
 __all__ = [
     "DTYPE_BYTES",
@@ -312,8 +313,6 @@ class _Setup:
 def _provenance(torch, setup: _Setup) -> Provenance:
     import numpy
 
-    from archsim import __version__
-
     cpu_name, _ = _cpu_info()
     cuda = setup.device == "cuda"
     cc = setup.capability
@@ -329,7 +328,7 @@ def _provenance(torch, setup: _Setup) -> Provenance:
         torch_version=str(torch.__version__),
         numpy_version=numpy.__version__,
         python_version=platform.python_version(),
-        archsim_version=__version__,
+        archsim_version=ARCHSIM_VERSION,
         # platform.platform() names the OS and architecture, never the host.
         platform=platform.platform(terse=True),
         dtype=setup.dtype,

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from dataflows.attention import attention_layer_segments
 from dataflows.cost import program_cycles
 from dataflows.isa import SLOTS_PER_BUFFER, Op
-from dataflows.lowering import GemmTask, lower
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
+from workloads.lowering import GemmTask, lower
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
 __all__ = [

@@ -32,6 +32,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from dataflows.cost import dma_cycles
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.spec import HardwareSpec
@@ -87,10 +88,13 @@ def partial_bytes(hw: HardwareSpec) -> int:
 
 
 def transfer_cycles(nbytes: int, hw: HardwareSpec) -> int:
-    """Cycles of one DRAM transfer: the latency once, then one beat per bus width (0 if empty)."""
+    """Cycles of one contiguous DRAM transfer of ``nbytes``: ``dma_cycles`` of a single row.
+
+    An empty transfer is not issued, so it costs 0 (``dma_cycles`` would charge the latency).
+    """
     if nbytes <= 0:
         return 0
-    return hw.dram.latency_cycles + ceil_div(int(nbytes), hw.dram.bandwidth_bytes_per_cycle)
+    return dma_cycles(1, int(nbytes), hw)
 
 
 def slot_capacity_bytes(hw: HardwareSpec) -> int:
@@ -124,12 +128,11 @@ def hash_bucket(cols: np.ndarray, hw: HardwareSpec) -> np.ndarray:
 def spill_readback_cycles(spilled: np.ndarray | int, hw: HardwareSpec) -> np.ndarray:
     """Cycles from the end of a hash pass until its spilled partial products are back.
 
-    One DRAM round trip for the pass's spill region: latency plus the transfer of
-    ``spilled · partial_bytes`` bytes. Only passes that spilled pay it.
+    One DRAM transfer of the pass's spill region, ``spilled · partial_bytes`` bytes
+    (:func:`transfer_cycles`, element-wise). Only passes that spilled pay it.
     """
     s = np.asarray(spilled, dtype=np.int64)
-    beats = ceil_div((s * partial_bytes(hw)), hw.dram.bandwidth_bytes_per_cycle)
-    return np.where(s > 0, hw.dram.latency_cycles + beats, 0)
+    return np.where(s > 0, dma_cycles(1, s * partial_bytes(hw), hw), 0)
 
 
 def merge_tree_depth(hw: HardwareSpec) -> int:

@@ -15,9 +15,9 @@ from typing import Literal
 
 from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
 from dataflows.isa import SLOTS_PER_BUFFER
-from dataflows.lowering import GemmTask
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
+from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec
 
 __all__ = [

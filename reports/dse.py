@@ -84,7 +84,7 @@ class _Runner:
 
     def __init__(self, sweep: Sweep, store: ResultStore, area: AreaModel | None,
                  outcome: SweepOutcome, advance: Callable[[], None]) -> None:
-        from archsim import __version__
+        from workloads.version import ARCHSIM_VERSION as __version__
 
         self.sweep, self.store, self.area, self.outcome = sweep, store, area, outcome
         self.advance = advance
@@ -172,8 +172,8 @@ class _Runner:
 
 
 def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
-    from archsim import __version__
     from workloads.load import load_workload
+    from workloads.version import ARCHSIM_VERSION as __version__
 
     base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
     store = ResultStore(out / RESULTS_FILE)

@@ -105,9 +105,10 @@ class LocalBackend(Backend):
 
 
 def _archsim_version() -> str:
-    from archsim import __version__
+    # Imported here, on the worker, so that the worker's installed version is the one read.
+    from workloads.version import ARCHSIM_VERSION
 
-    return __version__
+    return ARCHSIM_VERSION
 
 
 class DaskBackend(Backend):
@@ -148,7 +149,7 @@ class DaskBackend(Backend):
         self._executor: Executor = self._client.get_executor(pure=False)
 
     def _check_versions(self) -> None:
-        from archsim import __version__
+        from workloads.version import ARCHSIM_VERSION as __version__
 
         try:
             seen = self._client.run(_archsim_version)

@@ -235,7 +235,7 @@ def build_report(inputs: list[Path], out: str | Path, title: str | None = None) 
     ReportError
         When an input is missing or not an archsim results file.
     """
-    from archsim import __version__
+    from workloads.version import ARCHSIM_VERSION as __version__
 
     sweeps, runs = read_inputs([Path(p) for p in inputs])
     out = Path(out)

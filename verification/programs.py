@@ -46,12 +46,12 @@ from dataflows.attention import (
     plan_attention,
 )
 from dataflows.isa import Unit
-from dataflows.lowering import GemmTask
 from dataflows.program import Program
 from dataflows.scheduler import build_segment, pregen_program, tiling_for
 from dataflows.tiling import Tiling
 from verification.errors import VerificationError
 from workloads.errors import MappingError
+from workloads.lowering import GemmTask
 from workloads.spec import AttentionOp, HardwareSpec, SchedulePasses
 
 __all__ = [

@@ -12,72 +12,25 @@ batch·heads, so QKᵀ alone would be ``rows·in·out·batch_count`` MACs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
+from workloads import zoo
+from workloads.layer import Layer, SparsityT, attention_layer, conv_output_size
 from workloads.spec import (
     AttentionOp,
-    BDWPSparsity,
     Conv2dOp,
     DenseSparsity,
     GemmOp,
     LinearOp,
     ModelOp,
-    NMSparsity,
     SpGEMMOp,
     WorkloadSpec,
     _pair,
     pruned_dims,
 )
 
+# Layer and its helpers live in workloads.layer (below zoo); re-exported for importers here.
 __all__ = ["Layer", "expand", "conv_output_size", "attention_layer"]
-
-SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
-
-
-@dataclass(frozen=True, slots=True)
-class Layer:
-    """One GEMM-shaped layer: ``Y[rows, out] = X[rows, in] · W[in, out]``.
-
-    Attributes
-    ----------
-    group_in, group_out
-        The sizes N:M groups must divide along ``in`` / ``out`` (C_in / C_out for convolutions,
-        where groups lie along channels).
-    needs_input_grad
-        False for a model's first layer: training computes no gradient for the input image.
-    batch_count
-        Independent copies computed per step (heads × batch for attention matmuls).
-    note
-        Why a layer runs dense although the workload asked for sparsity, if it does.
-    """
-
-    name: str
-    kind: Literal["linear", "conv2d", "matmul", "attention"]
-    rows: int
-    in_features: int
-    out_features: int
-    sparsity: SparsityT
-    group_in: int
-    group_out: int
-    needs_input_grad: bool = True
-    batch_count: int = 1
-    repeat: int = 1
-    note: str = ""
-    attention: AttentionOp | None = None  # kind "attention" only
-
-
-def attention_layer(op: AttentionOp) -> Layer:
-    """The layer of an attention op (mapped by ``dataflows.attention``, not lowered to GEMMs)."""
-    return Layer(
-        op.name, "attention", op.queries, op.head_dim, op.kv_len, DenseSparsity(), 1, 1,
-        batch_count=op.batch * op.heads, repeat=op.repeat, attention=op,
-    )
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output extent of a convolution along one axis."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _fits(sparsity: SparsityT, layer: Layer) -> str:
@@ -108,8 +61,6 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
 
 def expand(workload: WorkloadSpec) -> list[Layer]:
     """All layers of a workload in execution order, with sparsity resolved per layer."""
-    from workloads import zoo  # zoo builds on Layer; import here to keep the module graph acyclic
-
     layers: list[Layer] = []
     for op in workload.operations:
         if isinstance(op, SpGEMMOp):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workloads.layers import Layer, attention_layer, conv_output_size
+from workloads.layer import Layer, attention_layer, conv_output_size
 from workloads.spec import AttentionOp, AttentionPattern, DenseSparsity, ModelOp
 
 __all__ = ["model_layers"]

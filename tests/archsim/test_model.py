@@ -14,11 +14,11 @@ import pytest
 
 from archsim.model import run_program
 from dataflows.isa import Instr, Op
-from dataflows.lowering import GemmTask
 from dataflows.program import Program
 from dataflows.scheduler import build_segment
 from workloads.errors import SimulationError
 from workloads.load import load_hardware
+from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
 
 HW = load_hardware("tiny")

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from archsim.model import run_program
 from dataflows.cost import program_cycles
-from dataflows.lowering import GemmTask
 from dataflows.scheduler import build_segment
 from workloads.load import load_hardware
+from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
 
 HW = load_hardware("tiny")

@@ -1,25 +1,22 @@
 """Real scheduler programs on ``AccelTop``: values against numpy, cycles against archsim.
 
-Every program comes from ``dataflows.scheduler`` unchanged. For each, the RTL must produce the
-numpy result bit for bit, touch no DRAM byte outside the output tensors, take exactly
+Every program comes from ``dataflows.scheduler`` unchanged. For each, the RTL must leave the
+golden interpreter's DRAM image bit for bit (the output tensors, which ``verification.golden``
+also checks against plain numpy, and every other byte untouched), take exactly
 ``archsim.model.run_program(...).cycles`` cycles (the ``cycles`` output and the cycles ``busy``
 stays high), and start and end every instruction in the very cycle the model's trace says.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from rtl_harness import build_image, check_outputs, run_on_rtl
+from rtl_harness import check_values, prepare_case, run_on_rtl
 
-from archsim.model import run_program
 from dataflows.isa import Op
-from dataflows.lowering import GemmTask
-from dataflows.scheduler import build_segment, compressed_tile_geometry, pregen_program
+from dataflows.scheduler import build_segment, pregen_program
 from dataflows.tiling import search_tiling
-from workloads.arith import index_bits
-from workloads.generators.nm import compress_nm, random_weights
 from workloads.load import load_hardware
+from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec, SchedulePasses
 
 TINY = load_hardware("tiny")
@@ -49,7 +46,10 @@ SATLIKE = _variant(
 )
 
 
-def _task(name, m, k, n, nm=None, phase="ff", copies=1):
+def _task(name, m, k, n, nm=None, phase="inference", copies=1):
+    # The scheduler ignores the phase; the golden model prunes "ff"/"bp" weights with BDWP's
+    # two masks, which need both weight dimensions to be multiples of M: a plain N:M GEMM is
+    # an inference one.
     return GemmTask(name, name, phase, m, k, n, nm, f"{name}.W" if nm else None, copies)
 
 
@@ -91,46 +91,28 @@ def test_program_matches_numpy_and_archsim(name):
         assert any(i.op == Op.COMPRESS for i in program.instrs)
     if name == "interleaved_bp_wg":
         assert set(program.tags) == {0, 1}
-    model = run_program(program, hw, trace=True)
-    image, ops = build_image(segment, hw, np.random.default_rng(len(name)))
-    result = run_on_rtl(hw, program, image)
-    check_outputs(segment, hw, result.image, ops, image, result.written)
-    assert result.cycles == model.cycles, (
-        f"RTL took {result.cycles} cycles; archsim predicts {model.cycles} (tolerance 0)")
-    assert result.busy_cycles == model.cycles, (
-        f"busy was high for {result.busy_cycles} cycles; archsim predicts {model.cycles}")
-    assert result.trace == model.trace, _describe_trace(program, model.trace, result.trace)
+    # prepare() times the program with archsim.model.run_program (prepared.cycles, .trace).
+    prepared = prepare_case(hw, program, segment.work.tasks, segment.work.tilings, passes, seed=len(name))
+    result = run_on_rtl(prepared)
+    check_values(prepared, result)
+    assert result.cycles == prepared.cycles, (
+        f"RTL took {result.cycles} cycles; archsim predicts {prepared.cycles} (tolerance 0)")
+    assert result.busy_cycles == prepared.cycles, (
+        f"busy was high for {result.busy_cycles} cycles; archsim predicts {prepared.cycles}")
+    assert result.trace == prepared.trace, _describe_trace(program, prepared.trace, result.trace)
 
 
 def test_pregeneration_stores_compress_nm_tiles():
-    """LOAD_B dense → COMPRESS → STORE_B writes exactly ``compress_nm`` of every tile."""
+    """LOAD_B dense → COMPRESS → STORE_B writes exactly ``compress_nm`` of every tile.
+
+    The golden image holds ``compress_nm`` of every tile (``prepare`` checks the interpreter's
+    compressed tiles against it), with the padding columns of ragged tiles unspecified.
+    """
     hw = TINY
     task = _task("fc", 4, 16, 6, (2, 4))
     tiling = search_tiling(task, hw, True)
     program = pregen_program((task,), (tiling,), hw)
-    dense, comp = program.tensors["fc.W.dense"], program.tensors["fc.W.nm"]
-    rng = np.random.default_rng(7)
-    w = random_weights((task.k, task.n), hw.data_bits, rng)
-    image = rng.integers(0, 256, size=comp.addr + comp.nbytes + 64, dtype=np.uint8)
-    for r in range(task.k):
-        row = w[r].astype(np.int64).astype(np.uint8)  # data_bytes == 1 on tiny
-        image[dense.addr + r * dense.stride: dense.addr + r * dense.stride + task.n] = row
-    model = run_program(program, hw, trace=True)
-    result = run_on_rtl(hw, program, image)
-    assert result.cycles == model.cycles and result.trace == model.trace
-    kc, rb = compressed_tile_geometry(tiling, task.nm, hw)
-    ib = index_bits(task.nm[1])
-    nn = -(-task.n // tiling.tn)
-    for ki in range(-(-task.k // tiling.tk)):
-        for ni in range(nn):
-            tile = w[ki * tiling.tk:(ki + 1) * tiling.tk, ni * tiling.tn:(ni + 1) * tiling.tn]
-            values, idx = compress_nm(tile, *task.nm)
-            base = comp.addr + (ki * nn + ni) * kc * rb
-            for r in range(kc):
-                raw = result.image[base + r * rb: base + (r + 1) * rb]
-                cols = tile.shape[1]  # padding columns beyond the tile are unspecified
-                got_values = raw[:cols].view(np.int8).astype(np.int64)
-                bits = np.unpackbits(raw[hw.array.cols:], bitorder="little")
-                got_idx = [int(sum(bits[j * ib + b] << b for b in range(ib))) for j in range(cols)]
-                assert list(got_values) == list(values[r]), f"tile ({ki}, {ni}) row {r} values"
-                assert got_idx == list(idx[r]), f"tile ({ki}, {ni}) row {r} indices"
+    prepared = prepare_case(hw, program, (task,), (tiling,), PLAIN, seed=7, segment="pregen")
+    result = run_on_rtl(prepared)
+    assert result.cycles == prepared.cycles and result.trace == prepared.trace
+    check_values(prepared, result)

@@ -6,10 +6,10 @@ gone, so the marker is removed together with the fix (docs/verification.md, "Ope
 
 from __future__ import annotations
 
-from dataflows.lowering import GemmTask
 from verification.configs import load_config
 from verification.golden import prepare
 from verification.programs import make_case
+from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from archsim.model import run_program
 from dataflows.isa import Instr, Op
-from dataflows.lowering import GemmTask
 from dataflows.program import Program
 from verification.configs import load_config
 from verification.dram import DramImage, build_image, read_dense, to_bytes
@@ -35,6 +34,7 @@ from verification.golden import (
 from verification.programs import KINDS, make_case, random_case
 from workloads.generators.nm import compress_nm, nm_mask
 from workloads.load import load_hardware
+from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
 
 

@@ -25,7 +25,6 @@ import pytest
 pytest.importorskip("cocotb")
 pytest.importorskip("amaranth")
 
-from dataflows.lowering import GemmTask  # noqa: E402
 from verification.configs import CONFIGS, load_config  # noqa: E402
 from verification.programs import ATTENTION, KINDS, case_spec  # noqa: E402
 from verification.session import (  # noqa: E402
@@ -34,6 +33,7 @@ from verification.session import (  # noqa: E402
     program_plan,
     run_plan,
 )
+from workloads.lowering import GemmTask  # noqa: E402
 
 #: The CI sample: one program of every kind, then a few mixed ones. Seeds 1005 (wg) and 7, 23
 #: (mixed) draw single-buffered tiles that overfilled a slot on ``wide`` before finding 1's fix.

@@ -15,6 +15,11 @@ wg        dW = dYᵀ · X              rows   never (dense)
 
 Attention ``matmul`` layers have two activation operands: in training their gradients are two
 ``bp`` GEMMs (``dA = dC·Bᵀ`` and ``dB = Aᵀ·dC``).
+
+This is the workload's arithmetic, decided before any hardware choice (tiling, loop order,
+placement are ``dataflows``' business), so it lives in ``workloads``: the scheduler and the
+measured baselines (``baselines.measure``, which may import only ``workloads``) lower a
+workload through this one function and so see exactly the same GEMMs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from workloads.layers import Layer
+from workloads.layer import Layer
 from workloads.spec import BDWPSparsity, HardwareSpec, NMSparsity
 
 __all__ = ["GemmTask", "lower_layer", "lower"]

@@ -1,0 +1,63 @@
+"""The :class:`Layer`: one GEMM-shaped layer, the unit the scheduler lowers into GEMMs.
+
+It sits below both :mod:`workloads.layers` (operations → layers) and :mod:`workloads.zoo` (the
+layers of named models), which build layers and would otherwise import each other.
+Conventions (im2col shapes, ``matmul`` and ``attention`` layers) are described in
+:mod:`workloads.layers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from workloads.spec import AttentionOp, BDWPSparsity, DenseSparsity, NMSparsity
+
+__all__ = ["Layer", "SparsityT", "attention_layer", "conv_output_size"]
+
+SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One GEMM-shaped layer: ``Y[rows, out] = X[rows, in] · W[in, out]``.
+
+    Attributes
+    ----------
+    group_in, group_out
+        The sizes N:M groups must divide along ``in`` / ``out`` (C_in / C_out for convolutions,
+        where groups lie along channels).
+    needs_input_grad
+        False for a model's first layer: training computes no gradient for the input image.
+    batch_count
+        Independent copies computed per step (heads × batch for attention matmuls).
+    note
+        Why a layer runs dense although the workload asked for sparsity, if it does.
+    """
+
+    name: str
+    kind: Literal["linear", "conv2d", "matmul", "attention"]
+    rows: int
+    in_features: int
+    out_features: int
+    sparsity: SparsityT
+    group_in: int
+    group_out: int
+    needs_input_grad: bool = True
+    batch_count: int = 1
+    repeat: int = 1
+    note: str = ""
+    attention: AttentionOp | None = None  # kind "attention" only
+
+
+def attention_layer(op: AttentionOp) -> Layer:
+    """The layer of an attention op (mapped by ``dataflows.attention``, not lowered to GEMMs)."""
+    return Layer(
+        op.name, "attention", op.queries, op.head_dim, op.kv_len, DenseSparsity(), 1, 1,
+        batch_count=op.batch * op.heads, repeat=op.repeat, attention=op,
+    )
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output extent of a convolution along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
