@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataflows.attention import AttentionPlan, item_mask
-from dataflows.program import Tensor
+from dataflows.program import ALIGN, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.softmax_format import SoftmaxFormat
 from verification.errors import VerificationError
@@ -51,8 +51,6 @@ __all__ = [
     "build_attention_image",
     "read_dense",
 ]
-
-_ALIGN = 64
 
 
 class DramImage:
@@ -228,7 +226,7 @@ def nm_tiles(b: np.ndarray, case: Case, tag: int) -> list[tuple[int, np.ndarray]
 def _image_size(tensors: dict[str, Tensor], hw: HardwareSpec) -> int:
     end = max(t.addr + t.nbytes for t in tensors.values())
     # Slack: a row's last beat may read up to one beat past the row (rows start on beats).
-    return ceil_div((end + 2 * hw.dram.bandwidth_bytes_per_cycle), _ALIGN) * _ALIGN + _ALIGN
+    return ceil_div(end + 2 * hw.dram.bandwidth_bytes_per_cycle, ALIGN) * ALIGN + ALIGN
 
 
 def _random_image(case: Case, rng: np.random.Generator) -> DramImage:
