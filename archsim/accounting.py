@@ -1,68 +1,104 @@
 """What one executed instruction adds to the statistics: MACs, DRAM and SRAM bytes, vector
 groups. Pure bookkeeping, shared by both timing engines (the SimPy model and ``archsim.fast``)
 so they cannot count differently.
+
+:func:`charges` depends only on an instruction's shape (not its addresses or waits), which is
+what lets the fast engine compute it once per distinct shape.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from archsim.stats import SegmentStats
 from dataflows.cost import transfer_bytes
 from dataflows.isa import UNIT_OF, Instr, Op, Unit
 from workloads.spec import HardwareSpec
 
-__all__ = ["account"]
+__all__ = ["Charges", "charges", "book", "account", "shape_of"]
 
 #: The on-chip buffer each DMA instruction fills or drains.
 _DMA_TARGET = {Op.LOAD_A: "input", Op.LOAD_B: "weight", Op.STORE_C: "accumulator",
                Op.STORE_B: "weight"}
 
 
-def _dma(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:
+@dataclass(frozen=True, slots=True)
+class Charges:
+    """What one instruction adds: to its tag (MACs, DRAM bytes) and to the buffers' SRAM bytes."""
+
+    macs: int = 0
+    dram_read: int = 0
+    dram_write: int = 0
+    sram_read: tuple[tuple[str, int], ...] = ()
+    sram_write: tuple[tuple[str, int], ...] = ()
+    groups: int = 0
+
+
+def _dma(instr: Instr, hw: HardwareSpec) -> Charges:
     nbytes = transfer_bytes(instr, hw)
     if instr.op == Op.LOAD_MASK:  # into the vector unit's small mask store, not a buffer
-        stats.add_dram(tag, read=nbytes)
-        return
+        return Charges(dram_read=nbytes)
     buffer = _DMA_TARGET[instr.op]
     if instr.op in (Op.LOAD_A, Op.LOAD_B):
-        stats.add_dram(tag, read=nbytes)
-        stats.sram_write_bytes[buffer] += nbytes
-    else:
-        stats.add_dram(tag, written=nbytes)
-        stats.sram_read_bytes[buffer] += nbytes
+        return Charges(dram_read=nbytes, sram_write=((buffer, nbytes),))
+    return Charges(dram_write=nbytes, sram_read=((buffer, nbytes),))
 
 
-def _pe(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:
+def _pe(instr: Instr, hw: HardwareSpec) -> Charges:
     """A COMPUTE: MACs, the weight tile and streamed activations read, accumulators updated."""
-    stats.add_macs(tag, instr.m * instr.k * instr.cols)
     span = instr.k // instr.nm_n * instr.nm_m if instr.nm_n else instr.k
-    stats.sram_read_bytes["weight"] += instr.k * instr.cols * hw.data_bytes
-    stats.sram_read_bytes["input"] += instr.m * span * hw.data_bytes
     acc_bytes = instr.m * instr.cols * hw.acc_bytes
+    reads = [("weight", instr.k * instr.cols * hw.data_bytes),
+             ("input", instr.m * span * hw.data_bytes)]
     if instr.accumulate:
-        stats.sram_read_bytes["accumulator"] += acc_bytes
-    stats.sram_write_bytes["accumulator"] += acc_bytes
+        reads.append(("accumulator", acc_bytes))
+    return Charges(macs=instr.m * instr.k * instr.cols, sram_read=tuple(reads),
+                   sram_write=(("accumulator", acc_bytes),))
 
 
-def _vector(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:
+def _vector(instr: Instr, hw: HardwareSpec) -> Charges:
     if instr.op == Op.COMPRESS:  # dense weight tile → N:M in place
         groups = instr.rows // instr.nm_m * instr.cols
-        stats.vector_groups += groups
-        stats.sram_read_bytes["weight"] += instr.rows * instr.cols * hw.data_bytes
-        stats.sram_write_bytes["weight"] += groups * instr.nm_n * hw.data_bytes
-        return
+        return Charges(sram_read=(("weight", instr.rows * instr.cols * hw.data_bytes),),
+                       sram_write=(("weight", groups * instr.nm_n * hw.data_bytes),), groups=groups)
     # The online softmax on a score or output tile in the accumulator.
     tile = instr.rows * instr.cols * hw.acc_bytes
-    stats.sram_read_bytes["accumulator"] += tile
     if instr.op in (Op.RESCALE, Op.NORMALIZE):
-        stats.sram_write_bytes["accumulator"] += tile
-    elif instr.op == Op.EXP:
+        return Charges(sram_read=(("accumulator", tile),), sram_write=(("accumulator", tile),))
+    if instr.op == Op.EXP:
         kept = instr.rows // instr.nm_m * instr.nm_n if instr.nm_n else instr.rows
-        stats.sram_write_bytes["weight"] += kept * instr.cols * hw.data_bytes
+        return Charges(sram_read=(("accumulator", tile),),
+                       sram_write=(("weight", kept * instr.cols * hw.data_bytes),))
+    return Charges(sram_read=(("accumulator", tile),))
 
 
 _BY_UNIT = {Unit.DMA: _dma, Unit.PE: _pe, Unit.VEC: _vector}
 
 
+def charges(instr: Instr, hw: HardwareSpec) -> Charges:
+    """What ``instr`` adds to the statistics."""
+    return _BY_UNIT[UNIT_OF[instr.op]](instr, hw)
+
+
+def shape_of(instr: Instr) -> tuple:
+    """The fields that :func:`charges` and ``cost.latency`` depend on."""
+    return (instr.op, instr.rows, instr.cols, instr.k, instr.m, instr.nm_n, instr.nm_m,
+            instr.accumulate)
+
+
+def book(stats: SegmentStats, tag: int, c: Charges) -> None:
+    """Add charges ``c`` of an instruction serving ``tag`` to ``stats``."""
+    task = stats.tasks[tag]
+    task.macs += c.macs
+    task.dram_read_bytes += c.dram_read
+    task.dram_write_bytes += c.dram_write
+    for buffer, nbytes in c.sram_read:
+        stats.sram_read_bytes[buffer] += nbytes
+    for buffer, nbytes in c.sram_write:
+        stats.sram_write_bytes[buffer] += nbytes
+    stats.vector_groups += c.groups
+
+
 def account(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:
     """Add what ``instr`` (serving ``tag``) did to ``stats``."""
-    _BY_UNIT[UNIT_OF[instr.op]](stats, instr, tag, hw)
+    book(stats, tag, charges(instr, hw))

@@ -4,16 +4,17 @@ The SimPy model (``archsim.model.run_program``) is the reference: one process pe
 on completion-count events. Its timing rule is simple enough to evaluate directly
 (``dataflows.cost.timeline``): every instruction starts when its unit is free and its waits are
 met. This engine walks that timeline and books every instruction with the same
-``archsim.accounting``, so it returns the same :class:`~archsim.stats.SegmentStats` — cycles,
+``archsim.accounting`` (computed once per distinct instruction shape), so it returns the same :class:`~archsim.stats.SegmentStats` — cycles,
 busy/stall per unit, per-tag MACs and traffic, SRAM bytes, the trace — several times faster.
 Tests hold it equal to the SimPy model on random programs and every shipped example.
 """
 
 from __future__ import annotations
 
-from archsim.accounting import account
+from archsim.accounting import Charges, book, charges, shape_of
 from archsim.stats import SegmentStats
-from dataflows.cost import timeline
+from dataflows.cost import latency, timeline
+from dataflows.isa import Instr
 from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
@@ -30,7 +31,15 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
     """
     stats = SegmentStats(len(program.instrs), trace)
     instrs, tags = program.instrs, program.tags
-    for unit, index, ready, start, cycles in timeline(program, hw):
+    known: dict[tuple, tuple[int, Charges]] = {}  # instruction shape → (latency, charges)
+
+    def cost(instr: Instr) -> tuple[int, Charges]:
+        shape = shape_of(instr)
+        if shape not in known:
+            known[shape] = (latency(instr, hw), charges(instr, hw))
+        return known[shape]
+
+    for unit, index, ready, start, cycles in timeline(program, hw, lambda i: cost(i)[0]):
         stats.record(unit, index, tags[index], ready, start, cycles)
-        account(stats, instrs[index], tags[index], hw)
+        book(stats, tags[index], cost(instrs[index])[1])
     return stats

@@ -6,7 +6,7 @@ All results are integer cycles, bytes or elements.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dataflows.isa import Instr, Op, Unit, row_bytes
@@ -195,20 +195,23 @@ class GemmEstimate:
         return max(self.dma, self.pe, self.vec)
 
 
-def timeline(program, hw: HardwareSpec) -> Iterator[tuple[Unit, int, int, int, int]]:
+def timeline(program, hw: HardwareSpec, cycles_of: Callable[[Instr], int] | None = None
+             ) -> Iterator[tuple[Unit, int, int, int, int]]:
     """Evaluate the timing rule of docs/isa.md without simulating: for every instruction, in an
     order in which each one's waits are already resolved, ``(unit, index, ready, start, cycles)``.
 
     ``ready`` is when its unit finished the previous instruction, ``start`` when it starts (its
     unit is free and every other unit has completed ``wait[u]`` instructions), ``cycles`` its
     latency. Each unit is advanced as far as its waits allow, round after round, so waits that
-    point forward in program order are handled too.
+    point forward in program order are handled too. ``cycles_of`` replaces :func:`latency`
+    (a caller may memoize it).
 
     Raises
     ------
     SimulationError
         If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
+    cycles_of = cycles_of or (lambda instr: latency(instr, hw))
     queues = program.per_unit()
     ends: list[list[int]] = [[], [], []]  # per unit, end time of its i-th instruction
     free = [0, 0, 0]
@@ -227,7 +230,7 @@ def timeline(program, hw: HardwareSpec) -> Iterator[tuple[Unit, int, int, int, i
                             break
                         start = max(start, ends[other][need - 1])
                 else:
-                    cycles = latency(instr, hw)
+                    cycles = cycles_of(instr)
                     yield unit, index, free[unit], start, cycles
                     free[unit] = start + cycles
                     done.append(free[unit])
