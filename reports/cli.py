@@ -59,10 +59,42 @@ def _cmd_dse(args: argparse.Namespace) -> int:
                             resume=args.resume, chunk_size=args.chunk_size)
     else:
         outcome = _with_progress(console, sweep, out, args)
+    _check_outcome(console, outcome)
+    if not args.quiet:
         _print_summary(sweep, outcome, args.top)
     print(f"results: {outcome.store_path}")
     print(f"report:  archsim report {outcome.store_path} --out {out / 'report'}")
     return 0
+
+
+def _check_outcome(console, outcome) -> None:
+    """Print why points failed, grouped by reason; raise when not one point succeeded."""
+    from reports.dse import SweepError, reason_groups
+    from reports.store import ResultStore
+
+    with ResultStore(outcome.store_path, readonly=True) as store:
+        groups = reason_groups(store.rows())
+        ok = store.count("ok")
+    shown = [g for g in groups if g[0] != "infeasible" or not ok]
+    if shown:
+        console.print("points that did not succeed, by reason:")
+        for status, count, message in shown[:10]:
+            alike = f" ({count - 1} more like it)" if count > 1 else ""
+            console.print(f"  {count:>6,} {status}: {message}{alike}", soft_wrap=True,
+                          markup=False)
+        if len(shown) > 10:
+            console.print(f"  … and {len(shown) - 10} more reasons (archsim report lists them)")
+    if not ok:
+        counts = ", ".join(f"{n} {s}" for s, n in _status_counts(groups).items())
+        raise SweepError(f"no design point of the sweep succeeded ({counts or 'no points'}); "
+                         f"the reasons are listed above")
+
+
+def _status_counts(groups) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status, count, _ in groups:
+        counts[status] = counts.get(status, 0) + count
+    return counts
 
 
 def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
@@ -90,7 +122,8 @@ def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
     def update(done: int, total: int) -> None:
         if not bar.live.is_started:
             console.print(f"sweep {sweep.name}: {sweep.size:,} points in the space, strategy "
-                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}")
+                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}",
+                          soft_wrap=True)
             bar.start()
         elapsed = bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed:.2f} points/s" if elapsed > 0 else ""
@@ -147,10 +180,9 @@ def _print_summary(sweep, outcome, top: int) -> None:
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
                   soft_wrap=True)
-    errors = [r for r in rows if r.status == "error"]
-    if errors:
-        console.print(f"[red]{len(errors)} points failed[/]; first: {errors[0].message} "
-                      f"(--resume evaluates them again)")
+    if counts["error"]:
+        console.print(f"[red]{counts['error']} points failed[/] (reasons above); --resume "
+                      f"evaluates them again")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ commits every outcome as it arrives. Strategies and executors: reports.search, r
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -26,9 +28,10 @@ from reports.metrics import AREA_METRICS
 from reports.pareto import pareto_mask
 from reports.store import PointRow, ResultStore, StoreError
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
-from workloads.errors import SpecError
+from workloads.errors import ArchsimError, SpecError
 
-__all__ = ["run_sweep", "SweepOutcome", "best_designs", "RESULTS_FILE"]
+__all__ = ["run_sweep", "SweepOutcome", "SweepError", "best_designs", "check_axis_keys",
+           "reason_groups", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.db"
 Progress = Callable[[int, int], None]
@@ -70,6 +73,75 @@ class SweepOutcome:
     @property
     def points_per_s(self) -> float:
         return self.simulated / self.wall_s if self.wall_s else 0.0
+
+
+class SweepError(ArchsimError):
+    """The sweep ran, but not one of its design points succeeded."""
+
+
+#: Loader messages that mean an override key names no field (as opposed to a bad value).
+_KEY_ERRORS = ("does not exist in", "unknown key", "is not a mapping or list", "out of range")
+
+
+def _closest_key(key: str, data: Any) -> str:
+    """``; did you mean 'a.b.c'?`` for the first part of ``key`` that ``data`` lacks."""
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            known = list(node) if isinstance(node, dict) else []
+            hint = difflib.get_close_matches(part, known, n=1)
+            return f"; did you mean {'.'.join([*parts[:i], hint[0], *parts[i + 1:]])!r}?" \
+                if hint else ""
+    return ""
+
+
+def check_axis_keys(sweep: Sweep, base) -> None:
+    """Refuse an axis whose key names no field of the base workload, before any point runs.
+
+    Each axis's first value is applied alone to the base workload: a bad *value* is left to
+    the points (it may be the only bad one), a bad *key* would make every point invalid.
+
+    Raises
+    ------
+    SpecError
+        ``sweep.yaml:line: axes[i].key: 'hardware.array.rowz' names no field of the workload
+        (...); did you mean 'hardware.array.rows'?``
+    """
+    from workloads.load import load_workload
+
+    data = base.model_dump(mode="json")
+    for i, (axis, values) in enumerate(sweep.axes):
+        try:
+            load_workload(sweep.workload_path, hardware=sweep.hardware,
+                          overrides=[*sweep.fixed, *override_args({axis.key: values[0]})])
+        except SpecError as exc:
+            text = str(exc)
+            if not (text.startswith(f"--set {axis.key}=") and any(k in text for k in _KEY_ERRORS)):
+                continue
+            where = sweep.axis_lines[i] if i < len(sweep.axis_lines) else str(sweep.path)
+            reason = text.split(": ", 1)[1].split("; did you mean")[0]
+            raise SpecError(f"{where}: axes[{i}].key: {axis.key!r} names no field of the "
+                            f"workload ({reason}){_closest_key(axis.key, data)}") from None
+
+
+def reason_groups(rows: Iterable[PointRow]) -> list[tuple[str, int, str]]:
+    """``(status, count, first message)`` for the points that did not succeed, grouped by
+    reason: messages that differ only in numbers (the swept values) are one reason. Most
+    frequent first."""
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows:
+        if row.status == "ok":
+            continue
+        message = row.message or "(no message)"
+        key = (row.status, re.sub(r"-?\d+(\.\d+)?(e[+-]?\d+)?", "#", message))
+        groups.setdefault(key, [0, message])[0] += 1
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [(status, count, message) for (status, _), (count, message) in ordered]
 
 
 def _identity(workload) -> str:
@@ -176,6 +248,7 @@ def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
     from workloads.load import load_workload
 
     base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    check_axis_keys(sweep, base)
     store = ResultStore(out / RESULTS_FILE)
     try:
         meta = store.meta()
