@@ -13,7 +13,9 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,12 +84,32 @@ _EXTRA_OF = {
 }
 
 
+def _stop_on_first_sigint(signum, frame) -> None:
+    # Later presses are ignored: they would interrupt the stopping itself (killing workers,
+    # closing the store), which is what made a second Ctrl-C hang a sweep.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``archsim`` console script; returns the exit code."""
+    """Entry point of the ``archsim`` console script; returns the exit code.
+
+    Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. From the
+    console script (``argv`` None) further presses are ignored until the process has exited;
+    a caller passing ``argv`` gets its own SIGINT handler back.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _stop_on_first_sigint) if in_main else None
+    interrupted = False
     try:
         return args.handler(args)
+    except KeyboardInterrupt as exc:
+        interrupted = True
+        detail = f"; {exc}" if str(exc) else ""
+        print(f"archsim: interrupted{detail}", file=sys.stderr)
+        return 130
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
@@ -102,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away; results are already on disk. Stay quiet.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
-    except KeyboardInterrupt:
-        print("archsim: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None and not (interrupted and argv is None):
+            signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,17 +54,37 @@ def _cmd_dse(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("out") / sweep.name
     console = Console(stderr=True, highlight=False)
-    if args.quiet:
-        outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
-                            resume=args.resume, chunk_size=args.chunk_size)
-    else:
-        outcome = _with_progress(console, sweep, out, args)
+    try:
+        if args.quiet:
+            outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                                resume=args.resume, chunk_size=args.chunk_size)
+        else:
+            outcome = _with_progress(console, sweep, out, args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(args, out)) from None
     _check_outcome(console, outcome)
     if not args.quiet:
         _print_summary(sweep, outcome, args.top)
     print(f"results: {outcome.store_path}")
     print(f"report:  archsim report {outcome.store_path} --out {out / 'report'}")
     return 0
+
+
+def _interrupted(args: argparse.Namespace, out: Path) -> str:
+    """What a Ctrl-C of ``dse`` leaves: the stored points and the command that continues."""
+    import shlex
+
+    from reports.dse import RESULTS_FILE
+    from reports.store import ResultStore, StoreError
+
+    db = out / RESULTS_FILE
+    try:
+        with ResultStore(db, readonly=True) as store:
+            held = store.count()
+    except StoreError:
+        return "nothing was stored"
+    again = shlex.join(["archsim", "dse", args.sweep, "--out", str(out), "--resume"])
+    return f"{held:,} finished points are kept in {db}; continue with: {again}"
 
 
 def _check_outcome(console, outcome) -> None:

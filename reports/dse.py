@@ -8,9 +8,12 @@ commits every outcome as it arrives. Strategies and executors: reports.search, r
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import re
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -171,7 +174,8 @@ class _Runner:
         row = PointRow(hash=h, params=info["params"], status=status, hardware=info.get("hardware"),
                        trial=info.get("trial"), generation=info.get("generation"),
                        finished_at=time.time(), archsim_version=self.version, **fields)
-        self.store.record(row)
+        with _sigint_deferred():  # a finished point is stored whole, then Ctrl-C acts
+            self.store.record(row)
         self.outcome.statuses[status] += 1
         self.advance()
         return row
@@ -243,6 +247,42 @@ class _Runner:
                      worker_rss_mib=rss)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back SIGINT for the block, then act on it (the previous handler runs once)."""
+    if not _in_main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT for the block: stopping must not be interrupted by a second Ctrl-C."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
     from archsim import __version__
     from workloads.load import load_workload
@@ -303,6 +343,9 @@ def run_sweep(
     SpecError, StoreError, ExecutorError
         Bad base workload, a store of another sweep, or a failed executor. Finished points stay
         in the store either way.
+    KeyboardInterrupt
+        On Ctrl-C, once the workers are stopped (killed, not waited for) and the store closed
+        with every finished point in it; ``resume=True`` continues.
     """
     out = Path(out)
     started = time.perf_counter()
@@ -332,6 +375,13 @@ def run_sweep(
         else:
             _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size)
         outcome.pool_restarts = getattr(backend, "restarts", 0)
+    except KeyboardInterrupt:
+        with _sigint_ignored():
+            if own_backend and backend is not None:
+                backend.abort()
+                own_backend = False  # aborted: nothing left to close
+            store.close()
+        raise
     finally:
         if own_backend and backend is not None:
             backend.close()
