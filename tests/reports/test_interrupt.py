@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from reports_support import time_limit, write_sweep
+from reports_support import stored_points, time_limit, write_sweep
 
 from reports.dse import run_sweep
 from reports.store import ResultStore
@@ -25,14 +24,6 @@ axes:
   - {key: hardware.dram.bandwidth_bytes_per_cycle, values: [4, 16]}
 objectives: [cycles]
 """
-
-
-def _stored(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
 def _group(pgid: int) -> list[str]:
@@ -51,7 +42,7 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
                             stderr=subprocess.PIPE, text=True)
     db = out / "results.db"
     deadline = time.monotonic() + 60
-    while _stored(db) < 3:
+    while stored_points(db) < 3:
         assert proc.poll() is None, f"sweep ended early: {proc.communicate()}"
         assert time.monotonic() < deadline, "the sweep stored nothing within 60 s"
         time.sleep(0.01)
@@ -90,7 +81,7 @@ def test_sigkill_of_the_driver_leaves_no_worker_and_resume_completes(tmp_path):
     finally:
         if _group(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
-    assert 3 <= _stored(db) < 24
+    assert 3 <= stored_points(db) < 24
     _resume_gives_every_point_once(path, db)
 
 
@@ -111,7 +102,7 @@ def test_ctrl_c_stops_the_sweep_keeps_points_and_a_second_press_does_not_hang(tm
     assert took < 2.5, f"Ctrl-C took {took:.1f} s"
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    held = _stored(db)
+    held = stored_points(db)
     assert last.startswith(f"archsim: interrupted; {held} finished points are kept in {db}; "
                            f"continue with: archsim dse {path} --out {db.parent} --resume"), err
     assert [line for line in err.splitlines() if line.startswith("archsim:")] == [last]
