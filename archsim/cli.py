@@ -84,29 +84,26 @@ _EXTRA_OF = {
 }
 
 
-def _stop_on_first_sigint(signum, frame) -> None:
-    # Later presses are ignored: they would interrupt the stopping itself (killing workers,
-    # closing the store), which is what made a second Ctrl-C hang a sweep.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archsim`` console script; returns the exit code.
 
-    Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. From the
-    console script (``argv`` None) further presses are ignored until the process has exited;
-    a caller passing ``argv`` gets its own SIGINT handler back.
+    Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. Once it
+    is acting, further presses are ignored, as they would interrupt the stopping itself (a
+    second press used to hang a sweep in the pool's exit handler). From the console script
+    (``argv`` None) they stay ignored until the process has exited; a caller passing ``argv``
+    gets its SIGINT handler back.
     """
     parser = _parser()
     args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _stop_on_first_sigint) if in_main else None
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
     interrupted = False
     try:
         return args.handler(args)
     except KeyboardInterrupt as exc:
         interrupted = True
+        if in_main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         detail = f"; {exc}" if str(exc) else ""
         print(f"archsim: interrupted{detail}", file=sys.stderr)
         return 130
