@@ -7,19 +7,24 @@ inside the handlers that need them.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["register", "eta_seconds"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``dse`` and ``report`` subcommands to the ``archsim`` parser."""
+    from archsim.examples import path_argument
+
     dse = sub.add_parser(
         "dse", help="explore a design space: evaluate a sweep into a SQLite results store",
         description="Evaluate the design points of a sweep YAML (docs/dse.md) into "
                     "OUT/results.db, with a progress bar, then print the best designs.",
     )
-    dse.add_argument("sweep", help="sweep YAML file")
+    dse.add_argument("sweep", type=path_argument,
+                     help="sweep YAML file, or example:NAME for a shipped sweep "
+                          "('archsim examples' lists them)")
     dse.add_argument("--workers", type=int, metavar="N",
                      help="local worker processes (default: the CPUs available)")
     dse.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -117,27 +122,40 @@ def _status_counts(groups) -> dict[str, int]:
     return counts
 
 
+def eta_seconds(done: int, total: int, elapsed_s: float) -> float | None:
+    """Seconds left at the sweep's mean pace so far, or None before the first point.
+
+    The pace is measured from the start of the sweep (worker start-up included) over every
+    resolved point. rich's own estimate averaged only the last 30 s of updates, and points
+    arrive a chunk at a time, so a burst made it promise seconds for a sweep of minutes.
+    """
+    if done <= 0 or elapsed_s <= 0:
+        return None
+    return max(total - done, 0) * elapsed_s / done
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from reports.dse import run_sweep
 
     columns = (
         TextColumn("[bold]dse[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[elapsed]}"),
+        TextColumn("ETA {task.fields[eta]}"),
     )
     # Started by the first point, so that a refused store or a bad base workload prints its
     # one-line error without an empty bar above it.
     bar = Progress(*columns, console=console, transient=False)
-    job = bar.add_task(sweep.name, total=None, rate="")
+    job = bar.add_task(sweep.name, total=None, rate="", elapsed="", eta="")
+    started = time.monotonic()
 
     def update(done: int, total: int) -> None:
         if not bar.live.is_started:
@@ -145,9 +163,10 @@ def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
                           f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}",
                           soft_wrap=True)
             bar.start()
-        elapsed = bar.tasks[0].elapsed or 0.0
+        elapsed = time.monotonic() - started
         rate = f"{done / elapsed:.2f} points/s" if elapsed > 0 else ""
-        bar.update(job, completed=done, total=total, rate=rate)
+        bar.update(job, completed=done, total=total, rate=rate, elapsed=_clock(elapsed),
+                   eta=_clock(eta_seconds(done, total, elapsed)))
 
     try:
         return run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,

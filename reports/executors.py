@@ -201,7 +201,9 @@ class DaskBackend(Backend):
         try:
             from distributed import Client
         except ImportError:
-            raise ExecutorError("--scheduler needs Dask: pip install 'archsim[dist]'") from None
+            from archsim.cli import install_hint
+
+            raise ExecutorError(f"--scheduler needs Dask: {install_hint('dist')}") from None
         try:
             self._client = Client(address, timeout=f"{timeout_s}s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
