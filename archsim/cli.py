@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted = True
         if in_main:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if argv is None:
+            # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
+            # half-built design): noise after the one line that says what happened.
+            warnings.simplefilter("ignore")
         detail = f"; {exc}" if str(exc) else ""
         print(f"archsim: interrupted{detail}", file=sys.stderr)
         return 130

@@ -108,3 +108,4 @@ def test_ctrl_c_stops_the_sweep_keeps_points_and_a_second_press_does_not_hang(tm
     assert [line for line in err.splitlines() if line.startswith("archsim:")] == [last]
     _no_process_left(proc.pid, within_s=5)
     _resume_gives_every_point_once(path, db)
+

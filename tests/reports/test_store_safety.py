@@ -83,8 +83,10 @@ def test_a_second_writer_is_refused(tmp_path):
         assert store.count() == 0
 
 
-def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
-    path = tmp_path / "r.db"
+@pytest.fixture
+def held_store(tmp_path):
+    """A store locked by another process, as a running sweep holds it; yields (path, process)."""
+    path = tmp_path / "out" / "results.db"
     code = textwrap.dedent(f"""
         import sys, time
         from reports.store import ResultStore
@@ -95,11 +97,18 @@ def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreError, match=f"process [^)]*:{proc.pid}\\)"):
-            ResultStore(path)
+        yield path, proc
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_lock_of_a_killed_writer_is_taken_over(held_store):
+    path, proc = held_store
+    with pytest.raises(StoreError, match=f"process [^)]*:{proc.pid}\\)"):
+        ResultStore(path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
     deadline = time.monotonic() + 5
     while True:
         try:
@@ -109,3 +118,14 @@ def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
         except StoreError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_second_sweep_on_a_store_being_written_is_refused(held_store, capsys, resume):
+    path, proc = held_store
+    code = main(["dse", str(EXAMPLES / "sweep_tiny.yaml"), "--out", str(path.parent),
+                 "--workers", "1", "--quiet", *(["--resume"] if resume else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"archsim: error: {path}: another sweep is writing this store "
+                          f"(process ") and f":{proc.pid}); wait for it to finish" in err
