@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     dse = sub.add_parser(
         "dse", help="explore a design space: evaluate a sweep into a SQLite results store",
         description="Evaluate the design points of a sweep YAML (docs/dse.md) into "
-                    "OUT/results.db, with a progress bar, then print the best designs.",
+                    "OUT/results.db, with a progress bar, then print the best designs. One "
+                    "sweep at a time writes a store (it is locked). Ctrl-C stops at once and "
+                    "keeps every finished point; --resume continues.",
     )
     dse.add_argument("sweep", type=path_argument,
                      help="sweep YAML file, or example:NAME for a shipped sweep "
