@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import shlex
 import sys
 from collections import Counter
@@ -86,7 +87,10 @@ def _kinds(text: str, known) -> list[str]:
     unknown = [k for k in kinds if k not in known]
     if unknown or not kinds:
         named = ", ".join(unknown) if unknown else repr(text)
-        raise argparse.ArgumentTypeError(f"unknown kind(s) {named}; known: {', '.join(known)}")
+        hints = [h for k in unknown for h in difflib.get_close_matches(k, known, n=1)]
+        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+        raise argparse.ArgumentTypeError(f"unknown kind(s) {named}{hint}; known: "
+                                         f"{', '.join(known)}")
     return kinds
 
 

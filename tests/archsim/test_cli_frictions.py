@@ -74,3 +74,10 @@ def test_unknown_example_is_one_line_with_did_you_mean(capsys):
         main(["dse", "example:sweep_tyni"])
     assert stop.value.code == 2
     assert "did you mean example:sweep_tiny?" in capsys.readouterr().err
+
+
+def test_unknown_verify_kind_gets_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["verify", "tiny", "--kinds", "dense,nmff"])
+    assert stop.value.code == 2
+    assert "unknown kind(s) nmff; did you mean nm_ff?; known: dense" in capsys.readouterr().err
