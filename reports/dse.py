@@ -82,8 +82,24 @@ class SweepError(ArchsimError):
     """The sweep ran, but not one of its design points succeeded."""
 
 
-#: Loader messages that mean an override key names no field (as opposed to a bad value).
-_KEY_ERRORS = ("does not exist in", "unknown key", "is not a mapping or list", "out of range")
+#: Loader messages about walking an override key's path (the value is not walked yet).
+_PATH_ERRORS = ("does not exist in", "is not a mapping or list", "out of range")
+
+
+def _names_bad_key(text: str, key: str) -> bool:
+    """Whether the loader's ``--set key=value`` error blames the key rather than the value."""
+    prefix = f"--set {key}="
+    if not text.startswith(prefix):
+        return False
+    if any(k in text for k in _PATH_ERRORS):
+        return True
+    # "--set k=v: array.rowz: unknown key": the key's own last field, not one inside a mapping
+    # value (sparsity={kind: nm, nn: 2} reports sparsity.nn).
+    field, sep, _ = text.rpartition(": unknown key")
+    if not sep:
+        return False
+    where = re.sub(r"\[(\d+)\]", r".\1", field.rpartition(": ")[2])
+    return key == where or key.endswith("." + where)
 
 
 def _closest_key(key: str, data: Any) -> str:
@@ -124,7 +140,7 @@ def check_axis_keys(sweep: Sweep, base) -> None:
                           overrides=[*sweep.fixed, *override_args({axis.key: values[0]})])
         except SpecError as exc:
             text = str(exc)
-            if not (text.startswith(f"--set {axis.key}=") and any(k in text for k in _KEY_ERRORS)):
+            if not _names_bad_key(text, axis.key):
                 continue
             where = sweep.axis_lines[i] if i < len(sweep.axis_lines) else str(sweep.path)
             reason = text.split(": ", 1)[1].split("; did you mean")[0]

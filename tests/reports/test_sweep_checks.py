@@ -76,3 +76,13 @@ def test_sweep_with_some_invalid_points_lists_them_and_exits_0(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 0
     assert "1 invalid: SpecError: --set hardware.array.rows=0" in err
+
+
+def test_a_bad_key_inside_a_mapping_value_is_the_value_s_fault(tmp_path, inline_backend):
+    # The loader says "operations[1].sparsity.mm: unknown key": a field of the value, not the key.
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: operations.1.sparsity, name: sp, "
+                                            "values: [{kind: nm, n: 2, mm: 4}, {kind: nm, n: 1, "
+                                            "m: 4}]}\nobjectives: [cycles]\n")
+    outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
+                        backend=inline_backend)
+    assert outcome.statuses == {"ok": 1, "invalid": 1}
