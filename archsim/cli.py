@@ -9,33 +9,74 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import importlib
 import importlib.util
 import json
 import os
+import re
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
 
-__all__ = ["main", "write_run_outputs", "RESULTS_SCHEMA_VERSION"]
+__all__ = ["main", "write_run_outputs", "install_hint", "RESULTS_SCHEMA_VERSION"]
 
 #: Bumped whenever a field of results.json changes meaning (docs/results.md).
 RESULTS_SCHEMA_VERSION = 1
 
 
+def _did_you_mean(word: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with did-you-mean for unknown flags, subcommands and choices."""
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._commands().get(getattr(namespace, "command", None), self)
+            known = [*command._option_string_actions, *self._option_string_actions]
+            flag = next((e for e in extras if e.startswith("-")), None)
+            hint = _did_you_mean(flag.split("=")[0], known) if flag else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return namespace
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+    def error(self, message: str):
+        # "argument COMMAND: invalid choice: 'rnu' (choose from 'run', 'rtl', ...)"
+        found = re.search(r"invalid choice: '?([^'(]*?)'? \(choose from (.*)\)$", message)
+        if found:
+            choices = [c.strip(" '") for c in found.group(2).split(",")]
+            message += _did_you_mean(found.group(1), choices)
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
     from archsim import __version__
+    from archsim.examples import path_argument
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archsim", description="Simulate sparse DNN workloads on a SAT-like accelerator."
     )
     parser.add_argument("--version", action="version", version=f"archsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="simulate a workload and report cycles, traffic and energy")
-    run.add_argument("workload", help="workload YAML file")
+    run.add_argument("workload", type=path_argument,
+                     help="workload YAML file, or example:NAME for a shipped example "
+                          "('archsim examples' lists them)")
     run.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
     run.add_argument("--out", help="output directory (default: out/<workload name>)")
     run.add_argument(
@@ -58,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         help="timing engine: the SimPy model (the reference) or its fast, equal evaluation",
     )
     run.set_defaults(handler=_cmd_run)
+    examples = sub.add_parser("examples", help="list the example workloads and sweeps shipped "
+                                               "with archsim (run one with example:NAME)")
+    examples.set_defaults(handler=_cmd_examples)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
@@ -69,6 +113,28 @@ _COMMAND_MODULES = tuple(
     m for m in ("rtl.cli", "verification.cli", "baselines.cli", "reports.cli")
     if importlib.util.find_spec(m.split(".")[0]) and importlib.util.find_spec(m)
 )
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from archsim.examples import PREFIX, description, examples
+
+    found = examples()
+    width = max(map(len, found))
+    for name, path in found.items():
+        print(f"{name:<{width}}  {description(path)}")
+    print(f"run one: archsim run {PREFIX}tiny_gemm; a sweep: archsim dse {PREFIX}sweep_tiny; "
+          f"the files are in {next(iter(found.values())).parent}")
+    return 0
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an optional extra: from a source checkout (an editable
+    install, or running from the clone) ``pip install -e '<clone>[extra]'``, else from PyPI."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return f"pip install 'archsim[{extra}]'"
+    where = "." if Path.cwd().resolve() == root else str(root)
+    return f"pip install -e '{where}[{extra}]'"
 
 
 def _non_negative(text: str) -> int:
@@ -87,11 +153,32 @@ _EXTRA_OF = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``archsim`` console script; returns the exit code."""
+    """Entry point of the ``archsim`` console script; returns the exit code.
+
+    Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. Once it
+    is acting, further presses are ignored, as they would interrupt the stopping itself (a
+    second press used to hang a sweep in the pool's exit handler). From the console script
+    (``argv`` None) they stay ignored until the process has exited; a caller passing ``argv``
+    gets its SIGINT handler back.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    interrupted = False
     try:
         return args.handler(args)
+    except KeyboardInterrupt as exc:
+        interrupted = True
+        if in_main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if argv is None:
+            # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
+            # half-built design): noise after the one line that says what happened.
+            warnings.simplefilter("ignore")
+        detail = f"; {exc}" if str(exc) else ""
+        print(f"archsim: interrupted{detail}", file=sys.stderr)
+        return 130
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
@@ -100,15 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if package not in _EXTRA_OF:
             raise  # not an optional dependency: a bug, keep the traceback
         print(f"archsim: error: this needs the optional package '{package}': "
-              f"pip install 'archsim[{_EXTRA_OF[package]}]'", file=sys.stderr)
+              f"{install_hint(_EXTRA_OF[package])}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; results are already on disk. Stay quiet.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
-    except KeyboardInterrupt:
-        print("archsim: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None and not (interrupted and argv is None):
+            signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,19 +7,26 @@ inside the handlers that need them.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["register", "eta_seconds"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``dse`` and ``report`` subcommands to the ``archsim`` parser."""
+    from archsim.examples import path_argument
+
     dse = sub.add_parser(
         "dse", help="explore a design space: evaluate a sweep into a SQLite results store",
         description="Evaluate the design points of a sweep YAML (docs/dse.md) into "
-                    "OUT/results.db, with a progress bar, then print the best designs.",
+                    "OUT/results.db, with a progress bar, then print the best designs. One "
+                    "sweep at a time writes a store (it is locked). Ctrl-C stops at once and "
+                    "keeps every finished point; --resume continues.",
     )
-    dse.add_argument("sweep", help="sweep YAML file")
+    dse.add_argument("sweep", type=path_argument,
+                     help="sweep YAML file, or example:NAME for a shipped sweep "
+                          "('archsim examples' lists them)")
     dse.add_argument("--workers", type=int, metavar="N",
                      help="local worker processes (default: the CPUs available)")
     dse.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -54,47 +61,114 @@ def _cmd_dse(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("out") / sweep.name
     console = Console(stderr=True, highlight=False)
-    if args.quiet:
-        outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
-                            resume=args.resume, chunk_size=args.chunk_size)
-    else:
-        outcome = _with_progress(console, sweep, out, args)
+    try:
+        if args.quiet:
+            outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                                resume=args.resume, chunk_size=args.chunk_size)
+        else:
+            outcome = _with_progress(console, sweep, out, args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(args, out)) from None
+    _check_outcome(console, outcome)
+    if not args.quiet:
         _print_summary(sweep, outcome, args.top)
     print(f"results: {outcome.store_path}")
     print(f"report:  archsim report {outcome.store_path} --out {out / 'report'}")
     return 0
 
 
+def _interrupted(args: argparse.Namespace, out: Path) -> str:
+    """What a Ctrl-C of ``dse`` leaves: the stored points and the command that continues."""
+    import shlex
+
+    from reports.dse import RESULTS_FILE
+    from reports.store import ResultStore, StoreError
+
+    db = out / RESULTS_FILE
+    try:
+        with ResultStore(db, readonly=True) as store:
+            held = store.count()
+    except StoreError:
+        return "nothing was stored"
+    again = shlex.join(["archsim", "dse", args.sweep, "--out", str(out), "--resume"])
+    return f"{held:,} finished points are kept in {db}; continue with: {again}"
+
+
+def _check_outcome(console, outcome) -> None:
+    """Print why points failed, grouped by reason; raise when not one point succeeded."""
+    from reports.dse import SweepError, reason_groups
+    from reports.store import ResultStore
+
+    with ResultStore(outcome.store_path, readonly=True) as store:
+        groups = reason_groups(store.rows())
+        ok = store.count("ok")
+    shown = [g for g in groups if g[0] != "infeasible" or not ok]
+    if shown:
+        console.print("points that did not succeed, by reason:")
+        for status, count, message in shown[:10]:
+            alike = f" ({count - 1} more like it)" if count > 1 else ""
+            console.print(f"  {count:>6,} {status}: {message}{alike}", soft_wrap=True,
+                          markup=False)
+        if len(shown) > 10:
+            console.print(f"  … and {len(shown) - 10} more reasons (archsim report lists them)")
+    if not ok:
+        counts = ", ".join(f"{n} {s}" for s, n in _status_counts(groups).items())
+        raise SweepError(f"no design point of the sweep succeeded ({counts or 'no points'}); "
+                         f"the reasons are listed above")
+
+
+def _status_counts(groups) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status, count, _ in groups:
+        counts[status] = counts.get(status, 0) + count
+    return counts
+
+
+def eta_seconds(done: int, total: int, elapsed_s: float) -> float | None:
+    """Seconds left at the sweep's mean pace so far, or None before the first point.
+
+    The pace is measured from the start of the sweep (worker start-up included) over every
+    resolved point. rich's own estimate averaged only the last 30 s of updates, and points
+    arrive a chunk at a time, so a burst made it promise seconds for a sweep of minutes.
+    """
+    if done <= 0 or elapsed_s <= 0:
+        return None
+    return max(total - done, 0) * elapsed_s / done
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from reports.dse import run_sweep
 
     columns = (
         TextColumn("[bold]dse[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[elapsed]}"),
+        TextColumn("ETA {task.fields[eta]}"),
     )
     # Started by the first point, so that a refused store or a bad base workload prints its
     # one-line error without an empty bar above it.
     bar = Progress(*columns, console=console, transient=False)
-    job = bar.add_task(sweep.name, total=None, rate="")
+    job = bar.add_task(sweep.name, total=None, rate="", elapsed="", eta="")
+    started = time.monotonic()
 
     def update(done: int, total: int) -> None:
         if not bar.live.is_started:
             console.print(f"sweep {sweep.name}: {sweep.size:,} points in the space, strategy "
-                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}")
+                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}",
+                          soft_wrap=True)
             bar.start()
-        elapsed = bar.tasks[0].elapsed or 0.0
+        elapsed = time.monotonic() - started
         rate = f"{done / elapsed:.2f} points/s" if elapsed > 0 else ""
-        bar.update(job, completed=done, total=total, rate=rate)
+        bar.update(job, completed=done, total=total, rate=rate, elapsed=_clock(elapsed),
+                   eta=_clock(eta_seconds(done, total, elapsed)))
 
     try:
         return run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
@@ -147,10 +221,9 @@ def _print_summary(sweep, outcome, top: int) -> None:
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
                   soft_wrap=True)
-    errors = [r for r in rows if r.status == "error"]
-    if errors:
-        console.print(f"[red]{len(errors)} points failed[/]; first: {errors[0].message} "
-                      f"(--resume evaluates them again)")
+    if counts["error"]:
+        console.print(f"[red]{counts['error']} points failed[/] (reasons above); --resume "
+                      f"evaluates them again")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

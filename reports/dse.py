@@ -8,7 +8,12 @@ commits every outcome as it arrives. Strategies and executors: reports.search, r
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
+import re
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -26,9 +31,10 @@ from reports.metrics import AREA_METRICS
 from reports.pareto import pareto_mask
 from reports.store import PointRow, ResultStore, StoreError
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
-from workloads.errors import SpecError
+from workloads.errors import ArchsimError, SpecError
 
-__all__ = ["run_sweep", "SweepOutcome", "best_designs", "RESULTS_FILE"]
+__all__ = ["run_sweep", "SweepOutcome", "SweepError", "best_designs", "check_axis_keys",
+           "reason_groups", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.db"
 Progress = Callable[[int, int], None]
@@ -72,6 +78,91 @@ class SweepOutcome:
         return self.simulated / self.wall_s if self.wall_s else 0.0
 
 
+class SweepError(ArchsimError):
+    """The sweep ran, but not one of its design points succeeded."""
+
+
+#: Loader messages about walking an override key's path (the value is not walked yet).
+_PATH_ERRORS = ("does not exist in", "is not a mapping or list", "out of range")
+
+
+def _names_bad_key(text: str, key: str) -> bool:
+    """Whether the loader's ``--set key=value`` error blames the key rather than the value."""
+    prefix = f"--set {key}="
+    if not text.startswith(prefix):
+        return False
+    if any(k in text for k in _PATH_ERRORS):
+        return True
+    # "--set k=v: array.rowz: unknown key": the key's own last field, not one inside a mapping
+    # value (sparsity={kind: nm, nn: 2} reports sparsity.nn).
+    field, sep, _ = text.rpartition(": unknown key")
+    if not sep:
+        return False
+    where = re.sub(r"\[(\d+)\]", r".\1", field.rpartition(": ")[2])
+    return key == where or key.endswith("." + where)
+
+
+def _closest_key(key: str, data: Any) -> str:
+    """``; did you mean 'a.b.c'?`` for the first part of ``key`` that ``data`` lacks."""
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            known = list(node) if isinstance(node, dict) else []
+            hint = difflib.get_close_matches(part, known, n=1)
+            return f"; did you mean {'.'.join([*parts[:i], hint[0], *parts[i + 1:]])!r}?" \
+                if hint else ""
+    return ""
+
+
+def check_axis_keys(sweep: Sweep, base) -> None:
+    """Refuse an axis whose key names no field of the base workload, before any point runs.
+
+    Each axis's first value is applied alone to the base workload: a bad *value* is left to
+    the points (it may be the only bad one), a bad *key* would make every point invalid.
+
+    Raises
+    ------
+    SpecError
+        ``sweep.yaml:line: axes[i].key: 'hardware.array.rowz' names no field of the workload
+        (...); did you mean 'hardware.array.rows'?``
+    """
+    from workloads.load import load_workload
+
+    data = base.model_dump(mode="json")
+    for i, (axis, values) in enumerate(sweep.axes):
+        try:
+            load_workload(sweep.workload_path, hardware=sweep.hardware,
+                          overrides=[*sweep.fixed, *override_args({axis.key: values[0]})])
+        except SpecError as exc:
+            text = str(exc)
+            if not _names_bad_key(text, axis.key):
+                continue
+            where = sweep.axis_lines[i] if i < len(sweep.axis_lines) else str(sweep.path)
+            reason = text.split(": ", 1)[1].split("; did you mean")[0]
+            raise SpecError(f"{where}: axes[{i}].key: {axis.key!r} names no field of the "
+                            f"workload ({reason}){_closest_key(axis.key, data)}") from None
+
+
+def reason_groups(rows: Iterable[PointRow]) -> list[tuple[str, int, str]]:
+    """``(status, count, first message)`` for the points that did not succeed, grouped by
+    reason: messages that differ only in numbers (the swept values) are one reason. Most
+    frequent first."""
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows:
+        if row.status == "ok":
+            continue
+        message = row.message or "(no message)"
+        key = (row.status, re.sub(r"-?\d+(\.\d+)?(e[+-]?\d+)?", "#", message))
+        groups.setdefault(key, [0, message])[0] += 1
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [(status, count, message) for (status, _), (count, message) in ordered]
+
+
 def _identity(workload) -> str:
     """What a store's points were computed from. Only fields that differ from their defaults
     count, so that a newer archsim adding an optional field does not orphan a stored sweep."""
@@ -99,7 +190,8 @@ class _Runner:
         row = PointRow(hash=h, params=info["params"], status=status, hardware=info.get("hardware"),
                        trial=info.get("trial"), generation=info.get("generation"),
                        finished_at=time.time(), archsim_version=self.version, **fields)
-        self.store.record(row)
+        with _sigint_deferred():  # a finished point is stored whole, then Ctrl-C acts
+            self.store.record(row)
         self.outcome.statuses[status] += 1
         self.advance()
         return row
@@ -171,11 +263,48 @@ class _Runner:
                      worker_rss_mib=rss)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back SIGINT for the block, then act on it (the previous handler runs once)."""
+    if not _in_main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT for the block: stopping must not be interrupted by a second Ctrl-C."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
     from workloads.load import load_workload
     from workloads.version import ARCHSIM_VERSION as __version__
 
     base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    check_axis_keys(sweep, base)
     store = ResultStore(out / RESULTS_FILE)
     try:
         meta = store.meta()
@@ -230,6 +359,9 @@ def run_sweep(
     SpecError, StoreError, ExecutorError
         Bad base workload, a store of another sweep, or a failed executor. Finished points stay
         in the store either way.
+    KeyboardInterrupt
+        On Ctrl-C, once the workers are stopped (killed, not waited for) and the store closed
+        with every finished point in it; ``resume=True`` continues.
     """
     out = Path(out)
     started = time.perf_counter()
@@ -259,6 +391,13 @@ def run_sweep(
         else:
             _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size)
         outcome.pool_restarts = getattr(backend, "restarts", 0)
+    except KeyboardInterrupt:
+        with _sigint_ignored():
+            if own_backend and backend is not None:
+                backend.abort()
+                own_backend = False  # aborted: nothing left to close
+            store.close()
+        raise
     finally:
         if own_backend and backend is not None:
             backend.close()

@@ -12,13 +12,25 @@ keeps a bounded number in flight, and survives workers that die.
 
 Either way a point whose chunk was lost twice is set aside and finally run alone: if its worker
 dies then too, the point itself is the cause and it is recorded as an ``error``.
+
+Stopping: local workers ignore SIGINT (a Ctrl-C reaches the whole process group, and it is the
+driver's to act on); the driver stops a sweep with :meth:`Backend.abort`, which kills the
+workers at once instead of waiting for their chunks. Workers also die with their driver,
+whatever kills it: on Linux through ``PR_SET_PDEATHSIG`` (the forkserver that forked them exits
+when the driver does), elsewhere through a thread that watches the parent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -57,6 +69,10 @@ class Backend:
     def close(self) -> None:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Stop now (Ctrl-C): drop queued work and end running work without waiting for it."""
+        self.close()
+
     def __enter__(self) -> Backend:
         return self
 
@@ -64,7 +80,58 @@ class Backend:
         self.close()
 
 
-def _warm_worker() -> None:
+#: prctl option that delivers a signal to a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+#: How often a worker checks that its driver is still there (where prctl is not available).
+_WATCH_PARENT_S = 0.5
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no procfs: the signal test is all there is
+        return True
+
+
+def _die_with_driver(driver: int) -> None:
+    """Make this worker exit when the sweep's driver exits (see the module docstring)."""
+    from multiprocessing import forkserver
+
+    parent = os.getppid()
+    # The forkserver hands every child the write end of its "driver alive" pipe, which kept
+    # the forkserver (and so every worker) alive after a kill -9 of the driver. Closed here,
+    # the forkserver exits with the driver, and PR_SET_PDEATHSIG takes the workers with it.
+    alive_fd = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_alive_fd", None)
+    if isinstance(alive_fd, int) and parent != driver:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        forkserver._forkserver._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still works
+
+    def watch() -> None:
+        while os.getppid() == parent and _alive(driver):
+            time.sleep(_WATCH_PARENT_S)
+        os._exit(1)  # the driver is gone: nobody will read a result
+
+    threading.Thread(target=watch, name="archsim-driver-watch", daemon=True).start()
+
+
+def _init_worker(driver: int) -> None:
+    # Ctrl-C in a terminal signals the whole process group; the driver decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_driver(driver)
     # Import the simulator once per worker process, not inside the first timed point.
     import archsim.api  # noqa: F401
     import dataflows.scheduler  # noqa: F401
@@ -87,7 +154,8 @@ class LocalBackend(Backend):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_warm_worker)
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(os.getpid(),))
 
     def submit(self, chunk: list[PointTask]) -> Future:
         return self._pool.submit(evaluate_chunk, chunk)
@@ -102,6 +170,15 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        # The pool has no public way to stop running calls; its processes are listed here.
+        processes = list((self._pool._processes or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.kill()
+        for proc in processes:
+            proc.join(timeout=2)
 
 
 def _archsim_version() -> str:
@@ -125,7 +202,9 @@ class DaskBackend(Backend):
         try:
             from distributed import Client
         except ImportError:
-            raise ExecutorError("--scheduler needs Dask: pip install 'archsim[dist]'") from None
+            from archsim.cli import install_hint
+
+            raise ExecutorError(f"--scheduler needs Dask: {install_hint('dist')}") from None
         try:
             self._client = Client(address, timeout=f"{timeout_s}s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -171,6 +250,10 @@ class DaskBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+    def abort(self) -> None:
+        self._executor.shutdown(wait=False)  # cancels what has not started
+        self._client.close(timeout=2)
 
 
 def make_backend(workers: int | None = None, scheduler: str | None = None) -> Backend:

@@ -6,11 +6,19 @@ transaction, by the one process that drives the sweep (workers return results; t
 write). SQLite in WAL mode with ``synchronous=NORMAL`` keeps every committed transaction across a
 ``kill -9`` of the writer (REFERENCE.md section 5) and lets a report read while a sweep writes;
 ``--resume`` then skips every hash already present.
+
+Opening a store for writing never changes a file that is not one: an existing file is first
+inspected read-only (:func:`inspect_store`), and a SQLite database of anything else is refused
+before a table is added or its journal mode switched. A writable store is also locked
+(:class:`StoreLock`): one sweep writes it at a time, and a lock whose holder died (even by
+``kill -9``) is free again, because the kernel drops it with the process.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +28,8 @@ from typing import Any, Literal
 
 from workloads.errors import ArchsimError
 
-__all__ = ["ResultStore", "PointRow", "StoreError", "STORE_SCHEMA_VERSION", "STATUSES"]
+__all__ = ["ResultStore", "PointRow", "StoreError", "StoreLock", "inspect_store",
+           "STORE_SCHEMA_VERSION", "STATUSES"]
 
 STORE_SCHEMA_VERSION = 1
 #: ok: simulated and every constraint holds; infeasible: a constraint failed (``message`` says
@@ -55,7 +64,98 @@ CREATE TABLE IF NOT EXISTS points (
 
 
 class StoreError(ArchsimError):
-    """The results file is not an archsim store, or belongs to a different sweep."""
+    """The results file is not an archsim store, belongs to a different sweep, or is being
+    written by another sweep."""
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+#: The tables of a store; a database holding these (and nothing else) is ours.
+_TABLES = {"meta", "points"}
+
+
+def inspect_store(path: Path) -> None:
+    """Check, without writing anything, that ``path`` is absent, empty or an archsim store.
+
+    The file is read through a read-only connection and only ``sqlite_master`` is queried:
+    no table is created and the journal mode is left as it is.
+
+    Raises
+    ------
+    StoreError
+        When the file is not a SQLite database, or is one of something else.
+    """
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"{path}: is not a file; choose another --out")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not header:
+        return  # an empty file: SQLite makes a new database of it
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"{path}: not an archsim results store (not a SQLite database); left "
+                         f"unchanged; choose another --out")
+    try:
+        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {name for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not an archsim results store ({exc}); left unchanged; "
+                         f"choose another --out") from None
+    if tables and tables != _TABLES:
+        listed = ", ".join(sorted(tables - _TABLES) or sorted(tables))
+        raise StoreError(f"{path}: not an archsim results store (a SQLite database with tables "
+                         f"{listed}); left unchanged; choose another --out")
+
+
+class StoreLock:
+    """An exclusive lock on a store, held by the one process that writes it.
+
+    The lock is ``flock`` on a sibling file ``<store>.lock`` that records the holder
+    (``host:pid``) for the message a second writer gets. The kernel releases it when the holder
+    exits in any way, ``kill -9`` included, so a dead sweep never leaves a store locked. The
+    file is left in place on release: removing it would let two processes lock two different
+    files of the same name.
+
+    Raises
+    ------
+    StoreError
+        When another process holds the lock.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (documented in docs/dse.md)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the store's lock file: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(f"{store_path}: another sweep is writing this store (process "
+                             f"{holder}); wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
 
 
 @dataclass(frozen=True)
@@ -95,25 +195,38 @@ class ResultStore:
     path
         The SQLite file. Its directory is created.
     readonly
-        Open for reading only (reports); the file must exist.
+        Open for reading only (reports); the file must exist. Otherwise the store is locked
+        for writing (:class:`StoreLock`) until :meth:`close`.
 
     Raises
     ------
     StoreError
-        When the file is not a SQLite database or was written by a newer schema.
+        When the file is not an archsim store (it is then left unchanged), was written by a
+        newer schema, or is being written by another process.
     """
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self._lock: StoreLock | None = None
         if readonly:
             if not self.path.is_file():
                 raise StoreError(f"{self.path}: no such results file")
             uri = f"file:{self.path.resolve()}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, timeout=30)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: explicit BEGIN/COMMIT, one transaction per finished point.
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            inspect_store(self.path)  # before the first write of any kind
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path.parent}: cannot create the folder: "
+                                 f"{exc.strerror or exc}") from None
+            self._lock = StoreLock(self.path)
+            try:
+                # isolation_level=None: explicit BEGIN/COMMIT, one transaction per point.
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            except sqlite3.Error as exc:
+                self._lock.release()
+                raise StoreError(f"{self.path}: cannot open the results store: {exc}") from None
         try:
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,15 +234,19 @@ class ResultStore:
                 self._db.executescript(_SCHEMA)
             version = self.meta().get("store_schema_version")
         except sqlite3.DatabaseError as exc:
-            self._db.close()
+            self.close()
             raise StoreError(f"{self.path}: not an archsim results store ({exc})") from None
         if version is None and not readonly:
             self.set_meta(store_schema_version=STORE_SCHEMA_VERSION)
         elif version is not None and int(version) > STORE_SCHEMA_VERSION:
+            self.close()
             raise StoreError(f"{self.path}: written by a newer archsim (store schema {version})")
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> ResultStore:
         return self

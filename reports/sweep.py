@@ -190,6 +190,8 @@ class Sweep:
         ``key=value`` overrides applied to every point, before the axis overrides.
     axes
         The axes with their expanded value lists, in file order.
+    axis_lines
+        ``file:line`` of each axis's ``key`` (for errors found once the workload is loaded).
     """
 
     spec: SweepFile
@@ -200,6 +202,7 @@ class Sweep:
     axes: tuple[tuple[Axis, tuple[Value, ...]], ...]
     constraints: tuple[Constraint, ...]
     objectives: tuple[tuple[str, Literal["min", "max"]], ...]
+    axis_lines: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -379,6 +382,7 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
         spec=spec, path=path.resolve(), workload_path=workload_path,
         hardware=_resolve_hardware(spec.hardware, base), fixed=fixed, axes=tuple(axes),
         constraints=tuple(constraints), objectives=tuple(objectives),
+        axis_lines=tuple(where(("axes", i, "key")) for i in range(len(axes))),
     )
 
 

@@ -8,10 +8,17 @@ module level: Amaranth, Yosys and rich load inside the handler.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["register", "progress_lines"]
+
+#: Seconds between "still …" lines of a long step when no terminal shows a spinner.
+HEARTBEAT_S = 30.0
 
 
 def register(subparsers) -> None:
@@ -43,15 +50,14 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hardware, overrides=args.overrides)
     out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
     console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    with err.status(f"building {hw.name} and writing Verilog"):
+    with progress_lines(console, f"building {hw.name} and writing Verilog"):
         paths = write_flow(hw, out)
-    console.print(f"wrote {', '.join(paths)} to {out}")
+    console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
     if not args.synth:
         return 0
     message = ("synthesizing with Yosys (synth_xilinx -family xcup); the first run compiles "
                "Yosys to machine code, over a minute")
-    with err.status(message):
+    with progress_lines(console, message):
         stat, seconds = synthesize(out)
     report = resources(stat)
     report["hardware"] = hw.name
@@ -61,6 +67,39 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     _print_table(console, hw, report)
     console.print(f"wrote {out / 'resources.json'} (synthesis took {seconds:.0f} s)")
     return 0
+
+
+@contextlib.contextmanager
+def progress_lines(console, message: str, detail: Callable[[], str] | None = None,
+                   every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Show that a long step is alive: rich's spinner on a terminal; elsewhere (a pipe, a CI
+    log, where a spinner prints nothing) a line when it starts, a ``still …`` line every
+    ``every_s`` seconds with ``detail()``, and a line with its duration when it ends."""
+    if console.is_terminal:
+        with console.status(message):
+            yield
+        return
+
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            extra = f"; {detail()}" if detail is not None else ""
+            say(f"  still working ({time.monotonic() - started:.0f} s{extra})")
+
+    say(f"{message} ...")
+    thread = threading.Thread(target=beat, name="archsim-progress-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    say(f"  done in {time.monotonic() - started:.0f} s")
 
 
 def _fmt(value) -> str:

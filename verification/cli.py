@@ -15,6 +15,8 @@ Verilator and amaranth are imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import shlex
 import sys
 from collections import Counter
@@ -85,7 +87,10 @@ def _kinds(text: str, known) -> list[str]:
     unknown = [k for k in kinds if k not in known]
     if unknown or not kinds:
         named = ", ".join(unknown) if unknown else repr(text)
-        raise argparse.ArgumentTypeError(f"unknown kind(s) {named}; known: {', '.join(known)}")
+        hints = [h for k in unknown for h in difflib.get_close_matches(k, known, n=1)]
+        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+        raise argparse.ArgumentTypeError(f"unknown kind(s) {named}{hint}; known: "
+                                         f"{', '.join(known)}")
     return kinds
 
 
@@ -117,17 +122,31 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"random backpressure p={args.backpressure:g}: cycle counts are not compared, "
               f"values only", file=out)
     out.flush()
+    done: list = []
+    logged = not out.isatty()  # a pipe or a CI log: a line per chunk, as no spinner shows
 
     def progress(results) -> None:
+        done.extend(results)
         for r in results:
             if args.verbose or not r.ok:
                 print(f"  {r.summary()}", file=out)
                 if not r.ok:
                     print(f"    {r.description}", file=out)
                     print(f"    replay: {replay_command(args, r.seed)}", file=out)
+        if logged:
+            failed = sum(not r.ok for r in done)
+            print(f"  {len(done)}/{len(seeds)} programs done, {failed} failed", file=out)
         out.flush()
 
-    report = verify(hw, seeds, build_root, args.backpressure, args.kinds, progress)
+    from rich.console import Console
+
+    from rtl.cli import progress_lines
+
+    lines = progress_lines(Console(file=out, highlight=False),
+                           f"building the RTL and running {len(seeds)} programs",
+                           detail=lambda: f"{len(done)}/{len(seeds)} programs done")
+    with lines if logged else contextlib.nullcontext():
+        report = verify(hw, seeds, build_root, args.backpressure, args.kinds, progress)
     _print_report(report, args, out)
     return 0 if report.ok else 1
 

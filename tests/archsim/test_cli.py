@@ -76,7 +76,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_run", needs_amaranth)
     assert cli.main(["run", "w.yaml"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "archsim: error: this needs the optional package 'amaranth': pip install 'archsim[rtl]'")
+        f"archsim: error: this needs the optional package 'amaranth': {cli.install_hint('rtl')}")
 
 
 def test_compare_dense_on_an_spgemm_only_workload(tmp_path, capsys):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from reports_support import time_limit, write_sweep
+from reports_support import stored_points, time_limit, write_sweep
 
 from reports.dse import run_sweep
 from reports.store import ResultStore
@@ -24,14 +23,6 @@ axes:
   - {key: hardware.buffers.input_bytes, values: [2048, 4096]}
 objectives: [cycles, energy_pj]
 """
-
-
-def _stored(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
 def _rows(db: Path) -> dict:
@@ -51,7 +42,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while _stored(db) < 6:
+        while stored_points(db) < 6:
             assert proc.poll() is None, f"sweep ended before the kill: {proc.communicate()}"
             assert time.monotonic() < deadline, "the sweep stored nothing within 60 s"
             time.sleep(0.01)

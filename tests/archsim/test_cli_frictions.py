@@ -1,0 +1,83 @@
+"""Issue 15 part 8: did-you-mean on the command line, the right install hint, shipped examples."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import archsim.cli as cli
+from archsim.cli import main
+from archsim.examples import EXAMPLES_DIR, ExampleError, description, examples, resolve
+
+ROOT = Path(cli.__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["rnu", "x.yaml"], "invalid choice: 'rnu' .*; did you mean 'run'\\?"),
+    (["dse", "s.yaml", "--wokers", "2"], "unrecognized arguments: --wokers 2; did you mean "
+                                         "'--workers'\\?"),
+    (["run", "w.yaml", "--set=a=1", "--quite"], "unrecognized arguments: --quite; did you mean "
+                                                "'--quiet'\\?"),
+    (["report", "r.db", "--titel", "T"], "unrecognized arguments: --titel T; did you mean "
+                                         "'--title'\\?"),
+])
+def test_unknown_flags_and_commands_get_did_you_mean(argv, hint, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("archsim") and re.search(hint, err), err
+
+
+def test_install_hint_from_a_checkout_and_from_an_install(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    assert cli.install_hint("rtl") == "pip install -e '.[rtl]'"
+    monkeypatch.chdir(tmp_path)
+    assert cli.install_hint("rtl") == f"pip install -e '{ROOT}[rtl]'"
+    # Installed from a wheel, the package sits in site-packages with no pyproject.toml beside it.
+    fake = tmp_path / "site-packages" / "archsim" / "cli.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(cli, "__file__", str(fake))
+    assert cli.install_hint("dist") == "pip install 'archsim[dist]'"
+
+
+def test_examples_lists_every_shipped_file_with_a_description(capsys):
+    assert main(["examples"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = sorted(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))
+    assert [line.split()[0] for line in lines[:-1]] == names
+    assert "resnet18_bdwp" in names and "sweep_tiny" in names
+    assert all(len(line.split(None, 1)) == 2 for line in lines[:-1])  # a description each
+    assert lines[-1].startswith("run one: archsim run example:tiny_gemm")
+    assert description(examples()["tiny_gemm"]) == ("Three GEMMs on the tiny accelerator: dense, "
+                                                    "2:4 along the reduction dim, and 2:8.")
+
+
+def test_run_and_dse_take_an_example_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nowhere near the checkout
+    assert main(["run", "example:tiny_gemm", "--quiet", "--out", "o"]) == 0
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["summary"]["total_cycles"] \
+        == 917
+    assert resolve("example:sweep_tiny.yaml") == str(EXAMPLES_DIR / "sweep_tiny.yaml")
+    assert resolve("my.yaml") == "my.yaml"
+
+
+def test_unknown_example_is_one_line_with_did_you_mean(capsys):
+    with pytest.raises(ExampleError, match=r"example:resnet18: no shipped example of that name; "
+                                           r"did you mean example:resnet18_bdwp\? 'archsim "
+                                           r"examples' lists them"):
+        resolve("example:resnet18")
+    with pytest.raises(SystemExit) as stop:
+        main(["dse", "example:sweep_tyni"])
+    assert stop.value.code == 2
+    assert "did you mean example:sweep_tiny?" in capsys.readouterr().err
+
+
+def test_unknown_verify_kind_gets_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["verify", "tiny", "--kinds", "dense,nmff"])
+    assert stop.value.code == 2
+    assert "unknown kind(s) nmff; did you mean nm_ff?; known: dense" in capsys.readouterr().err

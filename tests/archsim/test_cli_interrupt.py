@@ -1,0 +1,58 @@
+"""Issue 15 part 7: Ctrl-C stops `archsim run` and `archsim rtl` at once: one line, exit 130,
+no half-written result. (dse: tests/reports/test_interrupt.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+
+def _press(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may be gone already
+        os.killpg(pgid, signal.SIGINT)
+
+
+def _interrupt(argv: list[str], busy) -> tuple[subprocess.Popen, str, float]:
+    """Start ``archsim argv``, wait until ``busy(proc)``, press Ctrl-C twice; (proc, stderr, s)."""
+    proc = subprocess.Popen([sys.executable, "-m", "archsim.cli", *argv], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not busy(proc):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert proc.poll() is None, "finished before the press; use a longer job"
+        pressed = time.monotonic()
+        _press(proc.pid)
+        threading.Timer(0.1, _press, (proc.pid,)).start()  # a second press
+        err = proc.communicate(timeout=10)[1]
+        return proc, err, time.monotonic() - pressed
+    finally:
+        proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_run_within_2_s(tmp_path):
+    out = tmp_path / "o"
+    # The output folder is made before simulating (a bad --out fails first).
+    proc, err, took = _interrupt(["run", "workloads/examples/resnet18_bdwp.yaml", "--out",
+                                  str(out)], lambda proc: out.is_dir())
+    assert proc.returncode == 130 and took < 2, (took, err)
+    assert err == "archsim: interrupted\n"
+    assert not (out / "results.json").exists()
+
+
+def test_ctrl_c_stops_rtl_within_2_s(tmp_path):
+    out = tmp_path / "rtl"
+    # Off a terminal the build prints a progress line first (rtl.cli.progress_lines).
+    proc, err, took = _interrupt(["rtl", "tiny", "--out", str(out)],
+                                 lambda proc: proc.stdout.readline().startswith("building"))
+    assert proc.returncode == 130 and took < 2, (took, err)
+    assert err == "archsim: interrupted\n"
+    assert not (out / "accel_top.v").exists() or (out / "accel_top.v").stat().st_size > 0

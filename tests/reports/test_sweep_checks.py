@@ -1,0 +1,88 @@
+"""Issue 15 part 5: axis keys checked before any point runs; failed points grouped by reason."""
+
+from __future__ import annotations
+
+import pytest
+from reports_support import write_sweep
+
+from archsim.cli import main
+from reports.dse import reason_groups, run_sweep
+from reports.store import PointRow
+from reports.sweep import load_sweep
+from workloads.errors import SpecError
+
+
+@pytest.mark.parametrize("key, reason, hint", [
+    ("hardware.array.rowz", r"array\.rowz: unknown key", "hardware.array.rows"),
+    ("hardware.arary.rows", r"arary does not exist in .*tiny\.yaml", "hardware.array.rows"),
+    ("operatons.0.m", r"operatons does not exist in .*tiny_gemm\.yaml", "operations.0.m"),
+    ("operations.0.mm", r"operations\[0\]\.mm: unknown key", "operations.0.m"),
+])
+def test_misspelled_axis_key_is_refused_before_any_point(tmp_path, inline_backend, key, reason,
+                                                         hint):
+    path = write_sweep(tmp_path / "s.yaml", f"axes:\n  - {{key: {key}, name: x, values: [2, 4]}}"
+                                            f"\nobjectives: [cycles]\n")
+    sweep = load_sweep(path, area_available=False)
+    with pytest.raises(SpecError, match=rf"s\.yaml:5: axes\[0\]\.key: '{key}' names no field of "
+                                        rf"the workload \({reason}\); did you mean '{hint}'\?"):
+        run_sweep(sweep, tmp_path / "out", backend=inline_backend)
+    assert inline_backend.submitted == 0 and not (tmp_path / "out").exists()
+
+
+def test_a_bad_axis_value_is_left_to_the_points(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: hardware.array.rows, values: "
+                                            "[0, 4]}\nobjectives: [cycles]\n")
+    outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
+                        backend=inline_backend)
+    assert outcome.statuses == {"ok": 1, "invalid": 1}
+
+
+def _row(h: str, status: str, message: str | None) -> PointRow:
+    return PointRow(hash=h, params={}, status=status, message=message)
+
+
+def test_reason_groups_merge_messages_that_differ_in_numbers():
+    rows = [_row("a", "invalid", "SpecError: --set rows=0: rows: must be > 0, got 0"),
+            _row("b", "invalid", "SpecError: --set rows=-1: rows: must be > 0, got -1"),
+            _row("c", "ok", None),
+            _row("d", "infeasible", "constraint failed: rows * cols <= 64"),
+            _row("e", "invalid", "SpecError: --set rows=-2: rows: must be > 0, got -2"),
+            _row("f", "error", None)]
+    assert reason_groups(rows) == [
+        ("invalid", 3, "SpecError: --set rows=0: rows: must be > 0, got 0"),
+        ("error", 1, "(no message)"),
+        ("infeasible", 1, "constraint failed: rows * cols <= 64"),
+    ]
+
+
+def test_sweep_where_no_point_succeeds_says_why_and_exits_2(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: hardware.array.rows, values: "
+                                            "[0, -1, -2]}\nobjectives: [cycles]\n")
+    code = main(["dse", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "points that did not succeed, by reason:" in err
+    assert "3 invalid: SpecError: --set hardware.array.rows=0: array.rows: Input should be " \
+           "greater than 0, got 0 (2 more like it)" in err
+    assert err.strip().splitlines()[-1] == ("archsim: error: no design point of the sweep "
+                                            "succeeded (3 invalid); the reasons are listed above")
+    assert (tmp_path / "out" / "results.db").is_file()  # the outcomes are kept all the same
+
+
+def test_sweep_with_some_invalid_points_lists_them_and_exits_0(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: hardware.array.rows, values: "
+                                            "[0, 4]}\nobjectives: [cycles]\n")
+    code = main(["dse", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "1 invalid: SpecError: --set hardware.array.rows=0" in err
+
+
+def test_a_bad_key_inside_a_mapping_value_is_the_value_s_fault(tmp_path, inline_backend):
+    # The loader says "operations[1].sparsity.mm: unknown key": a field of the value, not the key.
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: operations.1.sparsity, name: sp, "
+                                            "values: [{kind: nm, n: 2, mm: 4}, {kind: nm, n: 1, "
+                                            "m: 4}]}\nobjectives: [cycles]\n")
+    outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
+                        backend=inline_backend)
+    assert outcome.statuses == {"ok": 1, "invalid": 1}
