@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
+from workloads.version import install_hint
 
-__all__ = ["main", "write_run_outputs", "install_hint", "RESULTS_SCHEMA_VERSION"]
+__all__ = ["main", "write_run_outputs", "RESULTS_SCHEMA_VERSION"]
 
 #: Bumped whenever a field of results.json changes meaning (docs/results.md).
 RESULTS_SCHEMA_VERSION = 1
@@ -125,16 +126,6 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     print(f"run one: archsim run {PREFIX}tiny_gemm; a sweep: archsim dse {PREFIX}sweep_tiny; "
           f"the files are in {next(iter(found.values())).parent}")
     return 0
-
-
-def install_hint(extra: str) -> str:
-    """The command that installs an optional extra: from a source checkout (an editable
-    install, or running from the clone) ``pip install -e '<clone>[extra]'``, else from PyPI."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        return f"pip install 'archsim[{extra}]'"
-    where = "." if Path.cwd().resolve() == root else str(root)
-    return f"pip install -e '{where}[{extra}]'"
 
 
 def _non_negative(text: str) -> int:

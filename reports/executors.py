@@ -202,7 +202,7 @@ class DaskBackend(Backend):
         try:
             from distributed import Client
         except ImportError:
-            from archsim.cli import install_hint
+            from workloads.version import install_hint
 
             raise ExecutorError(f"--scheduler needs Dask: {install_hint('dist')}") from None
         try:

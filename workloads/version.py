@@ -1,4 +1,5 @@
-"""The installed archsim version, for every record that states which archsim produced it.
+"""The installed archsim: its version, for every record that states which archsim produced it,
+and the command that adds one of its optional extras (``install_hint``).
 
 The version is declared once, statically, in ``pyproject.toml`` and read back from the package
 metadata, so ``pip show archsim``, ``archsim --version`` and every ``archsim_version`` field
@@ -9,8 +10,9 @@ importing the simulator (``archsim.__version__`` is this same string, for users)
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-__all__ = ["ARCHSIM_VERSION"]
+__all__ = ["ARCHSIM_VERSION", "install_hint"]
 
 
 def _installed_version() -> str:
@@ -23,3 +25,13 @@ def _installed_version() -> str:
 
 #: The version of the installed ``archsim`` distribution.
 ARCHSIM_VERSION: str = _installed_version()
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an optional extra: from a source checkout (an editable
+    install, or running from the clone) ``pip install -e '<clone>[extra]'``, else from PyPI."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return f"pip install 'archsim[{extra}]'"
+    where = "." if Path.cwd().resolve() == root else str(root)
+    return f"pip install -e '{where}[{extra}]'"

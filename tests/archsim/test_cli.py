@@ -7,6 +7,7 @@ import json
 
 from archsim import __version__
 from archsim.cli import main
+from workloads.version import install_hint
 
 
 def test_run_writes_results_and_layers(tmp_path, capsys):
@@ -76,7 +77,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_run", needs_amaranth)
     assert cli.main(["run", "w.yaml"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"archsim: error: this needs the optional package 'amaranth': {cli.install_hint('rtl')}")
+        f"archsim: error: this needs the optional package 'amaranth': {install_hint('rtl')}")
 
 
 def test_compare_dense_on_an_spgemm_only_workload(tmp_path, capsys):

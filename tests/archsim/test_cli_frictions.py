@@ -33,15 +33,17 @@ def test_unknown_flags_and_commands_get_did_you_mean(argv, hint, capsys):
 
 
 def test_install_hint_from_a_checkout_and_from_an_install(monkeypatch, tmp_path):
+    from workloads import version
+
     monkeypatch.chdir(ROOT)
-    assert cli.install_hint("rtl") == "pip install -e '.[rtl]'"
+    assert version.install_hint("rtl") == "pip install -e '.[rtl]'"
     monkeypatch.chdir(tmp_path)
-    assert cli.install_hint("rtl") == f"pip install -e '{ROOT}[rtl]'"
+    assert version.install_hint("rtl") == f"pip install -e '{ROOT}[rtl]'"
     # Installed from a wheel, the package sits in site-packages with no pyproject.toml beside it.
-    fake = tmp_path / "site-packages" / "archsim" / "cli.py"
+    fake = tmp_path / "site-packages" / "workloads" / "version.py"
     fake.parent.mkdir(parents=True)
-    monkeypatch.setattr(cli, "__file__", str(fake))
-    assert cli.install_hint("dist") == "pip install 'archsim[dist]'"
+    monkeypatch.setattr(version, "__file__", str(fake))
+    assert version.install_hint("dist") == "pip install 'archsim[dist]'"
 
 
 def test_examples_lists_every_shipped_file_with_a_description(capsys):
