@@ -221,6 +221,9 @@ def _print_summary(sweep, outcome, top: int) -> None:
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
                   soft_wrap=True)
+    if outcome.crosschecks:
+        console.print(f"{outcome.crosschecks:,} points timed by the fast engine were re-run on the "
+                      f"SimPy model: all equal", soft_wrap=True)
     if counts["error"]:
         console.print(f"[red]{counts['error']} points failed[/] (reasons above); --resume "
                       f"evaluates them again")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from reports.area import AreaModel, AreaModelError, load_area_model
-from reports.evaluate import PointTask
+from reports.evaluate import MISMATCH, PointTask
 from reports.executors import Backend, ExecutorError, dispatch, make_backend
 from reports.expr import ExpressionError
 from reports.metrics import AREA_METRICS
@@ -33,7 +33,7 @@ from reports.store import PointRow, ResultStore, StoreError
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
 from workloads.errors import ArchsimError, SpecError
 
-__all__ = ["run_sweep", "SweepOutcome", "SweepError", "best_designs", "check_axis_keys",
+__all__ = ["run_sweep", "SweepOutcome", "SweepError", "EngineMismatchError", "best_designs", "check_axis_keys",
            "reason_groups", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.db"
@@ -60,6 +60,8 @@ class SweepOutcome:
         The largest peak resident memory any worker process reported.
     pool_restarts
         How often a local worker pool was recreated after a worker died.
+    crosschecks
+        Points whose fast-engine result was checked equal to the SimPy model's.
     """
 
     store_path: Path
@@ -72,6 +74,7 @@ class SweepOutcome:
     simulate_s: float = 0.0
     worker_rss_mib: float | None = None
     pool_restarts: int = 0
+    crosschecks: int = 0
 
     @property
     def points_per_s(self) -> float:
@@ -80,6 +83,15 @@ class SweepOutcome:
 
 class SweepError(ArchsimError):
     """The sweep ran, but not one of its design points succeeded."""
+
+
+class EngineMismatchError(ArchsimError):
+    """A design point's fast-engine result differed from the SimPy model's: the sweep stops."""
+
+
+#: Points are timed by the fast engine; about one in this many (chosen by point hash, plus the
+#: first point of every run) is also run on the SimPy model, and the two must be equal.
+CROSSCHECK_EVERY = 16
 
 
 #: Loader messages about walking an override key's path (the value is not walked yet).
@@ -184,6 +196,11 @@ class _Runner:
             n in AREA_METRICS for c in sweep.constraints for n in c.expression.names
         )
         self.pending: dict[str, dict[str, Any]] = {}
+        self.checked_first = False
+
+    def _crosscheck(self, h: str) -> bool:
+        first, self.checked_first = not self.checked_first, True
+        return first or int(h[:8], 16) % CROSSCHECK_EVERY == 0
 
     def _record(self, h: str, status: str, **fields: Any) -> PointRow:
         info = self.pending.pop(h)
@@ -227,7 +244,7 @@ class _Runner:
                 self._record(h, "infeasible", message=f"constraint failed: {c.text}",
                              metrics=area or None)
                 return None
-        return PointTask(h, workload, sweep.spec.compare_dense)
+        return PointTask(h, workload, sweep.spec.compare_dense, self._crosscheck(h))
 
     @staticmethod
     def _holds(constraint, env: dict[str, Any]) -> bool:
@@ -253,6 +270,11 @@ class _Runner:
                 if c.stage == "post" and not self._holds(c, env):
                     status, message = "infeasible", f"constraint failed: {c.text}"
                     break
+        if status == MISMATCH:
+            self._record(h, "error", message=message, wall_s=out["wall_s"])
+            raise EngineMismatchError(f"design point {h} ({info['params']}): {message}; this is "
+                                      f"a defect in archsim, not in the sweep: please report it")
+        self.outcome.crosschecks += bool(out.get("crosschecked"))
         if out["wall_s"] is not None:
             self.outcome.simulate_s += out["wall_s"]
         rss = out.get("worker_rss_mib")
@@ -359,6 +381,8 @@ def run_sweep(
     SpecError, StoreError, ExecutorError
         Bad base workload, a store of another sweep, or a failed executor. Finished points stay
         in the store either way.
+    EngineMismatchError
+        A cross-checked point's fast and SimPy results differ (the workers are stopped).
     KeyboardInterrupt
         On Ctrl-C, once the workers are stopped (killed, not waited for) and the store closed
         with every finished point in it; ``resume=True`` continues.
@@ -391,7 +415,7 @@ def run_sweep(
         else:
             _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size)
         outcome.pool_restarts = getattr(backend, "restarts", 0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EngineMismatchError):
         with _sigint_ignored():
             if own_backend and backend is not None:
                 backend.abort()

@@ -18,16 +18,43 @@ from typing import Any
 
 from workloads.errors import MappingError, SpecError
 
-__all__ = ["PointTask", "evaluate_chunk", "evaluate_point", "simulation_metrics", "dense_variant"]
+__all__ = ["PointTask", "evaluate_chunk", "evaluate_point", "simulation_metrics", "dense_variant",
+           "MISMATCH"]
+
+#: The status of a point whose fast-engine result differed from the SimPy model's.
+MISMATCH = "engine-mismatch"
 
 
 @dataclass(frozen=True)
 class PointTask:
-    """One design point to simulate: its hash and its fully resolved workload."""
+    """One design point to simulate: its hash and its fully resolved workload.
+
+    Points are timed by the fast engine (``archsim.fast``); a ``crosscheck`` point is also run
+    on the SimPy model, the reference, and the two results must be equal.
+    """
 
     hash: str
     workload: Any  # WorkloadSpec; Any keeps this module importable without pydantic models
     compare_dense: bool = False
+    crosscheck: bool = False
+
+
+def _simulate(workload, crosscheck: bool):
+    """The fast engine's result; with ``crosscheck``, raise unless SimPy's is the same."""
+    from archsim.api import simulate
+
+    result = simulate(workload, engine="fast")
+    if crosscheck:
+        reference = simulate(workload, engine="simpy")
+        if reference != result:
+            fields = ", ".join(f for f in result.__dataclass_fields__
+                               if getattr(result, f) != getattr(reference, f))
+            raise _EngineMismatch(f"the fast engine and the SimPy model disagree on {fields}")
+    return result
+
+
+class _EngineMismatch(Exception):
+    """The fast engine's result differs from the SimPy model's (a defect in archsim)."""
 
 
 def dense_variant(workload):
@@ -92,27 +119,28 @@ def evaluate_point(task: PointTask) -> dict[str, Any]:
         ``message``, ``metrics``, ``layers``, ``wall_s``, ``started_at``, ``worker`` and
         ``worker_rss_mib``.
     """
-    from archsim.api import simulate
-
     started = time.time()
     t0 = time.perf_counter()
     out: dict[str, Any] = {"hash": task.hash, "status": "ok", "message": None,
                            "metrics": None, "layers": None, "started_at": started}
     try:
-        result = simulate(task.workload)
+        result = _simulate(task.workload, task.crosscheck)
         metrics = simulation_metrics(result, task.workload.hardware)
         if task.compare_dense:
-            dense = simulate(dense_variant(task.workload))
+            dense = _simulate(dense_variant(task.workload), task.crosscheck)
             metrics["dense_cycles"] = dense.total_cycles
             metrics["speedup"] = dense.total_cycles / result.total_cycles
         out["metrics"] = metrics
         out["layers"] = [rec.as_dict() for rec in result.layers]
     except (SpecError, MappingError) as exc:
         out.update(status="invalid", message=f"{type(exc).__name__}: {exc}")
+    except _EngineMismatch as exc:
+        out.update(status=MISMATCH, message=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad point must not end a 500-point sweep
         last = traceback.extract_tb(exc.__traceback__)[-1]
         out.update(status="error", message=f"{type(exc).__name__}: {exc} "
                                            f"({os.path.basename(last.filename)}:{last.lineno})")
+    out["crosschecked"] = task.crosscheck and out["status"] != MISMATCH and out["metrics"] is not None
     out["wall_s"] = time.perf_counter() - t0
     out["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     out["worker_rss_mib"] = _peak_rss_mib()

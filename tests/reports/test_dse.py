@@ -131,3 +131,46 @@ def test_nsga2_runs_and_resumes(tmp_path, inline_backend):
     assert all(after[h].finished_at == r.finished_at for h, r in rows.items())
     new = [r for h, r in after.items() if h not in rows]
     assert all(r.trial >= 12 - first.skipped for r in new)
+
+
+def test_points_use_the_fast_engine_and_a_sample_is_checked_on_simpy(
+        tmp_path, tiny_sweep_path, inline_backend, monkeypatch):
+    import archsim.api
+
+    engines = []
+    real = archsim.api.simulate
+
+    def counting(target, progress=None, engine="simpy"):
+        engines.append(engine)
+        return real(target, progress, engine)
+
+    monkeypatch.setattr(archsim.api, "simulate", counting)
+    outcome = run_sweep(load_sweep(tiny_sweep_path, area_available=False), tmp_path,
+                        backend=inline_backend)
+    # Every point (and its dense variant) on the fast engine; the sampled ones on both.
+    assert engines.count("fast") == 2 * outcome.simulated
+    assert engines.count("simpy") == 2 * outcome.crosschecks >= 2
+    assert outcome.crosschecks < outcome.simulated
+
+
+def test_an_engine_mismatch_stops_the_sweep(tmp_path, tiny_sweep_path, inline_backend,
+                                            monkeypatch):
+    from dataclasses import replace
+
+    import archsim.api
+    from reports.dse import EngineMismatchError
+
+    real = archsim.api.simulate
+
+    def off_by_one(target, progress=None, engine="simpy"):
+        result = real(target, progress, engine)
+        return replace(result, total_cycles=result.total_cycles + 1) if engine == "fast" else result
+
+    monkeypatch.setattr(archsim.api, "simulate", off_by_one)
+    with pytest.raises(EngineMismatchError, match=r"disagree on total_cycles.*defect in archsim"):
+        run_sweep(load_sweep(tiny_sweep_path, area_available=False), tmp_path,
+                  backend=inline_backend)
+    # The mismatching point is stored as an error, and nothing is evaluated after it.
+    rows = sorted(_rows(tmp_path).values(), key=lambda r: r.finished_at)
+    assert [r.status for r in rows].count("error") == 1 and rows[-1].status == "error"
+    assert "disagree on total_cycles" in rows[-1].message
