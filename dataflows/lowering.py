@@ -13,6 +13,11 @@ bp        dX = dY · W               out    N:M along ``out``, or BDWP (BP mask)
 wg        dW = dYᵀ · X              rows   never (dense)
 ========  ========================  =====  =========================================
 
+A grouped convolution (``groups`` = g, depthwise when g = C_in) is g independent convolutions:
+its layer holds one group's shapes (``in`` = C_in/g·kh·kw, ``out`` = C_out/g) and every phase is
+one GEMM of that shape with ``copies`` = g, computed back to back in one program. Its MACs are
+1/g of the ungrouped convolution's, in FF, BP and WG alike.
+
 Attention ``matmul`` layers have two activation operands: in training their gradients are two
 ``bp`` GEMMs (``dA = dC·Bᵀ`` and ``dB = Aᵀ·dC``).
 """
@@ -43,7 +48,8 @@ class GemmTask:
         The weight copy ``B`` comes from (``"<layer>.W.ff"`` / ``".bp"``) when ``B`` is a pruned
         weight, for the pre-generation pass; None otherwise.
     copies
-        Independent instances computed back to back in one program (heads × batch for attention).
+        Independent instances computed back to back in one program (heads × batch for attention,
+        the groups of a grouped convolution).
     repeat
         Identical sequential layers; simulated once, counted ``repeat`` times.
     """

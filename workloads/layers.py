@@ -47,7 +47,8 @@ class Layer:
     needs_input_grad
         False for a model's first layer: training computes no gradient for the input image.
     batch_count
-        Independent copies computed per step (heads × batch for attention matmuls).
+        Independent copies computed per step (heads × batch for attention matmuls, the groups of
+        a grouped convolution, whose ``in_features``/``out_features`` are then per group).
     note
         Why a layer runs dense although the workload asked for sparsity, if it does.
     """
@@ -100,9 +101,13 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
     (h, w), (kh, kw) = _pair(op.input_size), _pair(op.kernel)
     ho = conv_output_size(h, kh, op.stride, op.padding)
     wo = conv_output_size(w, kw, op.stride, op.padding)
+    # A grouped convolution is `groups` independent convolutions of C_in/g → C_out/g channels:
+    # one GEMM shape, computed `groups` times (batch_count; lowering makes them GEMM copies).
+    g = op.groups
+    c_in, c_out = op.in_channels // g, op.out_channels // g
     return Layer(
-        op.name, "conv2d", op.batch * ho * wo, op.in_channels * kh * kw, op.out_channels,
-        sparsity, op.in_channels, op.out_channels, repeat=op.repeat,
+        op.name, "conv2d", op.batch * ho * wo, c_in * kh * kw, c_out, sparsity, c_in, c_out,
+        batch_count=g, repeat=op.repeat,
     )
 
 
