@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="rows of the per-layer table to print (0: none)")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
     run.set_defaults(handler=_cmd_run)
+    imp = sub.add_parser("import", help="write a workload YAML from a torch model, an ONNX file "
+                         "or a SCALE-Sim topology (docs/import.md)")
+    imp.add_argument("source", help="torchvision:NAME, package.module:factory, F.onnx or F.csv")
+    imp.add_argument("--out", required=True, metavar="W.yaml", help="workload file to write")
+    imp.add_argument("--input-shape", metavar="1,3,224,224", help="input shape (batch first)")
+    imp.add_argument("--mode", choices=("inference", "training"), default="inference")
+    imp.add_argument("--sparsity", metavar="S", help="dense, nm:N:M[:in|out] or bdwp:N:M")
+    imp.add_argument("--strict", action="store_true", help="fail on an unsupported operator")
+    imp.add_argument("--format", choices=("scalesim", "onnx", "torch"), help="default: detected")
+    imp.add_argument("--hardware", default="sat_vcu1525", help="hardware entry of the workload")
+    imp.set_defaults(handler=_cmd_import)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
@@ -370,6 +381,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print_comparison(baseline_comparison, args.layers)
     extra = [out / "attention.csv"] if result.attention else []
     print("wrote " + ", ".join(str(p) for p in (results, layers, *extra)))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workloads import importers
+    from workloads.load import load_workload
+
+    shape, sparsity = importers.parse_shape(args.input_shape), importers.parse_sparsity(args.sparsity)
+    model = importers.import_model(args.source, shape, args.format, args.strict)
+    out = Path(args.out)
+    command = f"archsim import {' '.join(sys.argv[2:])}" if sys.argv[1:2] == ["import"] else ""
+    out.write_text(importers.workload_text(model, args.mode, sparsity, args.hardware, command))
+    load_workload(out)  # what was written must load back; a SpecError here is one line too
+    print("\n".join(importers.format_coverage(model)))
+    print(f"wrote {out}: {len(model.ops)} ops, {model.macs:,} MACs per forward pass")
     return 0
 
 
