@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--strict", action="store_true", help="fail on an unsupported operator")
     imp.add_argument("--format", choices=("scalesim", "onnx", "torch"), help="default: detected")
     imp.add_argument("--hardware", default="sat_vcu1525", help="hardware entry of the workload")
+    imp.add_argument("--masks", metavar="CKPT.pt", help="per-layer N:M sparsity from a torch "
+                     "state_dict (structured, unstructured or dense weights)")
     imp.set_defaults(handler=_cmd_import)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -391,10 +393,19 @@ def _cmd_import(args: argparse.Namespace) -> int:
     shape, sparsity = importers.parse_shape(args.input_shape), importers.parse_sparsity(args.sparsity)
     model = importers.import_model(args.source, shape, args.format, args.strict)
     out = Path(args.out)
+    per_layer, table = {}, []
+    if args.masks:
+        from workloads.importers.checkpoint import checkpoint_sparsity, format_checkpoint
+        from workloads.load import load_hardware
+
+        patterns = [(p.n, p.m) for p in load_hardware(args.hardware).nm_patterns]
+        rows = checkpoint_sparsity(model, Path(args.masks), sparsity, patterns)
+        per_layer, table = {r.name: (r.sparsity, r.note) for r in rows}, format_checkpoint(rows)
     command = f"archsim import {' '.join(sys.argv[2:])}" if sys.argv[1:2] == ["import"] else ""
-    out.write_text(importers.workload_text(model, args.mode, sparsity, args.hardware, command))
+    out.write_text(importers.workload_text(model, args.mode, sparsity, args.hardware, command,
+                                           per_layer))
     load_workload(out)  # what was written must load back; a SpecError here is one line too
-    print("\n".join(importers.format_coverage(model)))
+    print("\n".join(importers.format_coverage(model) + table))
     print(f"wrote {out}: {len(model.ops)} ops, {model.macs:,} MACs per forward pass")
     return 0
 

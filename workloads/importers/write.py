@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from workloads.importers.graph import ImportedModel, ImportError_, MappedOp, Mode
 
-__all__ = ["parse_sparsity", "workload_text", "coverage_rows", "format_coverage"]
+__all__ = ["parse_sparsity", "workload_text", "coverage_rows", "format_coverage", "why_dense"]
 
 
 def parse_sparsity(text: str | None) -> dict | None:
@@ -59,7 +59,7 @@ def _weight_dims(op: MappedOp) -> dict[str, tuple[str, int]]:
     return {"in": ("k", f["k"]), "out": ("n", f["n"])}
 
 
-def _why_dense(op: MappedOp, sparsity: dict) -> str:
+def why_dense(op: MappedOp, sparsity: dict) -> str:
     """Empty when ``sparsity`` applies to ``op``; else why the op stays dense."""
     if not op.weights:
         return "no weights to prune"
@@ -92,8 +92,14 @@ def _training_attention(op: MappedOp) -> list[MappedOp]:
 
 
 def workload_text(model: ImportedModel, mode: Mode = "inference", sparsity: dict | None = None,
-                  hardware: str = "sat_vcu1525", command: str = "") -> str:
-    """The workload YAML of ``model``: one op per layer, in execution order."""
+                  hardware: str = "sat_vcu1525", command: str = "",
+                  per_layer: dict[str, tuple[dict | None, str]] | None = None) -> str:
+    """The workload YAML of ``model``: one op per layer, in execution order.
+
+    ``per_layer`` maps a layer name to its own sparsity (None: the workload's) and a note, as
+    a checkpoint gives them (:func:`workloads.importers.checkpoint.checkpoint_sparsity`).
+    """
+    per_layer = per_layer or {}
     ops = [x for op in model.ops
            for x in (_training_attention(op) if mode == "training" and op.kind == "attention"
                      else [op])]
@@ -112,8 +118,12 @@ def workload_text(model: ImportedModel, mode: Mode = "inference", sparsity: dict
     for op in ops:
         fields = dict(op.fields)
         notes = [op.note] if op.note else []
-        if sparse and op.kind != "attention":
-            why = _why_dense(op, sparsity)
+        own, own_note = per_layer.get(op.name, (None, ""))
+        notes += [own_note] if own_note else []
+        if own is not None:
+            fields["sparsity"] = own
+        elif sparse and op.kind != "attention":
+            why = why_dense(op, sparsity)
             if why:
                 fields["sparsity"] = {"kind": "dense"}
                 notes.append(f"dense: {why}")
