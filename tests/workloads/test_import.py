@@ -146,11 +146,13 @@ def unsupported() -> nn.Module:
 
 
 class _Decoder(nn.Module):
-    """A Llama-shaped block: fused QKV, GQA causal SDPA, gated MLP; token ids in."""
+    """A Llama-shaped decoder: fused QKV, GQA SDPA, gated MLP; token ids in. With ``cache``
+    > 0 it is one decode step: the new tokens attend to ``cache`` earlier ones (a KV cache)."""
 
-    def __init__(self, hidden: int = 64, heads: int = 8, kv_heads: int = 2, layers: int = 2) -> None:
+    def __init__(self, hidden: int = 64, heads: int = 8, kv_heads: int = 2, layers: int = 2,
+                 cache: int = 0) -> None:
         super().__init__()
-        self.heads, self.kv_heads, self.d = heads, kv_heads, hidden // heads
+        self.heads, self.kv_heads, self.d, self.cache = heads, kv_heads, hidden // heads, cache
         self.embed = nn.Embedding(100, hidden)
         self.layers = nn.ModuleList()
         for _ in range(layers):
@@ -162,6 +164,14 @@ class _Decoder(nn.Module):
             block.down = nn.Linear(4 * hidden, hidden, bias=False)
             self.layers.append(block)
 
+    def _heads(self, x, count: int):
+        b, t, _ = x.shape
+        x = x.view(b, t, count, self.d).transpose(1, 2)
+        if self.cache:
+            past = torch.zeros(b, count, self.cache, self.d, device=x.device)
+            x = torch.cat([past, x], dim=2)
+        return x
+
     def forward(self, ids):
         x = self.embed(ids)
         b, t, _ = x.shape
@@ -169,9 +179,9 @@ class _Decoder(nn.Module):
             q, k, v = blk.qkv(x).split([self.heads * self.d, self.kv_heads * self.d,
                                         self.kv_heads * self.d], dim=-1)
             q = q.view(b, t, self.heads, self.d).transpose(1, 2)
-            k = k.view(b, t, self.kv_heads, self.d).transpose(1, 2)
-            v = v.view(b, t, self.kv_heads, self.d).transpose(1, 2)
-            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=not self.cache,
+                                                           enable_gqa=True)
             x = x + blk.o(a.transpose(1, 2).reshape(b, t, -1))
             x = x + blk.down(nn.functional.silu(blk.gate(x)) * blk.up(x))
         return x
@@ -179,6 +189,10 @@ class _Decoder(nn.Module):
 
 def decoder() -> nn.Module:
     return _Decoder()
+
+
+def decode_step() -> nn.Module:
+    return _Decoder(cache=40)
 
 
 def vit_block() -> nn.Module:
@@ -299,6 +313,18 @@ def test_decoder_attention_becomes_attention_ops_and_runs(tmp_path):
     # training has no attention mapping: the products become two dense gemm ops each
     train = _write(tmp_path, model, "t.yaml", mode="training")
     assert _forward_macs(train) == _forward_macs(path) == model.macs
+
+
+def test_decode_step_becomes_decode_attention_and_runs(tmp_path):
+    model = import_model(_src("decode_step"), (2, 1))
+    att = [op.fields for op in model.ops if op.kind == "attention"]
+    assert len(att) == 2 and att[0]["phase"] == "decode" and att[0]["kv_len"] == 41
+    assert att[0]["kv_heads"] == 2 and "q_len" not in att[0]
+    linears = [op for op in model.ops if op.kind == "linear"]
+    assert all(op.fields["batch"] == 2 and "tokens" not in op.fields for op in linears)
+    path = _write(tmp_path, model)
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert _forward_macs(path) == model.macs
 
 
 def test_multihead_attention_module(tmp_path):

@@ -193,8 +193,10 @@ def attention(name: str, batch: int, heads: int, kv_heads: int, q_len: int, kv_l
                     "head_dim": head_dim, "batch": batch}
     if kv_heads != heads:
         fields["kv_heads"] = kv_heads
-    if q_len != kv_len:
-        fields["q_len"] = q_len
+    if q_len == 1 and kv_len > 1:
+        fields["phase"] = "decode"  # one new token against a KV cache
+    elif q_len != kv_len:
+        fields["q_len"] = q_len  # chunked prefill (or several tokens per step)
     if causal:
         fields["causal"] = True
     return MappedOp(fields, 2 * batch * heads * q_len * kv_len * head_dim, source, weights=False)
