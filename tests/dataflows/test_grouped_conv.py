@@ -8,6 +8,7 @@ the ISA interpreter, and compares its output tensor with a direct grouped convol
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,31 @@ def test_backward_programs_of_a_depthwise_layer_pass_the_golden_checks(phase):
     image, operands = build_image(case, np.random.default_rng(3))
     check_golden(case, operands, image, run_golden(case.program, TINY, image))
     check_hazards(case.program, run_program(case.program, TINY, trace=True).trace)
+
+
+@pytest.mark.skipif(os.environ.get("ARCHSIM_SLOW_TESTS") != "1",
+                    reason="builds the tiny RTL with Verilator (minutes); ARCHSIM_SLOW_TESTS=1")
+def test_grouped_programs_are_bit_and_cycle_exact_on_the_rtl(tmp_path):
+    """FF, BP and WG of a depthwise and a grouped layer, single and double buffered, on the
+    tiny accelerator under cocotb: values equal the golden model, cycles the SimPy model."""
+    pytest.importorskip("cocotb")
+    pytest.importorskip("amaranth")
+    from verification.programs import case_spec
+    from verification.session import TOP_TESTS, build_accelerator, program_plan, run_plan
+
+    cases = []
+    for c_in, c_out, groups, rows in ((6, 6, 6, 25), (8, 12, 4, 9)):
+        cg, og = c_in // groups, c_out // groups
+        layer = Layer("dw", "conv2d", rows, cg * 9, og, DenseSparsity(), cg, og, batch_count=groups)
+        for task in lower_layer(layer, "training"):
+            for double in (True, False):
+                cases.append(case_spec("wg" if task.phase == "wg" else "dense", (task,),
+                                       SchedulePasses(double_buffering=double),
+                                       seed=100 + len(cases)))
+    root = Path(os.environ.get("ARCHSIM_VERIFY_BUILD_DIR") or tmp_path / "build")
+    dut = build_accelerator(TINY, root)
+    results = run_plan(dut, TOP_TESTS, program_plan(TINY, [], cases=cases), tmp_path / "runs")
+    assert len(results) == len(cases) == 12
+    for r in results:
+        assert r.ok and r.value_mismatches == 0, r.summary()
+        assert r.cycle_diff == 0 and r.rtl_cycles == r.model_cycles, r.summary()
