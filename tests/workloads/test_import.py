@@ -510,3 +510,76 @@ def test_torchvision_models(tmp_path, name, zoo, published, tolerance):
         assert macs == sum(layer.rows * layer.in_features * layer.out_features for layer in layers)
     else:
         assert math.isclose(macs, published, rel_tol=tolerance), macs
+
+
+def test_torchvision_path_with_a_stand_in_package(tmp_path, capsys, monkeypatch):
+    """The torchvision: source against a stand-in ``torchvision.models`` (list_models,
+    get_model), so the did-you-mean and the meta-device build run where torchvision does not
+    import."""
+    import sys
+    import types
+
+    built = []
+
+    def get_model(name, weights=None):
+        assert weights is None  # architecture only: nothing is downloaded
+        module = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}[name]()
+        built.append(next(module.parameters()).device.type)
+        return module
+
+    models = types.ModuleType("torchvision.models")
+    models.list_models = lambda: ["mobilenet_v2", "resnet18", "resnet50"]
+    models.get_model = get_model
+    package = types.ModuleType("torchvision")
+    package.models = models
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    assert import_model("torchvision:resnet18").macs == RESNET18_MACS
+    assert built == ["meta"]
+    err = _one_line_error(capsys, ["import", "torchvision:resnt18", "--out", str(tmp_path / "w.yaml")])
+    assert "torchvision:resnt18: no such torchvision model; did you mean 'resnet18'" in err
+
+
+def _onnx_file(path: Path) -> Path:
+    """A hand-built graph: a SAME-padded strided Conv, Gemm with transB, a MatMul of two
+    activations, and an operator archsim does not know."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "conv.weight")
+    fc = numpy_helper.from_array(np.zeros((10, 8 * 4 * 4), np.float32), "fc.weight")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], "/conv/Conv", auto_pad="SAME_UPPER",
+                         strides=[2, 2]),
+        helper.make_node("Flatten", ["c"], ["f"], "/Flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight"], ["y"], "/fc/Gemm", transB=1),
+        helper.make_node("MatMul", ["y", "yt"], ["s"], "/attn/MatMul"),
+        helper.make_node("Transpose", ["y"], ["yt"], "/attn/Transpose"),
+        helper.make_node("Mystery", ["s"], ["z"], "/head/Mystery", domain=""),
+    ]
+    nodes[3], nodes[4] = nodes[4], nodes[3]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 7, 7])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w, fc])
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
+
+
+def test_onnx_graph_ops_shapes_and_strict(tmp_path, capsys):
+    path = _onnx_file(tmp_path / "g.onnx")
+    model = import_model(str(path), (2, 3, 7, 7))
+    conv, fc, mm = model.ops
+    # SAME_UPPER, stride 2 on 7x7: 4x4 out, pads (1, 1) — written literally
+    assert conv.fields == {"op": "conv2d", "name": "conv", "in_channels": 3, "out_channels": 8,
+                           "kernel": 3, "stride": 2, "padding": 1, "input_size": 7, "batch": 2}
+    assert conv.macs == 2 * 4 * 4 * 8 * 3 * 9
+    assert fc.fields == {"op": "linear", "name": "fc", "in_features": 128, "out_features": 10,
+                         "batch": 2}
+    assert mm.fields == {"op": "gemm", "name": "attn", "m": 2, "k": 10, "n": 2} and not mm.weights
+    assert [u.source for u in model.unmapped] == ["Mystery"]
+    err = _one_line_error(capsys, ["import", str(path), "--strict", "--input-shape", "2,3,7,7",
+                                   "--out", str(tmp_path / "w.yaml")])
+    assert "'Mystery' is not supported" in err
+    err = _one_line_error(capsys, ["import", str(path), "--input-shape", "2,3,7",
+                                   "--out", str(tmp_path / "w.yaml")])
+    assert "--input-shape has 3 dims, the model's input 'x' has 4" in err
