@@ -90,3 +90,28 @@ def test_bad_checkpoints_are_one_line(tmp_path, capsys):
     torch.save({"encoder.weight": torch.zeros(2, 2)}, other)
     assert main(argv[:-1] + [str(other)]) == 2
     assert "none of the model's layers is in the checkpoint" in capsys.readouterr().err
+
+
+def test_the_bdwp_digits_model_of_the_baselines(tmp_path, capsys):
+    """baselines/bdwp's DigitsCNN (BDWP layers compute their masks in forward) imports with
+    nothing unsupported, and its state_dict's dense master weights give the masks."""
+    pytest.importorskip("baselines.bdwp.train_digits")
+    ckpt, out = tmp_path / "digits.pt", tmp_path / "w.yaml"
+    torch.manual_seed(0)
+    torch.save(digits().state_dict(), ckpt)
+    src = f"{__name__}:digits"
+    assert main(["import", src, "--input-shape", "32,1,8,8", "--out", str(out), "--strict",
+                 "--hardware", "tiny", "--mode", "training", "--sparsity", "bdwp:2:8",
+                 "--masks", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    assert "unsupported" not in printed
+    layers = {layer.name: layer.sparsity.kind for layer in expand(load_workload(out))}
+    assert layers == {"conv1": "dense", "conv2": "bdwp", "fc1": "bdwp", "fc2": "dense"}
+    text = out.read_text()
+    assert text.count("masks from the checkpoint: FF mask keeps") == 2
+
+
+def digits() -> nn.Module:
+    from baselines.bdwp.train_digits import DigitsCNN, TrainConfig
+
+    return DigitsCNN(TrainConfig(name="bdwp 2:8", mode="bdwp", n=2, m=8))

@@ -222,7 +222,7 @@ NOT_MAPPED: dict[str, frozenset[str]] = {
         "abs reciprocal square mean sum where maximum minimum max min dropout iadd isub imul "
         "idiv itruediv radd rsub rmul rdiv rtruediv masked_fill addcmul addcdiv cumsum "
         "reducemean reducesum reducemax reducemin equal ne eq lt gt le ge logical_not not "
-        "and or bitwise_and sign cos sin rotary".split()),
+        "and or bitwise_and sign cos sin rotary sort argsort topk kthvalue".split()),
     "embedding": frozenset("embedding gather embedding_bag".split()),
 }
 
