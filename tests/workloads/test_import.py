@@ -300,6 +300,29 @@ def test_shapes_an_op_cannot_state_keep_their_gemm(tmp_path):
         16 * 16 * 16 * 8 * 9 + 8 * 16 * 16 * 4 * 3 + 128 * 32 * 16 * 5 + 128 * 32 * 24)
 
 
+class _Gram(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(32, 24)
+
+    def forward(self, x):
+        y = self.proj(x.mT)                            # a tensor property: no unknown op
+        return torch.baddbmm(y.new_zeros(1), y, y.mT)  # y·yᵀ: a product of two activations
+
+
+def gram() -> nn.Module:
+    return _Gram()
+
+
+def test_tensor_properties_and_baddbmm(tmp_path):
+    model = import_model(_src("gram"), (2, 32, 16), strict=True)
+    proj, product = model.ops
+    assert proj.fields["tokens"] == 16 and proj.fields["batch"] == 2
+    assert product.fields == {"op": "gemm", "name": "baddbmm", "m": 16, "k": 24, "n": 16,
+                              "repeat": 2}
+    assert not product.weights and model.unmapped == []
+
+
 def test_decoder_attention_becomes_attention_ops_and_runs(tmp_path):
     model = import_model(_src("decoder"), (2, 32))
     kinds = [op.kind for op in model.ops]

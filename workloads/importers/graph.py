@@ -235,7 +235,8 @@ _LAYOUT = frozenset(
     "new_empty empty triu tril detach float half int long bool movedim swapaxes index_select "
     "select split_with_sizes tensor_split roll interpolate upsample resize nonzero "
     "dropout2d alpha_dropout feature_alpha_dropout scatter gatherelements "
-    "get_device is_floating_point type_as sym_size stride storage_offset".split())
+    "get_device is_floating_point type_as sym_size stride storage_offset mt h mh data real "
+    "imag grad requires_grad".split())
 
 
 def category(op: str) -> str:

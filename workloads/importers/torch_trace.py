@@ -154,6 +154,8 @@ class _Tracer:
     def record(self, func, args: tuple, kwargs: dict, out) -> None:
         torch = self.torch
         fname = getattr(func, "__name__", "") or str(func)
+        if fname == "__get__":  # a tensor property (x.T, x.mT, x.data): the property's name
+            fname = getattr(getattr(func, "__self__", None), "__name__", fname)
         tensors = out if isinstance(out, (tuple, list)) else (out,)
         if not any(isinstance(t, torch.Tensor) for t in tensors):
             return  # size(), dim(), shape: no work
@@ -221,6 +223,8 @@ class _Tracer:
 
     def _on_addmm(self, key, args, kwargs, out) -> None:
         self._on_matmul(key, (args[1], args[2]), kwargs, out)
+
+    _on_baddbmm = _on_addmm
 
     # ---- attention ---------------------------------------------------------------------
 
