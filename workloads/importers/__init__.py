@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from workloads.importers.graph import ImportedModel, ImportError_, MappedOp, Unmapped
+from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError, Unmapped
 from workloads.importers.write import coverage_rows, format_coverage, parse_sparsity, workload_text
 
 __all__ = [
     "import_model",
     "detect_format",
     "ImportedModel",
-    "ImportError_",
+    "ModelImportError",
     "MappedOp",
     "Unmapped",
     "workload_text",
@@ -42,7 +42,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         shape = ()
     if not shape or any(d < 1 for d in shape):
-        raise ImportError_(f"--input-shape {text!r}: expected positive integers separated by "
+        raise ModelImportError(f"--input-shape {text!r}: expected positive integers separated by "
                            f"commas, e.g. 1,3,224,224")
     return shape
 
@@ -62,7 +62,7 @@ def detect_format(source: str) -> Format:
         from workloads.importers.scalesim import looks_like_scalesim
 
         return "scalesim" if looks_like_scalesim(path) else "onnx"
-    raise ImportError_(f"{source}: no such file, and not a torch source (torchvision:NAME or "
+    raise ModelImportError(f"{source}: no such file, and not a torch source (torchvision:NAME or "
                        f"package.module:factory)")
 
 
@@ -72,7 +72,7 @@ def import_model(source: str, input_shape: tuple[int, ...] | None = None,
 
     Raises
     ------
-    ImportError_
+    ModelImportError
         One line naming the source and the problem: a file that is not ONNX, a CSV with a
         missing column, an unknown torchvision model (with a did-you-mean), a forward pass that
         fails, and with ``strict`` an operator that is neither mapped nor known non-GEMM work.
@@ -90,4 +90,4 @@ def import_model(source: str, input_shape: tuple[int, ...] | None = None,
         from workloads.importers.torch_trace import import_torch
 
         return import_torch(source, input_shape, strict)
-    raise ImportError_(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    raise ModelImportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workloads.importers.graph import ImportedModel, ImportError_, MappedOp
+from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError
 from workloads.importers.write import why_dense
 
 __all__ = ["LayerSparsity", "checkpoint_sparsity", "format_checkpoint"]
@@ -40,18 +40,18 @@ def _load(path: Path) -> dict:
     try:
         import torch
     except ModuleNotFoundError:
-        raise ImportError_("--masks needs torch: pip install 'archsim[import]'") from None
+        raise ModelImportError("--masks needs torch: pip install 'archsim[import]'") from None
     if not path.is_file():
-        raise ImportError_(f"{path}: file not found")
+        raise ModelImportError(f"{path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImportError_(f"{path}: not a torch state_dict ({first})") from None
+        raise ModelImportError(f"{path}: not a torch state_dict ({first})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ImportError_(f"{path}: not a torch state_dict (expected a mapping of names to tensors)")
+        raise ModelImportError(f"{path}: not a torch state_dict (expected a mapping of names to tensors)")
     # DataParallel / compiled checkpoints prefix every key.
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in state):
@@ -99,7 +99,7 @@ def _layer(op: MappedOp, state: dict, default: dict | None,
     mask = state.get(f"{op.name}.weight_mask")
     nonzero = (mask != 0) if mask is not None else (w != 0)
     if op.kind == "linear" and w.dim() != 2 or op.kind == "conv2d" and w.dim() != 4:
-        raise ImportError_(f"{op.name}.weight has shape {list(w.shape)}; the model's layer is a "
+        raise ModelImportError(f"{op.name}.weight has shape {list(w.shape)}; the model's layer is a "
                            f"{op.kind} with {_dims(op)}")
     density = float(nonzero.float().mean())
     dims = _dims(op)
@@ -145,7 +145,7 @@ def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
     state = _load(Path(path))
     rows = [_layer(op, state, default, patterns) for op in model.ops if op.weights]
     if all(r.density is None for r in rows):
-        raise ImportError_(f"{path}: none of the model's layers is in the checkpoint (expected "
+        raise ModelImportError(f"{path}: none of the model's layers is in the checkpoint (expected "
                            f"keys like {rows[0].name + '.weight' if rows else 'NAME.weight'!r})")
     return rows
 

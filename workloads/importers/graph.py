@@ -18,7 +18,7 @@ from typing import Literal
 from workloads.errors import SpecError
 
 __all__ = [
-    "ImportError_",
+    "ModelImportError",
     "MappedOp",
     "Unmapped",
     "ImportedModel",
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class ImportError_(SpecError):  # noqa: N801 - "ImportError" would shadow the builtin
+class ModelImportError(SpecError):
     """A model source cannot be read or mapped (reported as one line, exit code 2)."""
 
 
@@ -97,7 +97,7 @@ class ImportedModel:
         if cat == "layout":
             return  # views, reshapes, concatenation: no arithmetic
         if cat == "unsupported" and strict:
-            raise ImportError_(
+            raise ModelImportError(
                 f"{self.source}: {name or source}: operator {source!r} is not supported (it is "
                 f"neither a GEMM, convolution or attention nor known element-wise work); drop "
                 f"--strict to list it as unmapped"
@@ -128,7 +128,7 @@ def conv2d(name: str, batch: int, c_in: int, size: tuple[int, int], c_out: int,
     ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
-        raise ImportError_(f"{name}: convolution output is {ho}x{wo}; check --input-shape")
+        raise ModelImportError(f"{name}: convolution output is {ho}x{wo}; check --input-shape")
     fields: dict = {"op": "conv2d", "name": name, "in_channels": c_in, "out_channels": c_out,
                     "kernel": _pair_or_int(kh, kw)}
     note = ""
@@ -173,7 +173,7 @@ def matmul(name: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...],
     """A product of two activations ``[..., m, k]·[..., k, n]``: a ``gemm`` op repeated over
     the broadcast batch dims (no weights, so it never takes sparsity)."""
     if len(a_shape) < 2 or len(b_shape) < 2:
-        raise ImportError_(f"{name}: matmul of shapes {list(a_shape)} and {list(b_shape)} is not "
+        raise ModelImportError(f"{name}: matmul of shapes {list(a_shape)} and {list(b_shape)} is not "
                            f"a matrix product")
     m, k = a_shape[-2:]
     n = b_shape[-1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from workloads.importers.graph import (
     ImportedModel,
-    ImportError_,
+    ModelImportError,
     conv2d,
     linear,
     matmul,
@@ -28,20 +28,20 @@ def _onnx():
     try:
         import onnx
     except ModuleNotFoundError:
-        raise ImportError_("importing ONNX needs the onnx package: pip install 'archsim[import]'") from None
+        raise ModelImportError("importing ONNX needs the onnx package: pip install 'archsim[import]'") from None
     return onnx
 
 
 def _load(onnx, path: Path):
     if not path.is_file():
-        raise ImportError_(f"{path}: file not found")
+        raise ModelImportError(f"{path}: file not found")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImportError_(f"{path}: not an ONNX model ({first})") from None
+        raise ModelImportError(f"{path}: not an ONNX model ({first})") from None
     if not model.graph.node:
-        raise ImportError_(f"{path}: not an ONNX model (no graph nodes)")
+        raise ModelImportError(f"{path}: not an ONNX model (no graph nodes)")
     return model
 
 
@@ -49,11 +49,11 @@ def _set_input_shape(model, path: Path, shape: tuple[int, ...] | None) -> tuple[
     consts = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in consts]
     if not inputs:
-        raise ImportError_(f"{path}: the graph has no input")
+        raise ModelImportError(f"{path}: the graph has no input")
     dims = inputs[0].type.tensor_type.shape.dim
     if shape is not None:
         if len(shape) != len(dims):
-            raise ImportError_(f"{path}: --input-shape has {len(shape)} dims, the model's input "
+            raise ModelImportError(f"{path}: --input-shape has {len(shape)} dims, the model's input "
                                f"{inputs[0].name!r} has {len(dims)}")
         for d, v in zip(dims, shape):
             d.ClearField("dim_param")
@@ -61,7 +61,7 @@ def _set_input_shape(model, path: Path, shape: tuple[int, ...] | None) -> tuple[
     for i, d in enumerate(dims):
         if not d.HasField("dim_value"):
             if i > 0:
-                raise ImportError_(f"{path}: input {inputs[0].name!r} has a symbolic dimension "
+                raise ModelImportError(f"{path}: input {inputs[0].name!r} has a symbolic dimension "
                                    f"{d.dim_param!r}; give --input-shape")
             d.dim_value = 1  # a symbolic batch: one sample
     return tuple(int(d.dim_value) for d in dims)
@@ -71,7 +71,7 @@ def _shapes(onnx, model) -> dict[str, tuple[int, ...]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
-        raise ImportError_(f"shape inference failed: {str(exc).splitlines()[0]}") from None
+        raise ModelImportError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
     g = inferred.graph
     shapes = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
@@ -105,7 +105,7 @@ class _Reader:
 
     def shape(self, node, name: str) -> tuple[int, ...]:
         if name not in self.shapes:
-            raise ImportError_(f"{self.path}: {node.name or node.op_type}: the shape of {name!r} "
+            raise ModelImportError(f"{self.path}: {node.name or node.op_type}: the shape of {name!r} "
                                f"is unknown after shape inference; give --input-shape")
         return self.shapes[name]
 
@@ -188,13 +188,13 @@ def import_onnx(path: Path, input_shape: tuple[int, ...] | None = None,
     shape = _set_input_shape(model, path, input_shape)
     try:
         shapes = _shapes(onnx, model)
-    except ImportError_ as exc:
-        raise ImportError_(f"{path}: {exc}") from None
+    except ModelImportError as exc:
+        raise ModelImportError(f"{path}: {exc}") from None
     name = model.graph.name if model.graph.name and model.graph.name != "main_graph" else path.stem
     imported = ImportedModel(name, str(path), shape)
     reader = _Reader(onnx, model, path, shapes, imported, strict)
     for node in model.graph.node:
         reader.node(node)
     if not imported.ops:
-        raise ImportError_(f"{path}: no convolution, GEMM or attention found")
+        raise ModelImportError(f"{path}: no convolution, GEMM or attention found")
     return imported

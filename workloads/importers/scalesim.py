@@ -15,7 +15,7 @@ import csv
 import re
 from pathlib import Path
 
-from workloads.importers.graph import ImportedModel, ImportError_, MappedOp, conv2d
+from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError, conv2d
 
 __all__ = ["import_scalesim", "looks_like_scalesim", "CONV_COLUMNS", "GEMM_COLUMNS"]
 
@@ -46,7 +46,7 @@ def _read(path: Path) -> list[tuple[int, list[str]]]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ImportError_(f"{path}: cannot read the topology: {exc}") from None
+        raise ModelImportError(f"{path}: cannot read the topology: {exc}") from None
     rows = []
     for line, row in enumerate(csv.reader(text.splitlines()), start=1):
         while row and not row[-1].strip():
@@ -54,7 +54,7 @@ def _read(path: Path) -> list[tuple[int, list[str]]]:
         if row:
             rows.append((line, [c.strip() for c in row]))
     if not rows:
-        raise ImportError_(f"{path}: the topology file is empty")
+        raise ModelImportError(f"{path}: the topology file is empty")
     return rows
 
 
@@ -75,7 +75,7 @@ def _columns(path: Path, header: list[str], spec: tuple, fmt: str) -> list[int]:
         found = [i for i, n in enumerate(names) if n in spellings]
         if not found:
             columns = ", ".join(c for c, _ in spec)
-            raise ImportError_(f"{path}:1: missing column {canonical!r} of SCALE-Sim's {fmt} "
+            raise ModelImportError(f"{path}:1: missing column {canonical!r} of SCALE-Sim's {fmt} "
                                f"format ({columns})")
         index.append(found[0])
     return index
@@ -85,12 +85,12 @@ def _int(path: Path, line: int, row: list[str], i: int, column: str) -> int:
     try:
         value = int(row[i])
     except IndexError:
-        raise ImportError_(f"{path}:{line}: no value for column {column!r}") from None
+        raise ModelImportError(f"{path}:{line}: no value for column {column!r}") from None
     except ValueError:
-        raise ImportError_(f"{path}:{line}: column {column!r}: expected an integer, got "
+        raise ModelImportError(f"{path}:{line}: column {column!r}: expected an integer, got "
                            f"{row[i]!r}") from None
     if value < 1:
-        raise ImportError_(f"{path}:{line}: column {column!r}: expected a positive integer, "
+        raise ModelImportError(f"{path}:{line}: column {column!r}: expected a positive integer, "
                            f"got {value}")
     return value
 
@@ -106,7 +106,7 @@ def import_scalesim(path: Path, batch: int = 1) -> ImportedModel:
     stride_w = next((i for i, c in enumerate(header) if _norm(c) == "stridewidth"), None)
     model = ImportedModel(path.stem, str(path), None)
     if not body:
-        raise ImportError_(f"{path}: the topology has a header but no layers")
+        raise ModelImportError(f"{path}: the topology has a header but no layers")
     for line, row in body:
         name = model.unique(row[cols[0]] if cols[0] < len(row) else "")
         v = [_int(path, line, row, i, c) for i, (c, _) in zip(cols[1:], spec[1:])]
@@ -117,7 +117,7 @@ def import_scalesim(path: Path, batch: int = 1) -> ImportedModel:
         h, w, fh, fw, channels, filters, sh = v
         sw = _int(path, line, row, stride_w, "Stride width") if stride_w is not None else sh
         if fh > h or fw > w:
-            raise ImportError_(f"{path}:{line}: {name}: filter {fh}x{fw} is larger than the "
+            raise ModelImportError(f"{path}:{line}: {name}: filter {fh}x{fw} is larger than the "
                                f"IFMAP {h}x{w}")
         depthwise = "DP" in row[cols[0]]
         groups = channels if depthwise else 1

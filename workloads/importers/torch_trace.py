@@ -23,7 +23,7 @@ from pathlib import Path
 
 from workloads.importers.graph import (
     ImportedModel,
-    ImportError_,
+    ModelImportError,
     attention,
     conv2d,
     linear,
@@ -39,7 +39,7 @@ def _torch():
     try:
         import torch
     except ModuleNotFoundError:
-        raise ImportError_("importing a torch model needs torch: pip install 'archsim[import]'") from None
+        raise ModelImportError("importing a torch model needs torch: pip install 'archsim[import]'") from None
     return torch
 
 
@@ -53,30 +53,30 @@ def _torchvision_module(name: str):
         import torchvision.models as tvm
     except Exception as exc:  # an ABI mismatch raises RuntimeError, not ImportError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImportError_(
+        raise ModelImportError(
             f"torchvision:{name}: torchvision does not import here ({first}); install the "
             f"release built for this torch (torchvision 0.28 for torch 2.13): pip install "
             f"'archsim[import]'") from None
     known = sorted(tvm.list_models())
     if name not in known:
-        raise ImportError_(f"torchvision:{name}: no such torchvision model{_suggest(name, known)}")
+        raise ModelImportError(f"torchvision:{name}: no such torchvision model{_suggest(name, known)}")
     return tvm.get_model(name, weights=None)
 
 
 def _factory(source: str):
     module_name, _, attr = source.partition(":")
     if not module_name or not attr:
-        raise ImportError_(f"{source}: expected torchvision:NAME or package.module:factory")
+        raise ModelImportError(f"{source}: expected torchvision:NAME or package.module:factory")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # the user's own code, as `python -m` would find it
     try:
         obj = importlib.import_module(module_name)
     except Exception as exc:
-        raise ImportError_(f"{source}: cannot import {module_name!r}: {exc}") from None
+        raise ModelImportError(f"{source}: cannot import {module_name!r}: {exc}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_")]
-            raise ImportError_(f"{source}: {module_name} has no {part!r}{_suggest(part, public)}")
+            raise ModelImportError(f"{source}: {module_name} has no {part!r}{_suggest(part, public)}")
         obj = getattr(obj, part)
     return obj
 
@@ -94,9 +94,9 @@ def build_module(source: str):
             try:
                 module = obj if isinstance(obj, torch.nn.Module) else obj()
             except Exception as exc:
-                raise ImportError_(f"{source}: calling the factory failed: {exc}") from None
+                raise ModelImportError(f"{source}: calling the factory failed: {exc}") from None
     if not isinstance(module, torch.nn.Module):
-        raise ImportError_(f"{source}: the factory returned a {type(module).__name__}, not a "
+        raise ModelImportError(f"{source}: the factory returned a {type(module).__name__}, not a "
                            f"torch.nn.Module")
     return name, module.eval()
 
@@ -303,14 +303,14 @@ def import_torch(source: str, input_shape: tuple[int, ...] | None = None,
     try:
         with _Mode():
             module(_example_input(torch, module, shape))
-    except ImportError_:
+    except ModelImportError:
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImportError_(f"{source}: the forward pass failed at input shape {list(shape)}: "
+        raise ModelImportError(f"{source}: the forward pass failed at input shape {list(shape)}: "
                            f"{first}") from None
     finally:
         tracer.close()
     if not model.ops:
-        raise ImportError_(f"{source}: no convolution, GEMM or attention found")
+        raise ModelImportError(f"{source}: no convolution, GEMM or attention found")
     return model

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from workloads.importers.graph import ImportedModel, ImportError_, MappedOp, Mode
+from workloads.importers.graph import ImportedModel, MappedOp, Mode, ModelImportError
 
 __all__ = ["parse_sparsity", "workload_text", "coverage_rows", "format_coverage", "why_dense"]
 
@@ -33,7 +33,7 @@ def parse_sparsity(text: str | None) -> dict | None:
             if len(parts) == 4:
                 out["dim" if kind == "nm" else "bp_mask_source"] = parts[3]
             return out
-    raise ImportError_(f"--sparsity {text!r}: expected dense, nm:N:M[:in|out] or "
+    raise ModelImportError(f"--sparsity {text!r}: expected dense, nm:N:M[:in|out] or "
                        f"bdwp:N:M[:dense|forward_masked]")
 
 
