@@ -607,3 +607,21 @@ def test_onnx_graph_ops_shapes_and_strict(tmp_path, capsys):
     err = _one_line_error(capsys, ["import", str(path), "--input-shape", "2,3,7",
                                    "--out", str(tmp_path / "w.yaml")])
     assert "--input-shape has 3 dims, the model's input 'x' has 4" in err
+
+
+def test_onnx_layer_names_from_parameters_or_scopes():
+    from onnx import helper
+
+    from workloads.importers.graph import module_path
+    from workloads.importers.onnx_graph import _node_name
+
+    # torch.export-based exporter: flat node names, parameter names kept
+    node = helper.make_node("Conv", ["x", "layer1.0.conv1.weight"], ["y"], "node_conv2d_3")
+    assert _node_name(node, node.input[1]) == "layer1.0.conv1"
+    # TorchScript exporter with BatchNorm folded: the weight is a new constant, scopes name it
+    node = helper.make_node("Conv", ["x", "onnx::Conv_193"], ["y"],
+                            "/features/features.1/conv/conv.0/conv.0.0/Conv")
+    assert _node_name(node, node.input[1]) == "features.1.conv.0.0"
+    assert module_path(["layer1", "layer1.0", "conv1"]) == "layer1.0.conv1"
+    assert module_path(["encoder", "layers", "encoder_layer_0", "mlp"]) == (
+        "encoder.layers.encoder_layer_0.mlp")

@@ -87,8 +87,12 @@ def _attrs(onnx, node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _node_name(node) -> str:
-    """The module path of a node (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``)."""
+def _node_name(node, weight: str | None = None) -> str:
+    """The module path of a node: from its weight's name when that is a parameter's
+    (``layer1.0.conv1.weight``, as both torch exporters keep unfolded parameters), else from
+    its scopes (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``)."""
+    if weight and weight.endswith(".weight") and "::" not in weight:
+        return weight[: -len(".weight")]
     parts = [p for p in node.name.split("/") if p]
     if len(parts) >= 2:
         return module_path(parts[:-1])
@@ -147,7 +151,7 @@ class _Reader:
             ks, strides, dil, size = (1, *ks), (1, *strides), (1, *dil), (1, *size)
             pads = [0, pads[0], 0, pads[1]]
         top, left, bottom, right = pads
-        self.m.add(conv2d(self.m.unique(_node_name(node)), x[0], x[1], size, w[0], ks,
+        self.m.add(conv2d(self.m.unique(_node_name(node, node.input[1])), x[0], x[1], size, w[0], ks,
                           strides, (top, left, bottom, right), dil, int(a.get("group", 1)),
                           source="Conv"))
 
@@ -156,7 +160,7 @@ class _Reader:
         sa, sb = self.shape(node, node.input[0]), self.shape(node, node.input[1])
         m, k = (sa[1], sa[0]) if a.get("transA", 0) else sa
         n = sb[0] if a.get("transB", 0) else sb[1]
-        name = self.m.unique(_node_name(node))
+        name = self.m.unique(_node_name(node, node.input[1]))
         if node.input[1] in self.consts:
             self.m.add(linear(name, (m, k), k, n, source="Gemm"))
         else:
@@ -164,7 +168,7 @@ class _Reader:
 
     def _on_MatMul(self, node) -> None:
         sa, sb = self.shape(node, node.input[0]), self.shape(node, node.input[1])
-        name = self.m.unique(_node_name(node))
+        name = self.m.unique(_node_name(node, node.input[1]))
         if node.input[1] in self.consts and len(sb) == 2:
             self.m.add(linear(name, sa, sb[0], sb[1], source="MatMul"))
             return
