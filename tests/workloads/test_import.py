@@ -74,19 +74,19 @@ def resnet18() -> nn.Module:
     return _ResNet18()
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act=nn.ReLU6):
     layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, *([nn.ReLU6(inplace=True)] if act else []))
+    return nn.Sequential(*layers, *([act()] if act else []))
 
 
 class _InvertedResidual(nn.Module):
-    def __init__(self, inp: int, oup: int, stride: int, t: int) -> None:
+    def __init__(self, inp: int, oup: int, stride: int, t: int, k: int = 3) -> None:
         super().__init__()
         hidden = inp * t
         self.use_res = stride == 1 and inp == oup
         layers = [_conv_bn(inp, hidden, 1)] if t != 1 else []
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), _conv_bn(hidden, oup, 1, act=False)]
+        layers += [_conv_bn(hidden, hidden, k, stride, groups=hidden), _conv_bn(hidden, oup, 1, act=False)]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -97,18 +97,49 @@ def mobilenet_v2() -> nn.Module:
     """torchvision's MobileNetV2 (width 1.0)."""
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1)]
-    features, cin = [_conv_bn(3, 32, 3, 2)], 32
-    for t, c, n, s in settings:
+    return _mobile_net([(_InvertedResidual, t, 3, s, c, n) for t, c, n, s in settings], nn.ReLU6)
+
+
+def _mobile_net(stages, act) -> nn.Module:
+    """Stem, ``stages`` of (block, expansion, kernel, stride, channels, repeats), a 1×1 head
+    to 1280 channels, pooling and a 1000-way classifier: torchvision's mobile networks."""
+    features, cin = [_conv_bn(3, 32, 3, 2, act=act)], 32
+    for block, ratio, k, stride, c, n in stages:
         for i in range(n):
-            features.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+            features.append(block(cin, c, stride if i == 0 else 1, ratio, k))
             cin = c
-    features.append(_conv_bn(cin, 1280, 1))
+    features.append(_conv_bn(cin, 1280, 1, act=act))
     model = nn.Sequential()
     model.features = nn.Sequential(*features)
     model.pool = nn.AdaptiveAvgPool2d(1)
     model.flatten = nn.Flatten()
     model.classifier = nn.Linear(1280, 1000)
     return model
+
+
+class _MBConv(nn.Module):
+    def __init__(self, inp: int, oup: int, stride: int, expand: int, k: int) -> None:
+        super().__init__()
+        hidden, squeeze = inp * expand, max(1, inp // 4)
+        layers = [_conv_bn(inp, hidden, 1, act=nn.SiLU)] if expand != 1 else []
+        layers.append(_conv_bn(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU))
+        self.block = nn.Sequential(*layers)
+        self.fc1, self.fc2 = nn.Conv2d(hidden, squeeze, 1), nn.Conv2d(squeeze, hidden, 1)
+        self.project = _conv_bn(hidden, oup, 1, act=False)
+        self.residual = stride == 1 and inp == oup
+
+    def forward(self, x):
+        y = self.block(x)
+        scale = self.fc2(nn.functional.silu(self.fc1(nn.functional.adaptive_avg_pool2d(y, 1))))
+        y = self.project(y * torch.sigmoid(scale))
+        return x + y if self.residual else y
+
+
+def efficientnet_b0() -> nn.Module:
+    """torchvision's EfficientNet-B0: MBConv blocks with squeeze-and-excitation."""
+    settings = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    return _mobile_net([(_MBConv, r, k, s, c, n) for r, k, s, c, n in settings], nn.SiLU)
 
 
 class _Odd(nn.Module):
@@ -273,6 +304,16 @@ def test_torch_mobilenet_v2_depthwise_and_published_macs(tmp_path):
     assert len(depthwise) == 17
     assert all(op.fields["groups"] == op.fields["in_channels"] == op.fields["out_channels"]
                for op in depthwise)
+
+
+def test_torch_efficientnet_b0_published_macs(tmp_path):
+    model = import_model(_src("efficientnet_b0"))
+    macs = _forward_macs(_write(tmp_path, model))
+    # torchvision's own definition gives the same 385,814,752 (docs/import.md)
+    assert macs == model.macs == 385_814_752
+    assert abs(macs - 390e6) / 390e6 < 0.02  # published: 390 M MACs
+    assert sum(1 for op in model.ops if op.fields.get("groups", 1) > 1) == 16
+    assert sum(1 for op in model.ops if op.name.endswith((".fc1", ".fc2"))) == 32  # SE blocks
 
 
 def test_training_import_with_bdwp_keeps_unfit_layers_dense(tmp_path):
