@@ -387,26 +387,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from workloads import importers
-    from workloads.load import load_workload
+    from workloads.importers import import_to_file
 
-    shape, sparsity = importers.parse_shape(args.input_shape), importers.parse_sparsity(args.sparsity)
-    model = importers.import_model(args.source, shape, args.format, args.strict)
-    out = Path(args.out)
-    per_layer, table = {}, []
-    if args.masks:
-        from workloads.importers.checkpoint import checkpoint_sparsity, format_checkpoint
-        from workloads.load import load_hardware
-
-        patterns = [(p.n, p.m) for p in load_hardware(args.hardware).nm_patterns]
-        rows = checkpoint_sparsity(model, Path(args.masks), sparsity, patterns)
-        per_layer, table = {r.name: (r.sparsity, r.note) for r in rows}, format_checkpoint(rows)
     command = f"archsim import {' '.join(sys.argv[2:])}" if sys.argv[1:2] == ["import"] else ""
-    out.write_text(importers.workload_text(model, args.mode, sparsity, args.hardware, command,
-                                           per_layer))
-    load_workload(out)  # what was written must load back; a SpecError here is one line too
-    print("\n".join(importers.format_coverage(model) + table))
-    print(f"wrote {out}: {len(model.ops)} ops, {model.macs:,} MACs per forward pass")
+    print("\n".join(import_to_file(
+        args.source, Path(args.out), input_shape=args.input_shape, mode=args.mode,
+        sparsity=args.sparsity, strict=args.strict, fmt=args.format, hardware=args.hardware,
+        masks=args.masks, command=command)))
     return 0
 
 

@@ -16,6 +16,7 @@ from workloads.importers.write import coverage_rows, format_coverage, parse_spar
 
 __all__ = [
     "import_model",
+    "import_to_file",
     "detect_format",
     "ImportedModel",
     "ModelImportError",
@@ -91,3 +92,28 @@ def import_model(source: str, input_shape: tuple[int, ...] | None = None,
 
         return import_torch(source, input_shape, strict)
     raise ModelImportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
+                   mode: str = "inference", sparsity: str | None = None, strict: bool = False,
+                   fmt: Format | None = None, hardware: str = "sat_vcu1525",
+                   masks: str | None = None, command: str = "") -> list[str]:
+    """``archsim import``: read ``source``, write its workload YAML to ``out`` and check that it
+    loads back; returns the coverage table (and the checkpoint table with ``masks``) as lines.
+    Arguments are the command line's strings (``input_shape`` ``1,3,224,224``, ``sparsity``
+    ``bdwp:2:8``, ``masks`` a state_dict file)."""
+    from workloads.load import load_hardware, load_workload
+
+    shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
+    model = import_model(source, shape, fmt, strict)
+    per_layer, table = {}, []
+    if masks:
+        from workloads.importers.checkpoint import checkpoint_sparsity, format_checkpoint
+
+        patterns = [(p.n, p.m) for p in load_hardware(hardware).nm_patterns]
+        rows = checkpoint_sparsity(model, Path(masks), default, patterns)
+        per_layer, table = {r.name: (r.sparsity, r.note) for r in rows}, format_checkpoint(rows)
+    out.write_text(workload_text(model, mode, default, hardware, command, per_layer))
+    load_workload(out)  # what was written must load back; a SpecError here is one line too
+    return format_coverage(model) + table + [
+        f"wrote {out}: {len(model.ops)} ops, {model.macs:,} MACs per forward pass"]
