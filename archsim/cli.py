@@ -103,6 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     examples = sub.add_parser("examples", help="list the example workloads and sweeps shipped "
                                                "with archsim (run one with example:NAME)")
     examples.set_defaults(handler=_cmd_examples)
+    imp = sub.add_parser("import", help="write a workload YAML from a torch model, an ONNX file "
+                         "or a SCALE-Sim topology (docs/import.md)")
+    imp.add_argument("source", help="torchvision:NAME, package.module:factory, F.onnx or F.csv")
+    imp.add_argument("--out", required=True, metavar="W.yaml", help="workload file to write")
+    imp.add_argument("--input-shape", metavar="1,3,224,224", help="input shape (batch first)")
+    imp.add_argument("--mode", choices=("inference", "training"), default="inference")
+    imp.add_argument("--sparsity", metavar="S", help="dense, nm:N:M[:in|out] or bdwp:N:M")
+    imp.add_argument("--strict", action="store_true", help="fail on an unsupported operator")
+    imp.add_argument("--format", choices=("scalesim", "onnx", "torch"), help="default: detected")
+    imp.add_argument("--hardware", default="sat_vcu1525", help="hardware entry of the workload")
+    imp.add_argument("--masks", metavar="CKPT.pt", help="per-layer N:M sparsity from a torch "
+                     "state_dict (structured, unstructured or dense weights)")
+    imp.set_defaults(handler=_cmd_import)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
@@ -454,6 +467,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print_comparison(baseline_comparison, args.layers)
     extra = [out / "attention.csv"] if result.attention else []
     print("wrote " + ", ".join(str(p) for p in (results, layers, *extra)))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workloads.importers import import_to_file
+
+    command = f"archsim import {' '.join(sys.argv[2:])}" if sys.argv[1:2] == ["import"] else ""
+    print("\n".join(import_to_file(
+        args.source, Path(args.out), input_shape=args.input_shape, mode=args.mode,
+        sparsity=args.sparsity, strict=args.strict, fmt=args.format, hardware=args.hardware,
+        masks=args.masks, command=command)))
     return 0
 
 

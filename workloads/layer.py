@@ -30,9 +30,15 @@ class Layer:
     needs_input_grad
         False for a model's first layer: training computes no gradient for the input image.
     batch_count
-        Independent copies computed per step (heads × batch for attention matmuls).
+        Independent copies computed per step (heads × batch for attention matmuls, the groups of
+        a grouped convolution, whose ``in_features``/``out_features`` are then per group).
     note
         Why a layer runs dense although the workload asked for sparsity, if it does.
+    block_diagonal
+        For a grouped convolution, the groups placed side by side in one GEMM: their weights
+        form a block-diagonal ``in × out`` matrix (``in``/``out`` are then that many groups'
+        features) and ``batch_count`` such GEMMs cover all groups. The zero blocks are real
+        array work; the layer's MACs are ``rows·in·out·batch_count / block_diagonal``.
     """
 
     name: str
@@ -48,6 +54,7 @@ class Layer:
     repeat: int = 1
     note: str = ""
     attention: AttentionOp | None = None  # kind "attention" only
+    block_diagonal: int = 1  # groups of a grouped convolution packed into one GEMM
 
 
 def attention_layer(op: AttentionOp) -> Layer:

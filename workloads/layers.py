@@ -30,7 +30,7 @@ from workloads.spec import (
 )
 
 # Layer and its helpers live in workloads.layer (below zoo); re-exported for importers here.
-__all__ = ["Layer", "expand", "conv_output_size", "attention_layer"]
+__all__ = ["Layer", "expand", "conv_output_size", "attention_layer", "groups_per_gemm"]
 
 
 def _fits(sparsity: SparsityT, layer: Layer) -> str:
@@ -42,7 +42,20 @@ def _fits(sparsity: SparsityT, layer: Layer) -> str:
     return ""
 
 
-def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
+def groups_per_gemm(groups: int, out_per_group: int, cols: int) -> int:
+    """How many groups of a grouped convolution share one GEMM, block-diagonally.
+
+    A group alone fills ``out_per_group`` of the array's ``cols`` columns (one, for a
+    depthwise convolution), so the rest idle. Packing p groups fills ``p·out_per_group``
+    columns and needs ⌈p·in/rows⌉ ≤ p·⌈in/rows⌉ reduction passes instead of p passes of its own:
+    never more passes, and p times fewer DMA rows. p is the largest divisor of ``groups`` whose
+    outputs fit the columns (1 when one group already fills them).
+    """
+    fit = max(1, cols // out_per_group)
+    return max(d for d in range(1, min(groups, fit) + 1) if groups % d == 0)
+
+
+def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT, cols: int) -> Layer:
     if isinstance(op, GemmOp):
         return Layer(op.name, "linear", op.m, op.k, op.n, sparsity, op.k, op.n, repeat=op.repeat)
     if isinstance(op, LinearOp):
@@ -53,9 +66,15 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
     (h, w), (kh, kw) = _pair(op.input_size), _pair(op.kernel)
     ho = conv_output_size(h, kh, op.stride, op.padding)
     wo = conv_output_size(w, kw, op.stride, op.padding)
+    # A grouped convolution is `groups` independent convolutions of C_in/g → C_out/g channels;
+    # p of them share one block-diagonal GEMM, and g/p such GEMMs (batch_count; lowering makes
+    # them GEMM copies) cover all groups.
+    g = op.groups
+    c_in, c_out = op.in_channels // g, op.out_channels // g
+    p = groups_per_gemm(g, c_out, cols) if g > 1 else 1
     return Layer(
-        op.name, "conv2d", op.batch * ho * wo, op.in_channels * kh * kw, op.out_channels,
-        sparsity, op.in_channels, op.out_channels, repeat=op.repeat,
+        op.name, "conv2d", op.batch * ho * wo, p * c_in * kh * kw, p * c_out, sparsity, c_in,
+        c_out, batch_count=g // p, repeat=op.repeat, block_diagonal=p,
     )
 
 
@@ -78,6 +97,6 @@ def expand(workload: WorkloadSpec) -> list[Layer]:
                 chosen = DenseSparsity() if why else sparsity
                 layers.append(replace(layer, sparsity=chosen, note=why))
         else:
-            layers.append(_from_op(op, op.sparsity or workload.sparsity))
+            layers.append(_from_op(op, op.sparsity or workload.sparsity, workload.hardware.array.cols))
     return layers
 

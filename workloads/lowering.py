@@ -13,6 +13,14 @@ bp        dX = dY · W               out    N:M along ``out``, or BDWP (BP mask)
 wg        dW = dYᵀ · X              rows   never (dense)
 ========  ========================  =====  =========================================
 
+A grouped convolution (``groups`` = g, depthwise when g = C_in) is g independent convolutions.
+Its layer packs p of them into one GEMM with a block-diagonal weight (``block_diagonal`` = p;
+``workloads.layers.groups_per_gemm`` fills the array's columns): ``in`` = p·C_in/g·kh·kw,
+``out`` = p·C_out/g, and every phase is one GEMM of that shape with ``copies`` = g/p, computed
+back to back in one program. FF and BP compute the zero blocks of the block-diagonal weight,
+WG the unused off-diagonal blocks of dW: the array executes p times the layer's MACs, which are
+1/g of the ungrouped convolution's in every phase (``GemmTask.macs_dense``).
+
 Attention ``matmul`` layers have two activation operands: in training their gradients are two
 ``bp`` GEMMs (``dA = dC·Bᵀ`` and ``dB = Aᵀ·dC``).
 
@@ -48,9 +56,13 @@ class GemmTask:
         The weight copy ``B`` comes from (``"<layer>.W.ff"`` / ``".bp"``) when ``B`` is a pruned
         weight, for the pre-generation pass; None otherwise.
     copies
-        Independent instances computed back to back in one program (heads × batch for attention).
+        Independent instances computed back to back in one program (heads × batch for attention,
+        the groups of a grouped convolution).
     repeat
         Identical sequential layers; simulated once, counted ``repeat`` times.
+    block_diagonal
+        Groups of a grouped convolution packed into this GEMM: only 1/``block_diagonal`` of
+        its products belong to the layer (the rest are zero blocks or unused blocks).
     """
 
     name: str
@@ -63,21 +75,24 @@ class GemmTask:
     weight: str | None = None
     copies: int = 1
     repeat: int = 1
+    block_diagonal: int = 1
 
     def sparse_on(self, hw: HardwareSpec) -> bool:
         return self.nm is not None and hw.supports(*self.nm)
 
     @property
     def macs_dense(self) -> int:
-        """Dense-equivalent multiply-accumulates of one copy."""
-        return self.m * self.k * self.n
+        """Dense-equivalent multiply-accumulates of one copy: the layer's own products
+        (without the zero blocks of a block-diagonal GEMM)."""
+        return self.m * self.k * self.n // self.block_diagonal
 
     def macs_executed(self, hw: HardwareSpec) -> int:
-        """MACs the array performs for one copy: N/M of dense when it skips pruned weights."""
+        """MACs the array performs for one copy: N/M of dense when it skips pruned weights,
+        and a block-diagonal GEMM's zero blocks included."""
         if self.sparse_on(hw):
             n, m = self.nm
             return self.m * (self.k // m * n) * self.n
-        return self.macs_dense
+        return self.m * self.k * self.n
 
 
 def _ff_pattern(layer: Layer) -> tuple[int, int] | None:
@@ -99,7 +114,8 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
     if layer.kind == "attention":
         return []  # not a GEMM: dataflows.attention maps it (the scheduler sees an empty group)
     rows, f_in, f_out, name = layer.rows, layer.in_features, layer.out_features, layer.name
-    same = {"copies": layer.batch_count, "repeat": layer.repeat}
+    same = {"copies": layer.batch_count, "repeat": layer.repeat,
+            "block_diagonal": layer.block_diagonal}
     phase: Phase = "inference" if mode == "inference" else "ff"
     if layer.kind == "matmul":
         tasks = [GemmTask(name, name, phase, rows, f_in, f_out, **same)]

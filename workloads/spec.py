@@ -402,10 +402,15 @@ class LinearOp(_WeightedOp):
 
 
 class Conv2dOp(_WeightedOp):
-    """A 2-D convolution (groups=1), lowered to GEMM by im2col.
+    """A 2-D convolution, lowered to GEMM by im2col.
 
     N:M groups along ``in`` lie along C_in (weights permuted to [C_out, kh, kw, C_in] as SR-STE
     does), so ``in_channels`` must be a multiple of M.
+
+    ``groups`` > 1 splits the channels into independent convolutions of C_in/groups → C_out/groups
+    channels (depthwise: groups = C_in); each is one GEMM of the same shape
+    (docs/workloads.md, "Grouped and depthwise convolution"). They run dense: N:M on grouped
+    weights is not supported yet (pre-generation compresses one weight copy per GEMM).
     """
 
     op: Literal["conv2d"]
@@ -416,13 +421,29 @@ class Conv2dOp(_WeightedOp):
     padding: NonNegativeInt = 0
     input_size: PositiveInt | _Pair
     batch: PositiveInt
-    groups: Literal[1] = 1
+    groups: PositiveInt = 1
 
     def group_dims(self) -> dict[str, tuple[str, int]]:
         return {
             "in": ("in_channels", self.in_channels),
             "out": ("out_channels", self.out_channels),
         }
+
+    @model_validator(mode="after")
+    def _grouped(self) -> Conv2dOp:
+        g = self.groups
+        for field in ("in_channels", "out_channels"):
+            if getattr(self, field) % g:
+                raise ValueError(
+                    f"{field}={getattr(self, field)} is not a multiple of groups={g} (each group "
+                    f"convolves {field}/groups channels)"
+                )
+        if g > 1 and self.sparsity is not None and self.sparsity.kind != "dense":
+            raise ValueError(
+                f"N:M sparsity on a grouped convolution (groups={g}) is not supported yet; give "
+                f"this op sparsity: {{kind: dense}}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _output_positive(self) -> Conv2dOp:

@@ -1,0 +1,117 @@
+"""archsim import --masks: per-layer sparsity from a real torch state_dict."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+from workloads.layers import expand
+from workloads.load import load_workload
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)    # C_in = 3: no N:M fits
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)   # pruned 2:4 along C_in
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)   # 2:4 along C_in and C_out
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(32, 64)                   # unstructured, density ~0.3
+        self.fc2 = nn.Linear(64, 16)                   # dense
+
+    def forward(self, x):
+        x = torch.relu(self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x))))))
+        return self.fc2(torch.relu(self.fc1(self.pool(x).flatten(1))))
+
+
+def net() -> nn.Module:
+    return _Net()
+
+
+def _src() -> str:
+    importlib.import_module(__name__)
+    return f"{__name__}:net"
+
+
+def _checkpoint(path: Path) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=gen) for k, v in _Net().state_dict().items()}
+    w = state["conv2.weight"].permute(0, 2, 3, 1)              # groups of 4 along C_in
+    g = w.reshape(-1, 4)
+    keep = torch.zeros_like(g).scatter_(1, g.abs().topk(2, dim=1).indices, 1)
+    state["conv2.weight"] = (g * keep).reshape(w.shape).permute(0, 3, 1, 2).contiguous()
+    o = torch.arange(32).view(32, 1, 1, 1)
+    i = torch.arange(32).view(1, 32, 1, 1)
+    state["conv3.weight"] = state["conv3.weight"] * (((i - o) % 4) < 2)
+    state["fc1.weight"] = state["fc1.weight"] * (torch.rand(64, 32, generator=gen) < 0.3)
+    torch.save(state, path)
+    return state
+
+
+def test_masks_from_a_checkpoint_set_each_layers_sparsity(tmp_path, capsys):
+    ckpt, out = tmp_path / "net.pt", tmp_path / "w.yaml"
+    state = _checkpoint(ckpt)
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(out), "--hardware",
+                 "tiny", "--mode", "training", "--sparsity", "bdwp:2:8", "--masks", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    layers = {layer.name: layer.sparsity for layer in expand(load_workload(out))}
+    assert layers["conv1"].kind == "dense"
+    assert (layers["conv2"].kind, layers["conv2"].n, layers["conv2"].m, layers["conv2"].dim) == (
+        "nm", 2, 4, "in")
+    assert (layers["conv3"].kind, layers["conv3"].n, layers["conv3"].m) == ("bdwp", 2, 4)
+    assert (layers["fc1"].kind, layers["fc1"].n, layers["fc1"].m) == ("nm", 2, 4)
+    assert (layers["fc2"].kind, layers["fc2"].n, layers["fc2"].m) == ("bdwp", 2, 8)
+    density = float((state["fc1.weight"] != 0).float().mean())
+    text = out.read_text()
+    assert f"unstructured, density {density:.2f}: nearest supported N:M is 2:4" in text
+    assert "checkpoint is 2:4 along in and out" in text
+    # the dense layer's masks are the top-2 of 8 of its real weights: their share of |W|
+    w = state["fc2.weight"].abs()
+    ff = float(w.reshape(16, 8, 8).topk(2, dim=-1).values.sum() / w.sum())
+    assert f"FF mask keeps {ff:.0%} of |W|" in text
+    assert "fc1" in printed and f"{density:.3f}" in printed and "unstructured" in printed
+
+
+def test_bad_checkpoints_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    argv = ["import", _src(), "--input-shape", "1,3,8,8", "--out", str(tmp_path / "w.yaml"),
+            "--masks", str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a torch state_dict" in err
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, other)
+    assert main(argv[:-1] + [str(other)]) == 2
+    assert "none of the model's layers is in the checkpoint" in capsys.readouterr().err
+
+
+def test_the_bdwp_digits_model_of_the_baselines(tmp_path, capsys):
+    """baselines/bdwp's DigitsCNN (BDWP layers compute their masks in forward) imports with
+    nothing unsupported, and its state_dict's dense master weights give the masks."""
+    pytest.importorskip("baselines.bdwp.train_digits")
+    ckpt, out = tmp_path / "digits.pt", tmp_path / "w.yaml"
+    torch.manual_seed(0)
+    torch.save(digits().state_dict(), ckpt)
+    src = f"{__name__}:digits"
+    assert main(["import", src, "--input-shape", "32,1,8,8", "--out", str(out), "--strict",
+                 "--hardware", "tiny", "--mode", "training", "--sparsity", "bdwp:2:8",
+                 "--masks", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    assert "unsupported" not in printed
+    layers = {layer.name: layer.sparsity.kind for layer in expand(load_workload(out))}
+    assert layers == {"conv1": "dense", "conv2": "bdwp", "fc1": "bdwp", "fc2": "dense"}
+    text = out.read_text()
+    assert text.count("masks from the checkpoint: FF mask keeps") == 2
+
+
+def digits() -> nn.Module:
+    from baselines.bdwp.train_digits import DigitsCNN, TrainConfig
+
+    return DigitsCNN(TrainConfig(name="bdwp 2:8", mode="bdwp", n=2, m=8))

@@ -1,0 +1,163 @@
+"""Per-layer sparsity from a real checkpoint (a torch ``state_dict`` file).
+
+For every imported layer with weights, ``<layer>.weight`` is looked up (a ``torch.nn.utils.
+prune`` mask ``<layer>.weight_mask`` wins over the weight's zeros):
+
+* **N:M-structured** weights (every group of M along ``in`` holds at most N nonzeros, for a
+  pattern the hardware runs) get that pattern; BDWP when they are also N:M along ``out`` and
+  the workload asks for BDWP. Groups lie along C_in for convolutions, as SR-STE's do.
+* **Unstructured** zeros are reported with their density and mapped to the sparsest supported
+  pattern that still keeps at least that density (N/M ≥ density), with a note of the nonzeros
+  such a mask would drop; dense when no pattern keeps enough.
+* **Dense** weights under a requested N:M or BDWP sparsity keep it, and their masks are the
+  top-N of each group of the real weights (not of random ones): the note gives the share of
+  ``|W|`` that the FF (and BDWP's BP) mask keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError
+from workloads.importers.write import why_dense
+
+__all__ = ["LayerSparsity", "checkpoint_sparsity", "format_checkpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSparsity:
+    """What a checkpoint says about one layer's weights."""
+
+    name: str
+    density: float | None  # None: the layer's weight is not in the checkpoint
+    structure: str  # "2:4 along in", "unstructured", "dense", "not in checkpoint"
+    sparsity: dict | None  # the op's sparsity (None: the workload default)
+    note: str
+
+
+def _load(path: Path) -> dict:
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise ModelImportError("--masks needs torch: pip install 'archsim[import]'") from None
+    if not path.is_file():
+        raise ModelImportError(f"{path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelImportError(f"{path}: not a torch state_dict ({first})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelImportError(f"{path}: not a torch state_dict (expected a mapping of names to tensors)")
+    # DataParallel / compiled checkpoints prefix every key.
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _groups(w, along: str, m: int):
+    """``[groups, m]`` view of a weight ``[out, in(, kh, kw)]`` with groups of ``m`` along
+    ``in`` (C_in, kernel positions outermost) or ``out``."""
+    if w.dim() == 4:
+        w = w.permute(0, 2, 3, 1) if along == "in" else w.permute(1, 2, 3, 0)
+    elif along == "out":
+        w = w.t()
+    w = w.reshape(-1, w.shape[-1])
+    return w.reshape(w.shape[0], w.shape[1] // m, m)
+
+
+def _fits(nonzero, along: str, n: int, m: int) -> bool:
+    return bool((_groups(nonzero, along, m).sum(-1) <= n).all())
+
+
+def _kept_share(w, along: str, n: int, m: int) -> float:
+    """Share of ``Σ|w|`` that the top-N-of-M mask along ``along`` keeps."""
+    g = _groups(w.abs().float(), along, m)
+    total = float(g.sum())
+    return float(g.topk(n, dim=-1).values.sum()) / total if total else 1.0
+
+
+def _dims(op: MappedOp) -> dict[str, int]:
+    f = op.fields
+    if op.kind == "conv2d":
+        return {"in": f["in_channels"], "out": f["out_channels"]}
+    if op.kind == "linear":
+        return {"in": f["in_features"], "out": f["out_features"]}
+    return {"in": f["k"], "out": f["n"]}
+
+
+def _layer(op: MappedOp, state: dict, default: dict | None,
+           patterns: list[tuple[int, int]]) -> LayerSparsity:
+    w = state.get(f"{op.name}.weight", state.get(f"{op.name}.weight_orig"))
+    if w is None:
+        return LayerSparsity(op.name, None, "not in checkpoint", None,
+                             f"no {op.name}.weight in the checkpoint")
+    mask = state.get(f"{op.name}.weight_mask")
+    nonzero = (mask != 0) if mask is not None else (w != 0)
+    if op.kind == "linear" and w.dim() != 2 or op.kind == "conv2d" and w.dim() != 4:
+        raise ModelImportError(f"{op.name}.weight has shape {list(w.shape)}; the model's layer is a "
+                           f"{op.kind} with {_dims(op)}")
+    density = float(nonzero.float().mean())
+    dims = _dims(op)
+    divisible = [(n, m) for n, m in patterns
+                 if dims["in"] % m == 0 and op.fields.get("groups", 1) == 1]
+    if density < 1.0:
+        bdwp = default is not None and default["kind"] == "bdwp"
+        for n, m in sorted(divisible, key=lambda p: (p[0] / p[1], -p[1])):
+            if _fits(nonzero, "in", n, m):
+                both = bdwp and dims["out"] % m == 0 and _fits(nonzero, "out", n, m)
+                sparsity = {"kind": "bdwp", "n": n, "m": m} if both else {
+                    "kind": "nm", "n": n, "m": m, "dim": "in"}
+                where = "in and out" if both else "in"
+                return LayerSparsity(op.name, density, f"{n}:{m} along {where}", sparsity,
+                                     f"checkpoint is {n}:{m} along {where}")
+        keeps = [(n, m) for n, m in divisible if n / m >= density]
+        if not keeps:
+            return LayerSparsity(op.name, density, "unstructured", {"kind": "dense"},
+                                 f"unstructured, density {density:.2f}: no supported N:M keeps "
+                                 f"that many weights; dense")
+        n, m = min(keeps, key=lambda p: (p[0] / p[1], -p[1]))
+        g = _groups(nonzero.float(), "in", m).sum(-1)
+        dropped = float((g - n).clamp(min=0).sum()) / max(float(g.sum()), 1.0)
+        return LayerSparsity(op.name, density, "unstructured", {"kind": "nm", "n": n, "m": m,
+                                                                "dim": "in"},
+                             f"unstructured, density {density:.2f}: nearest supported N:M is "
+                             f"{n}:{m}, whose mask drops {dropped:.1%} of the nonzeros")
+    if default is None or default["kind"] == "dense" or why_dense(op, default):
+        return LayerSparsity(op.name, 1.0, "dense", None, "")
+    n, m = default["n"], default["m"]
+    ff = "in" if default["kind"] == "bdwp" else default.get("dim", "in")
+    kept = f"the {ff} mask keeps {_kept_share(w, ff, n, m):.0%} of |W|"
+    if default["kind"] == "bdwp":
+        kept = (f"FF mask keeps {_kept_share(w, 'in', n, m):.0%} of |W|, BP mask "
+                f"{_kept_share(w, 'out', n, m):.0%}")
+    return LayerSparsity(op.name, 1.0, "dense", None, f"masks from the checkpoint: {kept}")
+
+
+def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
+                        patterns: list[tuple[int, int]]) -> list[LayerSparsity]:
+    """Per weighted layer of ``model``, what the checkpoint at ``path`` says; ``default`` is
+    the workload's sparsity (``--sparsity``), ``patterns`` the hardware's N:M patterns."""
+    state = _load(Path(path))
+    rows = [_layer(op, state, default, patterns) for op in model.ops if op.weights]
+    if all(r.density is None for r in rows):
+        raise ModelImportError(f"{path}: none of the model's layers is in the checkpoint (expected "
+                           f"keys like {rows[0].name + '.weight' if rows else 'NAME.weight'!r})")
+    return rows
+
+
+def format_checkpoint(rows: list[LayerSparsity]) -> list[str]:
+    """The per-layer checkpoint table as lines of text."""
+    width = max(len(r.name) for r in rows)
+    out = ["", f"{'layer':{width}}  density  {'checkpoint':20}  sparsity      note"]
+    for r in rows:
+        density = "-" if r.density is None else f"{r.density:.3f}"
+        s = r.sparsity
+        label = "workload's" if s is None else s["kind"] if s["kind"] == "dense" else (
+            f"{s['kind']} {s['n']}:{s['m']}")
+        out.append(f"{r.name:{width}}  {density:>7}  {r.structure:20}  {label:12}  {r.note}")
+    return out
