@@ -21,6 +21,7 @@ from pathlib import Path
 
 from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError
 from workloads.importers.write import why_dense
+from workloads.version import install_hint
 
 __all__ = ["LayerSparsity", "checkpoint_sparsity", "format_checkpoint"]
 
@@ -40,7 +41,7 @@ def _load(path: Path) -> dict:
     try:
         import torch
     except ModuleNotFoundError:
-        raise ModelImportError("--masks needs torch: pip install 'archsim[import]'") from None
+        raise ModelImportError(f"--masks needs torch: {install_hint('import')}") from None
     if not path.is_file():
         raise ModelImportError(f"{path}: file not found")
     try:

@@ -20,6 +20,7 @@ from workloads.importers.graph import (
     matmul,
     module_path,
 )
+from workloads.version import install_hint
 
 __all__ = ["import_onnx"]
 
@@ -28,7 +29,8 @@ def _onnx():
     try:
         import onnx
     except ModuleNotFoundError:
-        raise ModelImportError("importing ONNX needs the onnx package: pip install 'archsim[import]'") from None
+        raise ModelImportError(
+            f"importing ONNX needs the onnx package: {install_hint('import')}") from None
     return onnx
 
 

@@ -29,6 +29,7 @@ from workloads.importers.graph import (
     linear,
     matmul,
 )
+from workloads.version import install_hint
 
 __all__ = ["import_torch", "build_module", "DEFAULT_INPUT_SHAPE"]
 
@@ -39,7 +40,8 @@ def _torch():
     try:
         import torch
     except ModuleNotFoundError:
-        raise ModelImportError("importing a torch model needs torch: pip install 'archsim[import]'") from None
+        raise ModelImportError(
+            f"importing a torch model needs torch: {install_hint('import')}") from None
     return torch
 
 
@@ -55,8 +57,8 @@ def _torchvision_module(name: str):
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelImportError(
             f"torchvision:{name}: torchvision does not import here ({first}); install the "
-            f"release built for this torch (torchvision 0.28 for torch 2.13): pip install "
-            f"'archsim[import]'") from None
+            f"release built for this torch (torchvision 0.28 for torch 2.13): "
+            f"{install_hint('import')}") from None
     known = sorted(tvm.list_models())
     if name not in known:
         raise ModelImportError(f"torchvision:{name}: no such torchvision model{_suggest(name, known)}")
