@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workloads import zoo
-from workloads.layer import Layer, SparsityT, attention_layer, conv_output_size
+from workloads.layer import Layer, SparsityT, attention_layer, conv_input_extent, conv_output_size
 from workloads.spec import (
     AttentionOp,
     Conv2dOp,
@@ -53,9 +53,11 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT) -> Layer:
     (h, w), (kh, kw) = _pair(op.input_size), _pair(op.kernel)
     ho = conv_output_size(h, kh, op.stride, op.padding)
     wo = conv_output_size(w, kw, op.stride, op.padding)
+    read = conv_input_extent(h, kh, op.stride, op.padding) * conv_input_extent(w, kw, op.stride, op.padding)
     return Layer(
         op.name, "conv2d", op.batch * ho * wo, op.in_channels * kh * kw, op.out_channels,
         sparsity, op.in_channels, op.out_channels, repeat=op.repeat,
+        feature_map_elems=op.batch * read * op.in_channels,
     )
 
 

@@ -51,6 +51,10 @@ class GemmTask:
         Independent instances computed back to back in one program (heads × batch for attention).
     repeat
         Identical sequential layers; simulated once, counted ``repeat`` times.
+    im2col_elems
+        For a convolution's GEMM, the feature-map elements behind its im2col-expanded matrix
+        (``Layer.feature_map_elems``): A in ``ff``/``inference`` (X), C in ``bp`` (dX), B in
+        ``wg`` (X). 0 when no operand is an im2col expansion.
     """
 
     name: str
@@ -63,6 +67,7 @@ class GemmTask:
     weight: str | None = None
     copies: int = 1
     repeat: int = 1
+    im2col_elems: int = 0
 
     def sparse_on(self, hw: HardwareSpec) -> bool:
         return self.nm is not None and hw.supports(*self.nm)
@@ -71,6 +76,14 @@ class GemmTask:
     def macs_dense(self) -> int:
         """Dense-equivalent multiply-accumulates of one copy."""
         return self.m * self.k * self.n
+
+    def distinct_elems(self) -> tuple[int, int, int]:
+        """Distinct elements of (A, B, C) in one copy: each matrix's size, except that an
+        im2col-expanded matrix counts its feature map (``im2col_elems``)."""
+        sizes = [self.m * self.k, self.k * self.n, self.m * self.n]
+        if self.im2col_elems:
+            sizes[{"inference": 0, "ff": 0, "bp": 2, "wg": 1}[self.phase]] = self.im2col_elems
+        return sizes[0], sizes[1], sizes[2]
 
     def macs_executed(self, hw: HardwareSpec) -> int:
         """MACs the array performs for one copy: N/M of dense when it skips pruned weights."""
@@ -99,7 +112,7 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
     if layer.kind == "attention":
         return []  # not a GEMM: dataflows.attention maps it (the scheduler sees an empty group)
     rows, f_in, f_out, name = layer.rows, layer.in_features, layer.out_features, layer.name
-    same = {"copies": layer.batch_count, "repeat": layer.repeat}
+    same = {"copies": layer.batch_count, "repeat": layer.repeat, "im2col_elems": layer.feature_map_elems}
     phase: Phase = "inference" if mode == "inference" else "ff"
     if layer.kind == "matmul":
         tasks = [GemmTask(name, name, phase, rows, f_in, f_out, **same)]
