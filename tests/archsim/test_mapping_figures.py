@@ -119,3 +119,19 @@ def test_no_sparse_gemm_beats_m_over_n_without_a_documented_reason(model, patter
             assert DENSE_DMA_BOUND in r.note, (r.name, r.sparse_speedup, r.note)
         else:
             assert r.note == "", r.name
+
+
+def test_attention_rows_count_q_k_v_and_o_once(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "version: 1\nname: att\nhardware: tiny\nmode: inference\noperations:\n"
+        "  - {op: attention, name: att, batch: 2, heads: 4, kv_heads: 2, q_len: 16, kv_len: 32,"
+        " head_dim: 8, block_size: 8}\n"
+    )
+    result = simulate(load_workload(path))
+    (row,) = result.layers
+    q = 2 * 4 * 16 * 8  # tiny: 8-bit operands
+    kv = 2 * (2 * 2 * 32 * 8)
+    assert (row.compulsory_read_bytes, row.compulsory_write_bytes) == (q + kv, q)
+    assert row.dma_busy_cycles == result.unit_busy_cycles["dma"] and row.bound
+    assert set(result.phase_bounds()) == {"attention"} and result.time_bound is None
