@@ -135,3 +135,14 @@ def test_attention_rows_count_q_k_v_and_o_once(tmp_path):
     assert (row.compulsory_read_bytes, row.compulsory_write_bytes) == (q + kv, q)
     assert row.dma_busy_cycles == result.unit_busy_cycles["dma"] and row.bound
     assert set(result.phase_bounds()) == {"attention"} and result.time_bound is None
+
+
+@pytest.mark.parametrize("mode", ["training", "inference"])
+@pytest.mark.parametrize("model", ["resnet50", "bert_base"])
+def test_no_row_moves_less_than_its_compulsory_traffic(model, mode):
+    # A row under 1.0 would mean the compulsory definition misses how the mapping works.
+    workload = load_workload("workloads/examples/resnet18_bdwp.yaml", overrides=[
+        f"operations.0.model={model}", "operations.0.batch=2", "operations.0.seq_len=64",
+        f"mode={mode}"])
+    for r in simulate(workload, engine="fast").layers:
+        assert r.read_ratio >= 1.0 and r.write_ratio >= 1.0, r.name
