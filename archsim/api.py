@@ -8,11 +8,19 @@ from dataclasses import replace
 from archsim.attention import AttentionTally
 from archsim.fast import run_program_fast
 from archsim.model import run_program
-from archsim.stats import UNIT_NAMES, LayerRecord, SegmentStats, SimResult, energy_pj
+from archsim.stats import (
+    UNIT_NAMES,
+    LayerRecord,
+    SegmentStats,
+    SimResult,
+    compressed_weight_bytes,
+    compulsory_bytes,
+    energy_pj,
+)
 from dataflows.attention import AttentionWork
 from dataflows.isa import Unit
 from dataflows.program import Schedule, Segment
-from dataflows.scheduler import GemmWork, PregenWork
+from dataflows.scheduler import DenseMapping, GemmWork, PregenWork
 from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
 from workloads.lowering import GemmTask
@@ -29,11 +37,52 @@ ENGINES = {"simpy": run_program, "fast": run_program_fast}
 _BUFFERS = ("input", "weight", "accumulator")
 
 
+#: A sparse GEMM may beat its own dense mapping by up to this factor × M/N before it is flagged.
+FAIRNESS_TOLERANCE = 1.02
+
+#: The documented reason a sparse row may beat M/N (docs/results.md, "Fairness").
+DENSE_DMA_BOUND = "dense mapping DMA-bound"
+
+
 def _sparsity_label(task: GemmTask, tiling: Tiling | None, hw: HardwareSpec) -> str:
     if task.nm is None:
         return "dense"
     n, m = task.nm
-    return f"{n}:{m}" if task.sparse_on(hw) else f"{n}:{m} (masked dense: not supported by the array)"
+    if not task.sparse_on(hw):
+        return f"{n}:{m} (masked dense: not supported by the array)"
+    if tiling is not None and not tiling.sparse:
+        return f"{n}:{m} (dense fallback: sparse mapping slower)"
+    return f"{n}:{m}"
+
+
+def _judge(rec: LayerRecord, task: GemmTask, dense: DenseMapping | None) -> LayerRecord:
+    """``rec`` with its dense mapping's cycles and, where the row is unusual, a ``note``.
+
+    Notes (docs/results.md): the dense fallback, and a sparse row that beats its own dense
+    mapping by more than ``FAIRNESS_TOLERANCE`` × M/N, with the reason where it is the
+    documented one: the dense mapping is DMA-bound and keeps the DMA busy more than
+    ``FAIRNESS_TOLERANCE`` × M/N times as long as the sparse one.
+    """
+    if dense is None:
+        return rec
+    r = rec.repeat
+    note = ""
+    if dense.fallback:
+        note = (f"dense fallback: the sparse mapping takes {dense.sparse_cycles:,} cycles, "
+                f"the dense one {dense.cycles:,}")
+    else:
+        n, m = task.nm
+        speedup = dense.cycles * r / rec.cycles if rec.cycles else 0.0
+        limit = FAIRNESS_TOLERANCE * m / n
+        if speedup > limit:
+            dma = dense.dma_busy_cycles * r / max(rec.dma_busy_cycles, 1)
+            moved = dense.dram_bytes * r / max(rec.dram_read_bytes + rec.dram_write_bytes, 1)
+            why = "unexplained"
+            if dense.dma_busy_cycles >= dense.pe_busy_cycles and dma > limit:
+                why = (f"{DENSE_DMA_BOUND}: {dma:.2f}x the DMA busy cycles, {moved:.2f}x the "
+                       f"DRAM bytes")
+            note = f"over M/N: {speedup:.2f}x its dense mapping; {why}"
+    return replace(rec, dense_cycles=dense.cycles * r, note=note)
 
 
 def _tiling_label(tiling: Tiling | None) -> str:
@@ -51,28 +100,58 @@ def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: Hardware
         ts = stats.tasks[i]
         share = stats.cycles if len(work.tasks) == 1 else stats.cycles * ts.pe_busy_cycles // pe_total
         r = segment.repeat
+        c_read, c_write = compulsory_bytes(task, tiling, hw.data_bytes)
         records.append(LayerRecord(
             name=task.name, layer=task.layer, phase=task.phase, m=task.m, k=task.k, n=task.n,
             sparsity=_sparsity_label(task, tiling, hw), repeat=r, cycles=share * r,
             macs_executed=ts.macs * r, macs_dense_equivalent=task.macs_dense * task.copies * r,
             dram_read_bytes=ts.dram_read_bytes * r, dram_write_bytes=ts.dram_write_bytes * r,
             pe_busy_cycles=ts.pe_busy_cycles * r, tiling=_tiling_label(tiling),
+            compulsory_read_bytes=c_read * task.copies * r,
+            compulsory_write_bytes=c_write * task.copies * r,
+            dma_busy_cycles=ts.dma_busy_cycles * r, vector_busy_cycles=ts.vec_busy_cycles * r,
         ))
+    if work.dense:
+        records = [_judge(rec, task, d) for rec, task, d in zip(records, work.tasks, work.dense)]
     if len(work.tasks) > 1:  # give the rounding remainder to the first GEMM: rows sum to the total
         rest = stats.cycles * segment.repeat - sum(rec.cycles for rec in records)
         records[0] = replace(records[0], cycles=records[0].cycles + rest)
     return records
 
 
-def _pregen_record(segment: Segment[PregenWork], stats: SegmentStats) -> LayerRecord:
+def _pregen_record(segment: Segment[PregenWork], stats: SegmentStats, hw: HardwareSpec) -> LayerRecord:
     (task,), r = segment.work.tasks, segment.repeat
     ts = stats.tasks[0]
+    db = hw.data_bytes  # compulsory: read the dense weight once, write it compressed once
+    compressed = compressed_weight_bytes(task.k, task.n, task.nm, db)
     return LayerRecord(
         name=f"{task.weight}.pregen", layer=task.layer, phase="pregen", m=0, k=task.k, n=task.n,
         sparsity=f"{task.nm[0]}:{task.nm[1]}", repeat=r, cycles=stats.cycles * r, macs_executed=0,
         macs_dense_equivalent=0, dram_read_bytes=ts.dram_read_bytes * r,
         dram_write_bytes=ts.dram_write_bytes * r, pe_busy_cycles=0, tiling="",
+        compulsory_read_bytes=task.k * task.n * db * r, compulsory_write_bytes=compressed * r,
+        dma_busy_cycles=ts.dma_busy_cycles * r, vector_busy_cycles=ts.vec_busy_cycles * r,
     )
+
+
+def _attention_rows(records: list[LayerRecord], attention: AttentionTally,
+                    hw: HardwareSpec) -> list[LayerRecord]:
+    """``records`` with each attention row's busy cycles and compulsory traffic filled in:
+    Q, K and V read once, O written once, at operand width (element masks excluded)."""
+    out = []
+    for rec in records:
+        layer = attention.layers.get(rec.name) if rec.phase in ("prefill", "decode") else None
+        if layer is None:
+            out.append(rec)
+            continue
+        op, db = layer.op, hw.data_bytes
+        q = op.batch * op.heads * op.queries * op.head_dim * db * op.repeat
+        kv = 2 * op.batch * op.groups * op.kv_len * op.head_dim * db * op.repeat
+        out.append(replace(
+            rec, compulsory_read_bytes=q + kv, compulsory_write_bytes=q,
+            dma_busy_cycles=layer.units[Unit.DMA], vector_busy_cycles=layer.units[Unit.VEC],
+        ))
+    return out
 
 
 def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
@@ -119,14 +198,14 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
         for name, v in stats.sram_write_bytes.items():
             sram_w[name] = sram_w.get(name, 0) + v * r
         if isinstance(segment.work, PregenWork):
-            records.append(_pregen_record(segment, stats))
+            records.append(_pregen_record(segment, stats, hw))
         elif isinstance(segment.work, AttentionWork):
             attention.add(segment, stats, len(records))
         else:
             records.extend(_layer_records(segment, stats, hw))
         if progress is not None:
             progress(done, len(sched.segments))
-    records = attention.layer_records(records)
+    records = _attention_rows(attention.layer_records(records), attention, hw)
     macs = sum(rec.macs_executed for rec in records)
     dense = sum(rec.macs_dense_equivalent for rec in records)
     d_read = sum(rec.dram_read_bytes for rec in records)

@@ -249,13 +249,11 @@ def _console(stderr: bool = False):
 
 
 def amdahl_bound(result) -> float | None:
-    """Speedup over dense if every GEMM kept its dense efficiency: dense MACs / executed MACs.
+    """Deprecated name of ``result.mac_bound`` (dense MACs / executed MACs; docs/results.md).
 
     None when the workload has no GEMM work (an SpGEMM-only run, for example).
     """
-    if not result.macs_executed:
-        return None
-    return result.macs_dense_equivalent / result.macs_executed
+    return result.mac_bound
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -290,7 +288,9 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
         "workload": workload.model_dump(mode="json", exclude={"hardware"}),
         "hardware": workload.hardware.model_dump(mode="json"),
         "summary": result.summary(),
-        "amdahl_bound": amdahl_bound(result),
+        "mac_bound": result.mac_bound,
+        "time_bound": result.time_bound,
+        "amdahl_bound": result.mac_bound,  # deprecated alias of mac_bound (docs/results.md)
         "comparison": comparison,
         "baseline_comparison": baseline_comparison,
         "layers": [rec.as_dict() for rec in result.layers],
@@ -304,7 +304,7 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
     def write_csv(fh) -> None:
         from archsim.stats import LayerRecord
 
-        writer = csv.DictWriter(fh, fieldnames=list(LayerRecord.__slots__), lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=LayerRecord.columns(), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rec.as_dict() for rec in result.layers)
 
@@ -336,6 +336,27 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
 
 
+def _mapping_rows(result) -> list[tuple[str, str]]:
+    """The summary rows that judge the mapping: traffic against compulsory, the bounding unit
+    overall and per phase, the two speedup bounds and the dense fallbacks (docs/results.md)."""
+    traffic = result.traffic()
+    rows = []
+    if traffic["dram_read_ratio"] is not None:
+        rows.append(("DRAM read / written vs compulsory",
+                     f"{traffic['dram_read_ratio']:.2f}x / {traffic['dram_write_ratio']:.2f}x of "
+                     f"{_fmt(traffic['compulsory_read_bytes'])}B / "
+                     f"{_fmt(traffic['compulsory_write_bytes'])}B"))
+    phases = ", ".join(f"{p} {b['bound']}" for p, b in result.phase_bounds().items())
+    rows.append(("bound by (overall; per phase)", f"{result.bound}; {phases}"))
+    rows.append(("speedup bound: MACs (dense / executed)", f"{result.mac_bound:.3f}x"))
+    if result.time_bound is not None:
+        rows.append(("speedup bound: time (N:M GEMMs at N/M of dense)", f"{result.time_bound:.3f}x"))
+        fallback = [r.name for r in result.layers if r.note.startswith("dense fallback")]
+        over = sum(1 for r in result.layers if r.note.startswith("over M/N"))
+        rows.append(("dense fallbacks; rows over M/N", f"{len(fallback)}; {over}"))
+    return rows
+
+
 def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -> None:
     from rich.table import Table
 
@@ -349,7 +370,7 @@ def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -
         ("DRAM read / written", f"{_fmt(result.dram_read_bytes)}B / {_fmt(result.dram_write_bytes)}B"),
         ("energy", _with_unit(result.energy_pj["total"], _ENERGY_UNITS)),
     ]
-    bound = amdahl_bound(result)
+    bound = result.mac_bound
     if bound is not None:  # the PE-array rows mean nothing for a run without GEMM work
         rows[2:2] = [
             ("MACs executed", _fmt(result.macs_executed)),
@@ -359,12 +380,14 @@ def _print_summary(workload, result, comparison: dict | None, layer_rows: int) -
         ]
         rows += [
             ("busy cycles dma / pe / vector", " / ".join(f"{v:,}" for v in result.unit_busy_cycles.values())),
-            ("ideal speedup bound (dense MACs / executed)", f"{bound:.3f}x"),
+            *_mapping_rows(result),
             ("instructions (simulated)", f"{result.instructions:,} ({result.instructions_simulated:,})"),
         ]
     if comparison:
         rows.append(("dense baseline cycles", f"{comparison['dense_cycles']:,}"))
-        bound_text = f" (bound {bound:.3f}x)" if bound is not None else ""
+        bounds = [f"{name} {v:.3f}x" for name, v in (("time bound", result.time_bound),
+                                                     ("MAC bound", bound)) if v is not None]
+        bound_text = f" ({', '.join(bounds)})" if bounds else ""
         speedup = comparison["speedup"]
         rows.append(("speedup over dense", f"{speedup:.3f}x{bound_text}" if speedup else "n/a"))
     for name, value in rows:
@@ -446,7 +469,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         comparison = {
             "dense_cycles": dense.total_cycles,
             "speedup": dense.total_cycles / result.total_cycles if result.total_cycles else None,
-            "amdahl_bound": amdahl_bound(result),
+            "mac_bound": result.mac_bound,
+            "time_bound": result.time_bound,
+            "amdahl_bound": result.mac_bound,  # deprecated alias of mac_bound
         }
     baseline_comparison = None
     if baseline is not None:

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dataflows.isa import Unit
+from workloads.arith import ceil_div, index_bits
 from workloads.spec import EnergySpec
 
-__all__ = ["SegmentStats", "TaskStats", "LayerRecord", "SimResult", "energy_pj", "UNIT_NAMES"]
+if TYPE_CHECKING:
+    from dataflows.tiling import Tiling
+    from workloads.lowering import GemmTask
+
+__all__ = [
+    "SegmentStats", "TaskStats", "LayerRecord", "SimResult", "energy_pj", "UNIT_NAMES",
+    "bound_unit", "compressed_weight_bytes", "compulsory_bytes",
+]
 
 UNIT_NAMES = {Unit.DMA: "dma", Unit.PE: "pe_array", Unit.VEC: "vector"}
 
@@ -26,6 +35,7 @@ class TaskStats:
     dram_write_bytes: int = 0
     pe_busy_cycles: int = 0
     dma_busy_cycles: int = 0
+    vec_busy_cycles: int = 0
     first_start: int | None = None
     last_end: int = 0
 
@@ -53,6 +63,8 @@ class SegmentStats:
             task.pe_busy_cycles += cycles
         elif unit == Unit.DMA:
             task.dma_busy_cycles += cycles
+        else:
+            task.vec_busy_cycles += cycles
         task.first_start = start if task.first_start is None else min(task.first_start, start)
         task.last_end = max(task.last_end, end)
         if self.trace is not None:
@@ -72,6 +84,10 @@ class LayerRecord:
 
     ``cycles`` is the GEMM's share of its segment's cycles: the whole segment when it runs
     alone; when GEMMs are interleaved, split in proportion to their PE-array busy cycles.
+    The fields after ``tiling`` judge the mapping (docs/results.md): the compulsory DRAM
+    traffic (``compulsory_bytes``), the busy cycles of the other units (``bound`` names the
+    busiest), the cycles of the GEMM's own dense mapping for an N:M GEMM the array runs
+    sparse or falls back from, and a ``note`` saying why a row is unusual.
     """
 
     name: str
@@ -89,9 +105,83 @@ class LayerRecord:
     dram_write_bytes: int
     pe_busy_cycles: int
     tiling: str
+    compulsory_read_bytes: int = 0
+    compulsory_write_bytes: int = 0
+    dma_busy_cycles: int = 0
+    vector_busy_cycles: int = 0
+    dense_cycles: int | None = None
+    note: str = ""
+
+    #: Derived columns, computed from the fields (``as_dict`` and ``layers.csv`` carry them).
+    DERIVED = ("read_ratio", "write_ratio", "bound", "sparse_speedup")
+
+    @property
+    def read_ratio(self) -> float | None:
+        """DRAM bytes read / compulsory bytes read (None without compulsory reads)."""
+        return _ratio(self.dram_read_bytes, self.compulsory_read_bytes)
+
+    @property
+    def write_ratio(self) -> float | None:
+        return _ratio(self.dram_write_bytes, self.compulsory_write_bytes)
+
+    @property
+    def bound(self) -> str:
+        """The unit with the most busy cycles (``dma``, ``pe_array``, ``vector``); "" if none."""
+        return bound_unit({"dma": self.dma_busy_cycles, "pe_array": self.pe_busy_cycles,
+                           "vector": self.vector_busy_cycles})
+
+    @property
+    def sparse_speedup(self) -> float | None:
+        """Own dense mapping's cycles / this row's cycles (N:M rows the array can run sparse)."""
+        return _ratio(self.dense_cycles or 0, self.cycles) if self.dense_cycles else None
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [*cls.__slots__, *cls.DERIVED]
 
     def as_dict(self) -> dict:
-        return {f: getattr(self, f) for f in self.__slots__}
+        return {f: getattr(self, f) for f in self.columns()}
+
+
+def _pattern(label: str) -> tuple[int, int]:
+    """(N, M) of a ``sparsity`` label that starts with ``N:M``."""
+    n, m = label.split(" ", 1)[0].split(":")
+    return int(n), int(m)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def bound_unit(busy: dict[str, int]) -> str:
+    """The key with the most busy cycles (the first on a tie); "" when nothing was busy."""
+    top = max(busy, key=busy.get, default="")
+    return top if top and busy[top] else ""
+
+
+def compressed_weight_bytes(k: int, n: int, nm: tuple[int, int], data_bytes: int) -> int:
+    """DRAM bytes of a ``k``×``n`` weight pruned N:M along ``k`` and stored compressed.
+
+    The format of ``isa.row_bytes``: each of the k·N/M kept rows holds ``n`` values and ``n``
+    packed ⌈log2 M⌉-bit indices, rounded up to whole bytes per row; no tile padding.
+    """
+    n_keep, m = nm
+    return k // m * n_keep * (n * data_bytes + ceil_div(n * index_bits(m), 8))
+
+
+def compulsory_bytes(task: GemmTask, tiling: Tiling | None, data_bytes: int) -> tuple[int, int]:
+    """(read, written) DRAM bytes any mapping of one copy of ``task`` must move.
+
+    A and B are read once, C is written once at operand width; a convolution's im2col-expanded
+    matrix counts its feature map (``GemmTask.distinct_elems``); a weight the tiling loads
+    compressed (pruned N:M, pre-generated or deployed compressed) counts its compressed size.
+    """
+    a, b, c = task.distinct_elems()
+    if tiling is not None and tiling.sparse and tiling.compressed_in_dram:
+        b_bytes = compressed_weight_bytes(task.k, task.n, task.nm, data_bytes)
+    else:
+        b_bytes = b * data_bytes
+    return a * data_bytes + b_bytes, c * data_bytes
 
 
 def energy_pj(energy: EnergySpec, macs: int, dram_read: int, dram_write: int, sram_read: int,
@@ -153,7 +243,75 @@ class SimResult:
             "segments": self.segments,
             "interleaved_segments": self.interleaved_segments,
             "spgemm_cycles": sum(op.best.cycles for op in self.spgemm),
+            "mac_bound": self.mac_bound,
+            "time_bound": self.time_bound,
+            **self.traffic(),
+            "bound": self.bound,
+            "phase_bounds": self.phase_bounds(),
         }
+
+    def traffic(self) -> dict:
+        """DRAM traffic of the ``layers`` rows against their compulsory traffic (docs/results.md).
+
+        SpGEMM ops are excluded (their traffic is in ``spgemm[]``), so the ratios compare like
+        with like.
+        """
+        read = sum(r.dram_read_bytes for r in self.layers)
+        written = sum(r.dram_write_bytes for r in self.layers)
+        c_read = sum(r.compulsory_read_bytes for r in self.layers)
+        c_written = sum(r.compulsory_write_bytes for r in self.layers)
+        return {
+            "compulsory_read_bytes": c_read,
+            "compulsory_write_bytes": c_written,
+            "dram_read_ratio": _ratio(read, c_read),
+            "dram_write_ratio": _ratio(written, c_written),
+        }
+
+    @property
+    def bound(self) -> str:
+        """The unit with the most busy cycles over the whole run (SpGEMM engine excluded)."""
+        return bound_unit(self.unit_busy_cycles)
+
+    def phase_bounds(self) -> dict[str, dict]:
+        """Per phase (``ff``, ``bp``, ``wg``, ``inference``, ``attention``, ``pregen``): the
+        busy cycles of each unit summed over the phase's rows, and the busiest (``bound``)."""
+        out: dict[str, dict] = {}
+        for r in self.layers:
+            phase = "attention" if r.phase in ("prefill", "decode") else r.phase
+            busy = out.setdefault(phase, {"dma": 0, "pe_array": 0, "vector": 0})
+            busy["dma"] += r.dma_busy_cycles
+            busy["pe_array"] += r.pe_busy_cycles
+            busy["vector"] += r.vector_busy_cycles
+        return {p: {"bound": bound_unit(b), **b} for p, b in out.items()}
+
+    @property
+    def mac_bound(self) -> float | None:
+        """Dense-equivalent MACs / executed MACs: the speedup over dense if time followed MACs
+        alone. None without GEMM work. (Formerly ``amdahl_bound``.)"""
+        return _ratio(self.macs_dense_equivalent, self.macs_executed)
+
+    @property
+    def time_bound(self) -> float | None:
+        """The speedup over dense if every N:M GEMM took exactly N/M of its own dense cycles.
+
+        Over the ``layers`` rows: an N:M row the array can run sparse (one with
+        ``dense_cycles``, fallbacks included) counts ``dense_cycles`` on the dense side and
+        ``dense_cycles``·N/M on the sparse side; any other row (dense GEMMs, attention) its own
+        ``cycles`` on both; pre-generation rows neither (the dense run has none). None without
+        an N:M row.
+        """
+        dense = ideal = 0.0
+        sparse = False
+        for r in self.layers:
+            if r.phase == "pregen":
+                continue
+            if r.dense_cycles is None:
+                dense, ideal = dense + r.cycles, ideal + r.cycles
+                continue
+            n, m = _pattern(r.sparsity)
+            sparse = True
+            dense, ideal = dense + r.dense_cycles, ideal + r.dense_cycles * n / m
+        return dense / ideal if sparse and ideal else None
 
     @property
     def effective_utilization(self) -> float:

@@ -28,11 +28,11 @@ keeps a ResNet-50 training iteration fast to simulate.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dataflows.attention import attention_layer_segments
-from dataflows.cost import program_cycles
-from dataflows.isa import SLOTS_PER_BUFFER, Op
+from dataflows.cost import latency, program_cycles, transfer_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import Tiling, default_tiling, search_tiling
 from workloads.arith import ceil_div, index_bits
@@ -41,6 +41,7 @@ from workloads.lowering import GemmTask, lower
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
 __all__ = [
+    "DenseMapping",
     "GemmWork",
     "PregenWork",
     "schedule",
@@ -53,14 +54,40 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class DenseMapping:
+    """An N:M GEMM's own dense (masked) mapping, timed exactly when the workload is scheduled.
+
+    The scheduler runs the GEMM dense where this is faster than its sparse mapping (the dense
+    fallback, docs/scheduler.md); the results judge the sparse mapping against it
+    (docs/results.md). ``cycles``, ``dram_bytes``, ``dma_busy_cycles`` and ``pe_busy_cycles``:
+    one run of the dense program; ``sparse_cycles``: one run of the sparse program, plus
+    pre-generating its weight when that pass is on (a GEMM that runs dense needs no
+    compressed copy).
+    """
+
+    cycles: int
+    dram_bytes: int
+    dma_busy_cycles: int
+    pe_busy_cycles: int
+    sparse_cycles: int
+
+    @property
+    def fallback(self) -> bool:
+        return self.cycles < self.sparse_cycles
+
+
+@dataclass(frozen=True, slots=True)
 class GemmWork:
     """What a GEMM segment computes: one or more GEMMs (more than one: their tiles interleave).
 
-    ``program.tags`` index ``tasks`` (and ``tilings``).
+    ``program.tags`` index ``tasks`` (and ``tilings``). ``dense`` holds, per task, its
+    :class:`DenseMapping` where the task is N:M and the array supports the pattern (else None;
+    empty when the caller did not time them).
     """
 
     tasks: tuple[GemmTask, ...]
     tilings: tuple[Tiling, ...]
+    dense: tuple[DenseMapping | None, ...] = ()
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -362,13 +389,24 @@ class _SegmentCache:
     """Builds each distinct GEMM or pre-generation program once and times it on demand."""
 
     def __init__(self, hw: HardwareSpec, passes: SchedulePasses) -> None:
-        self.hw, self.passes, self.programs, self._cycles = hw, passes, {}, {}
+        self.hw, self.passes, self.programs, self._cycles, self._traffic = hw, passes, {}, {}, {}
 
     def cycles(self, segment: Segment) -> int:
         """Exact cycles of one run of a segment (``cost.program_cycles``), memoized by key."""
         if segment.key not in self._cycles:
             self._cycles[segment.key] = program_cycles(segment.program, self.hw)
         return self._cycles[segment.key]
+
+    def traffic(self, segment: Segment) -> tuple[int, int, int]:
+        """(DRAM bytes, DMA busy cycles, PE busy cycles) of one run of a segment, memoized."""
+        if segment.key not in self._traffic:
+            instrs, hw = segment.program.instrs, self.hw
+            self._traffic[segment.key] = (
+                sum(transfer_bytes(i, hw) for i in instrs),
+                sum(latency(i, hw) for i in instrs if i.unit == Unit.DMA),
+                sum(latency(i, hw) for i in instrs if i.unit == Unit.PE),
+            )
+        return self._traffic[segment.key]
 
     def segment(self, work: GemmWork | PregenWork, repeat: int) -> Segment:
         kind = "gemm" if isinstance(work, GemmWork) else "pregen"
@@ -388,13 +426,47 @@ def build_segment(tasks: tuple[GemmTask, ...], hw: HardwareSpec, passes: Schedul
     return _SegmentCache(hw, passes).segment(GemmWork(tasks, tilings), tasks[0].repeat)
 
 
-def _gemm_group(cache: _SegmentCache, group: list[GemmTask], tiling: dict) -> list[Segment]:
+def _dense_mapping(cache: _SegmentCache, task: GemmTask, tiling: Tiling, pregen: bool) -> DenseMapping:
+    """Time ``task``'s dense (masked) mapping and its sparse one (``tiling``), exactly.
+
+    The dense mapping is the one the workload's dense variant gets: the tiling of the same
+    GEMM without its pattern, weights loaded dense.
+    """
+    dense_tiling = tiling_for(replace(task, nm=None, weight=None), cache.hw, cache.passes, False)
+    dense = cache.segment(GemmWork((task,), (dense_tiling,)), task.repeat)
+    sparse = cache.cycles(cache.segment(GemmWork((task,), (tiling,)), task.repeat))
+    if pregen:
+        sparse += cache.cycles(cache.segment(PregenWork((task,), (tiling,)), task.repeat))
+    return DenseMapping(cache.cycles(dense), *cache.traffic(dense), sparse)
+
+
+def _dense_fallback(cache: _SegmentCache, tasks: list[GemmTask], tiling: dict[str, Tiling],
+                    pregen: bool) -> dict[str, DenseMapping]:
+    """Each sparse GEMM's :class:`DenseMapping`; where it is faster, ``tiling`` switches to it.
+
+    A GEMM that falls back keeps its N:M pattern (its row says "dense fallback") but runs the
+    dense tiling, so it needs no pre-generated weight either.
+    """
+    dense = {}
+    for t in tasks:
+        if tiling[t.name].sparse:
+            dense[t.name] = found = _dense_mapping(cache, t, tiling[t.name], pregen)
+            if found.fallback:
+                plain = replace(t, nm=None, weight=None)
+                tiling[t.name] = tiling_for(plain, cache.hw, cache.passes, False)
+    return dense
+
+
+def _gemm_group(cache: _SegmentCache, group: list[GemmTask], tiling: dict,
+                dense: dict[str, DenseMapping]) -> list[Segment]:
     """The segments of one layer's GEMMs: apart, or interleaved where that is exactly faster."""
-    separate = [cache.segment(GemmWork((t,), (tiling[t.name],)), t.repeat) for t in group]
+    separate = [cache.segment(GemmWork((t,), (tiling[t.name],), (dense.get(t.name),)), t.repeat)
+                for t in group]
     passes = cache.passes
     # Interleaving needs a second accumulator slot for the other GEMM's tile in flight.
     if passes.interleave and passes.double_buffering and len(group) > 1:
-        work = GemmWork(tuple(group), tuple(tiling[t.name] for t in group))
+        work = GemmWork(tuple(group), tuple(tiling[t.name] for t in group),
+                        tuple(dense.get(t.name) for t in group))
         mixed = cache.segment(work, group[0].repeat)
         if cache.cycles(mixed) < sum(cache.cycles(s) for s in separate):
             return [mixed]
@@ -413,13 +485,15 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     groups = lower(layers, workload.mode)
     attention = attention_layer_segments(layers, hw)
     tiling = {t.name: tiling_for(t, hw, passes, compressed) for g in groups for t in g}
+    pregen = training and passes.pregenerate_sparse_weights
+    dense = _dense_fallback(cache, [t for g in groups for t in g], tiling, pregen)
     segments: list[Segment] = []
-    if training and passes.pregenerate_sparse_weights:
+    if pregen:
         pruned = [t for g in groups for t in g if t.weight and tiling[t.name].sparse]
         segments.extend(cache.segment(PregenWork((t,), (tiling[t.name],)), t.repeat) for t in pruned)
     for group in groups:
         if group:
-            segments.extend(_gemm_group(cache, group, tiling))
+            segments.extend(_gemm_group(cache, group, tiling, dense))
         else:  # an attention layer: its FlashAttention-style segments, in layer order
             segments.extend(next(attention))
     return Schedule(hw, passes, tuple(segments))

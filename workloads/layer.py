@@ -13,7 +13,7 @@ from typing import Literal
 
 from workloads.spec import AttentionOp, BDWPSparsity, DenseSparsity, NMSparsity
 
-__all__ = ["Layer", "SparsityT", "attention_layer", "conv_output_size"]
+__all__ = ["Layer", "SparsityT", "attention_layer", "conv_input_extent", "conv_output_size"]
 
 SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
 
@@ -39,6 +39,12 @@ class Layer:
         form a block-diagonal ``in × out`` matrix (``in``/``out`` are then that many groups'
         features) and ``batch_count`` such GEMMs cover all groups. The zero blocks are real
         array work; the layer's MACs are ``rows·in·out·batch_count / block_diagonal``.
+    feature_map_elems
+        For a convolution, the elements of its input feature map that the im2col rows read
+        (batch · H' · W' · C_in, with H' and W' the input rows and columns some output reads:
+        all of them unless the stride skips some, ``conv_input_extent``). The compulsory DRAM
+        traffic of the im2col-expanded operands counts these, not the expansion. 0 for other
+        layers, whose GEMM operands are the tensors themselves.
     """
 
     name: str
@@ -55,6 +61,7 @@ class Layer:
     note: str = ""
     attention: AttentionOp | None = None  # kind "attention" only
     block_diagonal: int = 1  # groups of a grouped convolution packed into one GEMM
+    feature_map_elems: int = 0
 
 
 def attention_layer(op: AttentionOp) -> Layer:
@@ -68,3 +75,14 @@ def attention_layer(op: AttentionOp) -> Layer:
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output extent of a convolution along one axis."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_input_extent(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Input positions along one axis that at least one output of a convolution reads.
+
+    All ``size`` of them, except where a stride longer than the kernel skips some (a 1×1
+    stride-2 convolution reads every other row). Padding positions are not input.
+    """
+    out = conv_output_size(size, kernel, stride, padding)
+    read = {o * stride + j - padding for o in range(out) for j in range(kernel)}
+    return sum(1 for i in read if 0 <= i < size)

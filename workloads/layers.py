@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workloads import zoo
-from workloads.layer import Layer, SparsityT, attention_layer, conv_output_size
+from workloads.layer import Layer, SparsityT, attention_layer, conv_input_extent, conv_output_size
 from workloads.spec import (
     AttentionOp,
     Conv2dOp,
@@ -72,9 +72,11 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT, cols: int) -
     g = op.groups
     c_in, c_out = op.in_channels // g, op.out_channels // g
     p = groups_per_gemm(g, c_out, cols) if g > 1 else 1
+    read = conv_input_extent(h, kh, op.stride, op.padding) * conv_input_extent(w, kw, op.stride, op.padding)
     return Layer(
         op.name, "conv2d", op.batch * ho * wo, p * c_in * kh * kw, p * c_out, sparsity, c_in,
         c_out, batch_count=g // p, repeat=op.repeat, block_diagonal=p,
+        feature_map_elems=op.batch * read * p * c_in,  # per GEMM copy: its p groups' channels
     )
 
 

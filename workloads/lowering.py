@@ -63,6 +63,10 @@ class GemmTask:
     block_diagonal
         Groups of a grouped convolution packed into this GEMM: only 1/``block_diagonal`` of
         its products belong to the layer (the rest are zero blocks or unused blocks).
+    im2col_elems
+        For a convolution's GEMM, the feature-map elements behind its im2col-expanded matrix
+        (``Layer.feature_map_elems``): A in ``ff``/``inference`` (X), C in ``bp`` (dX), B in
+        ``wg`` (X). 0 when no operand is an im2col expansion.
     """
 
     name: str
@@ -76,6 +80,7 @@ class GemmTask:
     copies: int = 1
     repeat: int = 1
     block_diagonal: int = 1
+    im2col_elems: int = 0
 
     def sparse_on(self, hw: HardwareSpec) -> bool:
         return self.nm is not None and hw.supports(*self.nm)
@@ -85,6 +90,14 @@ class GemmTask:
         """Dense-equivalent multiply-accumulates of one copy: the layer's own products
         (without the zero blocks of a block-diagonal GEMM)."""
         return self.m * self.k * self.n // self.block_diagonal
+
+    def distinct_elems(self) -> tuple[int, int, int]:
+        """Distinct elements of (A, B, C) in one copy: each matrix's size, except that an
+        im2col-expanded matrix counts its feature map (``im2col_elems``)."""
+        sizes = [self.m * self.k, self.k * self.n, self.m * self.n]
+        if self.im2col_elems:
+            sizes[{"inference": 0, "ff": 0, "bp": 2, "wg": 1}[self.phase]] = self.im2col_elems
+        return sizes[0], sizes[1], sizes[2]
 
     def macs_executed(self, hw: HardwareSpec) -> int:
         """MACs the array performs for one copy: N/M of dense when it skips pruned weights,
@@ -115,7 +128,7 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
         return []  # not a GEMM: dataflows.attention maps it (the scheduler sees an empty group)
     rows, f_in, f_out, name = layer.rows, layer.in_features, layer.out_features, layer.name
     same = {"copies": layer.batch_count, "repeat": layer.repeat,
-            "block_diagonal": layer.block_diagonal}
+            "block_diagonal": layer.block_diagonal, "im2col_elems": layer.feature_map_elems}
     phase: Phase = "inference" if mode == "inference" else "ff"
     if layer.kind == "matmul":
         tasks = [GemmTask(name, name, phase, rows, f_in, f_out, **same)]
