@@ -12,14 +12,16 @@ import csv
 import importlib
 import importlib.util
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
 
-__all__ = ["main", "write_run_outputs", "RESULTS_SCHEMA_VERSION"]
+__all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
 
 #: Bumped whenever a field of results.json changes meaning (docs/results.md).
 RESULTS_SCHEMA_VERSION = 1
@@ -82,11 +84,19 @@ _EXTRA_OF = {
 }
 
 
+#: Commands whose ``--out`` is a folder (``baseline --out`` names a file; it checks its own).
+_OUT_IS_FOLDER = ("run", "dse", "report", "rtl")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archsim`` console script; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
+            # Before any work, so a bad --out costs nothing. `run` creates its folder only once
+            # the workload is valid; the others create it now, which also proves it writable.
+            (check_out_dir if args.command == "run" else prepare_out_dir)(Path(args.out))
         return args.handler(args)
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
@@ -162,15 +172,32 @@ def amdahl_bound(result) -> float | None:
     return result.macs_dense_equivalent / result.macs_executed
 
 
+def check_out_dir(out: Path) -> Path:
+    """Fail now if ``out`` cannot become a writable folder; creates nothing."""
+    try:
+        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
+    except (ValueError, StopIteration):  # a NUL byte in the path
+        raise ArchsimError(f"--out {str(out)!r}: not a usable path") from None
+    if not first.is_dir():  # mkdir would only say "File exists"
+        what = "is a file" if first == out else f"is inside {first}, a file"
+        raise ArchsimError(f"--out {out}: {what}; expected a folder")
+    if not os.access(first, os.W_OK | os.X_OK):
+        where = "" if first == out else f" ({first} is read-only)"
+        raise ArchsimError(f"--out {out}: cannot write there{where}")
+    return out
+
+
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".archsim-write-test"
         probe.write_text("")
         probe.unlink()
-    except OSError as exc:
-        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
     return out
 
 
@@ -180,6 +207,27 @@ def _write_atomically(path: Path, write) -> None:
     with tmp.open("w", newline="") as fh:
         write(fh)
     tmp.replace(path)
+
+
+def _finite(value, where: str):
+    """``value`` with every NaN or infinity replaced by null (JSON has neither), said on stderr.
+
+    The specs reject non-finite inputs, so one here is a bug; the run's other numbers are kept.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        print(f"archsim: warning: {where} is {value}; written as null", file=sys.stderr)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def default_out_dir(name: str) -> Path:
+    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``)."""
+    safe = re.sub(r"[^\w.+-]+", "_", name).strip("._")[:100] or "workload"
+    return Path("out") / safe
 
 
 def write_run_outputs(out: Path, workload, result, comparison: dict | None,
@@ -202,7 +250,8 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
         "attention": [rec.as_dict() for rec in result.attention],
     }
     results = out / "results.json"
-    _write_atomically(results, lambda fh: fh.write(json.dumps(doc, indent=2) + "\n"))
+    text = json.dumps(_finite(doc, "results"), indent=2, allow_nan=False)  # always valid JSON
+    _write_atomically(results, lambda fh: fh.write(text + "\n"))
     layers = out / "layers.csv"
 
     def write_csv(fh) -> None:
@@ -330,7 +379,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
-    out = prepare_out_dir(Path(args.out) if args.out else Path("out") / workload.name)
+    out = prepare_out_dir(Path(args.out) if args.out else default_out_dir(workload.name))
+    for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
+        print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
+              f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "
+              f"it runs masked-dense, at dense speed (unsupported_nm: masked_dense)",
+              file=sys.stderr)
+    from archsim.size import NOTICE_STEPS, check_size
+
+    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
+    if size.steps > NOTICE_STEPS and not args.quiet:
+        print(f"archsim: large workload: {size.steps:,} tile steps, about "
+              f"{size.seconds:.0f} s{' (x2 with --compare-dense)' if args.compare_dense else ''}",
+              file=sys.stderr, flush=True)
     baseline = None
     if args.baseline:  # read and match it before simulating, so a bad file costs nothing
         from baselines.compare import load_baseline_for

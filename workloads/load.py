@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workloads.errors import SpecError
-from workloads.spec import HardwareSpec, WorkloadSpec
+from workloads.spec import HardwareSpec, Limits, WorkloadSpec
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
@@ -405,10 +405,19 @@ def _describe(error: dict, model: type[BaseModel], loc: tuple, data: Any = None)
     return msg
 
 
+def _limits(data: Any) -> Limits:
+    """The document's ``limits:`` (defaults where invalid: validation then reports them)."""
+    try:
+        return Limits.model_validate(data.get("limits", {}) if isinstance(data, dict) else {})
+    except ValidationError:
+        return Limits()
+
+
 def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
     try:
         # The file's folder resolves relative paths inside it (SpGEMM .mtx sources).
-        return model.model_validate(data, context={"base_dir": doc.path.parent})
+        return model.model_validate(data, context={"base_dir": doc.path.parent,
+                                                   "limits": _limits(data)})
     except ValidationError as exc:
         # A misspelled key yields both "unknown key" and "required field is missing"; the first
         # says what to fix, so unknown keys are reported before anything else.
@@ -524,7 +533,24 @@ def load_workload(
             _apply_override(doc, loc, value, original)
     if hw_doc is not None:
         doc.data["hardware"] = _validate(HardwareSpec, hw_doc, hw_doc.data)
-    return _validate(WorkloadSpec, doc, doc.data)
+    spec = _validate(WorkloadSpec, doc, doc.data)
+    _check_patterns(spec, doc)
+    return spec
+
+
+def _check_patterns(spec: WorkloadSpec, doc: _Doc) -> None:
+    """An N:M pattern the hardware does not list is an error unless the workload opts in."""
+    if spec.unsupported_nm == "masked_dense":
+        return
+    for i, name, pattern in spec.unsupported_patterns():
+        own = isinstance(doc.data["operations"][i], dict) and "sparsity" in doc.data["operations"][i]
+        loc = ("operations", i, "sparsity") if own else ("sparsity",)
+        raise SpecError(
+            f"{_line_of(doc, loc)}: {_dotted(loc)}: N:M {pattern} (operation {name!r}) is not "
+            f"among hardware {spec.hardware.name!r}'s nm_patterns ({spec.supported_patterns_text()}); "
+            f"choose a supported one, add it to nm_patterns, or set 'unsupported_nm: "
+            f"masked_dense' to run it dense at dense speed"
+        )
 
 
 def load_document(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import inspect
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from workloads.generators.sparse_matrices import (
     stencil_offsets,
     uniform_random,
 )
+from workloads.spec import Limits
 
 __all__ = [
     "GENERATORS",
@@ -283,7 +285,11 @@ def known_matrix_names() -> tuple[str, ...]:
 
 
 def resolve_matrix(
-    source: str, params: Mapping[str, object] | None, seed: int, base_dir: Path
+    source: str,
+    params: Mapping[str, object] | None,
+    seed: int,
+    base_dir: Path,
+    limits: Limits | None = None,
 ) -> NamedMatrix:
     """Build or load the matrix a workload names.
 
@@ -298,6 +304,9 @@ def resolve_matrix(
         Seed for generators and look-alikes; real matrices ignore it.
     base_dir : pathlib.Path
         Directory that relative file paths are resolved against (the workload file's folder).
+    limits : Limits, optional
+        ``matrix_rows`` and ``matrix_nnz`` bound a generator's parameters and a file's header
+        before anything is allocated (defaults: :class:`~workloads.spec.Limits`).
 
     Returns
     -------
@@ -307,12 +316,14 @@ def resolve_matrix(
     ------
     SpecError
         For an unknown name (with a did-you-mean), unknown or missing parameters, invalid
-        parameter values, and unreadable or empty files.
+        parameter values, sizes above the limits, and unreadable or empty files.
     """
+    limits = limits or Limits()
     if not isinstance(source, str) or not source:
         raise SpecError(f"expected a matrix source name or .mtx path, got {source!r}")
     params = dict(params or {})
     if source in GENERATORS:
+        _check_generator_size(source, params, limits)
         return _generated(source, params, seed)
     kind, _, name = source.partition(":")
     if kind == "pyamg" and name in PYAMG_EXAMPLES:
@@ -327,7 +338,7 @@ def resolve_matrix(
     if source.lower().endswith((".mtx", ".mtx.gz")):
         _expect_no_params(source, params)
         path = Path(base_dir) / source
-        matrix, value_note = _read_mtx(path)
+        matrix, value_note = _read_mtx(path, limits)
         return NamedMatrix(
             name=source,
             matrix=matrix,
@@ -535,11 +546,80 @@ def _networkx_graph(name: str) -> NamedMatrix:
     )
 
 
-def _read_mtx(path: Path) -> tuple[sp.csr_matrix, str]:
+def _check_generator_size(source: str, params: dict[str, object], limits: Limits) -> None:
+    """Refuse a generator whose rows or nonzeros exceed the limits, before it allocates them."""
+
+    def number(name: str, default: float = 0) -> float:
+        value = params.get(name, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and np.isfinite(value) else default  # the generator says why
+
+    rows = number("n_rows", number("n"))
+    cols = number("n_cols", rows)
+    if source == "uniform":
+        nnz = number("nnz", number("density") * rows * cols)
+    elif source == "banded":
+        offsets = params.get("offsets")
+        diagonals = len(offsets) if isinstance(offsets, list) else 27 if "stencil" in params else (
+            2 * number("bandwidth") + 1)
+        nnz = number("nnz", rows * diagonals)
+    elif source == "block_diagonal":
+        nnz = rows * number("block") * min(number("density", 1.0), 1.0)
+    else:
+        nnz = number("nnz")
+    _check_size(f"matrix source {source!r}", max(rows, cols), nnz, limits)
+
+
+def _check_size(what: str, rows: float, nnz: float, limits: Limits) -> None:
+    if rows > limits.matrix_rows:
+        raise SpecError(
+            f"{what}: {rows:,.0f} rows or columns is above limits.matrix_rows = "
+            f"{limits.matrix_rows:,}; raise 'limits: {{matrix_rows: ...}}' in the workload if meant"
+        )
+    if nnz > limits.matrix_nnz:
+        raise SpecError(
+            f"{what}: {nnz:,.0f} nonzeros is above limits.matrix_nnz = {limits.matrix_nnz:,} "
+            f"(about {nnz * 24 / 2**30:,.1f} GiB); raise 'limits: {{matrix_nnz: ...}}' if meant"
+        )
+
+
+#: A value that is not a plain integer: a decimal point, an exponent, or anything else.
+_NOT_INTEGER = re.compile(rb"[^\s0-9+-]")
+
+
+def _check_integer_body(path: Path, most: int) -> None:
+    """An ``integer`` file's values must be integers: scipy would truncate 1.5 to 1 silently."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        text = fh.read(most)  # the declared entries, generously; scipy checks the rest
+    body = 0
+    for line in text.splitlines(keepends=True):  # header, comments, then the size line
+        body += len(line)
+        if line.strip() and not line.startswith(b"%"):
+            break
+    bad = _NOT_INTEGER.search(text, body)
+    if bad:
+        line_no = text.count(b"\n", 0, bad.start()) + 1
+        start = text.rfind(b"\n", 0, bad.start()) + 1
+        entry = text[start:text.find(b"\n", bad.start())].decode(errors="replace").strip()
+        raise SpecError(
+            f"{path}:{line_no}: entry {entry!r} is not an integer, but the header declares "
+            f"'integer' values; fix the entry or declare the field 'real'"
+        )
+
+
+def _read_mtx(path: Path, limits: Limits | None = None) -> tuple[sp.csr_matrix, str]:
     """`load_mtx` plus a note on how the values were made integers."""
+    limits = limits or Limits()
     if not path.is_file():
         raise SpecError(f"{path}: matrix file not found (expected a .mtx or .mtx.gz file)")
     try:
+        rows, cols, entries, layout, field, symmetry = scipy.io.mminfo(path)
+        # Symmetric files store one triangle; the matrix holds up to twice the entries.
+        stored = entries * (1 if symmetry == "general" else 2)
+        _check_size(f"{path}: header", max(rows, cols), stored, limits)
+        if field == "integer":
+            _check_integer_body(path, 100 * (entries + 1) + (1 << 20))
         raw = scipy.io.mmread(path)
     except (
         ValueError,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -45,6 +46,7 @@ __all__ = [
     "BDWPSparsity",
     "Sparsity",
     "SchedulePasses",
+    "Limits",
     "GemmOp",
     "LinearOp",
     "Conv2dOp",
@@ -71,9 +73,34 @@ __all__ = [
 #: Largest group size M the unified N:M datapath supports (the PE's activation mux is M:1).
 MAX_M = 16
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+#: Largest PE array side: 16 times a TPU's, far beyond what an FPGA holds.
+MAX_ARRAY_DIM = 4096
+
+#: Largest integer any size field takes: far above every real size, and below the 2**63 where
+#: numpy's int64 arithmetic downstream would overflow silently.
+MAX_INT = 1 << 48
+
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_INT)]
+# Infinity and NaN mean nothing in a clock or an energy, and would reach results.json.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _folder_name(value: str) -> str:
+    """A name that also names an output folder (``out/<name>``) and must stay inside it."""
+    if not value or value.startswith(".") or any(c in value for c in "/\\") or any(
+        ord(c) < 32 for c in value
+    ):
+        raise ValueError(
+            f"{value!r} cannot name an output folder (out/<name>); use letters, digits, '-', "
+            f"'_' and '.', not starting with '.', without '/', '\\' or control characters"
+        )
+    return value
+
+
+#: The name of a workload or a hardware description (it names the output folder).
+FolderName = Annotated[str, Field(max_length=200), AfterValidator(_folder_name)]
 _Pair = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 
 
@@ -108,8 +135,8 @@ class NMPattern(_Spec):
 class ArraySpec(_Spec):
     """The systolic PE array: ``rows`` PEs along the reduction dimension, ``cols`` along outputs."""
 
-    rows: PositiveInt
-    cols: PositiveInt
+    rows: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
+    cols: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
     dataflow: Literal["weight_stationary"] = "weight_stationary"
 
 
@@ -180,12 +207,12 @@ class ControllerSpec(_Spec):
 class EnergySpec(_Spec):
     """Energy per action in picojoules (defaults: 16-bit fixed point, see docs/energy.md)."""
 
-    mac_pj: float = 0.9
-    sram_read_pj_per_byte: float = 1.2
-    sram_write_pj_per_byte: float = 1.4
-    dram_read_pj_per_byte: float = 160.0
-    dram_write_pj_per_byte: float = 160.0
-    vector_group_pj: float = 2.0
+    mac_pj: NonNegativeFloat = 0.9
+    sram_read_pj_per_byte: NonNegativeFloat = 1.2
+    sram_write_pj_per_byte: NonNegativeFloat = 1.4
+    dram_read_pj_per_byte: NonNegativeFloat = 160.0
+    dram_write_pj_per_byte: NonNegativeFloat = 160.0
+    vector_group_pj: NonNegativeFloat = 2.0
 
 
 def _power_of_two(value: int) -> bool:
@@ -254,8 +281,8 @@ class HardwareSpec(_Spec):
     """
 
     version: Literal[1] = 1
-    name: str
-    clock_mhz: PositiveFloat
+    name: FolderName
+    clock_mhz: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
     array: ArraySpec
     data_bits: Annotated[int, Field(ge=2, le=32)] = 16
     acc_bits: Annotated[int, Field(ge=8, le=64)] = 32
@@ -693,6 +720,36 @@ class ModelOp(_Spec):
 SPGEMM_DATAFLOWS = ("inner", "outer", "gustavson", "hash")
 
 
+class Limits(_Spec):
+    """Sizes checked before anything is allocated or built (docs/workloads.md, "Limits").
+
+    The defaults keep a run within about a gigabyte and a few minutes; a workload that means to
+    be larger raises them here (``limits: {tile_steps: 5000000}``).
+
+    Attributes
+    ----------
+    tile_steps
+        GEMM tile steps (one COMPUTE and its loads) of all distinct GEMM programs, counted from
+        the tiling before the programs are built; each costs about 1 KiB and 100 µs.
+    matrix_rows, matrix_nnz
+        Rows (and columns) and nonzeros of one SpGEMM matrix, checked against a generator's
+        parameters and a Matrix Market header before the matrix is built or read.
+    array_elements
+        Elements of one ``.npy``/``.npz`` array (Q, K, block masks), checked on its header.
+    """
+
+    tile_steps: PositiveInt = 500_000
+    matrix_rows: PositiveInt = 20_000_000
+    matrix_nnz: PositiveInt = 20_000_000
+    array_elements: PositiveInt = 1 << 28
+
+
+def limits_of(info: ValidationInfo) -> Limits:
+    """The workload's limits while it is validated (the loader passes them in the context)."""
+    limits = (info.context or {}).get("limits")
+    return limits if isinstance(limits, Limits) else Limits()
+
+
 class MatrixSource(_Spec):
     """A sparse matrix for SpGEMM: a name or ``.mtx`` path, generator parameters and a seed.
 
@@ -704,11 +761,13 @@ class MatrixSource(_Spec):
     params: dict[str, Any] = {}
     seed: NonNegativeInt = 0
     _base_dir: Path | None = PrivateAttr(default=None)
+    _limits: Limits | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _resolvable(self, info: ValidationInfo) -> MatrixSource:
         base = (info.context or {}).get("base_dir")
         self._base_dir = Path(base) if base is not None else None
+        self._limits = limits_of(info)
         try:
             matrix = self.resolve().matrix
         except SpecError as exc:  # the loader adds file:line and the field path
@@ -725,16 +784,16 @@ class MatrixSource(_Spec):
         base = self._base_dir if self._base_dir is not None else Path.cwd()
         # JSON text is a hashable cache key for the YAML scalars, lists and mappings in params.
         params = json.dumps(self.params, sort_keys=True)
-        return _resolve_cached(self.source, params, self.seed, str(base))
+        return _resolve_cached(self.source, params, self.seed, str(base), self._limits)
 
 
 @functools.lru_cache(maxsize=8)
-def _resolve_cached(source: str, params: str, seed: int, base_dir: str):
+def _resolve_cached(source: str, params: str, seed: int, base_dir: str, limits: Limits | None):
     # Validation and simulation both need the matrix; generating a large one twice would double
     # the load time, so the few most recent ones are kept.
     from workloads.matrices import resolve_matrix  # numpy/scipy only when a workload needs it
 
-    return resolve_matrix(source, json.loads(params), seed, Path(base_dir))
+    return resolve_matrix(source, json.loads(params), seed, Path(base_dir), limits)
 
 
 class SpGEMMOp(_Spec):
@@ -798,11 +857,16 @@ class WorkloadSpec(_Spec):
     """A workload: operations, a training/inference mode, a default sparsity and the hardware."""
 
     version: Literal[1]
-    name: str
+    name: FolderName
     hardware: HardwareSpec
     mode: Literal["inference", "training"] = "inference"
     sparsity: Sparsity = DenseSparsity()
     schedule: SchedulePasses = SchedulePasses()
+    limits: Limits = Limits()
+    # What an N:M pattern the hardware does not list does: "error" (the default: a spec error
+    # listing the supported patterns) or "masked_dense" (run the masked weights at dense speed;
+    # the CLI warns). Never silently dense.
+    unsupported_nm: Literal["error", "masked_dense"] = "error"
     # Lax only for list → tuple; the elements are strict models.
     operations: Annotated[tuple[Operation, ...], Field(min_length=1, strict=False)]
 
@@ -826,6 +890,24 @@ class WorkloadSpec(_Spec):
             for op in ops
         ]
         return data
+
+    def unsupported_patterns(self) -> list[tuple[int, str, str]]:
+        """``(operation index, operation name, "n:m")`` for each weight pattern the hardware
+        does not run sparse (those run masked-dense, at dense speed)."""
+        found = []
+        for i, op in enumerate(self.operations):
+            sparsity = getattr(op, "sparsity", None)
+            if isinstance(op, ModelOp):
+                sparsity = sparsity or self.sparsity
+            if isinstance(sparsity, (NMSparsity, BDWPSparsity)):
+                if not self.hardware.supports(sparsity.n, sparsity.m):
+                    found.append((i, getattr(op, "name", None) or op.op,
+                                  f"{sparsity.n}:{sparsity.m}"))
+        return found
+
+    def supported_patterns_text(self) -> str:
+        """The hardware's N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
+        return ", ".join(f"{p.n}:{p.m}" for p in self.hardware.nm_patterns) or "none"
 
     @model_validator(mode="after")
     def _attention_inference_only(self) -> WorkloadSpec:
