@@ -25,7 +25,7 @@ NOTICE_STEPS = 200_000
 
 @dataclass(frozen=True, slots=True)
 class ProgramSize:
-    """Tile steps of all distinct GEMM programs, and the GEMM with the most."""
+    """Tile steps of all distinct programs, and the GEMM or attention op with the most."""
 
     steps: int
     largest: str
@@ -37,7 +37,8 @@ class ProgramSize:
 
 
 def program_size(workload: WorkloadSpec) -> ProgramSize:
-    """Count the tile steps the scheduler would build for ``workload`` (GEMM programs only)."""
+    """Count the tile steps the scheduler would build for ``workload``: GEMM tiles, plus one per
+    (query block, key block) pair of each attention head."""
     from dataflows.lowering import lower
     from dataflows.scheduler import tiling_for
     from workloads.layers import expand
@@ -53,6 +54,11 @@ def program_size(workload: WorkloadSpec) -> ProgramSize:
                 m, k, n = tiling.dims(task)
                 count = task.copies * ceil_div(m, tiling.tm) * ceil_div(k, tiling.tk)
                 steps[key] = (task.name, count * ceil_div(n, tiling.tn))
+    for layer in expand(workload):
+        if layer.attention is not None:  # one step per (query block, key block) of each head
+            op = layer.attention
+            blocks = ceil_div(op.queries, op.block_size) * ceil_div(op.kv_len, op.block_size)
+            steps[("attention", op)] = (op.name, op.batch * op.heads * blocks)
     if not steps:
         return ProgramSize(0, "", 0)
     largest, most = max(steps.values(), key=lambda item: item[1])
@@ -65,7 +71,7 @@ def check_size(workload: WorkloadSpec, source: str) -> ProgramSize:
     limit = workload.limits.tile_steps
     if size.steps > limit:
         raise SpecError(
-            f"{source}: the GEMM programs would have {size.steps:,} tile steps ({size.largest}: "
+            f"{source}: the tile programs would have {size.steps:,} tile steps ({size.largest}: "
             f"{size.largest_steps:,}), above limits.tile_steps = {limit:,} (about "
             f"{_duration(size.seconds)} and {size.steps >> 20 or '<1'} GiB); shrink the "
             f"workload or raise 'limits: {{tile_steps: ...}}' in it"

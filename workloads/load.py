@@ -358,6 +358,7 @@ def _fields_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[str]
             if part in model.model_fields:
                 nxt.extend(_models_in(model.model_fields[part].annotation))
         candidates = [m for m in nxt if _tag_matches(m, node)] or nxt
+    candidates = [m for m in candidates if _tag_matches(m, node)] or candidates  # list elements
     return sorted({name for m in candidates for name in m.model_fields})
 
 
@@ -369,9 +370,12 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
     """Drop union tags pydantic inserts into locations (``operations.0.gemm.m`` → ``…0.m``)."""
     out: list = []
     node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node:
-            if part in (node.get("op"), node.get("kind")):
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str):
+            # `op: model` has a field `model` too: right after a list index it is the tag.
+            after_index = i > 0 and isinstance(loc[i - 1], int)
+            is_tag = part not in node or (part == node.get("op") and after_index)
+            if is_tag and part in (node.get("op"), node.get("kind")):
                 continue
         out.append(part)
         try:

@@ -610,7 +610,7 @@ class AttentionOp(_Spec):
     repeat: PositiveInt = 1
 
     @model_validator(mode="after")
-    def _shape(self) -> AttentionOp:
+    def _shape(self, info: ValidationInfo) -> AttentionOp:
         kv_heads = self.kv_heads or self.heads
         if self.heads % kv_heads:
             raise ValueError(
@@ -635,7 +635,25 @@ class AttentionOp(_Spec):
             raise ValueError(
                 f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"
             )
+        self._check_arrays(limits_of(info).array_elements)
         return self
+
+    def _check_arrays(self, limit: int) -> None:
+        """The arrays a data-dependent pattern allocates (Q, K, one head's scores) fit the limit."""
+        if not isinstance(self.pattern, (BlasstAttention, TopKAttention)):
+            return
+        arrays = {
+            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * self.queries * self.head_dim,
+            "K (batch*kv_heads*kv_len*head_dim)": self.batch * self.groups * self.kv_len
+            * self.head_dim,
+            "the scores of one head (q_len*kv_len)": self.queries * self.kv_len,
+        }
+        for what, count in arrays.items():
+            if count > limit:
+                raise ValueError(
+                    f"pattern {self.pattern.kind!r} needs {what} = {count:,} elements, above "
+                    f"limits.array_elements = {limit:,}; shrink the op or raise the limit"
+                )
 
     @property
     def groups(self) -> int:
@@ -707,6 +725,24 @@ class ModelOp(_Spec):
                     f"decoder needs hidden % heads == 0 and heads % kv_heads == 0, got hidden="
                     f"{hidden}, heads={heads}, kv_heads={kv_heads}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _expandable(self) -> ModelOp:
+        # The zoo builds an attention op per block; one it cannot build (too large for the
+        # array limits, for example) is this op's error, not a traceback in the scheduler.
+        if self.pattern is None:
+            return self
+        from pydantic import ValidationError
+
+        from workloads.zoo import model_layers  # the zoo imports this module
+
+        try:
+            model_layers(self)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            message = error["msg"].removeprefix("Value error, ")
+            raise ValueError(f"its attention layers: {message}") from None
         return self
 
     def decoder_shape(self) -> tuple[int, int, int, int]:

@@ -23,7 +23,7 @@ def run(tmp_path, *args: str) -> int:
 def test_a_huge_gemm_is_refused_before_scheduling(tmp_path, capsys):
     assert run(tmp_path, "--set", "operations.0.m=1000000000") == 2
     err = capsys.readouterr().err
-    assert err == (f"archsim: error: {TINY_GEMM}: the GEMM programs would have 62,500,008 tile "
+    assert err == (f"archsim: error: {TINY_GEMM}: the tile programs would have 62,500,008 tile "
                    f"steps (dense: 62,500,000), above limits.tile_steps = 500,000 (about 104 min "
                    f"and 59 GiB); shrink the workload or raise 'limits: {{tile_steps: ...}}' in it\n")
     assert not (tmp_path / "o" / "results.json").exists()
@@ -153,3 +153,44 @@ def test_masked_dense_opt_in_runs_with_a_warning(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "archsim: warning: operations[2] (nm28): N:M 3:8 is not among tiny's nm_patterns (1:2, "
         "2:4, 1:4, 2:8); it runs masked-dense, at dense speed (unsupported_nm: masked_dense)\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Attention sizes
+# --------------------------------------------------------------------------------------------
+
+ATTENTION = EXAMPLE_DIR / "attention_bert.yaml"
+
+
+def test_data_dependent_attention_arrays_are_bounded(tmp_path):
+    with pytest.raises(SpecError, match=r"attention_bert\.yaml:8: operations\[0\]: its attention "
+                                        r"layers: pattern 'topk' needs Q \(batch\*heads\*q_len\*"
+                                        r"head_dim\) = 307,200,000 elements, above "
+                                        r"limits\.array_elements = 268,435,456"):
+        load_workload(ATTENTION, overrides=["operations.0.pattern={kind: topk, tokens: 8}",
+                                            "operations.0.seq_len=100000"])
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 1\nname: t\nhardware: tiny\nlimits: {array_elements: 1000}\n"
+                    "operations:\n  - {op: attention, name: a, heads: 1, kv_len: 64, head_dim: 16,"
+                    " block_size: 16, pattern: {kind: blasst}}\n")
+    with pytest.raises(SpecError, match=r"w\.yaml:6: operations\[0\]: pattern 'blasst' needs Q "
+                                        r"\(batch\*heads\*q_len\*head_dim\) = 1,024 elements, "
+                                        r"above limits\.array_elements = 1,000"):
+        load_workload(path)
+
+
+def test_attention_blocks_count_as_tile_steps(tmp_path, capsys):
+    path = EXAMPLE_DIR / "attention_patterns.yaml"
+    assert main(["run", str(path), "--out", str(tmp_path / "o"),
+                 "--set", "operations.0.kv_len=1000000000"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"archsim: error: {path}: the tile programs would have 732,421,875,061,440 tile steps "
+        f"(causal: 732,421,875,000,000), above limits.tile_steps = 500,000")
+
+
+def test_model_field_errors_keep_their_path():
+    with pytest.raises(SpecError, match=r"operations\[0\]\.model: Input should be 'resnet18'"):
+        load_workload(EXAMPLE_DIR / "resnet18_bdwp.yaml", overrides=["operations.0.model=resnet19"])
+    with pytest.raises(SpecError, match=r"operations\[0\]\.m: unknown key; expected one of: batch, "
+                                        r"block_size"):
+        load_workload(EXAMPLE_DIR / "resnet18_bdwp.yaml", overrides=["operations.0.m=3"])
