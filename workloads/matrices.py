@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import inspect
+import math
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -551,8 +552,11 @@ def _check_generator_size(source: str, params: dict[str, object], limits: Limits
 
     def number(name: str, default: float = 0) -> float:
         value = params.get(name, default)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok and np.isfinite(value) else default  # the generator says why
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return default  # the generator says why
+        if isinstance(value, int):
+            return float(min(value, 2**1000))  # huge integers stay huge, without overflow
+        return value if math.isfinite(value) else default
 
     rows = number("n_rows", number("n"))
     cols = number("n_cols", rows)

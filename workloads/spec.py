@@ -73,6 +73,9 @@ __all__ = [
 #: Largest group size M the unified N:M datapath supports (the PE's activation mux is M:1).
 MAX_M = 16
 
+#: Most blocks of a zoo ``decoder`` (GPT-3 has 96).
+MAX_MODEL_LAYERS = 1024
+
 #: Largest PE array side: 16 times a TPU's, far beyond what an FPGA holds.
 MAX_ARRAY_DIM = 4096
 
@@ -81,6 +84,9 @@ MAX_ARRAY_DIM = 4096
 MAX_INT = 1 << 48
 
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+# Hardware sizes: far beyond any real design, small enough that products of two stay in int64.
+Bytes = Annotated[int, Field(gt=0, le=1 << 40)]
+Count = Annotated[int, Field(gt=0, le=1 << 16)]
 NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_INT)]
 # Infinity and NaN mean nothing in a clock or an energy, and would reach results.json.
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -143,9 +149,9 @@ class ArraySpec(_Spec):
 class BufferSpec(_Spec):
     """On-chip SRAM sizes. Each buffer is split in two halves (ping-pong) for double buffering."""
 
-    weight_bytes: PositiveInt
-    input_bytes: PositiveInt
-    accumulator_bytes: PositiveInt
+    weight_bytes: Bytes
+    input_bytes: Bytes
+    accumulator_bytes: Bytes
 
 
 class DramSpec(_Spec):
@@ -155,8 +161,8 @@ class DramSpec(_Spec):
     from a request to its first beat.
     """
 
-    bandwidth_bytes_per_cycle: PositiveInt
-    latency_cycles: NonNegativeInt
+    bandwidth_bytes_per_cycle: Annotated[int, Field(gt=0, le=1 << 20)]
+    latency_cycles: Annotated[int, Field(ge=0, le=1 << 32)]
 
 
 class VectorUnitSpec(_Spec):
@@ -171,9 +177,9 @@ class VectorUnitSpec(_Spec):
     the depth of the exp stage (table read and shift, at least 2; the RTL pads to it).
     """
 
-    lanes: PositiveInt
-    pipeline_cycles: NonNegativeInt = 4
-    softmax_lanes: PositiveInt | None = None
+    lanes: Count
+    pipeline_cycles: Annotated[int, Field(ge=0, le=1 << 16)] = 4
+    softmax_lanes: Count | None = None
     score_bits: Annotated[int, Field(ge=4, le=32)] = 16
     score_frac_bits: Annotated[int, Field(ge=1, le=12)] = 8
     exp_bits: Annotated[int, Field(ge=4, le=24)] = 16
@@ -201,7 +207,7 @@ class ControllerSpec(_Spec):
     most this many instructions per unit on the RTL.
     """
 
-    instruction_depth: PositiveInt = 1024
+    instruction_depth: Annotated[int, Field(gt=0, le=1 << 24)] = 1024
 
 
 class EnergySpec(_Spec):
@@ -240,12 +246,12 @@ class SpGEMMEngineSpec(_Spec):
         Width of column indices and CSR offsets in DRAM and on the engine's streams.
     """
 
-    multipliers: PositiveInt = 4
-    merger_radix: Annotated[int, Field(ge=2)] = 16
-    hash_entries: PositiveInt = 4096
-    hash_banks: PositiveInt = 4
-    hash_ways: PositiveInt = 4
-    scratchpad_bytes: Annotated[int, Field(ge=64)] = 262144
+    multipliers: Count = 4
+    merger_radix: Annotated[int, Field(ge=2, le=1 << 16)] = 16
+    hash_entries: Annotated[int, Field(gt=0, le=1 << 32)] = 4096
+    hash_banks: Count = 4
+    hash_ways: Count = 4
+    scratchpad_bytes: Annotated[int, Field(ge=64, le=1 << 40)] = 262144
     index_bits: Annotated[int, Field(ge=4, le=32)] = 32
 
     @model_validator(mode="after")
@@ -698,11 +704,12 @@ class ModelOp(_Spec):
     pattern: AttentionPattern | None = None  # None: attention stays two dense matmul layers
     block_size: PositiveInt = 128
     phase: Literal["prefill", "decode"] = "prefill"
-    layers: PositiveInt | None = None
-    hidden: PositiveInt | None = None
-    heads: PositiveInt | None = None
-    kv_heads: PositiveInt | None = None
-    mlp: PositiveInt | None = None
+    # Bounded so that expanding the model stays cheap; sizes beyond GPT-3's are refused here.
+    layers: Annotated[int, Field(gt=0, le=MAX_MODEL_LAYERS)] | None = None
+    hidden: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
+    kv_heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
+    mlp: Annotated[int, Field(gt=0, le=1 << 22)] | None = None
     gated_mlp: bool = False
 
     @model_validator(mode="after")
@@ -798,6 +805,23 @@ class MatrixSource(_Spec):
     seed: NonNegativeInt = 0
     _base_dir: Path | None = PrivateAttr(default=None)
     _limits: Limits | None = PrivateAttr(default=None)
+
+    @field_validator("params")
+    @classmethod
+    def _plain(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Parameters are cached by their JSON text, which needs text keys all the way down.
+        def check(node: Any, at: str) -> None:
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if not isinstance(key, str):
+                        raise ValueError(f"params{at}: key {key!r} must be a name (text)")
+                    check(item, f"{at}.{key}")
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    check(item, f"{at}[{i}]")
+
+        check(value, "")
+        return value
 
     @model_validator(mode="after")
     def _resolvable(self, info: ValidationInfo) -> MatrixSource:

@@ -58,7 +58,7 @@ def test_a_large_run_says_so_up_front(tmp_path, capsys, monkeypatch):
          r"array\.cols: Input should be less than or equal to 4096, got 18446744073709551616"),
         ("buffers: {weight_bytes: 1024, input_bytes: 1208925819614629174706176, "
          "accumulator_bytes: 4096}",
-         r"buffers\.input_bytes: Input should be less than or equal to 281474976710656"),
+         r"buffers\.input_bytes: Input should be less than or equal to 1099511627776"),
     ],
 )
 def test_meaningless_values_fail_at_the_loader_with_file_and_line(tmp_path, line, expected):
@@ -194,3 +194,22 @@ def test_model_field_errors_keep_their_path():
     with pytest.raises(SpecError, match=r"operations\[0\]\.m: unknown key; expected one of: batch, "
                                         r"block_size"):
         load_workload(EXAMPLE_DIR / "resnet18_bdwp.yaml", overrides=["operations.0.m=3"])
+
+
+def test_model_and_engine_sizes_are_bounded(tmp_path):
+    with pytest.raises(SpecError, match=r"--set operations\.0\.layers=2147483648: operations\[0\]\.layers: Input "
+                                        r"should be less than or equal to 1024, got 2147483648"):
+        load_workload(EXAMPLE_DIR / "attention_model.yaml", overrides=["operations.0.layers=2147483648"])
+    with pytest.raises(SpecError, match=r"spgemm\.multipliers: Input should be less than or equal "
+                                        r"to 65536"):
+        load_workload(TINY_GEMM, overrides=["hardware.spgemm.multipliers=1000000000"])
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 1\nname: t\nhardware: tiny\noperations:\n  - {op: spgemm, name: s, "
+                    "a: {source: rmat, params: {n: 64, nnz: {1: 2, a: 3}}}}\n")
+    with pytest.raises(SpecError, match=r"w\.yaml:5: operations\[0\]\.a\.params: params\.nnz: key 1 "
+                                        r"must be a name \(text\)"):
+        load_workload(path)
+    path.write_text("version: 1\nname: t\nhardware: tiny\noperations:\n  - {op: spgemm, name: s, "
+                    "a: {source: rmat, params: {n: 64, nnz: 1180591620717411303424}}}\n")
+    with pytest.raises(SpecError, match=r"1,180,591,620,717,411,303,424 nonzeros is above"):
+        load_workload(path)
