@@ -587,29 +587,91 @@ def _check_size(what: str, rows: float, nnz: float, limits: Limits) -> None:
         )
 
 
-#: A value that is not a plain integer: a decimal point, an exponent, or anything else.
-_NOT_INTEGER = re.compile(rb"[^\s0-9+-]")
+_INT = rb"[-+]?[0-9]+"
+_REAL = rb"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eEdD][-+]?[0-9]+)?|[-+]?(?:[iI][nN][fF]|[nN][aA][nN])"
+_VALUES = {"integer": (_INT,), "real": (_REAL,), "double": (_REAL,), "complex": (_REAL, _REAL),
+           "pattern": ()}
 
 
-def _check_integer_body(path: Path, most: int) -> None:
-    """An ``integer`` file's values must be integers: scipy would truncate 1.5 to 1 silently."""
+def _entry_pattern(layout: str, field: str) -> bytes:
+    """One data line of a Matrix Market body (``coordinate``: two indices, then the values)."""
+    tokens = ((_INT, _INT) if layout == "coordinate" else ()) + _VALUES.get(field, (_REAL,))
+    return rb"[ \t]*" + rb"[ \t]+".join(rb"(?:" + t + rb")" for t in tokens) + rb"[ \t]*\r?"
+
+
+def _scan_body(path: Path, entries: int, layout: str, field: str, symmetry: str) -> None:
+    """Check every line of the body before scipy parses it.
+
+    scipy's parser crashes the interpreter (a segmentation fault) on some malformed lines, a NUL
+    byte or a last line like ``4 4 5t``, and truncates ``1.5`` in an ``integer`` file to ``1``
+    without a word. Streams in chunks, so memory stays bounded; a file far longer than its
+    header's entries (a gzip bomb, a wrong header) is refused instead of read for minutes.
+    """
+    entry = re.compile(_entry_pattern(layout, field))
+    blank = re.compile(rb"[ \t]*\r?|%.*")
+    chunk_ok = re.compile(rb"(?:(?:" + entry.pattern + rb"|" + blank.pattern + rb")\n)*")
+    most = 200 * (entries + 1) + (1 << 20)  # an entry line is under 200 bytes
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    entry_line = re.compile(rb"^" + entry.pattern + rb"$", re.MULTILINE)
+    seen, lines, carry, header, found = 0, 0, b"", True, 0
     with opener(path, "rb") as fh:
-        text = fh.read(most)  # the declared entries, generously; scipy checks the rest
-    body = 0
-    for line in text.splitlines(keepends=True):  # header, comments, then the size line
-        body += len(line)
+        while True:
+            data = fh.read(1 << 23)
+            text = carry + data
+            if not data:
+                if not text:
+                    break
+                text += b"\n"  # the last line may lack its newline
+            cut = text.rfind(b"\n") + 1
+            text, carry = text[:cut], text[cut:]
+            if header:  # banner, comments and the size line (mminfo has read them)
+                skip = _header_end(text)
+                lines, text, header = text.count(b"\n", 0, skip), text[skip:], False
+            if not chunk_ok.fullmatch(text):
+                _blame_line(path, text, lines, entry, blank, layout, field)
+            lines += text.count(b"\n")
+            found += sum(1 for _ in entry_line.finditer(text))
+            seen += len(data)
+            if seen > most:
+                raise SpecError(
+                    f"{path}: more than {most:,} bytes of text for the {entries:,} entries its "
+                    f"header declares; expected one entry per line"
+                )
+            if not data:
+                break
+    if found != entries and (layout == "coordinate" or symmetry == "general"):
+        if found < entries:
+            raise SpecError(f"{path}: truncated: {found:,} of the {entries:,} entries its header "
+                            f"declares")
+        raise SpecError(f"{path}: {found:,} entries, more than the {entries:,} its header declares")
+
+
+def _blame_line(path: Path, text: bytes, lines: int, entry, blank, layout: str, field: str):
+    """Raise the SpecError for the first line of ``text`` that is not an entry."""
+    for number, line in enumerate(text.split(b"\n"), lines + 1):
+        if entry.fullmatch(line) or blank.fullmatch(line):
+            continue
+        shown = line.decode(errors="replace").strip()
+        if b"\0" in line:
+            raise SpecError(f"{path}:{number}: NUL byte; expected Matrix Market text")
+        if field == "integer" and re.fullmatch(_entry_pattern(layout, "real"), line):
+            raise SpecError(
+                f"{path}:{number}: entry {shown!r} is not an integer, but the header declares "
+                f"'integer' values; fix the entry or declare the field 'real'"
+            )
+        raise SpecError(f"{path}:{number}: {shown[:60]!r} is not a {field} entry of this "
+                        f"Matrix Market file")
+    raise SpecError(f"{path}: not a valid Matrix Market body")  # pragma: no cover
+
+
+def _header_end(text: bytes) -> int:
+    """Offset just past the banner, the comments and the size line."""
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        offset += len(line)
         if line.strip() and not line.startswith(b"%"):
-            break
-    bad = _NOT_INTEGER.search(text, body)
-    if bad:
-        line_no = text.count(b"\n", 0, bad.start()) + 1
-        start = text.rfind(b"\n", 0, bad.start()) + 1
-        entry = text[start:text.find(b"\n", bad.start())].decode(errors="replace").strip()
-        raise SpecError(
-            f"{path}:{line_no}: entry {entry!r} is not an integer, but the header declares "
-            f"'integer' values; fix the entry or declare the field 'real'"
-        )
+            return offset
+    return offset
 
 
 def _read_mtx(path: Path, limits: Limits | None = None) -> tuple[sp.csr_matrix, str]:
@@ -622,8 +684,7 @@ def _read_mtx(path: Path, limits: Limits | None = None) -> tuple[sp.csr_matrix, 
         # Symmetric files store one triangle; the matrix holds up to twice the entries.
         stored = entries * (1 if symmetry == "general" else 2)
         _check_size(f"{path}: header", max(rows, cols), stored, limits)
-        if field == "integer":
-            _check_integer_body(path, 100 * (entries + 1) + (1 << 20))
+        _scan_body(path, entries, layout, field, symmetry)
         raw = scipy.io.mmread(path)
     except (
         ValueError,
