@@ -161,11 +161,13 @@ def mtx(tmp_path: Path, text: str, name: str = "m.mtx") -> Path:
          r"m\.mtx:4: NUL byte; expected Matrix Market text"),
         ("m.mtx", "%%MatrixMarket matrix coordinate real general\n4 4 3\n1 1 1\n2 3 -2\n4 4 5t",
          r"m\.mtx:5: '4 4 5t' is not a real entry of this Matrix Market file"),
+        ("m.mtx", "%%MatrixMarket matrix coordinate real general\n4 4 3\n1 1 1\n2 3 -2\n4 4 5\t",
+         r"m\.mtx:5: the last line ends in white space but no newline"),
         ("m.mtx.gz", "%%MatrixMarket matrix coordinate real general\n4 4 3\n1 1 1\n2 3 -2\n",
          r"m\.mtx\.gz: truncated: 2 of the 3 entries its header declares"),
     ],
     ids=["rows", "gz-rows", "nnz", "dense-array", "float-in-integer", "nul", "garbage-last-line",
-         "missing-entries"],
+         "blank-end-without-newline", "missing-entries"],
 )
 def test_bad_matrix_market_headers_and_values(tmp_path, name, text, expected):
     path = mtx(tmp_path, text, name)

@@ -312,7 +312,8 @@ def test_mtx_duplicates_are_summed_and_zeros_dropped(tmp_path):
         (
             "bad.mtx",
             "garbage\n1 2 3\n",
-            r"bad\.mtx: not a valid Matrix Market file: .*Missing banner",
+            r"bad\.mtx:1: expected the banner '%%MatrixMarket matrix <coordinate\|array> .*', "
+            r"got 'garbage'",
         ),
         (
             "short.mtx",
