@@ -56,6 +56,8 @@ def npy_header(shape: tuple, dtype: str = "<f4") -> bytes:
     [
         (raw(b""), r"q\.npy: not a valid \.npy array .*; expected a's q, real numbers"),
         (raw(npy_header(Q_SHAPE) + b"\0" * 100), r"q\.npy: truncated: 100 of 8,192 data bytes"),
+        (raw(npy_header(Q_SHAPE).replace(b"'shape': (", b"'shape': ((")),
+         r"q\.npy: not a valid \.npy array \(.*\); expected a's q"),
         (raw(npy_header((2**40,))), r"q\.npy: shape \(1099511627776,\) has 1,099,511,627,776 "
                                     r"elements, above the 268,435,456"),
         (np.full(Q_SHAPE, "x"), r"q\.npy: dtype <U1 is not real numbers"),
@@ -66,7 +68,7 @@ def npy_header(shape: tuple, dtype: str = "<f4") -> bytes:
          r"q\.npy: q\[0, 0, 0, 7\] is nan; expected finite values"),
         (np.full(Q_SHAPE, 1e300), r"q\.npy: q\[0, 0, 0, 0\] is inf; expected finite values"),
     ],
-    ids=["empty", "truncated", "2**40-elements", "string", "complex", "shape", "nan", "overflow"],
+    ids=["empty", "truncated", "damaged-header", "2**40-elements", "string", "complex", "shape", "nan", "overflow"],
 )
 def test_bad_q_files(tmp_path, q, expected):
     assert re.search(expected, qk_error(tmp_path, q))

@@ -25,8 +25,11 @@ Data-dependent patterns take real tensors: seeded synthetic or random ones
 
 from __future__ import annotations
 
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from tokenize import TokenError
 
 import numpy as np
 
@@ -500,8 +503,10 @@ def _read_array(fh, where: str, expected: str, kinds: str, shape: tuple | None =
         version = np.lib.format.read_magic(fh)
         header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                   else np.lib.format.read_array_header_2_0)
-        found_shape, fortran, dtype = header(fh)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        with warnings.catch_warnings():  # a damaged header can look like Python 2's
+            warnings.simplefilter("ignore")
+            found_shape, fortran, dtype = header(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, TypeError) as exc:
         raise SpecError(f"{where}: not a valid .npy array ({_one_line(exc)}); expected "
                         f"{expected}") from None
     if dtype.hasobject or dtype.kind not in kinds:
@@ -558,7 +563,10 @@ def _open_archive(path: str, names: tuple[str, ...], required: set[str]) -> dict
                         arrays[name] = _read_array(fh, f"{path}: {name}", "integer block lists",
                                                    "iu")
             return arrays
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    # Any archive damage: NotImplementedError for unknown compression, RuntimeError for
+    # encryption, zlib.error for corrupt deflate data.
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
         reason = getattr(exc, "strerror", None) or _one_line(exc)
         raise SpecError(f"{path}: cannot read ({reason}); expected {expected}") from None
 
