@@ -379,15 +379,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
+    from archsim.size import NOTICE_STEPS, check_size
+
+    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
     out = prepare_out_dir(Path(args.out) if args.out else default_out_dir(workload.name))
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
         print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
               f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "
               f"it runs masked-dense, at dense speed (unsupported_nm: masked_dense)",
               file=sys.stderr)
-    from archsim.size import NOTICE_STEPS, check_size
-
-    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
     if size.steps > NOTICE_STEPS and not args.quiet:
         print(f"archsim: large workload: {size.steps:,} tile steps, about "
               f"{size.seconds:.0f} s{' (x2 with --compare-dense)' if args.compare_dense else ''}",
