@@ -16,6 +16,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
-            # Before any work, so a bad --out costs nothing. `run` creates its folder only once
-            # the workload is valid; the others create it now, which also proves it writable.
-            (check_out_dir if args.command == "run" else prepare_out_dir)(Path(args.out))
+            # Before any work, so a bad --out costs nothing; the folder itself is created only
+            # once the command's input is valid.
+            check_out_dir(Path(args.out))
         return args.handler(args)
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
@@ -184,6 +185,10 @@ def check_out_dir(out: Path) -> Path:
     if not os.access(first, os.W_OK | os.X_OK):
         where = "" if first == out else f" ({first} is read-only)"
         raise ArchsimError(f"--out {out}: cannot write there{where}")
+    try:  # access() trusts root everywhere (/proc, read-only mounts); a real folder proves it
+        os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
+    except OSError as exc:
+        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     return out
 
 
