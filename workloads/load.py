@@ -477,12 +477,10 @@ def _hardware_ref_doc(ref: str | Path) -> _Doc:
         return _read_doc(Path(text))
     if text.endswith((".yaml", ".yml")) or "/" in text or "\0" in text:
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise SpecError(f"hardware {text!r}: no such file (expected a hardware YAML file or a "
-                        f"preset name: {known})")
-    try:
-        return _read_doc(preset_path(text))
-    except SpecError as exc:
-        raise SpecError(f"hardware {text!r}: {exc}") from None
+        shown = repr(text) if "\0" in text else text
+        raise SpecError(f"{shown}: file not found (expected a hardware YAML file or a preset "
+                        f"name: {known})")
+    return _read_doc(preset_path(text))
 
 
 def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:
