@@ -13,10 +13,12 @@ import difflib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -25,7 +27,7 @@ from pathlib import Path
 from workloads.errors import ArchsimError
 from workloads.version import install_hint
 
-__all__ = ["main", "write_run_outputs", "RESULTS_SCHEMA_VERSION"]
+__all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
 
 #: Bumped whenever a field of results.json changes meaning (docs/results.md).
 RESULTS_SCHEMA_VERSION = 1
@@ -156,6 +158,10 @@ _EXTRA_OF = {
 }
 
 
+#: Commands whose ``--out`` is a folder (``baseline --out`` names a file; it checks its own).
+_OUT_IS_FOLDER = ("run", "dse", "report", "rtl")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archsim`` console script; returns the exit code.
 
@@ -171,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT) if in_main else None
     interrupted = False
     try:
+        if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
+            # Before any work, so a bad --out costs nothing; the folder itself is created only
+            # once the command's input is valid.
+            check_out_dir(Path(args.out))
         return args.handler(args)
     except KeyboardInterrupt as exc:
         interrupted = True
@@ -256,15 +266,36 @@ def amdahl_bound(result) -> float | None:
     return result.mac_bound
 
 
+def check_out_dir(out: Path) -> Path:
+    """Fail now if ``out`` cannot become a writable folder; creates nothing."""
+    try:
+        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
+    except (ValueError, StopIteration):  # a NUL byte in the path
+        raise ArchsimError(f"--out {str(out)!r}: not a usable path") from None
+    if not first.is_dir():  # mkdir would only say "File exists"
+        what = "is a file" if first == out else f"is inside {first}, a file"
+        raise ArchsimError(f"--out {out}: {what}; expected a folder")
+    if not os.access(first, os.W_OK | os.X_OK):
+        where = "" if first == out else f" ({first} is read-only)"
+        raise ArchsimError(f"--out {out}: cannot write there{where}")
+    try:  # access() trusts root everywhere (/proc, read-only mounts); a real folder proves it
+        os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
+    except OSError as exc:
+        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    return out
+
+
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".archsim-write-test"
         probe.write_text("")
         probe.unlink()
-    except OSError as exc:
-        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
     return out
 
 
@@ -274,6 +305,27 @@ def _write_atomically(path: Path, write) -> None:
     with tmp.open("w", newline="") as fh:
         write(fh)
     tmp.replace(path)
+
+
+def _finite(value, where: str):
+    """``value`` with every NaN or infinity replaced by null (JSON has neither), said on stderr.
+
+    The specs reject non-finite inputs, so one here is a bug; the run's other numbers are kept.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        print(f"archsim: warning: {where} is {value}; written as null", file=sys.stderr)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def default_out_dir(name: str) -> Path:
+    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``)."""
+    safe = re.sub(r"[^\w.+-]+", "_", name).strip("._")[:100] or "workload"
+    return Path("out") / safe
 
 
 def write_run_outputs(out: Path, workload, result, comparison: dict | None,
@@ -298,7 +350,8 @@ def write_run_outputs(out: Path, workload, result, comparison: dict | None,
         "attention": [rec.as_dict() for rec in result.attention],
     }
     results = out / "results.json"
-    _write_atomically(results, lambda fh: fh.write(json.dumps(doc, indent=2) + "\n"))
+    text = json.dumps(_finite(doc, "results"), indent=2, allow_nan=False)  # always valid JSON
+    _write_atomically(results, lambda fh: fh.write(text + "\n"))
     layers = out / "layers.csv"
 
     def write_csv(fh) -> None:
@@ -449,7 +502,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
-    out = prepare_out_dir(Path(args.out) if args.out else Path("out") / workload.name)
+    from archsim.size import NOTICE_STEPS, check_size
+
+    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
+    out = prepare_out_dir(Path(args.out) if args.out else default_out_dir(workload.name))
+    for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
+        print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
+              f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "
+              f"it runs masked-dense, at dense speed (unsupported_nm: masked_dense)",
+              file=sys.stderr)
+    if size.steps > NOTICE_STEPS and not args.quiet:
+        print(f"archsim: large workload: {size.steps:,} tile steps, about "
+              f"{size.seconds:.0f} s{' (x2 with --compare-dense)' if args.compare_dense else ''}",
+              file=sys.stderr, flush=True)
     baseline = None
     if args.baseline:  # read and match it before simulating, so a bad file costs nothing
         from baselines.compare import load_baseline_for

@@ -20,7 +20,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workloads.errors import SpecError
-from workloads.spec import HardwareSpec, WorkloadSpec
+from workloads.limits import Limits
+from workloads.spec import HardwareSpec, ModelOp, WorkloadSpec
+from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
@@ -51,42 +53,185 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def _read_doc(path: Path) -> _Doc:
+#: Bounds on one YAML document, checked before anything is built (docs/workloads.md, "Limits").
+#: Real workloads, presets and sweeps are a few kilobytes, tens of nodes deep at most.
+MAX_FILE_BYTES = 1 << 20
+#: Nesting depth of mappings and lists, counted after aliases are followed.
+MAX_DEPTH = 64
+#: Nodes (scalars, lists, mappings) and scalar characters after every alias is expanded: an
+#: "alias bomb" of a few hundred bytes would otherwise expand to gigabytes.
+MAX_NODES = 100_000
+MAX_SCALAR_CHARS = 16 << 20
+
+# Tags a value may carry: PyYAML's safe scalars, lists and mappings. Dates stay text.
+_STR, _TIMESTAMP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str")}
+_COLLECTION_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, read at most ``MAX_FILE_BYTES`` (``/dev/zero`` must not hang)."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read file: {exc}") from None
+    except ValueError:  # an embedded NUL byte in the path itself
+        raise SpecError(f"{str(path)!r}: a path cannot contain a NUL byte") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(
+            f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; an archsim YAML file is a few "
+            f"kilobytes (is this the right file?)"
+        )
+    nul = raw.find(b"\0")
+    if nul >= 0 and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        line = raw.count(b"\n", 0, nul) + 1
+        raise SpecError(
+            f"{path}:{line}: NUL byte at offset {nul}; expected UTF-8 YAML text, not a binary file"
+        )
     try:
-        root = yaml.compose(text)
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8 text"
+        ) from None
+
+
+#: libyaml's parser and composer where PyYAML was built with it (20x faster than pure Python).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Bound nesting and node count on the event stream, before any node is built."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            continue
+        elif not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            continue
+        nodes += 1
+        if depth > MAX_DEPTH or nodes > MAX_NODES:
+            what = (f"nested deeper than {MAX_DEPTH} levels" if depth > MAX_DEPTH
+                    else f"more than {MAX_NODES:,} values")
+            raise SpecError(f"{path}:{event.start_mark.line + 1}: the document is {what} (limit; "
+                            f"docs/workloads.md)")
+
+
+def _compose(text: str, path: Path) -> yaml.Node | None:
+    """The node tree of ``text``, or a one-line SpecError with the line of the problem."""
+    try:
+        _check_shape(text, path)
+        return yaml.compose(text, Loader=_LOADER)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise SpecError(
+            f"{path}:{line}: invalid YAML: character {chr(exc.character)!r} "
+            f"(U+{exc.character:04X}) is not allowed in YAML text"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}:{line} invalid YAML: {problem}") from None
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Reject recursive aliases and documents that aliases expand beyond the limits.
+
+    Aliases share nodes, so the composed tree is small; sizes are summed once per node
+    (memoized) to learn what building plain data would cost before building it.
+    """
+    sizes: dict[int, tuple[int, int, int]] = {}  # id → (nodes, scalar chars, height)
+    active: set[int] = set()
+
+    def fail(node: yaml.Node, at: tuple, message: str) -> typing.NoReturn:
+        raise SpecError(f"{path}:{node.start_mark.line + 1}: {_dotted(at)}: {message}")
+
+    def walk(node: yaml.Node, at: tuple, depth: int) -> tuple[int, int, int]:
+        key = id(node)
+        if key in active:
+            fail(node, at, "recursive alias (a node contains itself); archsim files must be trees")
+        if key not in sizes:
+            if isinstance(node, yaml.ScalarNode):
+                sizes[key] = (1, len(node.value), 0)
+            else:
+                active.add(key)
+                nodes, chars, height = 1, 0, 0
+                children = ([v for pair in node.value for v in pair]
+                            if isinstance(node, yaml.MappingNode) else node.value)
+                for i, child in enumerate(children):
+                    step = (i,) if isinstance(node, yaml.SequenceNode) else (
+                        (_key_text(node.value[i // 2][0]),) if i % 2 else ())
+                    n, c, h = walk(child, at + step, depth + 1)
+                    nodes, chars, height = nodes + n, chars + c, max(height, h + 1)
+                    if nodes > MAX_NODES or chars > MAX_SCALAR_CHARS:
+                        fail(node, at, f"aliases expand this to more than {MAX_NODES:,} nodes "
+                                       f"or {MAX_SCALAR_CHARS >> 20} MiB of text (limit)")
+                active.discard(key)
+                sizes[key] = (nodes, chars, height)
+        if depth + sizes[key][2] > MAX_DEPTH:
+            fail(node, at, f"aliases nest this deeper than {MAX_DEPTH} levels (limit)")
+        return sizes[key]
+
+    walk(root, (), 0)
+
+
+def _key_text(node: yaml.Node) -> str:
+    return node.value if isinstance(node, yaml.ScalarNode) else "<key>"
+
+
+def _plain_data(text: str, path: Path, lines: dict[tuple, int]) -> Any:
+    """Bounded, checked YAML → plain data (dicts, lists, scalars); ``None`` for an empty text."""
+    root = _compose(text, path)
     if root is None:
-        raise SpecError(f"{path}: file is empty; expected a mapping with 'version: 1'")
-    if not isinstance(root, yaml.MappingNode):
-        raise SpecError(
-            f"{path}:{root.start_mark.line + 1}: expected a mapping at the top level, "
-            f"got a {_node_kind(root)}"
-        )
+        return None
+    _check_expansion(root, path)
+    return _construct(root, (), lines, path)
+
+
+def _read_doc(path: Path) -> _Doc:
     lines: dict[tuple, int] = {}
-    data = _construct(root, (), lines, path)
+    data = _plain_data(_read_text(path), path, lines)
+    if data is None:
+        raise SpecError(f"{path}: file is empty; expected a mapping with 'version: 1'")
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{path}:{lines[()]}: expected a mapping at the top level, "
+            f"got a {'list' if isinstance(data, list) else 'scalar'}"
+        )
     return _Doc(path, data, lines, {})
-
-
-def _node_kind(node: yaml.Node) -> str:
-    return {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node), "scalar")
 
 
 def _construct(node: yaml.Node, at: tuple, lines: dict[tuple, int], path: Path) -> Any:
     lines[at] = node.start_mark.line + 1
+    if node.tag not in _SCALAR_TAGS | _COLLECTION_TAGS | {_TIMESTAMP}:
+        if node.tag == "tag:yaml.org,2002:merge":
+            message = "merge keys ('<<') are not supported; write the keys out"
+        else:
+            message = f"unsupported YAML tag {_short(node.tag)!r}; write a plain value"
+        raise SpecError(f"{path}:{lines[at]}: {_dotted(at)}: {message}")
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError(
+                    f"{path}:{key_node.start_mark.line + 1}: {_dotted(at)}: a "
+                    f"{_node_kind(key_node)} cannot be a key; keys are names"
+                )
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError(
+                    f"{path}:{key_node.start_mark.line + 1}: {_dotted(at)}: merge keys ('<<') "
+                    f"are not supported; write the keys out"
+                )
+            key = _scalar(key_node, at, path)
             if key in out:
                 first = lines[at + (key,)]
                 raise SpecError(
@@ -99,15 +244,34 @@ def _construct(node: yaml.Node, at: tuple, lines: dict[tuple, int], path: Path) 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, at + (i,), lines, path) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(node, at, path)
 
 
-def _scalar(node: yaml.Node) -> Any:
-    # PyYAML's safe resolution of ints, floats, bools and nulls, without its dict building.
-    return yaml.SafeLoader.construct_object(_SAFE, node, deep=True)
+def _node_kind(node: yaml.Node) -> str:
+    return {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node), "scalar")
+
+
+def _scalar(node: yaml.Node, at: tuple, path: Path) -> Any:
+    if node.tag == _TIMESTAMP:
+        return node.value  # a date is text to every archsim field
+    if node.tag not in _SCALAR_TAGS:
+        raise SpecError(f"{path}:{node.start_mark.line + 1}: {_dotted(at)}: unsupported YAML tag "
+                        f"{_short(node.tag)!r}; write a plain value")
+    try:
+        # PyYAML's safe resolution of ints, floats, bools and nulls, without its dict building.
+        return yaml.SafeLoader.construct_object(_SAFE, node, deep=True)
+    except (ValueError, yaml.YAMLError):
+        kind = node.tag.rsplit(":", 1)[-1]
+        raise SpecError(f"{path}:{node.start_mark.line + 1}: {_dotted(at)}: {node.value!r} is not "
+                        f"a valid {kind}") from None
 
 
 _SAFE = yaml.SafeLoader("")
+
+
+def _short(tag: str) -> str:
+    """A tag as the user wrote it (``!!int``, not ``tag:yaml.org,2002:int``)."""
+    return tag.replace("tag:yaml.org,2002:", "!!")
 
 
 def _dotted(loc: tuple) -> str:
@@ -128,9 +292,9 @@ def _parse_override(item: str) -> tuple[tuple, Any]:
         raise SpecError(f"--set {item!r}: expected key=value, e.g. hardware.array.rows=16")
     loc = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
+        parsed = _plain_data(value, Path(f"--set {item}"), {})
+    except SpecError:
+        parsed = value  # not YAML on its own: the text itself
     return loc, parsed
 
 
@@ -196,6 +360,7 @@ def _fields_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[str]
             if part in model.model_fields:
                 nxt.extend(_models_in(model.model_fields[part].annotation))
         candidates = [m for m in nxt if _tag_matches(m, node)] or nxt
+    candidates = [m for m in candidates if _tag_matches(m, node)] or candidates  # list elements
     return sorted({name for m in candidates for name in m.model_fields})
 
 
@@ -207,9 +372,12 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
     """Drop union tags pydantic inserts into locations (``operations.0.gemm.m`` → ``…0.m``)."""
     out: list = []
     node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node:
-            if part in (node.get("op"), node.get("kind")):
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str):
+            # `op: model` has a field `model` too: right after a list index it is the tag.
+            after_index = i > 0 and isinstance(loc[i - 1], int)
+            is_tag = part not in node or (part == node.get("op") and after_index)
+            if is_tag and part in (node.get("op"), node.get("kind")):
                 continue
         out.append(part)
         try:
@@ -243,10 +411,19 @@ def _describe(error: dict, model: type[BaseModel], loc: tuple, data: Any = None)
     return msg
 
 
+def _limits(data: Any) -> Limits:
+    """The document's ``limits:`` (defaults where invalid: validation then reports them)."""
+    try:
+        return Limits.model_validate(data.get("limits", {}) if isinstance(data, dict) else {})
+    except ValidationError:
+        return Limits()
+
+
 def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
     try:
         # The file's folder resolves relative paths inside it (SpGEMM .mtx sources).
-        return model.model_validate(data, context={"base_dir": doc.path.parent})
+        return model.model_validate(data, context={"base_dir": doc.path.parent,
+                                                   "limits": _limits(data)})
     except ValidationError as exc:
         # A misspelled key yields both "unknown key" and "required field is missing"; the first
         # says what to fix, so unknown keys are reported before anything else.
@@ -288,10 +465,29 @@ def _missing_hardware(doc: _Doc) -> str:
             f"(a mapping, a file path or a preset name)")
 
 
+def _hardware_ref_doc(ref: str | Path) -> _Doc:
+    """A hardware file or preset named outside any workload (``--hardware``, ``load_hardware``).
+
+    A name that is neither an existing file nor a preset is blamed on the name itself.
+    """
+    text = str(ref)
+    try:
+        is_file = Path(text).is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if is_file:
+        return _read_doc(Path(text))
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\0" in text:
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        shown = repr(text) if "\0" in text else text
+        raise SpecError(f"{shown}: file not found (expected a hardware YAML file or a preset "
+                        f"name: {known})")
+    return _read_doc(preset_path(text))
+
+
 def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:
     """Load a hardware description (a file path or a preset name)."""
-    ref = str(path)
-    doc = _read_doc(Path(ref)) if Path(ref).is_file() or ref.endswith((".yaml", ".yml")) else _read_doc(preset_path(ref))
+    doc = _hardware_ref_doc(path)
     for loc, value, original in _split_overrides(overrides):
         _apply_override(doc, loc, value, original)
     return _validate(HardwareSpec, doc, doc.data)
@@ -319,15 +515,21 @@ def load_workload(
     SpecError
         With a one-line ``file:line: field.path: message`` description of the first problem.
     """
+    # The hardware argument first: a wrong one is its own fault, not the workload's.
+    hw_arg = _hardware_ref_doc(hardware) if hardware is not None else None
     doc = _read_doc(Path(path))
-    if hardware is not None:
-        doc.data["hardware"] = str(Path(hardware).resolve()) if Path(hardware).is_file() else str(hardware)
-    if "hardware" not in doc.data:
+    if hw_arg is not None:
+        hw_doc = hw_arg
+        doc.data["hardware"] = str(hardware)
+    elif "hardware" not in doc.data:
         raise SpecError(_missing_hardware(doc))
-    try:
-        hw_doc = _hardware_doc(doc.data["hardware"], doc.path.parent)
-    except SpecError as exc:  # say which line of the workload pointed there
-        raise SpecError(f"{doc.path}:{doc.lines.get(('hardware',), 1)}: hardware: {exc}") from None
+    else:
+        try:
+            hw_doc = _hardware_doc(doc.data["hardware"], doc.path.parent)
+        except SpecError as exc:  # say which line of the workload pointed there
+            raise SpecError(
+                f"{doc.path}:{doc.lines.get(('hardware',), 1)}: hardware: {exc}"
+            ) from None
     for loc, value, original in _split_overrides(overrides):
         if loc[0] == "hardware" and hw_doc is not None:
             _apply_override(hw_doc, loc[1:], value, original)
@@ -335,7 +537,40 @@ def load_workload(
             _apply_override(doc, loc, value, original)
     if hw_doc is not None:
         doc.data["hardware"] = _validate(HardwareSpec, hw_doc, hw_doc.data)
-    return _validate(WorkloadSpec, doc, doc.data)
+    spec = _validate(WorkloadSpec, doc, doc.data)
+    _check_patterns(spec, doc)
+    _check_models(spec, doc)
+    return spec
+
+
+def _check_models(spec: WorkloadSpec, doc: _Doc) -> None:
+    """A zoo model whose attention layers the zoo cannot build (too large for the array limits,
+    for example) is an error at the op's line, not a traceback in the scheduler."""
+    for i, op in enumerate(spec.operations):
+        if not isinstance(op, ModelOp) or op.pattern is None:
+            continue
+        try:
+            model_layers(op)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            loc = ("operations", i)
+            raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: its attention layers: "
+                            f"{message}") from None
+
+
+def _check_patterns(spec: WorkloadSpec, doc: _Doc) -> None:
+    """An N:M pattern the hardware does not list is an error unless the workload opts in."""
+    if spec.unsupported_nm == "masked_dense":
+        return
+    for i, name, pattern in spec.unsupported_patterns():
+        own = isinstance(doc.data["operations"][i], dict) and "sparsity" in doc.data["operations"][i]
+        loc = ("operations", i, "sparsity") if own else ("sparsity",)
+        raise SpecError(
+            f"{_line_of(doc, loc)}: {_dotted(loc)}: N:M {pattern} (operation {name!r}) is not "
+            f"among hardware {spec.hardware.name!r}'s nm_patterns ({spec.supported_patterns_text()}); "
+            f"choose a supported one, add it to nm_patterns, or set 'unsupported_nm: "
+            f"masked_dense' to run it dense at dense speed"
+        )
 
 
 def load_document(

@@ -26,6 +26,8 @@ from __future__ import annotations
 import difflib
 import gzip
 import inspect
+import math
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from workloads.generators.sparse_matrices import (
     stencil_offsets,
     uniform_random,
 )
+from workloads.limits import Limits
 
 __all__ = [
     "GENERATORS",
@@ -283,7 +286,11 @@ def known_matrix_names() -> tuple[str, ...]:
 
 
 def resolve_matrix(
-    source: str, params: Mapping[str, object] | None, seed: int, base_dir: Path
+    source: str,
+    params: Mapping[str, object] | None,
+    seed: int,
+    base_dir: Path,
+    limits: Limits | None = None,
 ) -> NamedMatrix:
     """Build or load the matrix a workload names.
 
@@ -298,6 +305,9 @@ def resolve_matrix(
         Seed for generators and look-alikes; real matrices ignore it.
     base_dir : pathlib.Path
         Directory that relative file paths are resolved against (the workload file's folder).
+    limits : Limits, optional
+        ``matrix_rows`` and ``matrix_nnz`` bound a generator's parameters and a file's header
+        before anything is allocated (defaults: :class:`~workloads.limits.Limits`).
 
     Returns
     -------
@@ -307,12 +317,14 @@ def resolve_matrix(
     ------
     SpecError
         For an unknown name (with a did-you-mean), unknown or missing parameters, invalid
-        parameter values, and unreadable or empty files.
+        parameter values, sizes above the limits, and unreadable or empty files.
     """
+    limits = limits or Limits()
     if not isinstance(source, str) or not source:
         raise SpecError(f"expected a matrix source name or .mtx path, got {source!r}")
     params = dict(params or {})
     if source in GENERATORS:
+        _check_generator_size(source, params, limits)
         return _generated(source, params, seed)
     kind, _, name = source.partition(":")
     if kind == "pyamg" and name in PYAMG_EXAMPLES:
@@ -327,7 +339,7 @@ def resolve_matrix(
     if source.lower().endswith((".mtx", ".mtx.gz")):
         _expect_no_params(source, params)
         path = Path(base_dir) / source
-        matrix, value_note = _read_mtx(path)
+        matrix, value_note = _read_mtx(path, limits)
         return NamedMatrix(
             name=source,
             matrix=matrix,
@@ -535,11 +547,188 @@ def _networkx_graph(name: str) -> NamedMatrix:
     )
 
 
-def _read_mtx(path: Path) -> tuple[sp.csr_matrix, str]:
+def _check_generator_size(source: str, params: dict[str, object], limits: Limits) -> None:
+    """Refuse a generator whose rows or nonzeros exceed the limits, before it allocates them."""
+
+    def number(name: str, default: float = 0) -> float:
+        value = params.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return default  # the generator says why
+        if isinstance(value, int):
+            return float(min(value, 2**1000))  # huge integers stay huge, without overflow
+        return value if math.isfinite(value) else default
+
+    rows = number("n_rows", number("n"))
+    cols = number("n_cols", rows)
+    if source == "uniform":
+        nnz = number("nnz", number("density") * rows * cols)
+    elif source == "banded":
+        offsets = params.get("offsets")
+        diagonals = len(offsets) if isinstance(offsets, list) else 27 if "stencil" in params else (
+            2 * number("bandwidth") + 1)
+        nnz = number("nnz", rows * diagonals)
+    elif source == "block_diagonal":
+        nnz = rows * number("block") * min(number("density", 1.0), 1.0)
+    else:
+        nnz = number("nnz")
+    _check_size(f"matrix source {source!r}", max(rows, cols), nnz, limits)
+
+
+def _check_size(what: str, rows: float, nnz: float, limits: Limits) -> None:
+    if rows > limits.matrix_rows:
+        raise SpecError(
+            f"{what}: {rows:,.0f} rows or columns is above limits.matrix_rows = "
+            f"{limits.matrix_rows:,}; raise 'limits: {{matrix_rows: ...}}' in the workload if meant"
+        )
+    if nnz > limits.matrix_nnz:
+        raise SpecError(
+            f"{what}: {nnz:,.0f} nonzeros is above limits.matrix_nnz = {limits.matrix_nnz:,} "
+            f"(about {nnz * 24 / 2**30:,.1f} GiB); raise 'limits: {{matrix_nnz: ...}}' if meant"
+        )
+
+
+# Possessive quantifiers: no backtracking, so a body is checked at about 100 MB/s.
+_INT = rb"[-+]?+[0-9]++"
+_REAL = (rb"[-+]?+(?:[0-9]++\.?+[0-9]*+|\.[0-9]++)(?:[eEdD][-+]?+[0-9]++)?+"
+         rb"|[-+]?+(?:[iI][nN][fF]|[nN][aA][nN])")
+_VALUES = {"integer": (_INT,), "real": (_REAL,), "double": (_REAL,), "complex": (_REAL, _REAL),
+           "pattern": ()}
+_BLANK = re.compile(rb"^[ \t]*\r?\n", re.MULTILINE)
+
+
+def _entry_pattern(layout: str, field: str) -> bytes:
+    """One data line of a Matrix Market body (``coordinate``: two indices, then the values)."""
+    tokens = ((_INT, _INT) if layout == "coordinate" else ()) + _VALUES.get(field, (_REAL,))
+    return rb"[ \t]*+" + rb"[ \t]++".join(rb"(?>" + t + rb")" for t in tokens) + rb"[ \t]*+\r?+"
+
+
+def _scan_body(path: Path, entries: int, layout: str, field: str) -> None:
+    """Check every line of the body before scipy parses it.
+
+    scipy's parser crashes the interpreter (a segmentation fault) on some malformed lines, a NUL
+    byte or a last line like ``4 4 5t``, and truncates ``1.5`` in an ``integer`` file to ``1``
+    without a word. Streams in chunks, so memory stays bounded; a file far longer than its
+    header's entries (a gzip bomb, a wrong header) is refused instead of read for minutes.
+    """
+    entry = re.compile(_entry_pattern(layout, field))
+    blank = re.compile(rb"[ \t]*+\r?+|%[^\n]*+")
+    chunk_ok = re.compile(rb"(?:(?:" + entry.pattern + rb"|" + blank.pattern + rb")\n)*+")
+    most = 200 * (entries + 1) + (1 << 20)  # an entry line is under 200 bytes
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    seen, lines, carry, header, found = 0, 0, b"", True, 0
+    with opener(path, "rb") as fh:
+        while True:
+            data = fh.read(1 << 23)
+            text = carry + data
+            if not data:
+                if not text:
+                    break
+                if text != text.rstrip():  # scipy's parser crashes on this one
+                    last = lines + text.count(b"\n") + 1
+                    raise SpecError(f"{path}:{last}: the last line ends in white space but no "
+                                    f"newline; end the file with a newline")
+                text += b"\n"  # the last line may lack its newline
+            cut = text.rfind(b"\n") + 1
+            text, carry = text[:cut], text[cut:]
+            if header:  # banner, comments and the size line (mminfo has read them)
+                skip = _header_end(text)
+                lines, text, header = text.count(b"\n", 0, skip), text[skip:], False
+            if not chunk_ok.fullmatch(text):
+                _blame_line(path, text, lines, entry, blank, layout, field)
+            lines += text.count(b"\n")
+            # Every line is an entry, a comment or blank (just checked); the last two are rare.
+            found += text.count(b"\n") - text.count(b"\n%") - len(re.findall(_BLANK, text))
+            seen += len(data)
+            if seen > most:
+                raise SpecError(
+                    f"{path}: more than {most:,} bytes of text for the {entries:,} entries its "
+                    f"header declares; expected one entry per line"
+                )
+            if not data:
+                break
+    if found != entries:
+        if found < entries:
+            raise SpecError(f"{path}: truncated: {found:,} of the {entries:,} entries its header "
+                            f"declares")
+        raise SpecError(f"{path}: {found:,} entries, more than the {entries:,} its header declares")
+
+
+def _blame_line(path: Path, text: bytes, lines: int, entry, blank, layout: str, field: str):
+    """Raise the SpecError for the first line of ``text`` that is not an entry."""
+    for number, line in enumerate(text.split(b"\n"), lines + 1):
+        if entry.fullmatch(line) or blank.fullmatch(line):
+            continue
+        shown = line.decode(errors="replace").strip()
+        if b"\0" in line:
+            raise SpecError(f"{path}:{number}: NUL byte; expected Matrix Market text")
+        if field == "integer" and re.fullmatch(_entry_pattern(layout, "real"), line):
+            raise SpecError(
+                f"{path}:{number}: entry {shown!r} is not an integer, but the header declares "
+                f"'integer' values; fix the entry or declare the field 'real'"
+            )
+        raise SpecError(f"{path}:{number}: {shown[:60]!r} is not a {field} entry of this "
+                        f"Matrix Market file")
+    raise SpecError(f"{path}: not a valid Matrix Market body")  # pragma: no cover
+
+
+_BANNER = re.compile(
+    rb"%%MatrixMarket[ \t]++matrix[ \t]++(coordinate|array)[ \t]++"
+    rb"(real|double|complex|integer|pattern)[ \t]++(general|symmetric|skew-symmetric|hermitian)"
+    rb"[ \t]*+\r?+", re.IGNORECASE)
+_SIZE = re.compile(rb"[ \t]*+([0-9]++)[ \t]++([0-9]++)(?:[ \t]++([0-9]++))?+[ \t]*+\r?+")
+
+
+def _read_header(path: Path) -> tuple[int, int, int, str, str, str]:
+    """``(rows, cols, entries, layout, field, symmetry)`` from the banner and the size line.
+
+    Read here rather than by scipy, whose parser must only ever see a checked file.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    lines = head.split(b"\n")
+    banner = _BANNER.fullmatch(lines[0])
+    if banner is None:
+        shown = lines[0][:60].decode(errors="replace")
+        raise SpecError(f"{path}:1: expected the banner '%%MatrixMarket matrix <coordinate|array> "
+                        f"<real|integer|complex|pattern> <general|symmetric|...>', got {shown!r}")
+    layout, field, symmetry = (g.decode().lower() for g in banner.groups())
+    number = next((i for i, line in enumerate(lines[1:], 1)
+                   if line.strip() and not line.startswith(b"%")), None)
+    size = _SIZE.fullmatch(lines[number]) if number is not None and number < len(lines) - 1 else None
+    if size is None or (layout == "coordinate") != (size.group(3) is not None):
+        want = "rows columns entries" if layout == "coordinate" else "rows columns"
+        raise SpecError(f"{path}:{(number or 0) + 1}: expected the size line '{want}'")
+    rows, cols = int(size.group(1)), int(size.group(2))
+    entries = int(size.group(3)) if layout == "coordinate" else rows * cols
+    if layout == "array" and symmetry != "general":  # one triangle (skew: without the diagonal)
+        entries = rows * (rows + 1) // 2 if symmetry != "skew-symmetric" else rows * (rows - 1) // 2
+    if field == "pattern" and layout == "array":
+        raise SpecError(f"{path}:1: an 'array' file cannot be 'pattern'")
+    return rows, cols, entries, layout, field, symmetry
+
+
+def _header_end(text: bytes) -> int:
+    """Offset just past the banner, the comments and the size line."""
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        offset += len(line)
+        if line.strip() and not line.startswith(b"%"):
+            return offset
+    return offset
+
+
+def _read_mtx(path: Path, limits: Limits | None = None) -> tuple[sp.csr_matrix, str]:
     """`load_mtx` plus a note on how the values were made integers."""
+    limits = limits or Limits()
     if not path.is_file():
         raise SpecError(f"{path}: matrix file not found (expected a .mtx or .mtx.gz file)")
     try:
+        rows, cols, entries, layout, field, symmetry = _read_header(path)
+        # Symmetric files store one triangle; the matrix holds up to twice the entries.
+        stored = entries * (1 if symmetry == "general" else 2)
+        _check_size(f"{path}: header", max(rows, cols), stored, limits)
+        _scan_body(path, entries, layout, field)
         raw = scipy.io.mmread(path)
     except (
         ValueError,

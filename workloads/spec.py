@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +29,7 @@ from pydantic import (
 
 from workloads.arith import ceil_div
 from workloads.errors import SpecError
+from workloads.limits import MAX_INT, Limits
 
 __all__ = [
     "SpecError",
@@ -71,9 +73,36 @@ __all__ = [
 #: Largest group size M the unified N:M datapath supports (the PE's activation mux is M:1).
 MAX_M = 16
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+#: Most blocks of a zoo ``decoder`` (GPT-3 has 96).
+MAX_MODEL_LAYERS = 1024
+
+#: Largest PE array side: 16 times a TPU's, far beyond what an FPGA holds.
+MAX_ARRAY_DIM = 4096
+
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+# Hardware sizes: far beyond any real design, small enough that products of two stay in int64.
+Bytes = Annotated[int, Field(gt=0, le=1 << 40)]
+Count = Annotated[int, Field(gt=0, le=1 << 16)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_INT)]
+# Infinity and NaN mean nothing in a clock or an energy, and would reach results.json.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _folder_name(value: str) -> str:
+    """A name that also names an output folder (``out/<name>``) and must stay inside it."""
+    if not value or value.startswith(".") or any(c in value for c in "/\\") or any(
+        ord(c) < 32 for c in value
+    ):
+        raise ValueError(
+            f"{value!r} cannot name an output folder (out/<name>); use letters, digits, '-', "
+            f"'_' and '.', not starting with '.', without '/', '\\' or control characters"
+        )
+    return value
+
+
+#: The name of a workload or a hardware description (it names the output folder).
+FolderName = Annotated[str, Field(max_length=200), AfterValidator(_folder_name)]
 _Pair = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 
 
@@ -108,17 +137,17 @@ class NMPattern(_Spec):
 class ArraySpec(_Spec):
     """The systolic PE array: ``rows`` PEs along the reduction dimension, ``cols`` along outputs."""
 
-    rows: PositiveInt
-    cols: PositiveInt
+    rows: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
+    cols: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
     dataflow: Literal["weight_stationary"] = "weight_stationary"
 
 
 class BufferSpec(_Spec):
     """On-chip SRAM sizes. Each buffer is split in two halves (ping-pong) for double buffering."""
 
-    weight_bytes: PositiveInt
-    input_bytes: PositiveInt
-    accumulator_bytes: PositiveInt
+    weight_bytes: Bytes
+    input_bytes: Bytes
+    accumulator_bytes: Bytes
 
 
 class DramSpec(_Spec):
@@ -128,8 +157,8 @@ class DramSpec(_Spec):
     from a request to its first beat.
     """
 
-    bandwidth_bytes_per_cycle: PositiveInt
-    latency_cycles: NonNegativeInt
+    bandwidth_bytes_per_cycle: Annotated[int, Field(gt=0, le=1 << 20)]
+    latency_cycles: Annotated[int, Field(ge=0, le=1 << 32)]
 
 
 class VectorUnitSpec(_Spec):
@@ -144,9 +173,9 @@ class VectorUnitSpec(_Spec):
     the depth of the exp stage (table read and shift, at least 2; the RTL pads to it).
     """
 
-    lanes: PositiveInt
-    pipeline_cycles: NonNegativeInt = 4
-    softmax_lanes: PositiveInt | None = None
+    lanes: Count
+    pipeline_cycles: Annotated[int, Field(ge=0, le=1 << 16)] = 4
+    softmax_lanes: Count | None = None
     score_bits: Annotated[int, Field(ge=4, le=32)] = 16
     score_frac_bits: Annotated[int, Field(ge=1, le=12)] = 8
     exp_bits: Annotated[int, Field(ge=4, le=24)] = 16
@@ -174,18 +203,18 @@ class ControllerSpec(_Spec):
     most this many instructions per unit on the RTL.
     """
 
-    instruction_depth: PositiveInt = 1024
+    instruction_depth: Annotated[int, Field(gt=0, le=1 << 24)] = 1024
 
 
 class EnergySpec(_Spec):
     """Energy per action in picojoules (defaults: 16-bit fixed point, see docs/energy.md)."""
 
-    mac_pj: float = 0.9
-    sram_read_pj_per_byte: float = 1.2
-    sram_write_pj_per_byte: float = 1.4
-    dram_read_pj_per_byte: float = 160.0
-    dram_write_pj_per_byte: float = 160.0
-    vector_group_pj: float = 2.0
+    mac_pj: NonNegativeFloat = 0.9
+    sram_read_pj_per_byte: NonNegativeFloat = 1.2
+    sram_write_pj_per_byte: NonNegativeFloat = 1.4
+    dram_read_pj_per_byte: NonNegativeFloat = 160.0
+    dram_write_pj_per_byte: NonNegativeFloat = 160.0
+    vector_group_pj: NonNegativeFloat = 2.0
 
 
 def _power_of_two(value: int) -> bool:
@@ -213,12 +242,12 @@ class SpGEMMEngineSpec(_Spec):
         Width of column indices and CSR offsets in DRAM and on the engine's streams.
     """
 
-    multipliers: PositiveInt = 4
-    merger_radix: Annotated[int, Field(ge=2)] = 16
-    hash_entries: PositiveInt = 4096
-    hash_banks: PositiveInt = 4
-    hash_ways: PositiveInt = 4
-    scratchpad_bytes: Annotated[int, Field(ge=64)] = 262144
+    multipliers: Count = 4
+    merger_radix: Annotated[int, Field(ge=2, le=1 << 16)] = 16
+    hash_entries: Annotated[int, Field(gt=0, le=1 << 32)] = 4096
+    hash_banks: Count = 4
+    hash_ways: Count = 4
+    scratchpad_bytes: Annotated[int, Field(ge=64, le=1 << 40)] = 262144
     index_bits: Annotated[int, Field(ge=4, le=32)] = 32
 
     @model_validator(mode="after")
@@ -254,8 +283,8 @@ class HardwareSpec(_Spec):
     """
 
     version: Literal[1] = 1
-    name: str
-    clock_mhz: PositiveFloat
+    name: FolderName
+    clock_mhz: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
     array: ArraySpec
     data_bits: Annotated[int, Field(ge=2, le=32)] = 16
     acc_bits: Annotated[int, Field(ge=8, le=64)] = 32
@@ -604,7 +633,7 @@ class AttentionOp(_Spec):
     repeat: PositiveInt = 1
 
     @model_validator(mode="after")
-    def _shape(self) -> AttentionOp:
+    def _shape(self, info: ValidationInfo) -> AttentionOp:
         kv_heads = self.kv_heads or self.heads
         if self.heads % kv_heads:
             raise ValueError(
@@ -629,7 +658,25 @@ class AttentionOp(_Spec):
             raise ValueError(
                 f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"
             )
+        self._check_arrays(limits_of(info).array_elements)
         return self
+
+    def _check_arrays(self, limit: int) -> None:
+        """The arrays a data-dependent pattern allocates (Q, K, one head's scores) fit the limit."""
+        if not isinstance(self.pattern, (BlasstAttention, TopKAttention)):
+            return
+        arrays = {
+            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * self.queries * self.head_dim,
+            "K (batch*kv_heads*kv_len*head_dim)": self.batch * self.groups * self.kv_len
+            * self.head_dim,
+            "the scores of one head (q_len*kv_len)": self.queries * self.kv_len,
+        }
+        for what, count in arrays.items():
+            if count > limit:
+                raise ValueError(
+                    f"pattern {self.pattern.kind!r} needs {what} = {count:,} elements, above "
+                    f"limits.array_elements = {limit:,}; shrink the op or raise the limit"
+                )
 
     @property
     def groups(self) -> int:
@@ -674,11 +721,12 @@ class ModelOp(_Spec):
     pattern: AttentionPattern | None = None  # None: attention stays two dense matmul layers
     block_size: PositiveInt = 128
     phase: Literal["prefill", "decode"] = "prefill"
-    layers: PositiveInt | None = None
-    hidden: PositiveInt | None = None
-    heads: PositiveInt | None = None
-    kv_heads: PositiveInt | None = None
-    mlp: PositiveInt | None = None
+    # Bounded so that expanding the model stays cheap; sizes beyond GPT-3's are refused here.
+    layers: Annotated[int, Field(gt=0, le=MAX_MODEL_LAYERS)] | None = None
+    hidden: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
+    kv_heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
+    mlp: Annotated[int, Field(gt=0, le=1 << 22)] | None = None
     gated_mlp: bool = False
 
     @model_validator(mode="after")
@@ -714,6 +762,12 @@ class ModelOp(_Spec):
 SPGEMM_DATAFLOWS = ("inner", "outer", "gustavson", "hash")
 
 
+def limits_of(info: ValidationInfo) -> Limits:
+    """The workload's limits while it is validated (the loader passes them in the context)."""
+    limits = (info.context or {}).get("limits")
+    return limits if isinstance(limits, Limits) else Limits()
+
+
 class MatrixSource(_Spec):
     """A sparse matrix for SpGEMM: a name or ``.mtx`` path, generator parameters and a seed.
 
@@ -725,11 +779,30 @@ class MatrixSource(_Spec):
     params: dict[str, Any] = {}
     seed: NonNegativeInt = 0
     _base_dir: Path | None = PrivateAttr(default=None)
+    _limits: Limits | None = PrivateAttr(default=None)
+
+    @field_validator("params")
+    @classmethod
+    def _plain(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Parameters are cached by their JSON text, which needs text keys all the way down.
+        def check(node: Any, at: str) -> None:
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if not isinstance(key, str):
+                        raise ValueError(f"params{at}: key {key!r} must be a name (text)")
+                    check(item, f"{at}.{key}")
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    check(item, f"{at}[{i}]")
+
+        check(value, "")
+        return value
 
     @model_validator(mode="after")
     def _resolvable(self, info: ValidationInfo) -> MatrixSource:
         base = (info.context or {}).get("base_dir")
         self._base_dir = Path(base) if base is not None else None
+        self._limits = limits_of(info)
         try:
             matrix = self.resolve().matrix
         except SpecError as exc:  # the loader adds file:line and the field path
@@ -746,16 +819,16 @@ class MatrixSource(_Spec):
         base = self._base_dir if self._base_dir is not None else Path.cwd()
         # JSON text is a hashable cache key for the YAML scalars, lists and mappings in params.
         params = json.dumps(self.params, sort_keys=True)
-        return _resolve_cached(self.source, params, self.seed, str(base))
+        return _resolve_cached(self.source, params, self.seed, str(base), self._limits)
 
 
 @functools.lru_cache(maxsize=8)
-def _resolve_cached(source: str, params: str, seed: int, base_dir: str):
+def _resolve_cached(source: str, params: str, seed: int, base_dir: str, limits: Limits | None):
     # Validation and simulation both need the matrix; generating a large one twice would double
     # the load time, so the few most recent ones are kept.
     from workloads.matrices import resolve_matrix  # numpy/scipy only when a workload needs it
 
-    return resolve_matrix(source, json.loads(params), seed, Path(base_dir))
+    return resolve_matrix(source, json.loads(params), seed, Path(base_dir), limits)
 
 
 class SpGEMMOp(_Spec):
@@ -819,11 +892,16 @@ class WorkloadSpec(_Spec):
     """A workload: operations, a training/inference mode, a default sparsity and the hardware."""
 
     version: Literal[1]
-    name: str
+    name: FolderName
     hardware: HardwareSpec
     mode: Literal["inference", "training"] = "inference"
     sparsity: Sparsity = DenseSparsity()
     schedule: SchedulePasses = SchedulePasses()
+    limits: Limits = Limits()
+    # What an N:M pattern the hardware does not list does: "error" (the default: a spec error
+    # listing the supported patterns) or "masked_dense" (run the masked weights at dense speed;
+    # the CLI warns). Never silently dense.
+    unsupported_nm: Literal["error", "masked_dense"] = "error"
     # Lax only for list → tuple; the elements are strict models.
     operations: Annotated[tuple[Operation, ...], Field(min_length=1, strict=False)]
 
@@ -847,6 +925,24 @@ class WorkloadSpec(_Spec):
             for op in ops
         ]
         return data
+
+    def unsupported_patterns(self) -> list[tuple[int, str, str]]:
+        """``(operation index, operation name, "n:m")`` for each weight pattern the hardware
+        does not run sparse (those run masked-dense, at dense speed)."""
+        found = []
+        for i, op in enumerate(self.operations):
+            sparsity = getattr(op, "sparsity", None)
+            if isinstance(op, ModelOp):
+                sparsity = sparsity or self.sparsity
+            if isinstance(sparsity, (NMSparsity, BDWPSparsity)):
+                if not self.hardware.supports(sparsity.n, sparsity.m):
+                    found.append((i, getattr(op, "name", None) or op.op,
+                                  f"{sparsity.n}:{sparsity.m}"))
+        return found
+
+    def supported_patterns_text(self) -> str:
+        """The hardware's N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
+        return ", ".join(f"{p.n}:{p.m}" for p in self.hardware.nm_patterns) or "none"
 
     @model_validator(mode="after")
     def _attention_inference_only(self) -> WorkloadSpec:

@@ -78,7 +78,8 @@ def test_malformed_mtx_names_the_file_and_the_line(tmp_path):
     (tmp_path / "bad.mtx").write_text("%%MatrixMarket matrix coordinate real general\n3 3\n")
     path = write(tmp_path, "- {op: spgemm, name: x, a: {source: bad.mtx}}")
     with pytest.raises(SpecError, match=rf"w\.yaml:5: operations\[0\]\.a: "
-                                        rf"{tmp_path}/bad\.mtx: not a valid Matrix Market file"):
+                                        rf"{tmp_path}/bad\.mtx:2: expected the size line "
+                                        rf"'rows columns entries'"):
         load_workload(path)
 
 

@@ -25,8 +25,11 @@ Data-dependent patterns take real tensors: seeded synthetic or random ones
 
 from __future__ import annotations
 
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from tokenize import TokenError
 
 import numpy as np
 
@@ -37,6 +40,7 @@ from workloads.spec import (
     BlasstAttention,
     BlockSparseAttention,
     DenseAttention,
+    Limits,
     QKData,
     ScoreNMAttention,
     SlidingWindowAttention,
@@ -422,6 +426,9 @@ def from_flex(
     state = np.zeros((batch, heads, nqb, nkb), dtype=np.uint8)
     for num, idx, value in lists:
         num, idx = np.asarray(num), np.asarray(idx)
+        for array, name in ((num, "kv_num_blocks"), (idx, "kv_indices")):
+            if array.dtype.kind not in "iu":
+                raise SpecError(f"{name} has dtype {array.dtype}; expected integers")
         if num.ndim != 3 or idx.ndim != 4 or num.shape[2] != nqb or idx.shape[:3] != num.shape:
             raise SpecError(
                 f"expected kv_num_blocks [B, H, {nqb}] and kv_indices [B, H, {nqb}, n] for "
@@ -474,18 +481,105 @@ def _range(i: int, block: int, length: int) -> tuple[int, int]:
     return i * block, min(length, (i + 1) * block)
 
 
+#: Largest array read from a ``.npy``/``.npz`` file, in elements (the default of
+#: ``limits.array_elements``); checked on the array's header, before its data is read.
+MAX_FILE_ELEMENTS = Limits().array_elements
+
+_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _read_array(fh, where: str, expected: str, kinds: str, shape: tuple | None = None):
+    """One ``.npy`` array from an open binary file, checked header first.
+
+    ``kinds`` are the numpy dtype kinds accepted (``"fiu"``: real numbers, ``"iu"``: integers);
+    ``shape``, if given, must match before the data is read. Every failure is one SpecError
+    naming ``where`` and what was ``expected``.
+    """
+    try:
+        version = np.lib.format.read_magic(fh)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        with warnings.catch_warnings():  # a damaged header can look like Python 2's
+            warnings.simplefilter("ignore")
+            found_shape, fortran, dtype = header(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, TypeError) as exc:
+        raise SpecError(f"{where}: not a valid .npy array ({_one_line(exc)}); expected "
+                        f"{expected}") from None
+    if dtype.hasobject or dtype.kind not in kinds:
+        what = "integers" if kinds == "iu" else "real numbers"
+        raise SpecError(f"{where}: dtype {dtype} is not {what}; expected {expected}")
+    elements = int(np.prod(found_shape, dtype=object))
+    if elements > MAX_FILE_ELEMENTS:
+        raise SpecError(f"{where}: shape {found_shape} has {elements:,} elements, above the "
+                        f"{MAX_FILE_ELEMENTS:,} a file array may hold; expected {expected}")
+    if shape is not None and tuple(found_shape) != tuple(shape):
+        raise SpecError(f"{where}: shape {tuple(found_shape)}; expected {expected} of shape "
+                        f"{tuple(shape)}")
+    count = elements
+    data = fh.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise SpecError(f"{where}: truncated: {len(data):,} of {count * dtype.itemsize:,} data "
+                        f"bytes; expected {expected}")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(found_shape, order="F" if fortran else "C")
+
+
+def _open_array(path: str, expected: str, kinds: str, shape: tuple | None = None) -> np.ndarray:
+    """``path`` as one ``.npy`` array (an ``.npz`` archive or any other file is refused)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) == _ZIP_MAGIC:
+                raise SpecError(f"{path}: an .npz archive; expected {expected} as one .npy array")
+            fh.seek(0)
+            return _read_array(fh, path, expected, kinds, shape)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}; expected {expected}") from None
+
+
+def _open_archive(path: str, names: tuple[str, ...], required: set[str]) -> dict[str, np.ndarray]:
+    """The integer arrays ``names`` of an ``.npz`` archive (those in ``required`` must exist)."""
+    import zipfile
+
+    expected = "an .npz archive (numpy.savez) of FlexAttention block lists"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if head.startswith(_NPY_MAGIC):
+            raise SpecError(f"{path}: a single .npy array; expected {expected}")
+        with zipfile.ZipFile(path) as archive:
+            members = {n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")}
+            missing = required - members
+            if missing:
+                raise SpecError(f"{path}: missing arrays {sorted(missing)} (have "
+                                f"{sorted(members)}); expected {expected}")
+            arrays = {}
+            for name in names:
+                if name in members:
+                    with archive.open(f"{name}.npy") as fh:
+                        arrays[name] = _read_array(fh, f"{path}: {name}", "integer block lists",
+                                                   "iu")
+            return arrays
+    # Any archive damage: NotImplementedError for unknown compression, RuntimeError for
+    # encryption, zlib.error for corrupt deflate data.
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or _one_line(exc)
+        raise SpecError(f"{path}: cannot read ({reason}); expected {expected}") from None
+
+
 def load_npz(
     path: str, batch: int, heads: int, q_len: int, kv_len: int, block: int, causal: bool
 ) -> AttentionMask:
     """A block mask saved with ``numpy.savez`` in FlexAttention form (see :func:`from_flex`)."""
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{path}: cannot read block mask: {exc}") from None
-    missing = {"kv_num_blocks", "kv_indices"} - set(data.files)
-    if missing:
-        raise SpecError(f"{path}: missing arrays {sorted(missing)} (have {sorted(data.files)})")
-    full = [data[k] if k in data.files else None for k in ("full_kv_num_blocks", "full_kv_indices")]
+    data = _open_archive(
+        path, ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"),
+        {"kv_num_blocks", "kv_indices"},
+    )
+    full = [data.get(k) for k in ("full_kv_num_blocks", "full_kv_indices")]
     try:
         return from_flex(
             data["kv_num_blocks"],
@@ -617,16 +711,15 @@ def load_qk(data: QKData, op: AttentionOp) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for name in ("q", "k"):
         path = getattr(data, name)
-        try:
-            array = np.load(path)
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"{path}: cannot read {name}: {exc}") from None
-        if array.shape != shapes[name]:
-            raise SpecError(
-                f"{path}: {name} has shape {array.shape}; {op.name} needs {shapes[name]} "
-                f"([batch, {'heads, q_len' if name == 'q' else 'kv_heads, kv_len'}, head_dim])"
-            )
-        out.append(np.asarray(array, dtype=np.float32))
+        dims = "heads, q_len" if name == "q" else "kv_heads, kv_len"
+        expected = f"{op.name}'s {name}, real numbers [batch, {dims}, head_dim]"
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
+            array = _open_array(path, expected, "fiu", shapes[name]).astype(np.float32)
+        bad = np.argwhere(~np.isfinite(array))
+        if bad.size:  # a NaN or infinity would silently decide the pattern
+            raise SpecError(f"{path}: {name}{bad[0].tolist()} is {array[tuple(bad[0])]}; expected "
+                            f"finite values (within float32)")
+        out.append(array)
     return out[0], out[1]
 
 

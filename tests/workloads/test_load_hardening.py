@@ -1,0 +1,137 @@
+"""Hostile YAML: every construct the loader does not accept is one `file:line: path: message`
+SpecError, and sizes are bounded before anything is built (issue 15, part 1)."""
+
+from __future__ import annotations
+
+import re
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+from workloads.errors import SpecError
+from workloads.load import MAX_DEPTH, MAX_FILE_BYTES, load_hardware, load_workload
+
+HEAD = "version: 1\nname: t\nhardware: tiny\n"
+OPS = "operations: [{op: gemm, name: g, m: 8, k: 16, n: 8}]\n"
+
+# The 538-byte "billion laughs" of the issue: nine levels of nine aliases each.
+BOMB = HEAD + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]\n" for p, x in zip("abcdefgh", "bcdefghi")
+)
+
+
+def error_of(tmp_path: Path, content: str | bytes) -> str:
+    """The one-line error of loading ``content`` as a workload file."""
+    path = tmp_path / "w.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SpecError) as info:
+        load_workload(path)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_alias_bomb_fails_fast_with_little_memory(tmp_path):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    message = error_of(tmp_path, BOMB)
+    assert time.perf_counter() - start < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+    assert message.startswith(f"{tmp_path / 'w.yaml'}:")
+    assert "aliases expand this to more than 100,000 nodes" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("version: 1\na: &a [1, *a]\n", r"w\.yaml:2: a\[1\]: recursive alias"),
+        ("version: 1\na: &a {b: *a}\n", r"w\.yaml:2: a\.b: recursive alias"),
+        ("version: 1\na: " + "[" * 200 + "]" * 200 + "\n", r"w\.yaml:2: .*nest"),
+        ("version: 1\n" + "".join("  " * i + f"k{i}:\n" for i in range(100)) + "  " * 100 + "x: 1\n",
+         rf"w\.yaml:{MAX_DEPTH + 2}: the document is nested deeper than {MAX_DEPTH} levels"),
+        # Aliases can nest a document deeper than its text.
+        ("version: 1\na: &a " + "[" * 40 + "1" + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40 + "\n",
+         rf"w\.yaml:2: b(\[0\])+: aliases nest this deeper than {MAX_DEPTH} levels"),
+        ("version: 1\n? [1, 2]\n: 3\n", r"w\.yaml:2: <top level>: a list cannot be a key"),
+        ("version: 1\nx:\n  {a: 1}: 3\n", r"w\.yaml:3: x: a mapping cannot be a key"),
+        ("version: 1\nbase: &b {x: 1}\nhw:\n  <<: *b\n",
+         r"w\.yaml:4: hw: merge keys \('<<'\) are not supported"),
+        ("version: 1\nname: !foo t\n", r"w\.yaml:2: name: unsupported YAML tag '!foo'"),
+        ("version: 1\nname: !!python/object/apply:os.system [echo]\n",
+         r"w\.yaml:2: name: unsupported YAML tag '!!python/object/apply:os\.system'"),
+        ("version: 1\nname: !!binary aGk=\n", r"w\.yaml:2: name: unsupported YAML tag '!!binary'"),
+        ("version: 1\nname: !!int abc\n", r"w\.yaml:2: name: 'abc' is not a valid int"),
+        ("version: 1\nname: !!float x\n", r"w\.yaml:2: name: 'x' is not a valid float"),
+        ("version: 1\nname: a\x01b\n", r"w\.yaml:2: invalid YAML: character '\\x01'"),
+        (b"version: 1\nname: a\x00b\n", r"w\.yaml:2: NUL byte at offset 18"),
+        (b"version: 1\n\nname: caf\xe9\n", r"w\.yaml:3: byte 0xe9 is not UTF-8"),
+        ("version: 1\na: [" + ",".join(["1"] * 100_001) + "]\n",
+         r"w\.yaml:2: the document is more than 100,000 values"),
+    ],
+    ids=["recursive-list", "recursive-map", "deep-flow", "deep-block", "deep-by-alias",
+         "list-key", "map-key", "merge", "unknown-tag", "python-tag", "binary-tag", "bad-int",
+         "bad-float", "control-char", "nul", "latin1", "too-many-values"],
+)
+def test_unaccepted_yaml_is_one_line(tmp_path, content, expected):
+    assert re.search(expected, error_of(tmp_path, content))
+
+
+def test_oversized_file_and_dev_zero(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(SpecError, match=r"big\.yaml: larger than 1 MiB"):
+        load_workload(big)
+    with pytest.raises(SpecError, match=r"/dev/zero: larger than 1 MiB"):
+        load_workload("/dev/zero")
+
+
+def test_utf8_bom_and_utf16_are_read(tmp_path):
+    for encoded in ((HEAD + OPS).encode("utf-8-sig"), (HEAD + OPS).encode("utf-16")):
+        path = tmp_path / "w.yaml"
+        path.write_bytes(encoded)
+        assert load_workload(path).name == "t"
+
+
+def test_dates_stay_text(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(HEAD.replace("name: t", "name: 2024-01-01") + OPS)
+    assert load_workload(path).name == "2024-01-01"
+
+
+def test_nul_in_a_path(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(HEAD.replace("tiny", '"tiny\\0.yaml"') + OPS)
+    with pytest.raises(SpecError, match=r"w\.yaml:3: hardware: .*NUL byte"):
+        load_workload(path)
+    with pytest.raises(SpecError, match=r"^'a\\x00\.yaml': file not found"):
+        load_hardware("a\0.yaml")
+
+
+def test_missing_hardware_argument_is_blamed_on_the_argument(tmp_path, capsys):
+    path = tmp_path / "w.yaml"
+    path.write_text(HEAD + OPS)
+    with pytest.raises(SpecError, match=r"^missing\.yaml: file not found \(expected a hardware "
+                                        r"YAML file or a preset name: sat_vcu1525, tiny\)"):
+        load_workload(path, hardware="missing.yaml")
+    assert main(["run", str(path), "--hardware", "tinny", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(
+        "archsim: error: unknown hardware preset 'tinny'; known presets: sat_vcu1525, tiny; did "
+        "you mean 'tiny'?")
+
+
+def test_set_value_with_an_alias_bomb_stays_text(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(HEAD + OPS)
+    bomb = "&a [1,1,1,1,1,1,1,1,1]"  # valid YAML, but an anchor only: kept as the text itself
+    with pytest.raises(SpecError, match=r"--set name=&a"):
+        load_workload(path, overrides=[f"name={bomb}", "operations.0.m=[*a]"])
+
+
+def test_cli_exit_code_for_bomb(tmp_path, capsys):
+    path = tmp_path / "w.yaml"
+    path.write_text(BOMB)
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
