@@ -41,6 +41,9 @@ def _dma(instr: Instr, hw: HardwareSpec) -> Charges:
     buffer = _DMA_TARGET[instr.op]
     if instr.op in (Op.LOAD_A, Op.LOAD_B):
         return Charges(dram_read=nbytes, sram_write=((buffer, nbytes),))
+    if instr.op == Op.STORE_C:  # reads whole accumulators, even when it writes them requantized
+        return Charges(dram_write=nbytes,
+                       sram_read=((buffer, instr.rows * instr.cols * hw.acc_bytes),))
     return Charges(dram_write=nbytes, sram_read=((buffer, nbytes),))
 
 
@@ -83,7 +86,7 @@ def charges(instr: Instr, hw: HardwareSpec) -> Charges:
 def shape_of(instr: Instr) -> tuple:
     """The fields that :func:`charges` and ``cost.latency`` depend on."""
     return (instr.op, instr.rows, instr.cols, instr.k, instr.m, instr.nm_n, instr.nm_m,
-            instr.accumulate)
+            instr.accumulate, instr.requant)
 
 
 def book(stats: SegmentStats, tag: int, c: Charges) -> None:

@@ -27,8 +27,9 @@ Why this orientation: each buffer has two ping-pong slots (docs/isa.md). Qᵀ ne
 
 DRAM layout of one op (``AttentionLayout``): Qᵀ ``[batch, kv_heads, head_dim, group·q_len]``
 (queries of a group's heads side by side), K ``[batch, kv_heads, kv_len, head_dim]`` (token
-major, the KV cache), Vᵀ ``[batch, kv_heads, head_dim, kv_len]`` (channel major), Oᵀ like Qᵀ in
-accumulator width, and the element masks of partial blocks, one contiguous tile each.
+major, the KV cache), Vᵀ ``[batch, kv_heads, head_dim, kv_len]`` (channel major), Oᵀ like Qᵀ
+(operand width: its STORE_C requantizes by ``prob_bits`` back to V's format), and the element
+masks of partial blocks, one contiguous tile each.
 
 Work items whose programs differ only in DRAM addresses take the same time, so the mapping
 builds one program per **signature** (columns, block rows, partial flags) and the scheduler
@@ -46,6 +47,7 @@ import numpy as np
 from dataflows.cost import mask_bytes
 from dataflows.isa import Op
 from dataflows.program import Allocator, Emitter, Program, Segment, Tensor
+from dataflows.softmax_format import SoftmaxFormat
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.generators.attention import EMPTY, FULL, AttentionMask, build_mask
@@ -129,7 +131,7 @@ class AttentionLayout:
 
     @classmethod
     def of(cls, op: AttentionOp, hw: HardwareSpec, total_mask_bytes: int) -> AttentionLayout:
-        db, acc, d = hw.data_bytes, hw.acc_bytes, op.head_dim
+        db, d = hw.data_bytes, op.head_dim
         cols = op.heads // op.groups * op.queries
         rows = op.batch * op.groups * d
         kv_rows = op.batch * op.groups * op.kv_len
@@ -137,7 +139,7 @@ class AttentionLayout:
         q = dram.alloc(f"{op.name}.QT", rows, cols, db)
         k = dram.alloc(f"{op.name}.K", kv_rows, d, db)
         v = dram.alloc(f"{op.name}.VT", rows, op.kv_len, db)
-        o = dram.alloc(f"{op.name}.OT", rows, cols, acc)
+        o = dram.alloc(f"{op.name}.OT", rows, cols, db)
         masks = dram.alloc(f"{op.name}.masks", 1, total_mask_bytes, 1, "mask_tiles",
                            total_mask_bytes)
         return cls(dram.tensors, q.addr, k.addr, v.addr, o.addr, masks.addr, total_mask_bytes)
@@ -325,7 +327,7 @@ class _ItemWriter:
         self.q_addr = lay.q + (base * d * self.n_cols + item.col0) * db
         self.k_addr = lay.k + base * op.kv_len * d * db
         self.v_addr = lay.v + base * d * op.kv_len * db
-        self.o_addr = lay.o + (base * d * self.n_cols + item.col0) * hw.acc_bytes
+        self.o_addr = lay.o + (base * d * self.n_cols + item.col0) * db
         earlier = (b for b in item.blocks if b.partial and b.index < first_index)
         self.mask_addr = lay.masks + item.mask_offset + sum(mask_bytes(b.rows, item.cols) for b in earlier)
         self.s_acc, self.o_acc = self.em.slot("C", S_SLOT), self.em.slot("C", O_SLOT)
@@ -400,12 +402,14 @@ class _ItemWriter:
                         a_cols, O_SLOT, not (opening and p0 == 0), k_rows, nm)
 
     def finish(self) -> None:
-        """NORMALIZE Oᵀ by the running sums and store it."""
-        d, cols, acc = self.op.head_dim, self.item.cols, self.hw.acc_bytes
+        """NORMALIZE Oᵀ by the running sums and store it, requantized: Oᵀ carries P̃'s
+        ``prob_bits`` fraction bits on top of V's, so shifting them out gives V's format."""
+        d, cols, db = self.op.head_dim, self.item.cols, self.hw.data_bytes
         self.em.emit(Op.NORMALIZE, TAG_SOFTMAX, reads=(self.o_acc,), writes=(self.o_acc,),
                      slot=O_SLOT, rows=d, cols=cols)
         self.em.emit(Op.STORE_C, TAG_OUT, reads=(self.o_acc,), slot=O_SLOT, addr=self.o_addr,
-                     stride=self.n_cols * acc, rows=d, cols=cols)
+                     stride=self.n_cols * db, rows=d, cols=cols, requant=True,
+                     shift=SoftmaxFormat.of(self.hw).prob_bits)
 
 
 def item_program(

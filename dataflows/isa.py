@@ -22,6 +22,7 @@ from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
 
 __all__ = [
+    "MAX_SHIFT",
     "Op",
     "Unit",
     "SLOTS_PER_BUFFER",
@@ -34,6 +35,9 @@ __all__ = [
     "row_bytes",
 ]
 
+
+#: The largest ``shift`` a STORE_C word can carry (a 6-bit field); docs/isa.md defines every value.
+MAX_SHIFT = 63
 
 #: Every buffer is split into this many fixed slots (ping-pong halves), addressed by the
 #: instructions' one-bit slot fields; a tile always fits one slot (docs/isa.md, "Slot capacity").
@@ -49,7 +53,7 @@ class Unit(IntEnum):
 class Op(IntEnum):
     LOAD_A = 1  # DRAM → input buffer slot: rows × cols activations
     LOAD_B = 2  # DRAM → weight buffer slot: dense rows, or compressed rows when nm_n > 0
-    STORE_C = 3  # accumulator slot → DRAM: rows × cols accumulators
+    STORE_C = 3  # accumulator slot → DRAM: rows × cols accumulators, or requantized operands
     COMPUTE = 4  # PE array: acc[c] (+)= A[a][:m, :k·M/N] · B[b][:k, :cols]
     COMPRESS = 5  # vector unit: weight slot b, dense rows × cols → compressed N:M rows, in place
     STORE_B = 6  # weight slot → DRAM: compressed rows (pre-generated sparse weights)
@@ -102,6 +106,8 @@ class Instr:
     nm_n: int = 0
     nm_m: int = 0
     mask: bool = False  # ROWMAX/EXP: apply the element mask in mask slot ``slot``
+    requant: bool = False  # STORE_C: write ``requantize(acc, shift)`` at operand width
+    shift: int = 0  # STORE_C with ``requant``: arithmetic right shift before rounding
 
     @property
     def unit(self) -> Unit:
@@ -112,10 +118,11 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """Bytes one DRAM row of a DMA instruction occupies.
 
     A compressed weight row holds ``cols`` values followed by ``cols`` packed indices of
-    ⌈log2 M⌉ bits (rounded up to whole bytes per row).
+    ⌈log2 M⌉ bits (rounded up to whole bytes per row). A STORE_C row holds accumulators, or
+    operands when it requantizes (``requant``: finished outputs leave at operand width).
     """
     if instr.op == Op.STORE_C:
-        return instr.cols * hw.acc_bytes
+        return instr.cols * (hw.data_bytes if instr.requant else hw.acc_bytes)
     if instr.op == Op.LOAD_MASK:
         return ceil_div(instr.cols, 8)
     if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:
@@ -148,6 +155,8 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("k", 16),
     ("m", 16),
     ("mask", 1),
+    ("requant", 1),
+    ("shift", 6),
 )
 
 
@@ -158,7 +167,7 @@ def _values(instr: Instr) -> dict[str, int]:
         "accumulate": int(instr.accumulate), "nm_n": instr.nm_n, "nm_m": instr.nm_m,
         "wait_dma": d, "wait_pe": p, "wait_vec": v, "addr": instr.addr, "stride": instr.stride,
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
-        "mask": int(instr.mask),
+        "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
     }
 
 
@@ -182,5 +191,5 @@ def decode(word: int) -> Instr:
         values[name] = (word >> shift) & ((1 << width) - 1)
         shift += width
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
-    flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask")}
+    flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask", "requant")}
     return Instr(op=Op(values.pop("op")), wait=wait, **flags, **values)

@@ -162,7 +162,9 @@ class _GemmWriter:
         self.nm = task.nm if tiling.sparse else (0, 0)
         db, copies = hw.data_bytes, task.copies
         self.a = em.dram.alloc(f"{task.name}.A", self.m * copies, self.k, db)
-        self.c = em.dram.alloc(f"{task.name}.C", self.m * copies, self.n, hw.acc_bytes)
+        # Outputs are final (no partial sum is ever read back): they leave requantized, at
+        # operand width (docs/isa.md, "Requantizing stores").
+        self.c = em.dram.alloc(f"{task.name}.C", self.m * copies, self.n, db)
         if tiling.sparse and tiling.compressed_in_dram:
             kc, self.row_bytes = compressed_tile_geometry(tiling, task.nm, hw)
             tiles = self.nk * self.nn * copies
@@ -238,10 +240,10 @@ class _GemmWriter:
                 k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m)
         acc.resident = key
         if s.last_k:
-            row0, acc_bytes = s.copy * self.m + m0, self.hw.acc_bytes
+            row0, db = s.copy * self.m + m0, self.hw.data_bytes
             self.stores.defer(self.tag, c_slot, dict(
-                addr=self.c.addr + (row0 * self.n + n0) * acc_bytes, stride=self.n * acc_bytes,
-                rows=tm, cols=tn))
+                addr=self.c.addr + (row0 * self.n + n0) * db, stride=self.n * db,
+                rows=tm, cols=tn, requant=True, shift=self.hw.requant_shift))
 
     def step(self, s: _Step) -> None:
         a_slot = self.load_a(s)

@@ -18,13 +18,17 @@ Timing (``dataflows.cost.dma_cycles`` = ``latency + rows·beats``), instruction 
   ``latency_cycles >= 1``); the store ends with the cycle its last beat is accepted. Write
   responses are only counted: ``pending`` keeps the accelerator ``busy`` until every one arrived,
   but no instruction waits for them (the memory is in order, so later loads see the data).
+* **Requantizing stores.** A STORE_C with ``requant`` writes each accumulator as
+  :func:`requantize` makes it (shift, round half to even, saturate to ``data_bits``) at
+  ``data_bytes``: combinational logic between the accumulator's read data and the beat, so the
+  timing is a store's (``⌈cols·data_bytes / W⌉`` beats per row) and costs no cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,7 +39,7 @@ from rtl.params import Geometry, ceil_log2
 from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
 
-__all__ = ["DMAEngine", "ceil_div_const", "times_const"]
+__all__ = ["DMAEngine", "ceil_div_const", "requantize", "times_const"]
 
 
 def times_const(x, k: int):
@@ -64,6 +68,28 @@ def ceil_div_const(x, divisor: int, x_max: int):
         if all(((v + divisor - 1) * k) >> shift == ceil_div(v, divisor) for v in range(x_max + 1)):
             return times_const(x + divisor - 1, k) >> shift
     raise RTLError(f"no exact reciprocal for division by {divisor} up to {x_max}")
+
+
+def requantize(m: Module, value, shift, low_masks, data_bits: int):
+    """``value`` (signed accumulator) arithmetically shifted right by ``shift``, rounded half to
+    even, saturated to ``data_bits`` signed (docs/isa.md, "Requantizing stores").
+
+    ``shift`` is at most ``len(value)`` (a larger shift gives 0 too), ``low_masks`` the
+    ``2**shift − 1`` for every shift (shared by all columns).
+    """
+    value = Value.cast(value)
+    width = len(value)
+    q = Signal(signed(width))
+    m.d.comb += q.eq(value.as_signed() >> shift)
+    below = value.as_unsigned() & low_masks[shift]  # the bits shifted out, = value − q·2**shift
+    half = (low_masks[shift] >> 1) + (shift != 0)  # 2**(shift − 1), or 0 without a shift
+    up = (shift != 0) & ((below > half) | ((below == half) & q[0]))
+    rounded = Signal(signed(width + 1))
+    m.d.comb += rounded.eq(q + up)
+    hi, lo = (1 << (data_bits - 1)) - 1, -(1 << (data_bits - 1))
+    out = Signal(signed(data_bits))
+    m.d.comb += out.eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded[:data_bits])))
+    return out
 
 
 class DMAEngine(wiring.Component):
@@ -129,7 +155,8 @@ class DMAEngine(wiring.Component):
             with m.If(ib == bits):
                 m.d.comb += index_bytes.eq((times_const(p.cols, bits) + 7) >> 3)
         with m.If(op == Op.STORE_C):
-            m.d.comb += row_bytes.eq(times_const(p.cols, g.acc_bytes))
+            m.d.comb += row_bytes.eq(Mux(p.requant, times_const(p.cols, g.data_bytes),
+                                         times_const(p.cols, g.acc_bytes)))
         with m.Else():
             m.d.comb += row_bytes.eq(times_const(p.cols, g.data_bytes)
                                      + Mux(compressed, index_bytes, 0))
@@ -165,7 +192,8 @@ class DMAEngine(wiring.Component):
         s = _State(
             op=Signal(4), slot=Signal(), rows=Signal(16), cols=Signal(16), stride=Signal(24),
             compressed=Signal(), ib=Signal(3), row_bytes=Signal(24), beats=Signal(16),
-            pitch=Signal(len(dec_pitch)), row=Signal(16),
+            pitch=Signal(len(dec_pitch)), requant=Signal(),
+            shift=Signal(range(g.acc_bits + 1)), row=Signal(16),
             beat=Signal(range(max(2, g.beats_max))), done=Signal(), first=first, busy=busy,
         )
         with m.If(first):
@@ -173,7 +201,9 @@ class DMAEngine(wiring.Component):
                 busy.eq(1), s.op.eq(p.op), s.slot.eq(p.slot), s.rows.eq(p.rows),
                 s.cols.eq(p.cols), s.stride.eq(p.stride), s.compressed.eq(dec_compressed),
                 s.ib.eq(dec_ib), s.row_bytes.eq(dec_row_bytes), s.beats.eq(dec_beats),
-                s.pitch.eq(dec_pitch),
+                s.pitch.eq(dec_pitch), s.requant.eq(p.requant),
+                # Shifts past acc_bits leave 0, as acc_bits does: keep the shifter that narrow.
+                s.shift.eq(Mux(p.shift > g.acc_bits, g.acc_bits, p.shift)),
             ]
         m.d.comb += issue.done.eq(s.done)
         wr_accept = self._requests(m, s, dec_beats)
@@ -316,8 +346,13 @@ class DMAEngine(wiring.Component):
         with m.If(s.busy & (is_c | is_b) & row_end & last_row):
             m.d.comb += s.done.eq(1)
 
-        # Row images: accumulators sign-extended to acc_bytes; weight values, then indices.
+        # Row images: accumulators sign-extended to acc_bytes, or requantized and sign-extended
+        # to data_bytes; weight values, then indices.
         acc_row = Cat(*(_sext(self.c_rd.data[j], 8 * g.acc_bytes) for j in range(g.cols)))
+        low_masks = Array(Const((1 << k) - 1, g.acc_bits) for k in range(g.acc_bits + 1))
+        requantized = Cat(*(_sext(requantize(m, self.c_rd.data[j], s.shift, low_masks, g.data_bits),
+                                  8 * g.data_bytes) for j in range(g.cols)))
+        acc_row = Mux(s.requant, requantized, acc_row)
         values = Cat(*(_sext(self.b_rd.data[j].value, 8 * g.data_bytes) for j in range(g.cols)))
         weight_row = values
         if g.sparse:
@@ -353,6 +388,8 @@ class _State:
     row_bytes: Signal
     beats: Signal
     pitch: Signal
+    requant: Signal
+    shift: Signal
     row: Signal
     beat: Signal
     done: Signal

@@ -47,7 +47,8 @@ _WAITS = ("wait_dma", "wait_pe", "wait_vec")
 #: The instruction fields each unit's instruction memory keeps (the rest of the word is unused
 #: by that unit, so it is not stored).
 UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
-    Unit.DMA: ("op", "slot", "nm_n", "nm_m", *_WAITS, "addr", "stride", "rows", "cols"),
+    Unit.DMA: ("op", "slot", "nm_n", "nm_m", *_WAITS, "addr", "stride", "rows", "cols", "requant",
+               "shift"),
     Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m"),
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),

@@ -1,11 +1,13 @@
 """DRAM images: random operands placed per ``Program.tensors``, results read back.
 
 Layouts follow docs/isa.md: little-endian two's complement elements (operands ``data_bytes``
-wide, accumulators ``acc_bytes`` wide, sign-extended), rows ``stride`` bytes apart, and for
-``nm_tiles`` tensors compressed weight tiles (``cols`` values then a packed index region of
-⌈cols·⌈log2 M⌉/8⌉ bytes per row) stored tile by tile, each padded to the full array width.
+wide, accumulators ``acc_bytes`` wide, sign-extended; outputs ``*.C`` and ``*.OT`` leave
+requantized at operand width, so a tensor's own ``elem_bytes`` decodes it), rows ``stride``
+bytes apart, and for ``nm_tiles`` tensors compressed weight tiles (``cols`` values then a
+packed index region of ⌈cols·⌈log2 M⌉/8⌉ bytes per row) stored tile by tile, each padded to the
+full array width.
 
-Attention cases (``Case.attention``) place Qᵀ, K, Vᵀ as operands, Oᵀ in accumulator width and
+Attention cases (``Case.attention``) place Qᵀ, K, Vᵀ as operands, Oᵀ in operand width and
 the packed element masks of every partial block (``dataflows.attention``'s layout); the golden
 interpreter runs their programs on this image like any other. :func:`build_attention_image`
 also returns the operands as logical integer tensors, for the float cross-check.

@@ -60,6 +60,7 @@ __all__ = [
     "Interpreter",
     "run_golden",
     "gemm_reference",
+    "requantize",
     "reference_image",
     "check_golden",
     "check_attention",
@@ -238,9 +239,13 @@ class Interpreter:
         self.masks[instr.slot].write(bits.astype(np.int64), valid.astype(bool))
 
     def _store_c(self, instr: Instr, image: DramImage) -> None:
+        hw = self.hw
         values, valid = self.acc[instr.slot].read(instr.rows, instr.cols)
         self._require(valid, "accumulator")
-        raw = to_bytes(values, self.hw.acc_bytes).reshape(instr.rows, -1)
+        if instr.requant:
+            values = requantize(values, instr.shift, hw.acc_bits, hw.data_bits)
+        raw = to_bytes(values, hw.data_bytes if instr.requant else hw.acc_bytes
+                       ).reshape(instr.rows, -1)
         for r in range(instr.rows):
             image.write(instr.addr + r * instr.stride, raw[r])
 
@@ -350,6 +355,22 @@ def run_golden(program: Program, hw: HardwareSpec, image: DramImage) -> DramImag
 # --------------------------------------------------------------------------------------------
 
 
+def requantize(acc: np.ndarray, shift: int, acc_bits: int, data_bits: int) -> np.ndarray:
+    """A requantizing STORE_C's output (docs/isa.md): ``acc`` (``acc_bits`` two's complement)
+    shifted right arithmetically by ``shift``, rounded half to even, saturated to ``data_bits``.
+
+    A shift of ``acc_bits`` or more gives 0 (as ``acc_bits`` itself does).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    if shift >= acc_bits:
+        return np.zeros_like(acc)
+    q = acc >> shift
+    if shift:
+        rest, half = acc & ((1 << shift) - 1), 1 << (shift - 1)  # the bits shifted out
+        q = q + ((rest > half) | ((rest == half) & (q & 1 == 1)))
+    return np.clip(q, -(1 << (data_bits - 1)), (1 << (data_bits - 1)) - 1)
+
+
 def gemm_reference(a: np.ndarray, b: np.ndarray, acc_bits: int,
                    mask: np.ndarray | None = None) -> np.ndarray:
     """``C = A · (B ⊙ mask)`` in ``acc_bits``-bit two's complement (``mask=None``: dense)."""
@@ -385,8 +406,10 @@ def reference_image(case: Case, operands: Operands, initial: DramImage) -> DramI
             continue
         c = np.concatenate([gemm_reference(operands.a[tag][i], b[i], hw.acc_bits,
                                            _mask(case, tag, b[i])) for i in range(task.copies)])
+        # Outputs are final: the scheduler stores them requantized at operand width.
+        c = requantize(c, hw.requant_shift, hw.acc_bits, hw.data_bits)
         tc = program.tensors[f"{task.name}.C"]
-        raw = to_bytes(c, hw.acc_bytes).reshape(c.shape[0], -1)
+        raw = to_bytes(c, hw.data_bytes).reshape(c.shape[0], -1)
         for r in range(c.shape[0]):
             out.write(tc.addr + r * tc.stride, raw[r])
     return out
@@ -505,7 +528,9 @@ def check_attention(case: Case, tensors: dict[str, np.ndarray], expected: DramIm
     every P̃ is within ``2^-P`` of exact (rounding, table error ``1.25·2^-E``, saturation) and
     enters the output with weight ``≤ 1/L``; corrections, sums and the reciprocal add
     ``O(n·steps·2^-E)`` relative error and each RESCALE/NORMALIZE floors one output LSB. Twice
-    that is the tolerance. A column with no kept key must be exactly zero. When the scores or
+    that, plus half an LSB of V's format for the requantizing store (shift by ``P``, round half
+    to even; saturation cannot add error, as float attention lies within V's range), is the
+    tolerance. A column with no kept key must be exactly zero. When the scores or
     the unnormalised output could wrap the accumulator (legal, defined by the ISA, but no
     longer attention) only that last check runs.
     """
@@ -531,11 +556,12 @@ def check_attention(case: Case, tensors: dict[str, np.ndarray], expected: DramIm
     u = np.where(kept, np.exp2(s - top[:, None]), 0.0)
     total = u.sum(axis=1)
     ref = (u / np.maximum(total, 1.0)[:, None]) @ (v / 2.0**frac)
-    err = np.abs(got / 2.0 ** (p_frac + frac) - ref).max(axis=1, initial=0.0)
+    # Oᵀ left requantized to V's format (frac fraction bits): half an LSB more error.
+    err = np.abs(got / 2.0**frac - ref).max(axis=1, initial=0.0)
     steps = len(case.attention.steps) + 1  # ROWMAX corrections, plus NORMALIZE
     tol = 2 * (vmax / 2.0**frac * (n * 2.0**-p_frac + 3 * (n + steps) * steps
                                    * 2.0**-fmt.exp_bits) / np.maximum(total, 1.0)
-               + (steps + 2) * 2.0 ** -(p_frac + frac))
+               + (steps + 2) * 2.0 ** -(p_frac + frac)) + 2.0 ** -(frac + 1)
     bad = np.flatnonzero(err > tol)
     if bad.size:
         j = int(bad[0])

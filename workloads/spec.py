@@ -280,6 +280,11 @@ class HardwareSpec(_Spec):
         Operand and accumulator widths (two's complement integers / fixed point).
     nm_patterns
         N:M patterns the unified PE datapath runs sparse; any other pattern runs dense.
+    output_shift
+        Finished GEMM outputs are requantized on the store path: shifted right by this many
+        bits, rounded half to even and saturated to ``data_bits`` (docs/isa.md). ``None``: the
+        operands' ``data_bits // 2`` fraction bits (attention's convention), so an output has
+        its inputs' fixed-point format. See :attr:`requant_shift`.
     """
 
     version: Literal[1] = 1
@@ -289,6 +294,7 @@ class HardwareSpec(_Spec):
     data_bits: Annotated[int, Field(ge=2, le=32)] = 16
     acc_bits: Annotated[int, Field(ge=8, le=64)] = 32
     nm_patterns: Annotated[tuple[NMPattern, ...], Field(strict=False)] = ()
+    output_shift: Annotated[int | None, Field(ge=0, le=63)] = None
     buffers: BufferSpec
     dram: DramSpec
     vector_unit: VectorUnitSpec
@@ -302,6 +308,11 @@ class HardwareSpec(_Spec):
             raise ValueError(
                 f"acc_bits must be at least 2*data_bits={2 * self.data_bits} so a single product "
                 f"fits, got acc_bits={self.acc_bits}"
+            )
+        if self.output_shift is not None and self.output_shift >= self.acc_bits:
+            raise ValueError(
+                f"output_shift must be below acc_bits={self.acc_bits} (a larger shift leaves only "
+                f"zeros), got output_shift={self.output_shift}"
             )
         for p in self.nm_patterns:
             if self.array.rows % p.n:
@@ -318,6 +329,11 @@ class HardwareSpec(_Spec):
     @property
     def acc_bytes(self) -> int:
         return ceil_div(self.acc_bits, 8)
+
+    @property
+    def requant_shift(self) -> int:
+        """The shift of a GEMM output's requantizing STORE_C (``output_shift`` or its default)."""
+        return self.data_bits // 2 if self.output_shift is None else self.output_shift
 
     def supports(self, n: int, m: int) -> bool:
         """True when the PE datapath can skip the pruned weights of an ``n:m`` pattern."""

@@ -159,8 +159,8 @@ def test_a_wrong_output_is_caught_by_the_float_check():
     for row in range(base, base + d):
         addr = ot.addr + row * ot.stride + item.col0 * ot.elem_bytes
         value = int(from_bytes(expected.read(addr, ot.elem_bytes), 8 * ot.elem_bytes))
-        # A quarter in the output's 11 fraction bits.
-        expected.write(addr, to_bytes(np.array(value + (1 << 9)), ot.elem_bytes))
+        # A quarter in the output's 4 fraction bits (Oᵀ leaves requantized to V's format).
+        expected.write(addr, to_bytes(np.array(value + (1 << 2)), ot.elem_bytes))
     with pytest.raises(VerificationError, match="off float attention by"):
         check_attention(case, tensors, expected)
 

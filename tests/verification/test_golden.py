@@ -28,6 +28,7 @@ from verification.golden import (
     decode_outputs,
     gemm_reference,
     prepare,
+    requantize,
     run_golden,
     wrap,
 )
@@ -87,7 +88,7 @@ def test_wrap_around_is_exercised_and_exact(wide):
     # Operands are drawn in the executed orientation (a swapped tiling runs Cᵀ = Bᵀ·Aᵀ), so
     # the program's C tensor is A·B of the drawn operands.
     c = decode_outputs(case, expected.data)["g.C"]
-    assert np.array_equal(c, wrap(exact, 16))
+    assert np.array_equal(c, requantize(wrap(exact, 16), hw.requant_shift, 16, hw.data_bits))
 
 
 def test_compute_nm_picks_activations_by_index(tiny):
