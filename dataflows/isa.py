@@ -79,9 +79,12 @@ UNIT_OF = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 18 fields through object.__setattr__, which
+# doubled the scheduler's cost per instruction; instructions are still hashable and treated as
+# immutable values (use dataclasses.replace).
+@dataclass(slots=True, unsafe_hash=True)
 class Instr:
-    """One tile instruction. Unused fields are zero.
+    """One tile instruction (a value: never modified once built). Unused fields are zero.
 
     DMA instructions move ``rows`` rows of ``cols`` elements between DRAM (``addr``, rows
     ``stride`` bytes apart) and buffer slot ``slot``, from the slot row its buffer's row offset

@@ -248,12 +248,14 @@ class Emitter:
         """Append ``op`` with ``fields``; returns its (unit, ordinal on that unit)."""
         unit = UNIT_OF[op]
         wait = [0, 0, 0]
-        for r in reads + writes:
-            if r.writer is not None:
-                _need(wait, unit, r.writer)
+        # Inlined (this is the scheduler's innermost loop): wait for the last writer of every
+        # slot touched and, for a write, for every unit's reader since then; never on `unit`.
+        deps = [r.writer for r in reads + writes if r.writer is not None]
         for r in writes:
-            for reader in r.readers.items():
-                _need(wait, unit, reader)
+            deps.extend(r.readers.items())
+        for other, ordinal in deps:
+            if other != unit and ordinal >= wait[other]:
+                wait[other] = ordinal + 1
         self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
@@ -264,9 +266,3 @@ class Emitter:
             r.writer, r.readers = (unit, ordinal), {}
         return unit, ordinal
 
-
-def _need(wait: list[int], unit: Unit, dep: tuple[Unit, int]) -> None:
-    """Raise ``wait`` so instruction ``dep`` (unit, ordinal) of another unit has completed."""
-    other, ordinal = dep
-    if other != unit and ordinal >= wait[other]:
-        wait[other] = ordinal + 1

@@ -145,6 +145,10 @@ class _GemmWriter:
         _, self.nk, self.nn = _tile_counts(task, tiling)
         self.nm = task.nm if tiling.sparse else (0, 0)
         db, copies = hw.data_bytes, task.copies
+        self.db, self.acc_bytes = db, hw.acc_bytes
+        # (first index, length) of every array tile along k and n, computed once.
+        self.k_ext = [_extent(i, tiling.tk, self.k) for i in range(self.nk)]
+        self.n_ext = [_extent(i, tiling.tn, self.n) for i in range(self.nn)]
         self.a = em.dram.alloc(f"{task.name}.A", self.m * copies, self.k, db)
         self.c = em.dram.alloc(f"{task.name}.C", self.m * copies, self.n, hw.acc_bytes)
         self.b_rows = tiling.tk
@@ -164,7 +168,7 @@ class _GemmWriter:
     def load_a(self, s: _Step, ks: range, b_loads) -> tuple[int, bool]:
         """The A tile's slot and whether it was resident; on a miss its chunks are loaded, each
         followed by ``b_loads(c)`` (so the first COMPUTE waits for its own operands only)."""
-        db, t = self.hw.data_bytes, self.t
+        db, t = self.db, self.t
         m0, tm = _extent(s.mi, t.tm, self.m)
         key = (self.tag, s.copy, s.mi, s.ki)
         buf = self.em.buffers["A"]
@@ -173,7 +177,7 @@ class _GemmWriter:
             buf.place(slot_i)
             for c, kc in enumerate(ks):
                 b_loads(c)
-                k0, tk = _extent(kc, t.tk, self.k)
+                k0, tk = self.k_ext[kc]
                 pitch = t.tk if len(ks) > 1 and tk < t.tk else 0
                 self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (c,)),), slot=slot_i,
                              addr=self.a.addr + ((s.copy * self.m + m0) * self.k + k0) * db,
@@ -203,7 +207,7 @@ class _GemmWriter:
 
     def _load_compressed(self, copy: int, kc: int, nj: int, slot_i: int, res, b_row: int) -> None:
         nm_n, nm_m = self.nm
-        _, tk = _extent(kc, self.t.tk, self.k)
+        _, tk = self.k_ext[kc]
         tile = (copy * self.nk + kc) * self.nn + nj
         self.em.emit(Op.LOAD_B, self.tag, writes=(res,), slot=slot_i,
                      addr=self.b.addr + tile * self.b_rows * self.row_bytes, stride=self.row_bytes,
@@ -212,9 +216,9 @@ class _GemmWriter:
 
     def _load_dense(self, copy: int, kc: int, nj: int, slot_i: int, res, b_row: int) -> None:
         """Dense weights; in N:M mode compressed on chip before use (one sub-tile, at row 0)."""
-        db = self.hw.data_bytes
-        k0, tk = _extent(kc, self.t.tk, self.k)
-        n0, tn = _extent(nj, self.t.tn, self.n)
+        db = self.db
+        k0, tk = self.k_ext[kc]
+        n0, tn = self.n_ext[nj]
         row0 = copy * self.k + k0
         self.em.emit(Op.LOAD_B, self.tag, writes=(res,), slot=slot_i,
                      addr=self.b.addr + (row0 * self.n + n0) * db, stride=self.n * db,
@@ -238,9 +242,9 @@ class _GemmWriter:
         acc_buf.slots[c_slot].resident = key
         a_part, b_part = em.buffers["A"].part, em.buffers["B"].part
         for c, kc in enumerate(ks):
-            _, tk = _extent(kc, t.tk, self.k)
+            _, tk = self.k_ext[kc]
             for j, nj in enumerate(ns):
-                _, tn = _extent(nj, t.tn, self.n)
+                _, tn = self.n_ext[nj]
                 acc = acc_buf.part(c_slot, (j,))
                 accumulate = s.ki > 0 or c > 0
                 reads = (a_part(a_slot, (c,)), b_part(b_slot, (c, j))) + ((acc,) if accumulate else ())
@@ -249,12 +253,12 @@ class _GemmWriter:
                         k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m,
                         a_row=c * t.tm, b_row=(c * t.nb + j) * self.b_rows, c_row=j * t.tm)
         if s.last_k:
-            row0, acc_bytes = s.copy * self.m + m0, self.hw.acc_bytes
+            row0, acc_bytes = s.copy * self.m + m0, self.acc_bytes
             # A STORE_C and a COMPUTE never use one accumulator slot at once (they share its
             # read port, docs/isa.md): each store reads, so waits for, every part of the tile.
             parts = tuple(acc_buf.part(c_slot, (j,)) for j in range(len(ns)))
             for j, nj in enumerate(ns):
-                n0, tn = _extent(nj, t.tn, self.n)
+                n0, tn = self.n_ext[nj]
                 self.stores.defer(self.tag, c_slot, parts, dict(
                     addr=self.c.addr + (row0 * self.n + n0) * acc_bytes,
                     stride=self.n * acc_bytes, rows=tm, cols=tn, c_row=j * t.tm))
