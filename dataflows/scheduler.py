@@ -167,7 +167,8 @@ class _GemmWriter:
 
     def load_a(self, s: _Step, ks: range, b_loads) -> tuple[int, bool]:
         """The A tile's slot and whether it was resident; on a miss its chunks are loaded, each
-        followed by ``b_loads(c)`` (so the first COMPUTE waits for its own operands only)."""
+        followed by ``b_loads(c)`` (so the first COMPUTE waits for its own operands only, and a
+        one-tile program loads A, then B)."""
         db, t = self.db, self.t
         m0, tm = _extent(s.mi, t.tm, self.m)
         key = (self.tag, s.copy, s.mi, s.ki)
@@ -176,12 +177,12 @@ class _GemmWriter:
         if not hit:
             buf.place(slot_i)
             for c, kc in enumerate(ks):
-                b_loads(c)
                 k0, tk = self.k_ext[kc]
                 pitch = t.tk if len(ks) > 1 and tk < t.tk else 0
                 self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (c,)),), slot=slot_i,
                              addr=self.a.addr + ((s.copy * self.m + m0) * self.k + k0) * db,
                              stride=self.k * db, rows=tm, cols=tk, k=pitch, a_row=c * t.tm)
+                b_loads(c)
             buf.slots[slot_i].resident = key
         return slot_i, hit
 
