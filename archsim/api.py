@@ -40,7 +40,9 @@ def _tiling_label(tiling: Tiling | None) -> str:
     if tiling is None:
         return ""
     swap = ",swap" if tiling.swap else ""
-    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}"
+    # A buffer tile of several array tiles: kb along k, nb along n (docs/scheduler.md).
+    buffer = f",buffer {tiling.kb}x{tiling.nb}" if tiling.kb * tiling.nb > 1 else ""
+    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}{buffer}"
 
 
 def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:
