@@ -40,8 +40,9 @@ _BUFFERS = ("input", "weight", "accumulator")
 #: A sparse GEMM may beat its own dense mapping by up to this factor × M/N before it is flagged.
 FAIRNESS_TOLERANCE = 1.02
 
-#: The documented reason a sparse row may beat M/N (docs/results.md, "Fairness").
+#: The documented reasons a sparse row may beat M/N (docs/results.md, "Fairness").
 DENSE_DMA_BOUND = "dense mapping DMA-bound"
+DENSE_SHORT_STREAMS = "dense mapping's tiles use the array less efficiently"
 
 
 def _sparsity_label(task: GemmTask, tiling: Tiling | None, hw: HardwareSpec) -> str:
@@ -59,9 +60,10 @@ def _judge(rec: LayerRecord, task: GemmTask, dense: DenseMapping | None) -> Laye
     """``rec`` with its dense mapping's cycles and, where the row is unusual, a ``note``.
 
     Notes (docs/results.md): the dense fallback, and a sparse row that beats its own dense
-    mapping by more than ``FAIRNESS_TOLERANCE`` × M/N, with the reason where it is the
+    mapping by more than ``FAIRNESS_TOLERANCE`` × M/N, with the reason where it is a
     documented one: the dense mapping is DMA-bound and keeps the DMA busy more than
-    ``FAIRNESS_TOLERANCE`` × M/N times as long as the sparse one.
+    ``FAIRNESS_TOLERANCE`` × M/N times as long as the sparse one, or its tiles keep the PE array
+    itself busy that much longer.
     """
     if dense is None:
         return rec
@@ -77,10 +79,15 @@ def _judge(rec: LayerRecord, task: GemmTask, dense: DenseMapping | None) -> Laye
         if speedup > limit:
             dma = dense.dma_busy_cycles * r / max(rec.dma_busy_cycles, 1)
             moved = dense.dram_bytes * r / max(rec.dram_read_bytes + rec.dram_write_bytes, 1)
+            pe = dense.pe_busy_cycles * r / max(rec.pe_busy_cycles, 1)
             why = "unexplained"
             if dense.dma_busy_cycles >= dense.pe_busy_cycles and dma > limit:
                 why = (f"{DENSE_DMA_BOUND}: {dma:.2f}x the DMA busy cycles, {moved:.2f}x the "
                        f"DRAM bytes")
+            elif pe > limit:
+                why = (f"{DENSE_SHORT_STREAMS}: {pe:.2f}x the PE-array busy cycles for "
+                       f"{m / n:g}x the MACs (shorter streams per COMPUTE; the search keeps "
+                       f"DRAM reads minimal first)")
             note = f"over M/N: {speedup:.2f}x its dense mapping; {why}"
     return replace(rec, dense_cycles=dense.cycles * r, note=note)
 
@@ -89,7 +96,9 @@ def _tiling_label(tiling: Tiling | None) -> str:
     if tiling is None:
         return ""
     swap = ",swap" if tiling.swap else ""
-    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}"
+    # A buffer tile of several array tiles: kb along k, nb along n (docs/scheduler.md).
+    buffer = f",buffer {tiling.kb}x{tiling.nb}" if tiling.kb * tiling.nb > 1 else ""
+    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}{buffer}"
 
 
 def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from archsim.cli import main as archsim_main
-from dataflows.isa import encode
+from dataflows.isa import WORD_BITS, encode
 from dataflows.scheduler import schedule
 from verification.configs import load_config
 from verification.golden import prepare
@@ -56,7 +56,8 @@ def _digest(parts) -> str:
 
 def _program_parts(program):
     """What the program does (waits aside): instruction words and DRAM tensors."""
-    yield b"".join(encode(replace(i, wait=(0, 0, 0))).to_bytes(32, "little") for i in program.instrs)
+    yield b"".join(encode(replace(i, wait=(0, 0, 0))).to_bytes(WORD_BITS // 8, "little")
+                   for i in program.instrs)
     yield tuple(sorted((t.name, t.addr, t.rows, t.cols, t.elem_bytes, t.stride, t.fmt, t.nbytes)
                        for t in program.tensors.values()))
 

@@ -188,11 +188,13 @@ class GemmEstimate:
     dma: int
     pe: int
     vec: int
+    read_bytes: int = 0  # DRAM bytes its loads read
+    exposed: int = 0  # cycles no overlap hides: the first loads and the last stores
 
     @property
     def cycles(self) -> int:
         # Double buffering overlaps the units; the busiest one bounds the GEMM.
-        return max(self.dma, self.pe, self.vec)
+        return max(self.dma, self.pe, self.vec) + self.exposed
 
 
 def timeline(program, hw: HardwareSpec, cycles_of: Callable[[Instr], int] | None = None

@@ -30,6 +30,7 @@ __all__ = [
     "Instr",
     "FIELDS",
     "WORD_BITS",
+    "ROW_OFFSET_BITS",
     "encode",
     "decode",
     "row_bytes",
@@ -82,13 +83,19 @@ UNIT_OF = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 18 fields through object.__setattr__, which
+# doubled the scheduler's cost per instruction; instructions are still hashable and treated as
+# immutable values (use dataclasses.replace).
+@dataclass(slots=True, unsafe_hash=True)
 class Instr:
-    """One tile instruction. Unused fields are zero.
+    """One tile instruction (a value: never modified once built). Unused fields are zero.
 
     DMA instructions move ``rows`` rows of ``cols`` elements between DRAM (``addr``, rows
-    ``stride`` bytes apart) and buffer slot ``slot``. ``COMPUTE`` streams ``m`` rows of A through
-    the array whose first ``k`` PE rows hold B's rows; dense mode when ``nm_n == 0``.
+    ``stride`` bytes apart) and buffer slot ``slot``, from the slot row its buffer's row offset
+    names (``a_row``, ``b_row`` or ``c_row``). ``COMPUTE`` streams ``m`` rows of A through the
+    array whose first ``k`` PE rows hold B's rows; dense mode when ``nm_n == 0``. A LOAD_A with
+    ``k > cols`` lays its rows out at the width of ``k`` operands (the width of the slot's other
+    rows), so a narrower last reduction chunk shares a slot with full ones.
     """
 
     op: Op
@@ -108,6 +115,13 @@ class Instr:
     mask: bool = False  # ROWMAX/EXP: apply the element mask in mask slot ``slot``
     requant: bool = False  # STORE_C: write ``requantize(acc, shift)`` at operand width
     shift: int = 0  # STORE_C with ``requant``: arithmetic right shift before rounding
+    # Row offsets within a slot (buffer-level tiles: one slot holds several array tiles).
+    # COMPUTE reads A rows from ``a_row``, weight rows from ``b_row`` and accumulates into
+    # accumulator rows from ``c_row``; LOAD_A writes from ``a_row``, LOAD_B/STORE_B use
+    # ``b_row``, STORE_C reads from ``c_row``.
+    a_row: int = 0
+    b_row: int = 0
+    c_row: int = 0
 
     @property
     def unit(self) -> Unit:
@@ -131,10 +145,13 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 256-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 320-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 256
+WORD_BITS = 320
+
+#: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
+ROW_OFFSET_BITS = 20
 
 #: (name, width) from bit 0 upward.
 FIELDS: tuple[tuple[str, int], ...] = (
@@ -157,6 +174,9 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("mask", 1),
     ("requant", 1),
     ("shift", 6),
+    ("a_row", ROW_OFFSET_BITS),
+    ("b_row", ROW_OFFSET_BITS),
+    ("c_row", ROW_OFFSET_BITS),
 )
 
 
@@ -168,6 +188,7 @@ def _values(instr: Instr) -> dict[str, int]:
         "wait_dma": d, "wait_pe": p, "wait_vec": v, "addr": instr.addr, "stride": instr.stride,
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
         "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
+        "a_row": instr.a_row, "b_row": instr.b_row, "c_row": instr.c_row,
     }
 
 

@@ -135,13 +135,45 @@ class Resource:
 
 
 class Buffer:
-    """The slots of one buffer, handed out round-robin (ping-pong with two)."""
+    """The slots of one buffer, handed out round-robin (ping-pong with two).
 
-    __slots__ = ("slots", "turn")
+    A slot may hold a buffer-level tile of several *parts* (row ranges, one array tile each):
+    :meth:`place` gives the parts their own :class:`Resource`, so a COMPUTE waits only for the
+    loads of the parts it reads. Each new part starts with the hazards of everything the slot
+    held before (its writers and readers count as readers of the part, so the part's first
+    write waits for all of them): conservative per slot, exact per part within a tile.
+    """
+
+    __slots__ = ("slots", "turn", "parts")
 
     def __init__(self, nslots: int) -> None:
         self.slots = [Resource() for _ in range(nslots)]
         self.turn = 0
+        self.parts: list[dict] = [{} for _ in range(nslots)]
+
+    def place(self, s: int) -> None:
+        """Slot ``s`` now receives a new tile: forget its parts, folding their hazards into the
+        slot's own :class:`Resource` (which every new part inherits)."""
+        whole = self.slots[s]
+        for r in self.parts[s].values():
+            for unit, ordinal in ([r.writer] if r.writer else []) + list(r.readers.items()):
+                if whole.readers.get(unit, -1) < ordinal:
+                    whole.readers[unit] = ordinal
+        if whole.writer is not None:
+            unit, ordinal = whole.writer
+            if whole.readers.get(unit, -1) < ordinal:
+                whole.readers[unit] = ordinal
+            whole.writer = None
+        self.parts[s] = {}
+
+    def part(self, s: int, key: tuple) -> Resource:
+        """The resource of part ``key`` of the tile in slot ``s`` (created on first use)."""
+        parts = self.parts[s]
+        if key not in parts:
+            r = Resource()
+            r.readers = dict(self.slots[s].readers)
+            parts[key] = r
+        return parts[key]
 
     def claim(self) -> int:
         """The next slot in turn."""
@@ -216,12 +248,14 @@ class Emitter:
         """Append ``op`` with ``fields``; returns its (unit, ordinal on that unit)."""
         unit = UNIT_OF[op]
         wait = [0, 0, 0]
-        for r in reads + writes:
-            if r.writer is not None:
-                _need(wait, unit, r.writer)
+        # Inlined (this is the scheduler's innermost loop): wait for the last writer of every
+        # slot touched and, for a write, for every unit's reader since then; never on `unit`.
+        deps = [r.writer for r in reads + writes if r.writer is not None]
         for r in writes:
-            for reader in r.readers.items():
-                _need(wait, unit, reader)
+            deps.extend(r.readers.items())
+        for other, ordinal in deps:
+            if other != unit and ordinal >= wait[other]:
+                wait[other] = ordinal + 1
         self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
@@ -232,9 +266,3 @@ class Emitter:
             r.writer, r.readers = (unit, ordinal), {}
         return unit, ordinal
 
-
-def _need(wait: list[int], unit: Unit, dep: tuple[Unit, int]) -> None:
-    """Raise ``wait`` so instruction ``dep`` (unit, ordinal) of another unit has completed."""
-    other, ordinal = dep
-    if other != unit and ordinal >= wait[other]:
-        wait[other] = ordinal + 1

@@ -1,11 +1,18 @@
 """Tile sizes, loop orders and operand orientation for one GEMM on the array.
 
-The stationary tile is fixed by the array: ``tk`` = PE rows (× M/N when the array skips pruned
-weights, since each PE row then holds one kept weight of a group) and ``tn`` = PE columns. What
-remains to choose is ``tm`` (activation rows streamed per COMPUTE), the loop order and, for dense
-GEMMs, which operand is stationary (``swap`` computes Cᵀ = Bᵀ·Aᵀ). The default heuristic takes
-the largest ``tm`` the buffers hold; the *offline tiling* pass searches these choices with the
-analytic estimate below.
+The *array tile* is fixed by the array: ``tk`` = PE rows (× M/N when the array skips pruned
+weights, since each PE row then holds one kept weight of a group) and ``tn`` = PE columns; one
+COMPUTE streams ``tm`` activation rows through it. A *buffer tile* spans ``kb × nb`` array
+tiles: the input slot holds ``tm × kb·tk`` activations (``kb`` k-chunks of ``tm`` rows), the
+weight slot ``kb·tk × nb·tn`` weights (``kb·nb`` sub-tiles) and the accumulator slot ``tm ×
+nb·tn`` outputs (``nb`` n-chunks), which accumulate across the whole reduction before they are
+stored. Loops over buffer tiles run m-n-k or n-m-k (k innermost, so partial sums never leave
+the accumulator); a buffer tile that the next step needs again stays resident.
+
+What remains to choose is ``tm``, ``kb``, ``nb``, the loop order and, for dense GEMMs, which
+operand is stationary (``swap`` computes Cᵀ = Bᵀ·Aᵀ). The default heuristic takes the largest
+``tm`` the buffers hold with one array tile per buffer tile; the *offline tiling* pass searches
+all of it (:func:`search_tiling`, docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
-from dataflows.isa import SLOTS_PER_BUFFER
+from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
 from workloads.lowering import GemmTask
@@ -24,14 +31,22 @@ __all__ = [
     "Tiling",
     "default_tiling",
     "search_tiling",
+    "search_tilings",
+    "fits",
     "estimate",
     "max_tm",
     "input_row_bytes",
+    "weight_slot_rows",
+    "accumulator_slot_rows",
+    "dram_read_bytes",
     "MAX_TILE_ROWS",
 ]
 
 #: ``rows``/``m`` instruction fields are 16 bits wide.
 MAX_TILE_ROWS = (1 << 16) - 1
+
+#: Largest row offset within a slot (the ``a_row``/``b_row``/``c_row`` fields).
+MAX_ROW_OFFSET = (1 << ROW_OFFSET_BITS) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,8 @@ class Tiling:
     compressed_in_dram
         Weights are loaded already compressed (pre-generated, or deployed compressed for
         inference); otherwise dense weights are loaded and compressed on chip before each use.
+    kb, nb
+        Array tiles per buffer tile along k and n (the buffer tile is ``tm × kb·tk × nb·tn``).
     """
 
     tm: int
@@ -56,6 +73,8 @@ class Tiling:
     swap: bool = False
     sparse: bool = False
     compressed_in_dram: bool = False
+    kb: int = 1
+    nb: int = 1
 
     def dims(self, task: GemmTask) -> tuple[int, int, int]:
         """(m, k, n) as executed."""
@@ -120,40 +139,120 @@ def default_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -
     return tiling
 
 
-def _load_counts(nmt: int, nk: int, nn: int, order: str) -> tuple[int, int]:
-    """(A loads, B loads) after eliding a load whose tile is already the one resident."""
+def weight_slot_rows(hw: HardwareSpec) -> int:
+    """Weight rows of ``array.cols`` dense operands one weight slot holds (docs/isa.md)."""
+    return hw.buffers.weight_bytes // SLOTS_PER_BUFFER // (hw.array.cols * hw.data_bytes)
+
+
+def accumulator_slot_rows(hw: HardwareSpec) -> int:
+    """Accumulator rows (``array.cols`` accumulators each) one accumulator slot holds."""
+    return hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER // (hw.array.cols * hw.acc_bytes)
+
+
+def _compressed_row_bytes(nm_m: int, hw: HardwareSpec) -> int:
+    cols = hw.array.cols
+    return cols * hw.data_bytes + ceil_div(cols * index_bits(nm_m), 8)
+
+
+def _widths(total: int, tile: int) -> list[tuple[int, int]]:
+    """Extents of the tiles of ``tile`` that cover ``total``, as (extent, how many)."""
+    full, rest = divmod(total, tile)
+    return [(tile, full)] * bool(full) + [(rest, 1)] * bool(rest)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A GEMM as executed, and the quantities every candidate tiling shares."""
+
+    m: int
+    k: int
+    n: int
+    nk: int
+    nn: int
+    b_rows: int  # weight-slot rows of one B sub-tile (dense tk, or compressed)
+    b_row_bytes: int  # bytes of one of those rows in DRAM
+
+
+def _shape(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> _Shape:
+    m, k, n = tiling.dims(task)
+    b_rows, b_row_bytes = tiling.tk, tiling.tn * hw.data_bytes
+    if tiling.sparse and tiling.compressed_in_dram:
+        b_rows = tiling.tk // task.nm[1] * task.nm[0]
+        b_row_bytes = _compressed_row_bytes(task.nm[1], hw)
+    return _Shape(m, k, n, ceil_div(k, tiling.tk), ceil_div(n, tiling.tn), b_rows, b_row_bytes)
+
+
+def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
+    """Whether a buffer tile of ``tiling`` fits one slot of each buffer (docs/isa.md)."""
+    sh = _shape(task, tiling, hw)
+    kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
+    tm = min(tiling.tm, sh.m)
+    width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
+    slot = SLOTS_PER_BUFFER
+    return (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
+            and kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
+            and nb * tm <= accumulator_slot_rows(hw)
+            and max(kb, nb) * tm <= MAX_ROW_OFFSET
+            and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
+
+
+def _passes(nmb: int, nkb: int, nnb: int, order: str, slots: int) -> tuple[int, int]:
+    """(full reads of A, full reads of B) per copy, as the scheduler's resident-tile reuse gives
+    them: a buffer tile is loaded again unless every tile the loop between two of its uses
+    touches fits the slots (round-robin claims; a cyclic run longer than the slots always
+    misses)."""
     if order == "mnk":
-        a = nmt * (nn * nk if nk > 1 else 1)
-        b = nmt * nn * nk if nn * nk > 1 else 1
+        a = 1 if (nkb <= slots or nnb == 1) else nnb
+        b = 1 if (nkb * nnb <= slots or nmb == 1) else nmb
     else:
-        b = nn * (nmt * nk if nk > 1 else 1)
-        a = nn * nmt * nk if nmt * nk > 1 else 1
+        b = 1 if (nkb <= slots or nmb == 1) else nmb
+        a = 1 if (nmb * nkb <= slots or nnb == 1) else nnb
     return a, b
 
 
-def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> GemmEstimate:
-    """Analytic busy cycles per unit of one copy of ``task`` under ``tiling``."""
-    m, k, n = tiling.dims(task)
-    tm, tk, tn = min(tiling.tm, m), min(tiling.tk, k), min(tiling.tn, n)
-    nmt, nk, nn = ceil_div(m, tm), ceil_div(k, tk), ceil_div(n, tn)
-    a_loads, b_loads = _load_counts(nmt, nk, nn, tiling.order)
+def _dma_sum(extents: list[tuple[int, int]], other: list[tuple[int, int]], row_bytes_of,
+             hw: HardwareSpec) -> int:
+    """DMA cycles of one transfer per (extent, other) pair: ``extent`` rows of
+    ``row_bytes_of(other)`` bytes each."""
+    return sum(ce * co * dma_cycles(e, row_bytes_of(o), hw) for e, ce in extents for o, co in other)
+
+
+def _count(extents: list[tuple[int, int]]) -> int:
+    return sum(c for _, c in extents)
+
+
+def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
+             slots: int = SLOTS_PER_BUFFER) -> GemmEstimate:
+    """Analytic busy cycles per unit and DRAM read bytes of one copy of ``task`` under
+    ``tiling`` (exact load counts; ``slots`` per buffer)."""
+    sh = _shape(task, tiling, hw)
+    tm = min(tiling.tm, sh.m)
+    kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
+    ms, ks, ns = _widths(sh.m, tm), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
+    nms, nks, nns = _count(ms), _count(ks), _count(ns)
+    a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
     db = hw.data_bytes
-    dma = a_loads * dma_cycles(tm, tk * db, hw) + nmt * nn * dma_cycles(tm, tn * hw.acc_bytes, hw)
+    dma = a_pass * _dma_sum(ms, ks, lambda w: w * db, hw)
+    dma += _dma_sum(ms, ns, lambda w: w * db, hw)  # outputs leave requantized, at operand width
+    read = a_pass * sh.m * sh.k * db
     vec = 0
-    if tiling.sparse:
+    if tiling.sparse and tiling.compressed_in_dram:
         nm_n, nm_m = task.nm
-        kc = tk // nm_m * nm_n
-        if tiling.compressed_in_dram:
-            cols = hw.array.cols
-            row = cols * db + ceil_div(cols * index_bits(nm_m), 8)
-            dma += b_loads * dma_cycles(kc, row, hw)
-        else:
-            dma += b_loads * dma_cycles(tk, tn * db, hw)
-            vec = b_loads * compress_cycles(tk, tn, nm_m, hw)
+        kcs = [(w // nm_m * nm_n, c) for w, c in ks]
+        dma += b_pass * _dma_sum(kcs, ns, lambda _: sh.b_row_bytes, hw)
+        read += b_pass * sum(w * c for w, c in kcs) * nns * sh.b_row_bytes
     else:
-        dma += b_loads * dma_cycles(tk, tn * db, hw)
-    pe = nn * nk * (nmt * (compute_cycles(0, hw)) + m)
-    return GemmEstimate(dma=dma, pe=pe, vec=vec)
+        dma += b_pass * _dma_sum(ks, ns, lambda w: w * db, hw)
+        read += b_pass * sh.k * sh.n * db
+        if tiling.sparse:
+            vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
+                               for w, ck in ks for c, cn in ns)
+    pe = nks * nns * (nms * compute_cycles(0, hw) + sh.m)
+    # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
+    # tile's stores, which wait for all of its COMPUTEs.
+    exposed = (dma_cycles(tm, ks[0][0] * db, hw) + dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
+               + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw))
+    return GemmEstimate(dma=dma, pe=pe, vec=vec, read_bytes=read, exposed=exposed)
 
 
 def _tm_candidates(m: int, limit: int) -> list[int]:
@@ -163,23 +262,65 @@ def _tm_candidates(m: int, limit: int) -> list[int]:
     return sorted(cands, reverse=True)
 
 
-def search_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> Tiling:
-    """Offline tiling: the (tm, loop order, orientation) with the lowest estimated cycles.
+def _span_candidates(count: int, allowed: bool) -> list[int]:
+    """Array tiles per buffer tile along one dimension: one, all, or a half or quarter."""
+    if not allowed:
+        return [1]
+    return sorted({1, count, ceil_div(count, 2), ceil_div(count, 4)})
 
-    Ties go to less DRAM time, then to the larger ``tm`` (fewer instructions).
+
+def _tm_limit(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> int:
+    """The largest ``tm`` for which ``tiling``'s buffer tile fits (0: none)."""
+    sh = _shape(task, tiling, hw)
+    kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
+    width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
+    limit = min(hw.buffers.input_bytes // SLOTS_PER_BUFFER // (kb * input_row_bytes(width, hw)),
+                accumulator_slot_rows(hw) // nb, MAX_TILE_ROWS, MAX_ROW_OFFSET // max(kb, nb))
+    if kb * nb * sh.b_rows * sh.b_row_bytes > hw.buffers.weight_bytes // SLOTS_PER_BUFFER:
+        return 0
+    return limit
+
+
+def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
+                   slots: int = SLOTS_PER_BUFFER, top: int = 2) -> list[Tiling]:
+    """Offline tiling: the ``top`` best (tm, kb, nb, loop order, orientation) by the analytic
+    estimate, best first.
+
+    Candidates are ranked by DRAM read bytes first (so a larger buffer, which only adds
+    candidates, never raises them), then by estimated cycles, DMA time and larger ``tm``; only
+    candidates with the least read bytes are returned. The caller times them exactly.
     """
     sparse, tk, tn = _base(task, hw)
-    best: tuple | None = None
+    ranked = []
+    on_chip = sparse and not compressed_in_dram  # COMPRESS works on one sub-tile at row 0
     for swap in (False, True) if not sparse else (False,):
-        m, k, _ = (task.n, task.k, task.m) if swap else (task.m, task.k, task.n)
-        limit = max_tm(task, min(tk, k), tn, hw)
-        for order in ("mnk", "nmk"):
-            for tm in _tm_candidates(m, limit):
-                tiling = Tiling(tm, tk, tn, order, swap, sparse, compressed_in_dram and sparse)
-                est = estimate(task, tiling, hw)
-                key = (est.cycles, est.dma, -tm)
-                if best is None or key < best[0]:
-                    best = (key, tiling)
-    tiling = best[1]
+        m, k, n = (task.n, task.k, task.m) if swap else (task.m, task.k, task.n)
+        for kb in _span_candidates(ceil_div(k, tk), not on_chip):
+            for nb in _span_candidates(ceil_div(n, tn), not on_chip):
+                probe = Tiling(1, tk, tn, "mnk", swap, sparse, compressed_in_dram and sparse, kb, nb)
+                limit = _tm_limit(task, probe, hw)
+                for order in ("mnk", "nmk"):
+                    for tm in _tm_candidates(m, limit) if limit else ():
+                        tiling = Tiling(tm, tk, tn, order, swap, sparse,
+                                        compressed_in_dram and sparse, kb, nb)
+                        est = estimate(task, tiling, hw, slots)
+                        ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    if not ranked:
+        return [default_tiling(task, hw, compressed_in_dram)]
+    ranked.sort(key=lambda item: item[0])
+    least = ranked[0][0][0]
+    return [t for key, t in ranked if key[0] == least][:top]
+
+
+def search_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
+                  slots: int = SLOTS_PER_BUFFER) -> Tiling:
+    """The best tiling by the analytic estimate alone (:func:`search_tilings`' first)."""
+    tiling = search_tilings(task, hw, compressed_in_dram, slots, top=1)[0]
     _check_weight_slot(task, tiling, hw)
     return tiling
+
+
+def dram_read_bytes(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
+                    slots: int = SLOTS_PER_BUFFER) -> int:
+    """DRAM bytes the GEMM's loads read under ``tiling`` (all copies)."""
+    return task.copies * estimate(task, tiling, hw, slots).read_bytes

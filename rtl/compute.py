@@ -73,6 +73,8 @@ class ComputeUnit(wiring.Component):
 
         a_slot, b_slot, c_slot, accumulate = Signal(), Signal(), Signal(), Signal()
         k, rows_m, cols = Signal(16), Signal(16), Signal(16)
+        # Row offsets within the slots (buffer-level tiles): added to every row address.
+        a_row, b_row, c_row = Signal.like(p.a_row), Signal.like(p.b_row), Signal.like(p.c_row)
         mode = Signal(range(len(g.patterns) + 1))  # 0: dense, p+1: pattern p
         dec_mode = Signal.like(mode)
         for index, (n, mm) in enumerate(g.patterns):
@@ -81,7 +83,8 @@ class ComputeUnit(wiring.Component):
         with m.If(first):
             m.d.sync += [busy.eq(1), a_slot.eq(p.slot), b_slot.eq(p.b_slot), c_slot.eq(p.c_slot),
                          accumulate.eq(p.accumulate), k.eq(p.k), rows_m.eq(p.m), cols.eq(p.cols),
-                         mode.eq(dec_mode)]
+                         mode.eq(dec_mode), a_row.eq(p.a_row), b_row.eq(p.b_row),
+                         c_row.eq(p.c_row)]
 
         # Weight preload: read row r in cycle s+r, load it into PE row r one cycle later.
         preload = Signal(range(g.rows + 1))
@@ -92,7 +95,7 @@ class ComputeUnit(wiring.Component):
         m.d.comb += [
             self.b_rd.en.eq(loading),
             self.b_rd.slot.eq(Mux(first, p.b_slot, b_slot)),
-            self.b_rd.row.eq(cur_row),
+            self.b_rd.row.eq(Mux(first, p.b_row, b_row) + cur_row),
         ]
         load_valid, load_row = Signal(), Signal(range(max(2, g.rows)))
         m.d.sync += [load_valid.eq(loading), load_row.eq(cur_row)]
@@ -118,7 +121,7 @@ class ComputeUnit(wiring.Component):
         m.d.comb += [
             self.a_rd.en.eq(reading),
             self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
-            self.a_rd.row.eq(cur_i),
+            self.a_rd.row.eq(Mux(first, p.a_row, a_row) + cur_i),
         ]
         arrived = Signal()
         m.d.sync += arrived.eq(reading)
@@ -150,9 +153,9 @@ class ComputeUnit(wiring.Component):
                 m.d.sync += written.eq(written + 1)
             # Read the next row's accumulator a cycle ahead of its result.
             m.d.comb += [
-                self.c_rd.addr[j].eq((written + out.valid)[:addr_shape]),
+                self.c_rd.addr[j].eq((c_row + written + out.valid)[:addr_shape]),
                 self.c_wr.en[j].eq(out.valid & (j < cols)),
-                self.c_wr.addr[j].eq(written[:addr_shape]),
+                self.c_wr.addr[j].eq((c_row + written)[:addr_shape]),
                 self.c_wr.data[j].eq(out.payload + Mux(accumulate, self.c_rd.data[j], 0)),
             ]
             if j == g.cols - 1:

@@ -1,6 +1,6 @@
 """The controller: per-unit instruction memories and docs/isa.md's timing rule in hardware.
 
-The host streams 256-bit instruction words in program order; each is filed into its unit's
+The host streams 320-bit instruction words in program order; each is filed into its unit's
 instruction memory (``controller.instruction_depth`` entries, only the fields that unit uses).
 A ``start`` pulse runs them. Each unit's next instruction is offered to the unit (``valid``) as
 soon as its waits are met, ``wait_v <= completed_v`` for the other units ``v``; it starts in the

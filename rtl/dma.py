@@ -169,12 +169,14 @@ class DMAEngine(wiring.Component):
                 with m.If((p.cols + 7) >> 3 == width):
                     m.d.comb += tile_bytes.eq(times_const(p.rows, width))
             m.d.comb += beats.eq(ceil_div_const(tile_bytes, g.beat_bytes, g.mask_bytes_max))
-        # Input rows take 2**pitch banks: the smallest power of two of rows-wide words.
+        # Input rows take 2**pitch banks: the smallest power of two of rows-wide words that holds
+        # max(cols, k) operands (a LOAD_A with k > cols lays its rows out k wide).
         pitch = Signal(len(self.a_wr.pitch))
         lg = ceil_log2(g.a_banks)
+        width = Mux(p.k > p.cols, p.k, p.cols)
         m.d.comb += pitch.eq(lg)
         for q in reversed(range(lg)):
-            with m.If(p.cols <= (g.rows << q)):
+            with m.If(width <= (g.rows << q)):
                 m.d.comb += pitch.eq(q)
         return compressed, ib, row_bytes, beats, pitch
 
@@ -189,11 +191,15 @@ class DMAEngine(wiring.Component):
         m.d.comb += [issue.instr.ready.eq(~busy), first.eq(issue.instr.valid & ~busy)]
 
         dec_compressed, dec_ib, dec_row_bytes, dec_beats, dec_pitch = self._decode(m, p)
+        # The slot row of the transfer's first row: the row offset of the buffer it touches.
+        dec_row0 = Signal.like(p.a_row)
+        m.d.comb += dec_row0.eq(Mux(p.op == Op.LOAD_A, p.a_row,
+                                    Mux(p.op == Op.STORE_C, p.c_row, p.b_row)))
         s = _State(
             op=Signal(4), slot=Signal(), rows=Signal(16), cols=Signal(16), stride=Signal(24),
             compressed=Signal(), ib=Signal(3), row_bytes=Signal(24), beats=Signal(16),
             pitch=Signal(len(dec_pitch)), requant=Signal(),
-            shift=Signal(range(g.acc_bits + 1)), row=Signal(16),
+            shift=Signal(range(g.acc_bits + 1)), row=Signal(16), row0=Signal.like(p.a_row),
             beat=Signal(range(max(2, g.beats_max))), done=Signal(), first=first, busy=busy,
         )
         with m.If(first):
@@ -201,14 +207,14 @@ class DMAEngine(wiring.Component):
                 busy.eq(1), s.op.eq(p.op), s.slot.eq(p.slot), s.rows.eq(p.rows),
                 s.cols.eq(p.cols), s.stride.eq(p.stride), s.compressed.eq(dec_compressed),
                 s.ib.eq(dec_ib), s.row_bytes.eq(dec_row_bytes), s.beats.eq(dec_beats),
-                s.pitch.eq(dec_pitch), s.requant.eq(p.requant),
+                s.pitch.eq(dec_pitch), s.requant.eq(p.requant), s.row0.eq(dec_row0),
                 # Shifts past acc_bits leave 0, as acc_bits does: keep the shifter that narrow.
                 s.shift.eq(Mux(p.shift > g.acc_bits, g.acc_bits, p.shift)),
             ]
         m.d.comb += issue.done.eq(s.done)
         wr_accept = self._requests(m, s, dec_beats)
         self._load(m, s)
-        self._store(m, s, dec_row_bytes)
+        self._store(m, s, dec_row_bytes, dec_row0)
         # Added last so that it wins over the row and beat updates above.
         with m.If(s.done):
             m.d.sync += [busy.eq(0), s.row.eq(0), s.beat.eq(0)]
@@ -278,11 +284,11 @@ class DMAEngine(wiring.Component):
         m.d.comb += [
             self.a_wr.en.eq(row_end & is_a),
             self.a_wr.slot.eq(s.slot),
-            self.a_wr.row.eq(s.row),
+            self.a_wr.row.eq(s.row0 + s.row),
             self.a_wr.pitch.eq(s.pitch),
             self.b_wr.en.eq(row_end & is_b),
             self.b_wr.slot.eq(s.slot),
-            self.b_wr.row.eq(s.row),
+            self.b_wr.row.eq(s.row0 + s.row),
         ]
         for e in range(g.rows * g.a_banks):
             m.d.comb += self.a_wr.data[e].eq(row_bits[e * db : e * db + g.data_bits])
@@ -315,7 +321,7 @@ class DMAEngine(wiring.Component):
         with m.If(s.busy & beat_in & last):
             m.d.comb += s.done.eq(1)
 
-    def _store(self, m: Module, s: _State, dec_row_bytes) -> None:
+    def _store(self, m: Module, s: _State, dec_row_bytes, dec_row0) -> None:
         g = self._g
         p = self.issue.instr.payload
         is_c, is_b = s.op == Op.STORE_C, s.op == Op.STORE_B
@@ -332,7 +338,7 @@ class DMAEngine(wiring.Component):
         for port, kind in ((self.c_rd, Op.STORE_C), (self.b_rd, Op.STORE_B)):
             m.d.comb += [
                 port.en.eq(rd_en & (cur_op == kind)),
-                port.row.eq(Mux(s.first, 0, s.row + 1)),
+                port.row.eq(Mux(s.first, dec_row0, s.row0 + s.row + 1)),
                 port.slot.eq(Mux(s.first, p.slot, s.slot)),
             ]
         m.d.sync += have.eq(starts | (have & ~s.done))
@@ -391,6 +397,7 @@ class _State:
     requant: Signal
     shift: Signal
     row: Signal
+    row0: Signal
     beat: Signal
     done: Signal
     first: Signal

@@ -47,9 +47,10 @@ _WAITS = ("wait_dma", "wait_pe", "wait_vec")
 #: The instruction fields each unit's instruction memory keeps (the rest of the word is unused
 #: by that unit, so it is not stored).
 UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
-    Unit.DMA: ("op", "slot", "nm_n", "nm_m", *_WAITS, "addr", "stride", "rows", "cols", "requant",
-               "shift"),
-    Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m"),
+    Unit.DMA: ("op", "slot", "nm_n", "nm_m", *_WAITS, "addr", "stride", "rows", "cols", "k",
+               "requant", "shift", "a_row", "b_row", "c_row"),
+    Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m",
+              "a_row", "b_row", "c_row"),
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),
 }
@@ -152,7 +153,7 @@ class WeightRowWriteSignature(wiring.Signature):
         super().__init__({
             "en": Out(1),
             "slot": Out(1),
-            "row": Out(max(1, ceil_log2(g.k_max))),
+            "row": Out(max(1, ceil_log2(g.b_rows))),
             "data": Out(weight_row(g)),
         })
 
@@ -164,7 +165,7 @@ class WeightRowReadSignature(wiring.Signature):
         super().__init__({
             "en": Out(1),
             "slot": Out(1),
-            "row": Out(max(1, ceil_log2(g.k_max))),
+            "row": Out(max(1, ceil_log2(g.b_rows))),
             "data": In(weight_row(g)),
         })
 

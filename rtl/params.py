@@ -9,10 +9,11 @@ spec. The derivations that are not a plain copy of a spec field are the buffer o
   one address, so ``a_banks/q`` rows share an address and a COMPUTE reads a whole row of any width
   in one cycle. ``a_depth`` makes each slot hold what the scheduler may put there:
   ``buffers.input_bytes / 2`` bytes of rows of any supported width.
-* **Weight buffer (B).** A slot holds the largest dense weight tile (``k_max`` rows of ``cols``
-  entries), because COMPRESS turns a dense tile into compressed rows in place. Rows are spread
-  over ``b_banks = m_max`` banks (row ``r`` in bank ``r % m_max``) so the vector unit reads a whole
-  group of M rows in one cycle.
+* **Weight buffer (B).** A slot holds ``buffers.weight_bytes / 2`` bytes of dense rows of
+  ``cols`` operands (a buffer-level tile of several array tiles, each from its ``b_row``), and
+  at least the largest dense weight tile (``k_max`` rows), because COMPRESS turns a dense tile
+  into compressed rows in place. Rows are spread over ``b_banks = m_max`` banks (row ``r`` in
+  bank ``r % m_max``) so the vector unit reads a whole group of M rows in one cycle.
 * **Accumulator buffer (C).** One bank per array column (columns finish at skewed times), each
   slot ``buffers.accumulator_bytes / 2`` bytes.
 * **Mask store.** LOAD_MASK brings a mask tile as one burst of beats, kept as they come:
@@ -183,7 +184,7 @@ class Geometry:
             a_depth=a_depth,
             k_max=k_max,
             b_banks=m_max,
-            b_depth=ceil_div(k_max, m_max),
+            b_depth=ceil_div(max(k_max, slot_b // (c * db)), m_max),
             c_depth=c_depth,
             row_bytes_max=row_bytes_max,
             beats_max=ceil_div(row_bytes_max, beat),
@@ -204,6 +205,11 @@ class Geometry:
     def a_rows(self) -> int:
         """Most activation rows one input slot can address (rows of at most ``rows`` operands)."""
         return self.a_depth * self.a_banks
+
+    @property
+    def b_rows(self) -> int:
+        """Rows one weight slot can address."""
+        return self.b_depth * self.b_banks
 
     @property
     def mask_bytes_max(self) -> int:

@@ -89,19 +89,20 @@ class _Plane:
         values[:r, :c], valid[:r, :c] = self.values, self.valid
         self.values, self.valid = values, valid
 
-    def write(self, block: np.ndarray, valid: np.ndarray | bool = True) -> None:
-        """Entries ``[0:rows, 0:cols]`` ← ``block``; everything else keeps its state."""
+    def write(self, block: np.ndarray, valid: np.ndarray | bool = True, row0: int = 0) -> None:
+        """Entries ``[row0:row0+rows, 0:cols]`` ← ``block``; everything else keeps its state."""
         rows, cols = block.shape
-        self._grow(rows, cols)
-        self.values[:rows, :cols] = block
-        self.valid[:rows, :cols] = valid
+        self._grow(row0 + rows, cols)
+        self.values[row0:row0 + rows, :cols] = block
+        self.valid[row0:row0 + rows, :cols] = valid
 
     def undefine(self, rows: slice, cols: slice) -> None:
         self.valid[rows, cols] = False
 
-    def read(self, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        self._grow(rows, cols)
-        return self.values[:rows, :cols], self.valid[:rows, :cols]
+    def read(self, rows: int, cols: int, row0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Entries ``[row0:row0+rows, 0:cols]`` and whether each is defined."""
+        self._grow(row0 + rows, cols)
+        return (self.values[row0:row0 + rows, :cols], self.valid[row0:row0 + rows, :cols])
 
 
 class Interpreter:
@@ -156,6 +157,9 @@ class Interpreter:
                 raise VerificationError(f"invalid N:M pattern {n}:{m}")
         if instr.mask and instr.op not in (Op.ROWMAX, Op.EXP):
             raise VerificationError("mask=1, but only ROWMAX and EXP apply an element mask")
+        if instr.op not in _ROW_OFFSETS and (instr.a_row or instr.b_row or instr.c_row):
+            raise VerificationError("a slot row offset on an instruction that has none "
+                                    "(COMPRESS and the softmax ops work from row 0)")
         if instr.op in _SOFTMAX_TILES:
             self._check_softmax_fields(instr)
         elif instr.op == Op.COMPUTE:
@@ -207,25 +211,26 @@ class Interpreter:
     def _load_a(self, instr: Instr, image: DramImage) -> None:
         db = self.hw.data_bytes
         data, care = self._dram_rows(image, instr, instr.cols * db)
-        self.a[instr.slot].write(*self._elements(data, care, instr.cols, db, self.hw.data_bits))
+        self.a[instr.slot].write(*self._elements(data, care, instr.cols, db, self.hw.data_bits),
+                                 row0=instr.a_row)
 
     def _load_b(self, instr: Instr, image: DramImage) -> None:
-        hw, s = self.hw, instr.slot
+        hw, s, r0 = self.hw, instr.slot, instr.b_row
         db = hw.data_bytes
         if not instr.nm_n:
             data, care = self._dram_rows(image, instr, instr.cols * db)
-            self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits))
+            self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits), row0=r0)
             # A dense load defines values only: indices of those entries are now meaningless.
-            self.idx[s].write(np.zeros((instr.rows, instr.cols), np.int64), False)
+            self.idx[s].write(np.zeros((instr.rows, instr.cols), np.int64), False, row0=r0)
             return
         ib = index_bits(instr.nm_m)
         index_bytes = ceil_div(instr.cols * ib, 8)
         data, care = self._dram_rows(image, instr, instr.cols * db + index_bytes)
-        self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits))
+        self.w[s].write(*self._elements(data, care, instr.cols, db, hw.data_bits), row0=r0)
         region, region_care = data[:, instr.cols * db:], care[:, instr.cols * db:]
         idx = unpack_indices(region, instr.cols, ib)
         idx_valid = unpack_indices(region_care, instr.cols, ib) == (1 << ib) - 1
-        self.idx[s].write(idx, idx_valid)
+        self.idx[s].write(idx, idx_valid, row0=r0)
 
     def _load_mask(self, instr: Instr, image: DramImage) -> None:
         # One contiguous burst: row r is ⌈cols/8⌉ bytes at addr + r·⌈cols/8⌉, column c in bit
@@ -240,8 +245,8 @@ class Interpreter:
 
     def _store_c(self, instr: Instr, image: DramImage) -> None:
         hw = self.hw
-        values, valid = self.acc[instr.slot].read(instr.rows, instr.cols)
-        self._require(valid, "accumulator")
+        values, valid = self.acc[instr.slot].read(instr.rows, instr.cols, instr.c_row)
+        self._require(valid, "accumulator", instr.c_row)
         if instr.requant:
             values = requantize(values, instr.shift, hw.acc_bits, hw.data_bits)
         raw = to_bytes(values, hw.data_bytes if instr.requant else hw.acc_bytes
@@ -251,8 +256,8 @@ class Interpreter:
 
     def _store_b(self, instr: Instr, image: DramImage) -> None:
         s = instr.slot
-        values, values_valid = self.w[s].read(instr.rows, instr.cols)
-        idx, idx_valid = self.idx[s].read(instr.rows, instr.cols)
+        values, values_valid = self.w[s].read(instr.rows, instr.cols, instr.b_row)
+        idx, idx_valid = self.idx[s].read(instr.rows, instr.cols, instr.b_row)
         raw, care = compressed_rows(values, idx, self.hw, instr.nm_m, values_valid, idx_valid)
         for r in range(instr.rows):
             image.write(instr.addr + r * instr.stride, raw[r], care[r])
@@ -261,28 +266,28 @@ class Interpreter:
 
     def _compute(self, instr: Instr, image: DramImage) -> None:
         k, cols, m = instr.k, instr.cols, instr.m
-        w, w_valid = self.w[instr.b_slot].read(k, cols)
-        self._require(w_valid, "weight")
+        w, w_valid = self.w[instr.b_slot].read(k, cols, instr.b_row)
+        self._require(w_valid, "weight", instr.b_row)
         if instr.nm_n:
-            idx, idx_valid = self.idx[instr.b_slot].read(k, cols)
-            self._require(idx_valid, "weight index")
+            idx, idx_valid = self.idx[instr.b_slot].read(k, cols, instr.b_row)
+            self._require(idx_valid, "weight index", instr.b_row)
             if idx.max(initial=0) >= instr.nm_m:
                 raise VerificationError(f"weight index {idx.max()} >= M={instr.nm_m}")
             # col(r, j) = (r // N)·M + idx[r][j]: the activation each kept weight multiplies.
             col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
-            a, a_valid = self.a[instr.slot].read(m, k // instr.nm_n * instr.nm_m)
-            self._require(a_valid[:, col], "input")
+            a, a_valid = self.a[instr.slot].read(m, k // instr.nm_n * instr.nm_m, instr.a_row)
+            self._require(a_valid[:, col], "input", instr.a_row)
             result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
         else:
-            a, a_valid = self.a[instr.slot].read(m, k)
-            self._require(a_valid, "input")
+            a, a_valid = self.a[instr.slot].read(m, k, instr.a_row)
+            self._require(a_valid, "input", instr.a_row)
             result = a @ w
         acc = self.acc[instr.c_slot]
         if instr.accumulate:
-            previous, valid = acc.read(m, cols)
-            self._require(valid, "accumulator")
+            previous, valid = acc.read(m, cols, instr.c_row)
+            self._require(valid, "accumulator", instr.c_row)
             result = previous + result
-        acc.write(wrap(result, self.hw.acc_bits))
+        acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
 
     def _compress(self, instr: Instr, image: DramImage) -> None:
         s, rows, cols = instr.slot, instr.rows, instr.cols
@@ -343,6 +348,9 @@ class Interpreter:
 
 
 _SOFTMAX_TILES = (Op.ROWMAX, Op.EXP, Op.RESCALE, Op.NORMALIZE, Op.LOAD_MASK)
+
+#: Instructions that address rows of a slot from a row offset (docs/isa.md).
+_ROW_OFFSETS = (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.COMPUTE)
 
 
 def run_golden(program: Program, hw: HardwareSpec, image: DramImage) -> DramImage:
@@ -576,65 +584,85 @@ def check_attention(case: Case, tensors: dict[str, np.ndarray], expected: DramIm
 # --------------------------------------------------------------------------------------------
 
 
-def _accesses(instr: Instr) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
-    """(buffer slots written, buffer slots read) by one instruction."""
+#: A slot's rows ``[lo, hi)``; the whole slot for instructions without a row offset.
+_WHOLE = (0, 1 << 40)
+
+_Access = tuple[str, int, int, int]  # (buffer, slot, first row, end row)
+
+
+def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
+    """(slot rows written, slot rows read) by one instruction."""
     op = instr.op
+
+    def rows(buffer: str, slot: int, first: int, count: int) -> _Access:
+        return buffer, slot, first, first + count
+
+    def whole(buffer: str, slot: int) -> _Access:
+        return (buffer, slot) + _WHOLE
+
     if op == Op.LOAD_A:
-        return {("input", instr.slot)}, set()
+        return {rows("input", instr.slot, instr.a_row, instr.rows)}, set()
     if op == Op.LOAD_B:
-        return {("weight", instr.slot)}, set()
+        return {rows("weight", instr.slot, instr.b_row, instr.rows)}, set()
     if op == Op.COMPRESS:
-        return {("weight", instr.slot)}, {("weight", instr.slot)}
+        return {whole("weight", instr.slot)}, {whole("weight", instr.slot)}
     if op == Op.COMPUTE:
-        reads = {("input", instr.slot), ("weight", instr.b_slot)}
+        acc = rows("accumulator", instr.c_slot, instr.c_row, instr.m)
+        reads = {rows("input", instr.slot, instr.a_row, instr.m),
+                 rows("weight", instr.b_slot, instr.b_row, instr.k)}
         if instr.accumulate:
-            reads.add(("accumulator", instr.c_slot))
-        return {("accumulator", instr.c_slot)}, reads
+            reads.add(acc)
+        return {acc}, reads
     if op == Op.STORE_C:
-        return set(), {("accumulator", instr.slot)}
+        # It reads its rows, and it shares the slot's read port with COMPUTE: no COMPUTE may
+        # touch any row of the slot meanwhile (docs/isa.md, "Slot capacity").
+        return set(), {whole("accumulator", instr.slot)}
     if op == Op.STORE_B:
-        return set(), {("weight", instr.slot)}
-    mask = {("mask", instr.slot)} if instr.mask else set()
+        return set(), {rows("weight", instr.slot, instr.b_row, instr.rows)}
+    mask = {whole("mask", instr.slot)} if instr.mask else set()
     if op == Op.ROWMAX:  # the running max and sums live in the vector unit: no buffer
-        return set(), {("accumulator", instr.c_slot)} | mask
+        return set(), {whole("accumulator", instr.c_slot)} | mask
     if op == Op.EXP:
-        return {("weight", instr.b_slot)}, {("accumulator", instr.c_slot)} | mask
+        return {whole("weight", instr.b_slot)}, {whole("accumulator", instr.c_slot)} | mask
     if op in (Op.RESCALE, Op.NORMALIZE):
-        return {("accumulator", instr.slot)}, {("accumulator", instr.slot)}
+        return {whole("accumulator", instr.slot)}, {whole("accumulator", instr.slot)}
     if op == Op.LOAD_MASK:
-        return {("mask", instr.slot)}, set()
+        return {whole("mask", instr.slot)}, set()
     raise VerificationError(f"{op.name}: buffer accesses not modelled by check_hazards")
 
 
 def check_hazards(program: Program, trace: list[tuple[int, int]]) -> None:
-    """Raise if two instructions of different units touch a buffer slot out of program order.
+    """Raise if two instructions of different units touch the same rows of a buffer slot out of
+    program order.
 
     The interpreter executes in program order; that equals the hardware's overlapped execution
-    only if every conflicting pair (same slot, at least one writer) on different units is
-    separated in time: the later one starts no earlier than the earlier one ends. ``trace`` is
-    the SimPy model's per-instruction ``(start, end)``, so a failure here is a scheduler bug (a
-    missing wait), not an RTL bug.
+    only if every conflicting pair (same slot, overlapping rows, at least one writer) on
+    different units is separated in time: the later one starts no earlier than the earlier one
+    ends. ``trace`` is the SimPy model's per-instruction ``(start, end)``, so a failure here is
+    a scheduler bug (a missing wait), not an RTL bug. An earlier access that a later write
+    covers entirely is forgotten: ordering is transitive through that write.
     """
-    last_write: dict[tuple[str, int], int] = {}
-    reads_since: dict[tuple[str, int], list[int]] = {}
+    history: dict[tuple[str, int], list[tuple[int, int, int, bool]]] = {}
     instrs = program.instrs
     for j, instr in enumerate(instrs):
         writes, reads = _accesses(instr)
-        for slot in reads | writes:
-            earlier = [last_write[slot]] if slot in last_write else []
-            if slot in writes:
-                earlier += reads_since.get(slot, [])
-            for i in earlier:
-                if instrs[i].unit != instr.unit and trace[j][0] < trace[i][1]:
+        for access in reads | writes:
+            buffer, slot, lo, hi = access
+            write = access in writes
+            for i, i_lo, i_hi, i_write in history.get((buffer, slot), ()):
+                if (write or i_write) and i_lo < hi and lo < i_hi and i != j and \
+                        instrs[i].unit != instr.unit and trace[j][0] < trace[i][1]:
                     raise VerificationError(
-                        f"scheduler hazard on {slot[0]} slot {slot[1]}: instruction {j} "
-                        f"({instr.op.name}) starts in cycle {trace[j][0]} before instruction {i} "
-                        f"({instrs[i].op.name}) ends in cycle {trace[i][1]}; a wait is missing")
-        for slot in writes:
-            last_write[slot] = j
-            reads_since[slot] = []
-        for slot in reads - writes:
-            reads_since.setdefault(slot, []).append(j)
+                        f"scheduler hazard on {buffer} slot {slot} rows {max(lo, i_lo)}..: "
+                        f"instruction {j} ({instr.op.name}) starts in cycle {trace[j][0]} before "
+                        f"instruction {i} ({instrs[i].op.name}) ends in cycle {trace[i][1]}; a "
+                        f"wait is missing")
+        for buffer, slot, lo, hi in writes:
+            entries = history.get((buffer, slot), [])
+            history[(buffer, slot)] = [e for e in entries if not (lo <= e[1] and e[2] <= hi)]
+        for access in reads | writes:
+            buffer, slot, lo, hi = access
+            history.setdefault((buffer, slot), []).append((j, lo, hi, access in writes))
 
 
 def check_capacity(program: Program, hw: HardwareSpec) -> None:
@@ -647,11 +675,16 @@ def check_capacity(program: Program, hw: HardwareSpec) -> None:
     buffers = hw.buffers
     for i, instr in enumerate(program.instrs):
         if instr.op == Op.LOAD_A:
-            need, name, cap = instr.rows * input_row_bytes(instr.cols, hw), "input", buffers.input_bytes
+            width = max(instr.cols, instr.k)  # a LOAD_A with k > cols lays rows out k wide
+            need, name, cap = (instr.a_row + instr.rows) * input_row_bytes(width, hw), "input", \
+                buffers.input_bytes
         elif instr.op == Op.LOAD_B:
-            need, name, cap = instr.rows * row_bytes(instr, hw), "weight", buffers.weight_bytes
+            need, name, cap = (instr.b_row + instr.rows) * row_bytes(instr, hw), "weight", \
+                buffers.weight_bytes
         elif instr.op == Op.COMPUTE:
-            need, name, cap = instr.m * instr.cols * hw.acc_bytes, "accumulator", \
+            # Rows at an offset follow full-width rows: the RTL's accumulator rows are array.cols wide.
+            cols = hw.array.cols if instr.c_row else instr.cols
+            need, name, cap = (instr.c_row + instr.m) * cols * hw.acc_bytes, "accumulator", \
                 buffers.accumulator_bytes
         elif instr.op == Op.EXP:
             # P̃ rows written into the weight slot: dense, or N of every M (a cut group padded).

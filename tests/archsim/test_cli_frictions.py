@@ -62,7 +62,7 @@ def test_run_and_dse_take_an_example_by_name_from_any_folder(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)  # nowhere near the checkout
     assert main(["run", "example:tiny_gemm", "--quiet", "--out", "o"]) == 0
     assert json.loads((tmp_path / "o" / "results.json").read_text())["summary"]["total_cycles"] \
-        == 821
+        == 735
     assert resolve("example:sweep_tiny.yaml") == str(EXAMPLES_DIR / "sweep_tiny.yaml")
     assert resolve("my.yaml") == "my.yaml"
 

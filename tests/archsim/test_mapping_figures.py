@@ -8,7 +8,7 @@ import json
 import pytest
 
 from archsim import simulate
-from archsim.api import DENSE_DMA_BOUND, FAIRNESS_TOLERANCE
+from archsim.api import DENSE_DMA_BOUND, DENSE_SHORT_STREAMS, FAIRNESS_TOLERANCE
 from archsim.cli import main
 from archsim.stats import compressed_weight_bytes
 from workloads.layer import conv_input_extent
@@ -115,8 +115,10 @@ def test_no_sparse_gemm_beats_m_over_n_without_a_documented_reason(model, patter
         if "dense fallback" in r.sparsity:
             assert r.note.startswith("dense fallback")  # cycles: a share if interleaved
         elif r.sparse_speedup > limit:
-            # The documented reason, checked: the dense mapping keeps the DMA busier by > limit.
-            assert DENSE_DMA_BOUND in r.note, (r.name, r.sparse_speedup, r.note)
+            # A documented reason, checked: the dense mapping keeps the DMA busier by > limit,
+            # or the PE array itself (shorter streams per COMPUTE).
+            # (archsim.api._with_dense states the ratio it checked in the note.)
+            assert DENSE_DMA_BOUND in r.note or DENSE_SHORT_STREAMS in r.note, (r.name, r.note)
         else:
             assert r.note == "", r.name
 

@@ -82,3 +82,19 @@ def test_pregeneration_segments_tag_their_weight():
         (task,) = segment.work.tasks
         assert segment.work.tag_names == (task.weight,)
         assert set(segment.program.tags) == {0}
+
+
+def test_parts_of_a_slot_have_their_own_hazards_and_inherit_the_slots_past():
+    em = Emitter()
+    a = em.buffers["A"]
+    a.place(0)
+    em.emit(Op.LOAD_A, 0, writes=(a.part(0, (0,)),), slot=0)  # DMA 0
+    em.emit(Op.LOAD_A, 0, writes=(a.part(0, (1,)),), slot=0, a_row=4)  # DMA 1
+    # A COMPUTE on chunk 0 waits for chunk 0's load only, not for the whole slot.
+    em.emit(Op.COMPUTE, 0, reads=(a.part(0, (0,)),), slot=0)  # PE 0
+    em.emit(Op.COMPUTE, 0, reads=(a.part(0, (1,)),), slot=0, a_row=4)  # PE 1
+    # A new tile in the slot: its first part's load waits for every reader of the old tile.
+    a.place(0)
+    em.emit(Op.LOAD_A, 0, writes=(a.part(0, (0,)),), slot=0)
+    waits = [i.wait for i in em.program.instrs]
+    assert waits == [(0, 0, 0), (0, 0, 0), (1, 0, 0), (2, 0, 0), (0, 2, 0)]

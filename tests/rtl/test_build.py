@@ -12,6 +12,7 @@ import pytest
 from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
+from dataflows.isa import WORD_BITS
 from rtl.build import build, write_verilog
 from rtl.dma import ceil_div_const
 from rtl.errors import RTLError
@@ -36,7 +37,7 @@ def test_top_level_ports_follow_docs_isa():
              for path, member, value in top.signature.flatten(top)}
     beat = 8 * TINY.dram.bandwidth_bytes_per_cycle
     assert ports == {
-        "instr__payload": ("In", 256), "instr__valid": ("In", 1), "instr__ready": ("Out", 1),
+        "instr__payload": ("In", WORD_BITS), "instr__valid": ("In", 1), "instr__ready": ("Out", 1),
         "start": ("In", 1), "busy": ("Out", 1), "cycles": ("Out", 32),
         "mem_rd_req__payload": ("Out", 48), "mem_rd_req__valid": ("Out", 1),
         "mem_rd_req__ready": ("In", 1),
@@ -69,7 +70,8 @@ def test_unbuildable_hardware_is_one_clear_error(changes, message):
 def test_geometry_of_the_presets():
     tiny = Geometry.of(TINY)
     # Rows of 4 (dense) to 16 (1:4, 2:8) operands: 4 banks; 2 KiB slots of 1-byte operands.
-    assert (tiny.a_banks, tiny.a_depth, tiny.k_max, tiny.b_banks, tiny.b_depth) == (4, 128, 16, 8, 2)
+    # A weight slot holds 512 B of rows of 4 one-byte operands: 128 rows, 16 per bank.
+    assert (tiny.a_banks, tiny.a_depth, tiny.k_max, tiny.b_banks, tiny.b_depth) == (4, 128, 16, 8, 16)
     assert (tiny.c_depth, tiny.index_bits, tiny.lanes) == (128, 3, 2)
     sat = Geometry.of(load_hardware("sat_vcu1525"))
     assert (sat.a_banks, sat.a_depth, sat.k_max, sat.c_depth) == (8, 4096, 256, 5461)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from archsim.cli import main
+from dataflows.isa import WORD_BITS
 from rtl import synth
 from rtl.errors import RTLError
 
@@ -38,7 +39,7 @@ def test_rtl_writes_verilog_scripts_and_ports(tmp_path, capsys):
     ports = {p["name"]: p for p in json.loads((out / "ports.json").read_text())["ports"]}
     assert ports["mem_rd_req__payload"]["fields"] == {"addr": [0, 32], "beats": [32, 16]}
     assert ports["mem_wr_data__payload"]["fields"] == {"data": [0, 64], "strb": [64, 8]}
-    assert ports["instr__payload"]["width"] == 256 and ports["cycles"]["direction"] == "out"
+    assert ports["instr__payload"]["width"] == WORD_BITS and ports["cycles"]["direction"] == "out"
     assert "wrote accel_top.v" in capsys.readouterr().out
 
 

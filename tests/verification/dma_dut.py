@@ -17,7 +17,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from dataflows.isa import FIELDS, Op
+from dataflows.isa import FIELDS, WORD_BITS, Op
 from workloads.spec import HardwareSpec
 
 __all__ = ["DmaCopier", "BUGS"]
@@ -58,7 +58,7 @@ class DmaCopier(wiring.Component):
         beat = hw.dram.bandwidth_bytes_per_cycle
         req = data.StructLayout({"addr": 32, "beats": 16})
         super().__init__({
-            "instr": In(stream.Signature(256)),
+            "instr": In(stream.Signature(WORD_BITS)),
             "start": In(1),
             "busy": Out(1),
             "cycles": Out(32),
@@ -81,7 +81,7 @@ class DmaCopier(wiring.Component):
         beat = hw.dram.bandwidth_bytes_per_cycle
         shift = beat.bit_length() - 1
 
-        imem = Array(Signal(256, name=f"imem{i}") for i in range(_DEPTH))
+        imem = Array(Signal(WORD_BITS, name=f"imem{i}") for i in range(_DEPTH))
         count = Signal(range(_DEPTH + 1))  # words written since the last start
         n_instr = Signal(range(_DEPTH + 1))  # words of the running program
         pc = Signal(range(_DEPTH + 1))

@@ -37,9 +37,13 @@ from workloads.lowering import GemmTask  # noqa: E402
 
 #: The CI sample: one program of every kind, then a few mixed ones. Seeds 1005 (wg) and 7, 23
 #: (mixed) draw single-buffered tiles that overfilled a slot on ``wide`` before finding 1's fix.
+#: Seeds 23, 39, 57 and 96 draw buffer-level tiles (row offsets within slots): together, on both
+#: configurations, k-chunks, n-chunks, a narrower last k-chunk (LOAD_A ``k``) and dense and
+#: compressed weight sub-tiles (tests/verification/test_buffer_tile_cases.py pins that).
 KIND_SEEDS = {"bdwp_bp": 1000, "bp_wg": 1001, "dense": 1002, "nm_ff": 1003, "pregen": 1004,
               "wg": 1005}
-MIXED_SEEDS = [2, 7, 21, 23, 42, 77]
+MIXED_SEEDS = [2, 7, 21, 23, 42, 77, 39, 57, 96]
+BUFFER_TILE_SEEDS = (23, 39, 57, 96)
 
 #: Attention programs (ops 7-11 with QKᵀ and PV), by configuration: together every mask
 #: pattern, element masks, N:M scores, GQA and decode (tests/verification/
