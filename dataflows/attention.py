@@ -582,15 +582,6 @@ def attention_segments(
     ]
 
 
-def attention_layer_segments(layers, hw: HardwareSpec) -> Iterator[list]:
-    """Per attention layer of ``layers`` (``workloads.layers.Layer`` of kind ``attention``), in
-    order, its segments; programs are shared between layers with equal signatures."""
-    programs: dict = {}
-    for layer in layers:
-        if layer.kind == "attention":
-            yield attention_segments(layer.name, layer.attention, hw, programs)
-
-
 def empty_items(plan: AttentionPlan) -> int:
     """Work items whose queries attend no key at all (nothing runs; their output is not written)."""
     return sum(1 for item in plan.items if not item.blocks)
@@ -615,5 +606,4 @@ __all__ += [
     "max_step_rows",
     "empty_items",
     "iter_blocks",
-    "attention_layer_segments",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from dataflows.attention import attention_layer_segments
+from dataflows.attention import attention_segments
 from dataflows.cost import latency, program_cycles, transfer_bytes
 from dataflows.isa import SLOTS_PER_BUFFER, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
@@ -602,7 +602,6 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     cache = _SegmentCache(hw, passes)
     layers = expand(workload)
     groups = lower(layers, workload.mode)
-    attention = attention_layer_segments(layers, hw)
     tiling = {t.name: tiling_for(t, hw, passes, compressed) for g in groups for t in g}
     pregen = training and passes.pregenerate_sparse_weights
     dense = _dense_fallback(cache, [t for g in groups for t in g], tiling, pregen)
@@ -610,9 +609,20 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     if pregen:
         pruned = [t for g in groups for t in g if t.weight and tiling[t.name].sparse]
         segments.extend(cache.segment(PregenWork((t,), (tiling[t.name],)), t.repeat) for t in pruned)
-    for group in groups:
-        if group:
+    programs: dict = {}  # attention programs, shared between layers with equal signatures
+    for layer, group in _layer_groups(layers, groups, workload.mode):
+        if layer is not None and layer.kind == "attention":  # FlashAttention-style segments
+            segments.extend(attention_segments(layer.name, layer.attention, hw, programs))
+        else:
             segments.extend(_gemm_group(cache, group, tiling, dense))
-        else:  # an attention layer: its FlashAttention-style segments, in layer order
-            segments.extend(next(attention))
     return Schedule(hw, passes, tuple(segments))
+
+
+def _layer_groups(layers, groups, mode) -> Iterator[tuple]:
+    """(layer, its GEMM tasks) in execution order. In inference ``lower`` gives one group per
+    layer, in layer order; training reorders the phases, and has no attention layer (the spec
+    refuses it), so its groups come without a layer."""
+    if mode == "inference":
+        yield from zip(layers, groups, strict=True)
+    else:
+        yield from ((None, group) for group in groups)
