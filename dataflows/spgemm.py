@@ -68,8 +68,6 @@ HASH_MULTIPLIER = 0x9E3779B1
 # Products per vectorized block of the hash model: bounds memory (~100 B per product); 2 M
 # products keep the arrays near the caches (measured: faster than 1 M, 4 M or 8 M).
 _BLOCK_PRODUCTS = 1 << 21
-# Entries of the beats × banks table of the hash model's bank loads (float64: 32 MiB).
-_BEAT_TABLE = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,7 +739,7 @@ def _hash_pass(
     extra = np.repeat(np.minimum(keys.rank[ranked], ways - 1), lens)
     probes = np.ones(n, dtype=np.int64)
     probes[pos] += extra
-    busy, slowest = _beat_loads(beat, bank, probes, n_beats, hw)
+    busy, slowest = _beat_loads(beat, lane, bank, probes, n_beats, hw)
     spilled_keys = keys.rank >= ways
     n_spilled = int(keys.run_length[spilled_keys].sum())
     trace.probes += n + int(extra.sum())
@@ -772,29 +770,30 @@ def _hash_pass(
 
 
 def _beat_loads(
-    beat: np.ndarray, bank: np.ndarray, probes: np.ndarray, n_beats: int, hw: HardwareSpec
+    beat: np.ndarray, lane: np.ndarray, bank: np.ndarray, probes: np.ndarray, n_beats: int,
+    hw: HardwareSpec,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per beat: the busiest bank's probes (the beat's cycles) and the slowest product's probes.
 
-    Products are in beat order. Probes are summed into a beats × banks table, a slice of
-    beats at a time so that the table stays small, and the busiest bank of each beat is read
-    off it.
+    The products are laid out as a beats × lanes matrix (an empty lane probes 0 times), and
+    each lane adds its probes to every lane of its beat that has the same bank: a lane's sum is
+    its bank's load, and the largest in a beat is the busiest bank's. With ``multipliers``
+    lanes this is ``multipliers`` passes over small integers, far cheaper than a beats × banks
+    table (``hash_banks`` entries per beat).
     """
-    nb = hw.spgemm.hash_banks
-    busy = np.zeros(n_beats, dtype=np.int64)
-    slowest = np.zeros(n_beats, dtype=np.int64)
-    beat_start = np.flatnonzero(np.concatenate([[True], beat[1:] != beat[:-1]]))
-    slowest[beat[beat_start]] = np.maximum.reduceat(probes, beat_start)
-    step = max(1, _BEAT_TABLE // nb)
-    cuts = np.searchsorted(beat, np.arange(0, n_beats + step, step))
-    for first_beat, (lo, hi) in zip(range(0, n_beats, step), zip(cuts[:-1], cuts[1:])):
-        if lo == hi:
-            continue
-        span = min(step, n_beats - first_beat)
-        slot = (beat[lo:hi] - first_beat) * nb + bank[lo:hi]
-        table = np.bincount(slot, weights=probes[lo:hi], minlength=span * nb)
-        busy[first_beat : first_beat + span] = table.reshape(span, nb).max(axis=1)
-    return busy, slowest
+    p = hw.spgemm.multipliers
+    most = p * max(1, int(probes.max()) if len(probes) else 1)
+    dtype = np.uint8 if most <= 0xFF else np.uint16 if most <= 0xFFFF else np.int64
+    bank_dtype = np.uint8 if hw.spgemm.hash_banks <= 0x100 else np.int64
+    cell = beat * p + lane
+    lane_probes = np.zeros((n_beats, p), dtype=dtype)
+    lane_probes.ravel()[cell] = probes
+    lane_bank = np.zeros((n_beats, p), dtype=bank_dtype)
+    lane_bank.ravel()[cell] = bank
+    load = np.zeros_like(lane_probes)
+    for j in range(p):
+        load += lane_probes[:, j : j + 1] * (lane_bank == lane_bank[:, j : j + 1])
+    return load.max(axis=1).astype(np.int64), lane_probes.max(axis=1).astype(np.int64)
 
 
 @dataclass
@@ -826,7 +825,8 @@ def _keys_by_first_appearance(row: np.ndarray, col: np.ndarray, hw: HardwareSpec
             f"columns does not pack into 63 bits"
         )
     mask = (1 << pos_bits) - 1
-    packed = np.sort((((row << col_bits) | col) << pos_bits) | np.arange(n, dtype=np.int64))
+    packed = np.sort((((row << col_bits) | col) << pos_bits) | np.arange(n, dtype=np.int64),
+                     kind="stable")
     sorted_pos = packed & mask
     packed >>= pos_bits
     starts = np.flatnonzero(np.concatenate([[True], packed[1:] != packed[:-1]]))
@@ -835,7 +835,7 @@ def _keys_by_first_appearance(row: np.ndarray, col: np.ndarray, hw: HardwareSpec
     krow, kcol = key >> col_bits, key & ((1 << col_bits) - 1)
     first_pos = sorted_pos[starts]
     bucket = hash_bucket(kcol, hw)
-    group = np.sort((((krow << col_bits) | bucket) << pos_bits) | first_pos)
+    group = np.sort((((krow << col_bits) | bucket) << pos_bits) | first_pos, kind="stable")
     gkey = group >> pos_bits
     gstart = np.flatnonzero(np.concatenate([[True], gkey[1:] != gkey[:-1]]))
     d = len(key)
