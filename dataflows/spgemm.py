@@ -70,7 +70,7 @@ HASH_MULTIPLIER = 0x9E3779B1
 _BLOCK_PRODUCTS = 1 << 21
 # Entries of the hash model's dense (row, column) and (row, bucket) tables (int32: 32 MiB each);
 # a block has at most this many entries' worth of rows.
-_DENSE_ENTRIES = 1 << 23
+_DENSE_ENTRIES = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,10 +300,11 @@ class SpGEMMProblem:
         a = self.a
         e0, e1 = int(a.indptr[r0]), int(a.indptr[r1])
         elem, offset, bidx = expand_b_rows(self.b, a.indices[e0:e1])
-        rows = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(a.indptr[r0 : r1 + 1]))
+        row_products = _segment_sum(self.b_len_per_a[e0:e1], a.indptr[r0 : r1 + 1] - e0)
         return _Products(
-            row=rows[elem], col=self.b.indices[bidx].astype(np.int64), elem=elem, offset=offset,
-            bidx=bidx, first_a=e0,
+            row=np.repeat(np.arange(r1 - r0, dtype=np.int64), row_products),
+            col=self.b.indices[bidx].astype(np.int64), elem=elem, offset=offset, bidx=bidx,
+            first_a=e0,
         )
 
 
@@ -316,9 +317,10 @@ def expand_b_rows(b: sp.csr_matrix, ks: np.ndarray) -> tuple[np.ndarray, np.ndar
     starts = b.indptr[ks].astype(np.int64)
     blen = b.indptr[ks + 1].astype(np.int64) - starts
     elem = np.repeat(np.arange(len(ks), dtype=np.int64), blen)
-    first = np.concatenate([[0], np.cumsum(blen)[:-1]]).astype(np.int64)
-    offset = np.arange(int(blen.sum()), dtype=np.int64) - first[elem]
-    return elem, offset, starts[elem] + offset
+    first = np.cumsum(blen) - blen
+    offset = np.arange(int(first[-1] + blen[-1]) if len(ks) else 0, dtype=np.int64)
+    offset -= np.repeat(first, blen)
+    return elem, offset, np.repeat(starts, blen) + offset
 
 
 @dataclass
@@ -675,9 +677,10 @@ def _hash_block(
     row_nnz = problem.a_row_nnz[r0:r1]
     e0, e1 = int(problem.a.indptr[r0]), int(problem.a.indptr[r1])
     n_beats = b_row_beats(problem.b_len_per_a[e0:e1], hw)
-    beat_base = np.concatenate([[0], np.cumsum(n_beats)[:-1]]).astype(np.int64)
+    beat_base = np.cumsum(n_beats) - n_beats
     prods = problem.product_stream(r0, r1)
-    beat = beat_base[prods.elem] + prods.offset // p
+    beat_in_row, lane = _divmod(prods.offset, p)
+    beat = np.repeat(beat_base, problem.b_len_per_a[e0:e1]) + beat_in_row
     beat_row = np.repeat(np.repeat(np.arange(rows), row_nnz), n_beats)
     values = prods.values(problem) if drained is not None else None
     # Pass 0: per A nonzero one cycle to accept it and one to accept its B row's first beat
@@ -685,7 +688,7 @@ def _hash_block(
     # cycles, then the drain (one cycle per kept key, or one for an empty C row). An empty A
     # row costs its marker plus an empty C row.
     result = _hash_pass(
-        prods.row, prods.col, beat, prods.offset % p, len(beat_row), rows, hw, values, trace,
+        prods.row, prods.col, beat, lane, len(beat_row), rows, hw, values, trace,
         scratch,
     )
     cycles = 2 * row_nnz
@@ -695,7 +698,7 @@ def _hash_block(
         drained.append(_drain_order(result.drained, r0, 0))
     srow, scol = prods.row[result.spill_order], prods.col[result.spill_order]
     svals = values[result.spill_order] if values is not None else None
-    del prods, beat, beat_row
+    del prods, beat, lane, beat_row
     passes = 0
     while len(srow):
         # A spill pass: wait for the spilled products to come back, accept the first beat of
@@ -739,8 +742,9 @@ def _hash_pass(
     n = len(row)
     if n == 0:
         return _Pass(np.zeros(n_beats, dtype=np.int64), _zeros(n_rows), _zeros(0), None)
-    bank = hash_bucket(col, hw) & (nb - 1)
-    keys = _keys_by_first_appearance(row, col, n_rows, hw, scratch)
+    bucket = hash_bucket(col, hw)
+    bank = bucket & (nb - 1)
+    keys = _keys_by_first_appearance(row, col, bucket, n_rows, hw, scratch)
     # Every product probes once more per key of its bucket that appeared before its own, up
     # to ``ways`` probes; a key with rank >= ways spills after ``ways`` probes.
     rank = keys.per_product(keys.rank)
@@ -837,7 +841,8 @@ class _Keys:
 
 
 def _keys_by_first_appearance(
-    row: np.ndarray, col: np.ndarray, n_rows: int, hw: HardwareSpec, scratch: _Scratch
+    row: np.ndarray, col: np.ndarray, bucket: np.ndarray, n_rows: int, hw: HardwareSpec,
+    scratch: _Scratch,
 ) -> _Keys:
     """Group products by key and rank keys within their (row, bucket) by first appearance.
 
@@ -862,10 +867,9 @@ def _keys_by_first_appearance(
     first_pos = np.flatnonzero(first_of == pos)
     table[key[first_pos]] = _EMPTY
     d = len(first_pos)
-    krow, kcol = row[first_pos], col[first_pos]
-    bucket = hash_bucket(kcol, hw)
+    krow, kcol, kbucket = row[first_pos], col[first_pos], bucket[first_pos]
     ways, buckets = hw.spgemm.hash_ways, hw.spgemm.hash_buckets
-    cell = krow * buckets + bucket
+    cell = krow * buckets + kbucket
     cells = scratch.cells if n_rows * buckets <= len(scratch.cells) else np.full(
         n_rows * buckets, _EMPTY, dtype=np.int32)
     rank = np.full(d, ways, dtype=np.uint8 if ways < 0xFF else np.int32)
@@ -879,7 +883,7 @@ def _keys_by_first_appearance(
         cells[c] = _EMPTY
         rank[left[won]] = r
         left = left[~won]
-    return _Keys(krow, kcol, bucket, rank, first_pos, first_of)
+    return _Keys(krow, kcol, kbucket, rank, first_pos, first_of)
 
 
 def _spill_order(spilled, beat, bank, lane, probes, hw) -> np.ndarray:
@@ -976,6 +980,13 @@ def _segment_sum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     cum = np.concatenate([[0], np.cumsum(np.asarray(values, dtype=np.int64))])
     b = np.asarray(bounds, dtype=np.int64)
     return cum[b[1:]] - cum[b[:-1]]
+
+
+def _divmod(values: np.ndarray, divisor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.divmod`` of non-negative integers, by shifting and masking for a power of two."""
+    if divisor & (divisor - 1):
+        return np.divmod(values, divisor)
+    return values >> (divisor.bit_length() - 1), values & (divisor - 1)
 
 
 def _split_blocks(bounds: np.ndarray, rows: int) -> np.ndarray:
