@@ -122,8 +122,12 @@ def hash_bucket(cols: np.ndarray, hw: HardwareSpec) -> np.ndarray:
     """
     bits = int(hw.spgemm.hash_buckets).bit_length() - 1
     # uint32 arithmetic wraps modulo 2^32, which is exactly the low 32 bits of the product.
-    h = np.asarray(cols).astype(np.uint32) * np.uint32(HASH_MULTIPLIER)
-    return (h >> np.uint32(32 - bits)).astype(np.int64) if bits else np.zeros(h.shape, np.int64)
+    h = np.asarray(cols).astype(np.uint32)
+    if not bits:
+        return np.zeros(h.shape, np.int64)
+    h *= np.uint32(HASH_MULTIPLIER)
+    h >>= np.uint32(32 - bits)
+    return h.astype(np.int64)
 
 
 def spill_readback_cycles(spilled: np.ndarray | int, hw: HardwareSpec) -> np.ndarray:
@@ -796,7 +800,8 @@ def _beat_loads(
     most = p * max(1, int(probes.max()) if len(probes) else 1)
     dtype = np.uint8 if most <= 0xFF else np.uint16 if most <= 0xFFFF else np.int64
     bank_dtype = np.uint8 if hw.spgemm.hash_banks <= 0x100 else np.int64
-    cell = lane * n_beats + beat  # lane-major: each lane is one contiguous row of beats
+    cell = lane * n_beats  # lane-major: each lane is one contiguous row of beats
+    cell += beat
     lane_probes = np.zeros((p, n_beats), dtype=dtype)
     lane_probes.ravel()[cell] = probes
     lane_bank = np.zeros((p, n_beats), dtype=bank_dtype)
@@ -860,7 +865,8 @@ def _keys_by_first_appearance(
         span, table = len(used), np.full(n_rows * len(used), _EMPTY, dtype=np.int32)
     else:
         col_id, table = col, scratch.keys
-    key = row * span + col_id
+    key = row * span
+    key += col_id
     pos = np.arange(n, dtype=np.int32)
     np.minimum.at(table, key, pos)
     first_of = table[key]
@@ -869,20 +875,21 @@ def _keys_by_first_appearance(
     d = len(first_pos)
     krow, kcol, kbucket = row[first_pos], col[first_pos], bucket[first_pos]
     ways, buckets = hw.spgemm.hash_ways, hw.spgemm.hash_buckets
-    cell = krow * buckets + kbucket
+    cell = krow * buckets
+    cell += kbucket
     cells = scratch.cells if n_rows * buckets <= len(scratch.cells) else np.full(
         n_rows * buckets, _EMPTY, dtype=np.int32)
     rank = np.full(d, ways, dtype=np.uint8 if ways < 0xFF else np.int32)
-    left = np.arange(d, dtype=np.int32)
+    left, c = np.arange(d, dtype=np.int32), cell
     for r in range(ways):
         if not len(left):
             break
-        c = cell[left]
         np.minimum.at(cells, c, left)
         won = cells[c] == left
         cells[c] = _EMPTY
         rank[left[won]] = r
-        left = left[~won]
+        lost = ~won
+        left, c = left[lost], c[lost]
     return _Keys(krow, kcol, kbucket, rank, first_pos, first_of)
 
 
