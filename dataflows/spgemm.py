@@ -68,8 +68,9 @@ HASH_MULTIPLIER = 0x9E3779B1
 # Products per vectorized block of the hash model: bounds memory (~100 B per product); 2 M
 # products keep the arrays near the caches (measured: faster than 1 M, 4 M or 8 M).
 _BLOCK_PRODUCTS = 1 << 21
-# Entries of the beats × banks table of the hash model's bank loads (float64: 32 MiB).
-_BEAT_TABLE = 1 << 22
+# Entries of the hash model's dense (row, column) and (row, bucket) tables (int32: 32 MiB each);
+# a block has at most this many entries' worth of rows.
+_DENSE_ENTRIES = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,8 +122,12 @@ def hash_bucket(cols: np.ndarray, hw: HardwareSpec) -> np.ndarray:
     """
     bits = int(hw.spgemm.hash_buckets).bit_length() - 1
     # uint32 arithmetic wraps modulo 2^32, which is exactly the low 32 bits of the product.
-    h = np.asarray(cols).astype(np.uint32) * np.uint32(HASH_MULTIPLIER)
-    return (h >> np.uint32(32 - bits)).astype(np.int64) if bits else np.zeros(h.shape, np.int64)
+    h = np.asarray(cols).astype(np.uint32)
+    if not bits:
+        return np.zeros(h.shape, np.int64)
+    h *= np.uint32(HASH_MULTIPLIER)
+    h >>= np.uint32(32 - bits)
+    return h.astype(np.int64)
 
 
 def spill_readback_cycles(spilled: np.ndarray | int, hw: HardwareSpec) -> np.ndarray:
@@ -299,10 +304,11 @@ class SpGEMMProblem:
         a = self.a
         e0, e1 = int(a.indptr[r0]), int(a.indptr[r1])
         elem, offset, bidx = expand_b_rows(self.b, a.indices[e0:e1])
-        rows = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(a.indptr[r0 : r1 + 1]))
+        row_products = _segment_sum(self.b_len_per_a[e0:e1], a.indptr[r0 : r1 + 1] - e0)
         return _Products(
-            row=rows[elem], col=self.b.indices[bidx].astype(np.int64), elem=elem, offset=offset,
-            bidx=bidx, first_a=e0,
+            row=np.repeat(np.arange(r1 - r0, dtype=np.int64), row_products),
+            col=self.b.indices[bidx].astype(np.int64), elem=elem, offset=offset, bidx=bidx,
+            first_a=e0,
         )
 
 
@@ -315,9 +321,10 @@ def expand_b_rows(b: sp.csr_matrix, ks: np.ndarray) -> tuple[np.ndarray, np.ndar
     starts = b.indptr[ks].astype(np.int64)
     blen = b.indptr[ks + 1].astype(np.int64) - starts
     elem = np.repeat(np.arange(len(ks), dtype=np.int64), blen)
-    first = np.concatenate([[0], np.cumsum(blen)[:-1]]).astype(np.int64)
-    offset = np.arange(int(blen.sum()), dtype=np.int64) - first[elem]
-    return elem, offset, starts[elem] + offset
+    first = np.cumsum(blen) - blen
+    offset = np.arange(int(first[-1] + blen[-1]) if len(ks) else 0, dtype=np.int64)
+    offset -= np.repeat(first, blen)
+    return elem, offset, np.repeat(starts, blen) + offset
 
 
 @dataclass
@@ -645,10 +652,13 @@ def hash_row_trace(problem: SpGEMMProblem, functional: bool = False) -> HashTrac
         row_keys=np.zeros(n, dtype=np.int64),
     )
     drained: list[tuple[np.ndarray, ...]] = []
+    width = max(problem.n_cols, problem.hw.spgemm.hash_buckets)
     bounds = _blocks_by_work(problem.row_products, _BLOCK_PRODUCTS)
+    bounds = _split_blocks(bounds, max(1, _DENSE_ENTRIES // width))
+    scratch = _Scratch(min(int(np.diff(bounds).max(initial=0)) * width, _DENSE_ENTRIES))
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         trace.block_start = int(r0)
-        _hash_block(problem, int(r0), int(r1), trace, drained if functional else None)
+        _hash_block(problem, int(r0), int(r1), trace, drained if functional else None, scratch)
     # The table's keys are the structural nonzeros of C: no separate symbolic product needed.
     problem.__dict__.setdefault("row_nnz_c", trace.row_keys)
     if functional:
@@ -661,7 +671,8 @@ def hash_row_trace(problem: SpGEMMProblem, functional: bool = False) -> HashTrac
 
 
 def _hash_block(
-    problem: SpGEMMProblem, r0: int, r1: int, trace: HashTrace, drained: list | None
+    problem: SpGEMMProblem, r0: int, r1: int, trace: HashTrace, drained: list | None,
+    scratch: _Scratch,
 ) -> None:
     """Rows ``r0..r1-1`` through every pass; adds their cycles and counts to ``trace``."""
     hw = problem.hw
@@ -670,9 +681,10 @@ def _hash_block(
     row_nnz = problem.a_row_nnz[r0:r1]
     e0, e1 = int(problem.a.indptr[r0]), int(problem.a.indptr[r1])
     n_beats = b_row_beats(problem.b_len_per_a[e0:e1], hw)
-    beat_base = np.concatenate([[0], np.cumsum(n_beats)[:-1]]).astype(np.int64)
+    beat_base = np.cumsum(n_beats) - n_beats
     prods = problem.product_stream(r0, r1)
-    beat = beat_base[prods.elem] + prods.offset // p
+    beat_in_row, lane = _divmod(prods.offset, p)
+    beat = np.repeat(beat_base, problem.b_len_per_a[e0:e1]) + beat_in_row
     beat_row = np.repeat(np.repeat(np.arange(rows), row_nnz), n_beats)
     values = prods.values(problem) if drained is not None else None
     # Pass 0: per A nonzero one cycle to accept it and one to accept its B row's first beat
@@ -680,7 +692,8 @@ def _hash_block(
     # cycles, then the drain (one cycle per kept key, or one for an empty C row). An empty A
     # row costs its marker plus an empty C row.
     result = _hash_pass(
-        prods.row, prods.col, beat, prods.offset % p, len(beat_row), rows, hw, values, trace
+        prods.row, prods.col, beat, lane, len(beat_row), rows, hw, values, trace,
+        scratch,
     )
     cycles = 2 * row_nnz
     cycles += np.bincount(beat_row, weights=result.beat_cycles, minlength=rows).astype(np.int64)
@@ -689,7 +702,7 @@ def _hash_block(
         drained.append(_drain_order(result.drained, r0, 0))
     srow, scol = prods.row[result.spill_order], prods.col[result.spill_order]
     svals = values[result.spill_order] if values is not None else None
-    del prods, beat, beat_row
+    del prods, beat, lane, beat_row
     passes = 0
     while len(srow):
         # A spill pass: wait for the spilled products to come back, accept the first beat of
@@ -703,7 +716,8 @@ def _hash_block(
         pos = np.arange(len(srow), dtype=np.int64) - first[srow]
         per_row = ceil_div(counts, p)
         sbeat = np.concatenate([[0], np.cumsum(per_row)[:-1]])[srow] + pos // p
-        result = _hash_pass(srow, scol, sbeat, pos % p, int(per_row.sum()), rows, hw, svals, trace)
+        result = _hash_pass(srow, scol, sbeat, pos % p, int(per_row.sum()), rows, hw, svals, trace,
+                            scratch)
         beat_row = np.repeat(np.arange(rows), per_row)
         cycles += np.bincount(beat_row, weights=result.beat_cycles, minlength=rows).astype(np.int64)
         cycles += result.drain_cycles
@@ -718,6 +732,7 @@ def _hash_block(
 def _hash_pass(
     row: np.ndarray, col: np.ndarray, beat: np.ndarray, lane: np.ndarray, n_beats: int,
     n_rows: int, hw: HardwareSpec, values: np.ndarray | None, trace: HashTrace,
+    scratch: _Scratch,
 ) -> _Pass:
     """One pass of the hash engine over a product stream (arrays in stream order).
 
@@ -731,38 +746,36 @@ def _hash_pass(
     n = len(row)
     if n == 0:
         return _Pass(np.zeros(n_beats, dtype=np.int64), _zeros(n_rows), _zeros(0), None)
-    bank = hash_bucket(col, hw) & (nb - 1)
-    keys = _keys_by_first_appearance(row, col, hw)
-    # Every product probes once; products of a key with rank r > 0 probe min(r, ways - 1) more
-    # times. Most keys have rank 0, so the extra probes are scattered for the others only.
-    ranked = np.flatnonzero(keys.rank > 0)
-    lens = keys.run_length[ranked]
-    pos = keys.sorted_pos[_runs(keys.starts[ranked], lens)]
-    extra = np.repeat(np.minimum(keys.rank[ranked], ways - 1), lens)
-    probes = np.ones(n, dtype=np.int64)
-    probes[pos] += extra
-    busy, slowest = _beat_loads(beat, bank, probes, n_beats, hw)
-    spilled_keys = keys.rank >= ways
-    n_spilled = int(keys.run_length[spilled_keys].sum())
-    trace.probes += n + int(extra.sum())
+    bucket = hash_bucket(col, hw)
+    bank = bucket & (nb - 1)
+    keys = _keys_by_first_appearance(row, col, bucket, n_rows, hw, scratch)
+    # Every product probes once more per key of its bucket that appeared before its own, up
+    # to ``ways`` probes; a key with rank >= ways spills after ``ways`` probes.
+    rank = keys.per_product(keys.rank)
+    probes = np.minimum(rank, ways - 1).astype(np.int64)
+    probes += 1
+    busy, slowest = _beat_loads(beat, lane, bank, probes, n_beats, hw)
+    spilled = np.flatnonzero(rank >= ways)
+    n_spilled = len(spilled)
+    trace.probes += int(probes.sum())
     trace.kept += n - n_spilled
     trace.spilled += n_spilled
     trace.bank_conflict_cycles += int((busy - slowest).sum())
     trace.accumulate_stall_cycles += int(np.maximum(busy - 1, 0).sum())
-    kept = ~spilled_keys
-    kept_bank = hash_bucket(keys.col[kept], hw) & (nb - 1)
+    kept = keys.rank < ways
+    kept_bank = keys.bucket[kept] & (nb - 1)
     per_bank = np.bincount(keys.row[kept] * nb + kept_bank, minlength=n_rows * nb)
     trace.row_keys[trace.block_start : trace.block_start + n_rows] += per_bank.reshape(
         n_rows, nb).sum(axis=1)
     spill_order = _zeros(0)
     if n_spilled:
-        spilled = np.sort(keys.sorted_pos[_runs(keys.starts[spilled_keys],
-                                               keys.run_length[spilled_keys])])
         spill_order = _spill_order(spilled, beat, bank, lane, probes, hw)
     drained = None
     if values is not None:
-        sums = np.add.reduceat(values[keys.sorted_pos], keys.starts)[kept]
-        drained = (keys.row[kept], keys.col[kept], sums, kept_bank, keys.first_pos[kept])
+        sums = np.zeros(n, dtype=np.int64)
+        np.add.at(sums, keys.first_of, values)
+        drained = (keys.row[kept], keys.col[kept], sums[keys.first_pos][kept], kept_bank,
+                   keys.first_pos[kept])
     return _Pass(
         beat_cycles=busy,
         drain_cycles=per_bank.reshape(n_rows, nb).max(axis=1),
@@ -772,86 +785,112 @@ def _hash_pass(
 
 
 def _beat_loads(
-    beat: np.ndarray, bank: np.ndarray, probes: np.ndarray, n_beats: int, hw: HardwareSpec
+    beat: np.ndarray, lane: np.ndarray, bank: np.ndarray, probes: np.ndarray, n_beats: int,
+    hw: HardwareSpec,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per beat: the busiest bank's probes (the beat's cycles) and the slowest product's probes.
 
-    Products are in beat order. Probes are summed into a beats × banks table, a slice of
-    beats at a time so that the table stays small, and the busiest bank of each beat is read
-    off it.
+    The products are laid out as a lanes × beats matrix (an empty lane probes 0 times), and
+    each lane adds its probes to every lane of its beat that has the same bank: a lane's sum is
+    its bank's load, and the largest in a beat is the busiest bank's. With ``multipliers``
+    lanes this is ``multipliers`` passes over small integers, far cheaper than a beats × banks
+    table (``hash_banks`` entries per beat).
     """
-    nb = hw.spgemm.hash_banks
-    busy = np.zeros(n_beats, dtype=np.int64)
-    slowest = np.zeros(n_beats, dtype=np.int64)
-    beat_start = np.flatnonzero(np.concatenate([[True], beat[1:] != beat[:-1]]))
-    slowest[beat[beat_start]] = np.maximum.reduceat(probes, beat_start)
-    step = max(1, _BEAT_TABLE // nb)
-    cuts = np.searchsorted(beat, np.arange(0, n_beats + step, step))
-    for first_beat, (lo, hi) in zip(range(0, n_beats, step), zip(cuts[:-1], cuts[1:])):
-        if lo == hi:
-            continue
-        span = min(step, n_beats - first_beat)
-        slot = (beat[lo:hi] - first_beat) * nb + bank[lo:hi]
-        table = np.bincount(slot, weights=probes[lo:hi], minlength=span * nb)
-        busy[first_beat : first_beat + span] = table.reshape(span, nb).max(axis=1)
-    return busy, slowest
+    p = hw.spgemm.multipliers
+    most = p * max(1, int(probes.max()) if len(probes) else 1)
+    dtype = np.uint8 if most <= 0xFF else np.uint16 if most <= 0xFFFF else np.int64
+    bank_dtype = np.uint8 if hw.spgemm.hash_banks <= 0x100 else np.int64
+    cell = lane * n_beats  # lane-major: each lane is one contiguous row of beats
+    cell += beat
+    lane_probes = np.zeros((p, n_beats), dtype=dtype)
+    lane_probes.ravel()[cell] = probes
+    lane_bank = np.zeros((p, n_beats), dtype=bank_dtype)
+    lane_bank.ravel()[cell] = bank
+    load = np.zeros_like(lane_probes)
+    same = np.empty(lane_bank.shape, dtype=bool)
+    for j in range(p):
+        np.equal(lane_bank, lane_bank[j], out=same)
+        load += lane_probes[j] * same
+    return load.max(axis=0).astype(np.int64), lane_probes.max(axis=0).astype(np.int64)
+
+
+class _Scratch:
+    """Dense int32 tables of the hash model, reused across passes: every entry holds
+    ``_EMPTY`` between uses (a pass clears what it wrote), so a pass costs its products, not
+    the tables' size."""
+
+    def __init__(self, entries: int) -> None:
+        self.keys = np.full(entries, _EMPTY, dtype=np.int32)  # (row, column) -> first product
+        self.cells = np.full(entries, _EMPTY, dtype=np.int32)  # (row, bucket) -> earliest key
+
+
+_EMPTY = np.iinfo(np.int32).max
 
 
 @dataclass
 class _Keys:
-    """Distinct keys (row, column) of a pass, in key order, and their runs of products."""
+    """Distinct keys (row, column) of a pass, in order of first appearance."""
 
     row: np.ndarray
     col: np.ndarray
+    bucket: np.ndarray
     rank: np.ndarray  # order of first appearance among the keys of its (row, bucket)
     first_pos: np.ndarray  # position of the key's first product
-    starts: np.ndarray  # where the key's run starts in sorted_pos
-    run_length: np.ndarray  # products of the key
-    sorted_pos: np.ndarray  # product positions sorted by (key, position)
+    first_of: np.ndarray  # per product: the position of its key's first product
+
+    def per_product(self, per_key: np.ndarray) -> np.ndarray:
+        """A per-key quantity for every product (keys are numbered by first position)."""
+        at_first = np.empty(len(self.first_of), dtype=per_key.dtype)
+        at_first[self.first_pos] = per_key
+        return at_first[self.first_of]
 
 
-def _keys_by_first_appearance(row: np.ndarray, col: np.ndarray, hw: HardwareSpec) -> _Keys:
+def _keys_by_first_appearance(
+    row: np.ndarray, col: np.ndarray, bucket: np.ndarray, n_rows: int, hw: HardwareSpec,
+    scratch: _Scratch,
+) -> _Keys:
     """Group products by key and rank keys within their (row, bucket) by first appearance.
 
-    Two sorts of packed integers ``key << bits | position`` (several times faster than an
-    argsort); positions come back out of the low bits.
+    No sorting: a dense (row, column) table takes each key's first product (``minimum.at``),
+    which numbers the keys in order of first appearance; a dense (row, bucket) table then
+    picks the earliest remaining key of every bucket, ``hash_ways`` rounds, each round's picks
+    getting the next rank (keys left after the last round get ``hash_ways``: they spill).
     """
     n = len(row)
-    pos_bits = max(1, int(n - 1).bit_length())
-    row_bits = max(1, int(row[-1]).bit_length())  # rows are in stream order: the last is largest
-    col_bits = max(1, int(col.max()).bit_length(), int(hw.spgemm.hash_buckets - 1).bit_length())
-    if row_bits + col_bits + pos_bits > 63:
-        raise MappingError(
-            f"hash model: a block of {n} products over {row_bits}-bit rows and {col_bits}-bit "
-            f"columns does not pack into 63 bits"
-        )
-    mask = (1 << pos_bits) - 1
-    packed = np.sort((((row << col_bits) | col) << pos_bits) | np.arange(n, dtype=np.int64))
-    sorted_pos = packed & mask
-    packed >>= pos_bits
-    starts = np.flatnonzero(np.concatenate([[True], packed[1:] != packed[:-1]]))
-    key = packed[starts]
-    del packed
-    krow, kcol = key >> col_bits, key & ((1 << col_bits) - 1)
-    first_pos = sorted_pos[starts]
-    bucket = hash_bucket(kcol, hw)
-    group = np.sort((((krow << col_bits) | bucket) << pos_bits) | first_pos)
-    gkey = group >> pos_bits
-    gstart = np.flatnonzero(np.concatenate([[True], gkey[1:] != gkey[:-1]]))
-    d = len(key)
-    rank_in_group = np.arange(d, dtype=np.int64) - np.repeat(gstart, np.diff(np.append(gstart, d)))
-    key_at = np.empty(n, dtype=np.int64)
-    key_at[first_pos] = np.arange(d, dtype=np.int64)
-    rank = np.empty(d, dtype=np.int64)
-    rank[key_at[group & mask]] = rank_in_group
-    return _Keys(krow, kcol, rank, first_pos, starts, np.diff(np.append(starts, n)), sorted_pos)
-
-
-def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges ``starts[i] .. starts[i] + lengths[i] - 1``."""
-    total = int(lengths.sum())
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
+    if n >= _EMPTY:
+        raise MappingError(f"hash model: a pass of {n} products exceeds the int32 tables")
+    span = int(col.max()) + 1
+    if n_rows * span > len(scratch.keys):  # wider than the tables: number the columns used
+        used, col_id = np.unique(col, return_inverse=True)
+        span, table = len(used), np.full(n_rows * len(used), _EMPTY, dtype=np.int32)
+    else:
+        col_id, table = col, scratch.keys
+    key = row * span
+    key += col_id
+    pos = np.arange(n, dtype=np.int32)
+    np.minimum.at(table, key, pos)
+    first_of = table[key]
+    first_pos = np.flatnonzero(first_of == pos)
+    table[key[first_pos]] = _EMPTY
+    d = len(first_pos)
+    krow, kcol, kbucket = row[first_pos], col[first_pos], bucket[first_pos]
+    ways, buckets = hw.spgemm.hash_ways, hw.spgemm.hash_buckets
+    cell = krow * buckets
+    cell += kbucket
+    cells = scratch.cells if n_rows * buckets <= len(scratch.cells) else np.full(
+        n_rows * buckets, _EMPTY, dtype=np.int32)
+    rank = np.full(d, ways, dtype=np.uint8 if ways < 0xFF else np.int32)
+    left, c = np.arange(d, dtype=np.int32), cell
+    for r in range(ways):
+        if not len(left):
+            break
+        np.minimum.at(cells, c, left)
+        won = cells[c] == left
+        cells[c] = _EMPTY
+        rank[left[won]] = r
+        lost = ~won
+        left, c = left[lost], c[lost]
+    return _Keys(krow, kcol, kbucket, rank, first_pos, first_of)
 
 
 def _spill_order(spilled, beat, bank, lane, probes, hw) -> np.ndarray:
@@ -948,6 +987,19 @@ def _segment_sum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     cum = np.concatenate([[0], np.cumsum(np.asarray(values, dtype=np.int64))])
     b = np.asarray(bounds, dtype=np.int64)
     return cum[b[1:]] - cum[b[:-1]]
+
+
+def _divmod(values: np.ndarray, divisor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.divmod`` of non-negative integers, by shifting and masking for a power of two."""
+    if divisor & (divisor - 1):
+        return np.divmod(values, divisor)
+    return values >> (divisor.bit_length() - 1), values & (divisor - 1)
+
+
+def _split_blocks(bounds: np.ndarray, rows: int) -> np.ndarray:
+    """``bounds`` with every block longer than ``rows`` rows cut into pieces of ``rows``."""
+    starts = [np.arange(r0, r1, rows) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+    return np.append(np.concatenate(starts or [_zeros(0)]), bounds[-1]).astype(np.int64)
 
 
 def _blocks_by_work(work: np.ndarray, budget: int) -> np.ndarray:

@@ -234,3 +234,16 @@ def test_hash_avoids_partial_traffic_until_its_table_overflows():
     assert partial[1024] == 0 and partial[256] == 0  # table well above the longest row of C
     assert 16 < largest_row and partial[16] > 0  # a table smaller than a row must spill
     assert partial[16] >= partial[32] >= partial[64] >= partial[256]
+
+
+@pytest.mark.parametrize("entries", [64, 1024], ids=["numbered-columns", "many-blocks"])
+def test_hash_model_does_not_depend_on_its_dense_tables(monkeypatch, entries):
+    a = rmat(128, 900, seed=4)
+    hw = small_table(hash_entries=8, hash_ways=2)  # spills: several passes per row
+    want = vars(S.hash_row_trace(SpGEMMProblem(a, a, hw), functional=True))
+    monkeypatch.setattr(S, "_DENSE_ENTRIES", entries)  # 64: narrower than one row of C
+    got = vars(S.hash_row_trace(SpGEMMProblem(a, a, hw), functional=True))
+    want.pop("block_start"), got.pop("block_start")  # bookkeeping: where the last block began
+    assert want.keys() == got.keys()
+    for name, value in want.items():
+        assert np.array_equal(got[name], value), name
