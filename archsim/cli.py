@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -322,9 +323,16 @@ def _finite(value, where: str):
     return value
 
 
-def default_out_dir(name: str) -> Path:
-    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``)."""
-    safe = re.sub(r"[^\w.+-]+", "_", name).strip("._")[:100] or "workload"
+def default_out_dir(name: str, overrides: Sequence[str] = ()) -> Path:
+    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``).
+
+    ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
+    settings, another model for one, must not overwrite the plain run's folder.
+    """
+    label = name + "".join(f"+{item}" for item in overrides)
+    safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
+    if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
+        safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]
     return Path("out") / safe
 
 
@@ -505,7 +513,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from archsim.size import NOTICE_STEPS, check_size
 
     size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
-    out = prepare_out_dir(Path(args.out) if args.out else default_out_dir(workload.name))
+    out = prepare_out_dir(Path(args.out) if args.out else
+                          default_out_dir(workload.name, args.overrides))
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
         print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
               f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "
@@ -529,8 +538,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Whole workloads on both sides: SpGEMM keeps its (inherent) sparsity in the dense run,
         # so the totals printed next to each other stay comparable.
         dense_workload = _dense_variant(workload)
-        dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet, args.engine),
-                            dense_workload)
+        if dense_workload == workload:  # nothing to remove: the run is its own dense baseline
+            print("archsim: --compare-dense: the workload is already dense; its run is the "
+                  "dense baseline (speedup 1)", file=sys.stderr)
+            dense = result
+        else:
+            dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet, args.engine),
+                                dense_workload)
         comparison = {
             "dense_cycles": dense.total_cycles,
             "speedup": dense.total_cycles / result.total_cycles if result.total_cycles else None,

@@ -45,6 +45,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+#: Most points one grid or random sweep may list: each is a stored row and a simulation (about
+#: 0.1–1 s), so a million is already days of work; nsga2 searches larger spaces.
+MAX_SWEEP_POINTS = 1_000_000
+
+
 class RangeSpec(_Model):
     """An inclusive range: arithmetic with ``step`` or geometric with ``factor``."""
 
@@ -369,10 +374,16 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
         pre = all(n in param_names or n in AREA_METRICS for n in expr.names)
         constraints.append(Constraint(expr, "pre" if pre else "post"))
 
-    if isinstance(spec.strategy, RandomStrategy) and spec.strategy.samples > math.prod(
-        len(v) for _, v in axes
-    ):
-        total = math.prod(len(v) for _, v in axes)
+    total = math.prod(len(v) for _, v in axes)
+    if isinstance(spec.strategy, GridStrategy) and total > MAX_SWEEP_POINTS:
+        raise SpecError(f"{where(('axes',))}: axes: the grid has {total:,} points, above the "
+                        f"{MAX_SWEEP_POINTS:,} a sweep may list; sample it (strategy: {{kind: "
+                        f"random, samples: N}}) or search it (kind: nsga2), or give fewer values")
+    if isinstance(spec.strategy, RandomStrategy) and spec.strategy.samples > MAX_SWEEP_POINTS:
+        raise SpecError(f"{where(('strategy', 'samples'))}: strategy.samples: "
+                        f"{spec.strategy.samples:,} is above the {MAX_SWEEP_POINTS:,} a sweep "
+                        f"may list")
+    if isinstance(spec.strategy, RandomStrategy) and spec.strategy.samples > total:
         raise SpecError(f"{where(('strategy', 'samples'))}: strategy.samples: "
                         f"{spec.strategy.samples} exceeds the {total} points of the space; "
                         f"use kind: grid")

@@ -91,3 +91,21 @@ def test_compare_dense_on_an_spgemm_only_workload(tmp_path, capsys):
     assert doc["amdahl_bound"] is None and doc["comparison"]["speedup"] == 1.0
     with (tmp_path / "o" / "layers.csv").open() as fh:
         assert fh.readline().startswith("name,layer,phase,m,k,n,")
+
+
+def test_compare_dense_on_a_dense_workload_simulates_once(tmp_path, capsys, monkeypatch):
+    import archsim.cli as cli_module
+
+    runs = []
+    real = cli_module._simulate_with_progress
+    monkeypatch.setattr(cli_module, "_simulate_with_progress",
+                        lambda *a, **k: runs.append(a[0].name) or real(*a, **k))
+    path = tmp_path / "d.yaml"
+    path.write_text("version: 1\nname: d\nhardware: tiny\noperations:\n"
+                    "  - {op: gemm, name: g, m: 8, k: 8, n: 8}\n")
+    assert cli_module.main(["run", str(path), "--out", str(tmp_path / "o"), "--compare-dense",
+                            "--quiet"]) == 0
+    assert runs == ["d"]
+    assert "already dense" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["comparison"]["speedup"] == 1.0

@@ -86,3 +86,17 @@ def test_a_bad_key_inside_a_mapping_value_is_the_value_s_fault(tmp_path, inline_
     outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
                         backend=inline_backend)
     assert outcome.statuses == {"ok": 1, "invalid": 1}
+
+
+@pytest.mark.parametrize("strategy, where", [
+    ("{kind: grid}", r"s\.yaml:\d+: axes: the grid has 100,000,000 points, above the 1,000,000"),
+    ("{kind: random, samples: 10000000000}", r"strategy\.samples: 10,000,000,000 is above"),
+])
+def test_a_sweep_too_large_to_list_is_refused_before_expanding(tmp_path, strategy, where):
+    path = write_sweep(tmp_path / "s.yaml", (
+        "axes:\n"
+        "  - {key: hardware.array.rows, range: {start: 1, stop: 10000, step: 1}}\n"
+        "  - {key: hardware.array.cols, range: {start: 1, stop: 10000, step: 1}}\n"
+        f"objectives: [cycles]\nstrategy: {strategy}\n"))
+    with pytest.raises(SpecError, match=where):
+        load_sweep(path, area_available=False)

@@ -217,3 +217,13 @@ def test_model_and_engine_sizes_are_bounded(tmp_path):
                     "a: {source: rmat, params: {n: 64, nnz: 1180591620717411303424}}}\n")
     with pytest.raises(SpecError, match=r"1,180,591,620,717,411,303,424 nonzeros is above"):
         load_workload(path)
+
+
+def test_set_overrides_join_the_default_output_folder():
+    plain = default_out_dir("resnet18-bdwp")
+    other = default_out_dir("resnet18-bdwp", ["operations.0.model=resnet50"])
+    assert other != plain and other.parent == plain.parent
+    assert other.name == "resnet18-bdwp+operations.0.model_resnet50"
+    many = default_out_dir("w", [f"hardware.array.rows={i}" for i in range(40)])
+    assert len(many.name) <= 100 and many.parent.name == "out"
+    assert many != default_out_dir("w", [f"hardware.array.rows={i}" for i in range(41)])
