@@ -1,11 +1,13 @@
 """Mutation fuzzing of the inputs the loader and the data-file readers take (issue 15).
 
-Three families, each a seeded stream of cases:
+Four families, each a seeded stream of cases:
 
 * ``yaml``: byte-level mutations (YAML tokens, aliases, tags, NUL, bad bytes, deletions) of every
   shipped example, preset and sweep, loaded as the file's kind (workload, hardware or sweep);
 * ``mtx``: mutated Matrix Market files (plain and gzip) through ``resolve_matrix``;
-* ``npy``: mutated ``.npy`` Q arrays and ``.npz`` block masks through the attention readers.
+* ``npy``: mutated ``.npy`` Q arrays and ``.npz`` block masks through the attention readers;
+* ``store``: mutated results stores (``results.db`` of a real sweep: bytes flipped, truncated,
+  pages dropped) and ``results.json`` files, read as ``archsim report`` reads them.
 
 A case passes when it loads or fails with one ``ArchsimError`` line; it fails on any other
 exception, a message over several lines, or taking over ``--slow`` seconds. A crash of the
@@ -14,12 +16,14 @@ the run. Prints the counts and exits 1 if any case failed or memory grew by over
 
     python benchmarks/fuzz_inputs.py --cases 10000          # about a minute per 10,000 cases
 
-Stores, sweeps run end to end and Ctrl-C are not covered here.
+Sweeps run end to end and Ctrl-C are covered by tests/reports (test_interrupt, test_kill_resume,
+test_store_safety), not here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import io
 import random
@@ -113,7 +117,55 @@ def npy_cases(rng: random.Random, tmp: Path) -> Iterator[Callable[[], object]]:
             yield lambda p=path: A._open_array(str(p), "q", "fiu", (1, 2, 64, 16))
 
 
-FAMILIES = {"yaml": yaml_cases, "mtx": mtx_cases, "npy": npy_cases}
+def _real_outputs(tmp: Path) -> tuple[bytes, bytes]:
+    """A results store of a 4-point tiny sweep and a results.json of one run, made once."""
+    from archsim.cli import main as archsim_main
+    from reports.dse import run_sweep
+    from reports.sweep import load_sweep
+
+    sweep = tmp / "store-sweep.yaml"
+    sweep.write_text(f"version: 1\nname: fuzz\nworkload: {EXAMPLE_DIR / 'tiny_gemm.yaml'}\n"
+                     "axes:\n  - {key: hardware.array.rows, values: [2, 4]}\n"
+                     "  - {key: hardware.array.cols, values: [2, 4]}\n"
+                     "objectives: [cycles]\nstrategy: {kind: grid}\n")
+    outcome = run_sweep(load_sweep(sweep, area_available=False), tmp / "store-out", workers=1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        archsim_main(["run", str(EXAMPLE_DIR / "tiny_gemm.yaml"), "--out", str(tmp / "run"),
+                      "--quiet"])
+    return outcome.store_path.read_bytes(), (tmp / "run" / "results.json").read_bytes()
+
+
+def _damage_db(data: bytes, rng: random.Random) -> bytes:
+    """A SQLite file damaged the ways disks and copies damage them."""
+    page = 4096
+    r = rng.random()
+    if r < 0.3:  # truncated, often mid-page
+        return data[: rng.randrange(len(data) + 1)]
+    if r < 0.5:  # a page dropped
+        i = rng.randrange(max(1, len(data) // page))
+        return data[: i * page] + data[(i + 1) * page:]
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 16)):  # bytes flipped, the header included
+        pos = rng.randrange(min(len(out), 200)) if rng.random() < 0.3 else rng.randrange(len(out))
+        out[pos] = rng.randrange(256)
+    return bytes(out)
+
+
+def store_cases(rng: random.Random, tmp: Path) -> Iterator[Callable[[], object]]:
+    from reports.inputs import read_inputs
+
+    db, results = _real_outputs(tmp)
+    while True:
+        if rng.random() < 0.7:
+            path = tmp / "damaged.db"
+            path.write_bytes(_damage_db(db, rng))
+        else:
+            path = tmp / "damaged.json"
+            path.write_bytes(mutate(results, rng, [b"{", b"}", b"NaN", b"null", b'"', b"\0"], 6))
+        yield lambda p=path: read_inputs([p])
+
+
+FAMILIES = {"yaml": yaml_cases, "mtx": mtx_cases, "npy": npy_cases, "store": store_cases}
 
 
 def run(cases: int, seed: int, slow_s: float = 10.0, out=sys.stdout) -> dict[str, int]:

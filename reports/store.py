@@ -16,6 +16,7 @@ before a table is added or its journal mode switched. A writable store is also l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -258,11 +259,12 @@ class ResultStore:
 
     def meta(self) -> dict[str, Any]:
         """All metadata, JSON values decoded."""
-        try:
-            rows = self._db.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: not an archsim results store ({exc})") from None
-        return {k: json.loads(v) for k, v in rows}
+        with self._reading():
+            try:
+                cur = self._db.execute("SELECT key, value FROM meta")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: not an archsim results store ({exc})") from None
+            return {k: json.loads(v) for k, v in cur.fetchall()}
 
     def set_meta(self, **values: Any) -> None:
         with self._transaction():
@@ -299,33 +301,47 @@ class ResultStore:
                 values,
             )
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged file (flipped bytes, a lost page, cut short) is one line, not a traceback."""
+        try:
+            yield
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise StoreError(f"{self.path}: the results store is damaged ({first}); restore it "
+                             f"from a copy, or run the sweep again into a new folder") from None
+
     def statuses(self) -> dict[str, str]:
         """``hash → status`` of every stored point."""
-        return dict(self._db.execute("SELECT hash, status FROM points").fetchall())
+        with self._reading():
+            return dict(self._db.execute("SELECT hash, status FROM points").fetchall())
 
     def count(self, status: str | None = None) -> int:
-        if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-        return self._db.execute(
-            "SELECT COUNT(*) FROM points WHERE status = ?", (status,)
-        ).fetchone()[0]
+        with self._reading():
+            if status is None:
+                return self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+            return self._db.execute(
+                "SELECT COUNT(*) FROM points WHERE status = ?", (status,)
+            ).fetchone()[0]
 
     def get(self, point_hash: str) -> PointRow | None:
-        cur = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM points WHERE hash = ?", (point_hash,)
-        )
-        row = cur.fetchone()
-        return None if row is None else self._decode(row)
+        with self._reading():
+            cur = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM points WHERE hash = ?", (point_hash,)
+            )
+            row = cur.fetchone()
+            return None if row is None else self._decode(row)
 
     def rows(self, status: str | None = None, layers: bool = False) -> Iterator[PointRow]:
         """Stored points in the order they finished (``layers`` decodes the per-GEMM rows)."""
         cols = [c if (c != "layers" or layers) else "NULL" for c in _COLUMNS]
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
-        cur = self._db.execute(
-            f"SELECT {', '.join(cols)} FROM points {where} ORDER BY finished_at, hash", args
-        )
-        for row in cur:
-            yield self._decode(row)
+        with self._reading():
+            cur = self._db.execute(
+                f"SELECT {', '.join(cols)} FROM points {where} ORDER BY finished_at, hash", args
+            )
+            for row in cur:
+                yield self._decode(row)
 
     @staticmethod
     def _decode(row: tuple) -> PointRow:

@@ -129,3 +129,23 @@ def test_a_second_sweep_on_a_store_being_written_is_refused(held_store, capsys, 
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"archsim: error: {path}: another sweep is writing this store "
                           f"(process ") and f":{proc.pid}); wait for it to finish" in err
+
+
+def test_a_damaged_store_is_one_line_for_report(tmp_path, capsys):
+    # Rows whose stored JSON is cut short, as a flipped byte or a lost page leaves them.
+    import sqlite3
+
+    from archsim.cli import main
+    from reports.store import STORE_SCHEMA_VERSION, ResultStore
+
+    path = tmp_path / "results.db"
+    with ResultStore(path) as store:
+        store.set_meta(store_schema_version=STORE_SCHEMA_VERSION)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO meta (key, value) VALUES ('sweep', '{\"name\": ')")
+    db.commit()
+    db.close()
+    code = main(["report", str(path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "the results store is damaged" in err[0]
