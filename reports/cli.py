@@ -59,7 +59,9 @@ def _cmd_dse(args: argparse.Namespace) -> int:
     from reports.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
-    out = Path(args.out) if args.out else Path("out") / sweep.name
+    from archsim.cli import default_out_dir  # the same safe folder name as `archsim run`
+
+    out = Path(args.out) if args.out else default_out_dir(sweep.name)
     console = Console(stderr=True, highlight=False)
     try:
         if args.quiet:

@@ -124,6 +124,10 @@ def evaluate_point(task: PointTask) -> dict[str, Any]:
     out: dict[str, Any] = {"hash": task.hash, "status": "ok", "message": None,
                            "metrics": None, "layers": None, "started_at": started}
     try:
+        from archsim.size import check_size
+
+        # limits.tile_steps before any program is built: a huge point is invalid, not hours.
+        check_size(task.workload, f"design point {task.hash}")
         result = _simulate(task.workload, task.crosscheck)
         metrics = simulation_metrics(result, task.workload.hardware)
         if task.compare_dense:

@@ -100,3 +100,12 @@ def test_a_sweep_too_large_to_list_is_refused_before_expanding(tmp_path, strateg
         f"objectives: [cycles]\nstrategy: {strategy}\n"))
     with pytest.raises(SpecError, match=where):
         load_sweep(path, area_available=False)
+
+
+def test_a_point_too_large_to_build_is_invalid_not_hours(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", (
+        "axes:\n  - {key: operations.0.m, values: [64, 1000000000]}\n"
+        "objectives: [cycles]\nstrategy: {kind: grid}\n"))
+    outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "o",
+                        backend=inline_backend)
+    assert outcome.statuses == {"ok": 1, "invalid": 1}
