@@ -51,13 +51,15 @@ from dataflows.scheduler import build_segment, pregen_program, tiling_for
 from dataflows.tiling import Tiling
 from verification.errors import VerificationError
 from workloads.errors import MappingError
-from workloads.lowering import GemmTask
-from workloads.spec import AttentionOp, HardwareSpec, SchedulePasses
+from workloads.layers import expand
+from workloads.lowering import GemmTask, lower_layer
+from workloads.spec import AttentionOp, HardwareSpec, SchedulePasses, WorkloadSpec
 
 __all__ = [
     "KINDS",
     "ATTENTION",
     "ATTENTION_PATTERNS",
+    "GROUPED",
     "AttentionCase",
     "Case",
     "random_case",
@@ -88,6 +90,14 @@ ATTENTION = "attention"
 
 #: Its weight when named together with GEMM kinds.
 _ATTENTION_WEIGHT = 0.2
+
+#: The grouped-convolution kind: one GEMM (FF, BP or WG) of a random grouped or depthwise
+#: convolution, lowered as ``archsim run`` lowers it (groups packed into block-diagonal GEMM
+#: copies). Like :data:`ATTENTION`, drawn only when named, so the default draws stay as they were.
+GROUPED = "grouped"
+
+#: Named-only kinds and their weight when named together with others.
+_NAMED_ONLY = {ATTENTION: _ATTENTION_WEIGHT, GROUPED: 0.2}
 
 #: Mask patterns an attention case draws from (``nm`` only with a pattern the array runs).
 ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse", "topk", "nm")
@@ -228,6 +238,21 @@ def _tasks(kind: str, rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmT
     raise VerificationError(f"unknown case kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
+def _grouped_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, ...]:
+    """One GEMM of a random grouped (or depthwise) 3×3 convolution, as the workload lowers it."""
+    groups = int(rng.choice([2, 3, 4, 6]))
+    c_in = groups * int(rng.integers(1, 4))
+    c_out = c_in if rng.random() < 0.4 else groups * int(rng.integers(1, 4))  # 0.4: depthwise-like
+    conv = {"op": "conv2d", "name": "gconv", "in_channels": c_in, "out_channels": c_out,
+            "kernel": 3, "padding": 1, "input_size": int(rng.integers(3, 6)), "batch": 1,
+            "groups": groups}
+    workload = WorkloadSpec.model_validate({"version": 1, "name": "grouped", "hardware": hw,
+                                            "mode": "training", "operations": [conv]})
+    (layer,) = expand(workload)
+    tasks = lower_layer(layer, "training")
+    return (tasks[int(rng.integers(len(tasks)))],)
+
+
 def _passes(kind: str, rng: np.random.Generator) -> SchedulePasses:
     # Interleaving two GEMMs needs a second accumulator slot, i.e. double buffering.
     double = kind == "bp_wg" or rng.random() < 0.75
@@ -365,10 +390,10 @@ def random_case(hw: HardwareSpec, seed: int, kinds: tuple[str, ...] | None = Non
     """
     kinds = tuple(kinds or KINDS)
     for kind in kinds:
-        if kind not in KINDS and kind != ATTENTION:
+        if kind not in KINDS and kind not in _NAMED_ONLY:
             raise VerificationError(f"unknown case kind {kind!r}; expected one of "
-                                    f"{', '.join([*KINDS, ATTENTION])}")
-    weights = np.array([KINDS.get(k, _ATTENTION_WEIGHT) for k in kinds])
+                                    f"{', '.join([*KINDS, *_NAMED_ONLY])}")
+    weights = np.array([KINDS.get(k) or _NAMED_ONLY[k] for k in kinds])
     rng = np.random.default_rng(seed)
     last: Exception | None = None
     # Redraw shapes the mapping rejects (a pattern the hardware cannot pre-generate, a tile too
@@ -377,6 +402,13 @@ def random_case(hw: HardwareSpec, seed: int, kinds: tuple[str, ...] | None = Non
         kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         if kind == ATTENTION:
             return attention_case(hw, seed, rng)
+        if kind == GROUPED:
+            tasks, passes = _grouped_tasks(rng, hw), _passes(kind, rng)
+            try:
+                return make_case(hw, seed, kind, tasks, passes, True)
+            except MappingError as exc:
+                last = exc
+                continue
         if kind == "pregen" and not hw.nm_patterns:
             kind = "nm_ff"
         tasks = _tasks(kind, rng, hw)

@@ -203,3 +203,20 @@ def test_verify_cli_accepts_attention(monkeypatch, capsys):
     monkeypatch.setattr("verification.session.verify", verify)
     main(["verify", "tiny", "--programs", "1", "--kinds", "attention"])
     assert seen["kinds"] == [ATTENTION]
+
+
+def test_grouped_cases_are_named_only_replayable_and_golden_checked():
+    from verification.golden import prepare
+    from verification.programs import GROUPED
+
+    hw = load_config("tiny")
+    cases = [random_case(hw, seed, (GROUPED,)) for seed in range(8)]
+    assert {c.kind for c in cases} == {GROUPED}
+    assert {c.tasks[0].phase for c in cases} == {"ff", "bp", "wg"}
+    assert any(c.tasks[0].block_diagonal > 1 for c in cases)  # groups packed in one GEMM
+    assert [c.program.instrs for c in cases] == [
+        random_case(hw, seed, (GROUPED,)).program.instrs for seed in range(8)]
+    for c in cases:
+        prepare(c)  # golden against the math, hazards, slot capacity
+    # Named only: the default mixed draw never produces it.
+    assert all(random_case(hw, seed).kind != GROUPED for seed in range(30))

@@ -26,7 +26,7 @@ pytest.importorskip("cocotb")
 pytest.importorskip("amaranth")
 
 from verification.configs import CONFIGS, load_config  # noqa: E402
-from verification.programs import ATTENTION, KINDS, case_spec  # noqa: E402
+from verification.programs import ATTENTION, GROUPED, KINDS, case_spec  # noqa: E402
 from verification.session import (  # noqa: E402
     TOP_TESTS,
     build_accelerator,
@@ -90,6 +90,18 @@ def test_random_programs_are_exact(config, tmp_path):
     hw, dut = config
     results = run_plan(dut, TOP_TESTS, program_plan(hw, MIXED_SEEDS), tmp_path)
     _check(results, len(MIXED_SEEDS))
+
+
+#: Grouped-convolution programs (named-only kind): a depthwise-like and a grouped GEMM, FF/BP/WG.
+GROUPED_SEEDS = [0, 1, 2]
+
+
+def test_grouped_convolution_programs_are_exact(config, tmp_path):
+    hw, dut = config
+    plan = program_plan(hw, GROUPED_SEEDS, [[GROUPED]] * len(GROUPED_SEEDS))
+    results = run_plan(dut, TOP_TESTS, plan, tmp_path)
+    _check(results, len(GROUPED_SEEDS))
+    assert {r.kind for r in results} == {GROUPED}
 
 
 def test_attention_programs_are_exact(config, tmp_path):
