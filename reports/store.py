@@ -107,7 +107,7 @@ def inspect_store(path: Path) -> None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not an archsim results store ({exc}); left unchanged; "
+        raise StoreError(f"{path}: not an archsim results store ({_one_line(exc)}); left unchanged; "
                          f"choose another --out") from None
     if tables and tables != _TABLES:
         listed = ", ".join(sorted(tables - _TABLES) or sorted(tables))
@@ -236,7 +236,7 @@ class ResultStore:
             version = self.meta().get("store_schema_version")
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise StoreError(f"{self.path}: not an archsim results store ({exc})") from None
+            raise StoreError(f"{self.path}: not an archsim results store ({_one_line(exc)})") from None
         if version is None and not readonly:
             self.set_meta(store_schema_version=STORE_SCHEMA_VERSION)
         elif version is not None and int(version) > STORE_SCHEMA_VERSION:
@@ -262,8 +262,8 @@ class ResultStore:
         with self._reading():
             try:
                 cur = self._db.execute("SELECT key, value FROM meta")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: not an archsim results store ({exc})") from None
+            except sqlite3.DatabaseError as exc:  # not SQLite at all, or no archsim tables
+                raise StoreError(f"{self.path}: not an archsim results store ({_one_line(exc)})") from None
             return {k: json.loads(v) for k, v in cur.fetchall()}
 
     def set_meta(self, **values: Any) -> None:
@@ -307,8 +307,7 @@ class ResultStore:
         try:
             yield
         except (sqlite3.Error, ValueError, TypeError) as exc:
-            first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise StoreError(f"{self.path}: the results store is damaged ({first}); restore it "
+            raise StoreError(f"{self.path}: the results store is damaged ({_one_line(exc)}); restore it "
                              f"from a copy, or run the sweep again into a new folder") from None
 
     def statuses(self) -> dict[str, str]:
@@ -348,6 +347,12 @@ class ResultStore:
         values = {c: (json.loads(v) if c in _JSON_COLUMNS and v is not None else v)
                   for c, v in zip(_COLUMNS, row)}
         return PointRow(**values)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message cut to one short line (SQLite quotes damaged schema text)."""
+    text = " ".join(str(exc).split())
+    return (text[:160] + "…" if len(text) > 160 else text) or type(exc).__name__
 
 
 def now() -> float:
