@@ -14,7 +14,6 @@ from __future__ import annotations
 from archsim.accounting import Charges, book, charges, shape_of
 from archsim.stats import SegmentStats
 from dataflows.cost import latency, timeline
-from dataflows.isa import Instr
 from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
@@ -32,14 +31,13 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
     stats = SegmentStats(len(program.instrs), trace)
     instrs, tags = program.instrs, program.tags
     known: dict[tuple, tuple[int, Charges]] = {}  # instruction shape → (latency, charges)
-
-    def cost(instr: Instr) -> tuple[int, Charges]:
+    costs = []
+    for instr in instrs:
         shape = shape_of(instr)
         if shape not in known:
             known[shape] = (latency(instr, hw), charges(instr, hw))
-        return known[shape]
-
-    for unit, index, ready, start, cycles in timeline(program, hw, lambda i: cost(i)[0]):
+        costs.append(known[shape])
+    for unit, index, ready, start, cycles in timeline(program, hw, lambda i: costs[i][0]):
         stats.record(unit, index, tags[index], ready, start, cycles)
-        book(stats, tags[index], cost(instrs[index])[1])
+        book(stats, tags[index], costs[index][1])
     return stats

@@ -197,7 +197,7 @@ class GemmEstimate:
         return max(self.dma, self.pe, self.vec) + self.exposed
 
 
-def timeline(program, hw: HardwareSpec, cycles_of: Callable[[Instr], int] | None = None
+def timeline(program, hw: HardwareSpec, cycles_of: Callable[[int], int] | None = None
              ) -> Iterator[tuple[Unit, int, int, int, int]]:
     """Evaluate the timing rule of docs/isa.md without simulating: for every instruction, in an
     order in which each one's waits are already resolved, ``(unit, index, ready, start, cycles)``.
@@ -205,15 +205,15 @@ def timeline(program, hw: HardwareSpec, cycles_of: Callable[[Instr], int] | None
     ``ready`` is when its unit finished the previous instruction, ``start`` when it starts (its
     unit is free and every other unit has completed ``wait[u]`` instructions), ``cycles`` its
     latency. Each unit is advanced as far as its waits allow, round after round, so waits that
-    point forward in program order are handled too. ``cycles_of`` replaces :func:`latency`
-    (a caller may memoize it).
+    point forward in program order are handled too. ``cycles_of(index)`` replaces
+    :func:`latency` of instruction ``index`` (a caller may have computed them all already).
 
     Raises
     ------
     SimulationError
         If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
-    cycles_of = cycles_of or (lambda instr: latency(instr, hw))
+    cycles_of = cycles_of or (lambda index: latency(program.instrs[index], hw))
     queues = program.per_unit()
     ends: list[list[int]] = [[], [], []]  # per unit, end time of its i-th instruction
     free = [0, 0, 0]
@@ -232,7 +232,7 @@ def timeline(program, hw: HardwareSpec, cycles_of: Callable[[Instr], int] | None
                             break
                         start = max(start, ends[other][need - 1])
                 else:
-                    cycles = cycles_of(instr)
+                    cycles = cycles_of(index)
                     yield unit, index, free[unit], start, cycles
                     free[unit] = start + cycles
                     done.append(free[unit])

@@ -545,18 +545,17 @@ def build_segment(tasks: tuple[GemmTask, ...], hw: HardwareSpec, passes: Schedul
     return _SegmentCache(hw, passes).segment(GemmWork(tasks, tilings), tasks[0].repeat)
 
 
-def _dense_mapping(cache: _SegmentCache, task: GemmTask, tiling: Tiling, pregen: bool) -> DenseMapping:
-    """Time ``task``'s dense (masked) mapping and its sparse one (``tiling``), exactly.
-
-    The dense mapping is the one the workload's dense variant gets: the tiling of the same
-    GEMM without its pattern, weights loaded dense.
-    """
+def _dense_mapping(cache: _SegmentCache, task: GemmTask, tiling: Tiling, pregen: bool
+                   ) -> tuple[DenseMapping, Tiling]:
+    """Time ``task``'s dense (masked) mapping and its sparse one (``tiling``), exactly; also
+    the dense tiling (the one the workload's dense variant gets: the same GEMM without its
+    pattern, weights loaded dense)."""
     dense_tiling = tiling_for(replace(task, nm=None, weight=None), cache.hw, cache.passes, False)
     dense = cache.segment(GemmWork((task,), (dense_tiling,)), task.repeat)
     sparse = cache.cycles(cache.segment(GemmWork((task,), (tiling,)), task.repeat))
     if pregen:
         sparse += cache.cycles(cache.segment(PregenWork((task,), (tiling,)), task.repeat))
-    return DenseMapping(cache.cycles(dense), *cache.traffic(dense), sparse)
+    return DenseMapping(cache.cycles(dense), *cache.traffic(dense), sparse), dense_tiling
 
 
 def _dense_fallback(cache: _SegmentCache, tasks: list[GemmTask], tiling: dict[str, Tiling],
@@ -569,10 +568,9 @@ def _dense_fallback(cache: _SegmentCache, tasks: list[GemmTask], tiling: dict[st
     dense = {}
     for t in tasks:
         if tiling[t.name].sparse:
-            dense[t.name] = found = _dense_mapping(cache, t, tiling[t.name], pregen)
-            if found.fallback:
-                plain = replace(t, nm=None, weight=None)
-                tiling[t.name] = tiling_for(plain, cache.hw, cache.passes, False)
+            dense[t.name], dense_tiling = _dense_mapping(cache, t, tiling[t.name], pregen)
+            if dense[t.name].fallback:  # the dense tiling searched above, not searched again
+                tiling[t.name] = dense_tiling
     return dense
 
 
