@@ -158,7 +158,14 @@ class LocalBackend(Backend):
                                    initargs=(os.getpid(),))
 
     def submit(self, chunk: list[PointTask]) -> Future:
-        return self._pool.submit(evaluate_chunk, chunk)
+        try:
+            return self._pool.submit(evaluate_chunk, chunk)
+        except BrokenProcessPool as exc:
+            # The pool may notice a dead worker before this submit rather than in a future:
+            # hand the break back as the chunk's outcome, so it is recovered like any other.
+            lost: Future = Future()
+            lost.set_exception(exc)
+            return lost
 
     def lost_worker(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
