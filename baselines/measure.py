@@ -40,7 +40,7 @@ from baselines.schema import (
     Totals,
     WorkloadRef,
 )
-from baselines.timing import l2_flush_bytes, summarize, time_cpu, time_cuda
+from baselines.timing import l2_flush_bytes, summarize, time_cpu, time_cuda, time_cuda_graph
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower
 from workloads.spec import WorkloadSpec
@@ -63,10 +63,12 @@ __all__ = [
     "workload_attention",
     "attention_method",
     "measure",
+    "run_provenance",
+    "semi_structured_backend",
 ]
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 #: Smallest multiple (rows, cols) of the *sparse* operand each 2:4 backend accepts, per dtype.
 #: Copied from ``_DTYPE_SHAPE_CONSTRAINTS`` in torch 2.13 ``torch/sparse/semi_structured.py``
@@ -269,14 +271,14 @@ def _cpu_info() -> tuple[str, frozenset[str] | None]:
     return name or platform.machine() or "unknown CPU", flags
 
 
-def _driver_version() -> str | None:
-    """NVIDIA driver version from nvidia-smi; torch exposes only the CUDA runtime version."""
+def _nvidia_smi(query: str) -> str | None:
+    """The first GPU's ``nvidia-smi --query-gpu=QUERY`` line; None without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            [exe, f"--query-gpu={query}", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=20, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
@@ -284,7 +286,24 @@ def _driver_version() -> str | None:
     return out.strip().splitlines()[0] if out.strip() else None
 
 
-def _semi_structured_backend(torch) -> str | None:
+def _driver_version() -> str | None:
+    """NVIDIA driver version from nvidia-smi; torch exposes only the CUDA runtime version."""
+    return _nvidia_smi("driver_version")
+
+
+def _gpu_clocks() -> str | None:
+    """SM and memory clocks as nvidia-smi reads them when the measurement ends (the GPU has
+    just been busy, so these are its working clocks), with the SM clock's maximum."""
+    line = _nvidia_smi("clocks.sm,clocks.max.sm,clocks.mem")
+    if line is None:
+        return None
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) != 3:
+        return line
+    return f"SM {parts[0]} (max {parts[1]}), memory {parts[2]}"
+
+
+def semi_structured_backend(torch) -> str | None:
     # torch 2.13's to_sparse_semi_structured always picks cuSPARSELt unless a global flag forces
     # CUTLASS, so the backend is chosen here and its class called directly.
     if torch.backends.cusparselt.is_available():
@@ -322,6 +341,7 @@ def _provenance(torch, setup: _Setup) -> Provenance:
         compute_capability=f"{cc[0]}.{cc[1]}" if cc else None,
         cuda_runtime_version=torch.version.cuda if cuda else None,
         cuda_driver_version=_driver_version() if cuda else None,
+        gpu_clocks=_gpu_clocks() if cuda else None,
         cusparselt_version=torch.backends.cusparselt.version() if cuda else None,
         semi_structured_backend=setup.backend,
         cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
@@ -345,6 +365,19 @@ def _provenance(torch, setup: _Setup) -> Provenance:
         load_avg_1m_after=_load_1m(),
         date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def run_provenance(torch, *, device: str, dtype: str, reps: int, warmup: int, seed: int,
+                   flush_bytes: int = 0) -> Provenance:
+    """The provenance of a measurement made beside :func:`measure` (the training-step comparison
+    of ``baselines.train_step``), recorded in the same terms on the same device."""
+    cuda = device == "cuda"
+    setup = _Setup(
+        device, dtype, torch.get_num_threads(), reps, warmup, 0.0, seed, flush_bytes,
+        tuple(torch.cuda.get_device_capability()) if cuda else None,
+        semi_structured_backend(torch) if cuda else None, _load_1m(),
+    )
+    return _provenance(torch, setup)
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +410,7 @@ def _build(torch, task: GemmTask, choice: MethodChoice, setup: _Setup, gen):
     to compress the weight to 2:4 for a reason :func:`choose_method` does not know, in which case
     the GEMM runs masked-dense and the note carries torch's reason.
     """
-    dt = getattr(torch, _TORCH_DTYPES[setup.dtype])
+    dt = getattr(torch, TORCH_DTYPES[setup.dtype])
     lead = (task.copies,) if task.copies > 1 else ()
     a = torch.randn(*lead, task.m, task.k, generator=gen)
     w = torch.randn(*lead, task.n, task.k, generator=gen)
@@ -510,7 +543,7 @@ def _measure(torch, workload, setup: _Setup, progress, warnings) -> BaselineDoc:
         setup = replace(
             setup, capability=tuple(torch.cuda.get_device_capability()),
             flush_bytes=l2_flush_bytes(torch.cuda.get_device_properties().L2_cache_size),
-            backend=_semi_structured_backend(torch),
+            backend=semi_structured_backend(torch),
         )
         flush_buf = torch.empty(setup.flush_bytes, dtype=torch.uint8, device="cuda")
 
@@ -554,30 +587,49 @@ def _measure_gemms(torch, tasks: list[GemmTask], setup: _Setup, flush, progress,
     keys = [(t.m, t.k, t.n, t.copies, t.nm, c.method) for t, c in zip(tasks, choices)]
     distinct = len(set(keys))
     gen = torch.Generator().manual_seed(setup.seed)
-    measured: dict[tuple, tuple[str, object, int, int, MethodChoice]] = {}
+    measured: dict[tuple, tuple] = {}
     rows = []
     for task, key in zip(tasks, keys):
         fresh = key not in measured
         if fresh:
             call, moved, used = _build(torch, task, choices[len(rows)], setup, gen)
             times, calls = _time(torch, call, setup, flush)
-            measured[key] = (task.name, summarize(times), calls, moved, used)
+            graph = _graph_time(torch, call, setup, flush)
+            if graph[1]:
+                used = MethodChoice(used.method, "; ".join(filter(None, (used.note, graph[1]))))
+            measured[key] = (task.name, summarize(times), calls, moved, used, graph[0])
             del call  # free this GEMM's operands before the next one allocates
             if progress is not None:
                 progress(len(measured), distinct + more, task.name)
-        first, stats, calls, moved, choice = measured[key]
-        flops = 2 * task.m * task.k * task.n * task.copies
-        rows.append(OpRow(
-            name=task.name, layer=task.layer, phase=task.phase, m=task.m, k=task.k, n=task.n,
-            copies=task.copies, repeat=task.repeat,
-            nm=f"{task.nm[0]}:{task.nm[1]}" if task.nm else None,
-            method=choice.method, method_note=choice.note, median_s=stats.median_s,
-            p20_s=stats.p20_s, p80_s=stats.p80_s, samples=stats.samples, calls_per_sample=calls,
-            flops=flops, bytes=moved, flop_per_s=flops / stats.median_s,
-            bytes_per_s=moved / stats.median_s, total_s=stats.median_s * task.repeat,
-            reused_from=None if fresh else first,
-        ))
+        rows.append(_gemm_row(task, *measured[key], fresh=fresh))
     return rows, distinct
+
+
+def _graph_time(torch, call, setup: _Setup, flush) -> tuple[object, str]:
+    """CUDA only: the GEMM replayed from a CUDA graph (``graph_*_s``), or None and why not."""
+    if setup.device != "cuda":
+        return None, ""
+    times, note = time_cuda_graph(call, reps=setup.reps, warmup=setup.warmup, flush=flush,
+                                  torch=torch)
+    return (summarize(times) if times else None), note
+
+
+def _gemm_row(task: GemmTask, first: str, stats, calls: int, moved: int, choice: MethodChoice,
+              graph, *, fresh: bool) -> OpRow:
+    flops = 2 * task.m * task.k * task.n * task.copies
+    return OpRow(
+        name=task.name, layer=task.layer, phase=task.phase, m=task.m, k=task.k, n=task.n,
+        copies=task.copies, repeat=task.repeat,
+        nm=f"{task.nm[0]}:{task.nm[1]}" if task.nm else None,
+        method=choice.method, method_note=choice.note, median_s=stats.median_s,
+        p20_s=stats.p20_s, p80_s=stats.p80_s, samples=stats.samples, calls_per_sample=calls,
+        flops=flops, bytes=moved, flop_per_s=flops / stats.median_s,
+        bytes_per_s=moved / stats.median_s, total_s=stats.median_s * task.repeat,
+        reused_from=None if fresh else first,
+        graph_median_s=graph.median_s if graph else None,
+        graph_p20_s=graph.p20_s if graph else None,
+        graph_p80_s=graph.p80_s if graph else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,7 +802,7 @@ def _attention_call(torch, op, mask, choice: MethodChoice, setup: _Setup, gen):
     from torch.nn.attention.bias import causal_lower_right
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    dt = getattr(torch, _TORCH_DTYPES[setup.dtype])
+    dt = getattr(torch, TORCH_DTYPES[setup.dtype])
     q, k, v = (
         torch.randn(op.batch, heads, length, op.head_dim, generator=gen).to(setup.device, dt)
         for heads, length in ((op.heads, op.queries), (op.groups, op.kv_len),

@@ -63,6 +63,7 @@ class Provenance(_Model):
     compute_capability: str | None
     cuda_runtime_version: str | None
     cuda_driver_version: str | None
+    gpu_clocks: str | None = None
     cusparselt_version: int | None
     semi_structured_backend: Literal["cusparselt", "cutlass"] | None
     cpu_capability: str
@@ -104,7 +105,8 @@ class OpRow(_Model):
     for an SpGEMM; ``bytes`` counts each operand once as stored (a semi-structured weight in its
     compressed form, CSR matrices with their index arrays). ``nnz_a``/``nnz_b``/``nnz_c`` are
     set for SpGEMM rows only, ``attention`` for attention rows only (whose ``m, k, n`` are
-    queries, head_dim, keys and ``copies`` batch × heads).
+    queries, head_dim, keys and ``copies`` batch × heads). ``graph_*_s`` (CUDA GEMMs only) time
+    the same call replayed from a CUDA graph: the GPU's time without the call's host work.
     """
 
     name: str
@@ -129,6 +131,9 @@ class OpRow(_Model):
     bytes_per_s: PosFloat
     total_s: PosFloat
     reused_from: str | None
+    graph_median_s: PosFloat | None = None
+    graph_p20_s: PosFloat | None = None
+    graph_p80_s: PosFloat | None = None
     nnz_a: NonNegInt | None = None
     nnz_b: NonNegInt | None = None
     nnz_c: NonNegInt | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Summary", "summarize", "time_cpu", "time_cuda", "l2_flush_bytes"]
+__all__ = ["Summary", "summarize", "time_cpu", "time_cuda", "time_cuda_graph", "l2_flush_bytes"]
 
 #: Smallest flush buffer: larger than the L2 of any current GPU even if the driver reports none.
 _MIN_FLUSH_BYTES = 256 * 2**20
@@ -109,3 +109,36 @@ def time_cuda(
         end.record()
     torch.cuda.synchronize()
     return [start.elapsed_time(end) * 1e-3 for start, end in zip(starts, ends)]  # ms → s
+
+
+def time_cuda_graph(
+    fn: Callable[[], object], *, reps: int, warmup: int, flush: Callable[[], object], torch
+) -> tuple[list[float] | None, str]:
+    """Per-call seconds of ``fn`` captured once into a CUDA graph and replayed: the GPU's time
+    alone, without the host work of the call.
+
+    :func:`time_cuda` times a call as eager torch code runs it; when the host spends longer
+    preparing a call than the flush keeps the GPU busy (torch 2.11 builds cuSPARSELt's matmul
+    plan afresh on every 2:4 call, about a millisecond), that host time shows in the events. A
+    replay runs only the recorded kernels, so eager minus graph is the call's host overhead.
+
+    Returns
+    -------
+    (times, note)
+        The times, or None and the reason when ``fn`` cannot be captured.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+        for _ in range(max(warmup, 1)):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as exc:
+        torch.cuda.synchronize()
+        return None, "not capturable in a CUDA graph: " + (str(exc).splitlines() or ["?"])[0]
+    return time_cuda(graph.replay, reps=reps, warmup=1, flush=flush, torch=torch), ""

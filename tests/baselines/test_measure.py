@@ -297,6 +297,7 @@ def test_cpu_document_rows(tiny_doc):
         assert r.flop_per_s == pytest.approx(r.flops / r.median_s)
         assert r.bytes_per_s == pytest.approx(r.bytes / r.median_s)
         assert r.total_s == r.median_s
+        assert r.graph_median_s is None  # CUDA graphs are CUDA-only
     t = tiny_doc.totals
     assert (t.ops, t.measured_shapes) == (3, 3)
     assert t.seconds == pytest.approx(sum(r.total_s for r in ops))
@@ -620,6 +621,7 @@ CUDA_WORKLOAD = """\
     version: 1
     name: cuda-check
     hardware: tiny
+    unsupported_nm: masked_dense
     operations:
       - {op: gemm, name: dense, m: 64, k: 128, n: 64}
       - {op: gemm, name: nm28, m: 64, k: 128, n: 64, sparsity: {kind: nm, n: 2, m: 8}}
@@ -642,14 +644,18 @@ def test_cuda_document(tmp_path):
     assert methods["nm28"] == expected.method
     for r in doc.ops:
         assert 0 < r.p20_s <= r.median_s <= r.p80_s and r.calls_per_sample == 1
+        # Each GEMM is also replayed from a CUDA graph (its GPU time alone), or says why not.
+        assert r.graph_median_s is not None or "CUDA graph" in r.method_note
+        if r.graph_median_s is not None:
+            assert 0 < r.graph_p20_s <= r.graph_median_s <= r.graph_p80_s
 
 
 @needs_cuda
 def test_cuda_semi_structured_result_matches_the_masked_dense_product():
     # The 2:4 kernel must compute the same product as the masked dense weight it came from.
-    from baselines.measure import _nm_mask, _semi_structured_backend
+    from baselines.measure import _nm_mask, semi_structured_backend
 
-    backend = _semi_structured_backend(torch)
+    backend = semi_structured_backend(torch)
     if choose_method((2, 8), device="cuda", dtype="fp16", weight_shape=(64, 128),
                      capability=torch.cuda.get_device_capability(), backend=backend,
                      ).method != "semi_structured_2:4":
