@@ -193,3 +193,24 @@ def test_grad_check_measures_both_fp16_steps_against_fp32():
     assert check["loss_masked"] == check["loss_2_4"] == pytest.approx(check["loss_fp32"], rel=1e-4)
     assert check["grad_error_masked"] == check["grad_error_2_4"] < 0.05
     assert check["worst_layer_2_4"] and "bn" not in check["worst_layer_2_4"]
+
+
+def test_committed_gpu_results_belong_to_the_shipped_examples():
+    """Each measured file still matches its example (with the suite's overrides), so
+    ``archsim run EXAMPLE --baseline FILE`` works; a changed example must be re-measured."""
+    from pathlib import Path
+
+    from baselines.compare import load_baseline_for
+    from workloads.load import load_workload
+
+    results = Path(__file__).resolve().parents[2] / "baselines" / "results"
+    files = sorted(results.glob("*/*.json"))
+    assert files, "no committed GPU results"
+    parts = {p.name: p for p in plan()}
+    for path in files:
+        if path.stem in ("manifest", "resnet18_training_step"):
+            continue
+        part = parts[path.stem]
+        workload = load_workload(part.source, overrides=list(part.overrides))
+        doc = load_baseline_for(path, workload)
+        assert doc.provenance.device == "cuda" and doc.provenance.gpu_clocks
