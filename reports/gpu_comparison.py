@@ -117,11 +117,10 @@ def _totals_table(parts: dict[str, Comparison]) -> list[str]:
              "| measured / simulated |", "|---|---|---:|---:|---:|---:|"]
     for name, c in parts.items():
         t = c.totals
-        gemm_rows = [r for r in c.rows if r["method"] in ("dense", "semi_structured_2:4",
-                                                          "masked_dense")]
-        graph = (sum(c.graph_s.get(r["name"], 0.0) for r in gemm_rows)
-                 if gemm_rows and all(r["name"] in c.graph_s for r in gemm_rows) else None)
-        graph_text = "–" if graph is None or len(gemm_rows) != len(c.rows) else f"{graph * 1e3:.3f} ms"
+        measured = [r for r in c.rows if r["measured_s"] is not None]
+        graphed = all(r["name"] in c.graph_s for r in measured)  # GEMMs only: not attention
+        graph = sum(c.graph_s[r["name"]] for r in measured) if measured and graphed else None
+        graph_text = "–" if graph is None else f"{graph * 1e3:.3f} ms"
         lines.append(f"| `{name}` | {c.workload} | {t['simulated_s'] * 1e3:.3f} ms "
                      f"| {t['measured_s'] * 1e3:.3f} ms | {graph_text} | {_x(t['speedup'])} |")
     return lines
