@@ -65,6 +65,12 @@ __all__ = [
     "BlasstAttention",
     "TopKAttention",
     "ScoreNMAttention",
+    "VerticalSlashAttention",
+    "DiagonalAttention",
+    "MultiDiagonalAttention",
+    "VerticalStripeAttention",
+    "GatedBlockAttention",
+    "ElementMaskAttention",
     "AttentionPattern",
     "AttentionOp",
     "TRANSFORMER_NAMES",
@@ -616,9 +622,98 @@ class ScoreNMAttention(_Spec):
         return self
 
 
+class VerticalSlashAttention(_Spec):
+    """MInference's vertical-slash pattern: per head, ``vertical`` key columns and ``slash``
+    diagonals (offsets ``query position − key``), chosen from the softmax of the last ``last_q``
+    queries against every key (the estimation, charged as accelerator work). Key 0 and the main
+    diagonal are always among them. ``indices``: an ``.npz`` of per-head ``vertical`` and
+    ``slash`` index arrays ([heads, n] integers) taken instead of estimating them from ``data``
+    (as if dumped from a run of MInference; the estimation is still charged)."""
+
+    kind: Literal["vertical_slash"]
+    vertical: PositiveInt
+    slash: PositiveInt
+    last_q: PositiveInt = 64
+    data: QKData = QKData()
+    indices: str | None = None
+
+    @field_validator("indices")
+    @classmethod
+    def _file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info)
+
+
+class DiagonalAttention(_Spec):
+    """Sparse-vDiT's diagonal pattern: each query attends to the keys within ``window`` tokens of
+    its own position (``|query position − key| < window``)."""
+
+    kind: Literal["diagonal"]
+    window: PositiveInt
+
+
+class MultiDiagonalAttention(_Spec):
+    """Sparse-vDiT's multi-diagonal pattern over frames × height × width tokens: the diagonal
+    band of ``window`` tokens repeated at every multiple of ``frame_tokens`` (height × width),
+    i.e. the same spatial neighbourhood in other frames, up to ``frames`` frames away (all when
+    omitted)."""
+
+    kind: Literal["multi_diagonal"]
+    window: PositiveInt
+    frame_tokens: PositiveInt
+    frames: PositiveInt | None = None
+
+
+class VerticalStripeAttention(_Spec):
+    """Sparse-vDiT's vertical-stripe pattern: every query attends to all key tokens of the
+    frames in ``stripe_frames`` (frames of ``frame_tokens`` tokens) plus the keys within
+    ``window`` tokens of its own position."""
+
+    kind: Literal["vertical_stripe"]
+    frame_tokens: PositiveInt
+    stripe_frames: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1, strict=False)] = (0,)
+    window: PositiveInt = 1
+
+
+class GatedBlockAttention(_Spec):
+    """SeerAttention-style block gating: Q and K average-pooled per block, block scores
+    ``softmax(pooled q · pooled k / √d)`` per query block, and the ``top_k`` best key blocks or
+    those scoring at least ``threshold`` kept (the block holding the query block's last
+    position always). The gate's pooling and scoring are charged as accelerator work."""
+
+    kind: Literal["gated_block"]
+    top_k: PositiveInt | None = None
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    data: QKData = QKData()
+
+    @model_validator(mode="after")
+    def _rule(self) -> GatedBlockAttention:
+        if (self.top_k is None) == (self.threshold is None):
+            raise ValueError("give exactly one of 'top_k' (blocks per query block) and "
+                             "'threshold' (gate probability)")
+        return self
+
+
+class ElementMaskAttention(_Spec):
+    """An element mask read from ``file``: a boolean (or 0/1) array [batch or 1, heads or 1,
+    q_len, kv_len] as ``.npy``, as the array ``mask`` of an ``.npz``, or a tensor saved with
+    ``torch.save`` (``.pt``)."""
+
+    kind: Literal["element_mask"]
+    file: str
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str, info: ValidationInfo) -> str:
+        if Path(value).suffix not in (".npy", ".npz", ".pt"):
+            raise ValueError(f"{value}: expected a .npy, .npz or .pt file")
+        return _existing_file(value, info)
+
+
 AttentionPattern = Annotated[
     DenseAttention | SlidingWindowAttention | BlockSparseAttention | BlasstAttention
-    | TopKAttention | ScoreNMAttention,
+    | TopKAttention | ScoreNMAttention | VerticalSlashAttention | DiagonalAttention
+    | MultiDiagonalAttention | VerticalStripeAttention | GatedBlockAttention
+    | ElementMaskAttention,
     Field(discriminator="kind"),
 ]
 
@@ -674,18 +769,35 @@ class AttentionOp(_Spec):
             raise ValueError(
                 f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"
             )
+        if isinstance(self.pattern, VerticalSlashAttention) and not self.causal:
+            raise ValueError("pattern 'vertical_slash' needs causal: true (MInference's slashes "
+                             "are diagonals below the query's position)")
         self._check_arrays(limits_of(info).array_elements)
         return self
 
     def _check_arrays(self, limit: int) -> None:
         """The arrays a data-dependent pattern allocates (Q, K, one head's scores) fit the limit."""
-        if not isinstance(self.pattern, (BlasstAttention, TopKAttention)):
+        if isinstance(self.pattern, ElementMaskAttention):
+            count = self.batch * self.heads * self.queries * self.kv_len
+            if count > limit:
+                raise ValueError(
+                    f"pattern 'element_mask' needs the mask (batch*heads*q_len*kv_len) = "
+                    f"{count:,} elements, above limits.array_elements = {limit:,}; use a block "
+                    f"mask (block_sparse with an .npz) or raise the limit")
             return
+        scored = self.queries
+        if isinstance(self.pattern, VerticalSlashAttention):
+            if self.pattern.indices is not None:
+                return
+            scored = min(self.pattern.last_q, self.queries)  # only the last queries are scored
+        elif not isinstance(self.pattern, (BlasstAttention, TopKAttention, GatedBlockAttention)):
+            return
+        queries = scored if getattr(self.pattern.data, "source", "") != "npy" else self.queries
         arrays = {
-            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * self.queries * self.head_dim,
+            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * queries * self.head_dim,
             "K (batch*kv_heads*kv_len*head_dim)": self.batch * self.groups * self.kv_len
             * self.head_dim,
-            "the scores of one head (q_len*kv_len)": self.queries * self.kv_len,
+            "the scores of one head (q_len*kv_len)": scored * self.kv_len,
         }
         for what, count in arrays.items():
             if count > limit:
