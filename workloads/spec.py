@@ -57,6 +57,8 @@ __all__ = [
     "Operation",
     "WorkloadSpec",
     "MODEL_NAMES",
+    "QWEN2_5_7B",
+    "VIDEO_DIT",
     "MAX_M",
     "QKData",
     "DenseAttention",
@@ -819,10 +821,18 @@ class AttentionOp(_Spec):
         return self.kv_len if self.phase == "prefill" else 1
 
 
-MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder")
+MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder",
+               "qwen2_5_7b", "video_dit")
 
 #: Zoo models with attention: they accept an attention ``pattern``.
-TRANSFORMER_NAMES = ("vit_b16", "bert_base", "decoder")
+TRANSFORMER_NAMES = ("vit_b16", "bert_base", "decoder", "qwen2_5_7b", "video_dit")
+
+#: ``model: qwen2_5_7b``: Qwen2.5-7B's shape (layers, hidden, heads, kv_heads, mlp; gated MLP).
+QWEN2_5_7B = (28, 3584, 28, 4, 18944)
+
+#: ``model: video_dit``: a small video DiT (DiT-B width: layers, hidden, heads, mlp) over
+#: frames × height × width latent tokens (after 2×2 patches of a 16-channel latent).
+VIDEO_DIT = (12, 768, 12, 3072)
 
 #: ``model: decoder`` when its shape is omitted: GPT-2 small (layers, hidden, heads); mlp 4·hidden.
 DECODER_DEFAULT = (12, 768, 12)
@@ -836,11 +846,15 @@ class ModelOp(_Spec):
     dense matmul layers. ``decoder`` is a GPT-2/Llama-style causal decoder given by its shape
     (``layers``, ``hidden``, ``heads``, ``kv_heads``, ``mlp``; GPT-2 small when omitted);
     ``gated_mlp`` gives it Llama's gate/up/down MLP. In ``phase: decode`` it processes one new
-    token per sequence against a KV cache of ``seq_len`` tokens.
+    token per sequence against a KV cache of ``seq_len`` tokens. ``qwen2_5_7b`` is that decoder
+    with Qwen2.5-7B's shape (:data:`QWEN2_5_7B`; ``phase`` applies). ``video_dit`` is a small
+    video diffusion transformer (:data:`VIDEO_DIT`) whose non-causal attention spans all
+    ``frames × height × width`` latent tokens.
     """
 
     op: Literal["model"]
-    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder"]
+    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder",
+                   "qwen2_5_7b", "video_dit"]
     name: str | None = None
     batch: PositiveInt
     seq_len: PositiveInt = 128  # BERT and decoder (decode: the KV-cache length)
@@ -856,14 +870,29 @@ class ModelOp(_Spec):
     kv_heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
     mlp: Annotated[int, Field(gt=0, le=1 << 22)] | None = None
     gated_mlp: bool = False
+    # video_dit: latent tokens per frame are height × width; attention spans all frames.
+    frames: Annotated[int, Field(gt=0, le=1 << 12)] = 8
+    height: Annotated[int, Field(gt=0, le=1 << 12)] = 16
+    width: Annotated[int, Field(gt=0, le=1 << 12)] = 16
 
     @model_validator(mode="after")
     def _transformer_fields(self) -> ModelOp:
         shape = ("layers", "hidden", "heads", "kv_heads", "mlp", "gated_mlp")
         if self.model != "decoder":
-            given = [f for f in shape + ("phase",) if f in self.model_fields_set]
+            takes_phase = ("phase",) if self.model != "qwen2_5_7b" else ()
+            given = [f for f in shape + takes_phase if f in self.model_fields_set]
             if given:
                 raise ValueError(f"{', '.join(given)}: only model: decoder takes these fields")
+        video = [f for f in ("frames", "height", "width") if f in self.model_fields_set]
+        if video and self.model != "video_dit":
+            raise ValueError(f"{', '.join(video)}: only model: video_dit takes these fields")
+        if self.model == "video_dit" and "seq_len" in self.model_fields_set:
+            raise ValueError("video_dit attends over frames x height x width tokens; give those, "
+                             "not seq_len")
+        frame = getattr(self.pattern, "frame_tokens", None)
+        if self.model == "video_dit" and frame is not None and frame != self.height * self.width:
+            raise ValueError(f"pattern.frame_tokens={frame} must be height x width = "
+                             f"{self.height * self.width} (the tokens of one frame)")
         if self.pattern is not None and self.model not in TRANSFORMER_NAMES:
             raise ValueError(
                 f"model {self.model!r} has no attention; pattern applies to "
