@@ -56,6 +56,8 @@ __all__ = [
     "SPGEMM_DATAFLOWS",
     "Operation",
     "WorkloadSpec",
+    "ServeSpec",
+    "SERVABLE_MODELS",
     "MODEL_NAMES",
     "QWEN2_5_7B",
     "VIDEO_DIT",
@@ -1045,6 +1047,20 @@ class SchedulePasses(_Spec):
     double_buffering: bool = True
 
 
+class ServeSpec(_Spec):
+    """A serving run (``archsim serve``, docs/serving.md): the workload's one decoder model
+    prefills ``prompt_tokens`` in chunks of ``chunk_tokens`` (the whole prompt at once when
+    omitted), then decodes ``output_tokens`` tokens one at a time against a growing KV cache."""
+
+    prompt_tokens: PositiveInt
+    output_tokens: PositiveInt
+    chunk_tokens: PositiveInt | None = None
+
+
+#: Zoo models ``archsim serve`` runs (causal decoders with a KV cache).
+SERVABLE_MODELS = ("decoder", "qwen2_5_7b")
+
+
 class WorkloadSpec(_Spec):
     """A workload: operations, a training/inference mode, a default sparsity and the hardware."""
 
@@ -1061,6 +1077,7 @@ class WorkloadSpec(_Spec):
     unsupported_nm: Literal["error", "masked_dense"] = "error"
     # Lax only for list → tuple; the elements are strict models.
     operations: Annotated[tuple[Operation, ...], Field(min_length=1, strict=False)]
+    serve: ServeSpec | None = None  # read by ``archsim serve`` only
 
     @model_validator(mode="before")
     @classmethod
@@ -1100,6 +1117,20 @@ class WorkloadSpec(_Spec):
     def supported_patterns_text(self) -> str:
         """The hardware's N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
         return ", ".join(f"{p.n}:{p.m}" for p in self.hardware.nm_patterns) or "none"
+
+    @model_validator(mode="after")
+    def _servable(self) -> WorkloadSpec:
+        if self.serve is None:
+            return self
+        op = self.operations[0]
+        if len(self.operations) != 1 or not isinstance(op, ModelOp) or \
+                op.model not in SERVABLE_MODELS:
+            raise ValueError(f"serve needs exactly one operation, an op: model with model "
+                             f"{' or '.join(SERVABLE_MODELS)} (the decoder it serves)")
+        if self.mode != "inference" or op.phase != "prefill":
+            raise ValueError("serve runs its own prefill and decode phases: use mode: inference "
+                             "and leave the model's phase at prefill")
+        return self
 
     @model_validator(mode="after")
     def _attention_inference_only(self) -> WorkloadSpec:
