@@ -247,7 +247,7 @@ class AttentionTally:
                      for phase, units in busy.items()}
             names = ("dram", "pe_array", "vector")
             overall = names[max(range(3), key=lambda u: layer.units[u])]
-            dense = self._dense_cycles(op) * op.repeat
+            dense = self._dense_cycles(op)  # its segments already count op.repeat
             out.append(
                 AttentionRecord(
                     layer=name,

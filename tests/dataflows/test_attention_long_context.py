@@ -121,3 +121,14 @@ def test_the_estimate_share_of_the_split_is_its_segments_cycles():
     est = sum(run_program(s.program, SAT).cycles * s.repeat for s in segments if s.work.estimate)
     assert rec.phase_cycles["estimate"] == est > 0
     assert sum(rec.phase_cycles.values()) == rec.cycles
+
+
+def test_repeated_ops_keep_their_speedup():
+    # The dense baseline's segments already run op.repeat times; counting repeat again made a
+    # repeated op's speedup repeat times too large.
+    pattern = {"kind": "sliding_window", "window": 128}
+    one = simulate(workload(op_of(kv_len=512, block_size=128, pattern=pattern))).attention[0]
+    three = simulate(workload(op_of(kv_len=512, block_size=128, pattern=pattern,
+                                    repeat=3))).attention[0]
+    assert three.cycles == 3 * one.cycles and three.dense_cycles == 3 * one.dense_cycles
+    assert three.speedup == pytest.approx(one.speedup)
