@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_attention import OUT_TOL, SAT, op_of, run_values, workload
 
 from archsim import simulate
+from archsim.model import run_program
 from dataflows.attention import TAG_EST, attention_macs, plan_attention
 from dataflows.attention_estimate import attention_layer_segments, estimate_items
 from dataflows.isa import Op
-from test_attention import OUT_TOL, SAT, op_of, run_values, workload
 
 NEW_PATTERNS = [
     {"kind": "vertical_slash", "vertical": 12, "slash": 10, "last_q": 40},
@@ -117,7 +118,6 @@ def test_the_estimate_share_of_the_split_is_its_segments_cycles():
     result = simulate(workload(op))
     rec = result.attention[0]
     segments = attention_layer_segments("attn", op, SAT, {})
-    from archsim.model import run_program
     est = sum(run_program(s.program, SAT).cycles * s.repeat for s in segments if s.work.estimate)
     assert rec.phase_cycles["estimate"] == est > 0
     assert sum(rec.phase_cycles.values()) == rec.cycles

@@ -152,7 +152,7 @@ def test_element_masks_are_read_from_npy_npz_and_torch(tmp_path, suffix):
 @pytest.mark.parametrize(("content", "message"), [
     (np.zeros((1, 1, 20, 23), bool), r"shape \(1, 1, 20, 23\); expected a 0/1 mask"),
     (np.full((1, 1, 20, 24), 2, np.int8), "values other than 0 and 1"),
-    (np.zeros((1, 1, 20, 24), np.float32), "dtype float32 is not"),
+    (np.zeros((1, 1, 20, 24), np.float32), "dtype float32 is not booleans or integers"),
 ])
 def test_bad_element_mask_files_are_one_line(tmp_path, content, message):
     np.save(tmp_path / "m.npy", content)

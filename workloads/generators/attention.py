@@ -556,7 +556,7 @@ def _read_array(fh, where: str, expected: str, kinds: str, shape: tuple | None =
         raise SpecError(f"{where}: not a valid .npy array ({_one_line(exc)}); expected "
                         f"{expected}") from None
     if dtype.hasobject or dtype.kind not in kinds:
-        what = "integers" if kinds == "iu" else "real numbers"
+        what = {"iu": "integers", "biu": "booleans or integers"}.get(kinds, "real numbers")
         raise SpecError(f"{where}: dtype {dtype} is not {what}; expected {expected}")
     elements = int(np.prod(found_shape, dtype=object))
     if elements > MAX_FILE_ELEMENTS:
