@@ -11,6 +11,8 @@ Phases (``dataflows.attention.PHASE_TAGS``) and the resources they use:
 ========  =====================================  ============================
 phase     compute                                DRAM traffic (DMA port)
 ========  =====================================  ============================
+estimate  PE array and vector unit: the pattern's  Q, K (or pooled / label-cache
+          scores (``attention_estimate``)         copies), stored scores
 qk        PE array: Sᵀ = K·Qᵀ                     Qᵀ tiles, K rows
 softmax   vector unit: ROWMAX/RESCALE/EXP/NORM    element masks of partial blocks
 pv        PE array: Oᵀ += Vᵀ·Pᵀ                   Vᵀ rows
@@ -18,9 +20,11 @@ output    —                                      Oᵀ stores
 ========  =====================================  ============================
 
 A phase is *bound* by the resource with the most busy cycles in it: ``pe_array`` or ``vector``
-(compute) or ``dram`` (the DMA port, i.e. Q/K/V/mask bandwidth and latency). Phases overlap in
-time, so ``phase_cycles`` splits the layer's cycles in proportion to each phase's bounding busy
-cycles; the split adds up to ``cycles``.
+(compute) or ``dram`` (the DMA port, i.e. Q/K/V/mask bandwidth and latency); ``none`` for a
+phase with no work (the estimate of a static pattern). The estimate runs
+in segments of its own, so ``phase_cycles["estimate"]`` is their exact cycles; the other phases
+overlap in time, so the rest of the layer's cycles is split in proportion to each phase's
+bounding busy cycles; the split adds up to ``cycles``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 from archsim.stats import LayerRecord, SegmentStats
 from dataflows.attention import (
+    TAG_EST,
     TAG_K,
     TAG_OUT,
     TAG_Q,
@@ -43,7 +48,7 @@ from workloads.spec import AttentionOp, HardwareSpec
 
 __all__ = ["AttentionRecord", "AttentionTally", "PHASES", "write_csv", "attention_table"]
 
-PHASES = ("qk", "softmax", "pv", "output")
+PHASES = ("estimate", "qk", "softmax", "pv", "output")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,11 @@ class AttentionRecord:
         Key-block visits of the work items: of the dense grid (every work item × every key
         block), those executed, those skipped, and the executed ones that loaded a mask.
     macs_executed, macs_dense
-        PE-array MACs performed, and those of dense attention (every query × every key).
+        PE-array MACs of the attention itself (QKᵀ and PV of the visited blocks), and those of
+        dense attention (every query × every key).
+    macs_estimate, estimate_bytes
+        PE-array MACs and DRAM bytes (read and written) of the pattern's estimation work
+        (0 for static patterns), reported apart from ``macs_executed``.
     kv_bytes, q_bytes, mask_bytes, out_bytes
         DRAM bytes: K and V rows read, Qᵀ tiles read, element masks read, Oᵀ written.
     cycles, dense_cycles, speedup
@@ -71,7 +80,8 @@ class AttentionRecord:
     bound_overall
         The resource with the most busy cycles over the whole layer.
     phase_cycles
-        ``cycles`` split over the phases in proportion to their bounding busy cycles.
+        ``cycles`` split over the phases: the estimate's segments exactly, the rest in
+        proportion to the other phases' bounding busy cycles.
     """
 
     layer: str
@@ -92,6 +102,8 @@ class AttentionRecord:
     blocks_partial: int
     macs_executed: int
     macs_dense: int
+    macs_estimate: int
+    estimate_bytes: int
     kv_bytes: int
     q_bytes: int
     mask_bytes: int
@@ -133,17 +145,21 @@ class _Layer:
     partial: int = 0
     macs: int = 0
     macs_dense: int = 0
-    reads: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(5), 0))
-    writes: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(5), 0))
-    pe: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(5), 0))
-    dma: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(5), 0))
+    macs_est: int = 0
+    reads: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(6), 0))
+    writes: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(6), 0))
+    pe: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(6), 0))
+    dma: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(6), 0))
     vec: int = 0
+    vec_est: int = 0
+    est_cycles: int = 0
     units: list[int] = field(default_factory=lambda: [0, 0, 0])
 
 
 def _busy(layer: _Layer) -> dict[str, dict[str, int]]:
     pe, dma = layer.pe, layer.dma
     return {
+        "estimate": {"pe_array": pe[TAG_EST], "vector": layer.vec_est, "dram": dma[TAG_EST]},
         "qk": {"pe_array": pe[TAG_K], "dram": dma[TAG_Q] + dma[TAG_K]},
         "softmax": {"vector": layer.vec, "dram": dma[TAG_SOFTMAX]},
         "pv": {"pe_array": pe[TAG_V], "dram": dma[TAG_V]},
@@ -160,6 +176,12 @@ def _split(total: int, weights: dict[str, int]) -> dict[str, int]:
     top = max(weights, key=weights.get)
     out[top] += total - sum(out.values())
     return out
+
+
+def _phase_cycles(layer: _Layer, busy: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The estimate's own segments' cycles, then the rest split over the attention phases."""
+    rest = {p: max(units.values()) for p, units in busy.items() if p != "estimate"}
+    return {"estimate": layer.est_cycles, **_split(layer.cycles - layer.est_cycles, rest)}
 
 
 class AttentionTally:
@@ -193,12 +215,19 @@ class AttentionTally:
         layer.partial += work.partial_blocks * r
         layer.macs_dense += work.macs_dense * r
         for tag, ts in stats.tasks.items():
-            layer.macs += ts.macs * r
+            if tag == TAG_EST:
+                layer.macs_est += ts.macs * r
+            else:
+                layer.macs += ts.macs * r
             layer.reads[tag] += ts.dram_read_bytes * r
             layer.writes[tag] += ts.dram_write_bytes * r
             layer.pe[tag] += ts.pe_busy_cycles * r
             layer.dma[tag] += ts.dma_busy_cycles * r
-        layer.vec += stats.busy[Unit.VEC] * r
+        if work.estimate:
+            layer.vec_est += stats.busy[Unit.VEC] * r
+            layer.est_cycles += stats.cycles * r
+        else:
+            layer.vec += stats.busy[Unit.VEC] * r
         for u in Unit:
             layer.units[u] += stats.busy[u] * r
 
@@ -214,10 +243,11 @@ class AttentionTally:
         for name, layer in self.layers.items():
             op = layer.op
             busy = _busy(layer)
-            bound = {phase: max(units, key=units.get) for phase, units in busy.items()}
+            bound = {phase: max(units, key=units.get) if any(units.values()) else "none"
+                     for phase, units in busy.items()}
             names = ("dram", "pe_array", "vector")
             overall = names[max(range(3), key=lambda u: layer.units[u])]
-            dense = self._dense_cycles(op) * op.repeat
+            dense = self._dense_cycles(op)  # its segments already count op.repeat
             out.append(
                 AttentionRecord(
                     layer=name,
@@ -238,6 +268,8 @@ class AttentionTally:
                     blocks_partial=layer.partial,
                     macs_executed=layer.macs,
                     macs_dense=layer.macs_dense,
+                    macs_estimate=layer.macs_est,
+                    estimate_bytes=layer.reads[TAG_EST] + layer.writes[TAG_EST],
                     kv_bytes=layer.reads[TAG_K] + layer.reads[TAG_V],
                     q_bytes=layer.reads[TAG_Q],
                     mask_bytes=layer.reads[TAG_SOFTMAX],
@@ -248,7 +280,7 @@ class AttentionTally:
                     busy=busy,
                     bound=bound,
                     bound_overall=overall,
-                    phase_cycles=_split(layer.cycles, {p: busy[p][bound[p]] for p in busy}),
+                    phase_cycles=_phase_cycles(layer, busy),
                 )
             )
         return tuple(out)
@@ -271,11 +303,11 @@ class AttentionTally:
                         sparsity=f"attention: {layer.pattern}",
                         repeat=op.repeat,
                         cycles=layer.cycles,
-                        macs_executed=layer.macs,
+                        macs_executed=layer.macs + layer.macs_est,
                         macs_dense_equivalent=layer.macs_dense,
                         dram_read_bytes=sum(layer.reads.values()),
                         dram_write_bytes=sum(layer.writes.values()),
-                        pe_busy_cycles=layer.pe[TAG_K] + layer.pe[TAG_V],
+                        pe_busy_cycles=layer.pe[TAG_K] + layer.pe[TAG_V] + layer.pe[TAG_EST],
                         tiling=f"{op.block_size}-key blocks",
                     ),
                 )
@@ -306,13 +338,14 @@ def attention_table(records: tuple[AttentionRecord, ...]):
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
-        caption="skip: key blocks skipped; split/bound per phase QKᵀ·softmax·PV (D = DRAM port, "
-        "P = PE array, V = vector unit); full numbers in results.json / attention.csv",
+        caption="skip: key blocks skipped; split/bound per phase estimate·QKᵀ·softmax·PV (D = "
+        "DRAM port, P = PE array, V = vector unit, - = no work); full numbers in results.json / "
+        "attention.csv",
     )
-    letter = {"dram": "D", "pe_array": "P", "vector": "V"}
+    letter = {"dram": "D", "pe_array": "P", "vector": "V", "none": "-"}
     rows = []
     for r in records:
-        split = "/".join(f"{100 * r.phase_cycles[p] / max(r.cycles, 1):.0f}" for p in PHASES[:3])
+        split = "/".join(f"{100 * r.phase_cycles[p] / max(r.cycles, 1):.0f}" for p in PHASES[:4])
         rows.append(
             (
                 r.layer,
@@ -322,7 +355,7 @@ def attention_table(records: tuple[AttentionRecord, ...]):
                 _bytes(r.kv_bytes),
                 _count(r.cycles),
                 split,
-                "".join(letter[r.bound[p]] for p in PHASES[:3]),
+                "".join(letter[r.bound[p]] for p in PHASES[:4]),
                 f"{r.speedup:.2f}x",
             )
         )

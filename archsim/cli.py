@@ -103,6 +103,17 @@ def _parser() -> argparse.ArgumentParser:
         help="timing engine: the SimPy model (the reference) or its fast, equal evaluation",
     )
     run.set_defaults(handler=_cmd_run)
+
+    srv = sub.add_parser("serve", help="serve a decoder: chunked prefill, then decode; time to "
+                                       "first token and per output token (docs/serving.md)")
+    srv.add_argument("workload", type=path_argument,
+                     help="workload YAML with a serve: section and one decoder model op")
+    srv.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
+    srv.add_argument("--out", help="output directory (default: out/<workload name>)")
+    srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field before validation, e.g. serve.output_tokens=8")
+    srv.add_argument("--quiet", action="store_true", help="print only the output path")
+    srv.set_defaults(handler=_cmd_serve)
     examples = sub.add_parser("examples", help="list the example workloads and sweeps shipped "
                                                "with archsim (run one with example:NAME)")
     examples.set_defaults(handler=_cmd_examples)
@@ -160,7 +171,7 @@ _EXTRA_OF = {
 
 
 #: Commands whose ``--out`` is a folder (``baseline --out`` names a file; it checks its own).
-_OUT_IS_FOLDER = ("run", "dse", "report", "rtl")
+_OUT_IS_FOLDER = ("run", "dse", "report", "rtl", "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,6 +515,35 @@ def _print_spgemm(result) -> None:
         for name, cell in rows:
             table.add_row(name, *(cell(r) for r in op.dataflows))
         console.print(table)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import json
+
+    from workloads.errors import SpecError
+    from workloads.load import load_workload
+
+    workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
+    if workload.serve is None:
+        raise SpecError(f"{args.workload}: no serve: section; add serve: {{prompt_tokens: N, "
+                        f"output_tokens: M}} (docs/serving.md)")
+    from archsim.serving import serve
+
+    result = serve(workload)
+    out = prepare_out_dir(Path(args.out) if args.out else
+                          default_out_dir(workload.name, args.overrides))
+    path = out / "serve.json"
+    path.write_text(json.dumps(result.as_dict(), indent=1))
+    if not args.quiet:
+        d = result.as_dict()
+        print(f"{d['model']} x{d['batch']}: prompt {d['prompt_tokens']} tokens in chunks of "
+              f"{d['chunk_tokens']}, {d['output_tokens']} output tokens")
+        print(f"time to first token: {d['ttft_cycles']:,} cycles ({d['ttft_ms']:.3f} ms), "
+              f"bound by {d['prefill_bound']}")
+        print(f"time per output token: {d['tpot_cycles']:,.0f} cycles ({d['tpot_ms']:.3f} ms), "
+              f"bound by {d['decode_bound']}")
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

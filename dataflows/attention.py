@@ -59,6 +59,7 @@ __all__ = [
     "TAG_SOFTMAX",
     "TAG_V",
     "TAG_OUT",
+    "TAG_EST",
     "PHASE_TAGS",
     "Block",
     "WorkItem",
@@ -75,11 +76,13 @@ __all__ = [
 ]
 
 #: Program tags (``Program.tags``): which phase an instruction works for, indexing PHASES.
-TAG_Q, TAG_K, TAG_SOFTMAX, TAG_V, TAG_OUT = range(5)
-PHASES = ("q", "k", "softmax", "v", "out")
+#: TAG_EST marks the estimation work of data-dependent patterns (``attention_estimate``).
+TAG_Q, TAG_K, TAG_SOFTMAX, TAG_V, TAG_OUT, TAG_EST = range(6)
+PHASES = ("q", "k", "softmax", "v", "out", "estimate")
 
 #: Phases reported in the statistics and the tags that make them up.
-PHASE_TAGS = {"qk": (TAG_Q, TAG_K), "softmax": (TAG_SOFTMAX,), "pv": (TAG_V,), "output": (TAG_OUT,)}
+PHASE_TAGS = {"estimate": (TAG_EST,), "qk": (TAG_Q, TAG_K), "softmax": (TAG_SOFTMAX,),
+              "pv": (TAG_V,), "output": (TAG_OUT,)}
 
 #: Accumulator slots: the score tile Sᵀ and the output Oᵀ.
 S_SLOT, O_SLOT = 0, 1
@@ -156,7 +159,7 @@ def _columns(op: AttentionOp, col0: int, cols: int) -> tuple[np.ndarray, np.ndar
     return c // op.queries, c % op.queries
 
 
-def _pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) -> tuple:
+def item_pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) -> tuple:
     """The (head, query block) pairs columns ``col0 .. col0+cols-1`` of a group touch."""
     g, q_len = op.heads // op.groups, op.queries
     pairs = []
@@ -231,7 +234,7 @@ def plan_attention(
             for col0 in range(0, columns, width):
                 cols = min(width, columns - col0)
                 # Column tiles of one query block share their blocks: compute each union once.
-                key = (b, _pairs(op, mask.block, group, col0, cols))
+                key = (b, item_pairs(op, mask.block, group, col0, cols))
                 if key not in unions:
                     unions[key] = _union_blocks(op, mask, b, key[1])
                 blocks = unions[key]
@@ -488,6 +491,9 @@ class AttentionWork:
         Dense-attention MACs of the work item (all keys; counted on its first chunk).
     density, block_density
         Of the whole op's mask: attending (query, key) pairs and non-empty blocks.
+    estimate
+        The segment is the pattern's estimation work (``attention_estimate``), not attention:
+        its block counts are 0 and all its instructions carry ``TAG_EST``.
     """
 
     layer: str
@@ -499,6 +505,7 @@ class AttentionWork:
     macs_dense: int
     density: float
     block_density: float
+    estimate: bool = False
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -606,4 +613,5 @@ __all__ += [
     "max_step_rows",
     "empty_items",
     "iter_blocks",
+    "item_pairs",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from dataflows.attention import attention_segments
+from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import latency, program_cycles, transfer_bytes
 from dataflows.isa import SLOTS_PER_BUFFER, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
@@ -610,7 +610,7 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     programs: dict = {}  # attention programs, shared between layers with equal signatures
     for layer, group in _layer_groups(layers, groups, workload.mode):
         if layer is not None and layer.kind == "attention":  # FlashAttention-style segments
-            segments.extend(attention_segments(layer.name, layer.attention, hw, programs))
+            segments.extend(attention_layer_segments(layer.name, layer.attention, hw, programs))
         else:
             segments.extend(_gemm_group(cache, group, tiling, dense))
     return Schedule(hw, passes, tuple(segments))

@@ -50,6 +50,7 @@ from dataflows.program import Program
 from dataflows.scheduler import build_segment, pregen_program, tiling_for
 from dataflows.tiling import Tiling
 from verification.errors import VerificationError
+from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower_layer
@@ -59,6 +60,8 @@ __all__ = [
     "KINDS",
     "ATTENTION",
     "ATTENTION_PATTERNS",
+    "LONG_CONTEXT_PATTERNS",
+    "LONG_CONTEXT_SEEDS",
     "GROUPED",
     "AttentionCase",
     "Case",
@@ -101,6 +104,13 @@ _NAMED_ONLY = {ATTENTION: _ATTENTION_WEIGHT, GROUPED: 0.2}
 
 #: Mask patterns an attention case draws from (``nm`` only with a pattern the array runs).
 ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse", "topk", "nm")
+
+#: Issue 18's patterns (element masks from files are read, then masks like any other). Drawn
+#: from seed LONG_CONTEXT_SEEDS on, so that the programs of earlier seeds (the CI samples, the
+#: documented on-demand runs) stay what they were.
+LONG_CONTEXT_PATTERNS = ("vertical_slash", "diagonal", "multi_diagonal", "vertical_stripe",
+                         "gated_block")
+LONG_CONTEXT_SEEDS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +316,8 @@ def _attention_pattern(kind: str, rng: np.random.Generator, hw: HardwareSpec, he
         # The case's Q and K come from synthetic_qk with the case seed: the same tensors.
         return {"kind": kind, "tokens": int(rng.integers(4, kv_len // 2 + 1)),
                 "channels": int(rng.integers(1, min(8, head_dim) + 1)), "data": {"seed": seed}}
+    if kind in LONG_CONTEXT_PATTERNS:
+        return _long_context_pattern(kind, rng, kv_len, seed)
     if kind == "nm":
         # EXP groups keys from each block's start, the float reference from key 0: they
         # agree (and N:M means one thing) only when blocks hold whole groups.
@@ -313,6 +325,27 @@ def _attention_pattern(kind: str, rng: np.random.Generator, hw: HardwareSpec, he
         n, m = nm[rng.integers(len(nm))]
         return {"kind": kind, "n": n, "m": m}
     return {"kind": "dense"}
+
+
+def _long_context_pattern(kind: str, rng: np.random.Generator, kv_len: int, seed: int) -> dict:
+    if kind == "vertical_slash":
+        return {"kind": kind, "vertical": int(rng.integers(1, kv_len // 4 + 1)),
+                "slash": int(rng.integers(1, kv_len // 4 + 1)),
+                "last_q": int(rng.integers(1, 17)), "data": {"seed": seed}}
+    if kind == "gated_block":
+        rule = ({"top_k": int(rng.integers(1, 4))} if rng.random() < 0.5
+                else {"threshold": round(float(rng.uniform(0.05, 0.5)), 2)})
+        return {"kind": kind, **rule, "data": {"seed": seed}}
+    if kind == "diagonal":
+        return {"kind": kind, "window": int(rng.integers(1, kv_len + 1))}
+    frame = int(rng.integers(4, kv_len // 2 + 1))
+    if kind == "multi_diagonal":
+        frames = int(rng.integers(1, 4)) if rng.random() < 0.5 else None
+        return {"kind": kind, "window": int(rng.integers(1, frame + 1)), "frame_tokens": frame,
+                "frames": frames}
+    stripes = sorted({int(f) for f in rng.integers(0, ceil_div(kv_len, frame), size=2)})
+    return {"kind": kind, "frame_tokens": frame, "stripe_frames": stripes,
+            "window": int(rng.integers(1, frame + 1))}
 
 
 def _attention_op(rng: np.random.Generator, hw: HardwareSpec, seed: int) -> AttentionOp:
@@ -329,14 +362,16 @@ def _attention_op(rng: np.random.Generator, hw: HardwareSpec, seed: int) -> Atte
         q_len = 2  # two new tokens (speculative decoding)
     elif phase == "prefill" and rng.random() < 0.3:
         q_len = int(rng.integers(1, kv_len))  # chunked prefill: the last q_len positions
-    kinds = [k for k in ATTENTION_PATTERNS
+    drawable = ATTENTION_PATTERNS + (LONG_CONTEXT_PATTERNS if seed >= LONG_CONTEXT_SEEDS else ())
+    kinds = [k for k in drawable
              if k != "nm" or any(block % p.m == 0 for p in hw.nm_patterns)]
     kind = kinds[rng.integers(len(kinds))]
     pattern = _attention_pattern(kind, rng, hw, heads, kv_len, head_dim, block, seed)
+    causal = bool(rng.random() < 0.5) or kind == "vertical_slash"  # MInference is causal
     return AttentionOp.model_validate({
         "op": "attention", "name": "attn", "heads": heads, "kv_heads": kv_heads,
         "q_len": q_len, "kv_len": kv_len, "head_dim": head_dim, "block_size": block,
-        "phase": phase, "causal": bool(rng.random() < 0.5), "pattern": pattern})
+        "phase": phase, "causal": causal, "pattern": pattern})
 
 
 def _attention_item(plan: AttentionPlan, hw: HardwareSpec,

@@ -56,7 +56,11 @@ __all__ = [
     "SPGEMM_DATAFLOWS",
     "Operation",
     "WorkloadSpec",
+    "ServeSpec",
+    "SERVABLE_MODELS",
     "MODEL_NAMES",
+    "QWEN2_5_7B",
+    "VIDEO_DIT",
     "MAX_M",
     "QKData",
     "DenseAttention",
@@ -65,6 +69,12 @@ __all__ = [
     "BlasstAttention",
     "TopKAttention",
     "ScoreNMAttention",
+    "VerticalSlashAttention",
+    "DiagonalAttention",
+    "MultiDiagonalAttention",
+    "VerticalStripeAttention",
+    "GatedBlockAttention",
+    "ElementMaskAttention",
     "AttentionPattern",
     "AttentionOp",
     "TRANSFORMER_NAMES",
@@ -616,9 +626,98 @@ class ScoreNMAttention(_Spec):
         return self
 
 
+class VerticalSlashAttention(_Spec):
+    """MInference's vertical-slash pattern: per head, ``vertical`` key columns and ``slash``
+    diagonals (offsets ``query position − key``), chosen from the softmax of the last ``last_q``
+    queries against every key (the estimation, charged as accelerator work). Key 0 and the main
+    diagonal are always among them. ``indices``: an ``.npz`` of per-head ``vertical`` and
+    ``slash`` index arrays ([heads, n] integers) taken instead of estimating them from ``data``
+    (as if dumped from a run of MInference; the estimation is still charged)."""
+
+    kind: Literal["vertical_slash"]
+    vertical: PositiveInt
+    slash: PositiveInt
+    last_q: PositiveInt = 64
+    data: QKData = QKData()
+    indices: str | None = None
+
+    @field_validator("indices")
+    @classmethod
+    def _file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info)
+
+
+class DiagonalAttention(_Spec):
+    """Sparse-vDiT's diagonal pattern: each query attends to the keys within ``window`` tokens of
+    its own position (``|query position − key| < window``)."""
+
+    kind: Literal["diagonal"]
+    window: PositiveInt
+
+
+class MultiDiagonalAttention(_Spec):
+    """Sparse-vDiT's multi-diagonal pattern over frames × height × width tokens: the diagonal
+    band of ``window`` tokens repeated at every multiple of ``frame_tokens`` (height × width),
+    i.e. the same spatial neighbourhood in other frames, up to ``frames`` frames away (all when
+    omitted)."""
+
+    kind: Literal["multi_diagonal"]
+    window: PositiveInt
+    frame_tokens: PositiveInt
+    frames: PositiveInt | None = None
+
+
+class VerticalStripeAttention(_Spec):
+    """Sparse-vDiT's vertical-stripe pattern: every query attends to all key tokens of the
+    frames in ``stripe_frames`` (frames of ``frame_tokens`` tokens) plus the keys within
+    ``window`` tokens of its own position."""
+
+    kind: Literal["vertical_stripe"]
+    frame_tokens: PositiveInt
+    stripe_frames: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1, strict=False)] = (0,)
+    window: PositiveInt = 1
+
+
+class GatedBlockAttention(_Spec):
+    """SeerAttention-style block gating: Q and K average-pooled per block, block scores
+    ``softmax(pooled q · pooled k / √d)`` per query block, and the ``top_k`` best key blocks or
+    those scoring at least ``threshold`` kept (the block holding the query block's last
+    position always). The gate's pooling and scoring are charged as accelerator work."""
+
+    kind: Literal["gated_block"]
+    top_k: PositiveInt | None = None
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    data: QKData = QKData()
+
+    @model_validator(mode="after")
+    def _rule(self) -> GatedBlockAttention:
+        if (self.top_k is None) == (self.threshold is None):
+            raise ValueError("give exactly one of 'top_k' (blocks per query block) and "
+                             "'threshold' (gate probability)")
+        return self
+
+
+class ElementMaskAttention(_Spec):
+    """An element mask read from ``file``: a boolean (or 0/1) array [batch or 1, heads or 1,
+    q_len, kv_len] as ``.npy``, as the array ``mask`` of an ``.npz``, or a tensor saved with
+    ``torch.save`` (``.pt``)."""
+
+    kind: Literal["element_mask"]
+    file: str
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str, info: ValidationInfo) -> str:
+        if Path(value).suffix not in (".npy", ".npz", ".pt"):
+            raise ValueError(f"{value}: expected a .npy, .npz or .pt file")
+        return _existing_file(value, info)
+
+
 AttentionPattern = Annotated[
     DenseAttention | SlidingWindowAttention | BlockSparseAttention | BlasstAttention
-    | TopKAttention | ScoreNMAttention,
+    | TopKAttention | ScoreNMAttention | VerticalSlashAttention | DiagonalAttention
+    | MultiDiagonalAttention | VerticalStripeAttention | GatedBlockAttention
+    | ElementMaskAttention,
     Field(discriminator="kind"),
 ]
 
@@ -674,18 +773,35 @@ class AttentionOp(_Spec):
             raise ValueError(
                 f"pattern.channels={self.pattern.channels} exceeds head_dim={self.head_dim}"
             )
+        if isinstance(self.pattern, VerticalSlashAttention) and not self.causal:
+            raise ValueError("pattern 'vertical_slash' needs causal: true (MInference's slashes "
+                             "are diagonals below the query's position)")
         self._check_arrays(limits_of(info).array_elements)
         return self
 
     def _check_arrays(self, limit: int) -> None:
         """The arrays a data-dependent pattern allocates (Q, K, one head's scores) fit the limit."""
-        if not isinstance(self.pattern, (BlasstAttention, TopKAttention)):
+        if isinstance(self.pattern, ElementMaskAttention):
+            count = self.batch * self.heads * self.queries * self.kv_len
+            if count > limit:
+                raise ValueError(
+                    f"pattern 'element_mask' needs the mask (batch*heads*q_len*kv_len) = "
+                    f"{count:,} elements, above limits.array_elements = {limit:,}; use a block "
+                    f"mask (block_sparse with an .npz) or raise the limit")
             return
+        scored = self.queries
+        if isinstance(self.pattern, VerticalSlashAttention):
+            if self.pattern.indices is not None:
+                return
+            scored = min(self.pattern.last_q, self.queries)  # only the last queries are scored
+        elif not isinstance(self.pattern, (BlasstAttention, TopKAttention, GatedBlockAttention)):
+            return
+        queries = scored if getattr(self.pattern.data, "source", "") != "npy" else self.queries
         arrays = {
-            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * self.queries * self.head_dim,
+            "Q (batch*heads*q_len*head_dim)": self.batch * self.heads * queries * self.head_dim,
             "K (batch*kv_heads*kv_len*head_dim)": self.batch * self.groups * self.kv_len
             * self.head_dim,
-            "the scores of one head (q_len*kv_len)": self.queries * self.kv_len,
+            "the scores of one head (q_len*kv_len)": scored * self.kv_len,
         }
         for what, count in arrays.items():
             if count > limit:
@@ -707,10 +823,18 @@ class AttentionOp(_Spec):
         return self.kv_len if self.phase == "prefill" else 1
 
 
-MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder")
+MODEL_NAMES = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder",
+               "qwen2_5_7b", "video_dit")
 
 #: Zoo models with attention: they accept an attention ``pattern``.
-TRANSFORMER_NAMES = ("vit_b16", "bert_base", "decoder")
+TRANSFORMER_NAMES = ("vit_b16", "bert_base", "decoder", "qwen2_5_7b", "video_dit")
+
+#: ``model: qwen2_5_7b``: Qwen2.5-7B's shape (layers, hidden, heads, kv_heads, mlp; gated MLP).
+QWEN2_5_7B = (28, 3584, 28, 4, 18944)
+
+#: ``model: video_dit``: a small video DiT (DiT-B width: layers, hidden, heads, mlp) over
+#: frames × height × width latent tokens (after 2×2 patches of a 16-channel latent).
+VIDEO_DIT = (12, 768, 12, 3072)
 
 #: ``model: decoder`` when its shape is omitted: GPT-2 small (layers, hidden, heads); mlp 4·hidden.
 DECODER_DEFAULT = (12, 768, 12)
@@ -724,11 +848,15 @@ class ModelOp(_Spec):
     dense matmul layers. ``decoder`` is a GPT-2/Llama-style causal decoder given by its shape
     (``layers``, ``hidden``, ``heads``, ``kv_heads``, ``mlp``; GPT-2 small when omitted);
     ``gated_mlp`` gives it Llama's gate/up/down MLP. In ``phase: decode`` it processes one new
-    token per sequence against a KV cache of ``seq_len`` tokens.
+    token per sequence against a KV cache of ``seq_len`` tokens. ``qwen2_5_7b`` is that decoder
+    with Qwen2.5-7B's shape (:data:`QWEN2_5_7B`; ``phase`` applies). ``video_dit`` is a small
+    video diffusion transformer (:data:`VIDEO_DIT`) whose non-causal attention spans all
+    ``frames × height × width`` latent tokens.
     """
 
     op: Literal["model"]
-    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder"]
+    model: Literal["resnet18", "resnet50", "vgg16", "vit_b16", "bert_base", "decoder",
+                   "qwen2_5_7b", "video_dit"]
     name: str | None = None
     batch: PositiveInt
     seq_len: PositiveInt = 128  # BERT and decoder (decode: the KV-cache length)
@@ -744,14 +872,29 @@ class ModelOp(_Spec):
     kv_heads: Annotated[int, Field(gt=0, le=1 << 14)] | None = None
     mlp: Annotated[int, Field(gt=0, le=1 << 22)] | None = None
     gated_mlp: bool = False
+    # video_dit: latent tokens per frame are height × width; attention spans all frames.
+    frames: Annotated[int, Field(gt=0, le=1 << 12)] = 8
+    height: Annotated[int, Field(gt=0, le=1 << 12)] = 16
+    width: Annotated[int, Field(gt=0, le=1 << 12)] = 16
 
     @model_validator(mode="after")
     def _transformer_fields(self) -> ModelOp:
         shape = ("layers", "hidden", "heads", "kv_heads", "mlp", "gated_mlp")
         if self.model != "decoder":
-            given = [f for f in shape + ("phase",) if f in self.model_fields_set]
+            takes_phase = ("phase",) if self.model != "qwen2_5_7b" else ()
+            given = [f for f in shape + takes_phase if f in self.model_fields_set]
             if given:
                 raise ValueError(f"{', '.join(given)}: only model: decoder takes these fields")
+        video = [f for f in ("frames", "height", "width") if f in self.model_fields_set]
+        if video and self.model != "video_dit":
+            raise ValueError(f"{', '.join(video)}: only model: video_dit takes these fields")
+        if self.model == "video_dit" and "seq_len" in self.model_fields_set:
+            raise ValueError("video_dit attends over frames x height x width tokens; give those, "
+                             "not seq_len")
+        frame = getattr(self.pattern, "frame_tokens", None)
+        if self.model == "video_dit" and frame is not None and frame != self.height * self.width:
+            raise ValueError(f"pattern.frame_tokens={frame} must be height x width = "
+                             f"{self.height * self.width} (the tokens of one frame)")
         if self.pattern is not None and self.model not in TRANSFORMER_NAMES:
             raise ValueError(
                 f"model {self.model!r} has no attention; pattern applies to "
@@ -904,6 +1047,20 @@ class SchedulePasses(_Spec):
     double_buffering: bool = True
 
 
+class ServeSpec(_Spec):
+    """A serving run (``archsim serve``, docs/serving.md): the workload's one decoder model
+    prefills ``prompt_tokens`` in chunks of ``chunk_tokens`` (the whole prompt at once when
+    omitted), then decodes ``output_tokens`` tokens one at a time against a growing KV cache."""
+
+    prompt_tokens: PositiveInt
+    output_tokens: PositiveInt
+    chunk_tokens: PositiveInt | None = None
+
+
+#: Zoo models ``archsim serve`` runs (causal decoders with a KV cache).
+SERVABLE_MODELS = ("decoder", "qwen2_5_7b")
+
+
 class WorkloadSpec(_Spec):
     """A workload: operations, a training/inference mode, a default sparsity and the hardware."""
 
@@ -920,6 +1077,7 @@ class WorkloadSpec(_Spec):
     unsupported_nm: Literal["error", "masked_dense"] = "error"
     # Lax only for list → tuple; the elements are strict models.
     operations: Annotated[tuple[Operation, ...], Field(min_length=1, strict=False)]
+    serve: ServeSpec | None = None  # read by ``archsim serve`` only
 
     @model_validator(mode="before")
     @classmethod
@@ -959,6 +1117,20 @@ class WorkloadSpec(_Spec):
     def supported_patterns_text(self) -> str:
         """The hardware's N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
         return ", ".join(f"{p.n}:{p.m}" for p in self.hardware.nm_patterns) or "none"
+
+    @model_validator(mode="after")
+    def _servable(self) -> WorkloadSpec:
+        if self.serve is None:
+            return self
+        op = self.operations[0]
+        if len(self.operations) != 1 or not isinstance(op, ModelOp) or \
+                op.model not in SERVABLE_MODELS:
+            raise ValueError(f"serve needs exactly one operation, an op: model with model "
+                             f"{' or '.join(SERVABLE_MODELS)} (the decoder it serves)")
+        if self.mode != "inference" or op.phase != "prefill":
+            raise ValueError("serve runs its own prefill and decode phases: use mode: inference "
+                             "and leave the model's phase at prefill")
+        return self
 
     @model_validator(mode="after")
     def _attention_inference_only(self) -> WorkloadSpec:

@@ -1,5 +1,6 @@
-"""Layer shapes of the model zoo: ResNet-18, ResNet-50, VGG-16, ViT-B/16, BERT-base and a
-GPT-2/Llama-style decoder given by its shape.
+"""Layer shapes of the model zoo: ResNet-18, ResNet-50, VGG-16, ViT-B/16, BERT-base, a
+GPT-2/Llama-style decoder given by its shape, Qwen2.5-7B's shape of that decoder, and a small
+video DiT.
 
 Shapes follow the torchvision / HuggingFace reference definitions (ResNet v1.5: the stride sits on
 the 3x3 convolution of a bottleneck). Only GEMM-shaped work is listed: pooling, normalization,
@@ -14,7 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workloads.layer import Layer, attention_layer, conv_input_extent, conv_output_size
-from workloads.spec import AttentionOp, AttentionPattern, DenseSparsity, ModelOp
+from workloads.spec import (
+    QWEN2_5_7B,
+    VIDEO_DIT,
+    AttentionOp,
+    AttentionPattern,
+    DenseSparsity,
+    ModelOp,
+)
 
 __all__ = ["model_layers"]
 
@@ -148,10 +156,15 @@ def _decoder(op: ModelOp) -> list[Layer]:
     MLP (GPT-2's fc1/fc2, or Llama's fused gate/up then down with ``gated_mlp``).
 
     Prefill runs ``seq_len`` tokens per sequence; decode runs one new token against a KV cache
-    of ``seq_len`` tokens.
+    of ``seq_len`` tokens. ``qwen2_5_7b`` is this decoder at Qwen2.5-7B's shape (gated MLP).
     """
-    n_layers, hidden, heads, mlp = op.decoder_shape()
-    kv_heads, head_dim = op.kv_heads or heads, hidden // heads
+    if op.model == "qwen2_5_7b":
+        n_layers, hidden, heads, kv_heads, mlp = QWEN2_5_7B
+        op = op.model_copy(update={"gated_mlp": True})
+    else:
+        n_layers, hidden, heads, mlp = op.decoder_shape()
+        kv_heads = op.kv_heads or heads
+    head_dim = hidden // heads
     new = op.seq_len if op.phase == "prefill" else 1
     rows = op.batch * new
     b = _Builder(op.batch, 0)
@@ -171,6 +184,22 @@ def _decoder(op: ModelOp) -> list[Layer]:
     return b.layers
 
 
+def _video_dit(op: ModelOp) -> list[Layer]:
+    """A small video DiT: 2×2 patches of a 16-channel latent embedded to ``hidden``, blocks of
+    full spatio-temporal self-attention over all ``frames × height × width`` tokens plus an MLP,
+    and the final projection back to patches. adaLN modulation and text cross-attention are
+    left out (small next to these GEMMs)."""
+    n_layers, hidden, heads, mlp = VIDEO_DIT
+    tokens = op.frames * op.height * op.width
+    rows, patch = op.batch * tokens, 2 * 2 * 16
+    b = _Builder(op.batch, 0)
+    b.linear("patch_embed", rows, patch, hidden)
+    for i in range(n_layers):
+        _encoder(b, op, f"blocks.{i}", i, tokens, hidden, heads, mlp)
+    b.linear("final_layer", rows, hidden, patch)
+    return b.layers
+
+
 def model_layers(op: ModelOp) -> list[Layer]:
     """The GEMM-shaped layers of a zoo model (all dense; the caller applies sparsity)."""
     if op.model == "resnet18":
@@ -181,8 +210,10 @@ def model_layers(op: ModelOp) -> list[Layer]:
         layers = _vgg16(op)
     elif op.model == "vit_b16":
         layers = _vit_b16(op)
-    elif op.model == "decoder":
+    elif op.model in ("decoder", "qwen2_5_7b"):
         layers = _decoder(op)
+    elif op.model == "video_dit":
+        layers = _video_dit(op)
     else:
         layers = _bert_base(op)
     prefix = op.name or op.model

@@ -40,11 +40,17 @@ from workloads.spec import (
     BlasstAttention,
     BlockSparseAttention,
     DenseAttention,
+    DiagonalAttention,
+    ElementMaskAttention,
+    GatedBlockAttention,
     Limits,
+    MultiDiagonalAttention,
     QKData,
     ScoreNMAttention,
     SlidingWindowAttention,
     TopKAttention,
+    VerticalSlashAttention,
+    VerticalStripeAttention,
 )
 
 __all__ = [
@@ -67,12 +73,43 @@ __all__ = [
     "load_qk",
     "qk_for",
     "reference_attention",
+    "Estimate",
+    "causal_block_states",
+    "keys_offsets_mask",
+    "vertical_slash_indices",
+    "vertical_slash_mask",
+    "gated_block_mask",
+    "element_mask",
+    "load_element_mask",
 ]
 
 #: Block states (uint8): no element attends, some do, all do.
 EMPTY, PARTIAL, FULL = 0, 1, 2
 
 ElementFn = Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The scores a data-dependent pattern computes to choose its mask, as accelerator work.
+
+    ``kind`` says which scores (``dataflows.attention_estimate`` maps each onto the array and
+    the vector unit, with its DRAM traffic):
+
+    * ``last_queries`` (vertical-slash, MInference): the last ``queries`` queries of every head
+      against every key they see, over all channels, softmax included;
+    * ``pooled`` (gated block, SeerAttention): Q and K average-pooled per block, then the pooled
+      queries against the pooled keys over all channels, softmax included;
+    * ``skipped`` (BLASST): QKᵀ and the running max of every key block a work item skips (the
+      scores that decide the skip);
+    * ``label_cache`` (Double Sparsity): every query against every key it sees over the
+      ``channels`` heavy channels (the label cache), then a selection pass.
+    """
+
+    kind: str
+    label: str
+    queries: int = 0
+    channels: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +136,9 @@ class AttentionMask:
         (BLASST): the state of a block that runs anyway because another head of the same K/V
         group needs it. Such a block is then computed for every head (closer to exact
         attention) instead of being masked. None: a skipped block stays masked.
+    estimate
+        The work a real implementation does to choose the mask (:class:`Estimate`), which the
+        mapping charges as accelerator work; None for static patterns.
     """
 
     batch: int
@@ -112,6 +152,7 @@ class AttentionMask:
     label: str
     score_nm: tuple[int, int] | None = None
     fill: np.ndarray | None = None
+    estimate: Estimate | None = None
 
     @property
     def q_blocks(self) -> int:
@@ -242,6 +283,11 @@ def _band_count(q_len: int, kv_len: int, lo: float, hi: float) -> int:
 
 def _causal_bounds(causal: bool) -> tuple[float, float]:
     return (0.0, np.inf) if causal else (-np.inf, np.inf)
+
+
+def causal_block_states(q_len: int, kv_len: int, block: int, causal: bool) -> np.ndarray:
+    """``uint8[q_blocks, kv_blocks]``: the blocks the causal flag leaves full, partial, empty."""
+    return _band_state(q_len, kv_len, block, *_causal_bounds(causal))
 
 
 def _broadcast(state: np.ndarray, batch: int, heads: int) -> np.ndarray:
@@ -510,7 +556,7 @@ def _read_array(fh, where: str, expected: str, kinds: str, shape: tuple | None =
         raise SpecError(f"{where}: not a valid .npy array ({_one_line(exc)}); expected "
                         f"{expected}") from None
     if dtype.hasobject or dtype.kind not in kinds:
-        what = "integers" if kinds == "iu" else "real numbers"
+        what = {"iu": "integers", "biu": "booleans or integers"}.get(kinds, "real numbers")
         raise SpecError(f"{where}: dtype {dtype} is not {what}; expected {expected}")
     elements = int(np.prod(found_shape, dtype=object))
     if elements > MAX_FILE_ELEMENTS:
@@ -793,6 +839,7 @@ def blasst_mask(
         kept,
         f"blasst {threshold:g}",
         fill=base,
+        estimate=Estimate("skipped", "QKᵀ of skipped blocks"),
     )
 
 
@@ -864,6 +911,7 @@ def topk_mask(
         elements,
         kept,
         f"top-{tokens} tokens/{channels}ch",
+        estimate=Estimate("label_cache", f"label cache, {channels} channels", channels=channels),
     )
 
 
@@ -910,6 +958,356 @@ def score_nm_mask(
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Key sets and offset sets: vertical-slash and the Sparse-vDiT patterns
+# --------------------------------------------------------------------------------------------
+
+
+def _offset_state(offsets: np.ndarray, q_len: int, kv_len: int, block: int) -> np.ndarray:
+    """Block states of the offset set ``offsets`` (bool over ``d = q_pos − k`` from
+    ``−kv_len + 1``, index ``d + kv_len − 1``).
+
+    Over a rectangular block ``d`` takes every integer from ``d_min`` to ``d_max``: the block is
+    empty when no offset lies in that range and full when all of them do. Runs of offsets are
+    entered as ranges of key blocks per query block (difference arrays), so the cost grows with
+    the number of runs, not with the number of blocks times offsets.
+    """
+    q_lo, q_hi = _block_bounds(q_len, block, kv_len - q_len)
+    k_lo, k_hi = _block_bounds(kv_len, block)
+    nqb, nkb = q_lo.size, k_lo.size
+    edges = np.diff(np.concatenate(([0], offsets.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    base = kv_len - 1
+    touched = np.zeros((nqb, nkb + 1), dtype=np.int32)
+    covered = np.zeros((nqb, nkb + 1), dtype=np.int32)
+    rows = np.arange(nqb)
+    for a, b in zip(starts - base, ends - base):
+        # touched: d_min <= b and d_max >= a, i.e. k_hi >= q_lo - b and k_lo <= q_hi - a
+        first = np.searchsorted(k_hi, q_lo - b, side="left")
+        last = np.searchsorted(k_lo, q_hi - a, side="right")
+        ok = first < last
+        np.add.at(touched, (rows[ok], first[ok]), 1)
+        np.add.at(touched, (rows[ok], last[ok]), -1)
+        # covered: d_min >= a and d_max <= b, i.e. k_hi <= q_lo - a and k_lo >= q_hi - b
+        first = np.searchsorted(k_lo, q_hi - b, side="left")
+        last = np.searchsorted(k_hi, q_lo - a, side="right")
+        ok = first < last
+        np.add.at(covered, (rows[ok], first[ok]), 1)
+        np.add.at(covered, (rows[ok], last[ok]), -1)
+    state = np.where(np.cumsum(touched, axis=1)[:, :nkb] > 0, PARTIAL, EMPTY).astype(np.uint8)
+    state[np.cumsum(covered, axis=1)[:, :nkb] > 0] = FULL
+    return state
+
+
+def _key_state(keys: np.ndarray, base: np.ndarray, kv_len: int, block: int) -> np.ndarray:
+    """Block states of a key set (bool over keys) under the causal ``base`` states."""
+    nkb = base.shape[1]
+    padded = np.zeros(nkb * block, dtype=bool)
+    padded[:kv_len] = keys
+    per_block = padded.reshape(nkb, block).sum(axis=1)
+    sizes = np.diff(np.minimum(np.arange(0, (nkb + 1) * block, block), kv_len))
+    state = np.where(per_block > 0, PARTIAL, EMPTY).astype(np.uint8)[None, :].repeat(
+        base.shape[0], axis=0)
+    full_cols = per_block == sizes
+    state[:, full_cols] = base[:, full_cols]
+    state[base == EMPTY] = EMPTY
+    return state
+
+
+def _keys_offsets_count(keys: np.ndarray, offsets: np.ndarray, q_len: int, kv_len: int,
+                        causal: bool) -> int:
+    """Attending pairs of one head's ``keys ∪ offsets`` (offsets already cut to ``d >= 0`` when
+    causal): pairs by offset, plus visible key-set members, minus pairs counted twice."""
+    q_pos = np.arange(q_len, dtype=np.int64) + (kv_len - q_len)
+    off_prefix = np.concatenate(([0], np.cumsum(offsets, dtype=np.int64)))
+    base = kv_len - 1
+    # keys k in [0, kv_len) of query p: offsets d = p - k at indices p .. p + base
+    by_offsets = int((off_prefix[q_pos + base + 1] - off_prefix[q_pos]).sum())
+    key_prefix = np.concatenate(([0], np.cumsum(keys, dtype=np.int64)))
+    seen = np.minimum(q_pos + 1, kv_len) if causal else np.full(q_len, kv_len)
+    by_keys = int(key_prefix[seen].sum())
+    # A member k counted by an offset too: queries p in [q_first, q_last] with p - k in offsets.
+    k = np.flatnonzero(keys)
+    q_first, q_last = kv_len - q_len, kv_len - 1
+    twice = int((off_prefix[q_last - k + base + 1] - off_prefix[q_first - k + base]).sum())
+    return by_offsets + by_keys - twice
+
+
+def keys_offsets_mask(
+    batch: int,
+    heads: int,
+    q_len: int,
+    kv_len: int,
+    block: int,
+    keys: np.ndarray,
+    offsets: np.ndarray,
+    causal: bool,
+    label: str,
+    estimate: Estimate | None = None,
+) -> AttentionMask:
+    """Per head, the keys in a key set plus the (query, key) pairs whose ``q_pos − k`` lies in an
+    offset set, intersected with the causal flag.
+
+    ``keys`` is ``bool[heads, kv_len]`` (MInference's verticals, Sparse-vDiT's stripes) and
+    ``offsets`` ``bool[heads, 2·kv_len − 1]`` over ``d = q_pos − k`` from ``−(kv_len − 1)``
+    (slashes, diagonal bands). Blocks are classified from runs of offsets and per-block key
+    counts, never element by element, so a million-token mask costs its block grid and a few
+    arrays of ``kv_len``.
+    """
+    base_idx = kv_len - 1
+    lo, hi = _causal_bounds(causal)
+    offsets = offsets.copy()
+    if causal:
+        offsets[:, :base_idx] = False  # d < 0: keys after the query
+    causal_state = _band_state(q_len, kv_len, block, lo, hi)
+    state = np.empty((batch, heads, *causal_state.shape), dtype=np.uint8)
+    kept = 0
+    for h in range(heads):
+        st = np.maximum(_offset_state(offsets[h], q_len, kv_len, block),
+                        _key_state(keys[h], causal_state, kv_len, block))
+        st[causal_state == EMPTY] = EMPTY
+        st[(st == FULL) & (causal_state == PARTIAL)] = PARTIAL
+        state[:, h] = st
+        kept += _keys_offsets_count(keys[h], offsets[h], q_len, kv_len, causal)
+    band = _band_elements(kv_len, q_len, lo, hi)
+
+    def elements(b: int, h: int, q_idx: np.ndarray, kv_idx: np.ndarray) -> np.ndarray:
+        d = (q_idx[:, None] + kv_len - q_len) - kv_idx[None, :]
+        keep = keys[h][kv_idx][None, :] | offsets[h][d + base_idx]
+        return keep & band(q_idx, kv_idx)
+
+    return AttentionMask(batch, heads, q_len, kv_len, block, state, elements, batch * kept,
+                         label, estimate=estimate)
+
+
+def _offset_bands(kv_len: int, centres, half: int) -> np.ndarray:
+    """``bool[2·kv_len − 1]`` offsets within ``half`` of any of ``centres``."""
+    out = np.zeros(2 * kv_len - 1, dtype=bool)
+    base = kv_len - 1
+    for c in centres:
+        a, b = max(c - half, -base), min(c + half, base)
+        if a <= b:
+            out[a + base : b + base + 1] = True
+    return out
+
+
+def video_masks(op: AttentionOp) -> AttentionMask:
+    """Sparse-vDiT's diagonal, multi-diagonal and vertical-stripe patterns (one per op)."""
+    p, kv_len = op.pattern, op.kv_len
+    half = p.window - 1
+    keys = np.zeros(kv_len, dtype=bool)
+    if isinstance(p, DiagonalAttention):
+        centres, label = [0], f"diagonal {p.window}"
+    elif isinstance(p, MultiDiagonalAttention):
+        reach = (kv_len - 1) // p.frame_tokens
+        reach = min(reach, p.frames) if p.frames is not None else reach
+        centres = [f * p.frame_tokens for f in range(-reach, reach + 1)]
+        label = f"multi-diagonal {p.window}/{p.frame_tokens}"
+    else:
+        centres = [0]
+        for f in p.stripe_frames:
+            keys[f * p.frame_tokens : (f + 1) * p.frame_tokens] = True
+        label = f"vertical-stripe frames {','.join(map(str, p.stripe_frames))}"
+    offsets = _offset_bands(kv_len, centres, half)
+    heads = op.heads
+    return keys_offsets_mask(op.batch, heads, op.queries, kv_len, op.block_size,
+                             np.broadcast_to(keys, (heads, kv_len)),
+                             np.broadcast_to(offsets, (heads, offsets.size)), op.causal, label)
+
+
+# --------------------------------------------------------------------------------------------
+# Vertical-slash (MInference) and gated blocks (SeerAttention)
+# --------------------------------------------------------------------------------------------
+
+
+def _softmax_rows(s: np.ndarray) -> np.ndarray:
+    top = s.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(s - top)
+    total = e.sum(axis=-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+def vertical_slash_indices(
+    q_last: np.ndarray, k: np.ndarray, kv_len: int, vertical: int, slash: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """MInference's last-query estimation for one head: ``q_last`` [n, d] are the last ``n``
+    queries (positions ``kv_len − n ..``), ``k`` [kv_len, d] the keys. Softmax of their causal
+    scores; verticals are the keys with the largest column sums, slashes the offsets
+    ``q_pos − k`` with the largest diagonal sums. Key 0 (the sink) and offset 0 (the query
+    itself) are always kept. Returns sorted index arrays (keys, offsets)."""
+    n = q_last.shape[0]
+    q_pos = np.arange(n) + (kv_len - n)
+    s = _scores(q_last, k)
+    s = np.where(np.arange(kv_len)[None, :] <= q_pos[:, None], s, -np.inf)
+    p = _softmax_rows(s.astype(np.float64))
+    column = p.sum(axis=0)
+    diag = np.zeros(kv_len)
+    for i, pos in enumerate(q_pos):
+        diag[: pos + 1] += p[i, pos::-1]
+    column[0], diag[0] = np.inf, np.inf
+    v = np.sort(np.argsort(-column, kind="stable")[: min(vertical, kv_len)])
+    o = np.sort(np.argsort(-diag, kind="stable")[: min(slash, kv_len)])
+    return v, o
+
+
+def _indices_file(path: str, heads: int, kv_len: int) -> tuple[list, list]:
+    arrays = _open_archive(path, ("vertical", "slash"), {"vertical", "slash"})
+    out = []
+    for name, top in (("vertical", kv_len - 1), ("slash", kv_len - 1)):
+        a = arrays[name]
+        if a.ndim != 2 or a.shape[0] not in (1, heads):
+            raise SpecError(f"{path}: {name} has shape {a.shape}; expected [heads ({heads}) or 1, "
+                            f"n] integer indices")
+        if a.size and (a.min() < 0 or a.max() > top):
+            raise SpecError(f"{path}: {name} indices must lie in 0..{top} for kv_len={kv_len}")
+        out.append([a[min(h, a.shape[0] - 1)] for h in range(heads)])
+    return out[0], out[1]
+
+
+def vertical_slash_mask(op: AttentionOp) -> AttentionMask:
+    """MInference's vertical-slash pattern of ``op`` (indices from its file or estimated)."""
+    p, kv_len, heads = op.pattern, op.kv_len, op.heads
+    if p.indices is not None:
+        verticals, slashes = _indices_file(p.indices, heads, kv_len)
+    else:
+        last = min(p.last_q, op.queries)
+        if p.data.source == "npy":
+            q, k = load_qk(p.data, op)
+            q = q[:, :, -last:]
+        else:
+            q, k = synthetic_qk(op.batch, heads, op.groups, last, kv_len, op.head_dim,
+                                p.data.seed, structured=p.data.source == "synthetic")
+        group = heads // op.groups
+        picks = [vertical_slash_indices(q[0, h], k[0, h // group], kv_len, p.vertical, p.slash)
+                 for h in range(heads)]
+        verticals, slashes = [v for v, _ in picks], [o for _, o in picks]
+    keys = np.zeros((heads, kv_len), dtype=bool)
+    offsets = np.zeros((heads, 2 * kv_len - 1), dtype=bool)
+    for h in range(heads):
+        keys[h, verticals[h]] = True
+        offsets[h, np.asarray(slashes[h]) + kv_len - 1] = True
+    estimate = Estimate("last_queries", f"last {p.last_q} queries", queries=p.last_q)
+    return keys_offsets_mask(op.batch, heads, op.queries, kv_len, op.block_size, keys, offsets,
+                             op.causal, f"vertical-slash {p.vertical}/{p.slash}", estimate)
+
+
+def _pool(x: np.ndarray, block: int) -> np.ndarray:
+    """Average over consecutive ``block`` rows of the second-to-last axis (ragged last)."""
+    n = x.shape[-2]
+    starts = np.arange(0, n, block)
+    sums = np.add.reduceat(x.astype(np.float64), starts, axis=-2)
+    return sums / np.diff(np.append(starts, n))[:, None]
+
+
+def gated_block_mask(q: np.ndarray, k: np.ndarray, block: int, top_k: int | None,
+                     threshold: float | None, causal: bool) -> AttentionMask:
+    """SeerAttention-style gate: pooled Q and K give block scores; softmax over the key blocks
+    a query block may see; the ``top_k`` best (or those ≥ ``threshold``) are kept, and always
+    the block holding the query block's last position. This gate is untrained (no learned
+    projections): it is the pooled attention itself."""
+    batch, heads, q_len, d = q.shape
+    kv_len, group = k.shape[2], heads // k.shape[1]
+    lo, hi = _causal_bounds(causal)
+    base = _band_state(q_len, kv_len, block, lo, hi)
+    nqb, nkb = base.shape
+    q_last = np.minimum((np.arange(nqb) + 1) * block, q_len) - 1 + (kv_len - q_len)
+    diagonal = np.minimum(q_last // block, nkb - 1)
+    pq, pk = _pool(q, block), _pool(k, block)
+    state = np.zeros((batch, heads, nqb, nkb), dtype=np.uint8)
+    for b in range(batch):
+        for h in range(heads):
+            s = pq[b, h] @ pk[b, h // group].T / np.sqrt(d)
+            prob = _softmax_rows(np.where(base != EMPTY, s, -np.inf))
+            if top_k is not None:
+                order = np.argsort(-prob, axis=1, kind="stable")[:, :top_k]
+                keep = np.zeros_like(prob, dtype=bool)
+                np.put_along_axis(keep, order, True, axis=1)
+            else:
+                keep = prob >= threshold
+            keep[np.arange(nqb), diagonal] = True
+            state[b, h] = np.where(keep, base, EMPTY)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    kept = _kept_by_blocks(state, band, q_len, kv_len, block)
+    rule = f"top-{top_k}" if top_k is not None else f">= {threshold:g}"
+    return AttentionMask(batch, heads, q_len, kv_len, block, state,
+                         lambda b, h, q_, kv: band(q_, kv), kept, f"gated blocks {rule}",
+                         estimate=Estimate("pooled", "pooled Q·K gate"))
+
+
+# --------------------------------------------------------------------------------------------
+# Element masks from files
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_mask(path: str, expected: str) -> np.ndarray:
+    try:
+        import torch
+    except ImportError:
+        raise SpecError(f"{path}: reading .pt files needs torch (pip install torch)") from None
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise SpecError(f"{path}: cannot read ({_one_line(exc)}); expected {expected}") from None
+    if isinstance(value, dict) and "mask" in value:
+        value = value["mask"]
+    if not isinstance(value, torch.Tensor):
+        raise SpecError(f"{path}: holds {type(value).__name__}; expected {expected}")
+    if value.numel() > MAX_FILE_ELEMENTS:
+        raise SpecError(f"{path}: {value.numel():,} elements, above the {MAX_FILE_ELEMENTS:,} a "
+                        f"file array may hold; expected {expected}")
+    if value.dtype.is_floating_point or value.dtype.is_complex:
+        raise SpecError(f"{path}: dtype {value.dtype} is not boolean or integer; expected "
+                        f"{expected}")
+    return value.numpy()
+
+
+def load_element_mask(path: str, batch: int, heads: int, q_len: int, kv_len: int) -> np.ndarray:
+    """An element mask file as ``bool[batch, heads, q_len, kv_len]`` (1s broadcast)."""
+    expected = f"a 0/1 mask [batch or 1, heads or 1, {q_len}, {kv_len}]"
+    if path.endswith(".pt"):
+        array = _torch_mask(path, expected)
+    elif path.endswith(".npz"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if "mask.npy" not in archive.namelist():
+                    raise SpecError(f"{path}: no array 'mask'; expected {expected}")
+                with archive.open("mask.npy") as fh:
+                    array = _read_array(fh, f"{path}: mask", expected, "biu")
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError,
+                RuntimeError, zlib.error) as exc:
+            raise SpecError(f"{path}: cannot read ({_one_line(exc)}); expected {expected}") \
+                from None
+    else:
+        array = _open_array(path, expected, "biu")
+    if array.ndim != 4 or array.shape[2:] != (q_len, kv_len) or array.shape[0] not in (1, batch) \
+            or array.shape[1] not in (1, heads):
+        raise SpecError(f"{path}: shape {tuple(array.shape)}; expected {expected}")
+    if array.dtype != bool and np.any((array != 0) & (array != 1)):
+        raise SpecError(f"{path}: values other than 0 and 1; expected {expected}")
+    return np.broadcast_to(array.astype(bool), (batch, heads, q_len, kv_len))
+
+
+def element_mask(dense: np.ndarray, block: int, causal: bool, label: str) -> AttentionMask:
+    """An element mask ``bool[batch, heads, q_len, kv_len]`` kept per block (causal applied)."""
+    batch, heads, q_len, kv_len = dense.shape
+    lo, hi = _causal_bounds(causal)
+    band = _band_elements(kv_len, q_len, lo, hi)
+    keep = dense & band(np.arange(q_len), np.arange(kv_len))[None, None]
+    nqb, nkb = ceil_div(q_len, block), ceil_div(kv_len, block)
+    padded = np.zeros((batch, heads, nqb * block, nkb * block), dtype=bool)
+    padded[:, :, :q_len, :kv_len] = keep
+    counts = padded.reshape(batch, heads, nqb, block, nkb, block).sum(axis=(3, 5))
+    q_sizes = np.diff(np.minimum(np.arange(0, (nqb + 1) * block, block), q_len))
+    k_sizes = np.diff(np.minimum(np.arange(0, (nkb + 1) * block, block), kv_len))
+    areas = q_sizes[:, None] * k_sizes[None, :]
+    state = np.where(counts == 0, EMPTY, np.where(counts == areas, FULL, PARTIAL))
+    return AttentionMask(batch, heads, q_len, kv_len, block, state.astype(np.uint8),
+                         lambda b, h, q, kv: keep[b, h][np.ix_(q, kv)], int(keep.sum()), label)
+
+
 def build_mask(op: AttentionOp) -> AttentionMask:
     """The mask of an attention op's pattern (data-dependent patterns compute their tensors)."""
     p, q_len = op.pattern, op.queries
@@ -925,7 +1323,16 @@ def build_mask(op: AttentionOp) -> AttentionMask:
         return block_sparse_mask(*shape, p.density, p.seed, op.causal)
     if isinstance(p, ScoreNMAttention):
         return score_nm_mask(*shape, p.n, p.m, op.causal)
+    if isinstance(p, (DiagonalAttention, MultiDiagonalAttention, VerticalStripeAttention)):
+        return video_masks(op)
+    if isinstance(p, VerticalSlashAttention):
+        return vertical_slash_mask(op)
+    if isinstance(p, ElementMaskAttention):
+        dense = load_element_mask(p.file, op.batch, op.heads, q_len, op.kv_len)
+        return element_mask(dense, op.block_size, op.causal, "element mask file")
     q, k = qk_for(p.data, op)
+    if isinstance(p, GatedBlockAttention):
+        return gated_block_mask(q, k, op.block_size, p.top_k, p.threshold, op.causal)
     if isinstance(p, BlasstAttention):
         return blasst_mask(q, k, op.block_size, p.threshold, op.causal)
     if isinstance(p, TopKAttention):
