@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, row_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, conv_rows, row_bytes
 from dataflows.program import Program, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.softmax_format import SoftmaxFormat
@@ -275,11 +275,11 @@ class Interpreter:
                 raise VerificationError(f"weight index {idx.max()} >= M={instr.nm_m}")
             # col(r, j) = (r // N)·M + idx[r][j]: the activation each kept weight multiplies.
             col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
-            a, a_valid = self.a[instr.slot].read(m, k // instr.nm_n * instr.nm_m, instr.a_row)
+            a, a_valid = self._a_rows(instr, k // instr.nm_n * instr.nm_m)
             self._require(a_valid[:, col], "input", instr.a_row)
             result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
         else:
-            a, a_valid = self.a[instr.slot].read(m, k, instr.a_row)
+            a, a_valid = self._a_rows(instr, k)
             self._require(a_valid, "input", instr.a_row)
             result = a @ w
         acc = self.acc[instr.c_slot]
@@ -288,6 +288,25 @@ class Interpreter:
             self._require(valid, "accumulator", instr.c_row)
             result = previous + result
         acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+
+    def _a_rows(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``m`` activation rows a COMPUTE streams, ``width`` operands each: slot rows from
+        ``a_row`` on, or through the convolution address mode (padding rows are zero and
+        defined)."""
+        plane = self.a[instr.slot]
+        if instr.conv is None:
+            return plane.read(instr.m, width, instr.a_row)
+        rows = conv_rows(instr.conv, instr.a_row, instr.m)
+        real = [r for r in rows if r is not None]
+        if real and min(real) < 0:
+            raise VerificationError(f"the convolution address mode reads slot row {min(real)}")
+        values, valid = plane.read(max(real, default=0) + 1, width)
+        a = np.zeros((instr.m, width), np.int64)
+        a_valid = np.ones((instr.m, width), bool)
+        for i, r in enumerate(rows):
+            if r is not None:
+                a[i], a_valid[i] = values[r], valid[r]
+        return a, a_valid
 
     def _compress(self, instr: Instr, image: DramImage) -> None:
         s, rows, cols = instr.slot, instr.rows, instr.cols
@@ -608,7 +627,10 @@ def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
         return {whole("weight", instr.slot)}, {whole("weight", instr.slot)}
     if op == Op.COMPUTE:
         acc = rows("accumulator", instr.c_slot, instr.c_row, instr.m)
-        reads = {rows("input", instr.slot, instr.a_row, instr.m),
+        a_rows = ([r for r in conv_rows(instr.conv, instr.a_row, instr.m) if r is not None]
+                  if instr.conv else [instr.a_row, instr.a_row + instr.m - 1])
+        first = min(a_rows, default=instr.a_row)
+        reads = {rows("input", instr.slot, first, max(a_rows, default=first) + 1 - first),
                  rows("weight", instr.b_slot, instr.b_row, instr.k)}
         if instr.accumulate:
             reads.add(acc)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from workloads.layer import Layer
+from workloads.layer import ConvShape, Layer
 from workloads.spec import BDWPSparsity, HardwareSpec, NMSparsity
 
 __all__ = ["GemmTask", "lower_layer", "lower"]
@@ -67,6 +67,10 @@ class GemmTask:
         For a convolution's GEMM, the feature-map elements behind its im2col-expanded matrix
         (``Layer.feature_map_elems``): A in ``ff``/``inference`` (X), C in ``bp`` (dX), B in
         ``wg`` (X). 0 when no operand is an im2col expansion.
+    conv
+        The convolution's geometry when A is its im2col matrix (``ff``/``inference`` of an
+        ungrouped convolution), else None: the scheduler may then generate A's rows on chip
+        from the feature map instead of reading the expansion (docs/scheduler.md).
     """
 
     name: str
@@ -81,6 +85,7 @@ class GemmTask:
     repeat: int = 1
     block_diagonal: int = 1
     im2col_elems: int = 0
+    conv: ConvShape | None = None
 
     def sparse_on(self, hw: HardwareSpec) -> bool:
         return self.nm is not None and hw.supports(*self.nm)
@@ -138,7 +143,8 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
         return tasks
     ff_nm = _ff_pattern(layer)
     ff_weight = f"{name}.W.ff" if ff_nm else None
-    tasks = [GemmTask(name, name, phase, rows, f_in, f_out, ff_nm, ff_weight, **same)]
+    tasks = [GemmTask(name, name, phase, rows, f_in, f_out, ff_nm, ff_weight, **same,
+                      conv=layer.conv)]
     if mode == "training":
         if layer.needs_input_grad:
             bp_nm = _bp_pattern(layer)
