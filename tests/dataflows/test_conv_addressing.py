@@ -126,3 +126,72 @@ def test_bands_read_each_input_line_once_plus_the_halo():
     bands = len(m_tiles(task, tiling))
     assert lines == conv.in_h + 2 * (bands - 1)  # each inner band boundary re-reads 2 lines
     assert dram_read_bytes(task, tiling, hw) == _traffic(segment.program, hw)[0]
+
+
+def _conv_layer(batch, size, c_in, c_out, kernel, stride, padding):
+    from workloads.layers import expand
+    from workloads.spec import WorkloadSpec
+    conv = {"op": "conv2d", "name": "cv", "in_channels": c_in, "out_channels": c_out,
+            "kernel": kernel, "stride": stride, "padding": padding, "input_size": size,
+            "batch": batch}
+    spec = WorkloadSpec.model_validate({"version": 1, "name": "t", "hardware": _hw(),
+                                        "mode": "training", "operations": [conv]})
+    (layer,) = expand(spec)
+    return layer
+
+
+def test_a_same_size_stride_1_convolutions_bp_is_the_transposed_convolution():
+    """dX of Y = conv(X, W) (stride 1, padding p, same size) is conv(dY, W flipped and
+    transposed) with padding kh − 1 − p: the BP GEMM is that convolution's im2col GEMM, and
+    its result equals the scatter-add of the gradient's definition."""
+    import numpy as np
+
+    from verification.dram import conv_matrix
+    from workloads.lowering import lower_layer
+
+    batch, size, c_in, c_out, kernel, pad = 2, 5, 4, 8, 3, 1
+    layer = _conv_layer(batch, size, c_in, c_out, kernel, 1, pad)
+    ff, bp, wg = lower_layer(layer, "training")
+    assert (bp.m, bp.k, bp.n) == (batch * size * size, kernel * kernel * c_out, c_in)
+    assert bp.macs_dense == ff.macs_dense
+    assert bp.conv == ConvShape(batch, size, size, c_out, kernel, kernel, 1, kernel - 1 - pad)
+    assert bp.distinct_elems() == (batch * size * size * c_out, bp.k * bp.n, bp.m * bp.n)
+    rng = np.random.default_rng(0)
+    w = rng.integers(-4, 5, (kernel, kernel, c_in, c_out))
+    dy = rng.integers(-4, 5, (batch, size, size, c_out))
+    dx = np.zeros((batch, size + 2 * pad, size + 2 * pad, c_in), np.int64)
+    for kh in range(kernel):
+        for kw in range(kernel):
+            dx[:, kh:kh + size, kw:kw + size] += dy @ w[kh, kw].T
+    reference = dx[:, pad:pad + size, pad:pad + size].reshape(-1, c_in)
+    # B rows in the scheduler's order (chunk of tk channels, kh, kw, channel); one chunk here.
+    b = w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, c_in)
+    a = conv_matrix(dy.reshape(-1, c_out), bp.conv, c_out)
+    assert np.array_equal(a @ b, reference)
+
+
+@pytest.mark.parametrize("stride, kernel, padding", [(2, 3, 1), (1, 1, 0), (1, 3, 0)])
+def test_other_convolutions_keep_the_im2col_bp(stride, kernel, padding):
+    from workloads.lowering import lower_layer
+    layer = _conv_layer(1, 8, 4, 8, kernel, stride, padding)
+    bp = [t for t in lower_layer(layer, "training") if t.phase == "bp"][0]
+    assert bp.conv is None and (bp.m, bp.k, bp.n) == (layer.rows, 8, layer.in_features)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_a_transposed_conv_bp_whose_working_set_fits_moves_exactly_its_compulsory_traffic(kernel,
+                                                                                          nm):
+    """BP of a stride-1 "same" convolution: dY read once, W once, dX written once."""
+    from dataclasses import replace
+
+    from workloads.lowering import lower_layer
+    hw = _hw()
+    layer = _conv_layer(2, 9, 4, 8, kernel, 1, kernel // 2)
+    bp = [t for t in lower_layer(layer, "training") if t.phase == "bp"][0]
+    if nm:
+        bp = replace(bp, nm=nm, weight="cv.W.bp")
+    segment = build_segment((bp,), hw, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv
+    assert _traffic(segment.program, hw) == compulsory_bytes(bp, tiling, hw.data_bytes)

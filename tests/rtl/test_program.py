@@ -57,10 +57,11 @@ def _task(name, m, k, n, nm=None, phase="inference", copies=1):
 SEARCH = SchedulePasses()
 
 
-def _conv(conv: ConvShape, n: int, nm=None):
+def _conv(conv: ConvShape, n: int, nm=None, phase=None):
     rows, k = conv.batch * conv.out_h * conv.out_w, conv.kh * conv.kw * conv.channels
-    phase = "ff" if nm else "inference"
-    return GemmTask("cv", "cv", phase, rows, k, n, nm, "cv.W.ff" if nm else None, conv=conv)
+    phase = phase or ("ff" if nm else "inference")
+    weight = f"cv.W.{phase}" if nm else None
+    return GemmTask("cv", "cv", phase, rows, k, n, nm, weight, conv=conv)
 
 
 CASES = {
@@ -90,6 +91,9 @@ CASES = {
                            (_conv(ConvShape(1, 9, 5, 8, 5, 5, 1, 2), 4, (2, 4)),), SEARCH, True),
     "conv_sat_widths_3x3": (SATLIKE, (_conv(ConvShape(2, 4, 4, 4, 3, 3, 1, 1), 5),), SEARCH,
                             True),
+    # BP of a stride-1 3x3 layer as the transposed convolution of dY (BDWP's BP mask along k).
+    "conv_bp_transposed_2_4": (TINY, (_conv(ConvShape(1, 5, 5, 8, 3, 3, 1, 1), 8, (2, 4), "bp"),),
+                               SEARCH, True),
 }
 
 
