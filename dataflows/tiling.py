@@ -18,12 +18,14 @@ all of it (:func:`search_tiling`, docs/scheduler.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
+from workloads.layer import ConvShape
 from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec
 
@@ -118,20 +120,27 @@ def m_tiles(task: GemmTask, tiling: Tiling) -> list[tuple[int, int]]:
     m = tiling.dims(task)[0]
     if not tiling.conv:
         return [(i, min(tiling.tm, m - i)) for i in range(0, m, tiling.tm)]
-    c = task.conv
-    image, lines = c.out_h * c.out_w, tiling.tm // c.out_w
+    return list(_conv_m_tiles(task.conv, tiling.tm))
+
+
+@lru_cache(maxsize=4096)
+def _conv_m_tiles(c: ConvShape, tm: int) -> tuple[tuple[int, int], ...]:
+    image, lines, m = c.out_h * c.out_w, tm // c.out_w, c.batch * c.out_h * c.out_w
     if lines > c.out_h:
         step = lines // c.out_h * image
-        return [(i, min(step, m - i)) for i in range(0, m, step)]
-    return [(n * image + oh * c.out_w, min(lines, c.out_h - oh) * c.out_w)
-            for n in range(c.batch) for oh in range(0, c.out_h, lines)]
+        return tuple((i, min(step, m - i)) for i in range(0, m, step))
+    return tuple((n * image + oh * c.out_w, min(lines, c.out_h - oh) * c.out_w)
+                 for n in range(c.batch) for oh in range(0, c.out_h, lines))
 
 
 def patch_lines(task: GemmTask, m0: int, rows: int) -> tuple[int, int, int]:
     """(first image, first input line within it, input lines) of the feature-map patch that
     output rows ``m0 .. m0+rows-1`` (whole output lines) read: from the first line any of them
     reads to the last, images back to back, padding lines excluded."""
-    c = task.conv
+    return _patch(task.conv, m0, rows)
+
+
+def _patch(c: ConvShape, m0: int, rows: int) -> tuple[int, int, int]:
     first, last = m0 // c.out_w, (m0 + rows - 1) // c.out_w
     n0, oh0 = divmod(first, c.out_h)
     n1, oh1 = divmod(last, c.out_h)
@@ -270,10 +279,20 @@ def _conv_chunks_per_tile(task: GemmTask, kb: int) -> int:
     return max(1, kb // (task.conv.kh * task.conv.kw))
 
 
-def _patch_rows(task: GemmTask, tiling: Tiling) -> list[int]:
+def _patch_rows(task: GemmTask, tiling: Tiling) -> tuple[int, ...]:
     """Input-slot rows of each m-tile's feature-map patch (one per pixel) under a convolution
     tiling: whole input lines of ``in_w`` pixels."""
-    return [patch_lines(task, m0, rows)[2] * task.conv.in_w for m0, rows in m_tiles(task, tiling)]
+    return _conv_patch_rows(task.conv, tiling.tm)
+
+
+@lru_cache(maxsize=4096)
+def _conv_patch_rows(c: ConvShape, tm: int) -> tuple[int, ...]:
+    tiles = _conv_m_tiles(c, tm)
+    if tm // c.out_w <= c.out_h:  # bands: every image has the same ones
+        per_image = len(tiles) // c.batch
+        first = tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles[:per_image])
+        return first * c.batch
+    return tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles)
 
 
 def _passes(nmb: int, nkb: int, nnb: int, order: str, slots: int) -> tuple[int, int]:
