@@ -522,8 +522,7 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
     if not passes.offline_tiling:
         return default_tiling(task, hw, compressed)
     slots = SLOTS_PER_BUFFER if passes.double_buffering else 1
-    key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw, task.conv,
-           task.phase in ("inference", "ff"))
+    key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw, task.conv)
     if key not in _TIMED:
         if len(_TIMED) > 4096:
             _TIMED.clear()

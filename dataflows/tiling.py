@@ -100,10 +100,11 @@ _MAX_CONV_EXTENT = (1 << 12) - 1
 def conv_mappable(task: GemmTask, tk: int) -> bool:
     """Whether ``task``'s A can come from its feature map through the convolution address mode
     with array tiles ``tk`` deep: an ungrouped convolution's GEMM (forward, or a transposed
-    convolution's BP, ``workloads.lowering``) whose channels fill
-    whole array tiles (a 3-channel first layer keeps im2col), whose kernel covers more than one
-    pixel (a 1×1 convolution's im2col matrix is the feature map, or a subsample of it) and
-    reads every input pixel (a patch holds whole input lines), within the fields' widths."""
+    convolution's BP, ``workloads.lowering``) whose channels fill whole array tiles (a
+    3-channel first layer keeps im2col), whose kernel covers more than one pixel (a 1×1
+    convolution's im2col matrix is the feature map, or a subsample of it) and reads every input
+    pixel (a patch holds whole input lines), within the fields' widths (``dh``/``dw`` are 8-bit
+    two's complement)."""
     c = task.conv
     if c is None or task.copies != 1:
         return False

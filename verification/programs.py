@@ -33,7 +33,7 @@ Kinds of case:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -100,7 +100,8 @@ GROUPED = "grouped"
 
 #: The convolution-addressing kind: the forward GEMM of a random ungrouped convolution whose A
 #: rows the PE array reads from a feature-map patch through COMPUTE's convolution address mode
-#: (kernels 2×2 to 5×5, stride 1 or 2, zero padding; dense or N:M). Named-only, as above.
+#: (kernels 2×2 to 5×5, stride 1 or 2, zero padding; dense or N:M, FF or, for odd seeds of
+#: stride-1 N:M draws, the BP of a transposed convolution with BDWP's BP mask). Named-only.
 CONV = "conv"
 
 #: Named-only kinds and their weight when named together with others.
@@ -284,6 +285,10 @@ def _conv_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, .
 def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
     """A :data:`CONV` case: redrawn until the search maps it with the address mode."""
     task, = _conv_tasks(rng, hw)
+    if task.nm and task.conv.stride == 1 and seed % 2:
+        # A BP lowered as the transposed convolution (workloads.lowering): the same program,
+        # with BDWP's second mask along k. Chosen by the seed, so the draws stay as they were.
+        task = replace(task, phase="bp", weight="conv.W.bp")
     passes = SchedulePasses(double_buffering=bool(rng.random() < 0.75), offline_tiling=True)
     try:
         case = make_case(hw, seed, CONV, (task,), passes, True)

@@ -34,7 +34,8 @@ def _features(case) -> set[str]:
     return {f"{conv.kh}x{conv.kw}", f"stride {conv.stride}", "sparse" if t.sparse else "dense",
             "band" if t.tm < image else ("images" if t.tm > image else "image"),
             "kernel offsets" if t.kb < conv.kh * conv.kw else "channel chunks",
-            "double" if case.passes.double_buffering else "single"} | ({"padding"} if padded else set())
+            "double" if case.passes.double_buffering else "single", task.phase} | (
+                {"padding"} if padded else set())
 
 
 def test_the_ci_conv_seeds_cover_the_address_mode():
@@ -47,4 +48,4 @@ def test_the_ci_conv_seeds_cover_the_address_mode():
             prepare(case)  # golden = math, no hazard, every tile fits its slot
             seen |= _features(case)
     assert seen >= {"3x3", "5x5", "stride 1", "stride 2", "padding", "sparse", "dense", "band",
-                    "images", "kernel offsets", "channel chunks", "single"}, seen
+                    "images", "kernel offsets", "channel chunks", "single", "bp"}, seen
