@@ -97,7 +97,10 @@ class ConvAddress:
     at kernel offset ``(dh, dw)`` (``kh − padding``, ``kw − padding``) it reads input pixel
     ``(ih, iw) = (oh·stride + dh, ow·stride + dw)``: slot row
     ``a_row + (n·in_h + ih − lo)·in_w + iw``, or a zero row where the pixel lies in the padding
-    (docs/isa.md, "Convolution address mode").
+    (docs/isa.md, "Convolution address mode"). Streamed row 0 is pixel ``ow0`` of its line.
+    With ``b`` the mode addresses the weight rows a COMPUTE preloads instead (row ``r`` of
+    ``k``, from slot row ``b_row``): a weight-gradient GEMM's stationary operand is the
+    im2col matrix there.
     """
 
     stride: int
@@ -109,6 +112,8 @@ class ConvAddress:
     lo: int
     dh: int
     dw: int
+    ow0: int = 0
+    b: bool = False
 
 
 def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
@@ -117,7 +122,7 @@ def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
     exactly this rule."""
     rows: list[int | None] = []
     for i in range(m):
-        line, ow = divmod(i, conv.out_w)
+        line, ow = divmod(conv.ow0 + i, conv.out_w)
         image, oh = divmod(conv.oh0 + line, conv.out_h)
         ih, iw = oh * conv.stride + conv.dh, ow * conv.stride + conv.dw
         inside = 0 <= ih < conv.in_h and 0 <= iw < conv.in_w
@@ -232,12 +237,14 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_lo", 12),
     ("conv_dh", 8),
     ("conv_dw", 8),
+    ("conv_ow0", 12),
+    ("conv_b", 1),
 )
 
 #: Fields that hold two's complement values (the kernel offsets less the padding).
 SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
 
-_CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw")
+_CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b")
 
 
 def _values(instr: Instr) -> dict[str, int]:
@@ -250,7 +257,8 @@ def _values(instr: Instr) -> dict[str, int]:
         "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
         "a_row": instr.a_row, "b_row": instr.b_row, "c_row": instr.c_row,
         "conv": int(instr.conv is not None),
-        **{f"conv_{name}": getattr(instr.conv, name) if instr.conv else 0 for name in _CONV_FIELDS},
+        **{f"conv_{name}": int(getattr(instr.conv, name)) if instr.conv else 0
+           for name in _CONV_FIELDS},
     }
 
 
@@ -279,6 +287,7 @@ def decode(word: int) -> Instr:
         values[name] = value
         shift += width
     conv = {name: values.pop(f"conv_{name}") for name in _CONV_FIELDS}
+    conv["b"] = bool(conv["b"])
     values["conv"] = ConvAddress(**conv) if values.pop("conv") else None
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
     flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask", "requant")}

@@ -36,6 +36,7 @@ from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
     Tiling,
+    b_patches,
     default_tiling,
     estimate,
     m_tiles,
@@ -197,7 +198,10 @@ class _GemmWriter:
             self.b = em.dram.alloc(f"{task.name}.B", kc * tiles, hw.array.cols, db, "nm_tiles",
                                    tiles * kc * self.row_bytes)
         else:
-            self.b = em.dram.alloc(f"{task.name}.B", self.k * copies, self.n, db)
+            self.b = self._alloc_b()
+
+    def _alloc_b(self):
+        return self.em.dram.alloc(f"{self.task.name}.B", self.k * self.task.copies, self.n, self.db)
 
     def _alloc_a(self):
         return self.em.dram.alloc(f"{self.task.name}.A", self.m * self.task.copies, self.k, self.db)
@@ -240,6 +244,10 @@ class _GemmWriter:
             buf.place(slot_i)
             buf.slots[slot_i].resident = key
         return slot_i, hit
+
+    def _b_operand(self, s: _Step, c: int, kc: int, j: int, nj: int) -> tuple[tuple, dict]:
+        """The B part a COMPUTE of sub-tile (c, j) reads, and its B fields."""
+        return (c, j), {"b_row": (c * self.t.nb + j) * self.b_rows}
 
     def load_b(self, s: _Step, slot_i: int, c: int, kc: int, ns: range) -> None:
         """Sub-tiles (c, j) of the B tile in ``slot_i``: array tiles (kc, nj) for nj in ``ns``."""
@@ -295,11 +303,12 @@ class _GemmWriter:
                 _, tn = self.n_ext[nj]
                 acc = acc_buf.part(c_slot, (j,))
                 accumulate = s.ki > 0 or c > 0
-                reads = (a_part(a_slot, a_key), b_part(b_slot, (c, j))) + ((acc,) if accumulate else ())
+                b_key, b_fields = self._b_operand(s, c, kc, j, nj)
+                reads = (a_part(a_slot, a_key), b_part(b_slot, b_key)) + ((acc,) if accumulate else ())
                 em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot,
                         b_slot=b_slot, c_slot=c_slot, accumulate=accumulate, rows=tm, cols=tn,
                         k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m,
-                        b_row=(c * t.nb + j) * self.b_rows, c_row=j * t.tm, **a_fields)
+                        c_row=j * t.tm, **a_fields, **b_fields)
         if s.last_k:
             row0, db = s.copy * self.m + m0, self.hw.data_bytes
             # A STORE_C and a COMPUTE never use one accumulator slot at once (they share its
@@ -387,6 +396,64 @@ class _ConvWriter(_GemmWriter):
         return (j,), {"a_row": j * rows, "conv": address}
 
 
+class _WgConvWriter(_GemmWriter):
+    """A weight-gradient GEMM ``dW = dYᵀ · im2col(X)`` whose B is generated on chip
+    (``Tiling.conv_b``, docs/scheduler.md).
+
+    B is X, NHWC. Array tile ``nj`` along n is channel chunk ``nj // (kh·kw)`` (``tn``
+    channels) at kernel offset ``nj % (kh·kw)``; along k, array tile ``kc`` is ``tk``
+    consecutive output pixels. A buffer tile's B is, per channel chunk, the patch of input
+    lines its ``kb·tk`` pixels read, in the weight slot; each COMPUTE preloads its ``tk``
+    weight rows from it through the address mode (zero rows for the padding).
+    """
+
+    def _alloc_b(self):
+        c = self.task.conv
+        return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
+                                  self.db)
+
+    def _chunks_of(self, ni: int) -> range:
+        kk, ns = self.task.conv.kh * self.task.conv.kw, self._chunks(ni, self.t.nb, self.nn)
+        return range(ns[0] // kk, ns[-1] // kk + 1)
+
+    def claim_b(self, s: _Step) -> tuple[int, bool]:
+        buf = self.em.buffers["B"]
+        key = (self.tag, s.copy, s.ki, self._chunks_of(s.ni)[0])
+        slot_i, hit = buf.find_or_claim(key)
+        if not hit:
+            buf.place(slot_i)
+            buf.slots[slot_i].resident = key
+        return slot_i, hit
+
+    def load_b(self, s: _Step, slot_i: int, c: int, kc: int, ns: range) -> None:
+        """The patches of the tile's channel chunks, all with the first k-chunk's loads."""
+        if c:
+            return
+        conv, t = self.task.conv, self.t
+        n0, lo, rows = b_patches(self.task, t)[s.ki]
+        for j, chunk in enumerate(self._chunks_of(s.ni)):
+            self.em.emit(Op.LOAD_B, self.tag, writes=(self.em.buffers["B"].part(slot_i, (j,)),),
+                         slot=slot_i, addr=self.b.addr + ((n0 * conv.in_h + lo) * conv.in_w
+                                                          * conv.channels + chunk * t.tn) * self.db,
+                         stride=conv.channels * self.db, rows=rows, cols=t.tn, b_row=j * rows)
+
+    def _b_operand(self, s: _Step, c: int, kc: int, j: int, nj: int) -> tuple[tuple, dict]:
+        conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
+        n0, lo, rows = b_patches(self.task, self.t)[s.ki]
+        part = nj // kk - self._chunks_of(s.ni)[0]
+        p0, _ = self.k_ext[kc]
+        line, ow0 = divmod(p0, conv.out_w)
+        image, oh0 = divmod(line, conv.out_h)
+        # The rule counts images from the first pixel's: a later image starts its patch rows
+        # (image - n0)·in_h lines after the patch's first line (lo of image n0).
+        base = part * rows + (((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0)
+        dh, dw = divmod(nj % kk, conv.kw)
+        address = ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
+                              lo if image == n0 else 0, dh - conv.padding, dw - conv.padding,
+                              ow0, True)
+        return (part,), {"b_row": base, "conv": address}
+
+
 class _DeferredStore:
     """The STORE_Cs of the last finished output tile, held back until the next tile's loads are
     issued (so they are not queued behind them on the DMA); then the accumulator slot is free."""
@@ -405,6 +472,10 @@ class _DeferredStore:
             self.em.emit(op, tag, reads=reads, **fields)
         for s in slots:
             self.em.buffers["C"].slots[s].resident = None
+
+
+def _writer(tiling: Tiling) -> type[_GemmWriter]:
+    return _ConvWriter if tiling.conv else _WgConvWriter if tiling.conv_b else _GemmWriter
 
 
 def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator[_Step]:
@@ -436,8 +507,7 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
     em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
     stores = _DeferredStore(em)
     work = list(enumerate(zip(tasks, tilings)))
-    writers = [(_ConvWriter if tiling.conv else _GemmWriter)(em, stores, tag, task, tiling, hw)
-               for tag, (task, tiling) in work]
+    writers = [_writer(tiling)(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
     streams = [_steps(tag, task, tiling) for tag, (task, tiling) in work]
     totals = [_step_count(task, tiling) for task, tiling in zip(tasks, tilings)]
     for s in _proportional(streams, totals):
@@ -576,7 +646,10 @@ def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
-    return (task.m, task.k, task.n, task.nm, task.copies, tiling, task.conv if tiling.conv else None)
+    # A convolution tiling's program depends on the geometry, not only on the GEMM's shape
+    # (ResNet-50's layer4.0.conv2 and layer4.1.conv2 share m, k and n).
+    conv = task.conv if tiling.conv or tiling.conv_b else None
+    return (task.m, task.k, task.n, task.nm, task.copies, tiling, conv)
 
 
 class _SegmentCache:

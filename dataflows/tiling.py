@@ -43,6 +43,8 @@ __all__ = [
     "dram_read_bytes",
     "MAX_TILE_ROWS",
     "conv_mappable",
+    "conv_b_mappable",
+    "b_patches",
     "m_tiles",
     "patch_lines",
 ]
@@ -75,6 +77,12 @@ class Tiling:
         offset), ``kb`` is a multiple of kh·kw (whole channel chunks) or divides it (some
         kernel offsets of one chunk), and an m-tile is
         ``tm // out_w`` whole output lines of one image, or whole images (:func:`m_tiles`).
+    conv_b
+        A weight-gradient GEMM's B (the im2col matrix of X: ``k`` = output pixels, ``n`` =
+        (channel chunk of ``tn``, kernel offset, channel)) is generated on chip: per channel
+        chunk, the patch of input lines a k-buffer tile's ``kb·tk`` pixels read sits in the
+        weight slot, and each COMPUTE preloads its ``tk`` rows through the address mode;
+        ``nb`` is a multiple or a divisor of kh·kw (:func:`b_patches`).
     """
 
     tm: int
@@ -87,6 +95,7 @@ class Tiling:
     kb: int = 1
     nb: int = 1
     conv: bool = False
+    conv_b: bool = False
 
     def dims(self, task: GemmTask) -> tuple[int, int, int]:
         """(m, k, n) as executed."""
@@ -106,12 +115,51 @@ def conv_mappable(task: GemmTask, tk: int) -> bool:
     pixel (a patch holds whole input lines), within the fields' widths (``dh``/``dw`` are 8-bit
     two's complement)."""
     c = task.conv
-    if c is None or task.copies != 1:
+    if c is None or task.copies != 1 or task.phase == "wg":
         return False
     return (c.kh * c.kw > 1 and c.channels % tk == 0 and c.reads_every_pixel
             and task.k == c.kh * c.kw * c.channels and 1 <= c.stride <= 7
             and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
             and c.padding < 64 and max(c.kh, c.kw) < 64)
+
+
+#: The weight-side mode streams dYᵀ's C_out rows through every COMPUTE (the orientation cannot
+#: swap), so it is offered only where a COMPUTE keeps the array at least this busy:
+#: ``m / (m + rows + cols + 1) ≥ 3/4``, i.e. ``m ≥ 3·(rows + cols + 1)``. A fixed rule of the
+#: GEMM and the array, not of the buffers, so a larger buffer still only adds candidates.
+_CONV_B_MIN_STREAM = 3
+
+
+def conv_b_mappable(task: GemmTask, tn: int, rows: int) -> bool:
+    """Whether a weight-gradient GEMM's B (X's im2col matrix) can come from X through the
+    convolution address mode on weight rows: as :func:`conv_mappable`, with channel chunks of
+    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and C_out
+    (``m``) long enough to keep the array busy (``_CONV_B_MIN_STREAM``; ``rows`` PE rows)."""
+    c = task.conv
+    if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
+        return False
+    if task.m < _CONV_B_MIN_STREAM * (rows + tn + 1):
+        return False
+    return (c.kh * c.kw > 1 and c.channels % tn == 0 and c.reads_every_pixel
+            and task.n == c.kh * c.kw * c.channels and task.k == c.batch * c.out_h * c.out_w
+            and 1 <= c.stride <= 7 and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
+            and c.padding < 64 and max(c.kh, c.kw) < 64)
+
+
+def b_patches(task: GemmTask, tiling: Tiling) -> tuple[tuple[int, int, int], ...]:
+    """Per k-buffer tile of a ``conv_b`` tiling (``kb·tk`` consecutive output pixels), its
+    patch: (first image, first input line in it, slot rows = lines · in_w)."""
+    return _conv_b_patches(task.conv, tiling.kb * tiling.tk)
+
+
+@lru_cache(maxsize=4096)
+def _conv_b_patches(c: ConvShape, pixels: int) -> tuple[tuple[int, int, int], ...]:
+    total = c.batch * c.out_h * c.out_w
+    out = []
+    for p0 in range(0, total, pixels):
+        n0, lo, lines = _patch(c, p0, min(pixels, total - p0))
+        out.append((n0, lo, lines * c.in_w))
+    return tuple(out)
 
 
 def m_tiles(task: GemmTask, tiling: Tiling) -> list[tuple[int, int]]:
@@ -266,11 +314,17 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
         width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
         a_ok = (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
                 and kb * tm <= MAX_ROW_OFFSET)
-    return (a_ok
-            and kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
+    if tiling.conv_b:
+        rows = max(p[2] for p in b_patches(task, tiling))
+        b_rows = _conv_chunks_per_tile(task, nb) * rows
+        b_ok = (b_rows <= weight_slot_rows(hw) and rows <= MAX_TILE_ROWS
+                and b_rows <= MAX_ROW_OFFSET)
+    else:
+        b_ok = (kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
+                and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
+    return (a_ok and b_ok
             and nb * tm <= accumulator_slot_rows(hw)
-            and nb * tm <= MAX_ROW_OFFSET
-            and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
+            and nb * tm <= MAX_ROW_OFFSET)
 
 
 def _conv_chunks_per_tile(task: GemmTask, kb: int) -> int:
@@ -364,8 +418,16 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     dma = a_pass * a_dma
     dma += _dma_sum(ms, ns, lambda w: w * db, hw)  # outputs leave requantized, at operand width
     read = a_pass * a_read
-    vec = 0
-    if tiling.sparse and tiling.compressed_in_dram:
+    vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
+    if tiling.conv_b:
+        chunks = task.conv.channels // tiling.tn
+        b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(chunks, _conv_chunks_per_tile(task, nb)),
+                         tiling.order, slots)[1]
+        patches = [p[2] for p in b_patches(task, tiling)]
+        dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
+        read += b_pass * sum(patches) * task.conv.channels * db
+        first_b = dma_cycles(patches[0], tiling.tn * db, hw)
+    elif tiling.sparse and tiling.compressed_in_dram:
         nm_n, nm_m = task.nm
         kcs = [(w // nm_m * nm_n, c) for w, c in ks]
         dma += b_pass * _dma_sum(kcs, ns, lambda _: sh.b_row_bytes, hw)
@@ -379,8 +441,7 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     pe = nks * nns * (nms * compute_cycles(0, hw) + sh.m)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
-    exposed = (first_a + dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
-               + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw))
+    exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
     return GemmEstimate(dma=dma, pe=pe, vec=vec, read_bytes=read, exposed=exposed)
 
 
@@ -436,6 +497,8 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                         ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
     if not on_chip and conv_mappable(task, tk):
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
+    if conv_b_mappable(task, tn, hw.array.rows):
+        ranked.extend(_conv_b_ranked(task, hw, slots))
     if not ranked:
         return [default_tiling(task, hw, compressed_in_dram)]
     ranked.sort(key=lambda item: item[0])
@@ -466,6 +529,34 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                                     compressed_in_dram and sparse, kb, nb, True)
                     if not fits(task, tiling, hw):
                         continue
+                    est = estimate(task, tiling, hw, slots)
+                    ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    return ranked
+
+
+def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
+    """Weight-gradient tilings whose B comes from X through the address mode, with their
+    ranking keys: k-buffer tiles of the most pixels whose patches fit the weight slot (and a
+    half and a quarter of that), ``nb`` whole channel chunks or some kernel offsets of one."""
+    _, tk, tn = _base(task, hw)
+    c = task.conv
+    kk, nk, chunks = c.kh * c.kw, ceil_div(task.k, tk), c.channels // tn
+    spans = {d for d in range(1, kk) if kk % d == 0} | {cb * kk for cb in _span_candidates(chunks, True)}
+    ranked = []
+    for nb in sorted(spans):
+        per = _conv_chunks_per_tile(task, nb)
+        lines = max(1, weight_slot_rows(hw) // per // c.in_w - c.kh)  # input lines a patch may hold
+        top = max(1, min(nk, lines * c.out_w // (c.stride * tk)))
+        for kb in sorted({top, max(1, top // 2), max(1, top // 4), 1}):
+            probe = Tiling(1, tk, tn, "mnk", False, False, False, kb, nb, False, True)
+            if not fits(task, probe, hw):
+                continue
+            limit = min(hw.buffers.input_bytes // SLOTS_PER_BUFFER // (kb * input_row_bytes(tk, hw)),
+                        accumulator_slot_rows(hw) // nb, MAX_TILE_ROWS,
+                        MAX_ROW_OFFSET // max(kb, nb))
+            for order in ("mnk", "nmk"):
+                for tm in _tm_candidates(task.m, limit) if limit else ():
+                    tiling = Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
                     est = estimate(task, tiling, hw, slots)
                     ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
     return ranked

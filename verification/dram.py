@@ -252,7 +252,13 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
     b_ops: list[np.ndarray] = []
     for tag, (task, t) in enumerate(zip(case.tasks, case.tilings)):
         m, k, n = t.dims(task)
-        b = random_weights((task.copies, k, n), hw.data_bits, rng)
+        if t.conv_b:  # B is the NHWC feature map; the GEMM's B is its im2col matrix
+            tb = program.tensors[f"{task.name}.B"]
+            x = random_weights((tb.rows, tb.cols), hw.data_bits, rng)
+            place_dense(image, tb, x)
+            b = conv_matrix(x, task.conv, t.tn)[None]
+        else:
+            b = random_weights((task.copies, k, n), hw.data_bits, rng)
         b_ops.append(b)
         if case.segment == "pregen":
             dense = program.tensors[f"{task.weight}.dense"]
@@ -273,7 +279,7 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
             _, rb = compressed_tile_geometry(t, task.nm, hw)
             for offset, raw in nm_tiles(b, case, tag):
                 _place(image, tb.addr + offset, rb, raw)
-        else:
+        elif not t.conv_b:  # (X, the feature map, is in place already)
             _place(image, tb.addr, tb.stride, to_bytes(b.reshape(-1, n), db).reshape(-1, n * db))
     return image, Operands(tuple(a_ops), tuple(b_ops))
 

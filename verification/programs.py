@@ -101,7 +101,8 @@ GROUPED = "grouped"
 #: The convolution-addressing kind: the forward GEMM of a random ungrouped convolution whose A
 #: rows the PE array reads from a feature-map patch through COMPUTE's convolution address mode
 #: (kernels 2×2 to 5×5, stride 1 or 2, zero padding; dense or N:M, FF or, for odd seeds of
-#: stride-1 N:M draws, the BP of a transposed convolution with BDWP's BP mask). Named-only.
+#: stride-1 N:M draws, the BP of a transposed convolution with BDWP's BP mask; for seeds
+#: 5 mod 6 the weight gradient, whose B rows come through the mode on weight rows). Named-only.
 CONV = "conv"
 
 #: Named-only kinds and their weight when named together with others.
@@ -285,7 +286,15 @@ def _conv_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, .
 def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
     """A :data:`CONV` case: redrawn until the search maps it with the address mode."""
     task, = _conv_tasks(rng, hw)
-    if task.nm and task.conv.stride == 1 and seed % 2:
+    conv = task.conv
+    if seed % 6 == 5:
+        # The weight gradient of the same convolution: B is X's im2col matrix, preloaded
+        # through the address mode on weight rows (dense). Chosen by the seed, as below.
+        c_out = 3 * (hw.array.rows + hw.array.cols + 1) + task.n  # long enough to stream
+        task = GemmTask("conv.wg", "conv", "wg", c_out, task.m, task.k,
+                        im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels,
+                        conv=conv)
+    elif task.nm and task.conv.stride == 1 and seed % 2:
         # A BP lowered as the transposed convolution (workloads.lowering): the same program,
         # with BDWP's second mask along k. Chosen by the seed, so the draws stay as they were.
         task = replace(task, phase="bp", weight="conv.W.bp")
@@ -294,7 +303,7 @@ def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
         case = make_case(hw, seed, CONV, (task,), passes, True)
     except VerificationError as exc:  # too many instructions for the controller: redraw
         raise MappingError(str(exc)) from None
-    if not case.tilings[0].conv:
+    if not (case.tilings[0].conv or case.tilings[0].conv_b):
         raise MappingError(f"{task.conv} is mapped through im2col on {hw.name!r}")
     return case
 

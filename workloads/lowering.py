@@ -78,9 +78,9 @@ class GemmTask:
     conv
         The geometry of the convolution whose im2col matrix A is (``ff``/``inference`` of an
         ungrouped convolution; ``bp`` of one computed as the transposed convolution, above),
-        else None: the scheduler may then generate A's rows on chip from the feature map
-        instead of reading the expansion (docs/scheduler.md). ``im2col_elems`` then counts
-        that feature map (A's distinct elements).
+        or B is (``wg``), else None: the scheduler may then generate that operand's rows on
+        chip from the feature map instead of reading the expansion (docs/scheduler.md).
+        ``im2col_elems`` counts that feature map.
     """
 
     name: str
@@ -111,8 +111,9 @@ class GemmTask:
         im2col-expanded matrix counts its feature map (``im2col_elems``)."""
         sizes = [self.m * self.k, self.k * self.n, self.m * self.n]
         if self.im2col_elems:
-            expanded = 0 if self.conv is not None else {"inference": 0, "ff": 0, "bp": 2, "wg": 1}
-            sizes[expanded if isinstance(expanded, int) else expanded[self.phase]] = self.im2col_elems
+            # A transposed-convolution BP (``conv`` set) expands A (dY), not C.
+            expanded = {"inference": 0, "ff": 0, "bp": 0 if self.conv else 2, "wg": 1}
+            sizes[expanded[self.phase]] = self.im2col_elems
         return sizes[0], sizes[1], sizes[2]
 
     def macs_executed(self, hw: HardwareSpec) -> int:
@@ -182,7 +183,8 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
                     f"{name}.bp", name, "bp", c.batch * c.out_h * c.out_w, f_out * c.kh * c.kw,
                     layer.conv.channels, bp_nm, bp_weight, repeat=layer.repeat,
                     im2col_elems=c.batch * c.in_h * c.in_w * c.channels, conv=c))
-        tasks.append(GemmTask(f"{name}.wg", name, "wg", f_out, rows, f_in, **same))
+        tasks.append(GemmTask(f"{name}.wg", name, "wg", f_out, rows, f_in, **same,
+                              conv=layer.conv))
     return tasks
 
 

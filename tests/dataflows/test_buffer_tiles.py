@@ -86,8 +86,12 @@ def convs(draw):
                      draw(st.integers(low, 10)), tk * draw(st.integers(1, 2)), kernel, kernel,
                      stride, padding)
     n = draw(st.integers(1, 12)) * (nm[1] if nm else 1)
-    return GemmTask("c", "c", "ff" if nm else "inference", conv.batch * conv.out_h * conv.out_w,
-                    kernel * kernel * conv.channels, n, nm, "c.W.ff" if nm else None, conv=conv)
+    rows, k = conv.batch * conv.out_h * conv.out_w, kernel * kernel * conv.channels
+    if nm is None and draw(st.booleans()):  # its weight gradient (B = X's im2col matrix)
+        return GemmTask("c.wg", "c", "wg", 27 + n, rows, k,  # C_out ≥ 3·(4 + 4 + 1) on tiny
+                        im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels, conv=conv)
+    return GemmTask("c", "c", "ff" if nm else "inference", rows, k, n, nm,
+                    "c.W.ff" if nm else None, conv=conv)
 
 
 @st.composite

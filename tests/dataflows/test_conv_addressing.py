@@ -195,3 +195,49 @@ def test_a_transposed_conv_bp_whose_working_set_fits_moves_exactly_its_compulsor
     tiling = segment.work.tilings[0]
     assert tiling.conv
     assert _traffic(segment.program, hw) == compulsory_bytes(bp, tiling, hw.data_bytes)
+
+
+def test_a_short_weight_gradient_keeps_im2col():
+    """C_out = 8 rows streamed per COMPUTE on a 4×4 array would leave it half idle."""
+    from workloads.lowering import lower_layer
+    layer = _conv_layer(2, 9, 8, 8, 3, 1, 1)
+    wg = [t for t in lower_layer(layer, "training") if t.phase == "wg"][0]
+    assert not build_segment((wg,), _hw(), SchedulePasses()).work.tilings[0].conv_b
+
+
+def test_conv_rows_from_a_pixel_inside_a_line():
+    """Row 0 may be any pixel (``ow0``): the weight-side mode's k-tiles start mid-line."""
+    conv = ConvAddress(1, 3, 4, 3, 4, 1, 0, -1, -1, ow0=2)
+    assert conv_rows(conv, 5, 4) == [6, 7, None, 9]
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 1), (3, 2), (5, 1), (7, 2)])
+def test_a_weight_gradient_whose_working_set_fits_moves_exactly_its_compulsory_traffic(kernel,
+                                                                                       stride):
+    """WG: dY (as dYᵀ) read once, X read once through the weight-side address mode, dW written
+    once."""
+    from workloads.lowering import lower_layer
+    hw = _hw()
+    layer = _conv_layer(2, 9, 8, 28, kernel, stride, kernel // 2)  # C_out ≥ 3·(4 + 4 + 1)
+    wg = [t for t in lower_layer(layer, "training") if t.phase == "wg"][0]
+    segment = build_segment((wg,), hw, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv_b and not tiling.conv
+    assert _traffic(segment.program, hw) == compulsory_bytes(wg, tiling, hw.data_bytes)
+
+
+def test_equal_gemm_shapes_of_different_convolutions_get_their_own_programs():
+    """ResNet-50's layer4.0.conv2 (3×3, stride 2, 14×14) and layer4.1.conv2 (3×3, stride 1,
+    7×7) have the same weight-gradient GEMM shape; a program cache keyed by the shape alone
+    gave the first one the second one's patches (found by test_mapping_figures)."""
+    from workloads.lowering import lower_layer
+    hw = _hw()
+    first = [t for t in lower_layer(_conv_layer(2, 14, 4, 28, 3, 2, 1), "training")
+             if t.phase == "wg"][0]
+    second = [t for t in lower_layer(_conv_layer(2, 7, 4, 28, 3, 1, 1), "training")
+              if t.phase == "wg"][0]
+    assert (first.m, first.k, first.n) == (second.m, second.k, second.n)
+    for task in (first, second):
+        segment = build_segment((task,), hw, SchedulePasses())
+        assert segment.work.tilings[0].conv_b
+        assert _traffic(segment.program, hw) == compulsory_bytes(task, segment.work.tilings[0], 1)

@@ -64,6 +64,12 @@ def _conv(conv: ConvShape, n: int, nm=None, phase=None):
     return GemmTask("cv", "cv", phase, rows, k, n, nm, weight, conv=conv)
 
 
+def _wg(conv: ConvShape, c_out: int):
+    pixels, k = conv.batch * conv.out_h * conv.out_w, conv.kh * conv.kw * conv.channels
+    return GemmTask("cv.wg", "cv", "wg", c_out, pixels, k,
+                    im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels, conv=conv)
+
+
 CASES = {
     # name: (hardware, tasks, passes, compressed_in_dram)
     "dense_two_k_tiles": (TINY, (_task("g", 8, 12, 8),), PLAIN, True),
@@ -94,6 +100,9 @@ CASES = {
     # BP of a stride-1 3x3 layer as the transposed convolution of dY (BDWP's BP mask along k).
     "conv_bp_transposed_2_4": (TINY, (_conv(ConvShape(1, 5, 5, 8, 3, 3, 1, 1), 8, (2, 4), "bp"),),
                                SEARCH, True),
+    # Weight gradient: X's im2col rows preloaded through the mode on weight rows, k-tiles of
+    # 4 pixels starting mid-line (out_w = 3), a stride-2 padded conv over two images.
+    "conv_wg_weight_rows": (TINY, (_wg(ConvShape(2, 6, 5, 4, 3, 3, 2, 1), 28),), SEARCH, True),
 }
 
 
@@ -112,7 +121,8 @@ def test_program_matches_numpy_and_archsim(name):
     if name.startswith("compress_on_chip") or name == "odd_beat_and_lanes":
         assert any(i.op == Op.COMPRESS for i in program.instrs)
     if name.startswith("conv"):
-        assert segment.work.tilings[0].conv and any(i.conv for i in program.instrs)
+        tiling = segment.work.tilings[0]
+        assert (tiling.conv or tiling.conv_b) and any(i.conv for i in program.instrs)
     if name == "interleaved_bp_wg":
         assert set(program.tags) == {0, 1}
     # prepare() times the program with archsim.model.run_program (prepared.cycles, .trace).

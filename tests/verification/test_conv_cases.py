@@ -29,8 +29,14 @@ def _features(case) -> set[str]:
     conv = task.conv
     image = conv.out_h * conv.out_w
     computes = [i for i in case.program.instrs if i.op == Op.COMPUTE]
-    assert t.conv and computes and all(i.conv is not None for i in computes)
-    padded = any(None in conv_rows(i.conv, i.a_row, i.m) for i in computes)
+    assert (t.conv or t.conv_b) and computes and all(i.conv is not None for i in computes)
+    assert all(i.conv.b == t.conv_b for i in computes)
+    padded = any(None in conv_rows(i.conv, i.b_row if i.conv.b else i.a_row,
+                                   i.k if i.conv.b else i.m) for i in computes)
+    if t.conv_b:
+        mid_line = any(i.conv.ow0 for i in computes)
+        return {"wg", f"{conv.kh}x{conv.kw}"} | ({"padding"} if padded else set()) | (
+            {"mid-line"} if mid_line else set())
     return {f"{conv.kh}x{conv.kw}", f"stride {conv.stride}", "sparse" if t.sparse else "dense",
             "band" if t.tm < image else ("images" if t.tm > image else "image"),
             "kernel offsets" if t.kb < conv.kh * conv.kw else "channel chunks",
@@ -48,4 +54,5 @@ def test_the_ci_conv_seeds_cover_the_address_mode():
             prepare(case)  # golden = math, no hazard, every tile fits its slot
             seen |= _features(case)
     assert seen >= {"3x3", "5x5", "stride 1", "stride 2", "padding", "sparse", "dense", "band",
-                    "images", "kernel offsets", "channel chunks", "single", "bp"}, seen
+                    "images", "kernel offsets", "channel chunks", "single", "bp", "wg",
+                    "mid-line"}, seen

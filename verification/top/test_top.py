@@ -107,8 +107,10 @@ def test_grouped_convolution_programs_are_exact(config, tmp_path):
 #: Convolution-addressing programs (named-only kind), by configuration: together 3×3 and 5×5,
 #: stride 1 and 2, zero padding, dense and N:M, bands of output lines with their halo, tiles of
 #: whole images, buffer tiles of some kernel offsets and of whole channel chunks, single
-#: buffering (tests/verification/test_conv_cases.py pins that coverage).
-CONV_SEEDS = {"tiny": [4, 7, 9], "tiny-8x8": [0, 68, 284]}
+#: buffering, a transposed-convolution BP and two weight gradients through the mode on weight
+#: rows (k-tiles from mid-line, across images) (tests/verification/test_conv_cases.py pins that
+#: coverage).
+CONV_SEEDS = {"tiny": [4, 5, 7, 9], "tiny-8x8": [0, 41, 68, 284]}
 
 
 def test_convolution_address_mode_programs_are_exact(config, tmp_path):
