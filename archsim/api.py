@@ -98,7 +98,10 @@ def _tiling_label(tiling: Tiling | None) -> str:
     swap = ",swap" if tiling.swap else ""
     # A buffer tile of several array tiles: kb along k, nb along n (docs/scheduler.md).
     buffer = f",buffer {tiling.kb}x{tiling.nb}" if tiling.kb * tiling.nb > 1 else ""
-    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}{buffer}"
+    # A rows (or, for a weight gradient, B rows) generated from the feature map (convolution
+    # address mode, docs/scheduler.md).
+    conv = ",conv" if tiling.conv else ",conv-b" if tiling.conv_b else ""
+    return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}{buffer}{conv}"
 
 
 def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: HardwareSpec) -> list[LayerRecord]:

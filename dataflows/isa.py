@@ -28,7 +28,10 @@ __all__ = [
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
     "Instr",
+    "ConvAddress",
+    "conv_rows",
     "FIELDS",
+    "SIGNED_FIELDS",
     "WORD_BITS",
     "ROW_OFFSET_BITS",
     "encode",
@@ -83,6 +86,50 @@ UNIT_OF = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ConvAddress:
+    """COMPUTE's convolution address mode: which input-slot row each streamed A row reads.
+
+    The slot holds a *patch* of an NHWC feature map, one row per pixel (a chunk of channels),
+    whole input lines from line ``lo`` of the first image on, images back to back (``in_h``
+    lines of ``in_w`` pixels each). Streamed row ``i`` is output pixel ``(oh, ow)`` of image
+    ``n`` (relative to the first), counted in output lines of ``out_w`` pixels from line ``oh0``;
+    at kernel offset ``(dh, dw)`` (``kh − padding``, ``kw − padding``) it reads input pixel
+    ``(ih, iw) = (oh·stride + dh, ow·stride + dw)``: slot row
+    ``a_row + (n·in_h + ih − lo)·in_w + iw``, or a zero row where the pixel lies in the padding
+    (docs/isa.md, "Convolution address mode"). Streamed row 0 is pixel ``ow0`` of its line.
+    With ``b`` the mode addresses the weight rows a COMPUTE preloads instead (row ``r`` of
+    ``k``, from slot row ``b_row``): a weight-gradient GEMM's stationary operand is the
+    im2col matrix there.
+    """
+
+    stride: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    oh0: int
+    lo: int
+    dh: int
+    dw: int
+    ow0: int = 0
+    b: bool = False
+
+
+def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
+    """The input-slot row each of ``m`` streamed rows reads under ``conv`` (None: a zero row,
+    the pixel lies in the padding). The golden model and the RTL's address counters follow
+    exactly this rule."""
+    rows: list[int | None] = []
+    for i in range(m):
+        line, ow = divmod(conv.ow0 + i, conv.out_w)
+        image, oh = divmod(conv.oh0 + line, conv.out_h)
+        ih, iw = oh * conv.stride + conv.dh, ow * conv.stride + conv.dw
+        inside = 0 <= ih < conv.in_h and 0 <= iw < conv.in_w
+        rows.append(a_row + (image * conv.in_h + ih - conv.lo) * conv.in_w + iw if inside else None)
+    return rows
+
+
 # Not frozen: a frozen dataclass sets each of its 18 fields through object.__setattr__, which
 # doubled the scheduler's cost per instruction; instructions are still hashable and treated as
 # immutable values (use dataclasses.replace).
@@ -122,6 +169,8 @@ class Instr:
     a_row: int = 0
     b_row: int = 0
     c_row: int = 0
+    # COMPUTE only: A rows through the convolution address mode (None: rows a_row.. in order).
+    conv: ConvAddress | None = None
 
     @property
     def unit(self) -> Unit:
@@ -148,7 +197,7 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 # Bit-level encoding (a 320-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 320
+WORD_BITS = 384
 
 #: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
 ROW_OFFSET_BITS = 20
@@ -177,7 +226,25 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("a_row", ROW_OFFSET_BITS),
     ("b_row", ROW_OFFSET_BITS),
     ("c_row", ROW_OFFSET_BITS),
+    # COMPUTE's convolution address mode (ConvAddress; all 0 when ``conv`` is 0).
+    ("conv", 1),
+    ("conv_stride", 3),
+    ("conv_in_h", 12),
+    ("conv_in_w", 12),
+    ("conv_out_h", 12),
+    ("conv_out_w", 12),
+    ("conv_oh0", 12),
+    ("conv_lo", 12),
+    ("conv_dh", 8),
+    ("conv_dw", 8),
+    ("conv_ow0", 12),
+    ("conv_b", 1),
 )
+
+#: Fields that hold two's complement values (the kernel offsets less the padding).
+SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
+
+_CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b")
 
 
 def _values(instr: Instr) -> dict[str, int]:
@@ -189,6 +256,9 @@ def _values(instr: Instr) -> dict[str, int]:
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
         "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
         "a_row": instr.a_row, "b_row": instr.b_row, "c_row": instr.c_row,
+        "conv": int(instr.conv is not None),
+        **{f"conv_{name}": int(getattr(instr.conv, name)) if instr.conv else 0
+           for name in _CONV_FIELDS},
     }
 
 
@@ -198,6 +268,8 @@ def encode(instr: Instr) -> int:
     values = _values(instr)
     for name, width in FIELDS:
         value = values[name]
+        if name in SIGNED_FIELDS and -(1 << (width - 1)) <= value < (1 << (width - 1)):
+            value &= (1 << width) - 1
         if not 0 <= value < (1 << width):
             raise ValueError(f"field {name}={value} does not fit in {width} bits ({instr.op.name})")
         word |= value << shift
@@ -209,8 +281,14 @@ def decode(word: int) -> Instr:
     """Inverse of :func:`encode`."""
     values, shift = {}, 0
     for name, width in FIELDS:
-        values[name] = (word >> shift) & ((1 << width) - 1)
+        value = (word >> shift) & ((1 << width) - 1)
+        if name in SIGNED_FIELDS and value >> (width - 1):
+            value -= 1 << width
+        values[name] = value
         shift += width
+    conv = {name: values.pop(f"conv_{name}") for name in _CONV_FIELDS}
+    conv["b"] = bool(conv["b"])
+    values["conv"] = ConvAddress(**conv) if values.pop("conv") else None
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
     flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask", "requant")}
     return Instr(op=Op(values.pop("op")), wait=wait, **flags, **values)

@@ -32,9 +32,17 @@ from dataclasses import dataclass, replace
 
 from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import latency, program_cycles, transfer_bytes
-from dataflows.isa import SLOTS_PER_BUFFER, Op, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
-from dataflows.tiling import Tiling, default_tiling, estimate, search_tilings
+from dataflows.tiling import (
+    Tiling,
+    b_patches,
+    default_tiling,
+    estimate,
+    m_tiles,
+    patch_lines,
+    search_tilings,
+)
 from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower
@@ -120,7 +128,8 @@ def compressed_tile_geometry(tiling: Tiling, nm: tuple[int, int], hw: HardwareSp
 def _tile_counts(task: GemmTask, tiling: Tiling) -> tuple[int, int, int]:
     """Array tiles along (m, k, n) as executed."""
     m, k, n = tiling.dims(task)
-    return ceil_div(m, tiling.tm), ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
+    nmt = len(m_tiles(task, tiling)) if tiling.conv else ceil_div(m, tiling.tm)
+    return nmt, ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
 
 
 def _buffer_counts(task: GemmTask, tiling: Tiling) -> tuple[int, int, int]:
@@ -176,7 +185,8 @@ class _GemmWriter:
         # (first index, length) of every array tile along k and n, computed once.
         self.k_ext = [_extent(i, tiling.tk, self.k) for i in range(self.nk)]
         self.n_ext = [_extent(i, tiling.tn, self.n) for i in range(self.nn)]
-        self.a = em.dram.alloc(f"{task.name}.A", self.m * copies, self.k, db)
+        self.m_ext = m_tiles(task, tiling)
+        self.a = self._alloc_a()
         # Outputs are final (no partial sum is ever read back): they leave requantized, at
         # operand width (docs/isa.md, "Requantizing stores").
         self.c = em.dram.alloc(f"{task.name}.C", self.m * copies, self.n, db)
@@ -188,7 +198,18 @@ class _GemmWriter:
             self.b = em.dram.alloc(f"{task.name}.B", kc * tiles, hw.array.cols, db, "nm_tiles",
                                    tiles * kc * self.row_bytes)
         else:
-            self.b = em.dram.alloc(f"{task.name}.B", self.k * copies, self.n, db)
+            self.b = self._alloc_b()
+
+    def _alloc_b(self):
+        return self.em.dram.alloc(f"{self.task.name}.B", self.k * self.task.copies, self.n, self.db)
+
+    def _alloc_a(self):
+        return self.em.dram.alloc(f"{self.task.name}.A", self.m * self.task.copies, self.k, self.db)
+
+    def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
+        """The A part a COMPUTE of local k-chunk ``c`` (array tile ``kc``) reads, and its A
+        fields: k-chunk ``c`` of ``tm`` rows from slot row ``c·tm``."""
+        return (c,), {"a_row": c * self.t.tm}
 
     def _chunks(self, first: int, span: int, total: int) -> range:
         """Array-tile indices of buffer tile ``first`` (``span`` per buffer tile)."""
@@ -199,7 +220,7 @@ class _GemmWriter:
         followed by ``b_loads(c)`` (so the first COMPUTE waits for its own operands only, and a
         one-tile program loads A, then B)."""
         db, t = self.db, self.t
-        m0, tm = _extent(s.mi, t.tm, self.m)
+        m0, tm = self.m_ext[s.mi]
         key = (self.tag, s.copy, s.mi, s.ki)
         buf = self.em.buffers["A"]
         slot_i, hit = buf.find_or_claim(key)
@@ -223,6 +244,10 @@ class _GemmWriter:
             buf.place(slot_i)
             buf.slots[slot_i].resident = key
         return slot_i, hit
+
+    def _b_operand(self, s: _Step, c: int, kc: int, j: int, nj: int) -> tuple[tuple, dict]:
+        """The B part a COMPUTE of sub-tile (c, j) reads, and its B fields."""
+        return (c, j), {"b_row": (c * self.t.nb + j) * self.b_rows}
 
     def load_b(self, s: _Step, slot_i: int, c: int, kc: int, ns: range) -> None:
         """Sub-tiles (c, j) of the B tile in ``slot_i``: array tiles (kc, nj) for nj in ``ns``."""
@@ -260,7 +285,7 @@ class _GemmWriter:
 
     def compute(self, s: _Step, a_slot: int, b_slot: int, ks: range, ns: range) -> None:
         em, t = self.em, self.t
-        m0, tm = _extent(s.mi, t.tm, self.m)
+        m0, tm = self.m_ext[s.mi]
         nm_n, nm_m = self.nm
         key = ("acc", self.tag, s.copy, s.mi, s.ni)
         acc_buf = em.buffers["C"]
@@ -273,15 +298,17 @@ class _GemmWriter:
         a_part, b_part = em.buffers["A"].part, em.buffers["B"].part
         for c, kc in enumerate(ks):
             _, tk = self.k_ext[kc]
+            a_key, a_fields = self._a_operand(s, c, kc)
             for j, nj in enumerate(ns):
                 _, tn = self.n_ext[nj]
                 acc = acc_buf.part(c_slot, (j,))
                 accumulate = s.ki > 0 or c > 0
-                reads = (a_part(a_slot, (c,)), b_part(b_slot, (c, j))) + ((acc,) if accumulate else ())
+                b_key, b_fields = self._b_operand(s, c, kc, j, nj)
+                reads = (a_part(a_slot, a_key), b_part(b_slot, b_key)) + ((acc,) if accumulate else ())
                 em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot,
                         b_slot=b_slot, c_slot=c_slot, accumulate=accumulate, rows=tm, cols=tn,
                         k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m,
-                        a_row=c * t.tm, b_row=(c * t.nb + j) * self.b_rows, c_row=j * t.tm)
+                        c_row=j * t.tm, **a_fields, **b_fields)
         if s.last_k:
             row0, db = s.copy * self.m + m0, self.hw.data_bytes
             # A STORE_C and a COMPUTE never use one accumulator slot at once (they share its
@@ -313,6 +340,120 @@ class _GemmWriter:
             self.stores.flush()
 
 
+class _ConvWriter(_GemmWriter):
+    """A convolution whose A rows are generated on chip (``Tiling.conv``, docs/scheduler.md).
+
+    A is the feature map, NHWC: ``batch·in_h·in_w`` rows of ``channels`` operands. Array tile
+    ``kc`` along k is channel chunk ``kc // (kh·kw)`` (``tk`` channels) at kernel offset
+    ``kc % (kh·kw)`` (row-major (kh, kw)), so B's rows are ordered (chunk, kh, kw, channel).
+    A buffer tile's A is, per channel chunk, the patch of whole input lines its m-tile reads
+    (one slot row per pixel), loaded once; each kernel offset's COMPUTE reads it through the
+    convolution address mode, which also supplies the zero rows of the padding.
+    """
+
+    def _alloc_a(self):
+        c = self.task.conv
+        return self.em.dram.alloc(f"{self.task.name}.A", c.batch * c.in_h * c.in_w, c.channels,
+                                  self.db)
+
+    def _patch(self, mi: int) -> tuple[int, int, int]:
+        """(first image, first input line in it, slot rows) of m-tile ``mi``'s patch."""
+        n0, lo, lines = patch_lines(self.task, *self.m_ext[mi])
+        return n0, lo, lines * self.task.conv.in_w
+
+    def load_a(self, s: _Step, ks: range, b_loads) -> tuple[int, bool]:
+        """The patches of the buffer tile's channel chunks, each followed by the B sub-tiles of
+        its kernel offsets (see :meth:`_GemmWriter.load_a`). A buffer tile of some kernel
+        offsets of one chunk finds the chunk's patch resident when the previous one loaded it."""
+        conv, t, kk = self.task.conv, self.t, self.task.conv.kh * self.task.conv.kw
+        chunks = range(ks[0] // kk, ks[-1] // kk + 1)
+        key = (self.tag, s.copy, s.mi, chunks[0])
+        buf = self.em.buffers["A"]
+        slot_i, hit = buf.find_or_claim(key)
+        if not hit:
+            buf.place(slot_i)
+            n0, lo, rows = self._patch(s.mi)
+            for j, chunk in enumerate(chunks):
+                self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (j,)),), slot=slot_i,
+                             addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
+                                                 + chunk * t.tk) * self.db,
+                             stride=conv.channels * self.db, rows=rows, cols=t.tk, a_row=j * rows)
+                for c, kc in enumerate(ks):
+                    if kc // kk == chunk:
+                        b_loads(c)
+            buf.slots[slot_i].resident = key
+        return slot_i, hit
+
+    def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
+        conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
+        _, lo, rows = self._patch(s.mi)
+        m0, _ = self.m_ext[s.mi]
+        j = kc // kk - s.ki * self.t.kb // kk  # the chunk's place among the tile's patches
+        dh, dw = divmod(kc % kk, conv.kw)
+        address = ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w,
+                              (m0 // conv.out_w) % conv.out_h, lo, dh - conv.padding,
+                              dw - conv.padding)
+        return (j,), {"a_row": j * rows, "conv": address}
+
+
+class _WgConvWriter(_GemmWriter):
+    """A weight-gradient GEMM ``dW = dYᵀ · im2col(X)`` whose B is generated on chip
+    (``Tiling.conv_b``, docs/scheduler.md).
+
+    B is X, NHWC. Array tile ``nj`` along n is channel chunk ``nj // (kh·kw)`` (``tn``
+    channels) at kernel offset ``nj % (kh·kw)``; along k, array tile ``kc`` is ``tk``
+    consecutive output pixels. A buffer tile's B is, per channel chunk, the patch of input
+    lines its ``kb·tk`` pixels read, in the weight slot; each COMPUTE preloads its ``tk``
+    weight rows from it through the address mode (zero rows for the padding).
+    """
+
+    def _alloc_b(self):
+        c = self.task.conv
+        return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
+                                  self.db)
+
+    def _chunks_of(self, ni: int) -> range:
+        kk, ns = self.task.conv.kh * self.task.conv.kw, self._chunks(ni, self.t.nb, self.nn)
+        return range(ns[0] // kk, ns[-1] // kk + 1)
+
+    def claim_b(self, s: _Step) -> tuple[int, bool]:
+        buf = self.em.buffers["B"]
+        key = (self.tag, s.copy, s.ki, self._chunks_of(s.ni)[0])
+        slot_i, hit = buf.find_or_claim(key)
+        if not hit:
+            buf.place(slot_i)
+            buf.slots[slot_i].resident = key
+        return slot_i, hit
+
+    def load_b(self, s: _Step, slot_i: int, c: int, kc: int, ns: range) -> None:
+        """The patches of the tile's channel chunks, all with the first k-chunk's loads."""
+        if c:
+            return
+        conv, t = self.task.conv, self.t
+        n0, lo, rows = b_patches(self.task, t)[s.ki]
+        for j, chunk in enumerate(self._chunks_of(s.ni)):
+            self.em.emit(Op.LOAD_B, self.tag, writes=(self.em.buffers["B"].part(slot_i, (j,)),),
+                         slot=slot_i, addr=self.b.addr + ((n0 * conv.in_h + lo) * conv.in_w
+                                                          * conv.channels + chunk * t.tn) * self.db,
+                         stride=conv.channels * self.db, rows=rows, cols=t.tn, b_row=j * rows)
+
+    def _b_operand(self, s: _Step, c: int, kc: int, j: int, nj: int) -> tuple[tuple, dict]:
+        conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
+        n0, lo, rows = b_patches(self.task, self.t)[s.ki]
+        part = nj // kk - self._chunks_of(s.ni)[0]
+        p0, _ = self.k_ext[kc]
+        line, ow0 = divmod(p0, conv.out_w)
+        image, oh0 = divmod(line, conv.out_h)
+        # The rule counts images from the first pixel's: a later image starts its patch rows
+        # (image - n0)·in_h lines after the patch's first line (lo of image n0).
+        base = part * rows + (((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0)
+        dh, dw = divmod(nj % kk, conv.kw)
+        address = ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
+                              lo if image == n0 else 0, dh - conv.padding, dw - conv.padding,
+                              ow0, True)
+        return (part,), {"b_row": base, "conv": address}
+
+
 class _DeferredStore:
     """The STORE_Cs of the last finished output tile, held back until the next tile's loads are
     issued (so they are not queued behind them on the DMA); then the accumulator slot is free."""
@@ -331,6 +472,10 @@ class _DeferredStore:
             self.em.emit(op, tag, reads=reads, **fields)
         for s in slots:
             self.em.buffers["C"].slots[s].resident = None
+
+
+def _writer(tiling: Tiling) -> type[_GemmWriter]:
+    return _ConvWriter if tiling.conv else _WgConvWriter if tiling.conv_b else _GemmWriter
 
 
 def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator[_Step]:
@@ -362,7 +507,7 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
     em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
     stores = _DeferredStore(em)
     work = list(enumerate(zip(tasks, tilings)))
-    writers = [_GemmWriter(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
+    writers = [_writer(tiling)(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
     streams = [_steps(tag, task, tiling) for tag, (task, tiling) in work]
     totals = [_step_count(task, tiling) for task, tiling in zip(tasks, tilings)]
     for s in _proportional(streams, totals):
@@ -447,7 +592,7 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
     if not passes.offline_tiling:
         return default_tiling(task, hw, compressed)
     slots = SLOTS_PER_BUFFER if passes.double_buffering else 1
-    key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw)
+    key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw, task.conv)
     if key not in _TIMED:
         if len(_TIMED) > 4096:
             _TIMED.clear()
@@ -501,7 +646,10 @@ def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
-    return (task.m, task.k, task.n, task.nm, task.copies, tiling)
+    # A convolution tiling's program depends on the geometry, not only on the GEMM's shape
+    # (ResNet-50's layer4.0.conv2 and layer4.1.conv2 share m, k and n).
+    conv = task.conv if tiling.conv or tiling.conv_b else None
+    return (task.m, task.k, task.n, task.nm, task.copies, tiling, conv)
 
 
 class _SegmentCache:

@@ -18,12 +18,14 @@ all of it (:func:`search_tiling`, docs/scheduler.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
+from workloads.layer import ConvShape
 from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec
 
@@ -40,6 +42,11 @@ __all__ = [
     "accumulator_slot_rows",
     "dram_read_bytes",
     "MAX_TILE_ROWS",
+    "conv_mappable",
+    "conv_b_mappable",
+    "b_patches",
+    "m_tiles",
+    "patch_lines",
 ]
 
 #: ``rows``/``m`` instruction fields are 16 bits wide.
@@ -64,6 +71,18 @@ class Tiling:
         inference); otherwise dense weights are loaded and compressed on chip before each use.
     kb, nb
         Array tiles per buffer tile along k and n (the buffer tile is ``tm × kb·tk × nb·tn``).
+    conv
+        A convolution's A rows are generated on chip from its feature map (COMPUTE's
+        convolution address mode): the k-tiles are ordered (channel chunk of ``tk``, kernel
+        offset), ``kb`` is a multiple of kh·kw (whole channel chunks) or divides it (some
+        kernel offsets of one chunk), and an m-tile is
+        ``tm // out_w`` whole output lines of one image, or whole images (:func:`m_tiles`).
+    conv_b
+        A weight-gradient GEMM's B (the im2col matrix of X: ``k`` = output pixels, ``n`` =
+        (channel chunk of ``tn``, kernel offset, channel)) is generated on chip: per channel
+        chunk, the patch of input lines a k-buffer tile's ``kb·tk`` pixels read sits in the
+        weight slot, and each COMPUTE preloads its ``tk`` rows through the address mode;
+        ``nb`` is a multiple or a divisor of kh·kw (:func:`b_patches`).
     """
 
     tm: int
@@ -75,10 +94,108 @@ class Tiling:
     compressed_in_dram: bool = False
     kb: int = 1
     nb: int = 1
+    conv: bool = False
+    conv_b: bool = False
 
     def dims(self, task: GemmTask) -> tuple[int, int, int]:
         """(m, k, n) as executed."""
         return (task.n, task.k, task.m) if self.swap else (task.m, task.k, task.n)
+
+
+#: Largest value of the 12-bit geometry fields of COMPUTE's convolution address mode.
+_MAX_CONV_EXTENT = (1 << 12) - 1
+
+
+def conv_mappable(task: GemmTask, tk: int) -> bool:
+    """Whether ``task``'s A can come from its feature map through the convolution address mode
+    with array tiles ``tk`` deep: an ungrouped convolution's GEMM (forward, or a transposed
+    convolution's BP, ``workloads.lowering``) whose channels fill whole array tiles (a
+    3-channel first layer keeps im2col), whose kernel covers more than one pixel (a 1×1
+    convolution's im2col matrix is the feature map, or a subsample of it) and reads every input
+    pixel (a patch holds whole input lines), within the fields' widths (``dh``/``dw`` are 8-bit
+    two's complement)."""
+    c = task.conv
+    if c is None or task.copies != 1 or task.phase == "wg":
+        return False
+    return (c.kh * c.kw > 1 and c.channels % tk == 0 and c.reads_every_pixel
+            and task.k == c.kh * c.kw * c.channels and 1 <= c.stride <= 7
+            and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
+            and c.padding < 64 and max(c.kh, c.kw) < 64)
+
+
+#: The weight-side mode streams dYᵀ's C_out rows through every COMPUTE (the orientation cannot
+#: swap), so it is offered only where a COMPUTE keeps the array at least this busy:
+#: ``m / (m + rows + cols + 1) ≥ 3/4``, i.e. ``m ≥ 3·(rows + cols + 1)``. A fixed rule of the
+#: GEMM and the array, not of the buffers, so a larger buffer still only adds candidates.
+_CONV_B_MIN_STREAM = 3
+
+
+def conv_b_mappable(task: GemmTask, tn: int, rows: int) -> bool:
+    """Whether a weight-gradient GEMM's B (X's im2col matrix) can come from X through the
+    convolution address mode on weight rows: as :func:`conv_mappable`, with channel chunks of
+    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and C_out
+    (``m``) long enough to keep the array busy (``_CONV_B_MIN_STREAM``; ``rows`` PE rows)."""
+    c = task.conv
+    if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
+        return False
+    if task.m < _CONV_B_MIN_STREAM * (rows + tn + 1):
+        return False
+    return (c.kh * c.kw > 1 and c.channels % tn == 0 and c.reads_every_pixel
+            and task.n == c.kh * c.kw * c.channels and task.k == c.batch * c.out_h * c.out_w
+            and 1 <= c.stride <= 7 and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
+            and c.padding < 64 and max(c.kh, c.kw) < 64)
+
+
+def b_patches(task: GemmTask, tiling: Tiling) -> tuple[tuple[int, int, int], ...]:
+    """Per k-buffer tile of a ``conv_b`` tiling (``kb·tk`` consecutive output pixels), its
+    patch: (first image, first input line in it, slot rows = lines · in_w)."""
+    return _conv_b_patches(task.conv, tiling.kb * tiling.tk)
+
+
+@lru_cache(maxsize=4096)
+def _conv_b_patches(c: ConvShape, pixels: int) -> tuple[tuple[int, int, int], ...]:
+    total = c.batch * c.out_h * c.out_w
+    out = []
+    for p0 in range(0, total, pixels):
+        n0, lo, lines = _patch(c, p0, min(pixels, total - p0))
+        out.append((n0, lo, lines * c.in_w))
+    return tuple(out)
+
+
+def m_tiles(task: GemmTask, tiling: Tiling) -> list[tuple[int, int]]:
+    """(first row, rows) of every m-tile as executed. A convolution tile (``tiling.conv``) is
+    ``tm // out_w`` output lines of one image (the last band of an image may be shorter), or
+    ``tm // (out_h·out_w)`` whole images when ``tm`` covers more than an image."""
+    m = tiling.dims(task)[0]
+    if not tiling.conv:
+        return [(i, min(tiling.tm, m - i)) for i in range(0, m, tiling.tm)]
+    return list(_conv_m_tiles(task.conv, tiling.tm))
+
+
+@lru_cache(maxsize=4096)
+def _conv_m_tiles(c: ConvShape, tm: int) -> tuple[tuple[int, int], ...]:
+    image, lines, m = c.out_h * c.out_w, tm // c.out_w, c.batch * c.out_h * c.out_w
+    if lines > c.out_h:
+        step = lines // c.out_h * image
+        return tuple((i, min(step, m - i)) for i in range(0, m, step))
+    return tuple((n * image + oh * c.out_w, min(lines, c.out_h - oh) * c.out_w)
+                 for n in range(c.batch) for oh in range(0, c.out_h, lines))
+
+
+def patch_lines(task: GemmTask, m0: int, rows: int) -> tuple[int, int, int]:
+    """(first image, first input line within it, input lines) of the feature-map patch that
+    output rows ``m0 .. m0+rows-1`` (whole output lines) read: from the first line any of them
+    reads to the last, images back to back, padding lines excluded."""
+    return _patch(task.conv, m0, rows)
+
+
+def _patch(c: ConvShape, m0: int, rows: int) -> tuple[int, int, int]:
+    first, last = m0 // c.out_w, (m0 + rows - 1) // c.out_w
+    n0, oh0 = divmod(first, c.out_h)
+    n1, oh1 = divmod(last, c.out_h)
+    lo = max(0, oh0 * c.stride - c.padding)
+    hi = min(c.in_h, oh1 * c.stride - c.padding + c.kh)
+    return n0, lo, (n1 - n0) * c.in_h + hi - lo
 
 
 def _stationary_tile(task: GemmTask, hw: HardwareSpec, sparse: bool) -> tuple[int, int]:
@@ -187,13 +304,50 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     sh = _shape(task, tiling, hw)
     kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
     tm = min(tiling.tm, sh.m)
-    width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
     slot = SLOTS_PER_BUFFER
-    return (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
-            and kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
+    if tiling.conv:
+        a_rows = _conv_chunks_per_tile(task, kb) * max(_patch_rows(task, tiling))
+        a_ok = (a_rows * input_row_bytes(tiling.tk, hw) <= hw.buffers.input_bytes // slot
+                and max(_patch_rows(task, tiling)) <= MAX_TILE_ROWS and tm <= MAX_TILE_ROWS
+                and a_rows <= MAX_ROW_OFFSET)
+    else:
+        width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
+        a_ok = (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
+                and kb * tm <= MAX_ROW_OFFSET)
+    if tiling.conv_b:
+        rows = max(p[2] for p in b_patches(task, tiling))
+        b_rows = _conv_chunks_per_tile(task, nb) * rows
+        b_ok = (b_rows <= weight_slot_rows(hw) and rows <= MAX_TILE_ROWS
+                and b_rows <= MAX_ROW_OFFSET)
+    else:
+        b_ok = (kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
+                and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
+    return (a_ok and b_ok
             and nb * tm <= accumulator_slot_rows(hw)
-            and max(kb, nb) * tm <= MAX_ROW_OFFSET
-            and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
+            and nb * tm <= MAX_ROW_OFFSET)
+
+
+def _conv_chunks_per_tile(task: GemmTask, kb: int) -> int:
+    """Channel chunks whose patches a convolution buffer tile of ``kb`` array tiles along k
+    holds: ``kb`` is a multiple of kh·kw (whole chunks) or divides it (kernel offsets of one
+    chunk; the chunk's patch stays resident across the buffer tiles that share it)."""
+    return max(1, kb // (task.conv.kh * task.conv.kw))
+
+
+def _patch_rows(task: GemmTask, tiling: Tiling) -> tuple[int, ...]:
+    """Input-slot rows of each m-tile's feature-map patch (one per pixel) under a convolution
+    tiling: whole input lines of ``in_w`` pixels."""
+    return _conv_patch_rows(task.conv, tiling.tm)
+
+
+@lru_cache(maxsize=4096)
+def _conv_patch_rows(c: ConvShape, tm: int) -> tuple[int, ...]:
+    tiles = _conv_m_tiles(c, tm)
+    if tm // c.out_w <= c.out_h:  # bands: every image has the same ones
+        per_image = len(tiles) // c.batch
+        first = tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles[:per_image])
+        return first * c.batch
+    return tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles)
 
 
 def _passes(nmb: int, nkb: int, nnb: int, order: str, slots: int) -> tuple[int, int]:
@@ -221,22 +375,59 @@ def _count(extents: list[tuple[int, int]]) -> int:
     return sum(c for _, c in extents)
 
 
+def _a_traffic(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks
+               ) -> tuple[int, int, int]:
+    """(DMA cycles, DRAM bytes) of one full read of A, and the DMA cycles of its first chunk:
+    ``ms``/``ks`` extents of the im2col matrix, or each m-tile's feature-map patch per
+    channel chunk (a convolution tiling)."""
+    db = hw.data_bytes
+    if not tiling.conv:
+        m, k, _ = tiling.dims(task)
+        return (_dma_sum(ms, ks, lambda w: w * db, hw), m * k * db,
+                dma_cycles(ms[0][0], ks[0][0] * db, hw))
+    patches = _patch_rows(task, tiling)
+    chunks = task.conv.channels // tiling.tk
+    dma = chunks * sum(dma_cycles(p, tiling.tk * db, hw) for p in patches)
+    return dma, sum(patches) * task.conv.channels * db, dma_cycles(patches[0], tiling.tk * db, hw)
+
+
+def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
+    if not tiling.conv:
+        return _widths(m, min(tiling.tm, m))
+    counts: dict[int, int] = {}
+    for _, rows in m_tiles(task, tiling):
+        counts[rows] = counts.get(rows, 0) + 1
+    return sorted(counts.items(), reverse=True)
+
+
 def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
              slots: int = SLOTS_PER_BUFFER) -> GemmEstimate:
     """Analytic busy cycles per unit and DRAM read bytes of one copy of ``task`` under
     ``tiling`` (exact load counts; ``slots`` per buffer)."""
     sh = _shape(task, tiling, hw)
-    tm = min(tiling.tm, sh.m)
     kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
-    ms, ks, ns = _widths(sh.m, tm), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
+    ms, ks, ns = _m_widths(task, tiling, sh.m), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
     nms, nks, nns = _count(ms), _count(ks), _count(ns)
     a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
+    if tiling.conv:  # A tiles along k: the channel chunks' patches, not the buffer tiles
+        chunks = task.conv.channels // tiling.tk
+        a_pass = _passes(nms, ceil_div(chunks, _conv_chunks_per_tile(task, kb)),
+                         ceil_div(sh.nn, nb), tiling.order, slots)[0]
     db = hw.data_bytes
-    dma = a_pass * _dma_sum(ms, ks, lambda w: w * db, hw)
+    a_dma, a_read, first_a = _a_traffic(task, tiling, hw, ms, ks)
+    dma = a_pass * a_dma
     dma += _dma_sum(ms, ns, lambda w: w * db, hw)  # outputs leave requantized, at operand width
-    read = a_pass * sh.m * sh.k * db
-    vec = 0
-    if tiling.sparse and tiling.compressed_in_dram:
+    read = a_pass * a_read
+    vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
+    if tiling.conv_b:
+        chunks = task.conv.channels // tiling.tn
+        b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(chunks, _conv_chunks_per_tile(task, nb)),
+                         tiling.order, slots)[1]
+        patches = [p[2] for p in b_patches(task, tiling)]
+        dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
+        read += b_pass * sum(patches) * task.conv.channels * db
+        first_b = dma_cycles(patches[0], tiling.tn * db, hw)
+    elif tiling.sparse and tiling.compressed_in_dram:
         nm_n, nm_m = task.nm
         kcs = [(w // nm_m * nm_n, c) for w, c in ks]
         dma += b_pass * _dma_sum(kcs, ns, lambda _: sh.b_row_bytes, hw)
@@ -250,8 +441,7 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     pe = nks * nns * (nms * compute_cycles(0, hw) + sh.m)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
-    exposed = (dma_cycles(tm, ks[0][0] * db, hw) + dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
-               + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw))
+    exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
     return GemmEstimate(dma=dma, pe=pe, vec=vec, read_bytes=read, exposed=exposed)
 
 
@@ -305,11 +495,71 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                                         compressed_in_dram and sparse, kb, nb)
                         est = estimate(task, tiling, hw, slots)
                         ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    if not on_chip and conv_mappable(task, tk):
+        ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
+    if conv_b_mappable(task, tn, hw.array.rows):
+        ranked.extend(_conv_b_ranked(task, hw, slots))
     if not ranked:
         return [default_tiling(task, hw, compressed_in_dram)]
     ranked.sort(key=lambda item: item[0])
     least = ranked[0][0][0]
     return [t for key, t in ranked if key[0] == least][:top]
+
+
+def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
+                 slots: int) -> list[tuple[tuple, Tiling]]:
+    """Convolution tilings (A rows generated from the feature map) that fit, with their ranking
+    keys: whole channel chunks per buffer tile (``kb`` a multiple of kh·kw), m-tiles of a
+    half, quarter, ... of an image's output lines or of a share of the batch's images."""
+    sparse, tk, tn = _base(task, hw)
+    c = task.conv
+    kk = c.kh * c.kw
+    lines = {ceil_div(c.out_h, j) for j in (1, 2, 4, 8, 16)} | {1}
+    lines |= {j * c.out_h for j in {c.batch, ceil_div(c.batch, 2), ceil_div(c.batch, 4), 2}
+              if 1 < j <= c.batch}
+    spans = {d for d in range(1, kk) if kk % d == 0}
+    spans |= {cb * kk for cb in _span_candidates(c.channels // tk, True)}
+    ranked = []
+    for kb in sorted(spans):
+        for nb in _span_candidates(ceil_div(task.n, tn), True):
+            for order in ("mnk", "nmk"):
+                for th in sorted(lines, reverse=True):
+                    tm = th * c.out_w
+                    tiling = Tiling(tm, tk, tn, order, False, sparse,
+                                    compressed_in_dram and sparse, kb, nb, True)
+                    if not fits(task, tiling, hw):
+                        continue
+                    est = estimate(task, tiling, hw, slots)
+                    ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    return ranked
+
+
+def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
+    """Weight-gradient tilings whose B comes from X through the address mode, with their
+    ranking keys: k-buffer tiles of the most pixels whose patches fit the weight slot (and a
+    half and a quarter of that), ``nb`` whole channel chunks or some kernel offsets of one."""
+    _, tk, tn = _base(task, hw)
+    c = task.conv
+    kk, nk, chunks = c.kh * c.kw, ceil_div(task.k, tk), c.channels // tn
+    spans = {d for d in range(1, kk) if kk % d == 0} | {cb * kk for cb in _span_candidates(chunks, True)}
+    ranked = []
+    for nb in sorted(spans):
+        per = _conv_chunks_per_tile(task, nb)
+        lines = max(1, weight_slot_rows(hw) // per // c.in_w - c.kh)  # input lines a patch may hold
+        top = max(1, min(nk, lines * c.out_w // (c.stride * tk)))
+        for kb in sorted({top, max(1, top // 2), max(1, top // 4), 1}):
+            probe = Tiling(1, tk, tn, "mnk", False, False, False, kb, nb, False, True)
+            if not fits(task, probe, hw):
+                continue
+            limit = min(hw.buffers.input_bytes // SLOTS_PER_BUFFER // (kb * input_row_bytes(tk, hw)),
+                        accumulator_slot_rows(hw) // nb, MAX_TILE_ROWS,
+                        MAX_ROW_OFFSET // max(kb, nb))
+            for order in ("mnk", "nmk"):
+                for tm in _tm_candidates(task.m, limit) if limit else ():
+                    tiling = Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
+                    est = estimate(task, tiling, hw, slots)
+                    ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    return ranked
 
 
 def search_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,

@@ -12,6 +12,11 @@ Timeline of a COMPUTE that starts in cycle ``s`` (``R × C`` array, ``m`` activa
 * column ``j``'s result for row ``i`` leaves the array in cycle ``s+2+i+j+R`` and is added to the
   accumulator bank of column ``j`` (read a cycle earlier) in that same cycle.
 
+In the convolution address mode (``conv = 1``, docs/isa.md) the row read in cycle ``s+i`` is
+not ``a_row + i`` but the slot row of streamed row ``i``'s input pixel, from counters that step
+one output pixel per cycle (no division); a pixel in the padding is read anyway (any row) and
+replaced by zeros as its data arrives, so the mode costs no cycle.
+
 The last write (row ``m-1``, column ``C-1``) happens in cycle ``s+m+R+C``, so the instruction
 takes ``m + R + C + 1`` cycles: ``dataflows.cost.compute_cycles``. Preloading weights costs
 nothing extra because it runs one row ahead of the activation wavefront.
@@ -19,7 +24,7 @@ nothing extra because it runs one row ahead of the activation wavefront.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,6 +35,10 @@ from rtl.params import Geometry
 from workloads.spec import HardwareSpec
 
 __all__ = ["ComputeUnit"]
+
+#: The convolution address mode's fields (docs/isa.md), kept for the instruction's duration.
+_CONV_FIELDS = ("conv", "conv_stride", "conv_in_h", "conv_in_w", "conv_out_h", "conv_out_w",
+                "conv_oh0", "conv_lo", "conv_dh", "conv_dw", "conv_ow0", "conv_b")
 
 
 class ComputeUnit(wiring.Component):
@@ -87,24 +96,30 @@ class ComputeUnit(wiring.Component):
                          c_row.eq(p.c_row)]
 
         # Weight preload: read row r in cycle s+r, load it into PE row r one cycle later.
+        # With the convolution address mode on weight rows (conv_b), row r is a pixel's.
+        self._conv_config(m, first)
         preload = Signal(range(g.rows + 1))
         loading = first | (preload != 0)
         cur_row = Mux(first, 0, preload)
         with m.If(loading):
             m.d.sync += preload.eq(Mux(cur_row == g.rows - 1, 0, cur_row + 1))
+        conv_b = self._field("conv") & self._field("conv_b")
+        b_conv_row, b_pad = self._conv_address(m, first, loading, p.b_row, len(self.b_rd.row), "cb")
         m.d.comb += [
             self.b_rd.en.eq(loading),
             self.b_rd.slot.eq(Mux(first, p.b_slot, b_slot)),
-            self.b_rd.row.eq(Mux(first, p.b_row, b_row) + cur_row),
+            self.b_rd.row.eq(Mux(conv_b, b_conv_row, Mux(first, p.b_row, b_row) + cur_row)),
         ]
-        load_valid, load_row = Signal(), Signal(range(max(2, g.rows)))
-        m.d.sync += [load_valid.eq(loading), load_row.eq(cur_row)]
+        load_valid, load_row, load_zero = Signal(), Signal(range(max(2, g.rows))), Signal()
+        m.d.sync += [load_valid.eq(loading), load_row.eq(cur_row), load_zero.eq(conv_b & b_pad)]
         m.d.comb += [array.weights.valid.eq(load_valid), array.weights.payload.row.eq(load_row)]
         for j in range(g.cols):
             entry = self.b_rd.data[j]
-            # Rows at or beyond k hold zero weights: they contribute nothing to any sum.
+            # Rows at or beyond k hold zero weights: they contribute nothing to any sum; so do
+            # padding pixels of the weight-side address mode.
             m.d.comb += [
-                array.weights.payload.entries[j].value.eq(Mux(load_row < k, entry.value, 0)),
+                array.weights.payload.entries[j].value.eq(
+                    Mux((load_row < k) & ~load_zero, entry.value, 0)),
                 array.weights.payload.entries[j].index.eq(entry.index),
             ]
         if g.sparse:
@@ -118,17 +133,23 @@ class ComputeUnit(wiring.Component):
         last_i = cur_i == Mux(first, p.m, rows_m) - 1
         with m.If(reading):
             m.d.sync += [streamed.eq(cur_i + 1), streaming.eq(~last_i)]
+        conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca")
+        conv_on = self._field("conv") & ~self._field("conv_b")
         m.d.comb += [
             self.a_rd.en.eq(reading),
             self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
-            self.a_rd.row.eq(Mux(first, p.a_row, a_row) + cur_i),
+            self.a_rd.row.eq(Mux(conv_on, conv_row, Mux(first, p.a_row, a_row) + cur_i)),
         ]
         arrived = Signal()
         m.d.sync += arrived.eq(reading)
         edge = Signal(data.ArrayLayout(layouts.act_vector(g), g.rows))
         edge_valid = Signal()
         m.d.sync += edge_valid.eq(arrived)
-        row = self.a_rd.data
+        # A padding pixel's row arrives as zeros (its read was of an arbitrary row).
+        zero_row = Signal()
+        m.d.sync += zero_row.eq(conv_on & pad)
+        row = Signal(self.a_rd.data.shape())
+        m.d.comb += row.eq(Mux(zero_row, 0, self.a_rd.data.as_value()))
         for r in range(g.rows):
             for t in range(g.m_max):
                 lane = edge[r][t]
@@ -165,3 +186,46 @@ class ComputeUnit(wiring.Component):
             m.d.sync += busy.eq(0)
         return m
 
+    def _conv_config(self, m: Module, first) -> None:
+        """Keep the convolution fields of the word for the instruction's duration; ``field``
+        reads one (from the word itself in the issue cycle)."""
+        p = self.issue.instr.payload
+        self._conv = cfg = {name: Signal.like(getattr(p, name), name=f"cfg_{name}")
+                            for name in _CONV_FIELDS}
+        with m.If(first):
+            m.d.sync += [cfg[name].eq(getattr(p, name)) for name in _CONV_FIELDS]
+        self._field = lambda name: Mux(first, getattr(p, name), cfg[name])
+
+    def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str):
+        """The convolution address mode's counters: (slot row, in the padding) of the row read
+        this cycle. Row 0 (the issue cycle) comes straight from the word (pixel ``ow0`` of
+        line ``oh0``, slot row ``base0 + (ih − lo)·in_w + iw``); each read (``step``) moves
+        one output pixel on: ``iw`` by the stride, at a line's end ``ih`` by the stride
+        (``line`` by stride·in_w rows), at an image's end back to ``dh`` in the next image."""
+        p, field = self.issue.instr.payload, self._field
+        stride, in_h, in_w = field("conv_stride"), field("conv_in_h"), field("conv_in_w")
+        out_h, out_w = field("conv_out_h"), field("conv_out_w")
+        dh, dw = field("conv_dh").as_signed(), field("conv_dw").as_signed()
+        ow, oh = Signal(12, name=f"{prefix}_ow"), Signal(12, name=f"{prefix}_oh")
+        ih, iw = Signal(signed(16), name=f"{prefix}_ih"), Signal(signed(16), name=f"{prefix}_iw")
+        line, pix = Signal(signed(34), name=f"{prefix}_line"), Signal(signed(34), name=f"{prefix}_pix")
+        ih0 = p.conv_oh0 * p.conv_stride + p.conv_dh.as_signed()
+        iw0 = p.conv_ow0 * p.conv_stride + p.conv_dw.as_signed()
+        line0 = base0 + (ih0 - p.conv_lo) * p.conv_in_w
+        cur_ow, cur_oh = Mux(first, p.conv_ow0, ow), Mux(first, p.conv_oh0, oh)
+        cur_ih, cur_iw = Mux(first, ih0, ih), Mux(first, iw0, iw)
+        cur_line, cur_pix = Mux(first, line0, line), Mux(first, line0 + iw0, pix)
+        step_line = stride * in_w
+        jump = (in_h - (out_h - 1) * stride) * in_w  # last line of an image → the next image's first
+        with m.If(step):
+            with m.If(cur_ow != out_w - 1):
+                m.d.sync += [ow.eq(cur_ow + 1), iw.eq(cur_iw + stride), pix.eq(cur_pix + stride),
+                             oh.eq(cur_oh), ih.eq(cur_ih), line.eq(cur_line)]
+            with m.Elif(cur_oh != out_h - 1):
+                m.d.sync += [ow.eq(0), iw.eq(dw), oh.eq(cur_oh + 1), ih.eq(cur_ih + stride),
+                             line.eq(cur_line + step_line), pix.eq(cur_line + step_line + dw)]
+            with m.Else():
+                m.d.sync += [ow.eq(0), iw.eq(dw), oh.eq(0), ih.eq(dh),
+                             line.eq(cur_line + jump), pix.eq(cur_line + jump + dw)]
+        inside = (cur_ih >= 0) & (cur_ih < in_h) & (cur_iw >= 0) & (cur_iw < in_w)
+        return cur_pix[:width], ~inside

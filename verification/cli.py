@@ -30,7 +30,7 @@ DEFAULT_BACKPRESSURE = 0.3
 
 def register(subparsers) -> None:
     """Add the ``verify`` subcommand to ``archsim``'s parser."""
-    from verification.programs import ATTENTION, GROUPED, KINDS
+    from verification.programs import ATTENTION, CONV, GROUPED, KINDS
 
     p = subparsers.add_parser(
         "verify",
@@ -49,10 +49,10 @@ def register(subparsers) -> None:
                    help="random memory backpressure (probability per cycle, default "
                         f"{DEFAULT_BACKPRESSURE}); cycle counts then change and only values "
                         "are compared")
-    known = [*KINDS, ATTENTION, GROUPED]
+    known = [*KINDS, ATTENTION, GROUPED, CONV]
     p.add_argument("--kinds", type=lambda s: _kinds(s, known), default=None, metavar="K,K",
                    help=f"only these kinds of program: {', '.join(known)} (the default mix is "
-                        f"{', '.join(KINDS)}; {ATTENTION} and {GROUPED} run only when named)")
+                        f"{', '.join(KINDS)}; {ATTENTION}, {GROUPED} and {CONV} run only when named)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware field, e.g. array.rows=8 (repeatable)")
     p.add_argument("--build-dir", type=Path, default=None, metavar="DIR",

@@ -52,6 +52,7 @@ __all__ = [
     "attention_image",
     "build_attention_image",
     "read_dense",
+    "conv_matrix",
 ]
 
 
@@ -251,25 +252,56 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
     b_ops: list[np.ndarray] = []
     for tag, (task, t) in enumerate(zip(case.tasks, case.tilings)):
         m, k, n = t.dims(task)
-        b = random_weights((task.copies, k, n), hw.data_bits, rng)
+        if t.conv_b:  # B is the NHWC feature map; the GEMM's B is its im2col matrix
+            tb = program.tensors[f"{task.name}.B"]
+            x = random_weights((tb.rows, tb.cols), hw.data_bits, rng)
+            place_dense(image, tb, x)
+            b = conv_matrix(x, task.conv, t.tn)[None]
+        else:
+            b = random_weights((task.copies, k, n), hw.data_bits, rng)
         b_ops.append(b)
         if case.segment == "pregen":
             dense = program.tensors[f"{task.weight}.dense"]
             _place(image, dense.addr, dense.stride, to_bytes(b[0], db).reshape(k, n * db))
             a_ops.append(None)
             continue
-        a = random_weights((task.copies, m, k), hw.data_bits, rng)
-        a_ops.append(a)
         ta, tb = program.tensors[f"{task.name}.A"], program.tensors[f"{task.name}.B"]
-        _place(image, ta.addr, ta.stride, to_bytes(a.reshape(-1, k), db).reshape(-1, k * db))
+        if t.conv:  # A is the NHWC feature map; the GEMM's A is its im2col matrix
+            x = random_weights((ta.rows, ta.cols), hw.data_bits, rng)
+            place_dense(image, ta, x)
+            a_ops.append(conv_matrix(x, task.conv, t.tk)[None])
+        else:
+            a = random_weights((task.copies, m, k), hw.data_bits, rng)
+            a_ops.append(a)
+            _place(image, ta.addr, ta.stride, to_bytes(a.reshape(-1, k), db).reshape(-1, k * db))
         if tb.fmt == "nm_tiles":
             image.write(tb.addr, np.zeros(tb.nbytes, np.uint8))
             _, rb = compressed_tile_geometry(t, task.nm, hw)
             for offset, raw in nm_tiles(b, case, tag):
                 _place(image, tb.addr + offset, rb, raw)
-        else:
+        elif not t.conv_b:  # (X, the feature map, is in place already)
             _place(image, tb.addr, tb.stride, to_bytes(b.reshape(-1, n), db).reshape(-1, n * db))
     return image, Operands(tuple(a_ops), tuple(b_ops))
+
+
+def conv_matrix(x: np.ndarray, conv, tk: int) -> np.ndarray:
+    """The im2col matrix a convolution tiling computes with (``Tiling.conv``): rows are output
+    pixels (image, oh, ow); columns are ordered (channel chunk of ``tk``, kh, kw, channel), as
+    the scheduler orders B's rows; padding is zero. ``x`` is the NHWC feature map as
+    ``batch·in_h·in_w`` rows of ``channels``. Independent of the address mode's arithmetic:
+    strided slices of the zero-padded map."""
+    img = np.asarray(x).reshape(conv.batch, conv.in_h, conv.in_w, conv.channels)
+    p = conv.padding
+    padded = np.pad(img, ((0, 0), (p, p), (p, p), (0, 0)))
+    s, oh, ow = conv.stride, conv.out_h, conv.out_w
+    cols = []
+    for chunk in range(conv.channels // tk):
+        for dh in range(conv.kh):
+            for dw in range(conv.kw):
+                window = padded[:, dh:dh + s * (oh - 1) + 1:s, dw:dw + s * (ow - 1) + 1:s,
+                                chunk * tk:(chunk + 1) * tk]
+                cols.append(window.reshape(-1, tk))
+    return np.concatenate(cols, axis=1)
 
 
 def place_dense(image: DramImage, tensor: Tensor, values: np.ndarray) -> None:

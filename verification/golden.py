@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, row_bytes
+from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, conv_rows, row_bytes
 from dataflows.program import Program, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.softmax_format import SoftmaxFormat
@@ -266,7 +266,7 @@ class Interpreter:
 
     def _compute(self, instr: Instr, image: DramImage) -> None:
         k, cols, m = instr.k, instr.cols, instr.m
-        w, w_valid = self.w[instr.b_slot].read(k, cols, instr.b_row)
+        w, w_valid = self._b_rows(instr)
         self._require(w_valid, "weight", instr.b_row)
         if instr.nm_n:
             idx, idx_valid = self.idx[instr.b_slot].read(k, cols, instr.b_row)
@@ -275,11 +275,11 @@ class Interpreter:
                 raise VerificationError(f"weight index {idx.max()} >= M={instr.nm_m}")
             # col(r, j) = (r // N)·M + idx[r][j]: the activation each kept weight multiplies.
             col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
-            a, a_valid = self.a[instr.slot].read(m, k // instr.nm_n * instr.nm_m, instr.a_row)
+            a, a_valid = self._a_rows(instr, k // instr.nm_n * instr.nm_m)
             self._require(a_valid[:, col], "input", instr.a_row)
             result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
         else:
-            a, a_valid = self.a[instr.slot].read(m, k, instr.a_row)
+            a, a_valid = self._a_rows(instr, k)
             self._require(a_valid, "input", instr.a_row)
             result = a @ w
         acc = self.acc[instr.c_slot]
@@ -288,6 +288,39 @@ class Interpreter:
             self._require(valid, "accumulator", instr.c_row)
             result = previous + result
         acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+
+    def _a_rows(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``m`` activation rows a COMPUTE streams, ``width`` operands each: slot rows from
+        ``a_row`` on, or through the convolution address mode (padding rows are zero and
+        defined)."""
+        plane = self.a[instr.slot]
+        if instr.conv is None or instr.conv.b:
+            return plane.read(instr.m, width, instr.a_row)
+        return self._gather(plane, conv_rows(instr.conv, instr.a_row, instr.m), width)
+
+    def _b_rows(self, instr: Instr) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` weight rows a COMPUTE preloads: from ``b_row`` on, or through the
+        convolution address mode (``conv.b``; dense only)."""
+        plane = self.w[instr.b_slot]
+        if instr.conv is None or not instr.conv.b:
+            return plane.read(instr.k, instr.cols, instr.b_row)
+        if instr.nm_n:
+            raise VerificationError("the convolution address mode on weight rows is dense only")
+        return self._gather(plane, conv_rows(instr.conv, instr.b_row, instr.k), instr.cols)
+
+    @staticmethod
+    def _gather(plane: _Plane, rows: list, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows`` of a slot (None: a zero row, defined), ``width`` entries each."""
+        real = [r for r in rows if r is not None]
+        if real and min(real) < 0:
+            raise VerificationError(f"the convolution address mode reads slot row {min(real)}")
+        values, valid = plane.read(max(real, default=0) + 1, width)
+        a = np.zeros((len(rows), width), np.int64)
+        a_valid = np.ones((len(rows), width), bool)
+        for i, r in enumerate(rows):
+            if r is not None:
+                a[i], a_valid[i] = values[r], valid[r]
+        return a, a_valid
 
     def _compress(self, instr: Instr, image: DramImage) -> None:
         s, rows, cols = instr.slot, instr.rows, instr.cols
@@ -590,6 +623,15 @@ _WHOLE = (0, 1 << 40)
 _Access = tuple[str, int, int, int]  # (buffer, slot, first row, end row)
 
 
+def _read_rows(buffer: str, slot: int, first: int, count: int, conv) -> _Access:
+    """The rows ``first..first+count-1`` of a slot, or the span the convolution address mode
+    reads from ``first`` (``conv``)."""
+    if conv is None:
+        return buffer, slot, first, first + count
+    real = [r for r in conv_rows(conv, first, count) if r is not None]
+    return buffer, slot, min(real, default=first), max(real, default=first - 1) + 1
+
+
 def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
     """(slot rows written, slot rows read) by one instruction."""
     op = instr.op
@@ -608,8 +650,11 @@ def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
         return {whole("weight", instr.slot)}, {whole("weight", instr.slot)}
     if op == Op.COMPUTE:
         acc = rows("accumulator", instr.c_slot, instr.c_row, instr.m)
-        reads = {rows("input", instr.slot, instr.a_row, instr.m),
-                 rows("weight", instr.b_slot, instr.b_row, instr.k)}
+        conv_a = instr.conv is not None and not instr.conv.b
+        conv_b = instr.conv is not None and instr.conv.b
+        reads = {_read_rows("input", instr.slot, instr.a_row, instr.m, instr.conv if conv_a else None),
+                 _read_rows("weight", instr.b_slot, instr.b_row, instr.k,
+                            instr.conv if conv_b else None)}
         if instr.accumulate:
             reads.add(acc)
         return {acc}, reads

@@ -33,7 +33,7 @@ Kinds of case:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -48,10 +48,11 @@ from dataflows.attention import (
 from dataflows.isa import Unit
 from dataflows.program import Program
 from dataflows.scheduler import build_segment, pregen_program, tiling_for
-from dataflows.tiling import Tiling
+from dataflows.tiling import Tiling, input_row_bytes
 from verification.errors import VerificationError
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
+from workloads.layer import ConvShape
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower_layer
 from workloads.spec import AttentionOp, HardwareSpec, SchedulePasses, WorkloadSpec
@@ -63,6 +64,7 @@ __all__ = [
     "LONG_CONTEXT_PATTERNS",
     "LONG_CONTEXT_SEEDS",
     "GROUPED",
+    "CONV",
     "AttentionCase",
     "Case",
     "random_case",
@@ -99,8 +101,15 @@ _ATTENTION_WEIGHT = 0.2
 #: copies). Like :data:`ATTENTION`, drawn only when named, so the default draws stay as they were.
 GROUPED = "grouped"
 
+#: The convolution-addressing kind: the forward GEMM of a random ungrouped convolution whose A
+#: rows the PE array reads from a feature-map patch through COMPUTE's convolution address mode
+#: (kernels 2×2 to 5×5, stride 1 or 2, zero padding; dense or N:M, FF or, for odd seeds of
+#: stride-1 N:M draws, the BP of a transposed convolution with BDWP's BP mask; for seeds
+#: 5 mod 6 the weight gradient, whose B rows come through the mode on weight rows). Named-only.
+CONV = "conv"
+
 #: Named-only kinds and their weight when named together with others.
-_NAMED_ONLY = {ATTENTION: _ATTENTION_WEIGHT, GROUPED: 0.2}
+_NAMED_ONLY = {ATTENTION: _ATTENTION_WEIGHT, GROUPED: 0.2, CONV: 0.2}
 
 #: Mask patterns an attention case draws from (``nm`` only with a pattern the array runs).
 ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse", "topk", "nm")
@@ -261,6 +270,52 @@ def _grouped_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask
     (layer,) = expand(workload)
     tasks = lower_layer(layer, "training")
     return (tasks[int(rng.integers(len(tasks)))],)
+
+
+def _conv_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, ...]:
+    """The forward GEMM of a small random convolution whose channels fill whole array tiles,
+    its input lines short enough that a patch of ``kernel`` lines fits an input slot."""
+    nm = _pattern(rng, hw) if rng.random() < 0.5 else None
+    tk = _reduction_tile(hw, nm)
+    kernel = int(rng.choice([2, 3, 3, 3, 5]))
+    stride = int(rng.choice([1, 1, 2]))
+    padding = int(rng.integers(0, kernel // 2 + 1))
+    slot_rows = hw.buffers.input_bytes // 2 // input_row_bytes(tk, hw)
+    widest = max(1, min(8, slot_rows // kernel))
+    low = max(1, kernel - 2 * padding)
+    h, w = (int(rng.integers(low, max(low, widest) + 1)) for _ in range(2))
+    conv = ConvShape(int(rng.integers(1, 3)), h, w, tk * (2 if rng.random() < 0.3 else 1),
+                     kernel, kernel, stride, padding)
+    n = _extent(rng, hw.array.cols, nm[1] if nm else 1)
+    rows, k = conv.batch * conv.out_h * conv.out_w, conv.channels * kernel * kernel
+    if nm is None:
+        return (GemmTask("conv", "conv", "inference", rows, k, n, conv=conv),)
+    return (GemmTask("conv", "conv", "ff", rows, k, n, nm, "conv.W.ff", conv=conv),)
+
+
+def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
+    """A :data:`CONV` case: redrawn until the search maps it with the address mode."""
+    task, = _conv_tasks(rng, hw)
+    conv = task.conv
+    if seed % 6 == 5:
+        # The weight gradient of the same convolution: B is X's im2col matrix, preloaded
+        # through the address mode on weight rows (dense). Chosen by the seed, as below.
+        c_out = 3 * (hw.array.rows + hw.array.cols + 1) + task.n  # long enough to stream
+        task = GemmTask("conv.wg", "conv", "wg", c_out, task.m, task.k,
+                        im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels,
+                        conv=conv)
+    elif task.nm and task.conv.stride == 1 and seed % 2:
+        # A BP lowered as the transposed convolution (workloads.lowering): the same program,
+        # with BDWP's second mask along k. Chosen by the seed, so the draws stay as they were.
+        task = replace(task, phase="bp", weight="conv.W.bp")
+    passes = SchedulePasses(double_buffering=bool(rng.random() < 0.75), offline_tiling=True)
+    try:
+        case = make_case(hw, seed, CONV, (task,), passes, True)
+    except VerificationError as exc:  # too many instructions for the controller: redraw
+        raise MappingError(str(exc)) from None
+    if not (case.tilings[0].conv or case.tilings[0].conv_b):
+        raise MappingError(f"{task.conv} is mapped through im2col on {hw.name!r}")
+    return case
 
 
 def _passes(kind: str, rng: np.random.Generator) -> SchedulePasses:
@@ -437,6 +492,12 @@ def random_case(hw: HardwareSpec, seed: int, kinds: tuple[str, ...] | None = Non
         kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         if kind == ATTENTION:
             return attention_case(hw, seed, rng)
+        if kind == CONV:
+            try:
+                return _conv_case(hw, seed, rng)
+            except MappingError as exc:
+                last = exc
+                continue
         if kind == GROUPED:
             tasks, passes = _grouped_tasks(rng, hw), _passes(kind, rng)
             try:
@@ -469,7 +530,8 @@ def case_from_spec(hw: HardwareSpec, spec: dict) -> Case:
     if "tasks" not in spec:
         kinds = spec.get("kinds")
         return random_case(hw, int(spec["seed"]), tuple(kinds) if kinds else None)
-    tasks = tuple(GemmTask(**{**t, "nm": tuple(t["nm"]) if t.get("nm") else None})
+    tasks = tuple(GemmTask(**{**t, "nm": tuple(t["nm"]) if t.get("nm") else None,
+                              "conv": ConvShape(**t["conv"]) if t.get("conv") else None})
                   for t in spec["tasks"])
     return make_case(hw, int(spec["seed"]), spec["kind"], tasks,
                      SchedulePasses(**spec["passes"]), bool(spec["compressed_in_dram"]))

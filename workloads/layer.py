@@ -13,9 +13,41 @@ from typing import Literal
 
 from workloads.spec import AttentionOp, BDWPSparsity, DenseSparsity, NMSparsity
 
-__all__ = ["Layer", "SparsityT", "attention_layer", "conv_input_extent", "conv_output_size"]
+__all__ = [
+    "ConvShape", "Layer", "SparsityT", "attention_layer", "conv_input_extent", "conv_output_size",
+]
 
 SparsityT = DenseSparsity | NMSparsity | BDWPSparsity
+
+
+@dataclass(frozen=True, slots=True)
+class ConvShape:
+    """The geometry of an ungrouped 2-D convolution: what address generation needs to produce
+    the rows of its im2col matrix from the feature map (NHWC in DRAM, docs/isa.md)."""
+
+    batch: int
+    in_h: int
+    in_w: int
+    channels: int  # C_in
+    kh: int
+    kw: int
+    stride: int
+    padding: int
+
+    @property
+    def out_h(self) -> int:
+        return conv_output_size(self.in_h, self.kh, self.stride, self.padding)
+
+    @property
+    def out_w(self) -> int:
+        return conv_output_size(self.in_w, self.kw, self.stride, self.padding)
+
+    @property
+    def reads_every_pixel(self) -> bool:
+        """Whether some output reads every input row and column (the kernel covers the
+        stride's gaps), so a patch of whole input lines holds no pixel nobody reads."""
+        return (conv_input_extent(self.in_h, self.kh, self.stride, self.padding) == self.in_h
+                and conv_input_extent(self.in_w, self.kw, self.stride, self.padding) == self.in_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +77,9 @@ class Layer:
         all of them unless the stride skips some, ``conv_input_extent``). The compulsory DRAM
         traffic of the im2col-expanded operands counts these, not the expansion. 0 for other
         layers, whose GEMM operands are the tensors themselves.
+    conv
+        For an ungrouped convolution, its geometry (None otherwise): the scheduler may then
+        generate the im2col rows on chip from the feature map (docs/scheduler.md).
     """
 
     name: str
@@ -62,6 +97,7 @@ class Layer:
     attention: AttentionOp | None = None  # kind "attention" only
     block_diagonal: int = 1  # groups of a grouped convolution packed into one GEMM
     feature_map_elems: int = 0
+    conv: ConvShape | None = None
 
 
 def attention_layer(op: AttentionOp) -> Layer:

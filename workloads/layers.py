@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workloads import zoo
-from workloads.layer import Layer, SparsityT, attention_layer, conv_input_extent, conv_output_size
+from workloads.layer import ConvShape, Layer, SparsityT, attention_layer, conv_input_extent, conv_output_size
 from workloads.spec import (
     AttentionOp,
     Conv2dOp,
@@ -77,6 +77,7 @@ def _from_op(op: GemmOp | LinearOp | Conv2dOp, sparsity: SparsityT, cols: int) -
         op.name, "conv2d", op.batch * ho * wo, p * c_in * kh * kw, p * c_out, sparsity, c_in,
         c_out, batch_count=g // p, repeat=op.repeat, block_diagonal=p,
         feature_map_elems=op.batch * read * p * c_in,  # per GEMM copy: its p groups' channels
+        conv=ConvShape(op.batch, h, w, c_in, kh, kw, op.stride, op.padding) if g == 1 else None,
     )
 
 

@@ -13,6 +13,14 @@ bp        dX = dY · W               out    N:M along ``out``, or BDWP (BP mask)
 wg        dW = dYᵀ · X              rows   never (dense)
 ========  ========================  =====  =========================================
 
+A convolution's BP is ``dX = dY · W`` through the im2col-expanded dX (``k`` = out), summed back
+onto the feature map outside the array — except for an ungrouped, stride-1, "same"-sized
+convolution with a kernel larger than 1×1, whose input gradient *is* a convolution: dY padded
+by ``kh − 1 − p`` convolved with the flipped, transposed weight (C_out → C_in channels). Its BP
+GEMM is that convolution's im2col GEMM (``m`` = N·H·W input pixels, ``k`` = kh·kw·C_out,
+``n`` = C_in; the same MACs), which writes dX once instead of kh·kw times and can read its
+rows from dY on chip (``GemmTask.conv``). Stride 2 would need a dilated dY; it keeps im2col.
+
 A grouped convolution (``groups`` = g, depthwise when g = C_in) is g independent convolutions.
 Its layer packs p of them into one GEMM with a block-diagonal weight (``block_diagonal`` = p;
 ``workloads.layers.groups_per_gemm`` fills the array's columns): ``in`` = p·C_in/g·kh·kw,
@@ -35,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from workloads.layer import Layer
+from workloads.layer import ConvShape, Layer
 from workloads.spec import BDWPSparsity, HardwareSpec, NMSparsity
 
 __all__ = ["GemmTask", "lower_layer", "lower"]
@@ -67,6 +75,12 @@ class GemmTask:
         For a convolution's GEMM, the feature-map elements behind its im2col-expanded matrix
         (``Layer.feature_map_elems``): A in ``ff``/``inference`` (X), C in ``bp`` (dX), B in
         ``wg`` (X). 0 when no operand is an im2col expansion.
+    conv
+        The geometry of the convolution whose im2col matrix A is (``ff``/``inference`` of an
+        ungrouped convolution; ``bp`` of one computed as the transposed convolution, above),
+        or B is (``wg``), else None: the scheduler may then generate that operand's rows on
+        chip from the feature map instead of reading the expansion (docs/scheduler.md).
+        ``im2col_elems`` counts that feature map.
     """
 
     name: str
@@ -81,6 +95,7 @@ class GemmTask:
     repeat: int = 1
     block_diagonal: int = 1
     im2col_elems: int = 0
+    conv: ConvShape | None = None
 
     def sparse_on(self, hw: HardwareSpec) -> bool:
         return self.nm is not None and hw.supports(*self.nm)
@@ -96,7 +111,9 @@ class GemmTask:
         im2col-expanded matrix counts its feature map (``im2col_elems``)."""
         sizes = [self.m * self.k, self.k * self.n, self.m * self.n]
         if self.im2col_elems:
-            sizes[{"inference": 0, "ff": 0, "bp": 2, "wg": 1}[self.phase]] = self.im2col_elems
+            # A transposed-convolution BP (``conv`` set) expands A (dY), not C.
+            expanded = {"inference": 0, "ff": 0, "bp": 0 if self.conv else 2, "wg": 1}
+            sizes[expanded[self.phase]] = self.im2col_elems
         return sizes[0], sizes[1], sizes[2]
 
     def macs_executed(self, hw: HardwareSpec) -> int:
@@ -122,6 +139,18 @@ def _bp_pattern(layer: Layer) -> tuple[int, int] | None:
     return None
 
 
+def _transposed_conv(layer: Layer) -> ConvShape | None:
+    """The convolution that computes ``layer``'s input gradient, where it is one whose output
+    is exactly the input (stride 1, "same" size, kernel > 1×1, ungrouped); else None."""
+    c = layer.conv
+    if c is None or c.stride != 1 or c.kh * c.kw == 1 or layer.batch_count != 1:
+        return None
+    if (c.out_h, c.out_w) != (c.in_h, c.in_w):
+        return None
+    return ConvShape(c.batch, c.out_h, c.out_w, layer.out_features, c.kh, c.kw, 1,
+                     c.kh - 1 - c.padding)
+
+
 def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[GemmTask]:
     """The GEMMs of one layer in execution order (FF; then BP and WG in training)."""
     if layer.kind == "attention":
@@ -138,13 +167,24 @@ def lower_layer(layer: Layer, mode: Literal["inference", "training"]) -> list[Ge
         return tasks
     ff_nm = _ff_pattern(layer)
     ff_weight = f"{name}.W.ff" if ff_nm else None
-    tasks = [GemmTask(name, name, phase, rows, f_in, f_out, ff_nm, ff_weight, **same)]
+    tasks = [GemmTask(name, name, phase, rows, f_in, f_out, ff_nm, ff_weight, **same,
+                      conv=layer.conv)]
     if mode == "training":
         if layer.needs_input_grad:
             bp_nm = _bp_pattern(layer)
             bp_weight = f"{name}.W.bp" if bp_nm else None
-            tasks.append(GemmTask(f"{name}.bp", name, "bp", rows, f_out, f_in, bp_nm, bp_weight, **same))
-        tasks.append(GemmTask(f"{name}.wg", name, "wg", f_out, rows, f_in, **same))
+            transposed = _transposed_conv(layer)
+            if transposed is None:
+                tasks.append(GemmTask(f"{name}.bp", name, "bp", rows, f_out, f_in, bp_nm,
+                                      bp_weight, **same))
+            else:
+                c = transposed
+                tasks.append(GemmTask(
+                    f"{name}.bp", name, "bp", c.batch * c.out_h * c.out_w, f_out * c.kh * c.kw,
+                    layer.conv.channels, bp_nm, bp_weight, repeat=layer.repeat,
+                    im2col_elems=c.batch * c.in_h * c.in_w * c.channels, conv=c))
+        tasks.append(GemmTask(f"{name}.wg", name, "wg", f_out, rows, f_in, **same,
+                              conv=layer.conv))
     return tasks
 
 

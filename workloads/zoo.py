@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workloads.layer import Layer, attention_layer, conv_input_extent, conv_output_size
+from workloads.layer import ConvShape, Layer, attention_layer, conv_input_extent, conv_output_size
 from workloads.spec import (
     QWEN2_5_7B,
     VIDEO_DIT,
@@ -43,6 +43,7 @@ class _Builder:
         self.layers.append(Layer(
             name, "conv2d", self.batch * ho * ho, c_in * k * k, c_out, _DENSE, c_in, c_out,
             needs_input_grad=bool(self.layers), feature_map_elems=self.batch * side * side * c_in,
+            conv=ConvShape(self.batch, h, h, c_in, k, k, stride, pad),
         ))
         return ho
 

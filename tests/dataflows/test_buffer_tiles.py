@@ -12,6 +12,7 @@ from dataflows.isa import Op
 from dataflows.scheduler import build_segment
 from dataflows.tiling import dram_read_bytes
 from workloads.errors import MappingError
+from workloads.layer import ConvShape
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
@@ -72,7 +73,31 @@ def test_with_enough_memory_a_large_gemm_runs_within_2_percent_of_pe_busy(shape,
 
 
 @st.composite
+def convs(draw):
+    """The forward GEMM of a small convolution (the search may generate its A rows from the
+    feature map: tests/dataflows/test_conv_addressing.py)."""
+    nm = draw(st.sampled_from([None, None, (2, 4), (1, 4)]))
+    tk = 4 if nm is None else 4 // nm[0] * nm[1]
+    kernel = draw(st.sampled_from([2, 3, 3, 5]))
+    stride = draw(st.sampled_from([1, 2]))
+    padding = draw(st.integers(0, kernel // 2))
+    low = max(1, kernel - 2 * padding, stride)
+    conv = ConvShape(draw(st.integers(1, 2)), draw(st.integers(low, 10)),
+                     draw(st.integers(low, 10)), tk * draw(st.integers(1, 2)), kernel, kernel,
+                     stride, padding)
+    n = draw(st.integers(1, 12)) * (nm[1] if nm else 1)
+    rows, k = conv.batch * conv.out_h * conv.out_w, kernel * kernel * conv.channels
+    if nm is None and draw(st.booleans()):  # its weight gradient (B = X's im2col matrix)
+        return GemmTask("c.wg", "c", "wg", 27 + n, rows, k,  # C_out ≥ 3·(4 + 4 + 1) on tiny
+                        im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels, conv=conv)
+    return GemmTask("c", "c", "ff" if nm else "inference", rows, k, n, nm,
+                    "c.W.ff" if nm else None, conv=conv)
+
+
+@st.composite
 def gemms(draw):
+    if draw(st.integers(0, 3)) == 0:
+        return draw(convs())
     nm = draw(st.sampled_from([None, None, (2, 4), (1, 4), (2, 8)]))
     step = nm[1] if nm else 1
     m = draw(st.integers(1, 48))
@@ -84,12 +109,13 @@ def gemms(draw):
 _SIZES = st.sampled_from([256, 512, 1024, 2048, 4096, 8192])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(gemms(), _SIZES, _SIZES, _SIZES, st.sampled_from(["input", "weight", "accumulator"]),
        st.booleans(), st.booleans())
 def test_growing_a_buffer_never_raises_dram_reads(task, inp, wgt, acc, grown, double, compressed):
     """The search ranks by DRAM reads first over a candidate set that only grows with the
-    buffers; the program reads exactly what the estimate counts."""
+    buffers (convolution tilings among them); the program reads exactly what the estimate
+    counts."""
     passes = SchedulePasses(double_buffering=double)
     reads = []
     for scale in (1, 2):

@@ -15,6 +15,7 @@ from rtl_harness import check_values, prepare_case, run_on_rtl
 from dataflows.isa import Op
 from dataflows.scheduler import build_segment, pregen_program
 from dataflows.tiling import search_tiling
+from workloads.layer import ConvShape
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
 from workloads.spec import HardwareSpec, SchedulePasses
@@ -53,6 +54,22 @@ def _task(name, m, k, n, nm=None, phase="inference", copies=1):
     return GemmTask(name, name, phase, m, k, n, nm, f"{name}.W" if nm else None, copies)
 
 
+SEARCH = SchedulePasses()
+
+
+def _conv(conv: ConvShape, n: int, nm=None, phase=None):
+    rows, k = conv.batch * conv.out_h * conv.out_w, conv.kh * conv.kw * conv.channels
+    phase = phase or ("ff" if nm else "inference")
+    weight = f"cv.W.{phase}" if nm else None
+    return GemmTask("cv", "cv", phase, rows, k, n, nm, weight, conv=conv)
+
+
+def _wg(conv: ConvShape, c_out: int):
+    pixels, k = conv.batch * conv.out_h * conv.out_w, conv.kh * conv.kw * conv.channels
+    return GemmTask("cv.wg", "cv", "wg", c_out, pixels, k,
+                    im2col_elems=conv.batch * conv.in_h * conv.in_w * conv.channels, conv=conv)
+
+
 CASES = {
     # name: (hardware, tasks, passes, compressed_in_dram)
     "dense_two_k_tiles": (TINY, (_task("g", 8, 12, 8),), PLAIN, True),
@@ -72,6 +89,20 @@ CASES = {
     "odd_beat_dense_search": (ODD, (_task("g", 7, 9, 6),), SchedulePasses(), True),
     "sat_widths_4_8": (SATLIKE, (_task("g", 6, 16, 4, (4, 8)),), PLAIN, False),
     "sat_widths_1_8": (SATLIKE, (_task("g", 3, 64, 6, (1, 8)),), PLAIN, True),
+    # Convolution address mode (docs/isa.md): feature-map patches, zero padding, stride 2,
+    # whole images in one tile, bands of output lines with their halo, N:M.
+    "conv_3x3_stride2_padded": (TINY, (_conv(ConvShape(2, 5, 6, 8, 3, 3, 2, 1), 6),),
+                                SEARCH, True),
+    "conv_5x5_bands_2_4": (_variant(TINY, "tiny_small_input", buffers={"input_bytes": 512}),
+                           (_conv(ConvShape(1, 9, 5, 8, 5, 5, 1, 2), 4, (2, 4)),), SEARCH, True),
+    "conv_sat_widths_3x3": (SATLIKE, (_conv(ConvShape(2, 4, 4, 4, 3, 3, 1, 1), 5),), SEARCH,
+                            True),
+    # BP of a stride-1 3x3 layer as the transposed convolution of dY (BDWP's BP mask along k).
+    "conv_bp_transposed_2_4": (TINY, (_conv(ConvShape(1, 5, 5, 8, 3, 3, 1, 1), 8, (2, 4), "bp"),),
+                               SEARCH, True),
+    # Weight gradient: X's im2col rows preloaded through the mode on weight rows, k-tiles of
+    # 4 pixels starting mid-line (out_w = 3), a stride-2 padded conv over two images.
+    "conv_wg_weight_rows": (TINY, (_wg(ConvShape(2, 6, 5, 4, 3, 3, 2, 1), 28),), SEARCH, True),
 }
 
 
@@ -89,6 +120,9 @@ def test_program_matches_numpy_and_archsim(name):
     program = segment.program
     if name.startswith("compress_on_chip") or name == "odd_beat_and_lanes":
         assert any(i.op == Op.COMPRESS for i in program.instrs)
+    if name.startswith("conv"):
+        tiling = segment.work.tilings[0]
+        assert (tiling.conv or tiling.conv_b) and any(i.conv for i in program.instrs)
     if name == "interleaved_bp_wg":
         assert set(program.tags) == {0, 1}
     # prepare() times the program with archsim.model.run_program (prepared.cycles, .trace).

@@ -26,7 +26,7 @@ pytest.importorskip("cocotb")
 pytest.importorskip("amaranth")
 
 from verification.configs import CONFIGS, load_config  # noqa: E402
-from verification.programs import ATTENTION, GROUPED, KINDS, case_spec  # noqa: E402
+from verification.programs import ATTENTION, CONV, GROUPED, KINDS, case_spec  # noqa: E402
 from verification.session import (  # noqa: E402
     TOP_TESTS,
     build_accelerator,
@@ -102,6 +102,23 @@ def test_grouped_convolution_programs_are_exact(config, tmp_path):
     results = run_plan(dut, TOP_TESTS, plan, tmp_path)
     _check(results, len(GROUPED_SEEDS))
     assert {r.kind for r in results} == {GROUPED}
+
+
+#: Convolution-addressing programs (named-only kind), by configuration: together 3×3 and 5×5,
+#: stride 1 and 2, zero padding, dense and N:M, bands of output lines with their halo, tiles of
+#: whole images, buffer tiles of some kernel offsets and of whole channel chunks, single
+#: buffering, a transposed-convolution BP and two weight gradients through the mode on weight
+#: rows (k-tiles from mid-line, across images) (tests/verification/test_conv_cases.py pins that
+#: coverage).
+CONV_SEEDS = {"tiny": [4, 5, 7, 9], "tiny-8x8": [0, 41, 68, 284]}
+
+
+def test_convolution_address_mode_programs_are_exact(config, tmp_path):
+    hw, dut = config
+    seeds = CONV_SEEDS[hw.name]
+    results = run_plan(dut, TOP_TESTS, program_plan(hw, seeds, [[CONV]] * len(seeds)), tmp_path)
+    _check(results, len(seeds))
+    assert {r.kind for r in results} == {CONV}
 
 
 def test_attention_programs_are_exact(config, tmp_path):
