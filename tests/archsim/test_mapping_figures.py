@@ -105,8 +105,10 @@ def test_bounds_by_hand(tmp_path, capsys):
 def test_no_sparse_gemm_beats_m_over_n_without_a_documented_reason(model, pattern):
     n, m = pattern
     batch = 1 if model == "vgg16" else 2  # VGG-16's FC weights make larger batches slow here
+    tokens = (["operations.0.frames=2", "operations.0.height=4", "operations.0.width=4"]
+              if model == "video_dit" else ["operations.0.seq_len=32"])  # its tokens: f x h x w
     workload = load_workload("workloads/examples/resnet18_bdwp.yaml", overrides=[
-        f"operations.0.model={model}", f"operations.0.batch={batch}", "operations.0.seq_len=32",
+        f"operations.0.model={model}", f"operations.0.batch={batch}", *tokens,
         f"sparsity={{kind: bdwp, n: {n}, m: {m}}}"])
     limit = FAIRNESS_TOLERANCE * m / n
     for r in simulate(workload, engine="fast").layers:
