@@ -724,7 +724,8 @@ def _measure_spgemm(torch, item: SpGEMMItem, setup: _Setup, flush) -> OpRow:
 # --------------------------------------------------------------------------------------------
 
 #: Attention patterns given by a block mask, which FlexAttention can skip block by block.
-BLOCK_PATTERNS = ("sliding_window", "block_sparse", "blasst", "topk")
+BLOCK_PATTERNS = ("sliding_window", "block_sparse", "blasst", "topk", "vertical_slash",
+                  "diagonal", "multi_diagonal", "vertical_stripe", "gated_block", "element_mask")
 
 
 @dataclass(frozen=True, slots=True)

@@ -702,3 +702,18 @@ def test_cuda_attention_with_sdpa(tmp_path):
     assert methods["gqa"] == "sdpa_causal" and methods["window"] == "sdpa_bool_mask"
     for r in doc.ops:
         assert 0 < r.p20_s <= r.median_s <= r.p80_s and r.calls_per_sample == 1
+
+
+def test_every_attention_pattern_of_the_spec_has_a_torch_method():
+    """A pattern added to the spec must be measurable too (as a mask, or dense/causal)."""
+    import typing
+
+    from workloads.spec import AttentionPattern
+
+    union = typing.get_args(AttentionPattern)[0]
+    kinds = [typing.get_args(cls.model_fields["kind"].annotation)[0]
+             for cls in typing.get_args(union)]
+    assert len(kinds) >= 12
+    for kind in kinds:
+        for causal in (False, True):
+            assert attention_method(kind, causal, flex_compile=False).method.startswith("sdpa")
