@@ -65,6 +65,12 @@ __all__ = ["OnlineSoftmax", "RUNNING_SUM_KEY_BITS"]
 RUNNING_SUM_KEY_BITS = 20
 
 
+def _datapath_lanes(g: Geometry) -> int:
+    """Lanes of the engine's datapath: ``softmax_lanes``, but no more than there are columns (a
+    beat engages at most ``cols``; more lanes than that would never be used)."""
+    return min(g.softmax_lanes, g.cols)
+
+
 def _delay(m: Module, value, cycles: int, name: str):
     """``value`` as it was ``cycles`` cycles ago (a chain of registers)."""
     for i in range(cycles):
@@ -100,6 +106,7 @@ class OnlineSoftmax(wiring.Component):
         self._hw = hw
         self._g = g = Geometry.of(hw)
         self._p = SoftmaxParams.of(hw)
+        self._lanes = _datapath_lanes(g)
         super().__init__({
             "issue": In(layouts.IssueSignature(Unit.VEC)),
             "acc_rd": Out(layouts.AccRowReadSignature(g)),
@@ -245,7 +252,7 @@ class OnlineSoftmax(wiring.Component):
         window = Signal(2 * 8 * g.beat_bytes)
         m.d.comb += window.eq(self.mask_rd.data >> bit_q)
         active, keep, scores, acc = [], [], [], []
-        for lane in range(g.softmax_lanes):
+        for lane in range(self._lanes):
             on = Signal(name=f"active_{lane}")
             m.d.comb += on.eq(valid & self._lane_in(chunk, lane, cur["cols"]))
             kept = Signal(name=f"keep_{lane}")
@@ -268,18 +275,18 @@ class OnlineSoftmax(wiring.Component):
 
     def _lane_view(self, per_col, chunk, lane: int):
         """Column ``chunk·softmax_lanes + lane`` of ``per_col`` (a multiplexer over chunks)."""
-        lanes, cols = self._g.softmax_lanes, self._g.cols
+        lanes, cols = self._lanes, self._g.cols
         options = [per_col[c * lanes + lane] for c in range(ceil_div(cols, lanes))
                    if c * lanes + lane < cols]
         return options[0] if len(options) == 1 else Array(options)[chunk]
 
     def _lane_in(self, chunk, lane: int, cols):
         """Lane ``lane`` of ``chunk`` is a column of the instruction (``< cols``)."""
-        return times_const(chunk, self._g.softmax_lanes) + lane < cols
+        return times_const(chunk, self._lanes) + lane < cols
 
     def _columns(self, chunk):
         """``(j, lane, selected)`` per column: ``selected`` when ``chunk`` is ``j``'s chunk."""
-        lanes = self._g.softmax_lanes
+        lanes = self._lanes
         return [(j, j % lanes, chunk == j // lanes) for j in range(self._g.cols)]
 
     # ----------------------------------------------------------------------------------------
@@ -291,14 +298,14 @@ class OnlineSoftmax(wiring.Component):
         after a chunk's last beat its columns take the new max and send ``new − old`` through
         the lanes' exp tables, ``X`` cycles later ``c`` and ``l·c`` are registered, and the
         cycle after that ``l`` is written. The last chunk's tail is the instruction's end."""
-        g, p, st = self._g, self._p, self.st
+        p, st = self._p, self.st
         lo = p.fmt.score_range[0]
         pay = self.issue.instr.payload
         starts = first & (pay.op == Op.ROWMAX)
         with m.If(starts & ~pay.accumulate):
             m.d.sync += [s.eq(0) for s in st.any + st.sums]
         fresh = data["row"] == 0
-        for lane in range(g.softmax_lanes):
+        for lane in range(self._lanes):
             x, kept = data["x"][lane], data["keep"][lane]
             with m.If(is_rowmax & data["valid"]):
                 with m.If(kept & (fresh | ~st.bany[lane] | (x > st.bmax[lane]))):
@@ -316,7 +323,7 @@ class OnlineSoftmax(wiring.Component):
         m.d.comb += st.tail_now.eq(tail[0])
         corr_at, write_at = p.exp_latency, span - 1
         news = []  # per lane, in a tail cycle: (new max, "kept a score" after this chunk)
-        for lane in range(g.softmax_lanes):
+        for lane in range(self._lanes):
             mx, seen = self._lane_view(st.mx, chunk[0], lane), \
                 self._lane_view(st.any, chunk[0], lane)
             bmax, bany = st.bmax[lane], st.bany[lane]
@@ -336,14 +343,14 @@ class OnlineSoftmax(wiring.Component):
                               (corr_at, [st.corr[j].eq(st.exp[lane])]),
                               (write_at, [st.sums[j].eq(st.scaled_sum[lane]
                                                         >> p.fmt.exp_bits)])):
-                here = (chunk[t] == j // g.softmax_lanes) & (j < reg["cols"])
+                here = (chunk[t] == j // self._lanes) & (j < reg["cols"])
                 with m.If(tail[t] & here):
                     m.d.sync += action
         return done
 
     def _exp(self, m: Module, data, is_exp, reg):
         g, p, st, x_lat = self._g, self._p, self.st, self._p.exp_latency
-        lanes = g.softmax_lanes
+        lanes = self._lanes
         for lane in range(lanes):
             x, mx = data["x"][lane], self._lane_view(st.mx, data["chunk"], lane)
             m.d.comb += st.exp_d[lane].eq(Mux(x > mx, 0, mx - x)[: p.fmt.score_bits + 1])
@@ -459,7 +466,7 @@ class OnlineSoftmax(wiring.Component):
         chunk = _delay(m, data["chunk"], 2, "scale_chunk")
         m.d.comb += self.acc_wr.slot.eq(reg["slot"])
         results, on = [], []
-        for lane in range(g.softmax_lanes):
+        for lane in range(self._lanes):
             def view(per_col, lane=lane):
                 return self._lane_view(per_col, data["chunk"], lane)
 
@@ -491,7 +498,7 @@ class _State:
     ``l·c`` product)."""
 
     def __init__(self, g: Geometry, p: SoftmaxParams) -> None:
-        cols, lanes, sb = g.cols, g.softmax_lanes, p.fmt.score_bits
+        cols, lanes, sb = g.cols, _datapath_lanes(g), p.fmt.score_bits
         sum_bits = p.fmt.exp_bits + 1 + RUNNING_SUM_KEY_BITS
 
         def per(count, shape, name):

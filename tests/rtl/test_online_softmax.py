@@ -39,3 +39,13 @@ def test_exp_tables_selection_and_multipliers_are_per_lane(overrides):
     # The state that outlives a chunk stays per column.
     for state in ("mx", "sum", "corr", "recip"):
         assert _names(text, rf"\b{state}_(\d+)\b") == {str(j) for j in range(cols)}, state
+
+
+def test_more_softmax_lanes_than_columns_build_one_lane_per_column():
+    """sat_vcu1525's 32 softmax lanes on a 4-column array (a small sample of its family)."""
+    hw = load_hardware("sat_vcu1525", overrides=[
+        "array.rows=4", "array.cols=4", "buffers.input_bytes=16384",
+        "buffers.weight_bytes=16384", "buffers.accumulator_bytes=16384"])
+    assert hw.vector_unit.softmax_width > hw.array.cols
+    text = verilog_text(OnlineSoftmax(hw), name="online_softmax")
+    assert _names(text, r"\bexp(\d+)_rom\b") == {"0", "1", "2", "3"}
