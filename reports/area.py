@@ -12,7 +12,8 @@ the same operand/accumulator widths and N:M patterns, because those change the P
     LUT, FF     ≈ a·PEs + b·cols + c·rows + d   # PEs; per column: weight/accumulator buffer
                                                 #   ports, vector lanes; per row: input buffer
     DSP         ≈ a·PEs + b·cols + c            # one per PE; the vector unit's softmax
-                                                #   multipliers, per column
+                                                #   multipliers, per softmax lane (a constant
+                                                #   within a family that keeps its lanes)
     BRAM, URAM  ≈ a + b·buffer bytes
 
 Features that do not vary across the samples are dropped, and at most (samples − 1) features are
@@ -61,7 +62,7 @@ DEVICE = {"name": "XCVU9P", "lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "br
 _FEATURES = {
     "lut": ("pes", "cols", "rows", "const"),
     "ff": ("pes", "cols", "rows", "const"),
-    "dsp": ("pes", "cols", "const"),  # one per PE; the online softmax's multipliers per column
+    "dsp": ("pes", "cols", "const"),  # one per PE; the online softmax's multipliers per lane
     "bram": ("const", "buffer_bytes"),
     "uram": ("const", "buffer_bytes"),
 }

@@ -10,25 +10,36 @@ of :func:`rtl.softmax.exp2_neg`, scores read as ``acc >> score_shift`` clipped t
 
 A pass streams the tile one **beat** per cycle: one accumulator row of up to ``softmax_lanes``
 consecutive columns (a *chunk*), chunk by chunk, rows inside a chunk, so ``B = rows ·
-⌈cols / softmax_lanes⌉`` beats (``dataflows.cost.softmax_beats``). Each column has its own exp
-table and state; a beat engages only its chunk's columns, which is the throughput the cost model
-charges. With instruction start ``s`` = cycle 0, beat ``i`` reads its row (and the mask word
-pair) in cycle ``i`` and has its data in cycle ``i + 1``; ``X`` = ``exp_latency_cycles``:
+⌈cols / softmax_lanes⌉`` beats (``dataflows.cost.softmax_beats``). A beat engages only its
+chunk's columns, which is the throughput the cost model charges, so the datapath is built per
+**lane**, not per column: lane ``l`` serves column ``c·softmax_lanes + l`` while chunk ``c``
+streams, through one score clip, one exp table, one block max, one set of EXP group registers
+with its top-N selection and one multiplier of each kind, multiplexed to the chunk's columns.
+Only what must outlive a chunk stays per column: ``mx``, the kept flag, ``l``, ``c``, and
+NORMALIZE's divider and reciprocal. With instruction start ``s`` = cycle 0, beat ``i`` reads its
+row (and the mask word pair) in cycle ``i`` and has its data in cycle ``i + 1``; ``X`` =
+``exp_latency_cycles``:
 
-* **ROWMAX** (``1 + B + X + 2``): beats update each column's block max; in cycle ``B + 1`` the
-  new max goes in and ``new − old`` enters the exp tables; the correction comes out ``X`` cycles
-  later with ``l · c`` registered; the next cycle writes ``l``.
-* **EXP** (``1 + B + X + 1``): each score enters the exp table in its data cycle; ``X`` cycles
-  later its exponential (with score and keep bit) is filed into the column's group registers;
-  in the next cycle a group that closes (``M`` rows, one row when dense, or the instruction's
-  last row: a cut group is padded with masked rows) keeps its top ``N`` by score (masked
-  below every kept score, ties to the lower row), writes them as compressed weight rows
-  ``P̃ = min(round(e / 2^(E−P)), 2^P − 1)`` with their indices, and adds them to ``l``.
+* **ROWMAX** (``1 + B + X + 2``): beats update each lane's block max (a chunk's first row starts
+  it afresh). The cycle after a chunk's last data cycle, its columns take the new max and
+  ``new − old`` enters the lanes' exp tables (idle during ROWMAX); the correction comes out
+  ``X`` cycles later with ``l · c`` registered; the next cycle writes ``l``. Chunks are at
+  least one cycle apart, so their tails pipeline, and the last chunk's ends the instruction
+  in cycle ``B + X + 2``, as when every column's correction waited for cycle ``B + 1``.
+* **EXP** (``1 + B + X + 1``): each score enters its lane's exp table in its data cycle; ``X``
+  cycles later its exponential (with score and keep bit) is filed into the lane's group
+  registers (a group never spans chunks: a chunk's last row closes it); in the next cycle a
+  group that closes (``M`` rows, one row when dense, or the instruction's last row: a cut group
+  is padded with masked rows) keeps its top ``N`` by score (masked below every kept score, ties
+  to the lower row), writes them as compressed weight rows ``P̃ = min(round(e / 2^(E−P)),
+  2^P − 1)`` with their indices, and adds them to its column's ``l``.
 * **RESCALE** (``1 + B + 2``): the data cycle registers the product with ``c``, the next the
   result ``⌊acc · c / 2^E⌋``, and the one after writes it back.
 * **NORMALIZE** (``R + 1 + B + 2``): cycles ``0 .. R − 1`` run a restoring divider per column,
   ``R = ⌊2^K / l⌋`` one bit per cycle (0 for ``l = 0``), then a RESCALE-like pass with
-  ``⌊acc · R / 2^(K−E)⌋``. The divider needs ``l ≥ 2^E`` (true whenever a column kept a score:
+  ``⌊acc · R / 2^(K−E)⌋``. The dividers stay per column: every column's reciprocal is needed
+  by its chunk's first beat, and a chunk may have fewer rows than the ``R`` cycles a divider
+  takes, so a lane's divider could not finish the next chunk's reciprocals in time. The divider needs ``l ≥ 2^E`` (true whenever a column kept a score:
   its maximum contributes exactly ``2^E``) and running sums of at most ``2^20`` keys
   (:data:`RUNNING_SUM_KEY_BITS`).
 """
@@ -52,6 +63,12 @@ __all__ = ["OnlineSoftmax", "RUNNING_SUM_KEY_BITS"]
 
 #: log2 of the most keys one query's running sum may cover (each adds at most 2^E).
 RUNNING_SUM_KEY_BITS = 20
+
+
+def _datapath_lanes(g: Geometry) -> int:
+    """Lanes of the engine's datapath: ``softmax_lanes``, but no more than there are columns (a
+    beat engages at most ``cols``; more lanes than that would never be used)."""
+    return min(g.softmax_lanes, g.cols)
 
 
 def _delay(m: Module, value, cycles: int, name: str):
@@ -89,6 +106,7 @@ class OnlineSoftmax(wiring.Component):
         self._hw = hw
         self._g = g = Geometry.of(hw)
         self._p = SoftmaxParams.of(hw)
+        self._lanes = _datapath_lanes(g)
         super().__init__({
             "issue": In(layouts.IssueSignature(Unit.VEC)),
             "acc_rd": Out(layouts.AccRowReadSignature(g)),
@@ -121,9 +139,8 @@ class OnlineSoftmax(wiring.Component):
         self.st = _State(g, p)
         go, beat = self._sequencer(m, first, cur)
         data = self._read(m, go, beat, cur)
-        tail_now = Signal()  # ROWMAX's cycle B + 1: the new maxima go into the exp tables
-        self.st.build_exp(m, p, tail_now, data["keep"])
-        done_max = self._rowmax(m, first, data, is_rowmax, tail_now)
+        self.st.build_exp(m, p, data["keep"])
+        done_max = self._rowmax(m, first, data, is_rowmax, reg)
         done_exp = self._exp(m, data, is_exp, reg)
         done_scale = self._scale(m, data, is_rescale | is_norm, is_rescale, reg)
         done = done_max | done_exp | done_scale
@@ -164,7 +181,7 @@ class OnlineSoftmax(wiring.Component):
             with m.Elif(norm_start):
                 m.d.sync += dividing.eq(1)
         self._divide(m, norm_start, step)
-        return go, {"row": row, "chunk": chunk, "last": last}
+        return go, {"row": row, "chunk": chunk, "last": last, "last_row": last_row}
 
     def _divide(self, m: Module, start, step) -> None:
         """Per column, ``⌊2^K / l⌋`` by restoring division, most significant bit first: the
@@ -209,7 +226,8 @@ class OnlineSoftmax(wiring.Component):
         return word, bit
 
     def _read(self, m: Module, go, beat, cur) -> dict:
-        """Drive the reads of the beat in ``go``'s cycle; return its data-cycle view."""
+        """Drive the reads of the beat in ``go``'s cycle; return its data-cycle view, per lane
+        (lane ``l`` of chunk ``c`` is column ``c·softmax_lanes + l``)."""
         g, p = self._g, self._p
         reads_scores = (cur["op"] == Op.ROWMAX) | (cur["op"] == Op.EXP)
         abs_row = Signal(16)
@@ -223,70 +241,119 @@ class OnlineSoftmax(wiring.Component):
             self.mask_rd.slot.eq(cur["slot"]),
             self.mask_rd.word.eq(word),
         ]
-        valid, row, chunk, last, bit_q = Signal(), Signal(16), Signal.like(beat["chunk"]), \
-            Signal(), Signal.like(bit)
+        valid, row, chunk, last, chunk_end, bit_q = Signal(), Signal(16), \
+            Signal.like(beat["chunk"]), Signal(), Signal(), Signal.like(bit)
         m.d.sync += [valid.eq(go), row.eq(beat["row"]), chunk.eq(beat["chunk"]),
-                     last.eq(go & beat["last"]), bit_q.eq(bit)]
+                     last.eq(go & beat["last"]), chunk_end.eq(go & beat["last_row"]),
+                     bit_q.eq(bit)]
 
         shift = p.fmt.score_shift
         lo, hi = p.fmt.score_range
         window = Signal(2 * 8 * g.beat_bytes)
         m.d.comb += window.eq(self.mask_rd.data >> bit_q)
-        active, keep, scores = [], [], []
-        for j in range(g.cols):
-            on = Signal(name=f"active_{j}")
-            m.d.comb += on.eq(valid & (chunk == j // g.softmax_lanes) & (j < cur["cols"]))
-            kept = Signal(name=f"keep_{j}")
-            m.d.comb += kept.eq(on & (~cur["mask"] | window[j % g.softmax_lanes]))
-            wide = self.acc_rd.data[j] >> shift
-            x = Signal(signed(p.fmt.score_bits), name=f"score_{j}")
+        active, keep, scores, acc = [], [], [], []
+        for lane in range(self._lanes):
+            on = Signal(name=f"active_{lane}")
+            m.d.comb += on.eq(valid & self._lane_in(chunk, lane, cur["cols"]))
+            kept = Signal(name=f"keep_{lane}")
+            m.d.comb += kept.eq(on & (~cur["mask"] | window[lane]))
+            a = Signal(signed(g.acc_bits), name=f"acc_{lane}")
+            m.d.comb += a.eq(self._lane_view(self.acc_rd.data, chunk, lane))
+            wide = a >> shift
+            x = Signal(signed(p.fmt.score_bits), name=f"score_{lane}")
             m.d.comb += x.eq(Mux(wide > hi, hi, Mux(wide < lo, lo, wide)))
             active.append(on)
             keep.append(kept)
             scores.append(x)
-        return {"valid": valid, "row": row, "chunk": chunk, "last": last, "active": active,
-                "keep": keep, "x": scores, "acc": self.acc_rd.data}
+            acc.append(a)
+        return {"valid": valid, "row": row, "chunk": chunk, "last": last,
+                "chunk_end": chunk_end, "active": active, "keep": keep, "x": scores, "acc": acc}
+
+    # ----------------------------------------------------------------------------------------
+    # Lanes and columns
+    # ----------------------------------------------------------------------------------------
+
+    def _lane_view(self, per_col, chunk, lane: int):
+        """Column ``chunk·softmax_lanes + lane`` of ``per_col`` (a multiplexer over chunks)."""
+        lanes, cols = self._lanes, self._g.cols
+        options = [per_col[c * lanes + lane] for c in range(ceil_div(cols, lanes))
+                   if c * lanes + lane < cols]
+        return options[0] if len(options) == 1 else Array(options)[chunk]
+
+    def _lane_in(self, chunk, lane: int, cols):
+        """Lane ``lane`` of ``chunk`` is a column of the instruction (``< cols``)."""
+        return times_const(chunk, self._lanes) + lane < cols
+
+    def _columns(self, chunk):
+        """``(j, lane, selected)`` per column: ``selected`` when ``chunk`` is ``j``'s chunk."""
+        lanes = self._lanes
+        return [(j, j % lanes, chunk == j // lanes) for j in range(self._g.cols)]
 
     # ----------------------------------------------------------------------------------------
     # The passes
     # ----------------------------------------------------------------------------------------
 
-    def _rowmax(self, m: Module, first, data, is_rowmax, tail_now):
-        g, p, st = self._g, self._p, self.st
+    def _rowmax(self, m: Module, first, data, is_rowmax, reg):
+        """Beats update each lane's block max (a chunk's first row starts it afresh); the cycle
+        after a chunk's last beat its columns take the new max and send ``new − old`` through
+        the lanes' exp tables, ``X`` cycles later ``c`` and ``l·c`` are registered, and the
+        cycle after that ``l`` is written. The last chunk's tail is the instruction's end."""
+        p, st = self._p, self.st
         lo = p.fmt.score_range[0]
         pay = self.issue.instr.payload
         starts = first & (pay.op == Op.ROWMAX)
-        tail = [Signal(name=f"tail_{t}") for t in range(p.exp_latency + 2)]
-        m.d.sync += tail[0].eq(data["valid"] & data["last"] & is_rowmax)
-        m.d.sync += [tail[t].eq(tail[t - 1]) for t in range(1, len(tail))]
-        m.d.comb += tail_now.eq(tail[0])
-        corr_at = tail[p.exp_latency]
-        for j in range(g.cols):
-            with m.If(starts):
-                m.d.sync += [st.bmax[j].eq(lo), st.bany[j].eq(0)]
-                with m.If(~pay.accumulate):
-                    m.d.sync += [st.any[j].eq(0), st.sums[j].eq(0)]
-            x = data["x"][j]
-            with m.If(is_rowmax & data["keep"][j] & (~st.bany[j] | (x > st.bmax[j]))):
-                m.d.sync += [st.bmax[j].eq(x), st.bany[j].eq(1)]
-            new = Mux(st.any[j], Mux(st.bany[j] & (st.bmax[j] > st.mx[j]), st.bmax[j], st.mx[j]),
-                      st.bmax[j])
-            m.d.comb += st.tail_d[j].eq((new - st.mx[j])[: p.fmt.score_bits + 1])
-            with m.If(tail[0]):
-                m.d.sync += [st.mx[j].eq(new), st.any[j].eq(st.any[j] | st.bany[j]),
-                             st.any_old[j].eq(st.any[j])]
-            corr = Mux(st.any_old[j], st.exp[j], 0)
-            with m.If(corr_at):
-                m.d.sync += [st.corr[j].eq(corr), st.scaled_sum[j].eq(st.sums[j] * corr)]
-            with m.If(tail[-1]):
-                m.d.sync += st.sums[j].eq(st.scaled_sum[j] >> p.fmt.exp_bits)
-        return tail[-1]
+        with m.If(starts & ~pay.accumulate):
+            m.d.sync += [s.eq(0) for s in st.any + st.sums]
+        fresh = data["row"] == 0
+        for lane in range(self._lanes):
+            x, kept = data["x"][lane], data["keep"][lane]
+            with m.If(is_rowmax & data["valid"]):
+                with m.If(kept & (fresh | ~st.bany[lane] | (x > st.bmax[lane]))):
+                    m.d.sync += [st.bmax[lane].eq(x), st.bany[lane].eq(1)]
+                with m.Elif(fresh):
+                    m.d.sync += [st.bmax[lane].eq(lo), st.bany[lane].eq(0)]
+
+        span = p.exp_latency + 2
+        tail, chunk = [data["valid"] & data["chunk_end"] & is_rowmax], [data["chunk"]]
+        for t in range(span):  # tail[t]: the chunk in chunk[t] ended t + 1 cycles ago
+            tail.append(_delay(m, tail[-1], 1, f"tail{t}"))
+            chunk.append(_delay(m, chunk[-1], 1, f"tail_chunk{t}"))
+        tail, chunk = tail[1:], chunk[1:]
+        done = _delay(m, data["valid"] & data["last"] & is_rowmax, span, "rowmax_done")
+        m.d.comb += st.tail_now.eq(tail[0])
+        corr_at, write_at = p.exp_latency, span - 1
+        news = []  # per lane, in a tail cycle: (new max, "kept a score" after this chunk)
+        for lane in range(self._lanes):
+            mx, seen = self._lane_view(st.mx, chunk[0], lane), \
+                self._lane_view(st.any, chunk[0], lane)
+            bmax, bany = st.bmax[lane], st.bany[lane]
+            new = Signal(signed(p.fmt.score_bits), name=f"new_max_{lane}")
+            m.d.comb += [
+                new.eq(Mux(seen, Mux(bany & (bmax > mx), bmax, mx), bmax)),
+                st.tail_d[lane].eq((new - mx)[: p.fmt.score_bits + 1]),
+                st.tail_keep[lane].eq(seen),  # no correction before the first kept score
+            ]
+            news.append((new, seen | bany))
+            sums = self._lane_view(st.sums, chunk[corr_at], lane)
+            with m.If(tail[corr_at]):
+                m.d.sync += st.scaled_sum[lane].eq(sums * st.exp[lane])
+        for j, lane, _ in self._columns(chunk[0]):
+            new, seen_now = news[lane]
+            for t, action in ((0, [st.mx[j].eq(new), st.any[j].eq(seen_now)]),
+                              (corr_at, [st.corr[j].eq(st.exp[lane])]),
+                              (write_at, [st.sums[j].eq(st.scaled_sum[lane]
+                                                        >> p.fmt.exp_bits)])):
+                here = (chunk[t] == j // self._lanes) & (j < reg["cols"])
+                with m.If(tail[t] & here):
+                    m.d.sync += action
+        return done
 
     def _exp(self, m: Module, data, is_exp, reg):
         g, p, st, x_lat = self._g, self._p, self.st, self._p.exp_latency
-        for j in range(g.cols):
-            x = data["x"][j]
-            m.d.comb += st.exp_d[j].eq(Mux(x > st.mx[j], 0, st.mx[j] - x)[: p.fmt.score_bits + 1])
+        lanes = self._lanes
+        for lane in range(lanes):
+            x, mx = data["x"][lane], self._lane_view(st.mx, data["chunk"], lane)
+            m.d.comb += st.exp_d[lane].eq(Mux(x > mx, 0, mx - x)[: p.fmt.score_bits + 1])
         # The exponential leaves the table X cycles after the data cycle: file it then.
         valid = _delay(m, data["valid"] & is_exp, x_lat, "exp_valid")
         row = _delay(m, data["row"], x_lat, "exp_row")
@@ -299,18 +366,20 @@ class OnlineSoftmax(wiring.Component):
         m.d.comb += pos.eq(row & (group_m - 1))
         closes = (pos == group_m - 1) | (row == reg["rows"] - 1)
         cols = reg["cols"]
-        for j in range(g.cols):
-            filing = valid & (chunk == j // g.softmax_lanes) & (j < cols)
-            x_e = _delay(m, data["x"][j], x_lat, f"exp_x{j}")
-            keep_e = _delay(m, data["keep"][j], x_lat, f"exp_keep{j}")
+        for lane in range(lanes):
+            # A group never spans two chunks (a chunk's last row closes it), so one set of
+            # group registers per lane serves all the columns it takes in turn.
+            filing = valid & _delay(m, data["active"][lane], x_lat, f"exp_on{lane}")
+            x_e = _delay(m, data["x"][lane], x_lat, f"exp_x{lane}")
+            keep_e = _delay(m, data["keep"][lane], x_lat, f"exp_keep{lane}")
             for q in range(g.m_max):
                 with m.If(filing & (pos == q)):
-                    m.d.sync += [st.gx[j][q].eq(x_e), st.gkeep[j][q].eq(keep_e),
-                                 st.ge[j][q].eq(st.exp[j])]
+                    m.d.sync += [st.gx[lane][q].eq(x_e), st.gkeep[lane][q].eq(keep_e),
+                                 st.ge[lane][q].eq(st.exp[lane])]
                 with m.Elif(filing & (pos == 0)):
                     # A new group: rows not filed yet are masked rows (0), the padding of a
                     # group the instruction cuts short.
-                    m.d.sync += [st.gkeep[j][q].eq(0), st.ge[j][q].eq(0)]
+                    m.d.sync += [st.gkeep[lane][q].eq(0), st.ge[lane][q].eq(0)]
 
         # The cycle after: a closing group keeps its top N, writes them and adds them up.
         w_valid, w_closes, w_last, w_chunk, w_end = Signal(), Signal(), Signal(), \
@@ -325,35 +394,51 @@ class OnlineSoftmax(wiring.Component):
         first_bank = base[:lg] if lg else Const(0, 1)
         inside = [Const(1) if q == 0 else (q < group_m) for q in range(g.m_max)]
         m.d.comb += self.b_wr.slot.eq(reg["b_slot"])
-        for j in range(g.cols):
-            on = closing & (w_chunk == j // g.softmax_lanes) & (j < cols)
-            gx, gk = st.gx[j], st.gkeep[j]
+        slots = []  # per bank: which of the N picks it takes
+        for b in range(banks):
+            t = Signal(range(banks), name=f"wt_{b}")
+            m.d.comb += t.eq(b - first_bank)
+            slots.append(t)
+        on, total, value, index = [], [], [], []
+        for lane in range(lanes):
+            lane_on = Signal(name=f"closing_{lane}")
+            m.d.comb += lane_on.eq(closing & self._lane_in(w_chunk, lane, cols))
+            gx, gk = st.gx[lane], st.gkeep[lane]
 
             def ranks_above(a, b, gx=gx, gk=gk):
                 # Masked entries rank below every kept score; ties go to the lower row.
                 return Mux(gk[a] & gk[b], gx[a] >= gx[b], gk[a] | ~gk[b])
 
-            chosen = select_top_n(m, g.m_max, g.n_max, ranks_above, inside, group_n, f"top{j}")
-            picked_e, picked_pos = [], []
+            chosen = select_top_n(m, g.m_max, g.n_max, ranks_above, inside, group_n,
+                                  f"top{lane}")
+            picked_e, picked_p, picked_pos = [], [], []
             for t in range(g.n_max):
-                e_t = Signal(p.fmt.exp_bits + 1, name=f"pick_e{j}_{t}")
-                pos_t = Signal(range(max(2, g.m_max)), name=f"pick_pos{j}_{t}")
+                e_t = Signal(p.fmt.exp_bits + 1, name=f"pick_e{lane}_{t}")
+                pos_t = Signal(range(max(2, g.m_max)), name=f"pick_pos{lane}_{t}")
                 for q in range(g.m_max):
                     with m.If(chosen[t][q]):
-                        m.d.comb += [e_t.eq(st.ge[j][q]), pos_t.eq(q)]
+                        m.d.comb += [e_t.eq(st.ge[lane][q]), pos_t.eq(q)]
+                p_t = Signal(p.fmt.prob_bits, name=f"pick_p{lane}_{t}")
+                m.d.comb += p_t.eq(self._probability(e_t))
                 picked_e.append(e_t)
+                picked_p.append(p_t)
                 picked_pos.append(pos_t)
-            with m.If(on):
-                m.d.sync += st.sums[j].eq(st.sums[j] + sum(picked_e))
+            new_sum = Signal.like(st.sums[0], name=f"exp_sum_{lane}")
+            m.d.comb += new_sum.eq(self._lane_view(st.sums, w_chunk, lane) + sum(picked_e))
+            on.append(lane_on)
+            total.append(new_sum)
+            value.append([Array(picked_p)[t] if g.n_max > 1 else picked_p[0] for t in slots])
+            index.append([Array(picked_pos)[t] if g.n_max > 1 else picked_pos[0]
+                          for t in slots])
+        for j, lane, selected in self._columns(w_chunk):
+            with m.If(on[lane] & selected):
+                m.d.sync += st.sums[j].eq(total[lane])
             for b in range(banks):
-                t = Signal(range(banks), name=f"wt{j}_{b}")
-                m.d.comb += t.eq(b - first_bank)
                 entry = self.b_wr.data[b][j]
                 m.d.comb += [
-                    self.b_wr.mask[b][j].eq(on & (t < group_n)),
-                    entry.value.eq(self._probability(Array(picked_e)[t] if g.n_max > 1
-                                                     else picked_e[0])),
-                    entry.index.eq(Array(picked_pos)[t] if g.n_max > 1 else picked_pos[0]),
+                    self.b_wr.mask[b][j].eq(on[lane] & selected & (slots[b] < group_n)),
+                    entry.value.eq(value[lane][b]),
+                    entry.index.eq(index[lane][b]),
                 ]
         for b in range(banks):
             # (first_bank > b is constant for the last bank: leave it out.)
@@ -372,61 +457,75 @@ class OnlineSoftmax(wiring.Component):
 
     def _scale(self, m: Module, data, is_scale, is_rescale, reg):
         """RESCALE and NORMALIZE: the data cycle registers the product, the next the rounded
-        result (``SOFTMAX_MUL_CYCLES``), the one after writes it back."""
+        result (``SOFTMAX_MUL_CYCLES``), the one after writes it back; one multiplier per
+        lane, its factor the column's."""
         g, p, st = self._g, self._p, self.st
         valid = _delay(m, data["valid"] & is_scale, 2, "scale_valid")
         row = _delay(m, data["row"], 2, "scale_row")
         last = _delay(m, data["last"], 2, "scale_last")
+        chunk = _delay(m, data["chunk"], 2, "scale_chunk")
         m.d.comb += self.acc_wr.slot.eq(reg["slot"])
-        for j in range(g.cols):
-            factor = Mux(is_rescale, st.corr[j], Mux(st.sums[j] == 0, 0, st.recip[j]))
+        results, on = [], []
+        for lane in range(self._lanes):
+            def view(per_col, lane=lane):
+                return self._lane_view(per_col, data["chunk"], lane)
+
+            factor = Mux(is_rescale, view(st.corr), Mux(view(st.sums) == 0, 0, view(st.recip)))
             product = Signal(signed(g.acc_bits + max(p.fmt.exp_bits + 1, p.fmt.recip_bits) + 1),
-                             name=f"scaled_{j}")
-            result = Signal(signed(g.acc_bits), name=f"scale_out_{j}")
+                             name=f"scaled_{lane}")
+            result = Signal(signed(g.acc_bits), name=f"scale_out_{lane}")
             m.d.sync += [
-                product.eq(data["acc"][j] * factor),
+                product.eq(data["acc"][lane] * factor),
                 result.eq(Mux(is_rescale, product >> p.fmt.exp_bits,
                               product >> (p.fmt.k - p.fmt.exp_bits))),
             ]
-            on = _delay(m, data["active"][j], 2, f"scale_on{j}")
+            results.append(result)
+            on.append(_delay(m, data["active"][lane], 2, f"scale_on{lane}"))
+        for j, lane, selected in self._columns(chunk):
             m.d.comb += [
-                self.acc_wr.en[j].eq(valid & on),
+                self.acc_wr.en[j].eq(valid & on[lane] & selected),
                 self.acc_wr.addr[j].eq(row),
-                self.acc_wr.data[j].eq(result),
+                self.acc_wr.data[j].eq(results[lane]),
             ]
         return valid & last
 
 
 class _State:
-    """Per column registers: the softmax state, the block max, the divider, the EXP groups and
-    the exp table shared by ROWMAX's correction (``tail_d``) and EXP's scores (``exp_d``)."""
+    """The registers: per column the softmax state that persists across chunks and
+    instructions (running max, "kept a score", running sum, correction, divider remainder and
+    reciprocal); per lane what one chunk uses at a time (block max, the EXP group registers,
+    the exp table shared by ROWMAX's correction ``tail_d`` and EXP's scores ``exp_d``, the
+    ``l·c`` product)."""
 
     def __init__(self, g: Geometry, p: SoftmaxParams) -> None:
-        cols, sb = g.cols, p.fmt.score_bits
+        cols, lanes, sb = g.cols, _datapath_lanes(g), p.fmt.score_bits
         sum_bits = p.fmt.exp_bits + 1 + RUNNING_SUM_KEY_BITS
 
-        def per_col(shape, name):
-            return [Signal(shape, name=f"{name}_{j}") for j in range(cols)]
+        def per(count, shape, name):
+            return [Signal(shape, name=f"{name}_{i}") for i in range(count)]
 
-        self.mx, self.bmax = per_col(signed(sb), "mx"), per_col(signed(sb), "bmax")
-        self.any, self.bany, self.any_old = per_col(1, "any"), per_col(1, "bany"), \
-            per_col(1, "any_old")
-        self.sums = per_col(sum_bits, "sum")
-        self.scaled_sum = per_col(sum_bits + p.fmt.exp_bits + 1, "scaled_sum")
-        self.corr = per_col(p.fmt.exp_bits + 1, "corr")
-        self.rem = per_col(sum_bits + 1, "rem")
-        self.recip = per_col(p.fmt.recip_bits, "recip")
-        self.gx = [[Signal(signed(sb), name=f"gx_{j}_{q}") for q in range(g.m_max)]
-                   for j in range(cols)]
-        self.gkeep = [[Signal(name=f"gkeep_{j}_{q}") for q in range(g.m_max)] for j in range(cols)]
-        self.ge = [[Signal(p.fmt.exp_bits + 1, name=f"ge_{j}_{q}") for q in range(g.m_max)]
-                   for j in range(cols)]
-        self.tail_d, self.exp_d = per_col(sb + 1, "tail_d"), per_col(sb + 1, "exp_d")
-        self.exp: list = []  # per column, the exp table's output (built by ``build_exp``)
+        self.mx, self.any = per(cols, signed(sb), "mx"), per(cols, 1, "any")
+        self.sums = per(cols, sum_bits, "sum")
+        self.corr = per(cols, p.fmt.exp_bits + 1, "corr")
+        self.rem = per(cols, sum_bits + 1, "rem")
+        self.recip = per(cols, p.fmt.recip_bits, "recip")
+        self.bmax, self.bany = per(lanes, signed(sb), "bmax"), per(lanes, 1, "bany")
+        self.scaled_sum = per(lanes, sum_bits + p.fmt.exp_bits + 1, "scaled_sum")
+        self.gx = [[Signal(signed(sb), name=f"gx_{i}_{q}") for q in range(g.m_max)]
+                   for i in range(lanes)]
+        self.gkeep = [[Signal(name=f"gkeep_{i}_{q}") for q in range(g.m_max)]
+                      for i in range(lanes)]
+        self.ge = [[Signal(p.fmt.exp_bits + 1, name=f"ge_{i}_{q}") for q in range(g.m_max)]
+                   for i in range(lanes)]
+        self.tail_now = Signal()  # a ROWMAX tail: a chunk's new maxima go into the exp tables
+        self.tail_d, self.exp_d = per(lanes, sb + 1, "tail_d"), per(lanes, sb + 1, "exp_d")
+        self.tail_keep = per(lanes, 1, "tail_keep")
+        self.exp: list = []  # per lane, the exp table's output (built by ``build_exp``)
 
-    def build_exp(self, m: Module, p: SoftmaxParams, tail_now, keep) -> None:
-        """One exp table per column: ROWMAX's tail feeds it ``new − old`` in ``tail_now`` (no
-        EXP beat is in flight then), EXP its scores' ``mx − x`` (0 where not ``keep``)."""
-        for j in range(len(self.mx)):
-            d = Mux(tail_now, self.tail_d[j], self.exp_d[j])
-            self.exp.append(exp2_neg(m, p, d, tail_now | keep[j], Const(1), f"exp{j}"))
+    def build_exp(self, m: Module, p: SoftmaxParams, keep) -> None:
+        """One exp table per lane: ROWMAX's tail feeds it ``new − old`` (no EXP beat is in
+        flight during ROWMAX), EXP its scores' ``mx − x`` (0 where not ``keep``)."""
+        for lane in range(len(self.bmax)):
+            d = Mux(self.tail_now, self.tail_d[lane], self.exp_d[lane])
+            kept = Mux(self.tail_now, self.tail_keep[lane], keep[lane])
+            self.exp.append(exp2_neg(m, p, d, kept, Const(1), f"exp{lane}"))
