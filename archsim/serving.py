@@ -93,9 +93,8 @@ class ServeResult:
         }
 
 
-def _ops(model: ModelOp, q_len: int, kv_len: int) -> tuple[tuple, tuple]:
+def _ops(model: ModelOp, phase: str, q_len: int, kv_len: int) -> tuple[tuple, tuple]:
     """(linear ops, attention ops) of one step, equal layers merged into one op with repeat."""
-    phase = "decode" if q_len == 1 and kv_len > 1 else "prefill"
     step = model.model_copy(update={"seq_len": kv_len if phase == "decode" else q_len,
                                     "phase": phase})
     linear: dict[tuple, int] = {}
@@ -123,7 +122,7 @@ def _run(workload: WorkloadSpec, ops: tuple) -> SimResult:
 
 def _step(workload: WorkloadSpec, model: ModelOp, phase: str, q_len: int, kv_len: int,
           linear_cache: dict) -> ServeStep:
-    lin, att = _ops(model, q_len, kv_len)
+    lin, att = _ops(model, phase, q_len, kv_len)
     if lin not in linear_cache:
         linear_cache[lin] = _run(workload, lin)
     lr, ar = linear_cache[lin], _run(workload, att)

@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-iters", type=int, default=10)
     args = p.parse_args(argv)
     try:
+        for flag in ("reps", "step_batch", "step_image", "step_iters"):
+            if getattr(args, flag) < 1:
+                raise ArchsimError(f"--{flag.replace('_', '-')} must be at least 1, "
+                                   f"got {getattr(args, flag)}")
+        if args.warmup < 0:
+            raise ArchsimError(f"--warmup must be at least 0, got {args.warmup}")
         import torch
 
         if args.device == "cuda" and not torch.cuda.is_available():

@@ -1130,6 +1130,12 @@ class WorkloadSpec(_Spec):
         if self.mode != "inference" or op.phase != "prefill":
             raise ValueError("serve runs its own prefill and decode phases: use mode: inference "
                              "and leave the model's phase at prefill")
+        fixed = isinstance(op.pattern, ElementMaskAttention) or (
+            isinstance(op.pattern, VerticalSlashAttention) and op.pattern.indices is not None)
+        if fixed:  # a file holds one [q_len, kv_len] shape; serving changes both every step
+            raise ValueError(f"serve changes the query and KV lengths every step, so a pattern "
+                             f"read from a file ({op.pattern.kind} with a file) cannot be served; "
+                             f"use a pattern computed per step")
         return self
 
     @model_validator(mode="after")

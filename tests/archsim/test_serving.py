@@ -96,3 +96,20 @@ def test_serve_needs_a_serve_section(tmp_path, capsys):
     path.write_text(HEAD + "operations:\n" + MODEL % "{kind: dense}")
     assert main(["serve", str(path)]) == 2
     assert "no serve: section" in capsys.readouterr().err
+
+
+def test_a_mask_file_cannot_be_served(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "m.npy", np.ones((1, 1, 64, 64), dtype=np.uint8))
+    path = _workload(tmp_path, pattern=f"{{kind: element_mask, file: {tmp_path / 'm.npy'}}}")
+    assert main(["serve", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be served" in err[0] and str(path) in err[0]
+
+
+def test_a_one_token_last_prefill_chunk_is_a_prefill_step(tmp_path):
+    line = "serve: {prompt_tokens: 129, chunk_tokens: 128, output_tokens: 2}"
+    steps = serve(load_workload(_workload(tmp_path, serve_line=line))).steps
+    assert [(s.phase, s.q_len, s.kv_len) for s in steps] == [
+        ("prefill", 128, 128), ("prefill", 1, 129), ("decode", 1, 130)]

@@ -214,3 +214,10 @@ def test_committed_gpu_results_belong_to_the_shipped_examples():
         workload = load_workload(part.source, overrides=list(part.overrides))
         doc = load_baseline_for(path, workload)
         assert doc.provenance.device == "cuda" and doc.provenance.gpu_clocks
+
+
+@pytest.mark.parametrize("argv", [["--reps", "0"], ["--warmup", "-1"], ["--step-iters", "0"]])
+def test_bad_counts_exit_2_before_measuring(argv, capsys):
+    assert main(["--device", "cpu", "--only", "tiny_gemm", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be at least" in err[0]
