@@ -194,7 +194,7 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 320-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 384-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
 WORD_BITS = 384
