@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import subprocess
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ from baselines.schema import (
 from baselines.timing import l2_flush_bytes, summarize, time_cpu, time_cuda, time_cuda_graph
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower
-from workloads.spec import WorkloadSpec
+from workloads.spec import AttentionPattern, WorkloadSpec
 from workloads.version import ARCHSIM_VERSION
 
 __all__ = [
@@ -723,9 +724,16 @@ def _measure_spgemm(torch, item: SpGEMMItem, setup: _Setup, flush) -> OpRow:
 # Attention
 # --------------------------------------------------------------------------------------------
 
-#: Attention patterns given by a block mask, which FlexAttention can skip block by block.
-BLOCK_PATTERNS = ("sliding_window", "block_sparse", "blasst", "topk", "vertical_slash",
-                  "diagonal", "multi_diagonal", "vertical_stripe", "gated_block", "element_mask")
+def _pattern_kinds() -> tuple[str, ...]:
+    """Every ``kind`` of the spec's attention patterns, in the order the spec declares them."""
+    union = typing.get_args(AttentionPattern)[0]
+    return tuple(typing.get_args(cls.model_fields["kind"].annotation)[0]
+                 for cls in typing.get_args(union))
+
+
+#: Attention patterns given by a mask, which FlexAttention can skip block by block: every pattern
+#: but dense attention and N:M on the scores (derived from the spec, so a new pattern is covered).
+BLOCK_PATTERNS = tuple(k for k in _pattern_kinds() if k not in ("dense", "nm"))
 
 
 @dataclass(frozen=True, slots=True)
