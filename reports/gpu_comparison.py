@@ -40,14 +40,19 @@ class Comparison:
     graph_s: dict[str, float]  # GEMM name → GPU-only seconds (CUDA graph), repeats included
 
 
-def _simulate(part, path: Path) -> Comparison:
+def _simulate(part, path: Path, results: dict) -> Comparison:
+    """``results`` holds each (example, overrides) simulated so far: a ``*_flex`` part measures
+    the same workload as its example, so it reuses that simulation."""
     from archsim.api import simulate
     from baselines.compare import compare, load_baseline_for
     from workloads.load import load_workload
 
     workload = load_workload(part.source, overrides=list(part.overrides))
     doc = load_baseline_for(path, workload)
-    result = simulate(workload, engine="fast")  # equal to SimPy (tests); this is many runs
+    key = (part.source, part.overrides)
+    if key not in results:  # the fast engine equals SimPy (tests); this is many runs
+        results[key] = simulate(workload, engine="fast")
+    result = results[key]
     cmp = compare(doc, workload, result, path)
     graph = {op.name: op.graph_median_s * op.repeat for op in doc.ops if op.graph_median_s}
     return Comparison(part.name, workload.name, cmp["ops"], cmp["totals"],
@@ -58,12 +63,12 @@ def compare_suite(results: Path, log=print) -> dict[str, Comparison]:
     """Every baseline part of the suite that has a result file in ``results``, simulated."""
     from baselines.gpu_suite import plan
 
-    out = {}
+    out, simulated = {}, {}
     for part in plan():
         path = results / f"{part.name}.json"
         if part.kind == "baseline" and path.is_file():
             log(f"simulating {part.name} …")
-            out[part.name] = _simulate(part, path)
+            out[part.name] = _simulate(part, path, simulated)
     return out
 
 
