@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from results stores (results.db) and/or run outputs (results.json).",
     )
     report.add_argument("inputs", nargs="+", metavar="RESULTS",
-                        help="results.db of archsim dse, or results.json of archsim run")
+                        help="results.db of archsim dse, results.json of archsim run, or the "
+                             "folder either command wrote")
     report.add_argument("--out", help="output directory (default: report/ next to the first input)")
     report.add_argument("--title", help="report title")
     report.set_defaults(handler=_cmd_report)
@@ -233,8 +234,9 @@ def _print_summary(sweep, outcome, top: int) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from reports.html import build_report
+    from reports.inputs import resolve_inputs
 
-    inputs = [Path(p) for p in args.inputs]
+    inputs = resolve_inputs([Path(p) for p in args.inputs])
     out = Path(args.out) if args.out else inputs[0].resolve().parent / "report"
     written = build_report(inputs, out, title=args.title)
     figures, tables = len(written.figures) // 2, len(written.tables)

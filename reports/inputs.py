@@ -98,6 +98,26 @@ def _read_sweep(path: Path) -> SweepData:
     return SweepData(path, sweep.get("name", path.parent.name), sweep, rows)
 
 
+#: What an output folder of each command holds, in the order a folder is searched.
+_FOLDER_RESULTS = ("results.json", "results.db")
+
+
+def resolve_inputs(paths: list[Path]) -> list[Path]:
+    """The result files the inputs name: a file as it is, a folder written by ``archsim run``
+    or ``archsim dse`` as the results it holds (both when it holds both)."""
+    resolved = []
+    for path in paths:
+        if not path.is_dir():
+            resolved.append(path)
+            continue
+        found = [path / name for name in _FOLDER_RESULTS if (path / name).is_file()]
+        if not found:
+            raise ReportError(f"{path}: a folder without results.json (archsim run) or "
+                              f"results.db (archsim dse)")
+        resolved.extend(found)
+    return resolved
+
+
 def read_inputs(paths: list[Path]) -> tuple[list[SweepData], list[RunData]]:
     """Read every input; ``.json`` files are run outputs, anything else a results store."""
     sweeps, runs = [], []

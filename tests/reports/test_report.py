@@ -103,10 +103,16 @@ def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
     assert main(["report", str(run)]) == 0  # default --out: report/ beside the input
     assert (tmp_path / "s" / "report" / "report.html").is_file()
     assert "0 figures as PNG and SVG, 1 CSV table)" in capsys.readouterr().out
+    (tmp_path / "s" / "report" / "report.html").unlink()
+    assert main(["report", str(run.parent)]) == 0  # the folder archsim run wrote
+    assert (tmp_path / "s" / "report" / "report.html").is_file()
+    capsys.readouterr()
 
+    (tmp_path / "empty").mkdir()
     (tmp_path / "x.json").write_text('{"a": 1}')
     (tmp_path / "x.db").write_text("not sqlite" * 200)
     for path, message in [(tmp_path / "missing.json", "no such file"),
+                          (tmp_path / "empty", "a folder without results.json"),
                           (tmp_path / "x.json", "not a results.json of 'archsim run'"),
                           (tmp_path / "x.db", "not an archsim results store")]:
         assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 2
