@@ -11,9 +11,9 @@ the same operand/accumulator widths and N:M patterns, because those change the P
 
     LUT, FF     ≈ a·PEs + b·cols + c·rows + d   # PEs; per column: weight/accumulator buffer
                                                 #   ports, vector lanes; per row: input buffer
-    DSP         ≈ a·PEs + b·cols + c            # one per PE; the vector unit's softmax
-                                                #   multipliers, per softmax lane (a constant
-                                                #   within a family that keeps its lanes)
+    DSP         ≈ a·PEs + b·lanes + c           # one per PE; the online softmax's
+                                                #   multipliers, per lane it builds:
+                                                #   min(softmax lanes, cols)
     BRAM, URAM  ≈ a + b·buffer bytes
 
 Features that do not vary across the samples are dropped, and at most (samples − 1) features are
@@ -62,7 +62,7 @@ DEVICE = {"name": "XCVU9P", "lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "br
 _FEATURES = {
     "lut": ("pes", "cols", "rows", "const"),
     "ff": ("pes", "cols", "rows", "const"),
-    "dsp": ("pes", "cols", "const"),  # one per PE; the online softmax's multipliers per lane
+    "dsp": ("pes", "softmax_lanes", "const"),  # one per PE; the softmax's multipliers per lane
     "bram": ("const", "buffer_bytes"),
     "uram": ("const", "buffer_bytes"),
 }
@@ -81,12 +81,14 @@ def family_of(hw: Mapping[str, Any]) -> str:
 def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
     """Model features of a hardware dict (``HardwareSpec.model_dump()``)."""
     rows, cols = hw["array"]["rows"], hw["array"]["cols"]
-    buffers = hw["buffers"]
+    buffers, vector = hw["buffers"], hw["vector_unit"]
     return {
         "const": 1.0,
         "pes": float(rows * cols),
         "rows": float(rows),
         "cols": float(cols),
+        # rtl/online_softmax.py builds min(softmax lanes, cols) lanes (a lean softmax)
+        "softmax_lanes": float(min(vector["softmax_lanes"] or vector["lanes"], cols)),
         "buffer_bytes": float(
             buffers["weight_bytes"] + buffers["input_bytes"] + buffers["accumulator_bytes"]
         ),

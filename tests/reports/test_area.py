@@ -118,3 +118,22 @@ def test_committed_samples_are_measurements_with_provenance():
         again = sample_from_resources(sample["hardware"], {"total": sample["yosys_total"]})
         assert again["resources"] == sample["resources"]
     assert load_area_model() is not None
+
+
+def test_dsp_follows_the_softmax_lanes_the_rtl_builds():
+    # rtl/online_softmax.py builds min(softmax_lanes, cols) lanes of four DSPs each; a wider
+    # array with the same lanes adds no softmax DSPs (fixture from that formula).
+    def hw(rows, cols, lanes):
+        return load_hardware("tiny", overrides=[
+            f"array.rows={rows}", f"array.cols={cols}", f"vector_unit.softmax_lanes={lanes}",
+        ]).model_dump(mode="json")
+
+    def dsp(rows, cols, lanes):
+        return rows * cols + 4 * min(lanes, cols) + 6
+
+    points = [(4, 4, 2), (8, 8, 4), (16, 16, 2), (4, 16, 8), (8, 4, 8), (16, 8, 4)]
+    samples = [{"hardware": hw(*p), "resources": {"lut": 1, "ff": 1, "dsp": dsp(*p), "bram": 1,
+                                                  "uram": 0}} for p in points]
+    model = AreaModel.fit(samples)
+    for point in [(32, 32, 2), (32, 32, 32), (8, 2, 16)]:
+        assert model.resources(hw(*point))["dsp"] == pytest.approx(dsp(*point), abs=0.05)
