@@ -11,6 +11,7 @@ a path relative to itself, or name a shipped preset (``hardware: sat_vcu1525``).
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,8 +430,25 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
         # says what to fix, so unknown keys are reported before anything else.
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = _strip_tags(tuple(error["loc"]), data)
-        where = _line_of(doc, loc)
-        raise SpecError(f"{where}: {_dotted(loc)}: {_describe(error, model, loc, data)}") from None
+        msg = _describe(error, model, loc, data)
+        if not loc:
+            loc, msg = _named_location(msg)
+        raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
+
+
+#: A cross-field check on a whole document names the field it blames at the start of its
+#: message (``operations[0].phase: …``), since pydantic locates it at the top level.
+_NAMED_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\]|\.[A-Za-z_]\w*)*): (.+)$", re.S)
+
+
+def _named_location(msg: str) -> tuple[tuple, str]:
+    """(location, rest of the message) of a message that starts with a field path, else
+    ((), the message)."""
+    found = _NAMED_FIELD.match(msg)
+    if not found:
+        return (), msg
+    parts = re.findall(r"\[(\d+)\]|([A-Za-z_]\w*)", found.group(1))
+    return tuple(int(i) if i else name for i, name in parts), found.group(2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1127,9 +1127,12 @@ class WorkloadSpec(_Spec):
                 op.model not in SERVABLE_MODELS:
             raise ValueError(f"serve needs exactly one operation, an op: model with model "
                              f"{' or '.join(SERVABLE_MODELS)} (the decoder it serves)")
-        if self.mode != "inference" or op.phase != "prefill":
-            raise ValueError("serve runs its own prefill and decode phases: use mode: inference "
-                             "and leave the model's phase at prefill")
+        if self.mode != "inference":
+            raise ValueError("mode: serve runs its own prefill and decode phases: use mode: "
+                             "inference")
+        if op.phase != "prefill":
+            raise ValueError("operations[0].phase: serve runs its own prefill and decode phases: "
+                             "leave the model's phase at prefill")
         fixed = isinstance(op.pattern, ElementMaskAttention) or (
             isinstance(op.pattern, VerticalSlashAttention) and op.pattern.indices is not None)
         if fixed:  # a file holds one [q_len, kv_len] shape; serving changes both every step

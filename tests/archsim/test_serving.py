@@ -79,6 +79,9 @@ def test_cli_writes_serve_json(tmp_path, capsys):
      r":5: serve.chunk: unknown key"),
     ("serve: {prompt_tokens: 8, output_tokens: 2}",
      "  - {op: model, model: bert_base, batch: 1}\n", "serve needs exactly one operation"),
+    # a cross-field check names the field it blames: the line is the phase's, not the file's
+    ("serve: {prompt_tokens: 8, output_tokens: 2}", MODEL.replace("batch: 1,", "batch: 1, phase: "
+     "decode,") % "{kind: dense}", r":7: operations\[0\]\.phase: serve runs its own prefill"),
 ])
 def test_bad_serve_sections_are_one_line_and_exit_2(tmp_path, capsys, serve_line, ops, message):
     path = _workload(tmp_path, serve_line=serve_line)
