@@ -55,10 +55,11 @@ def measure(hardware: str, n: int, work: Path, synth: bool) -> dict:
     }
     if synth:
         wall, cpu = time.perf_counter(), _cpu()
-        stat, _ = synthesize(out)
+        run = synthesize(out)
+        row["synth_peak_mib"] = run.peak_memory_bytes / 2**20
         row["synth_s"] = time.perf_counter() - wall
         row["synth_cpu_s"] = _cpu() - cpu
-        row.update(resources(stat)["total"])
+        row.update(resources(run.stat)["total"])
     return row
 
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"archsim rtl: {args.hardware}, Verilog generation and Yosys synthesis")
     columns = ["size", "verilog_s", "verilog_cpu_s", "verilog_mb"]
     if not args.no_synth:
-        columns += ["synth_s", "synth_cpu_s", "LUT", "FF", "CARRY", "DSP", "BRAM36", "LUTRAM"]
+        columns += ["synth_s", "synth_cpu_s", "synth_peak_mib", "LUT", "FF", "CARRY", "DSP",
+                    "BRAM36", "URAM", "LUTRAM"]
     for col in columns:
         table.add_column(col, justify="left" if col == "size" else "right")
     for row in rows:

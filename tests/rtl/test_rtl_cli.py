@@ -63,7 +63,7 @@ def test_failed_synthesis_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_synthesize_reports_an_error_without_verilog(tmp_path):
     (tmp_path / "synth.ys").write_text(synth.yosys_script())
-    with pytest.raises(RTLError, match=r"yosys synthesis failed: ERROR: .*accel_top\.v"):
+    with pytest.raises(RTLError, match=r"yosys synthesis failed: ERROR: .*accel_top_synth\.v"):
         synth.synthesize(tmp_path)
 
 
@@ -81,3 +81,11 @@ def test_synth_writes_resources(tmp_path, capsys):
     assert total["LUT"] == sum(b["LUT"] for b in blocks.values())
     printed = capsys.readouterr().out
     assert "compute.array.pe" in printed and "total" in printed
+    # The device share, what the synthesis cost, and the timing proxy come with the counts.
+    share = report["device"]["share"]
+    assert report["device"]["name"] == "XCVU9P"
+    assert share["DSP"] == pytest.approx(total["DSP"] / 6840, abs=1e-5)
+    assert report["peak_memory_bytes"] > 10 * 1024**2 and report["seconds"] > 0
+    assert report["engine"]
+    assert report["timing"]["logic_levels"] > 0 and report["timing"]["blocks"]
+    assert "logic levels through" in printed and "share of XCVU9P" in printed

@@ -1,0 +1,26 @@
+"""The FPGA the RTL flow targets: SAT's VCU1525 board carries a Xilinx XCVU9P.
+
+One home for the device's capacities, read by the synthesis flow (``rtl.synth``: a design's share
+of the device in ``resources.json``) and by the DSE area model (``reports.area``: a point that
+does not fit is infeasible). Figures from the UltraScale+ datasheet (REFERENCE.md, section 1);
+BRAM in RAMB36 equivalents.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+__all__ = ["DEVICE_NAME", "DEVICE_CAPACITY", "device_shares"]
+
+DEVICE_NAME = "XCVU9P"
+#: Resources of the device, keyed as ``rtl.synth.RESOURCE_KINDS`` counts them.
+DEVICE_CAPACITY = MappingProxyType({"LUT": 1_182_240, "FF": 2_364_480, "DSP": 6_840,
+                                    "BRAM36": 2_160, "URAM": 960})
+
+
+def device_shares(counts: dict[str, float]) -> dict[str, float]:
+    """Fraction of the device each counted resource takes (LUTRAM and SRL occupy LUT sites, so
+    they count toward the LUT share, as Vivado's "CLB LUTs" does)."""
+    used = dict(counts)
+    used["LUT"] = counts.get("LUT", 0) + counts.get("LUTRAM", 0) + counts.get("SRL", 0)
+    return {kind: used.get(kind, 0) / cap for kind, cap in DEVICE_CAPACITY.items()}
