@@ -15,7 +15,7 @@ Buffers (input A, weight B, accumulator C) each have two slots (ping-pong halves
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from workloads.arith import ceil_div, index_bits
@@ -30,6 +30,9 @@ __all__ = [
     "Instr",
     "ConvAddress",
     "conv_rows",
+    "conv_parts",
+    "conv_part_rows",
+    "conv_parts_conflict_free",
     "FIELDS",
     "SIGNED_FIELDS",
     "WORD_BITS",
@@ -101,6 +104,12 @@ class ConvAddress:
     With ``b`` the mode addresses the weight rows a COMPUTE preloads instead (row ``r`` of
     ``k``, from slot row ``b_row``): a weight-gradient GEMM's stationary operand is the
     im2col matrix there.
+
+    With ``group > 1`` (A rows only) one streamed row is ``group`` pixels side by side, the
+    kernel offsets that follow ``(dh, dw)`` in row-major order over a kernel ``kw`` columns
+    wide whose first offset sits in kernel column ``kw0`` (:func:`conv_parts`): a COMPUTE
+    covers several kernel offsets of a feature map with fewer channels than its reduction
+    tile (docs/isa.md, "Several kernel offsets per COMPUTE").
     """
 
     stride: int
@@ -114,6 +123,9 @@ class ConvAddress:
     dw: int
     ow0: int = 0
     b: bool = False
+    group: int = 1
+    kw: int = 0
+    kw0: int = 0
 
 
 def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
@@ -128,6 +140,39 @@ def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
         inside = 0 <= ih < conv.in_h and 0 <= iw < conv.in_w
         rows.append(a_row + (image * conv.in_h + ih - conv.lo) * conv.in_w + iw if inside else None)
     return rows
+
+
+def conv_parts(conv: ConvAddress) -> list[tuple[int, int]]:
+    """``(dh, dw)`` of each of the ``group`` kernel offsets one streamed row holds: the first is
+    the word's, each next one column further right, wrapping to the next kernel row after
+    column ``kw − 1`` (so ``dw`` goes back by ``kw − 1`` and ``dh`` up by one)."""
+    parts, dh, col = [], conv.dh, conv.kw0
+    for _ in range(max(1, conv.group)):
+        parts.append((dh, conv.dw + col - conv.kw0))
+        col += 1
+        if col == conv.kw:
+            col, dh = 0, dh + 1
+    return parts
+
+
+def conv_part_rows(conv: ConvAddress, a_row: int, m: int) -> list[list[int | None]]:
+    """Per part (:func:`conv_parts`), the slot row each of ``m`` streamed rows reads there
+    (None: the pixel lies in the padding)."""
+    return [conv_rows(replace(conv, dh=dh, dw=dw, group=1), a_row, m)
+            for dh, dw in conv_parts(conv)]
+
+
+def conv_parts_conflict_free(conv: ConvAddress, bank_groups: int) -> bool:
+    """Whether the parts of one streamed row lie in distinct bank groups of the input buffer.
+
+    A row of ``2^p`` banks sits in bank group ``row mod bank_groups`` (``bank_groups = banks /
+    2^p``), and each group reads one address per cycle. The parts' rows differ by constants,
+    ``(dh_j − dh_0)·in_w + dw_j − dw_0``, the same for every streamed row (padding pixels
+    included: their reads are made and discarded), so this is a property of the word."""
+    first_dh, first_dw = conv_parts(conv)[0]
+    residues = {((dh - first_dh) * conv.in_w + dw - first_dw) % bank_groups
+                for dh, dw in conv_parts(conv)}
+    return len(residues) == max(1, conv.group)
 
 
 # Not frozen: a frozen dataclass sets each of its 18 fields through object.__setattr__, which
@@ -194,10 +239,10 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 384-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 400-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 384
+WORD_BITS = 400
 
 #: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
 ROW_OFFSET_BITS = 20
@@ -239,12 +284,17 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_dw", 8),
     ("conv_ow0", 12),
     ("conv_b", 1),
+    # Several kernel offsets per COMPUTE (ConvAddress.group; 0 and 1 both mean one).
+    ("conv_group", 4),
+    ("conv_kw", 6),
+    ("conv_kw0", 6),
 )
 
 #: Fields that hold two's complement values (the kernel offsets less the padding).
 SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
 
-_CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b")
+_CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b",
+                "group", "kw", "kw0")
 
 
 def _values(instr: Instr) -> dict[str, int]:
@@ -259,6 +309,8 @@ def _values(instr: Instr) -> dict[str, int]:
         "conv": int(instr.conv is not None),
         **{f"conv_{name}": int(getattr(instr.conv, name)) if instr.conv else 0
            for name in _CONV_FIELDS},
+        # One offset per COMPUTE encodes as 0, so words without the grouping read as before.
+        "conv_group": instr.conv.group if instr.conv and instr.conv.group > 1 else 0,
     }
 
 
@@ -288,6 +340,7 @@ def decode(word: int) -> Instr:
         shift += width
     conv = {name: values.pop(f"conv_{name}") for name in _CONV_FIELDS}
     conv["b"] = bool(conv["b"])
+    conv["group"] = max(1, conv["group"])
     values["conv"] = ConvAddress(**conv) if values.pop("conv") else None
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))
     flags = {name: bool(values.pop(name)) for name in ("accumulate", "mask", "requant")}

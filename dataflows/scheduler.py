@@ -37,6 +37,9 @@ from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
     Tiling,
     b_patches,
+    conv_chunk,
+    conv_group,
+    conv_k_per_chunk,
     default_tiling,
     estimate,
     m_tiles,
@@ -365,7 +368,8 @@ class _ConvWriter(_GemmWriter):
         """The patches of the buffer tile's channel chunks, each followed by the B sub-tiles of
         its kernel offsets (see :meth:`_GemmWriter.load_a`). A buffer tile of some kernel
         offsets of one chunk finds the chunk's patch resident when the previous one loaded it."""
-        conv, t, kk = self.task.conv, self.t, self.task.conv.kh * self.task.conv.kw
+        conv, t, kk = self.task.conv, self.t, conv_k_per_chunk(self.task, self.t.tk)
+        width = conv_chunk(self.task, t.tk)[1]
         chunks = range(ks[0] // kk, ks[-1] // kk + 1)
         key = (self.tag, s.copy, s.mi, chunks[0])
         buf = self.em.buffers["A"]
@@ -376,8 +380,8 @@ class _ConvWriter(_GemmWriter):
             for j, chunk in enumerate(chunks):
                 self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (j,)),), slot=slot_i,
                              addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
-                                                 + chunk * t.tk) * self.db,
-                             stride=conv.channels * self.db, rows=rows, cols=t.tk, a_row=j * rows)
+                                                 + chunk * width) * self.db,
+                             stride=conv.channels * self.db, rows=rows, cols=width, a_row=j * rows)
                 for c, kc in enumerate(ks):
                     if kc // kk == chunk:
                         b_loads(c)
@@ -385,14 +389,19 @@ class _ConvWriter(_GemmWriter):
         return slot_i, hit
 
     def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
-        conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
+        conv, kk = self.task.conv, conv_k_per_chunk(self.task, self.t.tk)
         _, lo, rows = self._patch(s.mi)
         m0, _ = self.m_ext[s.mi]
         j = kc // kk - s.ki * self.t.kb // kk  # the chunk's place among the tile's patches
-        dh, dw = divmod(kc % kk, conv.kw)
+        # Several kernel offsets per COMPUTE where the channels are fewer than tk (g > 1).
+        g = conv_group(self.task, self.t.tk)
+        first = kc % kk * g
+        dh, dw = divmod(first, conv.kw)
+        grouped = {} if g == 1 else dict(group=min(g, conv.kh * conv.kw - first), kw=conv.kw,
+                                         kw0=dw)
         address = ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w,
                               (m0 // conv.out_w) % conv.out_h, lo, dh - conv.padding,
-                              dw - conv.padding)
+                              dw - conv.padding, **grouped)
         return (j,), {"a_row": j * rows, "conv": address}
 
 

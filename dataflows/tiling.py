@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Literal
 
 from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
-from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER
+from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
 from workloads.layer import ConvShape
@@ -38,11 +38,15 @@ __all__ = [
     "estimate",
     "max_tm",
     "input_row_bytes",
+    "input_banks",
     "weight_slot_rows",
     "accumulator_slot_rows",
     "dram_read_bytes",
     "MAX_TILE_ROWS",
     "conv_mappable",
+    "conv_group",
+    "conv_chunk",
+    "conv_k_per_chunk",
     "conv_b_mappable",
     "b_patches",
     "m_tiles",
@@ -106,21 +110,65 @@ class Tiling:
 _MAX_CONV_EXTENT = (1 << 12) - 1
 
 
-def conv_mappable(task: GemmTask, tk: int) -> bool:
+def conv_mappable(task: GemmTask, tk: int, hw: HardwareSpec | None = None) -> bool:
     """Whether ``task``'s A can come from its feature map through the convolution address mode
     with array tiles ``tk`` deep: an ungrouped convolution's GEMM (forward, or a transposed
-    convolution's BP, ``workloads.lowering``) whose channels fill whole array tiles (a
-    3-channel first layer keeps im2col), whose kernel covers more than one pixel (a 1×1
+    convolution's BP, ``workloads.lowering``) whose channels fill whole array tiles — or, on
+    ``hw``, divide one (several kernel offsets per COMPUTE, :func:`_groupable`; a 3-channel
+    first layer keeps im2col) — whose kernel covers more than one pixel (a 1×1
     convolution's im2col matrix is the feature map, or a subsample of it) and reads every input
     pixel (a patch holds whole input lines), within the fields' widths (``dh``/``dw`` are 8-bit
     two's complement)."""
     c = task.conv
     if c is None or task.copies != 1 or task.phase == "wg":
         return False
-    return (c.kh * c.kw > 1 and c.channels % tk == 0 and c.reads_every_pixel
+    return (c.kh * c.kw > 1 and (c.channels % tk == 0 or _groupable(task, tk, hw))
+            and c.reads_every_pixel
             and task.k == c.kh * c.kw * c.channels and 1 <= c.stride <= 7
             and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
             and c.padding < 64 and max(c.kh, c.kw) < 64)
+
+
+#: Most kernel offsets one COMPUTE may cover (the 4-bit ``conv_group`` field).
+_MAX_CONV_GROUP = 15
+
+
+def conv_group(task: GemmTask, tk: int) -> int:
+    """Kernel offsets one array tile along k covers under a convolution tiling: one where the
+    channels fill whole ``tk``-deep tiles, else ``tk / channels`` pixels side by side."""
+    c = task.conv.channels
+    return 1 if c >= tk else tk // c
+
+
+def conv_chunk(task: GemmTask, tk: int) -> tuple[int, int]:
+    """(channel chunks, channels per chunk) of a convolution tiling's patches."""
+    c = task.conv.channels
+    return (c // tk, tk) if c >= tk else (1, c)
+
+
+def conv_k_per_chunk(task: GemmTask, tk: int) -> int:
+    """Array tiles along k per channel chunk: its kernel offsets, ``conv_group`` at a time."""
+    return ceil_div(task.conv.kh * task.conv.kw, conv_group(task, tk))
+
+
+def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
+    """Whether each COMPUTE can read ``tk / channels`` kernel offsets of a patch side by side
+    (docs/isa.md, "Several kernel offsets per COMPUTE"): the channels fill a power of two of
+    input banks exactly (a part is one slot row), and every group of consecutive offsets
+    (row-major) lies in distinct bank groups for this line width."""
+    c = task.conv
+    if hw is None or tk % c.channels or c.channels % hw.array.rows:
+        return False
+    span = c.channels // hw.array.rows
+    g = tk // c.channels
+    if span & (span - 1) or g > _MAX_CONV_GROUP:
+        return False
+    groups = input_banks(hw) // span
+    kk = c.kh * c.kw
+    return all(conv_parts_conflict_free(ConvAddress(
+        c.stride, c.in_h, c.in_w, c.out_h, c.out_w, 0, 0, o // c.kw - c.padding,
+        o % c.kw - c.padding, 0, False, min(g, kk - o), c.kw, o % c.kw), groups)
+        for o in range(0, kk, g))
 
 
 #: The weight-side mode streams dYᵀ's C_out rows through every COMPUTE (the orientation cannot
@@ -216,6 +264,17 @@ def input_row_bytes(width: int, hw: HardwareSpec) -> int:
     return (1 << (banks - 1).bit_length()) * rows * hw.data_bytes
 
 
+def input_banks(hw: HardwareSpec) -> int:
+    """Banks of ``array.rows`` operands in one input-buffer slot: enough for the widest
+    reduction tile any supported pattern streams (``rows·M/N``), rounded up to a power of two
+    (``rtl.params.Geometry.a_banks``). A row of ``2^p`` banks sits in bank group ``row mod
+    (banks / 2^p)``; distinct groups are read at distinct addresses in one cycle."""
+    rows = hw.array.rows
+    widest = max([rows] + [rows // p.n * p.m for p in hw.nm_patterns])
+    banks = ceil_div(widest, rows)
+    return 1 << (banks - 1).bit_length()
+
+
 def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec) -> int:
     """Largest ``tm`` whose A tile and accumulator tile fit one buffer slot each."""
     by_input = hw.buffers.input_bytes // SLOTS_PER_BUFFER // input_row_bytes(tk, hw)
@@ -306,8 +365,9 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     tm = min(tiling.tm, sh.m)
     slot = SLOTS_PER_BUFFER
     if tiling.conv:
-        a_rows = _conv_chunks_per_tile(task, kb) * max(_patch_rows(task, tiling))
-        a_ok = (a_rows * input_row_bytes(tiling.tk, hw) <= hw.buffers.input_bytes // slot
+        a_rows = _conv_chunks_per_tile(task, kb, tiling.tk) * max(_patch_rows(task, tiling))
+        width = conv_chunk(task, tiling.tk)[1]
+        a_ok = (a_rows * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
                 and max(_patch_rows(task, tiling)) <= MAX_TILE_ROWS and tm <= MAX_TILE_ROWS
                 and a_rows <= MAX_ROW_OFFSET)
     else:
@@ -327,11 +387,13 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
             and nb * tm <= MAX_ROW_OFFSET)
 
 
-def _conv_chunks_per_tile(task: GemmTask, kb: int) -> int:
-    """Channel chunks whose patches a convolution buffer tile of ``kb`` array tiles along k
-    holds: ``kb`` is a multiple of kh·kw (whole chunks) or divides it (kernel offsets of one
-    chunk; the chunk's patch stays resident across the buffer tiles that share it)."""
-    return max(1, kb // (task.conv.kh * task.conv.kw))
+def _conv_chunks_per_tile(task: GemmTask, kb: int, tk: int | None = None) -> int:
+    """Channel chunks whose patches a convolution buffer tile of ``kb`` array tiles holds:
+    ``kb`` is a multiple of the array tiles per chunk (whole chunks) or divides it (kernel
+    offsets of one chunk; the chunk's patch stays resident across the buffer tiles that share
+    it). Per chunk: kh·kw tiles, or :func:`conv_k_per_chunk` along k with array tiles ``tk``."""
+    per = task.conv.kh * task.conv.kw if tk is None else conv_k_per_chunk(task, tk)
+    return max(1, kb // per)
 
 
 def _patch_rows(task: GemmTask, tiling: Tiling) -> tuple[int, ...]:
@@ -386,9 +448,9 @@ def _a_traffic(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks
         return (_dma_sum(ms, ks, lambda w: w * db, hw), m * k * db,
                 dma_cycles(ms[0][0], ks[0][0] * db, hw))
     patches = _patch_rows(task, tiling)
-    chunks = task.conv.channels // tiling.tk
-    dma = chunks * sum(dma_cycles(p, tiling.tk * db, hw) for p in patches)
-    return dma, sum(patches) * task.conv.channels * db, dma_cycles(patches[0], tiling.tk * db, hw)
+    chunks, width = conv_chunk(task, tiling.tk)
+    dma = chunks * sum(dma_cycles(p, width * db, hw) for p in patches)
+    return dma, sum(patches) * task.conv.channels * db, dma_cycles(patches[0], width * db, hw)
 
 
 def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
@@ -410,8 +472,8 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     nms, nks, nns = _count(ms), _count(ks), _count(ns)
     a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
     if tiling.conv:  # A tiles along k: the channel chunks' patches, not the buffer tiles
-        chunks = task.conv.channels // tiling.tk
-        a_pass = _passes(nms, ceil_div(chunks, _conv_chunks_per_tile(task, kb)),
+        chunks = conv_chunk(task, tiling.tk)[0]
+        a_pass = _passes(nms, ceil_div(chunks, _conv_chunks_per_tile(task, kb, tiling.tk)),
                          ceil_div(sh.nn, nb), tiling.order, slots)[0]
     db = hw.data_bytes
     a_dma, a_read, first_a = _a_traffic(task, tiling, hw, ms, ks)
@@ -495,7 +557,7 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                                         compressed_in_dram and sparse, kb, nb)
                         est = estimate(task, tiling, hw, slots)
                         ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
-    if not on_chip and conv_mappable(task, tk):
+    if not on_chip and conv_mappable(task, tk, hw):
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
     if conv_b_mappable(task, tn, hw.array.rows):
         ranked.extend(_conv_b_ranked(task, hw, slots))
@@ -513,12 +575,12 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     half, quarter, ... of an image's output lines or of a share of the batch's images."""
     sparse, tk, tn = _base(task, hw)
     c = task.conv
-    kk = c.kh * c.kw
+    kk = conv_k_per_chunk(task, tk)  # array tiles per channel chunk
     lines = {ceil_div(c.out_h, j) for j in (1, 2, 4, 8, 16)} | {1}
     lines |= {j * c.out_h for j in {c.batch, ceil_div(c.batch, 2), ceil_div(c.batch, 4), 2}
               if 1 < j <= c.batch}
     spans = {d for d in range(1, kk) if kk % d == 0}
-    spans |= {cb * kk for cb in _span_candidates(c.channels // tk, True)}
+    spans |= {cb * kk for cb in _span_candidates(conv_chunk(task, tk)[0], True)}
     ranked = []
     for kb in sorted(spans):
         for nb in _span_candidates(ceil_div(task.n, tn), True):

@@ -63,11 +63,7 @@ class InputBuffer(wiring.Component):
         with m.If(self.write.en):
             m.d.sync += pitch[self.write.slot].eq(self.write.pitch)
 
-        r_addr, r_off = place(self.read.row, pitch[self.read.slot])
-        slot_q = Signal()
-        off_q = Signal(max(1, lg))
-        with m.If(self.read.en):
-            m.d.sync += [slot_q.eq(self.read.slot), off_q.eq(r_off)]
+        bank_addr, offs, sel = self._read_parts(m, place, pitch)
 
         # Bank b takes word b - offset of the row, if the row reaches that far.
         span = Signal(range(banks + 1))
@@ -86,17 +82,56 @@ class InputBuffer(wiring.Component):
                              & ((w_off <= b) if b < banks - 1 else 1) & (rel[b] < span)),
                     wp.addr.eq(w_addr),
                     wp.data.eq(Array(words)[rel[b]]),
-                    rp.addr.eq(r_addr),
+                    rp.addr.eq(bank_addr[b]),
                     rp.en.eq(self.read.en & (self.read.slot == s)),
                 ]
                 out[s][b] = rp.data.as_value()
-        # Rotate so that word w of the row (bank offset + w) comes out at position w.
+        # Word w of the row comes from the bank ``sel`` picked for it (see _read_parts).
+        slot_q = Signal()
+        with m.If(self.read.en):
+            m.d.sync += slot_q.eq(self.read.slot)
+        choices = Array(Array(out[s][b] for b in range(banks)) for s in range(2))
         for w in range(banks):
-            choices = Array(Array(out[s][(o + w) % banks] for o in range(banks)) for s in range(2))
             lo = w * word.size
+            bank, zero = sel(w)
             m.d.comb += self.read.data.as_value()[lo : lo + word.size].eq(
-                choices[slot_q][off_q])
+                Mux(zero, 0, choices[slot_q][bank]))
         return m
+
+    def _read_parts(self, m: Module, place, pitch):
+        """Per bank its read address, and ``sel(w)``: (bank, zeroed) of data word ``w`` a
+        cycle later. One row: every bank at the row's address, word w from bank ``offset + w``
+        (rotated). Several parts (``read.parts > 1``): bank b at the address of the part in
+        its bank group (``offset div 2^p`` equal; the program keeps parts in distinct
+        groups), word w from part ``w div 2^p``'s bank ``offset | w mod 2^p``, zero where
+        that part's ``zero`` bit is set."""
+        g, rd = self._g, self.read
+        banks, lg = g.a_banks, ceil_log2(g.a_banks)
+        p = pitch[rd.slot]
+        rows = [rd.row] + [rd.more[j] for j in range(banks - 1)]
+        placed = [place(r, p) for r in rows]
+        multi = rd.parts > 1
+        bank_addr = []
+        for b in range(banks):
+            addr = placed[0][0]
+            for j in range(1, banks):
+                same_group = ((placed[j][1] ^ b) >> p) == 0
+                addr = Mux(multi & (j < rd.parts) & same_group, placed[j][0], addr)
+            bank_addr.append(addr)
+        offs_q = [Signal(max(1, lg), name=f"off_q{j}") for j in range(banks)]
+        multi_q, pitch_q, zero_q = Signal(), Signal.like(p), Signal.like(rd.zero)
+        with m.If(rd.en):
+            m.d.sync += [o.eq(pl[1]) for o, pl in zip(offs_q, placed)]
+            m.d.sync += [multi_q.eq(multi), pitch_q.eq(p), zero_q.eq(rd.zero)]
+
+        def sel(w: int):
+            if lg == 0:
+                return Const(0, 1), Const(0, 1)
+            part = Const(w, lg) >> pitch_q
+            within = Const(w, lg) & ((Const(1, lg + 1) << pitch_q) - 1)
+            bank = Mux(multi_q, Array(offs_q)[part] | within, (offs_q[0] + w)[:lg])
+            return bank, multi_q & Array(zero_q[j] for j in range(banks))[part]
+        return bank_addr, offs_q, sel
 
 
 class WeightBuffer(wiring.Component):

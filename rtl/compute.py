@@ -24,7 +24,7 @@ nothing extra because it runs one row ahead of the activation wavefront.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,7 +38,8 @@ __all__ = ["ComputeUnit"]
 
 #: The convolution address mode's fields (docs/isa.md), kept for the instruction's duration.
 _CONV_FIELDS = ("conv", "conv_stride", "conv_in_h", "conv_in_w", "conv_out_h", "conv_out_w",
-                "conv_oh0", "conv_lo", "conv_dh", "conv_dw", "conv_ow0", "conv_b")
+                "conv_oh0", "conv_lo", "conv_dh", "conv_dw", "conv_ow0", "conv_b", "conv_group",
+                "conv_kw", "conv_kw0")
 
 
 class ComputeUnit(wiring.Component):
@@ -76,6 +77,7 @@ class ComputeUnit(wiring.Component):
         m = Module()
         g = self._g
         m.submodules.array = array = self.array
+        self._m = m
         p = self.issue.instr.payload
         busy, first = Signal(), Signal()
         m.d.comb += [self.issue.instr.ready.eq(~busy), first.eq(self.issue.instr.valid & ~busy)]
@@ -135,6 +137,7 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [streamed.eq(cur_i + 1), streaming.eq(~last_i)]
         conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca")
         conv_on = self._field("conv") & ~self._field("conv_b")
+        multi = self._conv_parts(conv_on, conv_row, pad)
         m.d.comb += [
             self.a_rd.en.eq(reading),
             self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
@@ -147,7 +150,7 @@ class ComputeUnit(wiring.Component):
         m.d.sync += edge_valid.eq(arrived)
         # A padding pixel's row arrives as zeros (its read was of an arbitrary row).
         zero_row = Signal()
-        m.d.sync += zero_row.eq(conv_on & pad)
+        m.d.sync += zero_row.eq(conv_on & pad & ~multi)  # (several parts: zeroed per part)
         row = Signal(self.a_rd.data.shape())
         m.d.comb += row.eq(Mux(zero_row, 0, self.a_rd.data.as_value()))
         for r in range(g.rows):
@@ -196,6 +199,31 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [cfg[name].eq(getattr(p, name)) for name in _CONV_FIELDS]
         self._field = lambda name: Mux(first, getattr(p, name), cfg[name])
 
+    def _conv_parts(self, conv_on, row0, pad0):
+        """Several kernel offsets per COMPUTE (``conv_group > 1``, docs/isa.md): part ``j``'s
+        row is part 0's plus a constant (one pixel on per kernel column, ``in_w − kw + 1`` at
+        a kernel-row wrap), its padding test part 0's with ``ih``, ``iw`` moved as much; the
+        input buffer reads each part in its own bank group. Returns whether the mode is on."""
+        field, rd = self._field, self.a_rd
+        group, kw = field("conv_group"), field("conv_kw")
+        in_h, in_w = field("conv_in_h"), field("conv_in_w")
+        multi = conv_on & (group > 1)
+        ih, iw = self._conv_ihw
+        col, ddh, delta = field("conv_kw0"), Const(0, 8), Const(0, signed(24))
+        zero = [pad0]
+        for j in range(1, len(rd.zero)):
+            wrap = col + 1 == kw
+            delta = Mux(wrap, delta + in_w - kw + 1, delta + 1)
+            ddh = Mux(wrap, ddh + 1, ddh)
+            col = Mux(wrap, 0, col + 1)
+            pi, pw = ih + ddh, iw + col - field("conv_kw0")
+            zero.append(~((pi >= 0) & (pi < in_h) & (pw >= 0) & (pw < in_w)))
+            m_row = (row0 + delta)[:len(rd.row)]
+            self._m.d.comb += rd.more[j - 1].eq(m_row)
+        self._m.d.comb += [rd.parts.eq(Mux(multi, group, 0)),
+                           rd.zero.eq(Mux(multi, Cat(*zero), 0))]
+        return multi
+
     def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str):
         """The convolution address mode's counters: (slot row, in the padding) of the row read
         this cycle. Row 0 (the issue cycle) comes straight from the word (pixel ``ow0`` of
@@ -228,4 +256,5 @@ class ComputeUnit(wiring.Component):
                 m.d.sync += [ow.eq(0), iw.eq(dw), oh.eq(0), ih.eq(dh),
                              line.eq(cur_line + jump), pix.eq(cur_line + jump + dw)]
         inside = (cur_ih >= 0) & (cur_ih < in_h) & (cur_iw >= 0) & (cur_iw < in_w)
+        self._conv_ihw = (cur_ih, cur_iw)
         return cur_pix[:width], ~inside

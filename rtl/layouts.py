@@ -52,7 +52,7 @@ UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
     Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m",
               "a_row", "b_row", "c_row", "conv", "conv_stride", "conv_in_h", "conv_in_w",
               "conv_out_h", "conv_out_w", "conv_oh0", "conv_lo", "conv_dh", "conv_dw",
-              "conv_ow0", "conv_b"),
+              "conv_ow0", "conv_b", "conv_group", "conv_kw", "conv_kw0"),
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),
 }
@@ -137,13 +137,23 @@ class InputWriteSignature(wiring.Signature):
 
 
 class InputReadSignature(wiring.Signature):
-    """Read one activation row; ``data`` (element ``e`` of the row at index ``e``) a cycle later."""
+    """Read one activation row; ``data`` (element ``e`` of the row at index ``e``) a cycle later.
+
+    With ``parts > 1`` the read is of ``parts`` rows side by side (several kernel offsets per
+    COMPUTE, docs/isa.md): ``row`` and ``more[j-1]`` are part ``j``'s row, each in its own bank
+    group; part ``j`` fills the words ``j·2^p ..`` of ``data`` (``2^p`` banks per row of the
+    slot), and a part whose ``zero`` bit is set reads as zeros (a padding pixel).
+    """
 
     def __init__(self, g: Geometry) -> None:
+        row = unsigned(max(1, ceil_log2(g.a_rows)))
         super().__init__({
             "en": Out(1),
             "slot": Out(1),
-            "row": Out(max(1, ceil_log2(g.a_rows))),
+            "row": Out(row),
+            "parts": Out(range(g.a_banks + 1)),
+            "more": Out(data.ArrayLayout(row, max(1, g.a_banks - 1))),
+            "zero": Out(g.a_banks),
             "data": In(data.ArrayLayout(signed(g.data_bits), g.rows * g.a_banks)),
         })
 

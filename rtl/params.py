@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataflows.isa import SLOTS_PER_BUFFER
+from dataflows.tiling import input_banks
 from rtl.errors import RTLError
 from workloads.arith import ceil_div, index_bits
 from workloads.spec import HardwareSpec
@@ -129,7 +130,7 @@ class Geometry:
         n_max = max((n for n, _ in patterns), default=1)
         spans = [r] + [r // n * m for n, m in patterns]  # reduction covered by one tile
         k_max = max(spans)
-        a_banks = next_pow2(ceil_div(k_max, r))
+        a_banks = input_banks(hw)
         slot_a = hw.buffers.input_bytes // SLOTS_PER_BUFFER
         # Rows of width ``span`` that fit a slot, each taking q banks; a_banks/q rows per address.
         a_depth = max(

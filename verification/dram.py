@@ -27,6 +27,7 @@ from dataflows.attention import AttentionPlan, item_mask
 from dataflows.program import ALIGN, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.softmax_format import SoftmaxFormat
+from dataflows.tiling import conv_chunk
 from verification.errors import VerificationError
 from verification.programs import Case
 from workloads.arith import ceil_div, index_bits
@@ -269,7 +270,7 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
         if t.conv:  # A is the NHWC feature map; the GEMM's A is its im2col matrix
             x = random_weights((ta.rows, ta.cols), hw.data_bits, rng)
             place_dense(image, ta, x)
-            a_ops.append(conv_matrix(x, task.conv, t.tk)[None])
+            a_ops.append(conv_matrix(x, task.conv, conv_chunk(task, t.tk)[1])[None])
         else:
             a = random_weights((task.copies, m, k), hw.data_bits, rng)
             a_ops.append(a)

@@ -25,11 +25,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from archsim.model import run_program
-from dataflows.isa import SLOTS_PER_BUFFER, Instr, Op, conv_rows, row_bytes
+from dataflows.isa import (
+    SLOTS_PER_BUFFER,
+    Instr,
+    Op,
+    conv_part_rows,
+    conv_parts_conflict_free,
+    conv_rows,
+    row_bytes,
+)
 from dataflows.program import Program, Tensor
 from dataflows.scheduler import compressed_tile_geometry
 from dataflows.softmax_format import SoftmaxFormat
-from dataflows.tiling import input_row_bytes
+from dataflows.tiling import input_banks, input_row_bytes
 from verification.dram import (
     DramImage,
     Operands,
@@ -121,6 +129,8 @@ class Interpreter:
         self.hw = hw
         self.fmt = SoftmaxFormat.of(hw)
         self.a = [_Plane(), _Plane()]
+        # Operands per input-slot row as the last LOAD_A laid them out (the RTL's slot pitch).
+        self.a_width = [0, 0]
         self.w = [_Plane(), _Plane()]
         self.idx = [_Plane(), _Plane()]
         self.acc = [_Plane(), _Plane()]
@@ -211,6 +221,7 @@ class Interpreter:
     def _load_a(self, instr: Instr, image: DramImage) -> None:
         db = self.hw.data_bytes
         data, care = self._dram_rows(image, instr, instr.cols * db)
+        self.a_width[instr.slot] = input_row_bytes(max(instr.cols, instr.k), self.hw) // db
         self.a[instr.slot].write(*self._elements(data, care, instr.cols, db, self.hw.data_bits),
                                  row0=instr.a_row)
 
@@ -296,7 +307,28 @@ class Interpreter:
         plane = self.a[instr.slot]
         if instr.conv is None or instr.conv.b:
             return plane.read(instr.m, width, instr.a_row)
+        if instr.conv.group > 1:
+            return self._a_parts(instr, width)
         return self._gather(plane, conv_rows(instr.conv, instr.a_row, instr.m), width)
+
+    def _a_parts(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Several kernel offsets per streamed row: part ``j`` (one pixel of the slot's row
+        width ``P``) fills operands ``j·P .. (j+1)·P − 1``; the parts must lie in distinct bank
+        groups (docs/isa.md, "Several kernel offsets per COMPUTE")."""
+        conv, hw = instr.conv, self.hw
+        part = self.a_width[instr.slot]
+        if part == 0 or width > conv.group * part:
+            raise VerificationError(f"a COMPUTE of {width} operands in {conv.group} parts of "
+                                    f"{part} (the slot's row width)")
+        groups = input_banks(hw) * hw.array.rows // part
+        if not conv_parts_conflict_free(conv, groups):
+            raise VerificationError(f"the parts of {conv} share a bank group ({groups} groups)")
+        plane = self.a[instr.slot]
+        pieces = [self._gather(plane, rows, part)
+                  for rows in conv_part_rows(conv, instr.a_row, instr.m)]
+        a = np.concatenate([p[0] for p in pieces], axis=1)[:, :width]
+        valid = np.concatenate([p[1] for p in pieces], axis=1)[:, :width]
+        return a, valid
 
     def _b_rows(self, instr: Instr) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` weight rows a COMPUTE preloads: from ``b_row`` on, or through the
@@ -628,7 +660,7 @@ def _read_rows(buffer: str, slot: int, first: int, count: int, conv) -> _Access:
     reads from ``first`` (``conv``)."""
     if conv is None:
         return buffer, slot, first, first + count
-    real = [r for r in conv_rows(conv, first, count) if r is not None]
+    real = [r for rows in conv_part_rows(conv, first, count) for r in rows if r is not None]
     return buffer, slot, min(real, default=first), max(real, default=first - 1) + 1
 
 

@@ -105,7 +105,9 @@ GROUPED = "grouped"
 #: rows the PE array reads from a feature-map patch through COMPUTE's convolution address mode
 #: (kernels 2×2 to 5×5, stride 1 or 2, zero padding; dense or N:M, FF or, for odd seeds of
 #: stride-1 N:M draws, the BP of a transposed convolution with BDWP's BP mask; for seeds
-#: 5 mod 6 the weight gradient, whose B rows come through the mode on weight rows). Named-only.
+#: 5 mod 6 the weight gradient, whose B rows come through the mode on weight rows; for seeds
+#: 3 mod 7 a convolution with fewer channels than its N:M reduction tile, several kernel
+#: offsets per COMPUTE, FF or BP). Named-only.
 CONV = "conv"
 
 #: Named-only kinds and their weight when named together with others.
@@ -293,8 +295,46 @@ def _conv_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, .
     return (GemmTask("conv", "conv", "ff", rows, k, n, nm, "conv.W.ff", conv=conv),)
 
 
+def _offsets_tasks(rng: np.random.Generator, hw: HardwareSpec) -> tuple[GemmTask, ...]:
+    """The forward (or, odd draws, BP) GEMM of a small random convolution with fewer channels
+    than its N:M reduction tile: several kernel offsets per COMPUTE (redrawn by the caller
+    where the line width puts two offsets of a COMPUTE in one bank group)."""
+    wide = [(p.n, p.m) for p in hw.nm_patterns if p.m > p.n]
+    if not wide:
+        raise MappingError(f"{hw.name!r} has no N:M pattern for several offsets per COMPUTE")
+    nm = wide[int(rng.integers(len(wide)))]
+    tk, rows = _reduction_tile(hw, nm), hw.array.rows
+    channels = rows << int(rng.integers(0, max(1, (tk // rows).bit_length() - 1)))
+    kernel, stride = int(rng.choice([2, 3, 3, 5])), int(rng.choice([1, 1, 2]))
+    padding = int(rng.integers(0, kernel // 2 + 1))
+    low = max(1, kernel - 2 * padding)
+    h, w = (int(rng.integers(low, low + 6)) for _ in range(2))
+    conv = ConvShape(int(rng.integers(1, 3)), h, w, channels, kernel, kernel, stride, padding)
+    k = channels * kernel * kernel
+    if channels >= tk or k % nm[1]:
+        raise MappingError(f"{conv} does not take several offsets per COMPUTE under {nm}")
+    n = _extent(rng, hw.array.cols, nm[1])
+    phase = "bp" if stride == 1 and rng.random() < 0.5 else "ff"
+    return (GemmTask("conv", "conv", phase, conv.batch * conv.out_h * conv.out_w, k, n, nm,
+                     f"conv.W.{phase}", conv=conv),)
+
+
 def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
-    """A :data:`CONV` case: redrawn until the search maps it with the address mode."""
+    """A :data:`CONV` case: redrawn until the search maps it with the address mode. Seeds
+    3 mod 7 draw several kernel offsets per COMPUTE; the other seeds draw as they always did."""
+    task, = _offsets_tasks(rng, hw) if seed % 7 == 3 else _conv_variant(hw, seed, rng)
+    passes = SchedulePasses(double_buffering=bool(rng.random() < 0.75), offline_tiling=True)
+    try:
+        case = make_case(hw, seed, CONV, (task,), passes, True)
+    except VerificationError as exc:  # too many instructions for the controller: redraw
+        raise MappingError(str(exc)) from None
+    if not (case.tilings[0].conv or case.tilings[0].conv_b):
+        raise MappingError(f"{task.conv} is mapped through im2col on {hw.name!r}")
+    return case
+
+
+def _conv_variant(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> tuple[GemmTask]:
+    """A :func:`_conv_tasks` draw, as its FF, its BP or its weight gradient (by the seed)."""
     task, = _conv_tasks(rng, hw)
     conv = task.conv
     if seed % 6 == 5:
@@ -308,14 +348,7 @@ def _conv_case(hw: HardwareSpec, seed: int, rng: np.random.Generator) -> Case:
         # A BP lowered as the transposed convolution (workloads.lowering): the same program,
         # with BDWP's second mask along k. Chosen by the seed, so the draws stay as they were.
         task = replace(task, phase="bp", weight="conv.W.bp")
-    passes = SchedulePasses(double_buffering=bool(rng.random() < 0.75), offline_tiling=True)
-    try:
-        case = make_case(hw, seed, CONV, (task,), passes, True)
-    except VerificationError as exc:  # too many instructions for the controller: redraw
-        raise MappingError(str(exc)) from None
-    if not (case.tilings[0].conv or case.tilings[0].conv_b):
-        raise MappingError(f"{task.conv} is mapped through im2col on {hw.name!r}")
-    return case
+    return (task,)
 
 
 def _passes(kind: str, rng: np.random.Generator) -> SchedulePasses:

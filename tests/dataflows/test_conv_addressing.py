@@ -7,7 +7,17 @@ import pytest
 
 from archsim.stats import compulsory_bytes
 from dataflows.cost import transfer_bytes
-from dataflows.isa import ConvAddress, Instr, Op, conv_rows, decode, encode
+from dataflows.isa import (
+    ConvAddress,
+    Instr,
+    Op,
+    conv_part_rows,
+    conv_parts,
+    conv_parts_conflict_free,
+    conv_rows,
+    decode,
+    encode,
+)
 from dataflows.scheduler import build_segment
 from dataflows.tiling import Tiling, conv_mappable, dram_read_bytes, m_tiles, patch_lines
 from workloads.layer import ConvShape, conv_input_extent
@@ -241,3 +251,63 @@ def test_equal_gemm_shapes_of_different_convolutions_get_their_own_programs():
         segment = build_segment((task,), hw, SchedulePasses())
         assert segment.work.tilings[0].conv_b
         assert _traffic(segment.program, hw) == compulsory_bytes(task, segment.work.tilings[0], 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Several kernel offsets per COMPUTE (fewer channels than the N:M reduction tile)
+# --------------------------------------------------------------------------------------------
+
+
+def test_conv_parts_worked_example():
+    """A 3×3 kernel, padding 1, on 5-pixel lines; a COMPUTE of three offsets from kernel
+    column 2 of kernel row 0 (dh, dw) = (−1, 1): then (0, −1) and (0, 0) after the wrap. Their
+    rows lie 0, 5 − 2 = 3 and 4 slot rows from the first: residues 0, 3, 0 mod 4 bank groups
+    (offsets 1 and 3 share a group), 0, 3, 4 mod 8 (distinct)."""
+    conv = ConvAddress(1, 5, 5, 5, 5, 0, 0, -1, 1, group=3, kw=3, kw0=2)
+    assert conv_parts(conv) == [(-1, 1), (0, -1), (0, 0)]
+    assert not conv_parts_conflict_free(conv, 4)
+    assert conv_parts_conflict_free(conv, 8)
+    # Output pixel (0, 0) at slot row 10: part 0 reads input (−1, 1), padding; part 1 input
+    # (0, −1), padding; part 2 input (0, 0), slot row 10. Pixel (0, 1): (−1, 2), (0, 0), (0, 1).
+    assert [rows[:2] for rows in conv_part_rows(conv, 10, 2)] == [[None, None], [None, 10],
+                                                                  [10, 11]]
+    instr = Instr(Op.COMPUTE, m=4, k=8, cols=4, conv=conv)
+    assert decode(encode(instr)) == instr
+
+
+def test_several_offsets_per_compute_need_parts_in_distinct_bank_groups():
+    """64 channels under 2:8 on a 32-row array: 128-deep tiles, two offsets per COMPUTE, each
+    pixel two of the 8 banks (4 bank groups). A 3×3 kernel pairs (kh, 2) with (kh+1, 0), which
+    lie in_w − 2 rows apart: conflict-free unless in_w ≡ 2 mod 4."""
+    hw = load_hardware("sat_vcu1525")
+    for in_w, ok in ((56, True), (57, True), (58, False), (54, False)):
+        task = _conv_task(ConvShape(1, 8, in_w, 64, 3, 3, 1, 1), 64, (2, 8), "ff")
+        assert conv_mappable(task, 128, hw) is ok, in_w
+    assert not conv_mappable(_conv_task(ConvShape(1, 8, 56, 64, 3, 3, 1, 1), 64, (2, 8), "ff"),
+                             128)  # (no hardware: bank groups unknown)
+    # 48 channels do not fill a power of two of banks; 3 channels fill none.
+    assert not conv_mappable(_conv_task(ConvShape(1, 8, 56, 48, 3, 3, 1, 1), 64, (2, 8), "ff"),
+                             96, hw)
+
+
+@pytest.mark.parametrize("conv,nm", [
+    (ConvShape(2, 7, 7, 4, 3, 3, 1, 1), (2, 4)),    # 2 offsets of one bank, padding
+    (ConvShape(2, 9, 7, 4, 3, 3, 2, 1), (1, 4)),    # 4 offsets, stride 2
+    (ConvShape(1, 8, 9, 8, 3, 3, 1, 0), (2, 8)),    # 2 offsets of two banks, no padding
+    (ConvShape(2, 12, 13, 4, 7, 7, 2, 3), (1, 2)),  # 7×7 stride 2
+    (ConvShape(1, 6, 7, 4, 5, 5, 1, 2), (2, 4)),
+])
+@pytest.mark.parametrize("phase", ["ff", "bp"])
+def test_several_offsets_per_compute_move_exactly_the_compulsory_traffic(conv, nm, phase):
+    """With the working set in the buffers, a convolution whose channels are fewer than its
+    N:M tile reads its feature map once through COMPUTEs of several kernel offsets, FF and
+    (stride 1) as the transposed convolution's BP."""
+    if phase == "bp" and conv.stride != 1:
+        pytest.skip("a strided layer's BP keeps im2col")
+    hw = _hw(4, 8)  # 8 columns: a compressed row's indices fill whole bytes (as compulsory counts)
+    task = _conv_task(conv, 8, nm, phase)
+    segment = build_segment((task,), hw, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    computes = [i for i in segment.program.instrs if i.op == Op.COMPUTE]
+    assert tiling.conv and any(i.conv.group > 1 for i in computes)
+    assert _traffic(segment.program, hw) == compulsory_bytes(task, tiling, hw.data_bytes)

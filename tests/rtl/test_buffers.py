@@ -53,6 +53,49 @@ def test_input_rows_of_every_pitch_read_back_whole():
     _sim(buf, bench)
 
 
+def test_input_reads_of_several_parts_take_each_from_its_bank_group():
+    """Several kernel offsets per COMPUTE (docs/isa.md): with rows of ``2^p`` banks, ``parts``
+    rows in distinct bank groups (``row mod a_banks/2^p``) come back side by side in one read,
+    part ``j`` at words ``j·2^p ..``, a part flagged ``zero`` as zeros."""
+    buf = InputBuffer(TINY)
+    rng = np.random.default_rng(3)
+    width = G.rows * G.a_banks
+    # (pitch, [(row, zero) per part]): 4 one-bank parts in groups 1, 2, 3, 0; two two-bank
+    # parts in groups 1, 0 (one a padding pixel); a single two-bank row through the same port.
+    plan = [(0, [(5, False), (10, False), (7, True), (12, False)]),
+            (1, [(3, False), (6, True)]),
+            (1, [(9, False)])]
+
+    async def bench(ctx):
+        for pitch, parts in plan:
+            stored = {}
+            for row in range(14):
+                data = [int(v) for v in rng.integers(-128, 128, size=width)]
+                ctx.set(buf.write.en, 1)
+                ctx.set(buf.write.slot, 0)
+                ctx.set(buf.write.row, row)
+                ctx.set(buf.write.pitch, pitch)
+                ctx.set(buf.write.data, data)
+                await ctx.tick()
+                stored[row] = data[: G.rows << pitch]
+            ctx.set(buf.write.en, 0)
+            ctx.set(buf.read.en, 1)
+            ctx.set(buf.read.slot, 0)
+            ctx.set(buf.read.row, parts[0][0])
+            for j, (row, _) in enumerate(parts[1:]):
+                ctx.set(buf.read.more[j], row)
+            ctx.set(buf.read.parts, len(parts) if len(parts) > 1 else 0)
+            ctx.set(buf.read.zero, sum(1 << j for j, (_, z) in enumerate(parts) if z))
+            await ctx.tick()
+            ctx.set(buf.read.en, 0)
+            span = G.rows << pitch
+            got = [ctx.get(buf.read.data[e]) for e in range(span * len(parts))]
+            want = [v for row, zero in parts for v in ([0] * span if zero else stored[row])]
+            assert got == want, (pitch, parts)
+
+    _sim(buf, bench)
+
+
 def test_weight_rows_blocks_and_masked_bank_writes():
     buf = WeightBuffer(TINY)
     rng = np.random.default_rng(2)

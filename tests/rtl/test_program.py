@@ -103,6 +103,15 @@ CASES = {
     # Weight gradient: X's im2col rows preloaded through the mode on weight rows, k-tiles of
     # 4 pixels starting mid-line (out_w = 3), a stride-2 padded conv over two images.
     "conv_wg_weight_rows": (TINY, (_wg(ConvShape(2, 6, 5, 4, 3, 3, 2, 1), 28),), SEARCH, True),
+    # Several kernel offsets per COMPUTE (fewer channels than the N:M reduction tile): 2 parts
+    # of one bank each, 2 parts of two banks (2 bank groups), 4 parts with stride 2 over two
+    # images; the last COMPUTE of each kernel has fewer parts.
+    "conv_offsets_2_4": (TINY, (_conv(ConvShape(1, 5, 5, 4, 3, 3, 1, 1), 4, (2, 4)),), SEARCH,
+                         True),
+    "conv_offsets_2_8_two_banks": (TINY, (_conv(ConvShape(1, 5, 5, 8, 3, 3, 1, 1), 8, (2, 8),
+                                                "bp"),), SEARCH, True),
+    "conv_offsets_1_4_stride2": (TINY, (_conv(ConvShape(2, 6, 7, 4, 3, 3, 2, 1), 8, (1, 4)),),
+                                 SEARCH, True),
 }
 
 
@@ -123,6 +132,8 @@ def test_program_matches_numpy_and_archsim(name):
     if name.startswith("conv"):
         tiling = segment.work.tilings[0]
         assert (tiling.conv or tiling.conv_b) and any(i.conv for i in program.instrs)
+    if name.startswith("conv_offsets"):
+        assert any(i.conv and i.conv.group > 1 for i in program.instrs)
     if name == "interleaved_bp_wg":
         assert set(program.tags) == {0, 1}
     # prepare() times the program with archsim.model.run_program (prepared.cycles, .trace).

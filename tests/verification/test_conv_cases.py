@@ -37,7 +37,8 @@ def _features(case) -> set[str]:
         mid_line = any(i.conv.ow0 for i in computes)
         return {"wg", f"{conv.kh}x{conv.kw}"} | ({"padding"} if padded else set()) | (
             {"mid-line"} if mid_line else set())
-    return {f"{conv.kh}x{conv.kw}", f"stride {conv.stride}", "sparse" if t.sparse else "dense",
+    grouped = {f"{i.conv.group} offsets" for i in computes if i.conv.group > 1}
+    return grouped | {f"{conv.kh}x{conv.kw}", f"stride {conv.stride}", "sparse" if t.sparse else "dense",
             "band" if t.tm < image else ("images" if t.tm > image else "image"),
             "kernel offsets" if t.kb < conv.kh * conv.kw else "channel chunks",
             "double" if case.passes.double_buffering else "single", task.phase} | (
@@ -55,4 +56,4 @@ def test_the_ci_conv_seeds_cover_the_address_mode():
             seen |= _features(case)
     assert seen >= {"3x3", "5x5", "stride 1", "stride 2", "padding", "sparse", "dense", "band",
                     "images", "kernel offsets", "channel chunks", "single", "bp", "wg",
-                    "mid-line"}, seen
+                    "mid-line", "2 offsets", "4 offsets"}, seen

@@ -187,3 +187,29 @@ def test_a_tile_larger_than_a_slot_is_a_program_defect(wide):
         check_capacity(program, wide)  # 33 x 8 accumulators of 2 B; a slot is 512 B
     program.instrs[1] = replace(program.instrs[1], rows=32, m=32)
     check_capacity(program, wide)
+
+
+def test_several_offsets_per_compute_must_lie_in_distinct_bank_groups(tiny):
+    """tiny's input buffer: 4 banks of 4 operands; 4-operand pixels sit in 4 bank groups. A 3×3
+    kernel's offsets (0, 2) and (1, 0) on 6-pixel lines lie 6 − 2 = 4 rows apart: one group."""
+    from dataflows.isa import ConvAddress
+
+    image = DramImage(512)
+    image.write(0, np.zeros(512, np.uint8))
+    rb = 4 + 1  # 4 values and 4 two-bit indices per compressed row
+
+    def program(in_w: int, k: int = 4) -> Program:
+        conv = ConvAddress(1, 3, in_w, 3, in_w, 0, 0, -1, 1, group=2, kw=3, kw0=2)
+        return Program(instrs=[
+            Instr(Op.LOAD_A, addr=0, stride=4, rows=3 * in_w, cols=4),
+            Instr(Op.LOAD_B, addr=256, stride=rb, rows=4, cols=4, nm_n=2, nm_m=4),
+            Instr(Op.COMPUTE, rows=4, cols=4, k=k, m=4, nm_n=2, nm_m=4, conv=conv),
+        ])
+
+    with pytest.raises(VerificationError, match="share a bank group"):
+        run_golden(program(6), tiny, image)
+    run_golden(program(5), tiny, image)  # 3 rows apart: distinct groups
+    with pytest.raises(VerificationError, match="in 2 parts of 4"):
+        run_golden(replace(program(5), instrs=program(5).instrs[:1] + [
+            Instr(Op.LOAD_B, addr=256, stride=rb, rows=4, cols=4, nm_n=1, nm_m=4),
+            replace(program(5).instrs[2], nm_n=1, nm_m=4)]), tiny, image)

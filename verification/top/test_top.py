@@ -108,9 +108,10 @@ def test_grouped_convolution_programs_are_exact(config, tmp_path):
 #: stride 1 and 2, zero padding, dense and N:M, bands of output lines with their halo, tiles of
 #: whole images, buffer tiles of some kernel offsets and of whole channel chunks, single
 #: buffering, a transposed-convolution BP and two weight gradients through the mode on weight
-#: rows (k-tiles from mid-line, across images) (tests/verification/test_conv_cases.py pins that
+#: rows (k-tiles from mid-line, across images), and several kernel offsets per COMPUTE (2 and
+#: 4 parts, FF and BP; seeds 3 mod 7) (tests/verification/test_conv_cases.py pins that
 #: coverage).
-CONV_SEEDS = {"tiny": [4, 5, 7, 9], "tiny-8x8": [0, 41, 68, 284]}
+CONV_SEEDS = {"tiny": [4, 5, 7, 9, 136, 164], "tiny-8x8": [0, 41, 68, 284, 45, 94]}
 
 
 def test_convolution_address_mode_programs_are_exact(config, tmp_path):
