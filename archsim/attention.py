@@ -42,7 +42,9 @@ from dataflows.attention import (
     TAG_V,
     attention_segments,
     dense_reference,
+    plan_attention,
 )
+from dataflows.attention_backward import backward_segments
 from dataflows.isa import Unit
 from workloads.spec import AttentionOp, HardwareSpec
 
@@ -139,6 +141,7 @@ class _Layer:
     density: float
     block_density: float
     position: int
+    backward: bool = False
     cycles: int = 0
     blocks: int = 0
     skipped: int = 0
@@ -207,7 +210,7 @@ class AttentionTally:
         layer = self.layers.get(work.layer)
         if layer is None:
             layer = self.layers[work.layer] = _Layer(
-                work.op, work.pattern, work.density, work.block_density, position
+                work.op, work.pattern, work.density, work.block_density, position, work.backward
             )
         layer.cycles += stats.cycles * r
         layer.blocks += work.blocks * r
@@ -231,12 +234,17 @@ class AttentionTally:
         for u in Unit:
             layer.units[u] += stats.busy[u] * r
 
-    def _dense_cycles(self, op: AttentionOp) -> int:
+    def _dense_cycles(self, op: AttentionOp, backward: bool) -> int:
+        """Cycles of dense attention of ``op``'s shape: its forward, or its backward."""
         ref = dense_reference(op).model_copy(update={"name": "dense"})
-        if ref not in self._dense:
-            segments = attention_segments("dense", ref, self.hw, self._programs)
-            self._dense[ref] = sum(self.run(s).cycles * s.repeat for s in segments)
-        return self._dense[ref]
+        if (ref, backward) not in self._dense:
+            if backward:
+                plan = plan_attention(ref, self.hw)
+                segments = backward_segments("dense", plan, self.hw, self._programs)
+            else:
+                segments = attention_segments("dense", ref, self.hw, self._programs)
+            self._dense[ref, backward] = sum(self.run(s).cycles * s.repeat for s in segments)
+        return self._dense[ref, backward]
 
     def records(self) -> tuple[AttentionRecord, ...]:
         out = []
@@ -247,11 +255,11 @@ class AttentionTally:
                      for phase, units in busy.items()}
             names = ("dram", "pe_array", "vector")
             overall = names[max(range(3), key=lambda u: layer.units[u])]
-            dense = self._dense_cycles(op)  # its segments already count op.repeat
+            dense = self._dense_cycles(op, layer.backward)  # its segments count op.repeat
             out.append(
                 AttentionRecord(
                     layer=name,
-                    phase=op.phase,
+                    phase="backward" if layer.backward else op.phase,
                     pattern=layer.pattern,
                     batch=op.batch,
                     heads=op.heads,
@@ -296,7 +304,7 @@ class AttentionTally:
                     LayerRecord(
                         name=name,
                         layer=name,
-                        phase=op.phase,
+                        phase="backward" if layer.backward else op.phase,
                         m=op.queries,
                         k=op.head_dim,
                         n=op.kv_len,
@@ -349,7 +357,7 @@ def attention_table(records: tuple[AttentionRecord, ...]):
         rows.append(
             (
                 r.layer,
-                r.pattern + (" (decode)" if r.phase == "decode" else ""),
+                r.pattern + (f" ({r.phase})" if r.phase in ("decode", "backward") else ""),
                 f"{r.density:.1%}",
                 f"{r.blocks_skipped / max(r.blocks_total, 1):.0%}",
                 _bytes(r.kv_bytes),

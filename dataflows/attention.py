@@ -404,15 +404,22 @@ class _ItemWriter:
             self.stream(TAG_V, b, self.v_addr + (k0 + p0) * db, op.kv_len * db, op.head_dim,
                         a_cols, O_SLOT, not (opening and p0 == 0), k_rows, nm)
 
-    def finish(self) -> None:
+    def finish(self, lse_addr: int | None) -> None:
         """NORMALIZE Oᵀ by the running sums and store it, requantized: Oᵀ carries P̃'s
-        ``prob_bits`` fraction bits on top of V's, so shifting them out gives V's format."""
+        ``prob_bits`` fraction bits on top of V's, so shifting them out gives V's format.
+        In training (``lse_addr``) STATS then stores each column's log-sum-exp for the
+        backward (``attention_backward``)."""
         d, cols, db = self.op.head_dim, self.item.cols, self.hw.data_bytes
         self.em.emit(Op.NORMALIZE, TAG_SOFTMAX, reads=(self.o_acc,), writes=(self.o_acc,),
                      slot=O_SLOT, rows=d, cols=cols)
         self.em.emit(Op.STORE_C, TAG_OUT, reads=(self.o_acc,), slot=O_SLOT, addr=self.o_addr,
                      stride=self.n_cols * db, rows=d, cols=cols, requant=True,
                      shift=SoftmaxFormat.of(self.hw).prob_bits)
+        if lse_addr is not None:
+            base = self.item.batch * self.op.groups + self.item.group
+            self.em.emit(Op.STATS, TAG_OUT, reads=(self.o_acc,), accumulate=True, rows=1,
+                         cols=cols, addr=lse_addr + (base * self.n_cols + self.item.col0)
+                         * self.hw.acc_bytes)
 
 
 def item_program(
@@ -422,17 +429,19 @@ def item_program(
     first: bool,
     last: bool,
     hw: HardwareSpec,
+    lse_addr: int | None = None,
 ) -> Program:
     """The tile program of ``blocks`` (steps) of one work item (all of them, or one chunk).
 
     ``first``: the chunk starts the item (resets the running max and sums, overwrites Oᵀ);
-    ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ).
+    ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ; in training, with ``lse_addr``, the
+    STATS store of the log-sum-exps).
     """
     writer = _ItemWriter(plan, item, blocks[0].index if blocks else 0, hw)
     for i, block in enumerate(blocks):
         writer.step(block, first and i == 0)
     if last:
-        writer.finish()
+        writer.finish(lse_addr)
     program = writer.em.program
     program.tensors = dict(plan.layout.tensors)
     return program
@@ -445,16 +454,20 @@ def _per_block_instrs(block: Block, d: int, hw: HardwareSpec, nm) -> tuple[int, 
     return int(block.partial) + 2 * chunks + pv, chunks + pv, 2 + pv
 
 
-def _chunks(steps: tuple[Block, ...], d: int, hw: HardwareSpec, nm) -> list[tuple[Block, ...]]:
+def _chunks(steps: tuple[Block, ...], d: int, hw: HardwareSpec, nm,
+            training: bool = False) -> list[tuple[Block, ...]]:
     """Cut an item's steps so each chunk's program fits every unit's instruction memory."""
     depth = hw.controller.instruction_depth
     chunks: list[list[Block]] = [[]]
-    used = [1, 0, 1]  # STORE_C and NORMALIZE of the last chunk, reserved everywhere
+    # STORE_C (and in training the STATS store) and NORMALIZE of the last chunk, reserved
+    # everywhere.
+    reserved = [2 if training else 1, 0, 1]
+    used = list(reserved)
     for block in steps:
         need = _per_block_instrs(block, d, hw, nm)
         if chunks[-1] and any(u + n > depth for u, n in zip(used, need)):
             chunks.append([])
-            used = [1, 0, 1]
+            used = list(reserved)
         if any(u + n > depth for u, n in zip(used, need)):
             raise MappingError(
                 f"one key block of {block.rows} rows needs {need} DMA/PE/vector instructions; "
@@ -494,6 +507,9 @@ class AttentionWork:
     estimate
         The segment is the pattern's estimation work (``attention_estimate``), not attention:
         its block counts are 0 and all its instructions carry ``TAG_EST``.
+    backward
+        The segment is the op's backward (``attention_backward``): its blocks are query-block
+        visits of backward items, its dense MACs those of a dense backward (five GEMMs).
     """
 
     layer: str
@@ -506,6 +522,7 @@ class AttentionWork:
     density: float
     block_density: float
     estimate: bool = False
+    backward: bool = False
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -518,22 +535,24 @@ def attention_macs(rows: int, head_dim: int, cols: int, nm: tuple[int, int] | No
     return (rows + pv_rows) * head_dim * cols
 
 
-def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec) -> list[tuple[Block, ...]]:
+def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec,
+                training: bool = False) -> list[tuple[Block, ...]]:
     """The steps of a work item, cut into chunks that each become one program (segment)."""
     if not item.blocks:
         return []
     steps = merge_steps(item.blocks, max_step_rows(plan.op, hw))
-    return _chunks(steps, plan.op.head_dim, hw, plan.score_nm)
+    return _chunks(steps, plan.op.head_dim, hw, plan.score_nm, training)
 
 
 def _signature(
-    plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...], first: bool, last: bool
+    plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...], first: bool, last: bool,
+    training: bool,
 ) -> tuple:
     op = plan.op
     # A first chunk also carries its item's totals (skipped blocks), hence the block count.
     total = len(item.blocks) if first else 0
     return (
-        "attention",
+        "attention-training" if training else "attention",
         op.head_dim,
         op.block_size,
         op.kv_len,
@@ -547,11 +566,13 @@ def _signature(
 
 
 def attention_segments(
-    layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None
+    layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None,
+    lse_addr: int | None = None,
 ) -> list[Segment[AttentionWork]]:
     """The segments of one attention op, one per distinct program signature with its count.
 
     ``programs`` caches programs by signature across ops (pass the same dict for a schedule).
+    ``lse_addr``: a training forward, which stores its log-sum-exps there for the backward.
     """
     plan = plan or plan_attention(op, hw)
     kv_blocks = ceil_div(op.kv_len, op.block_size)
@@ -559,11 +580,11 @@ def attention_segments(
     cuts: dict[tuple[Block, ...], list] = {}
     for item in plan.items:
         if item.blocks not in cuts:
-            cuts[item.blocks] = item_chunks(plan, item, hw)
+            cuts[item.blocks] = item_chunks(plan, item, hw, lse_addr is not None)
         chunks = cuts[item.blocks]
         for i, blocks in enumerate(chunks):
             first, last = i == 0, i == len(chunks) - 1
-            key = _signature(plan, item, blocks, first, last)
+            key = _signature(plan, item, blocks, first, last, lse_addr is not None)
             entry = groups.get(key)
             if entry is None:
                 skipped = kv_blocks - len(item.blocks) if first else 0
@@ -580,7 +601,7 @@ def attention_segments(
                     plan.mask.block_density,
                 )
                 if key not in programs:
-                    programs[key] = item_program(plan, item, blocks, first, last, hw)
+                    programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
                 groups[key] = [work, 0]
             groups[key][1] += 1
     return [

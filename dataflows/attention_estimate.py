@@ -43,6 +43,7 @@ from dataflows.attention import (
     merge_steps,
     plan_attention,
 )
+from dataflows.attention_backward import backward_segments, lse_address
 from dataflows.isa import Op
 from dataflows.program import Allocator, Emitter, Program, Segment
 from dataflows.softmax_format import SoftmaxFormat
@@ -373,9 +374,19 @@ def estimate_segments(layer: str, plan: AttentionPlan, hw: HardwareSpec,
             for key, count in groups.items()]
 
 
-def attention_layer_segments(layer: str, op, hw: HardwareSpec,
-                             programs: dict) -> list[Segment[AttentionWork]]:
-    """An attention layer's segments: its estimate's (if its pattern has one), then its own."""
-    plan = plan_attention(op, hw)
+def attention_layer_segments(layer: str, op, hw: HardwareSpec, programs: dict,
+                             training: bool = False, backward: bool = False,
+                             plans: dict | None = None) -> list[Segment[AttentionWork]]:
+    """An attention layer's segments: its estimate's (if its pattern has one), then its own.
+
+    In training the forward also stores its log-sum-exps, and ``backward`` asks for the
+    layer's backward (``attention_backward``; reported as the layer ``<layer>.backward``) on
+    the plan its forward left in ``plans``.
+    """
+    plans = {} if plans is None else plans
+    if backward:
+        return backward_segments(f"{layer}.backward", plans.pop(layer), hw, programs)
+    plan = plans[layer] = plan_attention(op, hw)
+    lse = lse_address(plan, hw) if training else None
     return estimate_segments(layer, plan, hw, programs) + attention_segments(
-        layer, op, hw, programs, plan)
+        layer, op, hw, programs, plan, lse)
