@@ -41,6 +41,7 @@ from dataflows.attention import (
     AttentionPlan,
     AttentionWork,
     Block,
+    chunk_bounds,
     merge_steps,
 )
 from dataflows.cost import mask_bytes
@@ -91,7 +92,7 @@ def _visits(plan: AttentionPlan, b: int, group: int, key0: int, cols: int,
         full = (states[visit] == FULL).all(axis=1)
         blocks = tuple(Block(int(i), min(blk, op.queries - int(i) * blk), not bool(f))
                        for i, f in zip(visit, full))
-        out.extend(Visit(h_in, s) for s in merge_steps(blocks, max_rows))
+        out.extend(Visit(h_in, s) for s in merge_steps(blocks, max_rows, blk))
     return tuple(out)
 
 
@@ -361,31 +362,18 @@ def backward_program(plan: AttentionPlan, item: BackwardItem, visits: tuple[Visi
     return program
 
 
-def _visit_instrs(v: Visit, d_chunks: int, r: int) -> tuple[int, int, int]:
-    """(DMA, PE, vector) instructions of one visit."""
-    subs = ceil_div(v.block.rows, r)
-    dma = int(v.block.partial) + 2 + 2 * d_chunks + subs * (2 + d_chunks)
-    return dma, 2 * d_chunks + subs * (2 + d_chunks), 2 * subs
-
-
 def _chunks(item: BackwardItem, op, hw: HardwareSpec) -> list[tuple[Visit, ...]]:
-    """An item's visits cut so each chunk's program fits every instruction memory."""
-    depth, dc = hw.controller.instruction_depth, ceil_div(op.head_dim, hw.array.rows)
-    reserved = [3 * dc + 2, 0, 0]  # resident loads, final stores
-    chunks: list[list[Visit]] = [[]]
-    used = list(reserved)
-    for v in item.visits:
-        need = _visit_instrs(v, dc, hw.array.rows)
-        if chunks[-1] and any(u + n > depth for u, n in zip(used, need)):
-            chunks.append([])
-            used = list(reserved)
-        if any(u + n > depth for u, n in zip(used, need)):
-            raise MappingError(f"{op.name}: one backward visit of {v.block.rows} query rows "
-                               f"needs {need} DMA/PE/vector instructions; "
-                               f"controller.instruction_depth={depth} is too small")
-        chunks[-1].append(v)
-        used = [u + n for u, n in zip(used, need)]
-    return [tuple(c) for c in chunks if c]
+    """An item's visits cut so each chunk's program fits every instruction memory (the
+    resident loads and final stores reserved in each): DMA, PE and vector instructions per
+    visit of ``s`` sub-tiles of ``array.rows`` query rows and ``c`` channel chunks."""
+    c, r = ceil_div(op.head_dim, hw.array.rows), hw.array.rows
+    subs = np.array([ceil_div(v.block.rows, r) for v in item.visits], dtype=np.int64)
+    partial = np.array([v.block.partial for v in item.visits], dtype=np.int64)
+    needs = np.stack([partial + 2 + 2 * c + subs * (2 + c), 2 * c + subs * (2 + c), 2 * subs],
+                     axis=1).reshape(-1, 3)
+    bounds = chunk_bounds(needs, hw.controller.instruction_depth, (3 * c + 2, 0, 0),
+                          f"{op.name}: backward visit")
+    return [item.visits[lo:hi] for lo, hi in bounds]
 
 
 # --------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def _key_steps(blocks, plan: AttentionPlan, hw: HardwareSpec, kv_len: int) -> tu
     """Key blocks (indices, of ``plan.op.block_size`` keys out of ``kv_len``) as merged steps."""
     size = plan.op.block_size
     steps = tuple(Block(int(j), min(size, kv_len - int(j) * size), False) for j in blocks)
-    return merge_steps(steps, max_step_rows(plan.op, hw))
+    return merge_steps(steps, max_step_rows(plan.op, hw), size)
 
 
 def _last_query_items(plan: AttentionPlan, hw: HardwareSpec, lay: _EstimateLayout,
@@ -160,13 +160,13 @@ def _item_blocks(plan: AttentionPlan, est: Estimate) -> list[tuple]:
     out, cache = [], {}
     for item in plan.items:
         pairs = item_pairs(op, mask.block, item.group, item.col0, item.cols)
-        key = (tuple(b.index for b in item.blocks), pairs)
+        key = (id(item.blocks), pairs)  # items of one query block share their Visits
         if key not in cache:
             qbs = [qb for _, qb in pairs]
             base = allowed[qbs] if allowed is not None else _causal_blocks(plan, qbs)
             seen = np.flatnonzero((base != EMPTY).any(axis=0))
             if est.kind == "skipped":
-                seen = np.setdiff1d(seen, [b.index for b in item.blocks])
+                seen = np.setdiff1d(seen, item.blocks.index)
             cache[key] = tuple(int(j) for j in seen)
         out.append(cache[key])
     return out
