@@ -39,6 +39,7 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -499,12 +500,13 @@ def chunk_bounds(needs: np.ndarray, depth: int, reserved: tuple[int, int, int],
                  what: str) -> list[tuple[int, int]]:
     """Greedy cuts ``[(lo, hi), …]`` of steps needing ``needs[i]`` (DMA, PE, vector)
     instructions so that every chunk, plus ``reserved``, fits each instruction memory."""
-    cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)])
-    limit = depth - np.asarray(reserved)
+    # Python lists and bisect: a long item has thousands of chunks, and numpy's per-call cost
+    # on these short searches dominated the mapping of a 256k-token prefill.
+    cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)]).T.tolist()
+    limit = [depth - r for r in reserved]
     bounds, lo, n = [], 0, needs.shape[0]
     while lo < n:
-        hi = min(int(np.searchsorted(cum[:, u], cum[lo, u] + limit[u], side="right")) - 1
-                 for u in range(3))
+        hi = min(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3))
         if hi <= lo:
             raise MappingError(f"{what} {lo} needs {needs[lo].tolist()} DMA/PE/vector "
                                f"instructions; controller.instruction_depth={depth} is too small")

@@ -42,7 +42,7 @@ from dataflows.attention import (
     AttentionWork,
     Block,
     chunk_bounds,
-    merge_steps,
+    merge_arrays,
 )
 from dataflows.cost import mask_bytes
 from dataflows.isa import Op
@@ -90,9 +90,9 @@ def _visits(plan: AttentionPlan, b: int, group: int, key0: int, cols: int,
         if mask.fill is not None:  # skipped only to save work: computed where a block runs
             states = np.where(states == EMPTY, mask.fill[:, kbs], states)
         full = (states[visit] == FULL).all(axis=1)
-        blocks = tuple(Block(int(i), min(blk, op.queries - int(i) * blk), not bool(f))
-                       for i, f in zip(visit, full))
-        out.extend(Visit(h_in, s) for s in merge_steps(blocks, max_rows, blk))
+        rows = np.minimum(blk, op.queries - visit * blk)
+        steps = merge_arrays(visit, rows, ~full, blk, max_rows)
+        out.extend(Visit(h_in, s) for s in steps.blocks())
     return tuple(out)
 
 
