@@ -19,6 +19,11 @@ pv        PE array: Oᵀ += Vᵀ·Pᵀ                   Vᵀ rows
 output    —                                      Oᵀ stores
 ========  =====================================  ============================
 
+A layer's backward (training; ``dataflows.attention_backward``) is a record of its own,
+``<layer>.backward`` with phase ``backward``, on the same phases: ``qk`` the recompute of S,
+``softmax`` the statistics, P, dS and the D pass, ``pv`` the gradient GEMMs (dP, dV, dK, dQ),
+``output`` the dK/dV stores and dQ adds; its speedup is over a dense backward.
+
 A phase is *bound* by the resource with the most busy cycles in it: ``pe_array`` or ``vector``
 (compute) or ``dram`` (the DMA port, i.e. Q/K/V/mask bandwidth and latency); ``none`` for a
 phase with no work (the estimate of a static pattern). The estimate runs
@@ -71,7 +76,11 @@ class AttentionRecord:
         PE-array MACs and DRAM bytes (read and written) of the pattern's estimation work
         (0 for static patterns), reported apart from ``macs_executed``.
     kv_bytes, q_bytes, mask_bytes, out_bytes
-        DRAM bytes: K and V rows read, Qᵀ tiles read, element masks read, Oᵀ written.
+        DRAM bytes: K and V rows read, Qᵀ tiles read, element masks read, Oᵀ written. A
+        backward row counts under ``kv_bytes`` every load of its recompute and gradient GEMMs
+        but the Q rows (Kᵀ, Vᵀ and K tiles, dO, dOᵀ and Qᵀ rows), under ``mask_bytes`` also the
+        statistics and the D pass's loads, and under ``out_bytes`` dKᵀ, dVᵀ and the dQ adds
+        (read and written back).
     cycles, dense_cycles, speedup
         This layer's cycles, those of dense (non-causal, unmasked) attention of the same shape
         on the same hardware, and their ratio.
@@ -281,7 +290,7 @@ class AttentionTally:
                     kv_bytes=layer.reads[TAG_K] + layer.reads[TAG_V],
                     q_bytes=layer.reads[TAG_Q],
                     mask_bytes=layer.reads[TAG_SOFTMAX],
-                    out_bytes=layer.writes[TAG_OUT],
+                    out_bytes=layer.writes[TAG_OUT] + layer.reads[TAG_OUT],
                     cycles=layer.cycles,
                     dense_cycles=dense,
                     speedup=dense / layer.cycles if layer.cycles else 0.0,
