@@ -11,7 +11,8 @@ non-empty, so the backward skips what the forward skips — and per visit of ``R
 * per ``array.rows`` query rows: ``PEXP`` turns S into ``P = 2^(S − L)`` (masked: 0) in a weight
   slot, ``DSCORE`` forms ``dS = P ∘ (dP − D)`` next to it and in an input slot, then
   ``dVᵀ += dOᵀ · P`` and ``dKᵀ += Qᵀ · dS`` accumulate on chip (dOᵀ, Qᵀ rows stream) and
-  ``dQ[rows, d] = dS · K`` (K stationary) is added to DRAM with ``STORE_ADD`` (FA2's atomic add).
+  ``dQ[rows, d] = dS · K`` (K stationary) fills the visit's dQ tiles, which ``STORE_ADD`` adds
+  to DRAM after its last rows (FA2's atomic add), one per channel chunk.
 
 Five GEMMs of ``R · keys · d`` MACs per visit against the forward's two: the backward executes
 2.5× the forward's MACs. After the last visit ``STORE_C`` writes dKᵀ and dVᵀ (accumulator
@@ -97,18 +98,18 @@ def _visits(plan: AttentionPlan, b: int, group: int, key0: int, cols: int,
 
 
 def max_visit_rows(plan: AttentionPlan, hw: HardwareSpec) -> int:
-    """Most query rows one visit may hold: S and dP side by side plus a dQ tile in an
-    accumulator slot, the visit's Q chunk in an input slot (whole blocks only)."""
+    """Most query rows one visit may hold: S, dP and dQ (one tile per channel chunk) side by
+    side in an accumulator slot, the visit's Q chunk in an input slot (whole blocks only)."""
     acc_rows = hw.buffers.accumulator_bytes // 2 // (hw.array.cols * hw.acc_bytes)
     a_rows = hw.buffers.input_bytes // 2 // (hw.array.rows * hw.data_bytes)
-    d_tiles = ceil_div(plan.op.head_dim, hw.array.cols)
-    room = min((acc_rows - d_tiles * hw.array.rows) // 2, a_rows, (1 << 16) - 1)
+    d_tiles = ceil_div(plan.op.head_dim, hw.array.rows)
+    room = min(acc_rows // (2 + d_tiles), a_rows, (1 << 16) - 1)
     block = plan.op.block_size
     if room < block:
         raise MappingError(
-            f"{plan.op.name}: the attention backward holds S and dP of a {block}-query block "
-            f"and a dQ tile in one accumulator slot of {acc_rows} rows; enlarge "
-            f"buffers.accumulator_bytes or lower block_size")
+            f"{plan.op.name}: the attention backward holds S, dP and dQ of a {block}-query "
+            f"block ({2 + d_tiles} tiles of {block} rows) in one accumulator slot of {acc_rows} "
+            f"rows; enlarge buffers.accumulator_bytes or lower block_size")
     return room // block * block
 
 
@@ -206,7 +207,8 @@ class _BackwardWriter:
     Weight slot 0 holds the item's Kᵀ, Vᵀ and K tiles (one part each per channel chunk) for the
     whole chunk; weight slot 1 holds P and dS of the current query rows (two pairs of parts,
     alternating, so the vector unit can run one sub-tile ahead). Accumulator slot 0 holds S,
-    dP and the dQ tiles of a visit, slot 1 dVᵀ (rows ``0..d``) and dKᵀ (rows ``d..2d``).
+    dP and the dQ tiles (one per channel chunk) of a visit, ``dp_row`` rows apart; slot 1
+    dVᵀ (rows ``0..d``) and dKᵀ (rows ``d..2d``).
     """
 
     def __init__(self, plan: AttentionPlan, item: BackwardItem, lay: BackwardLayout,
@@ -257,6 +259,7 @@ class _BackwardWriter:
         self.stream_gemm(TAG_V, self.lay.do, q0, rows, "vt", self.dp_row)  # dP = dO · Vᵀ
         for p0 in range(0, rows, self.hw.array.rows):
             self.sub_tile(q0, p0, min(self.hw.array.rows, rows - p0), mask)
+        self.add_dq(q0, rows)
 
     def load_mask(self, rows: int) -> Resource:
         m = self.em.buffers["mask"].claim()
@@ -303,23 +306,30 @@ class _BackwardWriter:
                 c_row=self.dp_row + p0, rows=rr, cols=it.cols)
         self.transposed_gemm(self.lay.do_t, q0 + p0, rr, p_res, b_row, 0)  # dVᵀ += dOᵀ · P
         # dQ before dKᵀ: dKᵀ's Qᵀ rows take the input slot that holds dS (claimed in turn).
-        self.dq(a, q0 + p0, rr)
+        self.dq(a, p0, rr)
         self.transposed_gemm(self.lay.qt, q0 + p0, rr, ds_res, b_row + r, self.op.head_dim)
         self.dvdk_open = True
 
-    def dq(self, a: int, q: int, rr: int) -> None:
-        """dQ rows ``q ..`` += dS · K (dS in input slot ``a``), added to DRAM per channel chunk."""
+    def dq(self, a: int, p0: int, rr: int) -> None:
+        """dQ rows ``p0 ..`` of the visit = dS · K (dS in input slot ``a``), one tile per
+        channel chunk, each chunk's ``dp_row`` rows apart."""
         em, r, it = self.em, self.hw.array.rows, self.item
         for c0, kc in self.d_chunks:
-            acc = self.part("C", 0, ("dq", c0))
-            c_row = self.dq_row + c0 // r * r
             em.emit(Op.COMPUTE, TAG_V, reads=(em.slot("A", a), self.part("B", 0, ("k", c0))),
-                    writes=(acc,), slot=a, b_slot=0, b_row=self._b_row("k", c0), c_slot=0,
-                    c_row=c_row, rows=rr, cols=kc, k=it.cols, m=rr)
-            em.emit(Op.STORE_ADD, TAG_OUT, reads=(acc,), slot=0, c_row=c_row,
-                    addr=self.lay.dq + ((self.base * self.n_cols + q) * self.op.head_dim
-                                        + c0) * self.hw.acc_bytes,
-                    stride=self.op.head_dim * self.hw.acc_bytes, rows=rr, cols=kc)
+                    writes=(self.part("C", 0, ("dq", c0)),), slot=a, b_slot=0,
+                    b_row=self._b_row("k", c0), c_slot=0,
+                    c_row=self.dq_row + c0 // r * self.dp_row + p0, rows=rr, cols=kc,
+                    k=it.cols, m=rr)
+
+    def add_dq(self, q0: int, rows: int) -> None:
+        """The visit's dQ added to DRAM, one STORE_ADD per channel chunk (FA2's atomic add)."""
+        r, ab, d = self.hw.array.rows, self.hw.acc_bytes, self.op.head_dim
+        for c0, kc in self.d_chunks:
+            c_row = self.dq_row + c0 // r * self.dp_row
+            self.em.emit(Op.STORE_ADD, TAG_OUT, reads=(self.part("C", 0, ("dq", c0)),), slot=0,
+                         c_row=c_row, addr=self.lay.dq + ((self.base * self.n_cols + q0) * d
+                                                          + c0) * ab,
+                         stride=d * ab, rows=rows, cols=kc)
 
     def transposed_gemm(self, base: int, q: int, rr: int, operand: Resource, b_row: int,
                         c_row: int) -> None:
@@ -369,7 +379,7 @@ def _chunks(item: BackwardItem, op, hw: HardwareSpec) -> list[tuple[Visit, ...]]
     c, r = ceil_div(op.head_dim, hw.array.rows), hw.array.rows
     subs = np.array([ceil_div(v.block.rows, r) for v in item.visits], dtype=np.int64)
     partial = np.array([v.block.partial for v in item.visits], dtype=np.int64)
-    needs = np.stack([partial + 2 + 2 * c + subs * (2 + c), 2 * c + subs * (2 + c), 2 * subs],
+    needs = np.stack([partial + 2 + 3 * c + 2 * subs, 2 * c + subs * (2 + c), 2 * subs],
                      axis=1).reshape(-1, 3)
     bounds = chunk_bounds(needs, hw.controller.instruction_depth, (3 * c + 2, 0, 0),
                           f"{op.name}: backward visit")
