@@ -278,7 +278,7 @@ def plan_attention(
     _check_fits(op, hw, mask.score_nm)
     width = hw.array.cols
     columns = op.heads // op.groups * op.queries
-    items, offset, unions = [], 0, {}
+    items, offset, unions, shared = [], 0, {}, {}
     for b in range(op.batch):
         for group in range(op.groups):
             for col0 in range(0, columns, width):
@@ -286,7 +286,10 @@ def plan_attention(
                 # Column tiles of one query block share their blocks: compute each union once.
                 key = (b, item_pairs(op, mask.block, group, col0, cols))
                 if key not in unions:
-                    unions[key] = _union_blocks(op, mask, b, key[1])
+                    # Query blocks with the same visits share one Visits (a dense or windowed
+                    # mask has few distinct ones): memory, and one chunking per distinct one.
+                    v = _union_blocks(op, mask, b, key[1])
+                    unions[key] = shared.setdefault(v.index.tobytes() + v.partial.tobytes(), v)
                 blocks = unions[key]
                 items.append(WorkItem(b, group, col0, cols, blocks, offset))
                 offset += mask_bytes(int(blocks.rows[blocks.partial].sum()), cols)
