@@ -27,6 +27,7 @@ __all__ = [
     "Unit",
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
+    "MODEL_ONLY",
     "Instr",
     "ConvAddress",
     "conv_rows",
@@ -76,6 +77,10 @@ class Op(IntEnum):
     DSCORE = 14  # vector: dS = P ∘ (dP − D) (or, with accumulate, D = Σ dO ∘ O per query)
     STORE_ADD = 15  # DMA: DRAM rows += accumulator rows (read-modify-write, as an atomic add)
 
+
+#: Ops the SimPy model executes but no RTL does (the attention backward's, docs/isa.md): the
+#: RTL controller drops words carrying them, and no verified program contains them.
+MODEL_ONLY = frozenset({Op.STATS, Op.PEXP, Op.DSCORE, Op.STORE_ADD})
 
 UNIT_OF = {
     Op.LOAD_A: Unit.DMA,
