@@ -38,6 +38,12 @@ def _dma(instr: Instr, hw: HardwareSpec) -> Charges:
     nbytes = transfer_bytes(instr, hw)
     if instr.op == Op.LOAD_MASK:  # into the vector unit's small mask store, not a buffer
         return Charges(dram_read=nbytes)
+    if instr.op == Op.STATS:  # the vector unit's per-query registers, not a buffer
+        return Charges(dram_write=nbytes) if instr.accumulate else Charges(dram_read=nbytes)
+    if instr.op == Op.STORE_ADD:  # read-modify-write: half the bytes each way
+        tile = instr.rows * instr.cols * hw.acc_bytes
+        return Charges(dram_read=nbytes // 2, dram_write=nbytes // 2,
+                       sram_read=(("accumulator", tile),))
     buffer = _DMA_TARGET[instr.op]
     if instr.op in (Op.LOAD_A, Op.LOAD_B):
         return Charges(dram_read=nbytes, sram_write=((buffer, nbytes),))
@@ -68,11 +74,27 @@ def _vector(instr: Instr, hw: HardwareSpec) -> Charges:
     tile = instr.rows * instr.cols * hw.acc_bytes
     if instr.op in (Op.RESCALE, Op.NORMALIZE):
         return Charges(sram_read=(("accumulator", tile),), sram_write=(("accumulator", tile),))
+    if instr.op == Op.PEXP:  # scores → probabilities in a weight slot
+        return Charges(sram_read=(("accumulator", tile),),
+                       sram_write=(("weight", instr.rows * instr.cols * hw.data_bytes),))
+    if instr.op == Op.DSCORE:
+        return _dscore(instr, hw)
     if instr.op == Op.EXP:
         kept = instr.rows // instr.nm_m * instr.nm_n if instr.nm_n else instr.rows
         return Charges(sram_read=(("accumulator", tile),),
                        sram_write=(("weight", kept * instr.cols * hw.data_bytes),))
     return Charges(sram_read=(("accumulator", tile),))
+
+
+def _dscore(instr: Instr, hw: HardwareSpec) -> Charges:
+    """dS = P ∘ (dP − D): P from the weight slot, dP from the accumulator, dS written to the
+    weight slot and the input slot. Its D form reads dO (input slot) and O (weight slot)."""
+    operand = instr.rows * instr.cols * hw.data_bytes
+    if instr.accumulate:
+        return Charges(sram_read=(("input", operand), ("weight", operand)))
+    return Charges(sram_read=(("weight", operand),
+                              ("accumulator", instr.rows * instr.cols * hw.acc_bytes)),
+                   sram_write=(("weight", operand), ("input", operand)))
 
 
 _BY_UNIT = {Unit.DMA: _dma, Unit.PE: _pe, Unit.VEC: _vector}

@@ -152,15 +152,18 @@ def _attention_rows(records: list[LayerRecord], attention: AttentionTally,
     Q, K and V read once, O written once, at operand width (element masks excluded)."""
     out = []
     for rec in records:
-        layer = attention.layers.get(rec.name) if rec.phase in ("prefill", "decode") else None
+        attn = rec.phase in ("prefill", "decode", "backward")
+        layer = attention.layers.get(rec.name) if attn else None
         if layer is None:
             out.append(rec)
             continue
         op, db = layer.op, hw.data_bytes
         q = op.batch * op.heads * op.queries * op.head_dim * db * op.repeat
         kv = 2 * op.batch * op.groups * op.kv_len * op.head_dim * db * op.repeat
+        # The backward reads Q, K, V, O and dO and writes dQ, dK and dV at accumulator width.
+        reads, writes = (3 * q + kv, (q + kv) * hw.acc_bytes // db) if layer.backward else (q + kv, q)
         out.append(replace(
-            rec, compulsory_read_bytes=q + kv, compulsory_write_bytes=q,
+            rec, compulsory_read_bytes=reads, compulsory_write_bytes=writes,
             dma_busy_cycles=layer.units[Unit.DMA], vector_busy_cycles=layer.units[Unit.VEC],
         ))
     return out

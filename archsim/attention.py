@@ -19,6 +19,11 @@ pv        PE array: Oᵀ += Vᵀ·Pᵀ                   Vᵀ rows
 output    —                                      Oᵀ stores
 ========  =====================================  ============================
 
+A layer's backward (training; ``dataflows.attention_backward``) is a record of its own,
+``<layer>.backward`` with phase ``backward``, on the same phases: ``qk`` the recompute of S,
+``softmax`` the statistics, P, dS and the D pass, ``pv`` the gradient GEMMs (dP, dV, dK, dQ),
+``output`` the dK/dV stores and dQ adds; its speedup is over a dense backward.
+
 A phase is *bound* by the resource with the most busy cycles in it: ``pe_array`` or ``vector``
 (compute) or ``dram`` (the DMA port, i.e. Q/K/V/mask bandwidth and latency); ``none`` for a
 phase with no work (the estimate of a static pattern). The estimate runs
@@ -42,7 +47,9 @@ from dataflows.attention import (
     TAG_V,
     attention_segments,
     dense_reference,
+    plan_attention,
 )
+from dataflows.attention_backward import backward_segments
 from dataflows.isa import Unit
 from workloads.spec import AttentionOp, HardwareSpec
 
@@ -69,7 +76,11 @@ class AttentionRecord:
         PE-array MACs and DRAM bytes (read and written) of the pattern's estimation work
         (0 for static patterns), reported apart from ``macs_executed``.
     kv_bytes, q_bytes, mask_bytes, out_bytes
-        DRAM bytes: K and V rows read, Qᵀ tiles read, element masks read, Oᵀ written.
+        DRAM bytes: K and V rows read, Qᵀ tiles read, element masks read, Oᵀ written. A
+        backward row counts under ``kv_bytes`` every load of its recompute and gradient GEMMs
+        but the Q rows (Kᵀ, Vᵀ and K tiles, dO, dOᵀ and Qᵀ rows), under ``mask_bytes`` also the
+        statistics and the D pass's loads, and under ``out_bytes`` dKᵀ, dVᵀ and the dQ adds
+        (read and written back).
     cycles, dense_cycles, speedup
         This layer's cycles, those of dense (non-causal, unmasked) attention of the same shape
         on the same hardware, and their ratio.
@@ -139,6 +150,7 @@ class _Layer:
     density: float
     block_density: float
     position: int
+    backward: bool = False
     cycles: int = 0
     blocks: int = 0
     skipped: int = 0
@@ -207,7 +219,7 @@ class AttentionTally:
         layer = self.layers.get(work.layer)
         if layer is None:
             layer = self.layers[work.layer] = _Layer(
-                work.op, work.pattern, work.density, work.block_density, position
+                work.op, work.pattern, work.density, work.block_density, position, work.backward
             )
         layer.cycles += stats.cycles * r
         layer.blocks += work.blocks * r
@@ -231,12 +243,17 @@ class AttentionTally:
         for u in Unit:
             layer.units[u] += stats.busy[u] * r
 
-    def _dense_cycles(self, op: AttentionOp) -> int:
+    def _dense_cycles(self, op: AttentionOp, backward: bool) -> int:
+        """Cycles of dense attention of ``op``'s shape: its forward, or its backward."""
         ref = dense_reference(op).model_copy(update={"name": "dense"})
-        if ref not in self._dense:
-            segments = attention_segments("dense", ref, self.hw, self._programs)
-            self._dense[ref] = sum(self.run(s).cycles * s.repeat for s in segments)
-        return self._dense[ref]
+        if (ref, backward) not in self._dense:
+            if backward:
+                plan = plan_attention(ref, self.hw)
+                segments = backward_segments("dense", plan, self.hw, self._programs)
+            else:
+                segments = attention_segments("dense", ref, self.hw, self._programs)
+            self._dense[ref, backward] = sum(self.run(s).cycles * s.repeat for s in segments)
+        return self._dense[ref, backward]
 
     def records(self) -> tuple[AttentionRecord, ...]:
         out = []
@@ -247,11 +264,11 @@ class AttentionTally:
                      for phase, units in busy.items()}
             names = ("dram", "pe_array", "vector")
             overall = names[max(range(3), key=lambda u: layer.units[u])]
-            dense = self._dense_cycles(op)  # its segments already count op.repeat
+            dense = self._dense_cycles(op, layer.backward)  # its segments count op.repeat
             out.append(
                 AttentionRecord(
                     layer=name,
-                    phase=op.phase,
+                    phase="backward" if layer.backward else op.phase,
                     pattern=layer.pattern,
                     batch=op.batch,
                     heads=op.heads,
@@ -273,7 +290,7 @@ class AttentionTally:
                     kv_bytes=layer.reads[TAG_K] + layer.reads[TAG_V],
                     q_bytes=layer.reads[TAG_Q],
                     mask_bytes=layer.reads[TAG_SOFTMAX],
-                    out_bytes=layer.writes[TAG_OUT],
+                    out_bytes=layer.writes[TAG_OUT] + layer.reads[TAG_OUT],
                     cycles=layer.cycles,
                     dense_cycles=dense,
                     speedup=dense / layer.cycles if layer.cycles else 0.0,
@@ -296,7 +313,7 @@ class AttentionTally:
                     LayerRecord(
                         name=name,
                         layer=name,
-                        phase=op.phase,
+                        phase="backward" if layer.backward else op.phase,
                         m=op.queries,
                         k=op.head_dim,
                         n=op.kv_len,
@@ -349,7 +366,7 @@ def attention_table(records: tuple[AttentionRecord, ...]):
         rows.append(
             (
                 r.layer,
-                r.pattern + (" (decode)" if r.phase == "decode" else ""),
+                r.pattern + (f" ({r.phase})" if r.phase in ("decode", "backward") else ""),
                 f"{r.density:.1%}",
                 f"{r.blocks_skipped / max(r.blocks_total, 1):.0%}",
                 _bytes(r.kv_bytes),

@@ -38,7 +38,7 @@ class ProgramSize:
 
 def program_size(workload: WorkloadSpec) -> ProgramSize:
     """Count the tile steps the scheduler would build for ``workload``: GEMM tiles, plus one per
-    (query block, key block) pair of each attention head."""
+    (query block, key block) pair of each attention head (two in training: the backward)."""
     from dataflows.scheduler import tiling_for
     from workloads.layers import expand
     from workloads.lowering import lower
@@ -58,7 +58,8 @@ def program_size(workload: WorkloadSpec) -> ProgramSize:
         if layer.attention is not None:  # one step per (query block, key block) of each head
             op = layer.attention
             blocks = ceil_div(op.queries, op.block_size) * ceil_div(op.kv_len, op.block_size)
-            steps[("attention", op)] = (op.name, op.batch * op.heads * blocks)
+            passes = 2 if workload.mode == "training" else 1  # the backward visits them again
+            steps[("attention", op)] = (op.name, passes * op.batch * op.heads * blocks)
     if not steps:
         return ProgramSize(0, "", 0)
     largest, most = max(steps.values(), key=lambda item: item[1])

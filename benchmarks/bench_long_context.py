@@ -8,10 +8,12 @@ layer the same pattern, estimated by MInference's last-query method from synthet
 linear layers are not part of it).
 
 Before building anything it checks what the mapping will hold: the block grid
-(``heads × q_blocks × kv_blocks`` bytes) and the work items' key-block visits. Today both grow
-with the square of the length, so 1M tokens (a 1.9 GB grid and ~3.8 G block visits held as
-Python objects) does not fit the budget, and the script says so instead of running for hours;
-``--tokens`` measures the sizes that do run (docs/attention.md, "Long-context speed").
+(``heads × q_blocks × kv_blocks`` bytes) and, per query block of a head, the key blocks it
+visits (arrays of 17 bytes a block). Both grow with the square of the length, so at 1M tokens
+(a 1.75 GiB grid and up to 939 M visited blocks) they do not fit the budget, and the script says
+so instead of running for hours; ``--tokens`` measures the sizes that do run
+(docs/attention.md, "Long-context speed"). Timing uses the fast engine (``archsim.fast``),
+which gives the SimPy model's numbers exactly.
 
 Run: ``python benchmarks/bench_long_context.py [--tokens N] [--vertical V] [--slash S]``.
 """
@@ -49,12 +51,12 @@ def _fits(tokens: int) -> tuple[bool, str]:
     blocks = ceil_div(tokens, BLOCK)
     grid_gib = HEADS * blocks * blocks / 2**30
     items = KV_HEADS * (HEADS // KV_HEADS) * tokens // 32
-    visits = items * (blocks + 1) // 2  # causal: half the grid, per work item
-    # The mapping keeps each work item's visited blocks as objects (about 8 bytes per visit
-    # shared between the column tiles of a query block, 56 bytes per distinct block).
-    held_gib = grid_gib + KV_HEADS * blocks * (blocks + 1) / 2 * 64 / 2**30
+    # The mapping keeps, per query block of a head, the key blocks it visits as arrays (an
+    # int64 index and rows, a bool partial flag: 17 bytes a block); causal: up to half the row.
+    visits = HEADS * blocks * (blocks + 1) // 2
+    held_gib = grid_gib + visits * 17 / 2**30
     note = (f"{tokens:,} tokens: block grid {grid_gib:.2f} GiB, {items:,} work items, "
-            f"up to {visits:,} key-block visits (causal)")
+            f"up to {visits:,} visited blocks held ({held_gib:.2f} GiB with the grid)")
     return held_gib < MEMORY_TARGET_GIB, note
 
 
@@ -81,7 +83,7 @@ def main() -> int:
         workload = load_workload(path)
     sched = schedule(workload)
     cpu1 = time.process_time()
-    result = simulate(sched)
+    result = simulate(sched, engine="fast")  # the same numbers as the SimPy model (tests)
     cpu2, wall = time.process_time(), time.perf_counter() - wall0
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rec = result.attention[0]

@@ -39,6 +39,7 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -103,6 +104,58 @@ class Block:
     count: int = 1
 
 
+@dataclass(frozen=True, eq=False)
+class Visits:
+    """The key blocks a work item visits, in order, as arrays: index, rows and whether partial.
+
+    A million-token prefill visits billions of blocks, too many for an object each; a
+    :class:`Block` is made only where a program is written (iteration yields them). Compared
+    by identity: the work items of one query block share one.
+    """
+
+    index: np.ndarray
+    rows: np.ndarray
+    partial: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def __iter__(self) -> Iterator[Block]:
+        for j, r, p in zip(self.index.tolist(), self.rows.tolist(), self.partial.tolist()):
+            yield Block(j, r, p)
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """Merged steps as arrays (``Block`` fields): consecutive full blocks run as one."""
+
+    index: np.ndarray
+    rows: np.ndarray
+    partial: np.ndarray
+    count: np.ndarray
+
+    def blocks(self, lo: int = 0, hi: int | None = None) -> tuple[Block, ...]:
+        cut = slice(lo, hi)
+        return tuple(Block(*f) for f in zip(self.index[cut].tolist(), self.rows[cut].tolist(),
+                                            self.partial[cut].tolist(), self.count[cut].tolist()))
+
+
+def merge_arrays(index: np.ndarray, rows: np.ndarray, partial: np.ndarray, block: int,
+                 max_rows: int) -> Steps:
+    """Runs of consecutive full blocks (``block`` rows each, a ragged one only last) merged
+    greedily into steps of at most ``max_rows`` rows, a multiple of ``block``: the ``p``-th
+    block of a run opens a step when ``p`` is a multiple of ``max_rows // block``."""
+    n = index.size
+    full = ~partial
+    cont = np.zeros(n, dtype=bool)
+    cont[1:] = full[1:] & full[:-1] & (index[1:] == index[:-1] + 1)
+    run_start = np.flatnonzero(~cont)
+    pos = np.arange(n) - run_start[np.cumsum(~cont) - 1] if n else np.zeros(0, np.int64)
+    starts = np.flatnonzero(~cont | (pos % max(1, max_rows // block) == 0))
+    rows_sum = np.add.reduceat(rows, starts) if n else rows[:0]
+    return Steps(index[starts], rows_sum, partial[starts], np.diff(np.append(starts, n)))
+
+
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     """Query columns ``col0 .. col0+cols-1`` of K/V head ``group`` of sequence ``batch``.
@@ -115,7 +168,7 @@ class WorkItem:
     group: int
     col0: int
     cols: int
-    blocks: tuple[Block, ...]
+    blocks: Visits
     mask_offset: int
 
 
@@ -170,7 +223,7 @@ def item_pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) ->
     return tuple(pairs)
 
 
-def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> tuple[Block, ...]:
+def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> Visits:
     """Key blocks any pair attends to; full only where every pair's block is full."""
     heads, qbs = zip(*pairs)
     states = mask.state[b, list(heads), list(qbs)]  # [pairs, kv_blocks]
@@ -178,10 +231,7 @@ def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) ->
     if mask.fill is not None:  # skipped only to save work: computed where the block runs anyway
         states = np.where(states == EMPTY, mask.fill[list(qbs)], states)
     full = (states[:, visit] == FULL).all(axis=0)
-    return tuple(
-        Block(int(j), min(mask.block, op.kv_len - int(j) * mask.block), not bool(f))
-        for j, f in zip(visit, full)
-    )
+    return Visits(visit, np.minimum(mask.block, op.kv_len - visit * mask.block), ~full)
 
 
 def item_mask(op: AttentionOp, mask: AttentionMask, item: WorkItem, block: Block) -> np.ndarray:
@@ -228,7 +278,7 @@ def plan_attention(
     _check_fits(op, hw, mask.score_nm)
     width = hw.array.cols
     columns = op.heads // op.groups * op.queries
-    items, offset, unions = [], 0, {}
+    items, offset, unions, shared = [], 0, {}, {}
     for b in range(op.batch):
         for group in range(op.groups):
             for col0 in range(0, columns, width):
@@ -236,10 +286,13 @@ def plan_attention(
                 # Column tiles of one query block share their blocks: compute each union once.
                 key = (b, item_pairs(op, mask.block, group, col0, cols))
                 if key not in unions:
-                    unions[key] = _union_blocks(op, mask, b, key[1])
+                    # Query blocks with the same visits share one Visits (a dense or windowed
+                    # mask has few distinct ones): memory, and one chunking per distinct one.
+                    v = _union_blocks(op, mask, b, key[1])
+                    unions[key] = shared.setdefault(v.index.tobytes() + v.partial.tobytes(), v)
                 blocks = unions[key]
                 items.append(WorkItem(b, group, col0, cols, blocks, offset))
-                offset += sum(mask_bytes(blk.rows, cols) for blk in blocks if blk.partial)
+                offset += mask_bytes(int(blocks.rows[blocks.partial].sum()), cols)
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
@@ -258,22 +311,13 @@ def max_step_rows(op: AttentionOp, hw: HardwareSpec) -> int:
     return max(op.block_size, min(acc_rows, a_rows, (1 << 16) - 1) // op.block_size * op.block_size)
 
 
-def merge_steps(blocks: tuple[Block, ...], max_rows: int) -> tuple[Block, ...]:
-    """Runs of consecutive full blocks merged into steps of at most ``max_rows`` key rows."""
-    steps: list[Block] = []
-    for b in blocks:
-        last = steps[-1] if steps else None
-        if (
-            last is not None
-            and not b.partial
-            and not last.partial
-            and last.index + last.count == b.index
-            and last.rows + b.rows <= max_rows
-        ):
-            steps[-1] = Block(last.index, last.rows + b.rows, False, last.count + 1)
-        else:
-            steps.append(b)
-    return tuple(steps)
+def merge_steps(blocks, max_rows: int, block: int) -> tuple[Block, ...]:
+    """Single blocks of ``block`` rows (a ragged one only last) merged into steps of at most
+    ``max_rows`` key rows, a multiple of ``block`` (:func:`merge_arrays`)."""
+    blocks = list(blocks)
+    arrays = [np.array([getattr(b, f) for b in blocks], dtype=t)
+              for f, t in (("index", np.int64), ("rows", np.int64), ("partial", bool))]
+    return merge_arrays(*arrays, block, max_rows).blocks()
 
 
 def _check_fits(op: AttentionOp, hw: HardwareSpec, nm: tuple[int, int] | None) -> None:
@@ -331,8 +375,9 @@ class _ItemWriter:
         self.k_addr = lay.k + base * op.kv_len * d * db
         self.v_addr = lay.v + base * d * op.kv_len * db
         self.o_addr = lay.o + (base * d * self.n_cols + item.col0) * db
-        earlier = (b for b in item.blocks if b.partial and b.index < first_index)
-        self.mask_addr = lay.masks + item.mask_offset + sum(mask_bytes(b.rows, item.cols) for b in earlier)
+        v = item.blocks
+        earlier = int(v.rows[v.partial & (v.index < first_index)].sum())
+        self.mask_addr = lay.masks + item.mask_offset + mask_bytes(earlier, item.cols)
         self.s_acc, self.o_acc = self.em.slot("C", S_SLOT), self.em.slot("C", O_SLOT)
 
     def step(self, block: Block, opening: bool) -> None:
@@ -404,15 +449,22 @@ class _ItemWriter:
             self.stream(TAG_V, b, self.v_addr + (k0 + p0) * db, op.kv_len * db, op.head_dim,
                         a_cols, O_SLOT, not (opening and p0 == 0), k_rows, nm)
 
-    def finish(self) -> None:
+    def finish(self, lse_addr: int | None) -> None:
         """NORMALIZE Oᵀ by the running sums and store it, requantized: Oᵀ carries P̃'s
-        ``prob_bits`` fraction bits on top of V's, so shifting them out gives V's format."""
+        ``prob_bits`` fraction bits on top of V's, so shifting them out gives V's format.
+        In training (``lse_addr``) STATS then stores each column's log-sum-exp for the
+        backward (``attention_backward``)."""
         d, cols, db = self.op.head_dim, self.item.cols, self.hw.data_bytes
         self.em.emit(Op.NORMALIZE, TAG_SOFTMAX, reads=(self.o_acc,), writes=(self.o_acc,),
                      slot=O_SLOT, rows=d, cols=cols)
         self.em.emit(Op.STORE_C, TAG_OUT, reads=(self.o_acc,), slot=O_SLOT, addr=self.o_addr,
                      stride=self.n_cols * db, rows=d, cols=cols, requant=True,
                      shift=SoftmaxFormat.of(self.hw).prob_bits)
+        if lse_addr is not None:
+            base = self.item.batch * self.op.groups + self.item.group
+            self.em.emit(Op.STATS, TAG_OUT, reads=(self.o_acc,), accumulate=True, rows=1,
+                         cols=cols, addr=lse_addr + (base * self.n_cols + self.item.col0)
+                         * self.hw.acc_bytes)
 
 
 def item_program(
@@ -422,47 +474,62 @@ def item_program(
     first: bool,
     last: bool,
     hw: HardwareSpec,
+    lse_addr: int | None = None,
 ) -> Program:
     """The tile program of ``blocks`` (steps) of one work item (all of them, or one chunk).
 
     ``first``: the chunk starts the item (resets the running max and sums, overwrites Oᵀ);
-    ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ).
+    ``last``: it ends it (NORMALIZE, then STORE_C of Oᵀ; in training, with ``lse_addr``, the
+    STATS store of the log-sum-exps).
     """
     writer = _ItemWriter(plan, item, blocks[0].index if blocks else 0, hw)
     for i, block in enumerate(blocks):
         writer.step(block, first and i == 0)
     if last:
-        writer.finish()
+        writer.finish(lse_addr)
     program = writer.em.program
     program.tensors = dict(plan.layout.tensors)
     return program
 
 
-def _per_block_instrs(block: Block, d: int, hw: HardwareSpec, nm) -> tuple[int, int, int]:
-    """(DMA, PE, vector) instructions one block adds (RESCALE counted)."""
+def _step_instrs(steps: Steps, d: int, hw: HardwareSpec, nm) -> np.ndarray:
+    """``[steps, 3]``: the DMA, PE and vector instructions each step adds (RESCALE counted)."""
     chunks = ceil_div(d, hw.array.rows)
-    pv = ceil_div(block.rows, _pv_span(hw, nm))
-    return int(block.partial) + 2 * chunks + pv, chunks + pv, 2 + pv
+    pv = -(-steps.rows // _pv_span(hw, nm))
+    return np.stack([steps.partial + 2 * chunks + pv, chunks + pv, 2 + pv], axis=1)
 
 
-def _chunks(steps: tuple[Block, ...], d: int, hw: HardwareSpec, nm) -> list[tuple[Block, ...]]:
-    """Cut an item's steps so each chunk's program fits every unit's instruction memory."""
-    depth = hw.controller.instruction_depth
-    chunks: list[list[Block]] = [[]]
-    used = [1, 0, 1]  # STORE_C and NORMALIZE of the last chunk, reserved everywhere
-    for block in steps:
-        need = _per_block_instrs(block, d, hw, nm)
-        if chunks[-1] and any(u + n > depth for u, n in zip(used, need)):
-            chunks.append([])
-            used = [1, 0, 1]
-        if any(u + n > depth for u, n in zip(used, need)):
-            raise MappingError(
-                f"one key block of {block.rows} rows needs {need} DMA/PE/vector instructions; "
-                f"controller.instruction_depth={depth} is too small"
-            )
-        chunks[-1].append(block)
-        used = [u + n for u, n in zip(used, need)]
-    return [tuple(c) for c in chunks]
+def chunk_bounds(needs: np.ndarray, depth: int, reserved: tuple[int, int, int],
+                 what: str) -> list[tuple[int, int]]:
+    """Greedy cuts ``[(lo, hi), …]`` of steps needing ``needs[i]`` (DMA, PE, vector)
+    instructions so that every chunk, plus ``reserved``, fits each instruction memory."""
+    # Python lists and bisect: a long item has thousands of chunks, and numpy's per-call cost
+    # on these short searches dominated the mapping of a 256k-token prefill.
+    cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)]).T.tolist()
+    limit = [depth - r for r in reserved]
+    bounds, lo, n = [], 0, needs.shape[0]
+    while lo < n:
+        hi = min(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3))
+        if hi <= lo:
+            raise MappingError(f"{what} {lo} needs {needs[lo].tolist()} DMA/PE/vector "
+                               f"instructions; controller.instruction_depth={depth} is too small")
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def _cut(plan: AttentionPlan, visits: Visits, hw: HardwareSpec,
+         training: bool) -> tuple[Steps, list[tuple[int, int]]]:
+    """An item's merged steps and the chunks they are cut into (each becomes one program).
+    STORE_C (and in training the STATS store) and NORMALIZE of the last chunk are reserved in
+    every chunk."""
+    op = plan.op
+    steps = merge_arrays(visits.index, visits.rows, visits.partial, op.block_size,
+                         max_step_rows(op, hw))
+    needs = _step_instrs(steps, op.head_dim, hw, plan.score_nm)
+    reserved = (2 if training else 1, 0, 1)
+    return steps, chunk_bounds(needs, hw.controller.instruction_depth, reserved,
+                               "one step of key blocks, step")
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,6 +561,9 @@ class AttentionWork:
     estimate
         The segment is the pattern's estimation work (``attention_estimate``), not attention:
         its block counts are 0 and all its instructions carry ``TAG_EST``.
+    backward
+        The segment is the op's backward (``attention_backward``): its blocks are query-block
+        visits of backward items, its dense MACs those of a dense backward (five GEMMs).
     """
 
     layer: str
@@ -506,6 +576,7 @@ class AttentionWork:
     density: float
     block_density: float
     estimate: bool = False
+    backward: bool = False
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -518,22 +589,23 @@ def attention_macs(rows: int, head_dim: int, cols: int, nm: tuple[int, int] | No
     return (rows + pv_rows) * head_dim * cols
 
 
-def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec) -> list[tuple[Block, ...]]:
+def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec,
+                training: bool = False) -> list[tuple[Block, ...]]:
     """The steps of a work item, cut into chunks that each become one program (segment)."""
-    if not item.blocks:
+    if not len(item.blocks):
         return []
-    steps = merge_steps(item.blocks, max_step_rows(plan.op, hw))
-    return _chunks(steps, plan.op.head_dim, hw, plan.score_nm)
+    steps, bounds = _cut(plan, item.blocks, hw, training)
+    return [steps.blocks(lo, hi) for lo, hi in bounds]
 
 
 def _signature(
-    plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...], first: bool, last: bool
+    plan: AttentionPlan, item: WorkItem, shapes: tuple, first: bool, last: bool, training: bool,
 ) -> tuple:
     op = plan.op
     # A first chunk also carries its item's totals (skipped blocks), hence the block count.
     total = len(item.blocks) if first else 0
     return (
-        "attention",
+        "attention-training" if training else "attention",
         op.head_dim,
         op.block_size,
         op.kv_len,
@@ -542,51 +614,62 @@ def _signature(
         first,
         last,
         total,
-        tuple((b.rows, b.partial, b.count) for b in blocks),
+        shapes,
     )
 
 
 def attention_segments(
-    layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None
+    layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None,
+    lse_addr: int | None = None,
 ) -> list[Segment[AttentionWork]]:
     """The segments of one attention op, one per distinct program signature with its count.
 
     ``programs`` caches programs by signature across ops (pass the same dict for a schedule).
+    ``lse_addr``: a training forward, which stores its log-sum-exps there for the backward.
     """
     plan = plan or plan_attention(op, hw)
     kv_blocks = ceil_div(op.kv_len, op.block_size)
     groups: dict[tuple, list] = {}
-    cuts: dict[tuple[Block, ...], list] = {}
+    cuts: dict[int, tuple] = {}  # per shared Visits object: steps, chunk bounds, step shapes
     for item in plan.items:
-        if item.blocks not in cuts:
-            cuts[item.blocks] = item_chunks(plan, item, hw)
-        chunks = cuts[item.blocks]
-        for i, blocks in enumerate(chunks):
-            first, last = i == 0, i == len(chunks) - 1
-            key = _signature(plan, item, blocks, first, last)
+        cut = cuts.get(id(item.blocks))
+        if cut is None:
+            cut = cuts[id(item.blocks)] = _shaped_cut(plan, item, hw, lse_addr is not None)
+        steps, bounds, shapes = cut
+        for i, (lo, hi) in enumerate(bounds):
+            first, last = i == 0, i == len(bounds) - 1
+            key = _signature(plan, item, shapes[i], first, last, lse_addr is not None)
             entry = groups.get(key)
             if entry is None:
-                skipped = kv_blocks - len(item.blocks) if first else 0
-                dense = 2 * op.kv_len * op.head_dim * item.cols if first else 0
-                work = AttentionWork(
-                    layer,
-                    op,
-                    plan.mask.label,
-                    sum(b.count for b in blocks),
-                    sum(b.partial for b in blocks),
-                    skipped,
-                    dense,
-                    plan.mask.density,
-                    plan.mask.block_density,
-                )
+                blocks = steps.blocks(lo, hi)
                 if key not in programs:
-                    programs[key] = item_program(plan, item, blocks, first, last, hw)
-                groups[key] = [work, 0]
-            groups[key][1] += 1
+                    programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
+                entry = groups[key] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
+            entry[1] += 1
     return [
         Segment(work, count * op.repeat, key, programs[key])
         for key, (work, count) in groups.items()
     ]
+
+
+def _shaped_cut(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec, training: bool) -> tuple:
+    if not len(item.blocks):
+        return None, [], []
+    steps, bounds = _cut(plan, item.blocks, hw, training)
+    fields = (steps.rows.tolist(), steps.partial.tolist(), steps.count.tolist())
+    return steps, bounds, [tuple(zip(*(f[lo:hi] for f in fields))) for lo, hi in bounds]
+
+
+def _work(layer: str, plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...],
+          first: bool, kv_blocks: int) -> AttentionWork:
+    """What one chunk's segment computes; a first chunk carries its item's skipped blocks and
+    dense MACs."""
+    op = plan.op
+    return AttentionWork(
+        layer, op, plan.mask.label, sum(b.count for b in blocks),
+        sum(b.partial for b in blocks), kv_blocks - len(item.blocks) if first else 0,
+        2 * op.kv_len * op.head_dim * item.cols if first else 0,
+        plan.mask.density, plan.mask.block_density)
 
 
 def empty_items(plan: AttentionPlan) -> int:

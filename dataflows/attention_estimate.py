@@ -43,6 +43,7 @@ from dataflows.attention import (
     merge_steps,
     plan_attention,
 )
+from dataflows.attention_backward import backward_segments, lse_address
 from dataflows.isa import Op
 from dataflows.program import Allocator, Emitter, Program, Segment
 from dataflows.softmax_format import SoftmaxFormat
@@ -98,7 +99,7 @@ def _key_steps(blocks, plan: AttentionPlan, hw: HardwareSpec, kv_len: int) -> tu
     """Key blocks (indices, of ``plan.op.block_size`` keys out of ``kv_len``) as merged steps."""
     size = plan.op.block_size
     steps = tuple(Block(int(j), min(size, kv_len - int(j) * size), False) for j in blocks)
-    return merge_steps(steps, max_step_rows(plan.op, hw))
+    return merge_steps(steps, max_step_rows(plan.op, hw), size)
 
 
 def _last_query_items(plan: AttentionPlan, hw: HardwareSpec, lay: _EstimateLayout,
@@ -159,13 +160,13 @@ def _item_blocks(plan: AttentionPlan, est: Estimate) -> list[tuple]:
     out, cache = [], {}
     for item in plan.items:
         pairs = item_pairs(op, mask.block, item.group, item.col0, item.cols)
-        key = (tuple(b.index for b in item.blocks), pairs)
+        key = (id(item.blocks), pairs)  # items of one query block share their Visits
         if key not in cache:
             qbs = [qb for _, qb in pairs]
             base = allowed[qbs] if allowed is not None else _causal_blocks(plan, qbs)
             seen = np.flatnonzero((base != EMPTY).any(axis=0))
             if est.kind == "skipped":
-                seen = np.setdiff1d(seen, [b.index for b in item.blocks])
+                seen = np.setdiff1d(seen, item.blocks.index)
             cache[key] = tuple(int(j) for j in seen)
         out.append(cache[key])
     return out
@@ -373,9 +374,19 @@ def estimate_segments(layer: str, plan: AttentionPlan, hw: HardwareSpec,
             for key, count in groups.items()]
 
 
-def attention_layer_segments(layer: str, op, hw: HardwareSpec,
-                             programs: dict) -> list[Segment[AttentionWork]]:
-    """An attention layer's segments: its estimate's (if its pattern has one), then its own."""
-    plan = plan_attention(op, hw)
+def attention_layer_segments(layer: str, op, hw: HardwareSpec, programs: dict,
+                             training: bool = False, backward: bool = False,
+                             plans: dict | None = None) -> list[Segment[AttentionWork]]:
+    """An attention layer's segments: its estimate's (if its pattern has one), then its own.
+
+    In training the forward also stores its log-sum-exps, and ``backward`` asks for the
+    layer's backward (``attention_backward``; reported as the layer ``<layer>.backward``) on
+    the plan its forward left in ``plans``.
+    """
+    plans = {} if plans is None else plans
+    if backward:
+        return backward_segments(f"{layer}.backward", plans.pop(layer), hw, programs)
+    plan = plans[layer] = plan_attention(op, hw)
+    lse = lse_address(plan, hw) if training else None
     return estimate_segments(layer, plan, hw, programs) + attention_segments(
-        layer, op, hw, programs, plan)
+        layer, op, hw, programs, plan, lse)

@@ -147,6 +147,27 @@ def softmax_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
     return beats + (beats + x) + reciprocal_cycles(hw) + (beats + x + SOFTMAX_MUL_CYCLES)
 
 
+def dscore_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """DSCORE (attention backward, model only): read, one beat per row of two tiles side by side,
+    a subtract stage, then :data:`SOFTMAX_MUL_CYCLES` for the product, written (or, in its
+    ``D`` form, added into the per-query register) in the last cycle."""
+    return SOFTMAX_READ_CYCLES + softmax_beats(rows, cols, hw) + 1 + SOFTMAX_MUL_CYCLES
+
+
+def stats_cycles(rows: int, cols: int, store: bool, hw: HardwareSpec) -> int:
+    """STATS (model only): one burst of ``rows × cols`` accumulator words; a store first turns
+    each column's running max and sum into ``L = max + log2(sum)``, one pass through a table
+    as deep as the exp stage."""
+    burst = dma_cycles(1, rows * cols * hw.acc_bytes, hw)
+    return burst + (hw.vector_unit.exp_latency_cycles if store else 0)
+
+
+def store_add_cycles(rows: int, cols: int, hw: HardwareSpec) -> int:
+    """STORE_ADD (model only): read the DRAM rows, then write them back plus the accumulator
+    rows: two transfers of ``rows`` accumulator rows, one after the other on the DRAM port."""
+    return 2 * dma_cycles(rows, cols * hw.acc_bytes, hw)
+
+
 def mask_bytes(rows: int, cols: int) -> int:
     """Bytes of a ``rows × cols`` element mask in DRAM: rows of ⌈cols/8⌉ bytes back to back."""
     return rows * ceil_div(cols, 8)
@@ -154,8 +175,10 @@ def mask_bytes(rows: int, cols: int) -> int:
 
 def transfer_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """Bytes a DMA instruction moves across the DRAM interface (0 for other units)."""
-    if instr.op in (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.LOAD_MASK):
+    if instr.op in (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.LOAD_MASK, Op.STATS):
         return instr.rows * row_bytes(instr, hw)
+    if instr.op == Op.STORE_ADD:  # read, then written back
+        return 2 * instr.rows * row_bytes(instr, hw)
     return 0
 
 
@@ -170,6 +193,10 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
         return _VECTOR_SOFTMAX[op](instr.rows, instr.cols, hw)
     if op == Op.LOAD_MASK:  # the mask tile is contiguous: one burst, not one per row
         return dma_cycles(1, mask_bytes(instr.rows, instr.cols), hw)
+    if op == Op.STATS:  # ``accumulate`` marks a store (registers → DRAM)
+        return stats_cycles(instr.rows, instr.cols, instr.accumulate, hw)
+    if op == Op.STORE_ADD:
+        return store_add_cycles(instr.rows, instr.cols, hw)
     return dma_cycles(instr.rows, row_bytes(instr, hw), hw)
 
 
@@ -178,6 +205,8 @@ _VECTOR_SOFTMAX = {
     Op.EXP: exp_cycles,
     Op.RESCALE: scale_cycles,
     Op.NORMALIZE: normalize_cycles,
+    Op.PEXP: exp_cycles,  # the EXP datapath, with L in place of the running max
+    Op.DSCORE: dscore_cycles,
 }
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "Unit",
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
+    "MODEL_ONLY",
     "Instr",
     "ConvAddress",
     "conv_rows",
@@ -72,7 +73,17 @@ class Op(IntEnum):
     RESCALE = 9  # vector: acc[slot] columns × the corrections of the last ROWMAX
     NORMALIZE = 10  # vector: acc[slot] columns ÷ their running sums
     LOAD_MASK = 11  # DRAM → mask slot: rows × cols element-mask bits (one contiguous burst)
+    # Attention backward (docs/attention.md, "Backward"): executed by the SimPy model only; the
+    # RTL controller does not decode them, and no verified program contains them.
+    STATS = 12  # DMA: rows × cols per-query statistics (log-sum-exp L, D) ↔ vector registers
+    PEXP = 13  # vector: rows of acc[c_slot] → P = 2^(s − L) into weight slot b_slot
+    DSCORE = 14  # vector: dS = P ∘ (dP − D) (or, with accumulate, D = Σ dO ∘ O per query)
+    STORE_ADD = 15  # DMA: DRAM rows += accumulator rows (read-modify-write, as an atomic add)
 
+
+#: Ops the SimPy model executes but no RTL does (the attention backward's, docs/isa.md): the
+#: RTL controller drops words carrying them, and no verified program contains them.
+MODEL_ONLY = frozenset({Op.STATS, Op.PEXP, Op.DSCORE, Op.STORE_ADD})
 
 UNIT_OF = {
     Op.LOAD_A: Unit.DMA,
@@ -86,6 +97,10 @@ UNIT_OF = {
     Op.RESCALE: Unit.VEC,
     Op.NORMALIZE: Unit.VEC,
     Op.LOAD_MASK: Unit.DMA,
+    Op.STATS: Unit.DMA,
+    Op.PEXP: Unit.VEC,
+    Op.DSCORE: Unit.VEC,
+    Op.STORE_ADD: Unit.DMA,
 }
 
 
@@ -231,6 +246,8 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """
     if instr.op == Op.STORE_C:
         return instr.cols * (hw.data_bytes if instr.requant else hw.acc_bytes)
+    if instr.op in (Op.STATS, Op.STORE_ADD):  # accumulator-width words
+        return instr.cols * hw.acc_bytes
     if instr.op == Op.LOAD_MASK:
         return ceil_div(instr.cols, 8)
     if instr.op in (Op.LOAD_B, Op.STORE_B) and instr.nm_n:

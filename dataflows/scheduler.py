@@ -48,7 +48,7 @@ from dataflows.tiling import (
 )
 from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
-from workloads.lowering import GemmTask, lower
+from workloads.lowering import GemmTask, lower, lower_layer
 from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
 
 __all__ = [
@@ -765,19 +765,28 @@ def schedule(workload: WorkloadSpec) -> Schedule:
         pruned = [t for g in groups for t in g if t.weight and tiling[t.name].sparse]
         segments.extend(cache.segment(PregenWork((t,), (tiling[t.name],)), t.repeat) for t in pruned)
     programs: dict = {}  # attention programs, shared between layers with equal signatures
-    for layer, group in _layer_groups(layers, groups, workload.mode):
+    plans: dict = {}  # a training forward's attention plan, reused by its backward
+    for layer, group, backward in _layer_groups(layers, groups, workload.mode):
         if layer is not None and layer.kind == "attention":  # FlashAttention-style segments
-            segments.extend(attention_layer_segments(layer.name, layer.attention, hw, programs))
+            segments.extend(attention_layer_segments(layer.name, layer.attention, hw, programs,
+                                                     training, backward, plans))
         else:
             segments.extend(_gemm_group(cache, group, tiling, dense))
     return Schedule(hw, passes, tuple(segments))
 
 
 def _layer_groups(layers, groups, mode) -> Iterator[tuple]:
-    """(layer, its GEMM tasks) in execution order. In inference ``lower`` gives one group per
-    layer, in layer order; training reorders the phases, and has no attention layer (the spec
-    refuses it), so its groups come without a layer."""
+    """(layer, its GEMM tasks, backward) in execution order. In inference ``lower`` gives one
+    group per layer, in layer order. Training runs every layer's FF group (an attention
+    layer: its forward), then in reverse layer order the BP/WG groups (``lower`` drops empty
+    ones) and, in its place, an attention layer's backward."""
     if mode == "inference":
-        yield from zip(layers, groups, strict=True)
-    else:
-        yield from ((None, group) for group in groups)
+        yield from ((layer, group, False) for layer, group in zip(layers, groups, strict=True))
+        return
+    yield from ((layer, group, False) for layer, group in zip(layers, groups))
+    rest = iter(groups[len(layers):])
+    for layer in reversed(layers):
+        if layer.kind == "attention":
+            yield layer, [], True
+        elif any(t.phase != "ff" for t in lower_layer(layer, mode)):
+            yield None, next(rest), False

@@ -24,7 +24,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from dataflows.isa import UNIT_OF, WORD_BITS, Op, Unit
+from dataflows.isa import MODEL_ONLY, UNIT_OF, WORD_BITS, Op, Unit
 from rtl import layouts
 from rtl.params import Geometry
 from workloads.spec import HardwareSpec
@@ -36,9 +36,9 @@ CYCLES_BITS = 32
 
 _COUNT_BITS = 24  # completion counts: the width of the wait fields
 
-#: The ops this RTL executes: all of docs/isa.md. A word with any other op value is dropped
-#: when filed, so no unit ever sees it.
-IMPLEMENTED_OPS = tuple(Op)
+#: The ops this RTL executes: all of docs/isa.md but the model-only ones (the attention
+#: backward's). A word with any other op value is dropped when filed, so no unit ever sees it.
+IMPLEMENTED_OPS = tuple(op for op in Op if op not in MODEL_ONLY)
 _NAMES = {Unit.DMA: "dma", Unit.PE: "pe", Unit.VEC: "vec"}
 
 

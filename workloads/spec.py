@@ -1142,16 +1142,17 @@ class WorkloadSpec(_Spec):
         return self
 
     @model_validator(mode="after")
-    def _attention_inference_only(self) -> WorkloadSpec:
-        # The attention mapping covers the forward pass (prefill and decode); its backward pass
-        # is not modelled, so a training workload must not silently drop it.
+    def _attention_training(self) -> WorkloadSpec:
+        # Training runs an attention op's forward and its FlashAttention-2 backward
+        # (dataflows/attention_backward.py) over prefill; what that backward does not model
+        # is refused rather than silently dropped.
         if self.mode == "training":
             for i, op in enumerate(self.operations):
-                if isinstance(op, AttentionOp) or (isinstance(op, ModelOp) and op.pattern):
-                    raise ValueError(
-                        f"operations[{i}]: sparse attention is modelled for inference (prefill "
-                        f"and decode) only; use mode: inference or drop the attention pattern"
-                    )
-                if isinstance(op, ModelOp) and op.phase == "decode":
+                if isinstance(op, (AttentionOp, ModelOp)) and op.phase == "decode":
                     raise ValueError(f"operations[{i}]: phase: decode needs mode: inference")
+                pattern = op.pattern if isinstance(op, (AttentionOp, ModelOp)) else None
+                if isinstance(pattern, ScoreNMAttention):
+                    raise ValueError(
+                        f"operations[{i}]: the attention backward does not model N:M pruning of "
+                        f"the scores (kind: nm); use mode: inference or another pattern")
         return self

@@ -132,3 +132,27 @@ def test_repeated_ops_keep_their_speedup():
                                     repeat=3))).attention[0]
     assert three.cycles == 3 * one.cycles and three.dense_cycles == 3 * one.dense_cycles
     assert three.speedup == pytest.approx(one.speedup)
+
+
+def test_merged_steps_equal_the_greedy_merge():
+    """``merge_arrays`` (vectorized, for million-token items) against the greedy rule: a full
+    block joins the previous step if that is full, adjacent and stays within ``max_rows``."""
+    from dataflows.attention import Block, merge_arrays
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        block, kv = int(rng.choice([16, 32, 128])), int(rng.integers(1, 3000))
+        kb = -(-kv // block)
+        index = np.sort(rng.choice(kb, size=int(rng.integers(0, kb + 1)), replace=False))
+        rows = np.minimum(block, kv - index * block)
+        partial = rng.random(index.size) < rng.random()
+        max_rows = block * int(rng.integers(1, 6))
+        greedy: list[Block] = []
+        for j, r, p in zip(index.tolist(), rows.tolist(), partial.tolist()):
+            last = greedy[-1] if greedy else None
+            if (last and not p and not last.partial and last.index + last.count == j
+                    and last.rows + r <= max_rows):
+                greedy[-1] = Block(last.index, last.rows + r, False, last.count + 1)
+            else:
+                greedy.append(Block(j, r, p))
+        assert merge_arrays(index, rows, partial, block, max_rows).blocks() == tuple(greedy)

@@ -234,20 +234,25 @@ def test_spec_errors_name_the_line_and_the_fix(tmp_path, body, message):
     assert f"{path}:5:" in str(err.value)
 
 
-def test_training_with_attention_is_refused(tmp_path):
-    path = write(
-        tmp_path,
-        """\
-        version: 1
-        name: t
-        hardware: tiny
-        mode: training
-        operations:
-          - {op: model, model: bert_base, batch: 1, pattern: {kind: dense}}
-        """,
-    )
-    with pytest.raises(SpecError, match="sparse attention is modelled for inference"):
-        load_workload(path)
+def test_training_refuses_what_the_attention_backward_does_not_model(tmp_path):
+    """Training runs the attention backward, except through N:M-pruned scores and decode."""
+    for extra, message in (("model: bert_base, pattern: {kind: nm, n: 2, m: 4}",
+                            "does not model N:M pruning"),
+                           ("model: decoder, phase: decode, pattern: {kind: dense}",
+                            "decode needs mode: inference")):
+        path = write(
+            tmp_path,
+            f"""\
+            version: 1
+            name: t
+            hardware: tiny
+            mode: training
+            operations:
+              - {{op: model, batch: 1, {extra}}}
+            """,
+        )
+        with pytest.raises(SpecError, match=message):
+            load_workload(path)
 
 
 def test_zoo_transformers_take_a_pattern():
