@@ -246,23 +246,35 @@ class Emitter:
     def emit(self, op: Op, tag: int, reads: tuple[Resource, ...] = (),
              writes: tuple[Resource, ...] = (), **fields) -> tuple[Unit, int]:
         """Append ``op`` with ``fields``; returns its (unit, ordinal on that unit)."""
-        unit = UNIT_OF[op]
-        wait = [0, 0, 0]
+        unit = _UNIT_INDEX[op]
         # Inlined (this is the scheduler's innermost loop): wait for the last writer of every
-        # slot touched and, for a write, for every unit's reader since then; never on `unit`.
-        deps = [r.writer for r in reads + writes if r.writer is not None]
+        # slot touched and, for a write, for every unit's reader since then; never on `unit`
+        # (program order covers it, so its entry is dropped at the end).
+        wait = [0, 0, 0]
+        for r in reads:
+            if r.writer is not None:
+                other, ordinal = r.writer
+                if ordinal >= wait[other]:
+                    wait[other] = ordinal + 1
         for r in writes:
-            deps.extend(r.readers.items())
-        for other, ordinal in deps:
-            if other != unit and ordinal >= wait[other]:
-                wait[other] = ordinal + 1
+            if r.writer is not None:
+                other, ordinal = r.writer
+                if ordinal >= wait[other]:
+                    wait[other] = ordinal + 1
+            for other, ordinal in r.readers.items():
+                if ordinal >= wait[other]:
+                    wait[other] = ordinal + 1
+        wait[unit] = 0
         self.program.instrs.append(Instr(op, (wait[0], wait[1], wait[2]), **fields))
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
-        self.issued[unit] += 1
+        self.issued[unit] = ordinal + 1
         for r in reads:
             r.readers[unit] = ordinal
         for r in writes:
             r.writer, r.readers = (unit, ordinal), {}
-        return unit, ordinal
+        return UNIT_OF[op], ordinal
 
+
+#: Each op's unit as a plain int (list indices and dict keys: cheaper than the enum).
+_UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
