@@ -668,10 +668,6 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
 #: Exactly timed tiling choices, by GEMM shape and hardware (the search is deterministic).
 _TIMED: dict[tuple, Tiling] = {}
 
-#: Programs built while timing candidates, reused when the winner's segment is built (and by
-#: later schedules of the same GEMMs on the same array: :func:`program_hardware`).
-_BUILT: dict[tuple, Program] = {}
-
 #: Candidates are timed exactly only while their programs stay this small (COMPUTEs) and the
 #: runner-up's estimate is within this fraction of the best one's; otherwise the analytic
 #: ranking stands (within about 1 % of the exact cycles on ResNet-50), which bounds the time.
@@ -709,16 +705,16 @@ def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...
     """
     key = ("gemm", tuple((t.name,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
            double_buffering, program_hardware(hw))
-    if bound is None or key in _BUILT:
-        return _built(key, gemm_program, tasks, tilings, hw, double_buffering)
+    if bound is None or key in _PROGRAMS.programs:
+        return _PROGRAMS.get(key, gemm_program, tasks, tilings, hw, double_buffering)
     em = _TimedEmitter(SLOTS_PER_BUFFER if double_buffering else 1, hw, bound,
                        _pe_cycles(tasks, tilings, hw))
     try:
         _write_gemms(em, tasks, tilings, hw)
     except _Abandoned:
         return None
-    _CYCLES[(id(em.program), hw)] = (em.program, em.end)
-    return _built(key, lambda *_: em.program)
+    _PROGRAMS.add(key, em.program, {hw: em.end})
+    return em.program
 
 
 def _pregen_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
@@ -726,21 +722,54 @@ def _pregen_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, .
     """``pregen_program``, remembered like :func:`_gemm_program_cached`."""
     key = ("pregen", tuple((t.weight,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
            double_buffering, program_hardware(hw))
-    return _built(key, pregen_program, tasks, tilings, hw, double_buffering)
+    return _PROGRAMS.get(key, pregen_program, tasks, tilings, hw, double_buffering)
 
 
-def _built(key: tuple, build, *args) -> Program:
-    if key not in _BUILT:
-        if len(_BUILT) > MAX_BUILT:
-            _BUILT.clear()
-        _BUILT[key] = build(*args)
-    return _BUILT[key]
+class _ProgramCache:
+    """Programs the scheduler built, by what determines them, and their exact cycles per
+    hardware: the timing of the tiling search builds the winner first, and a design-space
+    sweep's points that differ only in what programs do not depend on (DRAM, energy, clock:
+    :func:`program_hardware`) reuse them. At most ``budget`` instructions stay, the least
+    recently used programs going first, which bounds memory (a VGG-16 iteration builds
+    millions of instructions; the schedule keeps the ones it runs)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.programs: dict[tuple, Program] = {}
+        self.cycles: dict[int, dict[HardwareSpec, int]] = {}  # by id() of a program held
+
+    def get(self, key: tuple, build, *args) -> Program:
+        program = self.programs.pop(key, None)
+        if program is None:
+            self.add(key, build(*args))
+        else:
+            self.programs[key] = program  # now the most recently used
+        return self.programs[key]
+
+    def add(self, key: tuple, program: Program, cycles: dict | None = None) -> None:
+        self.programs[key] = program
+        self.cycles[id(program)] = cycles or {}
+        self.size += len(program.instrs)
+        while self.size > self.budget and len(self.programs) > 1:
+            old = self.programs.pop(next(iter(self.programs)))
+            self.size -= len(old.instrs)
+            del self.cycles[id(old)]
+
+    def cycles_of(self, program: Program, hw: HardwareSpec) -> int:
+        """``cost.program_cycles``, remembered while the program is held (an id() is unique
+        among live objects, and a held program lives)."""
+        known = self.cycles.get(id(program))
+        if known is None:
+            return program_cycles(program, hw)
+        if hw not in known:
+            known[hw] = program_cycles(program, hw)
+        return known[hw]
 
 
-#: Programs kept by :func:`_built`: a design-space sweep's points that differ in what programs
-#: do not depend on (DRAM, energy, clock) reuse them; enough for a ResNet-50 training
-#: iteration's distinct GEMMs with their candidates and dense mappings several times over.
-MAX_BUILT = 2048
+#: Instructions the scheduler's program cache holds at most (about 420 bytes each).
+MAX_CACHED_INSTRUCTIONS = 500_000
+
+_PROGRAMS = _ProgramCache(MAX_CACHED_INSTRUCTIONS)
 
 
 @lru_cache(maxsize=64)
@@ -756,18 +785,9 @@ _DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
 
 
 def program_cycles_cached(program: Program, hw: HardwareSpec) -> int:
-    """``cost.program_cycles``, remembered per program (by identity) and hardware, so the
-    points of a sweep that share programs and hardware time each once."""
-    key = (id(program), hw)
-    hit = _CYCLES.get(key)
-    if hit is None or hit[0] is not program:  # the program is kept alive by the entry
-        if len(_CYCLES) > MAX_BUILT:
-            _CYCLES.clear()
-        hit = _CYCLES[key] = (program, program_cycles(program, hw))
-    return hit[1]
-
-
-_CYCLES: dict[tuple, tuple[Program, int]] = {}
+    """``cost.program_cycles``, remembered per program and hardware (:class:`_ProgramCache`),
+    so the points of a sweep that share programs and hardware time each once."""
+    return _PROGRAMS.cycles_of(program, hw)
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:

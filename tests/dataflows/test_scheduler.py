@@ -83,7 +83,7 @@ def test_interleaving_spreads_the_shorter_gemm_over_the_longer():
         assert abs(done[0] / 3 - done[1] / 9) <= 1 / 3
 
 
-def test_an_interleaving_is_abandoned_only_when_it_cannot_win():
+def test_an_interleaving_is_abandoned_only_when_it_cannot_win(monkeypatch):
     """The timed emitter's figures are exact: the PE cycles it expects are the program's, its
     cycle count is ``program_cycles``; it gives up under a bound no finished program meets,
     never under one the program beats (ResNet-18's backward GEMM pairs, batch 1)."""
@@ -107,7 +107,7 @@ def test_an_interleaving_is_abandoned_only_when_it_cannot_win():
         pe = sum(c for c, i in zip(cycles, program.instrs) if i.unit == Unit.PE)
         assert sched._pe_cycles(tasks, tilings, hw) == pe
         exact = program_cycles(program, hw)
-        sched._BUILT.clear()
+        monkeypatch.setattr(sched, "_PROGRAMS", sched._ProgramCache(10**6))  # nothing built yet
         assert sched._gemm_program_cached(tasks, tilings, hw, True, bound=pe) is None
         built = sched._gemm_program_cached(tasks, tilings, hw, True, bound=exact + 1)
         assert built is not None and built.instrs == program.instrs
