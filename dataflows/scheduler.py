@@ -812,12 +812,21 @@ class _SegmentCache:
     def traffic(self, segment: Segment) -> tuple[int, int, int]:
         """(DRAM bytes, DMA busy cycles, PE busy cycles) of one run of a segment, memoized."""
         if segment.key not in self._traffic:
-            instrs, hw = segment.program.instrs, self.hw
-            self._traffic[segment.key] = (
-                sum(transfer_bytes(i, hw) for i in instrs),
-                sum(latency(i, hw) for i in instrs if i.unit == Unit.DMA),
-                sum(latency(i, hw) for i in instrs if i.unit == Unit.PE),
-            )
+            # Each figure depends on an instruction's shape only: count the shapes, then
+            # compute each once.
+            shapes: dict[tuple, list] = {}  # shape → [an instruction of it, count]
+            for instr in segment.program.instrs:
+                seen = shapes.get(shape_of(instr))
+                if seen is None:
+                    shapes[shape_of(instr)] = [instr, 1]
+                else:
+                    seen[1] += 1
+            total = [0, 0, 0]
+            for instr, count in shapes.values():
+                total[0] += count * transfer_bytes(instr, self.hw)
+                if instr.unit != Unit.VEC:
+                    total[1 + (instr.unit == Unit.PE)] += count * latency(instr, self.hw)
+            self._traffic[segment.key] = tuple(total)
         return self._traffic[segment.key]
 
     def segment(self, work: GemmWork | PregenWork, repeat: int, bound: int | None = None
