@@ -32,21 +32,14 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
     """
     stats = SegmentStats(len(program.instrs), trace)
     instrs, tags = program.instrs, program.tags
-    latency_of: dict[tuple, int] = {}  # instruction shape → latency
-    shapes, cycles = [], []
-    for instr in instrs:
-        shape = shape_of(instr)
-        if shape not in latency_of:
-            latency_of[shape] = latency(instr, hw)
-        shapes.append(shape)
-        cycles.append(latency_of[shape])
-    ready, start = times(program, cycles)
-    record = stats.record
-    for unit, queue in program.per_unit().items():
-        for i in queue:
-            record(unit, i, tags[i], ready[i], start[i], cycles[i])
+    shapes = list(map(shape_of, instrs))
+    example = dict(zip(shapes, instrs))  # an instruction of each shape
+    latency_of = {shape: latency(instr, hw) for shape, instr in example.items()}
+    cycles = [latency_of[shape] for shape in shapes]
+    queues = program.per_unit()
+    ready, start = times(program, cycles, queues)
+    stats.record_all(queues, tags, ready, start, cycles)
     # Charges are sums: book each (tag, shape) once, times its count.
-    examples = dict(zip(shapes, instrs))
     for (tag, shape), count in Counter(zip(tags, shapes)).items():
-        book(stats, tag, charges(examples[shape], hw), count)
+        book(stats, tag, charges(example[shape], hw), count)
     return stats

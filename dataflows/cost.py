@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 
 from dataflows.isa import Instr, Op, Unit, row_bytes
 from dataflows.softmax_format import SoftmaxFormat
@@ -200,45 +201,42 @@ class GemmEstimate:
         return max(self.dma, self.pe, self.vec) + self.exposed
 
 
-def shape_of(instr: Instr) -> tuple:
-    """The fields an instruction's :func:`latency` and its statistics (``archsim.accounting``)
-    depend on: instructions of one shape cost the same, so each is computed once per shape."""
-    return (instr.op, instr.rows, instr.cols, instr.k, instr.m, instr.nm_n, instr.nm_m,
-            instr.accumulate, instr.requant)
+#: ``shape_of(instr)``: the fields an instruction's :func:`latency` and its statistics
+#: (``archsim.accounting``) depend on, as a tuple. Instructions of one shape cost the same, so
+#: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
+#: hundreds of thousands of instructions.)
+shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant")
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:
     """:func:`latency` of every instruction of ``program``, computed once per distinct shape."""
     known: dict[tuple, int] = {}
-    out = []
-    for instr in program.instrs:
-        shape = shape_of(instr)
-        cycles = known.get(shape)
-        if cycles is None:
-            cycles = known[shape] = latency(instr, hw)
-        out.append(cycles)
-    return out
+    for instr, shape in zip(program.instrs, map(shape_of, program.instrs)):
+        if shape not in known:
+            known[shape] = latency(instr, hw)
+    return [known[shape] for shape in map(shape_of, program.instrs)]
 
 
 #: For each unit, the two other units (whose completion counts its waits name).
 _OTHERS = ((1, 2), (0, 2), (0, 1))
 
 
-def times(program, cycles: list[int]) -> tuple[list[int], list[int]]:
+def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[int], list[int]]:
     """Evaluate the timing rule of docs/isa.md without simulating: per instruction, ``ready``
     (when its unit finished the previous one) and ``start`` (its unit is free and every other
     unit has completed ``wait[u]`` instructions); ``cycles[i]`` is instruction ``i``'s latency.
 
     Each unit is advanced as far as its waits allow, round after round, so waits that point
     forward in program order are handled too. One tight loop: the scheduler times every
-    candidate program with it, and the fast engine every segment.
+    candidate program with it, and the fast engine every segment. ``queues``: the program's
+    ``per_unit()``, when the caller has it.
 
     Raises
     ------
     SimulationError
         If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
-    instrs, queues = program.instrs, program.per_unit()
+    instrs, queues = program.instrs, queues or program.per_unit()
     queues = [queues[u] for u in Unit]
     ready, start = [0] * len(instrs), [0] * len(instrs)
     ends: tuple[list[int], ...] = ([], [], [])  # per unit, end time of its i-th instruction
