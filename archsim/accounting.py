@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archsim.stats import SegmentStats
-from dataflows.cost import transfer_bytes
+from dataflows.cost import shape_of, transfer_bytes
 from dataflows.isa import UNIT_OF, Instr, Op, Unit
 from workloads.spec import HardwareSpec
 
@@ -105,23 +105,17 @@ def charges(instr: Instr, hw: HardwareSpec) -> Charges:
     return _BY_UNIT[UNIT_OF[instr.op]](instr, hw)
 
 
-def shape_of(instr: Instr) -> tuple:
-    """The fields that :func:`charges` and ``cost.latency`` depend on."""
-    return (instr.op, instr.rows, instr.cols, instr.k, instr.m, instr.nm_n, instr.nm_m,
-            instr.accumulate, instr.requant)
-
-
-def book(stats: SegmentStats, tag: int, c: Charges) -> None:
-    """Add charges ``c`` of an instruction serving ``tag`` to ``stats``."""
+def book(stats: SegmentStats, tag: int, c: Charges, count: int = 1) -> None:
+    """Add charges ``c`` of ``count`` instructions serving ``tag`` to ``stats``."""
     task = stats.tasks[tag]
-    task.macs += c.macs
-    task.dram_read_bytes += c.dram_read
-    task.dram_write_bytes += c.dram_write
+    task.macs += c.macs * count
+    task.dram_read_bytes += c.dram_read * count
+    task.dram_write_bytes += c.dram_write * count
     for buffer, nbytes in c.sram_read:
-        stats.sram_read_bytes[buffer] += nbytes
+        stats.sram_read_bytes[buffer] += nbytes * count
     for buffer, nbytes in c.sram_write:
-        stats.sram_write_bytes[buffer] += nbytes
-    stats.vector_groups += c.groups
+        stats.sram_write_bytes[buffer] += nbytes * count
+    stats.vector_groups += c.groups * count
 
 
 def account(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:

@@ -170,13 +170,18 @@ def _attention_rows(records: list[LayerRecord], attention: AttentionTally,
 
 
 def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
-             engine: str = "simpy") -> SimResult:
+             engine: str = "simpy", memo: dict | None = None) -> SimResult:
     """Simulate every segment of a schedule and aggregate the statistics.
 
     Segments with the same key have the same program and start from an idle accelerator, so
     their timing is identical: each distinct segment is simulated once and counted as often as
     it occurs (``SimResult.instructions_simulated`` tells how much was actually run).
     ``engine`` is a key of :data:`ENGINES`; both give identical results.
+
+    ``memo`` (optional, the caller's dict) carries GEMM and pre-generation segment statistics
+    from one call to the next, keyed by engine, segment key and hardware: the points of a
+    design-space sweep that share programs and hardware (they differ in a scheduler pass)
+    simulate each once. The result is the same with or without it.
     """
     sched = make_schedule(target) if isinstance(target, WorkloadSpec) else target
     hw = sched.hardware
@@ -194,7 +199,8 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
         The dense-attention baselines of the attention tally share this cache and count.
         """
         if segment.key not in cache:
-            cache[segment.key] = run_program_with(segment.program, hw)
+            cache[segment.key] = _remembered(memo, (engine, segment.key, hw), segment,
+                                             lambda: run_program_with(segment.program, hw))
             totals["simulated"] += len(segment.program.instrs)
         return cache[segment.key]
 
@@ -249,6 +255,24 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
     )
     # A schedule holds only the GEMMs; a workload also brings its SpGEMM ops.
     return with_spgemm(result, target) if isinstance(target, WorkloadSpec) else result
+
+
+#: Segment statistics a caller's ``simulate(memo=...)`` holds at most (then it starts afresh).
+MAX_MEMO = 4096
+
+
+def _remembered(memo: dict | None, key: tuple, segment: Segment,
+                run: Callable[[], SegmentStats]) -> SegmentStats:
+    """``run()``, or what ``memo`` holds for ``key``. Only GEMM and pre-generation segments
+    are remembered: their key and the hardware determine their program (attention keys are
+    shared only within one schedule)."""
+    if memo is None or not isinstance(segment.work, (GemmWork, PregenWork)):
+        return run()
+    if key not in memo:
+        if len(memo) >= MAX_MEMO:
+            memo.clear()
+        memo[key] = run()
+    return memo[key]
 
 
 def with_spgemm(result: SimResult, workload: WorkloadSpec) -> SimResult:

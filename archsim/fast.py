@@ -2,7 +2,7 @@
 
 The SimPy model (``archsim.model.run_program``) is the reference: one process per unit, waiting
 on completion-count events. Its timing rule is simple enough to evaluate directly
-(``dataflows.cost.timeline``): every instruction starts when its unit is free and its waits are
+(``dataflows.cost.times``): every instruction starts when its unit is free and its waits are
 met. This engine walks that timeline and books every instruction with the same
 ``archsim.accounting`` (computed once per distinct instruction shape), so it returns the same :class:`~archsim.stats.SegmentStats` — cycles,
 busy/stall per unit, per-tag MACs and traffic, SRAM bytes, the trace — several times faster.
@@ -11,9 +11,11 @@ Tests hold it equal to the SimPy model on random programs and every shipped exam
 
 from __future__ import annotations
 
-from archsim.accounting import Charges, book, charges, shape_of
+from collections import Counter
+
+from archsim.accounting import book, charges
 from archsim.stats import SegmentStats
-from dataflows.cost import latency, timeline
+from dataflows.cost import latency, shape_of, times
 from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
@@ -30,14 +32,14 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
     """
     stats = SegmentStats(len(program.instrs), trace)
     instrs, tags = program.instrs, program.tags
-    known: dict[tuple, tuple[int, Charges]] = {}  # instruction shape → (latency, charges)
-    costs = []
-    for instr in instrs:
-        shape = shape_of(instr)
-        if shape not in known:
-            known[shape] = (latency(instr, hw), charges(instr, hw))
-        costs.append(known[shape])
-    for unit, index, ready, start, cycles in timeline(program, hw, lambda i: costs[i][0]):
-        stats.record(unit, index, tags[index], ready, start, cycles)
-        book(stats, tags[index], costs[index][1])
+    shapes = list(map(shape_of, instrs))
+    example = dict(zip(shapes, instrs))  # an instruction of each shape
+    latency_of = {shape: latency(instr, hw) for shape, instr in example.items()}
+    cycles = [latency_of[shape] for shape in shapes]
+    queues = program.per_unit()
+    ready, start = times(program, cycles, queues)
+    stats.record_all(queues, tags, ready, start, cycles)
+    # Charges are sums: book each (tag, shape) once, times its count.
+    for (tag, shape), count in Counter(zip(tags, shapes)).items():
+        book(stats, tag, charges(example[shape], hw), count)
     return stats

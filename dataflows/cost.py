@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 
 from dataflows.isa import Instr, Op, Unit, row_bytes
 from dataflows.softmax_format import SoftmaxFormat
@@ -24,6 +25,9 @@ __all__ = [
     "transfer_bytes",
     "GemmEstimate",
     "timeline",
+    "times",
+    "latencies",
+    "shape_of",
     "program_cycles",
     "SOFTMAX_MUL_CYCLES",
     "SOFTMAX_READ_CYCLES",
@@ -226,48 +230,77 @@ class GemmEstimate:
         return max(self.dma, self.pe, self.vec) + self.exposed
 
 
-def timeline(program, hw: HardwareSpec, cycles_of: Callable[[int], int] | None = None
-             ) -> Iterator[tuple[Unit, int, int, int, int]]:
-    """Evaluate the timing rule of docs/isa.md without simulating: for every instruction, in an
-    order in which each one's waits are already resolved, ``(unit, index, ready, start, cycles)``.
+#: ``shape_of(instr)``: the fields an instruction's :func:`latency` and its statistics
+#: (``archsim.accounting``) depend on, as a tuple. Instructions of one shape cost the same, so
+#: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
+#: hundreds of thousands of instructions.)
+shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant")
 
-    ``ready`` is when its unit finished the previous instruction, ``start`` when it starts (its
-    unit is free and every other unit has completed ``wait[u]`` instructions), ``cycles`` its
-    latency. Each unit is advanced as far as its waits allow, round after round, so waits that
-    point forward in program order are handled too. ``cycles_of(index)`` replaces
-    :func:`latency` of instruction ``index`` (a caller may have computed them all already).
+
+def latencies(program, hw: HardwareSpec) -> list[int]:
+    """:func:`latency` of every instruction of ``program``, computed once per distinct shape."""
+    known: dict[tuple, int] = {}
+    for instr, shape in zip(program.instrs, map(shape_of, program.instrs)):
+        if shape not in known:
+            known[shape] = latency(instr, hw)
+    return [known[shape] for shape in map(shape_of, program.instrs)]
+
+
+#: For each unit, the two other units (whose completion counts its waits name).
+_OTHERS = ((1, 2), (0, 2), (0, 1))
+
+
+def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[int], list[int]]:
+    """Evaluate the timing rule of docs/isa.md without simulating: per instruction, ``ready``
+    (when its unit finished the previous one) and ``start`` (its unit is free and every other
+    unit has completed ``wait[u]`` instructions); ``cycles[i]`` is instruction ``i``'s latency.
+
+    Each unit is advanced as far as its waits allow, round after round, so waits that point
+    forward in program order are handled too. One tight loop: the scheduler times every
+    candidate program with it, and the fast engine every segment. ``queues``: the program's
+    ``per_unit()``, when the caller has it.
 
     Raises
     ------
     SimulationError
         If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
-    cycles_of = cycles_of or (lambda index: latency(program.instrs[index], hw))
-    queues = program.per_unit()
-    ends: list[list[int]] = [[], [], []]  # per unit, end time of its i-th instruction
+    instrs, queues = program.instrs, queues or program.per_unit()
+    queues = [queues[u] for u in Unit]
+    ready, start = [0] * len(instrs), [0] * len(instrs)
+    ends: tuple[list[int], ...] = ([], [], [])  # per unit, end time of its i-th instruction
     free = [0, 0, 0]
     progress = True
     while progress:
         progress = False
-        for unit in Unit:
-            queue, done = queues[unit], ends[unit]
-            while len(done) < len(queue):
-                index = queue[len(done)]
-                instr = program.instrs[index]
-                start = free[unit]
-                for other, need in enumerate(instr.wait):
-                    if need and other != unit:
-                        if need > len(ends[other]):
-                            break
-                        start = max(start, ends[other][need - 1])
-                else:
-                    cycles = cycles_of(index)
-                    yield unit, index, free[unit], start, cycles
-                    free[unit] = start + cycles
-                    done.append(free[unit])
-                    progress = True
-                    continue
-                break
+        for unit in (0, 1, 2):
+            queue, done, t = queues[unit], ends[unit], free[unit]
+            a, b = _OTHERS[unit]
+            ends_a, ends_b = ends[a], ends[b]
+            p = first = len(done)
+            while p < len(queue):
+                i = queue[p]
+                wait = instrs[i].wait
+                s, need_a, need_b = t, wait[a], wait[b]
+                if need_a:
+                    if need_a > len(ends_a):
+                        break
+                    s = max(s, ends_a[need_a - 1])
+                if need_b:
+                    if need_b > len(ends_b):
+                        break
+                    s = max(s, ends_b[need_b - 1])
+                ready[i], start[i] = t, s
+                t = s + cycles[i]
+                done.append(t)
+                p += 1
+            free[unit] = t
+            progress = progress or p > first
+    _check_drained(queues, ends)
+    return ready, start
+
+
+def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None:
     for unit in Unit:
         if len(ends[unit]) < len(queues[unit]):
             left = len(queues[unit]) - len(ends[unit])
@@ -278,12 +311,30 @@ def timeline(program, hw: HardwareSpec, cycles_of: Callable[[int], int] | None =
             )
 
 
+def timeline(program, hw: HardwareSpec, cycles_of: Callable[[int], int] | None = None
+             ) -> Iterator[tuple[Unit, int, int, int, int]]:
+    """For every instruction, unit by unit in program order, ``(unit, index, ready, start,
+    cycles)`` under the timing rule (:func:`times`). ``cycles_of(index)`` replaces
+    :func:`latency` of instruction ``index``.
+
+    Raises
+    ------
+    SimulationError
+        If the program deadlocks.
+    """
+    n = len(program.instrs)
+    cycles = [cycles_of(i) for i in range(n)] if cycles_of else latencies(program, hw)
+    ready, start = times(program, cycles)
+    for unit, queue in program.per_unit().items():
+        for index in queue:
+            yield unit, index, ready[index], start[index], cycles[index]
+
+
 def program_cycles(program, hw: HardwareSpec) -> int:
     """Cycles of a whole program under the timing rule of docs/isa.md, without simulating
     (:func:`timeline`). The scheduler uses this exact figure to make decisions (``archsim``
     cannot be imported from ``dataflows``); tests check it equals the SimPy model's count.
     """
-    end = 0
-    for _, _, _, start, cycles in timeline(program, hw):
-        end = max(end, start + cycles)
-    return end
+    cycles = latencies(program, hw)
+    _, start = times(program, cycles)
+    return max(map(int.__add__, start, cycles), default=0)

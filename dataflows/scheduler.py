@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from dataflows.attention_estimate import attention_layer_segments
-from dataflows.cost import latency, program_cycles, transfer_bytes
+from dataflows.cost import compute_cycles, latency, program_cycles, shape_of, transfer_bytes
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
@@ -49,7 +50,14 @@ from dataflows.tiling import (
 from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower, lower_layer
-from workloads.spec import HardwareSpec, SchedulePasses, WorkloadSpec
+from workloads.spec import (
+    DramSpec,
+    EnergySpec,
+    HardwareSpec,
+    SchedulePasses,
+    SpGEMMEngineSpec,
+    WorkloadSpec,
+)
 
 __all__ = [
     "DenseMapping",
@@ -514,6 +522,12 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
                  double_buffering: bool = True) -> Program:
     """The tile program of one or more GEMMs (more than one: their tiles interleave)."""
     em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
+    _write_gemms(em, tasks, tilings, hw)
+    return em.program
+
+
+def _write_gemms(em: Emitter, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
+                 hw: HardwareSpec) -> None:
     stores = _DeferredStore(em)
     work = list(enumerate(zip(tasks, tilings)))
     writers = [_writer(tiling)(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
@@ -522,7 +536,58 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
     for s in _proportional(streams, totals):
         writers[s.tag].step(s)
     stores.flush()
-    return em.program
+
+
+def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec) -> int:
+    """PE-array busy cycles of the GEMMs' program, however their tiles interleave: one COMPUTE
+    per copy, m-tile, k-tile and n-tile, each streaming its m-tile's rows."""
+    total = 0
+    for task, tiling in zip(tasks, tilings):
+        _, nk, nn = _tile_counts(task, tiling)
+        rows = sum(compute_cycles(tm, hw) for _, tm in m_tiles(task, tiling))
+        total += task.copies * nk * nn * rows
+    return total
+
+
+class _Abandoned(Exception):
+    """The program being built provably takes at least its bound (:class:`_TimedEmitter`)."""
+
+
+class _TimedEmitter(Emitter):
+    """An emitter that times the program as it grows and gives up once it cannot beat a bound.
+
+    The emitter's waits only name instructions already emitted, so each instruction's start
+    under the timing rule (docs/isa.md) is known as it is emitted. The program cannot end
+    before its last COMPUTE does, so once the PE array's time so far plus the COMPUTE cycles
+    still to come (``pe_cycles`` in all) reaches ``bound``, emitting raises
+    :class:`_Abandoned`: an interleaving that loses is dropped a fraction of the way in instead
+    of built in full. ``end`` is the finished program's exact cycle count.
+    """
+
+    def __init__(self, nslots: int, hw: HardwareSpec, bound: int, pe_cycles: int) -> None:
+        super().__init__(nslots)
+        self.hw, self.bound, self.pe_left, self.end = hw, bound, pe_cycles, 0
+        self.ends: tuple[list[int], ...] = ([], [], [])  # per unit, end of each instruction
+        self.latency: dict[tuple, int] = {}  # by instruction shape
+
+    def emit(self, op: Op, tag: int, reads: tuple = (), writes: tuple = (), **fields) -> tuple[Unit, int]:
+        unit, ordinal = super().emit(op, tag, reads, writes, **fields)
+        instr, ends = self.program.instrs[-1], self.ends
+        shape = shape_of(instr)
+        if shape not in self.latency:
+            self.latency[shape] = latency(instr, self.hw)
+        start = ends[unit][-1] if ends[unit] else 0
+        for other, need in enumerate(instr.wait):
+            if need and other != unit:
+                start = max(start, ends[other][need - 1])
+        end = start + self.latency[shape]
+        ends[unit].append(end)
+        self.end = max(self.end, end)
+        if unit == Unit.PE:
+            self.pe_left -= self.latency[shape]
+            if end + self.pe_left >= self.bound:
+                raise _Abandoned
+        return unit, ordinal
 
 
 class _PregenWriter:
@@ -612,9 +677,6 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
 #: Exactly timed tiling choices, by GEMM shape and hardware (the search is deterministic).
 _TIMED: dict[tuple, Tiling] = {}
 
-#: Programs built while timing candidates, reused when the winner's segment is built.
-_BUILT: dict[tuple, Program] = {}
-
 #: Candidates are timed exactly only while their programs stay this small (COMPUTEs) and the
 #: runner-up's estimate is within this fraction of the best one's; otherwise the analytic
 #: ranking stands (within about 1 % of the exact cycles on ResNet-50), which bounds the time.
@@ -638,20 +700,103 @@ def _fastest(task: GemmTask, hw: HardwareSpec, compressed: bool, slots: int,
     timed = []
     for i, t in enumerate(candidates):
         program = _gemm_program_cached((task,), (t,), hw, double_buffering)
-        timed.append((program_cycles(program, hw), i))
+        timed.append((program_cycles_cached(program, hw), i))
     return candidates[min(timed)[1]]
 
 
 def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
-                         hw: HardwareSpec, double_buffering: bool) -> Program:
-    """``gemm_program``, remembered (the exact timing of the search builds the winner first)."""
-    key = (tuple((t.name,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
-           double_buffering, hw)
-    if key not in _BUILT:
-        if len(_BUILT) > 256:
-            _BUILT.clear()
-        _BUILT[key] = gemm_program(tasks, tilings, hw, double_buffering)
-    return _BUILT[key]
+                         hw: HardwareSpec, double_buffering: bool, bound: int | None = None
+                         ) -> Program | None:
+    """``gemm_program``, remembered (the exact timing of the search builds the winner first).
+
+    With ``bound``, a program not built yet is built only while it can still take fewer than
+    ``bound`` cycles (:class:`_TimedEmitter`): None when it cannot.
+    """
+    key = ("gemm", tuple((t.name,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
+           double_buffering, program_hardware(hw))
+    if bound is None or key in _PROGRAMS.programs:
+        return _PROGRAMS.get(key, gemm_program, tasks, tilings, hw, double_buffering)
+    em = _TimedEmitter(SLOTS_PER_BUFFER if double_buffering else 1, hw, bound,
+                       _pe_cycles(tasks, tilings, hw))
+    try:
+        _write_gemms(em, tasks, tilings, hw)
+    except _Abandoned:
+        return None
+    _PROGRAMS.add(key, em.program, {hw: em.end})
+    return em.program
+
+
+def _pregen_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
+                           hw: HardwareSpec, double_buffering: bool) -> Program:
+    """``pregen_program``, remembered like :func:`_gemm_program_cached`."""
+    key = ("pregen", tuple((t.weight,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
+           double_buffering, program_hardware(hw))
+    return _PROGRAMS.get(key, pregen_program, tasks, tilings, hw, double_buffering)
+
+
+class _ProgramCache:
+    """Programs the scheduler built, by what determines them, and their exact cycles per
+    hardware: the timing of the tiling search builds the winner first, and a design-space
+    sweep's points that differ only in what programs do not depend on (DRAM, energy, clock:
+    :func:`program_hardware`) reuse them. At most ``budget`` instructions stay, the least
+    recently used programs going first, which bounds memory (a VGG-16 iteration builds
+    millions of instructions; the schedule keeps the ones it runs)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.programs: dict[tuple, Program] = {}
+        self.cycles: dict[int, dict[HardwareSpec, int]] = {}  # by id() of a program held
+
+    def get(self, key: tuple, build, *args) -> Program:
+        program = self.programs.pop(key, None)
+        if program is None:
+            self.add(key, build(*args))
+        else:
+            self.programs[key] = program  # now the most recently used
+        return self.programs[key]
+
+    def add(self, key: tuple, program: Program, cycles: dict | None = None) -> None:
+        self.programs[key] = program
+        self.cycles[id(program)] = cycles or {}
+        self.size += len(program.instrs)
+        while self.size > self.budget and len(self.programs) > 1:
+            old = self.programs.pop(next(iter(self.programs)))
+            self.size -= len(old.instrs)
+            del self.cycles[id(old)]
+
+    def cycles_of(self, program: Program, hw: HardwareSpec) -> int:
+        """``cost.program_cycles``, remembered while the program is held (an id() is unique
+        among live objects, and a held program lives)."""
+        known = self.cycles.get(id(program))
+        if known is None:
+            return program_cycles(program, hw)
+        if hw not in known:
+            known[hw] = program_cycles(program, hw)
+        return known[hw]
+
+
+#: Instructions the scheduler's program cache holds at most (about 420 bytes each).
+MAX_CACHED_INSTRUCTIONS = 500_000
+
+_PROGRAMS = _ProgramCache(MAX_CACHED_INSTRUCTIONS)
+
+
+@lru_cache(maxsize=64)
+def program_hardware(hw: HardwareSpec) -> HardwareSpec:
+    """``hw`` less the fields no GEMM or pre-generation program depends on: DRAM, clock and
+    energy change how long a program takes and what it costs, never its instructions (the
+    writers read the array, the widths and the store shift). Programs are cached by it."""
+    return hw.model_copy(update={"name": "program", "clock_mhz": 1.0, "dram": _DRAM,
+                                 "energy": EnergySpec(), "spgemm": SpGEMMEngineSpec()})
+
+
+_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
+
+
+def program_cycles_cached(program: Program, hw: HardwareSpec) -> int:
+    """``cost.program_cycles``, remembered per program and hardware (:class:`_ProgramCache`),
+    so the points of a sweep that share programs and hardware time each once."""
+    return _PROGRAMS.cycles_of(program, hw)
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
@@ -670,27 +815,44 @@ class _SegmentCache:
     def cycles(self, segment: Segment) -> int:
         """Exact cycles of one run of a segment (``cost.program_cycles``), memoized by key."""
         if segment.key not in self._cycles:
-            self._cycles[segment.key] = program_cycles(segment.program, self.hw)
+            self._cycles[segment.key] = program_cycles_cached(segment.program, self.hw)
         return self._cycles[segment.key]
 
     def traffic(self, segment: Segment) -> tuple[int, int, int]:
         """(DRAM bytes, DMA busy cycles, PE busy cycles) of one run of a segment, memoized."""
         if segment.key not in self._traffic:
-            instrs, hw = segment.program.instrs, self.hw
-            self._traffic[segment.key] = (
-                sum(transfer_bytes(i, hw) for i in instrs),
-                sum(latency(i, hw) for i in instrs if i.unit == Unit.DMA),
-                sum(latency(i, hw) for i in instrs if i.unit == Unit.PE),
-            )
+            # Each figure depends on an instruction's shape only: count the shapes, then
+            # compute each once.
+            shapes: dict[tuple, list] = {}  # shape → [an instruction of it, count]
+            for instr in segment.program.instrs:
+                seen = shapes.get(shape_of(instr))
+                if seen is None:
+                    shapes[shape_of(instr)] = [instr, 1]
+                else:
+                    seen[1] += 1
+            total = [0, 0, 0]
+            for instr, count in shapes.values():
+                total[0] += count * transfer_bytes(instr, self.hw)
+                if instr.unit != Unit.VEC:
+                    total[1 + (instr.unit == Unit.PE)] += count * latency(instr, self.hw)
+            self._traffic[segment.key] = tuple(total)
         return self._traffic[segment.key]
 
-    def segment(self, work: GemmWork | PregenWork, repeat: int) -> Segment:
+    def segment(self, work: GemmWork | PregenWork, repeat: int, bound: int | None = None
+                ) -> Segment | None:
+        """The segment of ``work``; with ``bound`` (GEMMs), None if its program provably takes
+        at least ``bound`` cycles (then it is not built in full)."""
         kind = "gemm" if isinstance(work, GemmWork) else "pregen"
         key = (kind, self.passes.double_buffering) + tuple(
             _task_key(t, tl) for t, tl in zip(work.tasks, work.tilings))
         if key not in self.programs:
-            build = _gemm_program_cached if kind == "gemm" else pregen_program
-            self.programs[key] = build(work.tasks, work.tilings, self.hw, self.passes.double_buffering)
+            db = self.passes.double_buffering
+            program = (_gemm_program_cached(work.tasks, work.tilings, self.hw, db, bound)
+                       if kind == "gemm" else
+                       _pregen_program_cached(work.tasks, work.tilings, self.hw, db))
+            if program is None:
+                return None
+            self.programs[key] = program
         return Segment(work, repeat, key, self.programs[key])
 
 
@@ -741,8 +903,9 @@ def _gemm_group(cache: _SegmentCache, group: list[GemmTask], tiling: dict,
     if passes.interleave and passes.double_buffering and len(group) > 1:
         work = GemmWork(tuple(group), tuple(tiling[t.name] for t in group),
                         tuple(dense.get(t.name) for t in group))
-        mixed = cache.segment(work, group[0].repeat)
-        if cache.cycles(mixed) < sum(cache.cycles(s) for s in separate):
+        apart = sum(cache.cycles(s) for s in separate)
+        mixed = cache.segment(work, group[0].repeat, bound=apart)
+        if mixed is not None and cache.cycles(mixed) < apart:
             return [mixed]
     return separate
 

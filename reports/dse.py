@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 import re
 import signal
 import threading
@@ -54,8 +55,9 @@ class SweepOutcome:
         Outcomes of the points resolved in this call, by status.
     simulated
         Points sent to the executor.
-    simulate_s
-        Simulation seconds the workers spent, summed.
+    simulate_s, simulate_cpu_s
+        Simulation seconds the workers spent, summed: wall clock, and CPU time (the figure to
+        compare on a shared machine).
     worker_rss_mib
         The largest peak resident memory any worker process reported.
     pool_restarts
@@ -72,6 +74,7 @@ class SweepOutcome:
     statuses: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
     simulate_s: float = 0.0
+    simulate_cpu_s: float = 0.0
     worker_rss_mib: float | None = None
     pool_restarts: int = 0
     crosschecks: int = 0
@@ -277,6 +280,7 @@ class _Runner:
         self.outcome.crosschecks += bool(out.get("crosschecked"))
         if out["wall_s"] is not None:
             self.outcome.simulate_s += out["wall_s"]
+            self.outcome.simulate_cpu_s += out.get("cpu_s") or 0.0
         rss = out.get("worker_rss_mib")
         if rss is not None:
             self.outcome.worker_rss_mib = max(self.outcome.worker_rss_mib or 0.0, rss)
@@ -430,6 +434,23 @@ def run_sweep(
     return outcome
 
 
+#: Override keys that never change a GEMM program, only how long it takes or what it costs (or,
+#: for ``interleave``, which of the programs built either way run): points that differ only
+#: in them share their programs (``dataflows.scheduler.program_hardware``).
+PROGRAM_FREE_KEYS = ("hardware.dram.", "hardware.energy.", "hardware.clock_mhz",
+                     "schedule.interleave")
+
+
+def grouped(points: list[dict[str, Value]], sweep: Sweep) -> list[dict[str, Value]]:
+    """``points`` reordered so that those sharing their programs are adjacent, the axes of
+    :data:`PROGRAM_FREE_KEYS` varying fastest (otherwise grid order, the sort is stable): a
+    chunk of points then goes to one worker, which builds their programs once."""
+    program_axes = [(axis.key, {json.dumps(v): i for i, v in enumerate(values)})
+                    for axis, values in sweep.axes if not axis.key.startswith(PROGRAM_FREE_KEYS)]
+    return sorted(points, key=lambda p: tuple(index.get(json.dumps(p.get(key)), -1)
+                                              for key, index in program_axes))
+
+
 def _chunk(chunk_size: int | None, n: int, workers: int) -> int:
     return chunk_size or max(1, min(16, n // (4 * max(workers, 1))))
 
@@ -448,7 +469,7 @@ def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_siz
 
     finished = {h for h, s in store.statuses().items() if s != "error"}
     points = list(candidate_points(sweep))
-    pending = [p for p in points if point_hash(p) not in finished]
+    pending = grouped([p for p in points if point_hash(p) not in finished], sweep)
     outcome.proposed, outcome.skipped = len(points), len(points) - len(pending)
     total[0] = len(pending)
     tasks = _tasks(runner, ((p, None, None) for p in pending), outcome)

@@ -12,10 +12,10 @@ import pytest
 from archsim.api import simulate
 from archsim.fast import run_program_fast
 from archsim.model import run_program
-from dataflows.isa import UNIT_OF, Instr, Op
 from dataflows.program import Program
 from verification.configs import load_config
 from verification.programs import ATTENTION, random_case
+from verification.random_waits import random_waits_program
 from workloads.errors import SimulationError
 from workloads.load import load_hardware, load_workload
 
@@ -44,38 +44,12 @@ def _both(program: Program, hw) -> tuple:
     return tuple(out)
 
 
-_OPS = (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.COMPUTE, Op.COMPRESS, Op.ROWMAX,
-        Op.EXP, Op.RESCALE, Op.NORMALIZE, Op.LOAD_MASK)
-
-
-def _random_program(rng: np.random.Generator, forward: bool) -> Program:
-    """Random instructions with random waits; ``forward`` also lets waits point ahead (which
-    may deadlock — both engines must then say so identically)."""
-    n = int(rng.integers(1, 40))
-    ops = [_OPS[int(i)] for i in rng.integers(0, len(_OPS), n)]
-    totals = [sum(UNIT_OF[o] == u for o in ops) for u in range(3)]
-    seen = [0, 0, 0]
-    program = Program()
-    for op in ops:
-        unit = UNIT_OF[op]
-        limit = totals if forward else seen
-        wait = [0 if u == unit else int(rng.integers(0, limit[u] + 1)) for u in range(3)]
-        nm = (2, 4) if op == Op.COMPRESS or rng.random() < 0.3 else (0, 0)
-        program.instrs.append(Instr(
-            op, tuple(wait), rows=int(rng.integers(1, 9)) * 4, cols=int(rng.integers(1, 5)),
-            k=int(rng.integers(1, 5)) * 2, m=int(rng.integers(1, 20)), nm_n=nm[0], nm_m=nm[1],
-            accumulate=bool(rng.random() < 0.5)))
-        program.tags.append(int(rng.integers(0, 3)))
-        seen[unit] += 1
-    return program
-
-
 @pytest.mark.parametrize("forward", [False, True])
 def test_random_programs(forward):
     rng = np.random.default_rng(7 + forward)
     deadlocks = 0
     for _ in range(300):
-        simpy_result, fast_result = _both(_random_program(rng, forward), TINY)
+        simpy_result, fast_result = _both(random_waits_program(rng, forward), TINY)
         assert fast_result == simpy_result
         deadlocks += isinstance(simpy_result, str)
     assert forward == (deadlocks > 0)  # forward waits do produce deadlocks to compare

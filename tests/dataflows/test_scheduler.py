@@ -81,3 +81,34 @@ def test_interleaving_spreads_the_shorter_gemm_over_the_longer():
     for tag in tags:
         done[tag] += 1
         assert abs(done[0] / 3 - done[1] / 9) <= 1 / 3
+
+
+def test_an_interleaving_is_abandoned_only_when_it_cannot_win(monkeypatch):
+    """The timed emitter's figures are exact: the PE cycles it expects are the program's, its
+    cycle count is ``program_cycles``; it gives up under a bound no finished program meets,
+    never under one the program beats (ResNet-18's backward GEMM pairs, batch 1)."""
+    from pathlib import Path
+
+    import dataflows.scheduler as sched
+    from dataflows.cost import latencies, program_cycles
+    from workloads.layers import expand
+    from workloads.load import load_workload
+    from workloads.lowering import lower
+
+    example = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "resnet18_bdwp.yaml"
+    workload = load_workload(example, overrides=["operations.0.batch=1"])
+    hw, passes = workload.hardware, workload.schedule
+    pairs = [tuple(g) for g in lower(expand(workload), workload.mode) if len(g) == 2][:4]
+    assert pairs
+    for tasks in pairs:
+        tilings = tuple(sched.tiling_for(t, hw, passes, True) for t in tasks)
+        program = sched.gemm_program(tasks, tilings, hw)
+        cycles = latencies(program, hw)
+        pe = sum(c for c, i in zip(cycles, program.instrs) if i.unit == Unit.PE)
+        assert sched._pe_cycles(tasks, tilings, hw) == pe
+        exact = program_cycles(program, hw)
+        monkeypatch.setattr(sched, "_PROGRAMS", sched._ProgramCache(10**6))  # nothing built yet
+        assert sched._gemm_program_cached(tasks, tilings, hw, True, bound=pe) is None
+        built = sched._gemm_program_cached(tasks, tilings, hw, True, bound=exact + 1)
+        assert built is not None and built.instrs == program.instrs
+        assert sched.program_cycles_cached(built, hw) == exact

@@ -140,9 +140,9 @@ def test_points_use_the_fast_engine_and_a_sample_is_checked_on_simpy(
     engines = []
     real = archsim.api.simulate
 
-    def counting(target, progress=None, engine="simpy"):
+    def counting(target, progress=None, engine="simpy", memo=None):
         engines.append(engine)
-        return real(target, progress, engine)
+        return real(target, progress, engine, memo)
 
     monkeypatch.setattr(archsim.api, "simulate", counting)
     outcome = run_sweep(load_sweep(tiny_sweep_path, area_available=False), tmp_path,
@@ -162,8 +162,8 @@ def test_an_engine_mismatch_stops_the_sweep(tmp_path, tiny_sweep_path, inline_ba
 
     real = archsim.api.simulate
 
-    def off_by_one(target, progress=None, engine="simpy"):
-        result = real(target, progress, engine)
+    def off_by_one(target, progress=None, engine="simpy", memo=None):
+        result = real(target, progress, engine, memo)
         return replace(result, total_cycles=result.total_cycles + 1) if engine == "fast" else result
 
     monkeypatch.setattr(archsim.api, "simulate", off_by_one)
@@ -174,3 +174,41 @@ def test_an_engine_mismatch_stops_the_sweep(tmp_path, tiny_sweep_path, inline_ba
     rows = sorted(_rows(tmp_path).values(), key=lambda r: r.finished_at)
     assert [r.status for r in rows].count("error") == 1 and rows[-1].status == "error"
     assert "disagree on total_cycles" in rows[-1].message
+
+
+def test_points_sharing_programs_are_dispatched_together(tmp_path):
+    from reports.dse import grouped
+
+    path = write_sweep(tmp_path / "grouping.yaml", """\
+axes:
+  - {key: hardware.dram.bandwidth_bytes_per_cycle, name: bw, values: [64, 16]}
+  - {key: hardware.array.rows, name: rows, values: [4, 8]}
+  - {key: schedule.interleave, name: inter, values: [true, false]}
+  - {key: hardware.array.cols, name: cols, values: [8, 4]}
+objectives: [latency_s]
+strategy: {kind: grid}
+""")
+    sweep = load_sweep(path, area_available=False)
+    points = list(sweep.grid())
+    order = grouped(points, sweep)
+    assert sorted(map(point_hash, order)) == sorted(map(point_hash, points))
+    # The array (what programs depend on) changes 3 times, in the axes' value order; DRAM
+    # bandwidth and interleave vary within each group, in grid order.
+    arrays = [(p["hardware.array.rows"], p["hardware.array.cols"]) for p in order]
+    assert [arrays[i] for i in range(0, 16, 4)] == [(4, 8), (4, 4), (8, 8), (8, 4)]
+    assert all(arrays[i] == arrays[i - i % 4] for i in range(16))
+    first = [(p["hardware.dram.bandwidth_bytes_per_cycle"], p["schedule.interleave"])
+             for p in order[:4]]
+    assert first == [(64, True), (64, False), (16, True), (16, False)]
+
+
+def test_a_memo_shared_by_points_changes_no_result():
+    memo: dict = {}
+    base = EXAMPLES / "resnet18_bdwp.yaml"
+    sets = [["operations.0.batch=1", "operations.0.model=resnet18", f"schedule.interleave={i}",
+             f"hardware.dram.bandwidth_bytes_per_cycle={bw}"]
+            for bw in (64, 128) for i in ("true", "false")]
+    for overrides in sets:
+        workload = load_workload(base, overrides=overrides)
+        assert simulate(workload, engine="fast", memo=memo) == simulate(workload, engine="fast")
+    assert memo  # it was used
