@@ -17,7 +17,9 @@ from reports.dse import run_sweep
 from reports.store import ResultStore
 from reports.sweep import load_sweep, point_hash
 
-SWEEP = """overrides: {operations.2.m: 256}
+# Large enough that a point takes a noticeable time: since programs are cached across points,
+# a small GEMM's 24 points finish before a Ctrl-C could arrive.
+SWEEP = """overrides: {operations.2.m: 65536}
 axes:
   - {key: hardware.array.rows, values: [2, 4, 8]}
   - {key: hardware.array.cols, values: [2, 4, 8, 16]}
