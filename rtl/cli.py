@@ -122,7 +122,7 @@ def _print_table(console, hw, report: dict) -> None:
     kinds = [k for k in RESOURCE_KINDS if report["total"].get(k)] or ["LUT", "FF"]
     table = Table(title=f"{hw.name}: Yosys synth_xilinx -family xcup "
                         f"({hw.array.rows}x{hw.array.cols} PEs)")
-    table.add_column("block")
+    table.add_column("block", overflow="fold")  # whole names, wrapped on a narrow terminal
     table.add_column("inst", justify="right")
     for kind in kinds:
         table.add_column(kind, justify="right")
