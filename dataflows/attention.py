@@ -225,12 +225,25 @@ def item_pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) ->
 
 def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> Visits:
     """Key blocks any pair attends to; full only where every pair's block is full."""
+    if mask.state is None:
+        return _union_rows(op, mask, b, pairs)
     heads, qbs = zip(*pairs)
     states = mask.state[b, list(heads), list(qbs)]  # [pairs, kv_blocks]
     visit = np.flatnonzero((states != EMPTY).any(axis=0))
     if mask.fill is not None:  # skipped only to save work: computed where the block runs anyway
         states = np.where(states == EMPTY, mask.fill[list(qbs)], states)
     full = (states[:, visit] == FULL).all(axis=0)
+    return Visits(visit, np.minimum(mask.block, op.kv_len - visit * mask.block), ~full)
+
+
+def _union_rows(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> Visits:
+    """:func:`_union_blocks` from the mask's rows (a mask kept without its grid)."""
+    rows = [mask.row(b, h, qb) for h, qb in pairs]
+    visit = rows[0][0] if len(rows) == 1 else np.unique(np.concatenate([k for k, _ in rows]))
+    states = np.zeros((len(rows), visit.size), dtype=np.uint8)  # a missing block: EMPTY
+    for i, (kbs, st) in enumerate(rows):
+        states[i, np.searchsorted(visit, kbs)] = st
+    full = (states == FULL).all(axis=0)
     return Visits(visit, np.minimum(mask.block, op.kv_len - visit * mask.block), ~full)
 
 
@@ -248,7 +261,8 @@ def item_mask(op: AttentionOp, mask: AttentionMask, item: WorkItem, block: Block
         out[:, sel] = mask.elements(item.batch, int(h), q[sel], kv).T
         if mask.fill is None:
             # A head that skipped this block (another head of the item needs it) masks it out.
-            out[:, sel] &= mask.state[item.batch, h, qb[sel], block.index][None, :] != EMPTY
+            states = mask.block_states(item.batch, int(h), qb[sel], block.index)
+            out[:, sel] &= states[None, :] != EMPTY
     return out
 
 
@@ -279,16 +293,20 @@ def plan_attention(
     width = hw.array.cols
     columns = op.heads // op.groups * op.queries
     items, offset, unions, shared = [], 0, {}, {}
+    # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
+    # for every head, so a union depends on the query blocks only.
+    alike = mask.state is not None and mask.state.strides[1] == 0
     for b in range(op.batch):
         for group in range(op.groups):
             for col0 in range(0, columns, width):
                 cols = min(width, columns - col0)
                 # Column tiles of one query block share their blocks: compute each union once.
-                key = (b, item_pairs(op, mask.block, group, col0, cols))
+                pairs = item_pairs(op, mask.block, group, col0, cols)
+                key = (b, tuple(qb for _, qb in pairs) if alike else pairs)
                 if key not in unions:
                     # Query blocks with the same visits share one Visits (a dense or windowed
                     # mask has few distinct ones): memory, and one chunking per distinct one.
-                    v = _union_blocks(op, mask, b, key[1])
+                    v = _union_blocks(op, mask, b, pairs)
                     unions[key] = shared.setdefault(v.index.tobytes() + v.partial.tobytes(), v)
                 blocks = unions[key]
                 items.append(WorkItem(b, group, col0, cols, blocks, offset))
@@ -630,8 +648,18 @@ def attention_segments(
     plan = plan or plan_attention(op, hw)
     kv_blocks = ceil_div(op.kv_len, op.block_size)
     groups: dict[tuple, list] = {}
-    cuts: dict[int, tuple] = {}  # per shared Visits object: steps, chunk bounds, step shapes
+    # Work items with one Visits and one width have the same chunks and signatures: each such
+    # class is cut and signed once, by its first item (the one that would have built any of its
+    # programs first), and counted by its size.
+    classes: dict[tuple, list] = {}
     for item in plan.items:
+        entry = classes.get((id(item.blocks), item.cols))
+        if entry is None:
+            classes[(id(item.blocks), item.cols)] = [item, 1]
+        else:
+            entry[1] += 1
+    cuts: dict[int, tuple] = {}  # per shared Visits object: steps, chunk bounds, step shapes
+    for item, members in classes.values():
         cut = cuts.get(id(item.blocks))
         if cut is None:
             cut = cuts[id(item.blocks)] = _shaped_cut(plan, item, hw, lse_addr is not None)
@@ -645,7 +673,7 @@ def attention_segments(
                 if key not in programs:
                     programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
                 entry = groups[key] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
-            entry[1] += 1
+            entry[1] += members
     return [
         Segment(work, count * op.repeat, key, programs[key])
         for key, (work, count) in groups.items()

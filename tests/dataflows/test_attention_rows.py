@@ -1,0 +1,72 @@
+"""Key-set/offset masks kept without their block grid (the 1M-token path) map and time exactly
+as with it: the per-head descriptors give every block the grid's state, and the mapping's
+segments, cycles, MACs, traffic and cycle split are the same either way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_attention import SAT, op_of, workload
+
+import workloads.generators.attention as A
+from archsim import simulate
+from dataflows.attention import plan_attention
+from dataflows.attention_estimate import attention_layer_segments
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_descriptor_states_and_rows_equal_the_grid(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        block = int(rng.choice([4, 8, 16]))
+        kv_len = int(rng.integers(5, 200))
+        q_len = int(rng.integers(1, kv_len + 1))
+        keys = rng.random((2, kv_len)) < rng.choice([0.02, 0.2, 0.97])
+        offsets = rng.random((2, 2 * kv_len - 1)) < rng.choice([0.01, 0.2, 0.98])
+        for causal in (True, False):
+            mask = A.keys_offsets_mask(1, 2, q_len, kv_len, block, keys, offsets, causal, "x")
+            rows = mask.rows
+            for h in range(2):
+                grid = rows.states(h, np.arange(mask.q_blocks)[:, None],
+                                   np.arange(mask.kv_blocks)[None, :])
+                assert (grid == mask.state[0, h]).all()
+                for qb in range(mask.q_blocks):
+                    kbs, st = rows.row(h, qb)
+                    assert kbs.tolist() == np.flatnonzero(mask.state[0, h, qb]).tolist()
+                    assert (st == mask.state[0, h, qb, kbs]).all()
+            assert rows.nonempty() == np.count_nonzero(mask.state[0])
+
+
+def _figures(op):
+    rec = simulate(workload(op)).attention[0]
+    return (rec.cycles, rec.macs_executed, rec.macs_estimate, rec.estimate_bytes,
+            dict(rec.phase_cycles), rec.density, rec.block_density, rec.blocks_executed,
+            rec.blocks_total, rec.speedup)
+
+
+@pytest.mark.parametrize("pattern", [
+    {"kind": "vertical_slash", "vertical": 40, "slash": 30, "last_q": 64},
+    {"kind": "vertical_stripe", "frame_tokens": 384, "stripe_frames": [0, 3], "window": 40},
+    {"kind": "multi_diagonal", "window": 24, "frame_tokens": 512},
+], ids=lambda p: p["kind"])
+@pytest.mark.parametrize("kv_len,q_len", [(4096, None), (3000, 1100)])
+def test_without_the_grid_the_mapping_and_timing_are_the_same(pattern, kv_len, q_len,
+                                                              monkeypatch):
+    op = op_of(heads=4, kv_heads=2, kv_len=kv_len, q_len=q_len, head_dim=64, block_size=128,
+               pattern=pattern)
+    with_grid = plan_attention(op, SAT)
+    assert with_grid.mask.state is not None
+    segments = attention_layer_segments("attn", op, SAT, {})
+    figures = _figures(op)
+    monkeypatch.setattr(A, "GRID_LIMIT", 0)
+    without = plan_attention(op, SAT)
+    assert without.mask.state is None
+    assert [(i.col0, i.blocks.index.tolist(), i.blocks.partial.tolist(), i.mask_offset)
+            for i in without.items] == [
+        (i.col0, i.blocks.index.tolist(), i.blocks.partial.tolist(), i.mask_offset)
+        for i in with_grid.items]
+    other = attention_layer_segments("attn", op, SAT, {})
+    assert [(s.key, s.repeat, s.work) for s in other] == [(s.key, s.repeat, s.work)
+                                                         for s in segments]
+    assert [s.program.instrs for s in other] == [s.program.instrs for s in segments]
+    assert _figures(op) == figures
