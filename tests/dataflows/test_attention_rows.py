@@ -70,3 +70,56 @@ def test_without_the_grid_the_mapping_and_timing_are_the_same(pattern, kv_len, q
                                                          for s in segments]
     assert [s.program.instrs for s in other] == [s.program.instrs for s in segments]
     assert _figures(op) == figures
+
+
+def test_item_pairs_are_the_query_blocks_of_the_columns():
+    from dataflows.attention import item_pairs
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        kv_heads = int(rng.integers(1, 3))
+        heads = kv_heads * int(rng.integers(1, 4))
+        kv_len = int(rng.integers(1, 300))
+        q_len = int(rng.integers(1, kv_len + 1))
+        block, width = int(rng.choice([8, 32, 128])), int(rng.choice([8, 32, 100]))
+        op = op_of(heads=heads, kv_heads=kv_heads, kv_len=kv_len, q_len=q_len, block_size=block)
+        g, group = heads // kv_heads, int(rng.integers(0, kv_heads))
+        col0 = int(rng.integers(0, g * q_len))
+        cols = min(width, g * q_len - col0)
+        c = np.arange(col0, col0 + cols)
+        expected = sorted({(group * g + int(h), int(q) // block)
+                           for h, q in zip(c // q_len, c % q_len)})
+        assert list(item_pairs(op, block, group, col0, cols)) == expected
+
+
+@pytest.mark.parametrize("pattern,causal", [
+    ({"kind": "vertical_slash", "vertical": 40, "slash": 30, "last_q": 64}, True),
+    ({"kind": "block_sparse", "density": 0.3, "seed": 2}, False),
+    ({"kind": "sliding_window", "window": 300, "global_tokens": 4}, True),
+], ids=lambda p: p["kind"] if isinstance(p, dict) else str(p))
+def test_batched_cuts_count_every_items_chunks(pattern, causal, monkeypatch):
+    """The segments (Visits merged and cut in batches, shapes as bytes) count exactly the
+    chunks ``item_chunks`` gives each work item, by first/last flag and step shapes, and each
+    program is the one its first item's chunk builds."""
+    from collections import Counter
+
+    import dataflows.attention as DA
+    monkeypatch.setattr(DA, "_BATCH_BLOCKS", 50)  # many batches
+    tight = SAT.model_copy(update={"controller": SAT.controller.model_copy(
+        update={"instruction_depth": 40})})
+    op = op_of(heads=4, kv_heads=2, kv_len=3000, q_len=2000, head_dim=64, block_size=128,
+               pattern=pattern, causal=causal)
+    plan = plan_attention(op, tight)
+    expected = Counter()
+    for item in plan.items:
+        chunks = DA.item_chunks(plan, item, tight)
+        for i, chunk in enumerate(chunks):
+            expected[(item.cols, i == 0, i == len(chunks) - 1,
+                      tuple((b.rows, b.partial, b.count) for b in chunk))] += 1
+    assert max(expected.values()) > 1 and any(not k[1] for k in expected)  # several chunks
+    got = Counter()
+    for seg in DA.attention_segments("attn", op, tight, {}, plan):
+        shapes = np.frombuffer(seg.key[-1], dtype=np.int64).reshape(-1, 3)
+        got[(seg.key[5], seg.key[6], seg.key[7],
+             tuple((int(r), bool(p), int(c)) for r, p, c in shapes))] += seg.repeat
+        assert seg.work.blocks == int(shapes[:, 2].sum())
+    assert got == expected

@@ -29,6 +29,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from tokenize import TokenError
 
 import numpy as np
@@ -174,9 +175,10 @@ class AttentionMask:
         """Fraction of all (query, key) pairs that attend."""
         return self.kept / (self.batch * self.heads * self.q_len * self.kv_len)
 
-    @property
+    @cached_property
     def block_density(self) -> float:
-        """Fraction of blocks that are not empty (the blocks the hardware must visit)."""
+        """Fraction of blocks that are not empty (the blocks the hardware must visit); counted
+        once (every segment of a plan reports it)."""
         if self.state is None:
             return self.rows.nonempty() / (self.heads * self.q_blocks * self.kv_blocks)
         return float(np.count_nonzero(self.state)) / self.state.size
@@ -1282,9 +1284,17 @@ def vertical_slash_indices(
     for i, pos in enumerate(q_pos):
         diag[: pos + 1] += p[i, pos::-1]
     column[0], diag[0] = np.inf, np.inf
-    v = np.sort(np.argsort(-column, kind="stable")[: min(vertical, kv_len)])
-    o = np.sort(np.argsort(-diag, kind="stable")[: min(slash, kv_len)])
-    return v, o
+    return _top(column, vertical), _top(diag, slash)
+
+
+def _top(x: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of the ``n`` largest values, ties to the lower index (a stable sort's
+    choice), by a partition rather than a sort of all ``x``."""
+    if n >= x.size:
+        return np.arange(x.size)
+    cut = np.partition(x, x.size - n)[x.size - n]  # the n-th largest value
+    above = np.flatnonzero(x > cut)
+    return np.sort(np.concatenate([above, np.flatnonzero(x == cut)[: n - above.size]]))
 
 
 def _indices_file(path: str, heads: int, kv_len: int) -> tuple[list, list]:
