@@ -39,6 +39,7 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -312,13 +313,26 @@ def plan_attention(
                 if key not in unions:
                     # Query blocks with the same visits share one Visits (a dense or windowed
                     # mask has few distinct ones): memory, and one chunking per distinct one.
-                    v = _union_blocks(op, mask, b, pairs)
-                    unions[key] = shared.setdefault(v.index.tobytes() + v.partial.tobytes(), v)
-                blocks = unions[key]
+                    v = _shared(shared, _union_blocks(op, mask, b, pairs))
+                    unions[key] = v, int(v.rows[v.partial].sum())  # and its partial rows
+                blocks, partial_rows = unions[key]
                 items.append(WorkItem(b, group, col0, cols, blocks, offset))
-                offset += mask_bytes(int(blocks.rows[blocks.partial].sum()), cols)
+                offset += mask_bytes(partial_rows, cols)
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
+
+
+def _shared(shared: dict, v: Visits) -> Visits:
+    """The Visits equal to ``v`` seen before, else ``v`` (registered): keyed by a digest of its
+    arrays (16 bytes, not a copy of them) and compared in full on a hit, so never conflated."""
+    digest = hashlib.blake2b(v.index.tobytes(), digest_size=16)
+    digest.update(v.partial.tobytes())
+    seen = shared.setdefault(digest.digest(), [])
+    for other in seen:
+        if np.array_equal(other.index, v.index) and np.array_equal(other.partial, v.partial):
+            return other
+    seen.append(v)
+    return v
 
 
 def _pv_span(hw: HardwareSpec, nm: tuple[int, int] | None) -> int:
