@@ -309,7 +309,8 @@ def plan_attention(
                 cols = min(width, columns - col0)
                 # Column tiles of one query block share their blocks: compute each union once.
                 pairs = item_pairs(op, mask.block, group, col0, cols)
-                key = (b, tuple(qb for _, qb in pairs) if alike else pairs)
+                key = (b, pairs if not alike else pairs[0][1] if len(pairs) == 1
+                       else tuple(qb for _, qb in pairs))
                 if key not in unions:
                     # Query blocks with the same visits share one Visits (a dense or windowed
                     # mask has few distinct ones): memory, and one chunking per distinct one.

@@ -1045,6 +1045,9 @@ def _key_state(keys: np.ndarray, base: np.ndarray, kv_len: int, block: int) -> n
 #: beyond it the mask keeps its per-head descriptors (:class:`KeyOffsetStates`) instead.
 GRID_LIMIT = 1 << 28
 
+#: Query-block rows a :class:`KeyOffsetStates` classifies in one call.
+_ROWS_AT_ONCE = 256
+
 
 @dataclass(frozen=True, eq=False)
 class KeyOffsetStates:
@@ -1070,6 +1073,7 @@ class KeyOffsetStates:
     key_blocks: tuple
     diagonals: tuple
     counts: np.ndarray  # int64[heads, q_blocks]: non-empty blocks per row, -1 until computed
+    cache: dict  # the last run of rows computed (``row``)
 
     @classmethod
     def of(cls, keys: np.ndarray, offsets: np.ndarray, q_len: int, kv_len: int, block: int,
@@ -1088,7 +1092,7 @@ class KeyOffsetStates:
         diagonals = tuple(t[(p[hi_i] - p[lo_i]) > 0] for p in off_prefix)
         key_blocks = tuple(np.flatnonzero(c) for c in key_count)
         return cls(q_len, kv_len, block, lo, hi, key_count, off_prefix, key_blocks, diagonals,
-                   np.full((heads, nqb), -1, dtype=np.int64))
+                   np.full((heads, nqb), -1, dtype=np.int64), {})
 
     def states(self, h: int, qbs, kbs) -> np.ndarray:
         """``uint8`` states of blocks ``(qbs, kbs)`` of head ``h`` (numpy broadcasting)."""
@@ -1111,24 +1115,47 @@ class KeyOffsetStates:
         return st
 
     def row(self, h: int, qb: int) -> tuple[np.ndarray, np.ndarray]:
-        """The non-empty key blocks of query block ``qb`` of head ``h`` (sorted) and states."""
-        nkb = self.key_count.shape[1]
+        """The non-empty key blocks of query block ``qb`` of head ``h`` (sorted) and states.
+
+        Rows are computed :data:`_ROWS_AT_ONCE` query blocks at a time (numpy's per-call cost
+        over 229k rows of a million-token prefill is what a row at a time cost) and the last
+        such run is kept: the mapping asks for a head's rows in order."""
+        lo = qb - qb % _ROWS_AT_ONCE
+        if self.cache.get("at") != (h, lo):
+            self.cache["at"] = (h, lo)
+            self.cache["rows"] = self.rows(h, lo, min(lo + _ROWS_AT_ONCE, self.counts.shape[1]))
+        return self.cache["rows"][qb - lo]
+
+    def rows(self, h: int, qb0: int, qb1: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`row` of query blocks ``qb0 .. qb1-1``: candidates (visible key blocks of the
+        key set, key blocks on a touched diagonal) as one flat array, classified at once."""
+        nkb, b = self.key_count.shape[1], self.block
+        qbs = np.arange(qb0, qb1)
         keys = self.key_blocks[h]
+        n_keys = np.full(qbs.size, keys.size)
         if np.isfinite(self.lo):  # keys past the band's last visible key cannot be visited
-            q_hi = min((qb + 1) * self.block, self.q_len) - 1 + self.kv_len - self.q_len
-            keys = keys[: np.searchsorted(keys, (q_hi - self.lo) // self.block, side="right")]
-        diag = qb - self.diagonals[h][::-1]
-        diag = diag[(diag >= 0) & (diag < nkb)]
-        cand = np.union1d(keys, diag)
-        st = self.states(h, qb, cand)
+            q_hi = np.minimum((qbs + 1) * b, self.q_len) - 1 + self.kv_len - self.q_len
+            n_keys = np.searchsorted(keys, (q_hi - self.lo) // b, side="right")
+        kq = np.repeat(qbs, n_keys)
+        kk = keys[np.arange(kq.size) - np.repeat(np.cumsum(n_keys) - n_keys, n_keys)]
+        t = self.diagonals[h]
+        dq = np.repeat(qbs, t.size)
+        dk = dq - np.tile(t, qbs.size)
+        ok = (dk >= 0) & (dk < nkb)
+        code = np.unique(np.concatenate([kq * nkb + kk, dq[ok] * nkb + dk[ok]]))
+        q, k = np.divmod(code, nkb)
+        st = self.states(h, q, k)
         keep = st != EMPTY
-        self.counts[h, qb] = int(np.count_nonzero(keep))
-        return cand[keep], st[keep]
+        q, k, st = q[keep], k[keep], st[keep]
+        bounds = np.searchsorted(q, np.arange(qb0, qb1 + 1))
+        self.counts[h, qb0:qb1] = np.diff(bounds)
+        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
     def nonempty(self) -> int:
         """Non-empty blocks of one batch element (every row computed once)."""
         for h, qb in zip(*np.nonzero(self.counts < 0)):
-            self.row(int(h), int(qb))
+            if self.counts[h, qb] < 0:  # not counted by an earlier run of rows
+                self.row(int(h), int(qb))
         return int(self.counts.sum())
 
 
