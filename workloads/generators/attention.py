@@ -1138,11 +1138,13 @@ class KeyOffsetStates:
             n_keys = np.searchsorted(keys, (q_hi - self.lo) // b, side="right")
         kq = np.repeat(qbs, n_keys)
         kk = keys[np.arange(kq.size) - np.repeat(np.cumsum(n_keys) - n_keys, n_keys)]
-        t = self.diagonals[h]
+        t = self.diagonals[h][::-1]  # qb - t ascending
         dq = np.repeat(qbs, t.size)
         dk = dq - np.tile(t, qbs.size)
         ok = (dk >= 0) & (dk < nkb)
-        code = np.unique(np.concatenate([kq * nkb + kk, dq[ok] * nkb + dk[ok]]))
+        # Two sorted runs: a stable sort merges them in linear time; then drop repeats.
+        code = np.sort(np.concatenate([kq * nkb + kk, dq[ok] * nkb + dk[ok]]), kind="stable")
+        code = code[np.concatenate(([True], code[1:] != code[:-1]))] if code.size else code
         q, k = np.divmod(code, nkb)
         st = self.states(h, q, k)
         keep = st != EMPTY
