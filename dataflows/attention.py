@@ -39,6 +39,7 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,14 +142,17 @@ class Steps:
 
 
 def merge_arrays(index: np.ndarray, rows: np.ndarray, partial: np.ndarray, block: int,
-                 max_rows: int) -> Steps:
+                 max_rows: int, breaks: np.ndarray | None = None) -> Steps:
     """Runs of consecutive full blocks (``block`` rows each, a ragged one only last) merged
     greedily into steps of at most ``max_rows`` rows, a multiple of ``block``: the ``p``-th
-    block of a run opens a step when ``p`` is a multiple of ``max_rows // block``."""
+    block of a run opens a step when ``p`` is a multiple of ``max_rows // block``.
+    ``breaks``: positions where another item's blocks begin (many items merged in one call)."""
     n = index.size
     full = ~partial
     cont = np.zeros(n, dtype=bool)
     cont[1:] = full[1:] & full[:-1] & (index[1:] == index[:-1] + 1)
+    if breaks is not None:
+        cont[breaks] = False
     run_start = np.flatnonzero(~cont)
     pos = np.arange(n) - run_start[np.cumsum(~cont) - 1] if n else np.zeros(0, np.int64)
     starts = np.flatnonzero(~cont | (pos % max(1, max_rows // block) == 0))
@@ -215,6 +219,9 @@ def _columns(op: AttentionOp, col0: int, cols: int) -> tuple[np.ndarray, np.ndar
 def item_pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) -> tuple:
     """The (head, query block) pairs columns ``col0 .. col0+cols-1`` of a group touch."""
     g, q_len = op.heads // op.groups, op.queries
+    h_in, q0 = divmod(col0, q_len)
+    if q0 + cols <= q_len and q0 // block == (q0 + cols - 1) // block:
+        return ((group * g + h_in, q0 // block),)  # within one query block: the common case
     pairs = []
     for h_in in range(col0 // q_len, (col0 + cols - 1) // q_len + 1):
         q0 = max(col0, h_in * q_len) - h_in * q_len
@@ -225,12 +232,25 @@ def item_pairs(op: AttentionOp, block: int, group: int, col0: int, cols: int) ->
 
 def _union_blocks(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> Visits:
     """Key blocks any pair attends to; full only where every pair's block is full."""
+    if mask.state is None:
+        return _union_rows(op, mask, b, pairs)
     heads, qbs = zip(*pairs)
     states = mask.state[b, list(heads), list(qbs)]  # [pairs, kv_blocks]
     visit = np.flatnonzero((states != EMPTY).any(axis=0))
     if mask.fill is not None:  # skipped only to save work: computed where the block runs anyway
         states = np.where(states == EMPTY, mask.fill[list(qbs)], states)
     full = (states[:, visit] == FULL).all(axis=0)
+    return Visits(visit, np.minimum(mask.block, op.kv_len - visit * mask.block), ~full)
+
+
+def _union_rows(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple) -> Visits:
+    """:func:`_union_blocks` from the mask's rows (a mask kept without its grid)."""
+    rows = [mask.row(b, h, qb) for h, qb in pairs]
+    visit = rows[0][0] if len(rows) == 1 else np.unique(np.concatenate([k for k, _ in rows]))
+    states = np.zeros((len(rows), visit.size), dtype=np.uint8)  # a missing block: EMPTY
+    for i, (kbs, st) in enumerate(rows):
+        states[i, np.searchsorted(visit, kbs)] = st
+    full = (states == FULL).all(axis=0)
     return Visits(visit, np.minimum(mask.block, op.kv_len - visit * mask.block), ~full)
 
 
@@ -248,7 +268,8 @@ def item_mask(op: AttentionOp, mask: AttentionMask, item: WorkItem, block: Block
         out[:, sel] = mask.elements(item.batch, int(h), q[sel], kv).T
         if mask.fill is None:
             # A head that skipped this block (another head of the item needs it) masks it out.
-            out[:, sel] &= mask.state[item.batch, h, qb[sel], block.index][None, :] != EMPTY
+            states = mask.block_states(item.batch, int(h), qb[sel], block.index)
+            out[:, sel] &= states[None, :] != EMPTY
     return out
 
 
@@ -279,22 +300,40 @@ def plan_attention(
     width = hw.array.cols
     columns = op.heads // op.groups * op.queries
     items, offset, unions, shared = [], 0, {}, {}
+    # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
+    # for every head, so a union depends on the query blocks only.
+    alike = mask.state is not None and mask.state.strides[1] == 0
     for b in range(op.batch):
         for group in range(op.groups):
             for col0 in range(0, columns, width):
                 cols = min(width, columns - col0)
                 # Column tiles of one query block share their blocks: compute each union once.
-                key = (b, item_pairs(op, mask.block, group, col0, cols))
+                pairs = item_pairs(op, mask.block, group, col0, cols)
+                key = (b, pairs if not alike else pairs[0][1] if len(pairs) == 1
+                       else tuple(qb for _, qb in pairs))
                 if key not in unions:
                     # Query blocks with the same visits share one Visits (a dense or windowed
                     # mask has few distinct ones): memory, and one chunking per distinct one.
-                    v = _union_blocks(op, mask, b, key[1])
-                    unions[key] = shared.setdefault(v.index.tobytes() + v.partial.tobytes(), v)
-                blocks = unions[key]
+                    v = _shared(shared, _union_blocks(op, mask, b, pairs))
+                    unions[key] = v, int(v.rows[v.partial].sum())  # and its partial rows
+                blocks, partial_rows = unions[key]
                 items.append(WorkItem(b, group, col0, cols, blocks, offset))
-                offset += mask_bytes(int(blocks.rows[blocks.partial].sum()), cols)
+                offset += mask_bytes(partial_rows, cols)
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
+
+
+def _shared(shared: dict, v: Visits) -> Visits:
+    """The Visits equal to ``v`` seen before, else ``v`` (registered): keyed by a digest of its
+    arrays (16 bytes, not a copy of them) and compared in full on a hit, so never conflated."""
+    digest = hashlib.blake2b(v.index.tobytes(), digest_size=16)
+    digest.update(v.partial.tobytes())
+    seen = shared.setdefault(digest.digest(), [])
+    for other in seen:
+        if np.array_equal(other.index, v.index) and np.array_equal(other.partial, v.partial):
+            return other
+    seen.append(v)
+    return v
 
 
 def _pv_span(hw: HardwareSpec, nm: tuple[int, int] | None) -> int:
@@ -503,19 +542,30 @@ def chunk_bounds(needs: np.ndarray, depth: int, reserved: tuple[int, int, int],
                  what: str) -> list[tuple[int, int]]:
     """Greedy cuts ``[(lo, hi), …]`` of steps needing ``needs[i]`` (DMA, PE, vector)
     instructions so that every chunk, plus ``reserved``, fits each instruction memory."""
+    return chunk_bounds_of(needs, [0], depth, reserved, what)[0]
+
+
+def chunk_bounds_of(needs: np.ndarray, starts: list[int], depth: int,
+                    reserved: tuple[int, int, int], what: str) -> list[list[tuple[int, int]]]:
+    """:func:`chunk_bounds` of several items' steps at once (item ``i``'s from ``starts[i]``
+    to the next start): per item, its cuts (global step indices)."""
     # Python lists and bisect: a long item has thousands of chunks, and numpy's per-call cost
     # on these short searches dominated the mapping of a 256k-token prefill.
     cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)]).T.tolist()
     limit = [depth - r for r in reserved]
-    bounds, lo, n = [], 0, needs.shape[0]
-    while lo < n:
-        hi = min(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3))
-        if hi <= lo:
-            raise MappingError(f"{what} {lo} needs {needs[lo].tolist()} DMA/PE/vector "
-                               f"instructions; controller.instruction_depth={depth} is too small")
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
+    out = []
+    for lo, end in zip(starts, list(starts[1:]) + [needs.shape[0]]):
+        bounds, first = [], lo
+        while lo < end:
+            hi = min(end, *(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3)))
+            if hi <= lo:
+                raise MappingError(f"{what} {lo - first} needs {needs[lo].tolist()} DMA/PE/vector "
+                                   f"instructions; controller.instruction_depth={depth} is too "
+                                   f"small")
+            bounds.append((lo, hi))
+            lo = hi
+        out.append(bounds)
+    return out
 
 
 def _cut(plan: AttentionPlan, visits: Visits, hw: HardwareSpec,
@@ -630,34 +680,77 @@ def attention_segments(
     plan = plan or plan_attention(op, hw)
     kv_blocks = ceil_div(op.kv_len, op.block_size)
     groups: dict[tuple, list] = {}
-    cuts: dict[int, tuple] = {}  # per shared Visits object: steps, chunk bounds, step shapes
+    # Work items with one Visits and one width have the same chunks and signatures: each such
+    # class is cut and signed once, by its first item (the one that would have built any of its
+    # programs first), and counted by its size.
+    classes: dict[tuple, list] = {}
     for item in plan.items:
-        cut = cuts.get(id(item.blocks))
-        if cut is None:
-            cut = cuts[id(item.blocks)] = _shaped_cut(plan, item, hw, lse_addr is not None)
-        steps, bounds, shapes = cut
+        entry = classes.get((id(item.blocks), item.cols))
+        if entry is None:
+            classes[(id(item.blocks), item.cols)] = [item, 1]
+        else:
+            entry[1] += 1
+    training = lse_addr is not None
+    for item, members, steps, bounds, shapes in _class_cuts(plan, classes, hw, training):
         for i, (lo, hi) in enumerate(bounds):
             first, last = i == 0, i == len(bounds) - 1
-            key = _signature(plan, item, shapes[i], first, last, lse_addr is not None)
+            key = _signature(plan, item, shapes[i], first, last, training)
             entry = groups.get(key)
             if entry is None:
                 blocks = steps.blocks(lo, hi)
                 if key not in programs:
                     programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
                 entry = groups[key] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
-            entry[1] += 1
+            entry[1] += members
     return [
         Segment(work, count * op.repeat, key, programs[key])
         for key, (work, count) in groups.items()
     ]
 
 
-def _shaped_cut(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec, training: bool) -> tuple:
-    if not len(item.blocks):
-        return None, [], []
-    steps, bounds = _cut(plan, item.blocks, hw, training)
-    fields = (steps.rows.tolist(), steps.partial.tolist(), steps.count.tolist())
-    return steps, bounds, [tuple(zip(*(f[lo:hi] for f in fields))) for lo, hi in bounds]
+#: Visited blocks merged and cut in one batch (bounds the batch's arrays, not the item count).
+_BATCH_BLOCKS = 1 << 21
+
+
+def _class_cuts(plan: AttentionPlan, classes: dict, hw: HardwareSpec,
+                training: bool) -> Iterator[tuple]:
+    """Per class of work items (in order): its first item, its size, and its Visits' merged
+    steps, chunk bounds and per chunk the steps' shapes as bytes (``rows, partial, count`` as
+    int64 triples: equal bytes, equal programs up to addresses). The Visits are merged and cut
+    in batches: one numpy call per batch, not per query block, and only a batch held at once."""
+    done: dict[int, tuple] = {}
+    batch, size = [], 0
+    for item, members in classes.values():
+        batch.append((item, members))
+        size += len(item.blocks)
+        if size >= _BATCH_BLOCKS:
+            yield from _cut_batch(plan, batch, hw, training, done)
+            batch, size = [], 0
+            done.clear()  # a Visits object of a later batch is cut again (the same result)
+    yield from _cut_batch(plan, batch, hw, training, done)
+
+
+def _cut_batch(plan: AttentionPlan, batch: list, hw: HardwareSpec, training: bool,
+               done: dict) -> Iterator[tuple]:
+    op = plan.op
+    distinct = list({id(item.blocks): item.blocks for item, _ in batch if len(item.blocks)}
+                    .values())
+    if distinct:
+        sizes = np.array([len(v) for v in distinct])
+        breaks = np.cumsum(sizes) - sizes
+        steps = merge_arrays(*(np.concatenate([getattr(v, f) for v in distinct])
+                               for f in ("index", "rows", "partial")),
+                             op.block_size, max_step_rows(op, hw), breaks)
+        first_step = np.searchsorted(np.cumsum(steps.count) - steps.count, breaks)
+        needs = _step_instrs(steps, op.head_dim, hw, plan.score_nm)
+        cuts = chunk_bounds_of(needs, first_step.tolist(), hw.controller.instruction_depth,
+                               (2 if training else 1, 0, 1), "one step of key blocks, step")
+        raw = np.stack([steps.rows, steps.partial, steps.count], axis=1).astype(np.int64)
+        raw = raw.tobytes()
+        for v, bounds in zip(distinct, cuts):
+            done[id(v)] = (steps, bounds, [raw[lo * 24 : hi * 24] for lo, hi in bounds])
+    for item, members in batch:
+        yield (item, members, *done.get(id(item.blocks), (None, [], [])))
 
 
 def _work(layer: str, plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...],

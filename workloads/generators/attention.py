@@ -29,6 +29,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from tokenize import TokenError
 
 import numpy as np
@@ -76,6 +77,8 @@ __all__ = [
     "Estimate",
     "causal_block_states",
     "keys_offsets_mask",
+    "KeyOffsetStates",
+    "GRID_LIMIT",
     "vertical_slash_indices",
     "vertical_slash_mask",
     "gated_block_mask",
@@ -139,6 +142,10 @@ class AttentionMask:
     estimate
         The work a real implementation does to choose the mask (:class:`Estimate`), which the
         mapping charges as accelerator work; None for static patterns.
+    rows
+        Key-set/offset masks: the per-head descriptors (:class:`KeyOffsetStates`) that give any
+        block's state; ``state`` is then None when its grid would exceed :data:`GRID_LIMIT`
+        (the mapping reads rows with :meth:`row`, which works either way).
     """
 
     batch: int
@@ -153,6 +160,7 @@ class AttentionMask:
     score_nm: tuple[int, int] | None = None
     fill: np.ndarray | None = None
     estimate: Estimate | None = None
+    rows: KeyOffsetStates | None = None
 
     @property
     def q_blocks(self) -> int:
@@ -167,10 +175,27 @@ class AttentionMask:
         """Fraction of all (query, key) pairs that attend."""
         return self.kept / (self.batch * self.heads * self.q_len * self.kv_len)
 
-    @property
+    @cached_property
     def block_density(self) -> float:
-        """Fraction of blocks that are not empty (the blocks the hardware must visit)."""
+        """Fraction of blocks that are not empty (the blocks the hardware must visit); counted
+        once (every segment of a plan reports it)."""
+        if self.state is None:
+            return self.rows.nonempty() / (self.heads * self.q_blocks * self.kv_blocks)
         return float(np.count_nonzero(self.state)) / self.state.size
+
+    def row(self, b: int, h: int, qb: int) -> tuple[np.ndarray, np.ndarray]:
+        """The non-empty key blocks of one query block of a head (sorted) and their states."""
+        if self.state is None:
+            return self.rows.row(h, qb)
+        st = self.state[b, h, qb]
+        kbs = np.flatnonzero(st)
+        return kbs, st[kbs]
+
+    def block_states(self, b: int, h: int, qbs, kbs) -> np.ndarray:
+        """States of blocks ``(qbs, kbs)`` of one head (numpy broadcasting)."""
+        if self.state is None:
+            return self.rows.states(h, qbs, kbs)
+        return self.state[b, h, qbs, kbs]
 
     def q_range(self, qb: int) -> tuple[int, int]:
         return qb * self.block, min(self.q_len, (qb + 1) * self.block)
@@ -181,7 +206,7 @@ class AttentionMask:
     def block_elements(self, b: int, h: int, qb: int, kb: int) -> np.ndarray:
         """``bool[q rows, kv cols]`` of one block."""
         (q0, q1), (k0, k1) = self.q_range(qb), self.kv_range(kb)
-        state = self.state[b, h, qb, kb]
+        state = self.block_states(b, h, qb, kb)
         if state != PARTIAL:
             return np.full((q1 - q0, k1 - k0), state == FULL)
         return self.elements(b, h, np.arange(q0, q1), np.arange(k0, k1))
@@ -291,7 +316,9 @@ def causal_block_states(q_len: int, kv_len: int, block: int, causal: bool) -> np
 
 
 def _broadcast(state: np.ndarray, batch: int, heads: int) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(state, (batch, heads) + state.shape[-2:]))
+    """One grid for every head, as a read-only view (a dense 1M-token grid of 28 heads held
+    once takes 64 MiB, not 1.75 GiB); the mapping reuses its rows across heads."""
+    return np.broadcast_to(state, (batch, heads) + state.shape[-2:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1014,6 +1041,126 @@ def _key_state(keys: np.ndarray, base: np.ndarray, kv_len: int, block: int) -> n
     return state
 
 
+#: Largest block grid (``batch · heads · q_blocks · kv_blocks`` bytes) a key/offset mask keeps;
+#: beyond it the mask keeps its per-head descriptors (:class:`KeyOffsetStates`) instead.
+GRID_LIMIT = 1 << 28
+
+#: Query-block rows a :class:`KeyOffsetStates` classifies in one call.
+_ROWS_AT_ONCE = 256
+
+
+@dataclass(frozen=True, eq=False)
+class KeyOffsetStates:
+    """Block states of a key-set/offset-set mask (:func:`keys_offsets_mask`) computed where
+    asked from per-head descriptors, never as a grid: a million-token prefill of 28 heads
+    would need 1.75 GiB of grid, the descriptors take a few bytes a key.
+
+    A block is classified as the grid is: its keys (``key_count`` of the key set among its
+    keys: none, some, all), its offsets (how many offsets of ``q_pos − k`` over the block are in
+    the set, from ``off_prefix``), both under the causal band. ``key_blocks`` and
+    ``diagonals`` (per head: key blocks holding a key of the set; ``t = qb − kb`` whose
+    full-sized block touches an offset, a superset for ragged ones) give a query block's
+    candidates, so a row costs its visited blocks, not ``kv_blocks``.
+    """
+
+    q_len: int
+    kv_len: int
+    block: int
+    lo: float
+    hi: float
+    key_count: np.ndarray
+    off_prefix: np.ndarray
+    key_blocks: tuple
+    diagonals: tuple
+    counts: np.ndarray  # int64[heads, q_blocks]: non-empty blocks per row, -1 until computed
+    cache: dict  # the last run of rows computed (``row``)
+
+    @classmethod
+    def of(cls, keys: np.ndarray, offsets: np.ndarray, q_len: int, kv_len: int, block: int,
+           lo: float, hi: float) -> KeyOffsetStates:
+        heads, nkb = keys.shape[0], ceil_div(kv_len, block)
+        padded = np.zeros((heads, nkb * block), dtype=bool)
+        padded[:, :kv_len] = keys
+        key_count = padded.reshape(heads, nkb, block).sum(axis=2, dtype=np.int32)
+        off_prefix = np.zeros((heads, offsets.shape[1] + 1), dtype=np.int32)
+        np.cumsum(offsets, axis=1, dtype=np.int32, out=off_prefix[:, 1:])
+        nqb = ceil_div(q_len, block)
+        t = np.arange(-(nkb - 1), nqb)
+        centre = t * block + (kv_len - q_len) + kv_len - 1  # index of q_lo - k_lo
+        lo_i = np.clip(centre - (block - 1), 0, offsets.shape[1])
+        hi_i = np.clip(centre + block, 0, offsets.shape[1])
+        diagonals = tuple(t[(p[hi_i] - p[lo_i]) > 0] for p in off_prefix)
+        key_blocks = tuple(np.flatnonzero(c) for c in key_count)
+        return cls(q_len, kv_len, block, lo, hi, key_count, off_prefix, key_blocks, diagonals,
+                   np.full((heads, nqb), -1, dtype=np.int64), {})
+
+    def states(self, h: int, qbs, kbs) -> np.ndarray:
+        """``uint8`` states of blocks ``(qbs, kbs)`` of head ``h`` (numpy broadcasting)."""
+        b, shift = self.block, self.kv_len - self.q_len
+        qbs, kbs = np.asarray(qbs, dtype=np.int64), np.asarray(kbs, dtype=np.int64)
+        k_lo, k_hi = kbs * b, np.minimum((kbs + 1) * b, self.kv_len) - 1
+        d_min = qbs * b + shift - k_hi
+        d_max = np.minimum((qbs + 1) * b, self.q_len) - 1 + shift - k_lo
+        band = np.where((d_min >= self.lo) & (d_max <= self.hi), FULL, PARTIAL)
+        band = np.where((d_max < self.lo) | (d_min > self.hi), EMPTY, band).astype(np.uint8)
+        p, base = self.off_prefix[h], self.kv_len - 1
+        top = p.size - 1
+        hit = p[np.clip(d_max + base + 1, 0, top)] - p[np.clip(d_min + base, 0, top)]
+        off = np.where(hit == 0, EMPTY, np.where(hit == d_max - d_min + 1, FULL, PARTIAL))
+        kc = self.key_count[h][kbs]
+        key = np.where(kc == 0, EMPTY, np.where(kc == k_hi - k_lo + 1, band, PARTIAL))
+        st = np.maximum(off, key).astype(np.uint8)
+        st[band == EMPTY] = EMPTY
+        st[(st == FULL) & (band == PARTIAL)] = PARTIAL
+        return st
+
+    def row(self, h: int, qb: int) -> tuple[np.ndarray, np.ndarray]:
+        """The non-empty key blocks of query block ``qb`` of head ``h`` (sorted) and states.
+
+        Rows are computed :data:`_ROWS_AT_ONCE` query blocks at a time (numpy's per-call cost
+        over 229k rows of a million-token prefill is what a row at a time cost) and the last
+        such run is kept: the mapping asks for a head's rows in order."""
+        lo = qb - qb % _ROWS_AT_ONCE
+        if self.cache.get("at") != (h, lo):
+            self.cache["at"] = (h, lo)
+            self.cache["rows"] = self.rows(h, lo, min(lo + _ROWS_AT_ONCE, self.counts.shape[1]))
+        return self.cache["rows"][qb - lo]
+
+    def rows(self, h: int, qb0: int, qb1: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`row` of query blocks ``qb0 .. qb1-1``: candidates (visible key blocks of the
+        key set, key blocks on a touched diagonal) as one flat array, classified at once."""
+        nkb, b = self.key_count.shape[1], self.block
+        qbs = np.arange(qb0, qb1)
+        keys = self.key_blocks[h]
+        n_keys = np.full(qbs.size, keys.size)
+        if np.isfinite(self.lo):  # keys past the band's last visible key cannot be visited
+            q_hi = np.minimum((qbs + 1) * b, self.q_len) - 1 + self.kv_len - self.q_len
+            n_keys = np.searchsorted(keys, (q_hi - self.lo) // b, side="right")
+        kq = np.repeat(qbs, n_keys)
+        kk = keys[np.arange(kq.size) - np.repeat(np.cumsum(n_keys) - n_keys, n_keys)]
+        t = self.diagonals[h][::-1]  # qb - t ascending
+        dq = np.repeat(qbs, t.size)
+        dk = dq - np.tile(t, qbs.size)
+        ok = (dk >= 0) & (dk < nkb)
+        # Two sorted runs: a stable sort merges them in linear time; then drop repeats.
+        code = np.sort(np.concatenate([kq * nkb + kk, dq[ok] * nkb + dk[ok]]), kind="stable")
+        code = code[np.concatenate(([True], code[1:] != code[:-1]))] if code.size else code
+        q, k = np.divmod(code, nkb)
+        st = self.states(h, q, k)
+        keep = st != EMPTY
+        q, k, st = q[keep], k[keep], st[keep]
+        bounds = np.searchsorted(q, np.arange(qb0, qb1 + 1))
+        self.counts[h, qb0:qb1] = np.diff(bounds)
+        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+    def nonempty(self) -> int:
+        """Non-empty blocks of one batch element (every row computed once)."""
+        for h, qb in zip(*np.nonzero(self.counts < 0)):
+            if self.counts[h, qb] < 0:  # not counted by an earlier run of rows
+                self.row(int(h), int(qb))
+        return int(self.counts.sum())
+
+
 def _keys_offsets_count(keys: np.ndarray, offsets: np.ndarray, q_len: int, kv_len: int,
                         causal: bool) -> int:
     """Attending pairs of one head's ``keys ∪ offsets`` (offsets already cut to ``d >= 0`` when
@@ -1044,6 +1191,7 @@ def keys_offsets_mask(
     causal: bool,
     label: str,
     estimate: Estimate | None = None,
+    grid: bool | None = None,
 ) -> AttentionMask:
     """Per head, the keys in a key set plus the (query, key) pairs whose ``q_pos − k`` lies in an
     offset set, intersected with the causal flag.
@@ -1052,23 +1200,20 @@ def keys_offsets_mask(
     ``offsets`` ``bool[heads, 2·kv_len − 1]`` over ``d = q_pos − k`` from ``−(kv_len − 1)``
     (slashes, diagonal bands). Blocks are classified from runs of offsets and per-block key
     counts, never element by element, so a million-token mask costs its block grid and a few
-    arrays of ``kv_len``.
+    arrays of ``kv_len``. ``grid``: keep the block grid (default: when it fits
+    :data:`GRID_LIMIT`); without it block states come from the descriptors (``rows``).
     """
     base_idx = kv_len - 1
     lo, hi = _causal_bounds(causal)
     offsets = offsets.copy()
     if causal:
         offsets[:, :base_idx] = False  # d < 0: keys after the query
-    causal_state = _band_state(q_len, kv_len, block, lo, hi)
-    state = np.empty((batch, heads, *causal_state.shape), dtype=np.uint8)
-    kept = 0
-    for h in range(heads):
-        st = np.maximum(_offset_state(offsets[h], q_len, kv_len, block),
-                        _key_state(keys[h], causal_state, kv_len, block))
-        st[causal_state == EMPTY] = EMPTY
-        st[(st == FULL) & (causal_state == PARTIAL)] = PARTIAL
-        state[:, h] = st
-        kept += _keys_offsets_count(keys[h], offsets[h], q_len, kv_len, causal)
+    rows = KeyOffsetStates.of(keys, offsets, q_len, kv_len, block, lo, hi)
+    if grid is None:
+        grid = batch * rows.counts.size * rows.key_count.shape[1] <= GRID_LIMIT
+    state = _keys_offsets_grid(keys, offsets, batch, q_len, kv_len, block, lo, hi) if grid else None
+    kept = sum(_keys_offsets_count(keys[h], offsets[h], q_len, kv_len, causal)
+               for h in range(heads))
     band = _band_elements(kv_len, q_len, lo, hi)
 
     def elements(b: int, h: int, q_idx: np.ndarray, kv_idx: np.ndarray) -> np.ndarray:
@@ -1077,7 +1222,21 @@ def keys_offsets_mask(
         return keep & band(q_idx, kv_idx)
 
     return AttentionMask(batch, heads, q_len, kv_len, block, state, elements, batch * kept,
-                         label, estimate=estimate)
+                         label, estimate=estimate, rows=rows)
+
+
+def _keys_offsets_grid(keys: np.ndarray, offsets: np.ndarray, batch: int, q_len: int,
+                       kv_len: int, block: int, lo: float, hi: float) -> np.ndarray:
+    """The block grid of :func:`keys_offsets_mask`, from runs of offsets and key counts."""
+    causal_state = _band_state(q_len, kv_len, block, lo, hi)
+    state = np.empty((batch, keys.shape[0], *causal_state.shape), dtype=np.uint8)
+    for h in range(keys.shape[0]):
+        st = np.maximum(_offset_state(offsets[h], q_len, kv_len, block),
+                        _key_state(keys[h], causal_state, kv_len, block))
+        st[causal_state == EMPTY] = EMPTY
+        st[(st == FULL) & (causal_state == PARTIAL)] = PARTIAL
+        state[:, h] = st
+    return state
 
 
 def _offset_bands(kv_len: int, centres, half: int) -> np.ndarray:
@@ -1135,20 +1294,36 @@ def vertical_slash_indices(
     queries (positions ``kv_len − n ..``), ``k`` [kv_len, d] the keys. Softmax of their causal
     scores; verticals are the keys with the largest column sums, slashes the offsets
     ``q_pos − k`` with the largest diagonal sums. Key 0 (the sink) and offset 0 (the query
-    itself) are always kept. Returns sorted index arrays (keys, offsets)."""
+    itself) are always kept. Returns sorted index arrays (keys, offsets).
+
+    In float32 and in place, as the accelerator's estimate would be: at a million keys the
+    ``n × kv_len`` scores take 256 MiB once, not several float64 copies.
+    """
     n = q_last.shape[0]
     q_pos = np.arange(n) + (kv_len - n)
-    s = _scores(q_last, k)
-    s = np.where(np.arange(kv_len)[None, :] <= q_pos[:, None], s, -np.inf)
-    p = _softmax_rows(s.astype(np.float64))
-    column = p.sum(axis=0)
+    p = np.asarray(q_last, dtype=np.float32) @ np.asarray(k, dtype=np.float32).T
+    p *= np.float32(1.0 / np.sqrt(q_last.shape[-1]))
+    for i, pos in enumerate(q_pos):  # causal: the last queries do not see later keys
+        p[i, pos + 1 :] = -np.inf
+    p -= p.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    column = p.sum(axis=0, dtype=np.float64)
     diag = np.zeros(kv_len)
     for i, pos in enumerate(q_pos):
         diag[: pos + 1] += p[i, pos::-1]
     column[0], diag[0] = np.inf, np.inf
-    v = np.sort(np.argsort(-column, kind="stable")[: min(vertical, kv_len)])
-    o = np.sort(np.argsort(-diag, kind="stable")[: min(slash, kv_len)])
-    return v, o
+    return _top(column, vertical), _top(diag, slash)
+
+
+def _top(x: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of the ``n`` largest values, ties to the lower index (a stable sort's
+    choice), by a partition rather than a sort of all ``x``."""
+    if n >= x.size:
+        return np.arange(x.size)
+    cut = np.partition(x, x.size - n)[x.size - n]  # the n-th largest value
+    above = np.flatnonzero(x > cut)
+    return np.sort(np.concatenate([above, np.flatnonzero(x == cut)[: n - above.size]]))
 
 
 def _indices_file(path: str, heads: int, kv_len: int) -> tuple[list, list]:
