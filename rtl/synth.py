@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -360,7 +361,9 @@ def _run_measured(cmd: list[str], cwd: Path, log: Path | None, timeout_s: float 
     try:
         with open(log, "wb") if log is not None else contextlib.nullcontext(
                 subprocess.DEVNULL) as sink:
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
+            # Its own process group: a timeout or Ctrl-C stops Yosys with the ABC it started.
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
     except OSError as exc:
         raise RTLError(f"cannot run Yosys: {exc}") from exc
     timed_out = False
@@ -369,17 +372,23 @@ def _run_measured(cmd: list[str], cwd: Path, log: Path | None, timeout_s: float 
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if timeout_s is not None and time.perf_counter() - began > timeout_s:
-                proc.kill()
+            if not timed_out and timeout_s is not None and \
+                    time.perf_counter() - began > timeout_s:
+                _kill_group(proc.pid)
                 timed_out = True
             time.sleep(0.2)
     except BaseException:
-        proc.kill()
+        _kill_group(proc.pid)
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return (None if timed_out else proc.returncode), time.perf_counter() - began, peak
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _why(engine: YosysEngine, code: int | None, peak: int, log: Path,

@@ -3,8 +3,11 @@ engine chosen (native or WebAssembly), and a synthesis that dies says why and wh
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +142,28 @@ def test_the_longest_path_counts_levels_and_names_its_blocks(tmp_path):
     (tmp_path / "ltp.txt").write_text(LTP)
     assert synth.logic_depth(tmp_path / "ltp.txt") == {
         "logic_levels": 4, "blocks": ["dma", "compute.array.pe", "vector.softmax"]}
+
+
+def test_a_timeout_also_stops_what_yosys_started(tmp_path, monkeypatch):
+    # Yosys runs ABC as a child process of its own: the timeout must not leave it running.
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "open('grandchild.pid', 'w').write(str(child.pid))\n"
+            "time.sleep(60)\n")
+    _fake_engine(monkeypatch, code)
+    with pytest.raises(RTLError, match="stopped after --synth-timeout"):
+        synth.synthesize(tmp_path, timeout_s=2)
+    pid = int((tmp_path / "grandchild.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the grandchild outlived the timeout"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")  # a zombie has exited: only its entry remains
+    return not (status.exists() and "State:\tZ" in status.read_text())
