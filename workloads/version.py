@@ -12,19 +12,20 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-__all__ = ["ARCHSIM_VERSION", "install_hint"]
+__all__ = ["ARCHSIM_VERSION", "install_hint", "installed_version"]
 
 
-def _installed_version() -> str:
+def installed_version(package: str = "archsim", missing: str = "0+unknown") -> str:
+    """The installed version of ``package``, or ``missing`` when it is not installed (archsim
+    run from a source tree that was never installed: say so rather than guess)."""
     try:
-        return version("archsim")
+        return version(package)
     except PackageNotFoundError:
-        # Running from a source tree that was never installed: say so rather than guess.
-        return "0+unknown"
+        return missing
 
 
 #: The version of the installed ``archsim`` distribution.
-ARCHSIM_VERSION: str = _installed_version()
+ARCHSIM_VERSION: str = installed_version()
 
 
 def install_hint(extra: str) -> str:
