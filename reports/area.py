@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from workloads.errors import ArchsimError
-from workloads.fpga import DEVICE_CAPACITY, DEVICE_NAME
+from workloads.fpga import DEVICE_CAPACITY, DEVICE_NAME, lut_sites
 
 __all__ = [
     "AreaModel",
@@ -270,7 +270,7 @@ def sample_from_resources(hardware: Mapping[str, Any], report: Mapping[str, Any]
     return {
         "hardware": dict(hardware),
         "resources": {
-            "lut": total.get("LUT", 0) + total.get("LUTRAM", 0) + total.get("SRL", 0),
+            "lut": lut_sites(total),
             "ff": total.get("FF", 0),
             "dsp": total.get("DSP", 0),
             "bram": total.get("BRAM36", 0),

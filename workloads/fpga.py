@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["DEVICE_NAME", "DEVICE_CAPACITY", "device_shares"]
+__all__ = ["DEVICE_NAME", "DEVICE_CAPACITY", "device_shares", "lut_sites"]
 
 DEVICE_NAME = "XCVU9P"
 #: Resources of the device, keyed as ``rtl.synth.RESOURCE_KINDS`` counts them.
@@ -18,9 +18,13 @@ DEVICE_CAPACITY = MappingProxyType({"LUT": 1_182_240, "FF": 2_364_480, "DSP": 6_
                                     "BRAM36": 2_160, "URAM": 960})
 
 
+def lut_sites(counts: dict[str, float]) -> float:
+    """LUT sites a design occupies, as Vivado's "CLB LUTs" counts them: logic LUTs plus LUTs
+    used as distributed RAM (LUTRAM) and as shift registers (SRL)."""
+    return counts.get("LUT", 0) + counts.get("LUTRAM", 0) + counts.get("SRL", 0)
+
+
 def device_shares(counts: dict[str, float]) -> dict[str, float]:
-    """Fraction of the device each counted resource takes (LUTRAM and SRL occupy LUT sites, so
-    they count toward the LUT share, as Vivado's "CLB LUTs" does)."""
-    used = dict(counts)
-    used["LUT"] = counts.get("LUT", 0) + counts.get("LUTRAM", 0) + counts.get("SRL", 0)
+    """Fraction of the device each counted resource takes (LUT: its sites, :func:`lut_sites`)."""
+    used = {**counts, "LUT": lut_sites(counts)}
     return {kind: used.get(kind, 0) / cap for kind, cap in DEVICE_CAPACITY.items()}
