@@ -62,7 +62,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         return 0
     engine = yosys_engine(args.yosys)
     with progress_lines(console, f"synthesizing with {engine.label}: synth_xilinx -family xcup"):
-        run = synthesize(out, engine=args.yosys, timeout_s=args.synth_timeout)
+        run = synthesize(out, engine=engine, timeout_s=args.synth_timeout)
     report = synthesis_report(hw, run)
     (out / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
     _print_table(console, hw, report)

