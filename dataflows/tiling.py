@@ -537,8 +537,12 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
     if tiling.conv_b:
         chunks = task.conv.channels // tiling.tn
-        b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(chunks, _conv_chunks_per_tile(task, nb)),
-                         tiling.order, slots)[1]
+        groups = ceil_div(chunks, _conv_chunks_per_tile(task, nb))  # distinct patch sets
+        nkb = ceil_div(sh.nk, kb)
+        b_pass = _passes(nms, nkb, groups, tiling.order, slots)[1]
+        if nkb > slots:  # n-buffer tiles of one chunk's offsets share its patches, but the
+            # k-run between two of them evicts them: each is read again
+            b_pass *= ceil_div(sh.nn, nb) // groups
         patches = [p[2] for p in b_patches(task, tiling)]
         dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
         read += b_pass * sum(patches) * task.conv.channels * db
@@ -654,10 +658,18 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     return ranked
 
 
+def _kb_ladder(top: int, nk: int) -> list[int]:
+    """k-buffer tiles of a weight-gradient tiling to rate: the powers of two up to ``top``
+    (the most that fit), and all ``nk`` k-tiles if they fit. A fixed ladder, so a larger
+    buffer (a larger ``top``) only adds candidates and never raises the reads."""
+    ladder = {1 << i for i in range(top.bit_length()) if 1 << i <= top}
+    return sorted(ladder | ({nk} if nk <= top else set()))
+
+
 def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
     """Weight-gradient tilings whose B comes from X through the address mode, with their
-    ranking keys: k-buffer tiles of the most pixels whose patches fit the weight slot (and a
-    half and a quarter of that), ``nb`` whole channel chunks or some kernel offsets of one."""
+    ranking keys: k-buffer tiles of up to the most pixels whose patches fit the weight slot
+    (:func:`_kb_ladder`), ``nb`` whole channel chunks or some kernel offsets of one."""
     _, tk, tn = _base(task, hw)
     c = task.conv
     kk, nk, chunks = c.kh * c.kw, ceil_div(task.k, tk), c.channels // tn
@@ -667,7 +679,7 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
         per = _conv_chunks_per_tile(task, nb)
         lines = max(1, weight_slot_rows(hw) // per // c.in_w - c.kh)  # input lines a patch may hold
         top = max(1, min(nk, lines * c.out_w // (c.stride * tk)))
-        for kb in sorted({top, max(1, top // 2), max(1, top // 4), 1}):
+        for kb in _kb_ladder(top, nk):
             probe = Tiling(1, tk, tn, "mnk", False, False, False, kb, nb, False, True)
             if not fits(task, probe, hw):
                 continue
@@ -685,8 +697,8 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
 def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
     """Swapped weight-gradient tilings with the transposing read, with their ranking keys:
     m-tiles of whole channel chunks (one, all, a half or a quarter of them), k-buffer tiles of
-    the most pixels whose patches fit the input slot and whose dY rows (``nb`` n-tiles wide)
-    fit the weight slot (and a half and a quarter of that)."""
+    up to the most pixels whose patches fit the input slot and whose dY rows (``nb`` n-tiles
+    wide) fit the weight slot (:func:`_kb_ladder`)."""
     _, tk, tn = _base(task, hw)
     c = task.conv
     chunks, nk, nn = c.channels // tk, ceil_div(task.k, tk), ceil_div(task.m, tn)
@@ -697,7 +709,7 @@ def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
         lines = max(1, slot_rows // per // c.in_w - c.kh)  # input lines a patch may hold
         by_b = weight_slot_rows(hw) // (nb * tk)  # k-tiles of dY the weight slot holds
         top = max(1, min(nk, lines * c.out_w // (c.stride * tk), by_b))
-        for kb in sorted({top, max(1, top // 2), max(1, top // 4), 1}):
+        for kb in _kb_ladder(top, nk):
             for order in ("mnk", "nmk"):
                 tiling = Tiling(tm, tk, tn, order, True, False, False, kb, nb, conv_t=True)
                 if not fits(task, tiling, hw):
