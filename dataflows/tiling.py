@@ -659,11 +659,12 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
 
 
 def _kb_ladder(top: int, nk: int) -> list[int]:
-    """k-buffer tiles of a weight-gradient tiling to rate: the powers of two up to ``top``
-    (the most that fit), and all ``nk`` k-tiles if they fit. A fixed ladder, so a larger
-    buffer (a larger ``top``) only adds candidates and never raises the reads."""
-    ladder = {1 << i for i in range(top.bit_length()) if 1 << i <= top}
-    return sorted(ladder | ({nk} if nk <= top else set()))
+    """k-buffer tiles of a weight-gradient tiling to rate: the powers of two and the shares
+    of all ``nk`` k-tiles (a whole, a half, ... an eighth: the run of k-buffer tiles then fits
+    the slots) up to ``top``, the most that fit. A fixed ladder cut at ``top``, so a larger
+    buffer only adds candidates and never raises the reads."""
+    ladder = {1 << i for i in range(top.bit_length())} | {ceil_div(nk, j) for j in (1, 2, 3, 4, 8)}
+    return sorted(kb for kb in ladder if kb <= top)
 
 
 def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
