@@ -265,8 +265,10 @@ class Instr:
 
     @property
     def transposing(self) -> bool:
-        """A COMPUTE with the transposing read (``conv.t``): it fills a register block first."""
-        return self.conv is not None and self.conv.t
+        """A COMPUTE with the transposing read (``conv.t``, A rows: the weight-side mode
+        ``conv.b`` overrides it, in the golden model and the RTL alike): it fills a register
+        block first."""
+        return self.conv is not None and self.conv.t and not self.conv.b
 
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:

@@ -17,6 +17,13 @@ not ``a_row + i`` but the slot row of streamed row ``i``'s input pixel, from cou
 one output pixel per cycle (no division); a pixel in the padding is read anyway (any row) and
 replaced by zeros as its data arrives, so the mode costs no cycle.
 
+With the transposing read (``conv_t = 1``, docs/isa.md) the rows read in cycles ``s ..
+s+m-1`` are blocks of ``R`` patch rows (pixels at one kernel offset and channel chunk, the
+counters restarting at the word's first pixel after each block) into a fill register block;
+each full block moves to a stream block that presents one column per cycle (a channel of
+every pixel) while the next block fills, so the activation stream, and everything after it,
+starts ``R`` cycles later: ``m + 2R + C + 1`` cycles (``dataflows.cost.transposing_compute_cycles``).
+
 The last write (row ``m-1``, column ``C-1``) happens in cycle ``s+m+R+C``, so the instruction
 takes ``m + R + C + 1`` cycles: ``dataflows.cost.compute_cycles``. Preloading weights costs
 nothing extra because it runs one row ahead of the activation wavefront.

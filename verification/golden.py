@@ -308,7 +308,7 @@ class Interpreter:
         plane = self.a[instr.slot]
         if instr.conv is None or instr.conv.b:
             return plane.read(instr.m, width, instr.a_row)
-        if instr.conv.t:
+        if instr.transposing:
             return self._a_transposed(instr, width)
         if instr.conv.group > 1:
             return self._a_parts(instr, width)
