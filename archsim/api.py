@@ -100,7 +100,8 @@ def _tiling_label(tiling: Tiling | None) -> str:
     buffer = f",buffer {tiling.kb}x{tiling.nb}" if tiling.kb * tiling.nb > 1 else ""
     # A rows (or, for a weight gradient, B rows) generated from the feature map (convolution
     # address mode, docs/scheduler.md).
-    conv = ",conv" if tiling.conv else ",conv-b" if tiling.conv_b else ""
+    conv = (",conv" if tiling.conv else ",conv-b" if tiling.conv_b
+            else ",conv-t" if tiling.conv_t else "")
     return f"{tiling.tm}x{tiling.tk}x{tiling.tn},{tiling.order}{swap}{buffer}{conv}"
 
 

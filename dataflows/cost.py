@@ -20,6 +20,7 @@ __all__ = [
     "COMPUTE_PIPELINE_CYCLES",
     "dma_cycles",
     "compute_cycles",
+    "transposing_compute_cycles",
     "compress_cycles",
     "latency",
     "transfer_bytes",
@@ -70,6 +71,16 @@ def compute_cycles(m_rows: int, hw: HardwareSpec) -> int:
     """
     r, c = hw.array.rows, hw.array.cols
     return m_rows + r + c - 2 + COMPUTE_PIPELINE_CYCLES
+
+
+def transposing_compute_cycles(m_rows: int, hw: HardwareSpec) -> int:
+    """Cycles of a COMPUTE with the transposing read (docs/isa.md, "The transposing read"):
+    :func:`compute_cycles` plus one fill of the first ``rows × rows`` register block (``rows``
+    patch rows, one per cycle) before its first column streams; every later block fills while
+    the previous one streams (``m`` is a multiple of ``rows``), so nothing else is added. The
+    fill does not overlap the previous COMPUTE's drain, so a COMPUTE's latency stays a
+    function of its own fields."""
+    return compute_cycles(m_rows, hw) + hw.array.rows
 
 
 def compress_cycles(dense_rows: int, cols: int, m: int, hw: HardwareSpec) -> int:
@@ -190,6 +201,8 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
     """Busy cycles of one instruction on its unit. The RTL must take exactly this long."""
     op = instr.op
     if op == Op.COMPUTE:
+        if instr.transposing:
+            return transposing_compute_cycles(instr.m, hw)
         return compute_cycles(instr.m, hw)
     if op == Op.COMPRESS:
         return compress_cycles(instr.rows, instr.cols, instr.nm_m, hw)
@@ -234,7 +247,8 @@ class GemmEstimate:
 #: (``archsim.accounting``) depend on, as a tuple. Instructions of one shape cost the same, so
 #: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
 #: hundreds of thousands of instructions.)
-shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant")
+shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant",
+                      "transposing")
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:

@@ -32,6 +32,7 @@ __all__ = [
     "ConvAddress",
     "conv_rows",
     "conv_parts",
+    "conv_t_rows",
     "conv_part_rows",
     "conv_parts_conflict_free",
     "FIELDS",
@@ -125,6 +126,14 @@ class ConvAddress:
     wide whose first offset sits in kernel column ``kw0`` (:func:`conv_parts`): a COMPUTE
     covers several kernel offsets of a feature map with fewer channels than its reduction
     tile (docs/isa.md, "Several kernel offsets per COMPUTE").
+
+    With ``t`` (the transposing read, A rows, dense) the COMPUTE streams the *transpose* of
+    the patch's im2col rows: the ``k`` weight rows are ``k`` consecutive output pixels from
+    ``(oh0, ow0)``, and streamed row ``i`` is channel ``i mod rows`` (``rows`` = the array's
+    PE rows) of block ``i div rows``; block ``j`` is kernel offset ``j mod kh·kw`` (row-major
+    from ``(dh, dw)``, a kernel ``kh × kw``) of channel chunk ``j div kh·kw``, whose patch
+    starts ``chunk_rows`` slot rows after the previous chunk's (:func:`conv_t_rows`;
+    docs/isa.md, "The transposing read").
     """
 
     stride: int
@@ -141,6 +150,9 @@ class ConvAddress:
     group: int = 1
     kw: int = 0
     kw0: int = 0
+    t: bool = False
+    kh: int = 0
+    chunk_rows: int = 0
 
 
 def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
@@ -155,6 +167,21 @@ def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
         inside = 0 <= ih < conv.in_h and 0 <= iw < conv.in_w
         rows.append(a_row + (image * conv.in_h + ih - conv.lo) * conv.in_w + iw if inside else None)
     return rows
+
+
+def conv_t_rows(conv: ConvAddress, a_row: int, k: int, blocks: int) -> list[list[int | None]]:
+    """The transposing read (``conv.t``): per block ``j < blocks``, the slot row each of the
+    ``k`` pixels reads (None: padding). Block ``j`` is kernel offset ``o = j mod kh·kw`` —
+    ``(dh + o div kw, dw + o mod kw)`` — of channel chunk ``j div kh·kw``, whose patch starts
+    at ``a_row + chunk·chunk_rows``; its pixels are the rule of :func:`conv_rows` from
+    ``(oh0, ow0)``. The golden model and the RTL's counters follow exactly this rule."""
+    per = conv.kh * conv.kw
+    out = []
+    for j in range(blocks):
+        chunk, o = divmod(j, per)
+        block = replace(conv, dh=conv.dh + o // conv.kw, dw=conv.dw + o % conv.kw, t=False)
+        out.append(conv_rows(block, a_row + chunk * conv.chunk_rows, k))
+    return out
 
 
 def conv_parts(conv: ConvAddress) -> list[tuple[int, int]]:
@@ -236,6 +263,13 @@ class Instr:
     def unit(self) -> Unit:
         return UNIT_OF[self.op]
 
+    @property
+    def transposing(self) -> bool:
+        """A COMPUTE with the transposing read (``conv.t``, A rows: the weight-side mode
+        ``conv.b`` overrides it, in the golden model and the RTL alike): it fills a register
+        block first."""
+        return self.conv is not None and self.conv.t and not self.conv.b
+
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """Bytes one DRAM row of a DMA instruction occupies.
@@ -256,10 +290,10 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 400-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 432-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 400
+WORD_BITS = 432
 
 #: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
 ROW_OFFSET_BITS = 20
@@ -305,13 +339,17 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_group", 4),
     ("conv_kw", 6),
     ("conv_kw0", 6),
+    # The transposing read (ConvAddress.t, .kh, .chunk_rows; all 0 when ``conv_t`` is 0).
+    ("conv_t", 1),
+    ("conv_kh", 6),
+    ("conv_chunk_rows", ROW_OFFSET_BITS),
 )
 
 #: Fields that hold two's complement values (the kernel offsets less the padding).
 SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
 
 _CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b",
-                "group", "kw", "kw0")
+                "group", "kw", "kw0", "t", "kh", "chunk_rows")
 
 
 def _values(instr: Instr) -> dict[str, int]:
@@ -356,7 +394,7 @@ def decode(word: int) -> Instr:
         values[name] = value
         shift += width
     conv = {name: values.pop(f"conv_{name}") for name in _CONV_FIELDS}
-    conv["b"] = bool(conv["b"])
+    conv["b"], conv["t"] = bool(conv["b"]), bool(conv["t"])
     conv["group"] = max(1, conv["group"])
     values["conv"] = ConvAddress(**conv) if values.pop("conv") else None
     wait = (values.pop("wait_dma"), values.pop("wait_pe"), values.pop("wait_vec"))

@@ -32,7 +32,14 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from dataflows.attention_estimate import attention_layer_segments
-from dataflows.cost import compute_cycles, latency, program_cycles, shape_of, transfer_bytes
+from dataflows.cost import (
+    compute_cycles,
+    latency,
+    program_cycles,
+    shape_of,
+    transfer_bytes,
+    transposing_compute_cycles,
+)
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
@@ -458,17 +465,70 @@ class _WgConvWriter(_GemmWriter):
         conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
         n0, lo, rows = b_patches(self.task, self.t)[s.ki]
         part = nj // kk - self._chunks_of(s.ni)[0]
-        p0, _ = self.k_ext[kc]
-        line, ow0 = divmod(p0, conv.out_w)
-        image, oh0 = divmod(line, conv.out_h)
-        # The rule counts images from the first pixel's: a later image starts its patch rows
-        # (image - n0)·in_h lines after the patch's first line (lo of image n0).
-        base = part * rows + (((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0)
-        dh, dw = divmod(nj % kk, conv.kw)
-        address = ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
-                              lo if image == n0 else 0, dh - conv.padding, dw - conv.padding,
-                              ow0, True)
-        return (part,), {"b_row": base, "conv": address}
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, nj % kk)
+        return (part,), {"b_row": part * rows + base, "conv": replace(address, b=True)}
+
+
+def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int) -> tuple[int, ConvAddress]:
+    """(slot row offset, address) of the consecutive output pixels from ``p0`` at kernel
+    offset ``offset`` (row-major), read from a patch of input lines from line ``lo`` of image
+    ``n0`` (:func:`dataflows.tiling.b_patches`)."""
+    line, ow0 = divmod(p0, conv.out_w)
+    image, oh0 = divmod(line, conv.out_h)
+    # The rule counts images from the first pixel's: a later image starts its patch rows
+    # (image - n0)·in_h lines after the patch's first line (lo of image n0).
+    base = ((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0
+    dh, dw = divmod(offset, conv.kw)
+    return base, ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
+                             lo if image == n0 else 0, dh - conv.padding, dw - conv.padding, ow0)
+
+
+class _WgTransposeWriter(_GemmWriter):
+    """A weight-gradient GEMM run swapped, ``dWᵀ = im2col(X)ᵀ · dY``, whose A is generated on
+    chip by the transposing read (``Tiling.conv_t``, docs/scheduler.md).
+
+    A is X, NHWC; B is dY (pixels × C_out), loaded plainly. Along m, rows are ordered (channel
+    chunk of ``tk``, kh, kw, channel), an m-tile whole chunks; along k, array tile ``kc`` is
+    ``tk`` consecutive output pixels. A buffer tile's A is, per channel chunk of its m-tile,
+    the patch of input lines its ``kb·tk`` pixels read (one part: every COMPUTE walks all
+    its chunks); each COMPUTE streams the transposed blocks of its pixels.
+    """
+
+    def _alloc_a(self):
+        c = self.task.conv
+        return self.em.dram.alloc(f"{self.task.name}.A", c.batch * c.in_h * c.in_w, c.channels,
+                                  self.db)
+
+    def _chunks_of(self, mi: int) -> range:
+        m0, tm = self.m_ext[mi]
+        per = self.task.conv.kh * self.task.conv.kw * self.t.tk
+        return range(m0 // per, (m0 + tm) // per)
+
+    def load_a(self, s: _Step, ks: range, b_loads) -> tuple[int, bool]:
+        """The patches of the m-tile's channel chunks, then the tile's B sub-tiles."""
+        conv, t, db = self.task.conv, self.t, self.db
+        key = (self.tag, s.copy, s.mi, s.ki)
+        buf = self.em.buffers["A"]
+        slot_i, hit = buf.find_or_claim(key)
+        if not hit:
+            buf.place(slot_i)
+            n0, lo, rows = b_patches(self.task, t)[s.ki]
+            for j, chunk in enumerate(self._chunks_of(s.mi)):
+                self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (0,)),), slot=slot_i,
+                             addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
+                                                 + chunk * t.tk) * db,
+                             stride=conv.channels * db, rows=rows, cols=t.tk, a_row=j * rows)
+            for c in range(len(ks)):
+                b_loads(c)
+            buf.slots[slot_i].resident = key
+        return slot_i, hit
+
+    def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
+        conv = self.task.conv
+        n0, lo, rows = b_patches(self.task, self.t)[s.ki]
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, 0)
+        return (0,), {"a_row": base, "conv": replace(address, t=True, kh=conv.kh, kw=conv.kw,
+                                                     chunk_rows=rows)}
 
 
 class _DeferredStore:
@@ -492,6 +552,8 @@ class _DeferredStore:
 
 
 def _writer(tiling: Tiling) -> type[_GemmWriter]:
+    if tiling.conv_t:
+        return _WgTransposeWriter
     return _ConvWriter if tiling.conv else _WgConvWriter if tiling.conv_b else _GemmWriter
 
 
@@ -544,7 +606,8 @@ def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: Har
     total = 0
     for task, tiling in zip(tasks, tilings):
         _, nk, nn = _tile_counts(task, tiling)
-        rows = sum(compute_cycles(tm, hw) for _, tm in m_tiles(task, tiling))
+        cycles = transposing_compute_cycles if tiling.conv_t else compute_cycles
+        rows = sum(cycles(tm, hw) for _, tm in m_tiles(task, tiling))
         total += task.copies * nk * nn * rows
     return total
 
@@ -802,7 +865,7 @@ def program_cycles_cached(program: Program, hw: HardwareSpec) -> int:
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:
     # A convolution tiling's program depends on the geometry, not only on the GEMM's shape
     # (ResNet-50's layer4.0.conv2 and layer4.1.conv2 share m, k and n).
-    conv = task.conv if tiling.conv or tiling.conv_b else None
+    conv = task.conv if tiling.conv or tiling.conv_b or tiling.conv_t else None
     return (task.m, task.k, task.n, task.nm, task.copies, tiling, conv)
 
 

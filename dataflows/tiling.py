@@ -17,11 +17,18 @@ all of it (:func:`search_tiling`, docs/scheduler.md).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from dataflows.cost import GemmEstimate, compress_cycles, compute_cycles, dma_cycles
+from dataflows.cost import (
+    GemmEstimate,
+    compress_cycles,
+    compute_cycles,
+    dma_cycles,
+    transposing_compute_cycles,
+)
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
 from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
@@ -48,6 +55,7 @@ __all__ = [
     "conv_chunk",
     "conv_k_per_chunk",
     "conv_b_mappable",
+    "conv_t_mappable",
     "b_patches",
     "m_tiles",
     "patch_lines",
@@ -87,6 +95,13 @@ class Tiling:
         chunk, the patch of input lines a k-buffer tile's ``kb·tk`` pixels read sits in the
         weight slot, and each COMPUTE preloads its ``tk`` rows through the address mode;
         ``nb`` is a multiple or a divisor of kh·kw (:func:`b_patches`).
+    conv_t
+        A weight-gradient GEMM run swapped (``swap``: ``dWᵀ = im2col(X)ᵀ · dY``) whose A,
+        ``im2col(X)ᵀ``, is generated on chip by the transposing read: per channel chunk of
+        ``tk`` (the PE rows), the patch of input lines a k-buffer tile's ``kb·tk`` pixels read
+        sits in the input slot (:func:`b_patches`), and each COMPUTE streams the transposed
+        ``tk × tk`` blocks of its m-tile's (chunk, kernel offset)s; ``tm`` is a multiple of
+        ``kh·kw·tk`` (whole channel chunks).
     """
 
     tm: int
@@ -100,6 +115,7 @@ class Tiling:
     nb: int = 1
     conv: bool = False
     conv_b: bool = False
+    conv_t: bool = False
 
     def dims(self, task: GemmTask) -> tuple[int, int, int]:
         """(m, k, n) as executed."""
@@ -188,15 +204,36 @@ def conv_b_mappable(task: GemmTask, tn: int, rows: int) -> bool:
         return False
     if task.m < _CONV_B_MIN_STREAM * (rows + tn + 1):
         return False
-    return (c.kh * c.kw > 1 and c.channels % tn == 0 and c.reads_every_pixel
+    return _conv_wg_shape(task, tn)
+
+
+def _conv_wg_shape(task: GemmTask, tile: int) -> bool:
+    """Whether a weight gradient's im2col matrix can be read from X through the address mode
+    in channel chunks of ``tile``: an ungrouped convolution with a kernel of more than one
+    pixel that reads every pixel, within the fields' widths."""
+    c = task.conv
+    return (c.kh * c.kw > 1 and c.channels % tile == 0 and c.reads_every_pixel
             and task.n == c.kh * c.kw * c.channels and task.k == c.batch * c.out_h * c.out_w
             and 1 <= c.stride <= 7 and max(c.in_h, c.in_w, c.out_h, c.out_w) <= _MAX_CONV_EXTENT
             and c.padding < 64 and max(c.kh, c.kw) < 64)
 
 
+def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
+    """Whether a weight-gradient GEMM runs swapped with the transposing read (``Tiling.conv_t``,
+    docs/isa.md): dense, channel chunks of ``array.rows``, where the weight-side mode is not
+    offered (C_out too short to stream, ``_CONV_B_MIN_STREAM``). A rule of the GEMM and the
+    array, not of the buffers, so a larger buffer still only adds candidates."""
+    c, rows = task.conv, hw.array.rows
+    if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
+        return False
+    if conv_b_mappable(task, hw.array.cols, rows):
+        return False
+    return _conv_wg_shape(task, rows) and c.kh * c.kw * rows <= MAX_TILE_ROWS
+
+
 def b_patches(task: GemmTask, tiling: Tiling) -> tuple[tuple[int, int, int], ...]:
-    """Per k-buffer tile of a ``conv_b`` tiling (``kb·tk`` consecutive output pixels), its
-    patch: (first image, first input line in it, slot rows = lines · in_w)."""
+    """Per k-buffer tile of a ``conv_b`` or ``conv_t`` tiling (``kb·tk`` consecutive output
+    pixels), its patch: (first image, first input line in it, slot rows = lines · in_w)."""
     return _conv_b_patches(task.conv, tiling.kb * tiling.tk)
 
 
@@ -370,6 +407,12 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
         a_ok = (a_rows * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
                 and max(_patch_rows(task, tiling)) <= MAX_TILE_ROWS and tm <= MAX_TILE_ROWS
                 and a_rows <= MAX_ROW_OFFSET)
+    elif tiling.conv_t:
+        rows = max(p[2] for p in b_patches(task, tiling))
+        a_rows = _conv_t_chunks(task, tm, tiling.tk) * rows
+        a_ok = (a_rows * input_row_bytes(tiling.tk, hw) <= hw.buffers.input_bytes // slot
+                and rows <= MAX_TILE_ROWS and a_rows <= MAX_ROW_OFFSET
+                and tm % (task.conv.kh * task.conv.kw * tiling.tk) == 0)
     else:
         width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)
         a_ok = (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
@@ -385,6 +428,11 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     return (a_ok and b_ok
             and nb * tm <= accumulator_slot_rows(hw)
             and nb * tm <= MAX_ROW_OFFSET)
+
+
+def _conv_t_chunks(task: GemmTask, tm: int, tk: int) -> int:
+    """Channel chunks (of ``tk`` channels) an m-tile of a ``conv_t`` tiling covers."""
+    return max(1, tm // (task.conv.kh * task.conv.kw * tk))
 
 
 def _conv_chunks_per_tile(task: GemmTask, kb: int, tk: int | None = None) -> int:
@@ -443,6 +491,12 @@ def _a_traffic(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks
     ``ms``/``ks`` extents of the im2col matrix, or each m-tile's feature-map patch per
     channel chunk (a convolution tiling)."""
     db = hw.data_bytes
+    if tiling.conv_t:  # per channel chunk of tk, the patch of every k-buffer tile
+        patches = [p[2] for p in b_patches(task, tiling)]
+        chunks = task.conv.channels // tiling.tk
+        dma = chunks * sum(dma_cycles(p, tiling.tk * db, hw) for p in patches)
+        first = dma_cycles(patches[0], tiling.tk * db, hw)
+        return dma, sum(patches) * task.conv.channels * db, first
     if not tiling.conv:
         m, k, _ = tiling.dims(task)
         return (_dma_sum(ms, ks, lambda w: w * db, hw), m * k * db,
@@ -483,8 +537,12 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
     if tiling.conv_b:
         chunks = task.conv.channels // tiling.tn
-        b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(chunks, _conv_chunks_per_tile(task, nb)),
-                         tiling.order, slots)[1]
+        groups = ceil_div(chunks, _conv_chunks_per_tile(task, nb))  # distinct patch sets
+        nkb = ceil_div(sh.nk, kb)
+        b_pass = _passes(nms, nkb, groups, tiling.order, slots)[1]
+        if nkb > slots:  # n-buffer tiles of one chunk's offsets share its patches, but the
+            # k-run between two of them evicts them: each is read again
+            b_pass *= ceil_div(sh.nn, nb) // groups
         patches = [p[2] for p in b_patches(task, tiling)]
         dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
         read += b_pass * sum(patches) * task.conv.channels * db
@@ -501,6 +559,8 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
             vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
                                for w, ck in ks for c, cn in ns)
     pe = nks * nns * (nms * compute_cycles(0, hw) + sh.m)
+    if tiling.conv_t:  # each COMPUTE first fills one register block
+        pe += nks * nns * nms * (transposing_compute_cycles(0, hw) - compute_cycles(0, hw))
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
     exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
@@ -561,6 +621,8 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
     if conv_b_mappable(task, tn, hw.array.rows):
         ranked.extend(_conv_b_ranked(task, hw, slots))
+    if conv_t_mappable(task, hw):
+        ranked.extend(_conv_t_ranked(task, hw, slots))
     if not ranked:
         return [default_tiling(task, hw, compressed_in_dram)]
     ranked.sort(key=lambda item: item[0])
@@ -596,10 +658,19 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     return ranked
 
 
+def _kb_ladder(top: int, nk: int) -> list[int]:
+    """k-buffer tiles of a weight-gradient tiling to rate: the powers of two and the shares
+    of all ``nk`` k-tiles (a whole, a half, ... an eighth: the run of k-buffer tiles then fits
+    the slots) up to ``top``, the most that fit. A fixed ladder cut at ``top``, so a larger
+    buffer only adds candidates and never raises the reads."""
+    ladder = {1 << i for i in range(top.bit_length())} | {ceil_div(nk, j) for j in (1, 2, 3, 4, 8)}
+    return sorted(kb for kb in ladder if kb <= top)
+
+
 def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
     """Weight-gradient tilings whose B comes from X through the address mode, with their
-    ranking keys: k-buffer tiles of the most pixels whose patches fit the weight slot (and a
-    half and a quarter of that), ``nb`` whole channel chunks or some kernel offsets of one."""
+    ranking keys: k-buffer tiles of up to the most pixels whose patches fit the weight slot
+    (:func:`_kb_ladder`), ``nb`` whole channel chunks or some kernel offsets of one."""
     _, tk, tn = _base(task, hw)
     c = task.conv
     kk, nk, chunks = c.kh * c.kw, ceil_div(task.k, tk), c.channels // tn
@@ -609,7 +680,7 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
         per = _conv_chunks_per_tile(task, nb)
         lines = max(1, weight_slot_rows(hw) // per // c.in_w - c.kh)  # input lines a patch may hold
         top = max(1, min(nk, lines * c.out_w // (c.stride * tk)))
-        for kb in sorted({top, max(1, top // 2), max(1, top // 4), 1}):
+        for kb in _kb_ladder(top, nk):
             probe = Tiling(1, tk, tn, "mnk", False, False, False, kb, nb, False, True)
             if not fits(task, probe, hw):
                 continue
@@ -621,6 +692,31 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
                     tiling = Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
                     est = estimate(task, tiling, hw, slots)
                     ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+    return ranked
+
+
+def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
+    """Swapped weight-gradient tilings with the transposing read, with their ranking keys:
+    m-tiles of whole channel chunks (one, all, a half or a quarter of them), k-buffer tiles of
+    up to the most pixels whose patches fit the input slot and whose dY rows (``nb`` n-tiles
+    wide) fit the weight slot (:func:`_kb_ladder`)."""
+    _, tk, tn = _base(task, hw)
+    c = task.conv
+    chunks, nk, nn = c.channels // tk, ceil_div(task.k, tk), ceil_div(task.m, tn)
+    slot_rows = hw.buffers.input_bytes // SLOTS_PER_BUFFER // input_row_bytes(tk, hw)
+    ranked = []
+    for per, nb in itertools.product(_span_candidates(chunks, True), _span_candidates(nn, True)):
+        tm = per * c.kh * c.kw * tk
+        lines = max(1, slot_rows // per // c.in_w - c.kh)  # input lines a patch may hold
+        by_b = weight_slot_rows(hw) // (nb * tk)  # k-tiles of dY the weight slot holds
+        top = max(1, min(nk, lines * c.out_w // (c.stride * tk), by_b))
+        for kb in _kb_ladder(top, nk):
+            for order in ("mnk", "nmk"):
+                tiling = Tiling(tm, tk, tn, order, True, False, False, kb, nb, conv_t=True)
+                if not fits(task, tiling, hw):
+                    continue
+                est = estimate(task, tiling, hw, slots)
+                ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
     return ranked
 
 

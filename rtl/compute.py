@@ -17,6 +17,13 @@ not ``a_row + i`` but the slot row of streamed row ``i``'s input pixel, from cou
 one output pixel per cycle (no division); a pixel in the padding is read anyway (any row) and
 replaced by zeros as its data arrives, so the mode costs no cycle.
 
+With the transposing read (``conv_t = 1``, docs/isa.md) the rows read in cycles ``s ..
+s+m-1`` are blocks of ``R`` patch rows (pixels at one kernel offset and channel chunk, the
+counters restarting at the word's first pixel after each block) into a fill register block;
+each full block moves to a stream block that presents one column per cycle (a channel of
+every pixel) while the next block fills, so the activation stream, and everything after it,
+starts ``R`` cycles later: ``m + 2R + C + 1`` cycles (``dataflows.cost.transposing_compute_cycles``).
+
 The last write (row ``m-1``, column ``C-1``) happens in cycle ``s+m+R+C``, so the instruction
 takes ``m + R + C + 1`` cycles: ``dataflows.cost.compute_cycles``. Preloading weights costs
 nothing extra because it runs one row ahead of the activation wavefront.
@@ -39,7 +46,7 @@ __all__ = ["ComputeUnit"]
 #: The convolution address mode's fields (docs/isa.md), kept for the instruction's duration.
 _CONV_FIELDS = ("conv", "conv_stride", "conv_in_h", "conv_in_w", "conv_out_h", "conv_out_w",
                 "conv_oh0", "conv_lo", "conv_dh", "conv_dw", "conv_ow0", "conv_b", "conv_group",
-                "conv_kw", "conv_kw0")
+                "conv_kw", "conv_kw0", "conv_t", "conv_kh", "conv_chunk_rows")
 
 
 class ComputeUnit(wiring.Component):
@@ -135,8 +142,11 @@ class ComputeUnit(wiring.Component):
         last_i = cur_i == Mux(first, p.m, rows_m) - 1
         with m.If(reading):
             m.d.sync += [streamed.eq(cur_i + 1), streaming.eq(~last_i)]
-        conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca")
         conv_on = self._field("conv") & ~self._field("conv_b")
+        t_on = conv_on & self._field("conv_t")
+        block = self._t_blocks(m, first, reading)
+        conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca",
+                                           block)
         multi = self._conv_parts(conv_on, conv_row, pad)
         m.d.comb += [
             self.a_rd.en.eq(reading),
@@ -147,21 +157,24 @@ class ComputeUnit(wiring.Component):
         m.d.sync += arrived.eq(reading)
         edge = Signal(data.ArrayLayout(layouts.act_vector(g), g.rows))
         edge_valid = Signal()
-        m.d.sync += edge_valid.eq(arrived)
         # A padding pixel's row arrives as zeros (its read was of an arbitrary row).
         zero_row = Signal()
         m.d.sync += zero_row.eq(conv_on & pad & ~multi)  # (several parts: zeroed per part)
         row = Signal(self.a_rd.data.shape())
         m.d.comb += row.eq(Mux(zero_row, 0, self.a_rd.data.as_value()))
+        t_present, t_row = self._t_registers(m, t_on, arrived, block[0], row)
+        m.d.sync += edge_valid.eq(Mux(t_on, t_present, arrived))
+        row_in = Signal.like(row)
+        m.d.comb += row_in.eq(Mux(t_on, t_row.as_value(), row.as_value()))
         for r in range(g.rows):
             for t in range(g.m_max):
                 lane = edge[r][t]
                 if t == 0:
-                    m.d.sync += lane.eq(row[r])  # dense: the PE row's own element
+                    m.d.sync += lane.eq(row_in[r])  # dense: the PE row's own element
                 for index, (n, mm) in enumerate(g.patterns):
                     if t < mm:
                         with m.If(mode == index + 1):
-                            m.d.sync += lane.eq(row[(r // n) * mm + t])
+                            m.d.sync += lane.eq(row_in[(r // n) * mm + t])
         m.d.comb += [array.act.valid.eq(edge_valid), array.act.payload.eq(edge)]
 
         # Accumulate: each column at its own (skewed) time, into its own bank.
@@ -224,16 +237,85 @@ class ComputeUnit(wiring.Component):
                            rd.zero.eq(Mux(multi, Cat(*zero), 0))]
         return multi
 
-    def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str):
+    def _t_blocks(self, m: Module, first, step):
+        """The transposing read's block walk (docs/isa.md, "The transposing read"): which pixel
+        of its block the row read this cycle is, and the block's kernel offset and chunk. Each
+        read (``step``) moves one pixel on; after ``rows`` pixels the next block starts at the
+        word's first pixel again, one kernel column further (wrapping to the next kernel row,
+        and after the last one to the next channel chunk, ``chunk_rows`` slot rows on).
+        Returns (the pixel index of this read, whether it ends its block, the block's kernel
+        row and column, and the next block's (row, column, slot-row offset))."""
+        g, field = self._g, self._field
+        kw, kh, in_w, chunk_rows = (field("conv_kw"), field("conv_kh"), field("conv_in_w"),
+                                    field("conv_chunk_rows"))
+        pix, col, krow = Signal(range(g.rows)), Signal(6), Signal(6)
+        off, base = Signal(signed(34)), Signal(signed(34))
+        cur = {name: Mux(first, 0, sig) for name, sig in
+               (("pix", pix), ("col", col), ("krow", krow), ("off", off), ("base", base))}
+        end = cur["pix"] == g.rows - 1
+        col_wrap, row_wrap = cur["col"] + 1 == kw, cur["krow"] + 1 == kh
+        nxt_col = Mux(col_wrap, 0, cur["col"] + 1)
+        nxt_row = Mux(col_wrap, Mux(row_wrap, 0, cur["krow"] + 1), cur["krow"])
+        nxt_base = Mux(col_wrap & row_wrap, cur["base"] + chunk_rows, cur["base"])
+        nxt_off = Mux(col_wrap, Mux(row_wrap, nxt_base, cur["off"] + in_w), cur["off"])
+        with m.If(step):
+            m.d.sync += pix.eq(Mux(end, 0, cur["pix"] + 1))
+            with m.If(end):
+                m.d.sync += [col.eq(nxt_col), krow.eq(nxt_row), off.eq(nxt_off),
+                             base.eq(nxt_base)]
+            with m.Else():
+                m.d.sync += [col.eq(cur["col"]), krow.eq(cur["krow"]), off.eq(cur["off"]),
+                             base.eq(cur["base"])]
+        return cur["pix"], end, cur["krow"], cur["col"], nxt_row, nxt_col, nxt_off
+
+    def _t_registers(self, m: Module, t_on, arrived, pix_read, row):
+        """The two ``rows × rows`` register blocks of the transposing read: pixel ``r``'s row
+        (its first ``rows`` channels) fills row ``r`` of the fill block as it arrives; with a
+        block's last pixel the stream block takes the whole block, and then presents one
+        column per cycle (channel ``c`` of every pixel), shifting, ``rows`` cycles long, while
+        the next block fills. Returns (a column is presented this cycle, that column as a
+        row of the input buffer's shape)."""
+        g = self._g
+        bits = g.data_bits
+        pix = Signal(range(g.rows))  # the pixel whose row arrives this cycle
+        m.d.sync += pix.eq(pix_read)
+        fill = [Signal(bits * g.rows, name=f"t_fill_{r}") for r in range(g.rows)]
+        stream = [Signal(bits * g.rows, name=f"t_stream_{r}") for r in range(g.rows)]
+        left = Signal(range(g.rows + 1))
+        incoming = Cat(*(row[c] for c in range(g.rows)))
+        with m.If(arrived & t_on):
+            for r in range(g.rows):
+                with m.If(pix == r):
+                    m.d.sync += fill[r].eq(incoming)
+        last = arrived & t_on & (pix == g.rows - 1)
+        with m.If(last):
+            m.d.sync += [stream[r].eq(fill[r]) for r in range(g.rows - 1)]
+            m.d.sync += [stream[g.rows - 1].eq(incoming), left.eq(g.rows)]
+        with m.Elif(left != 0):
+            m.d.sync += [s.eq(s >> bits) for s in stream]
+            m.d.sync += left.eq(left - 1)
+        out = Signal.like(row)
+        m.d.comb += [out[r].eq(stream[r][:bits]) for r in range(g.rows)]
+        return left != 0, out
+
+    def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str,
+                      block=None):
         """The convolution address mode's counters: (slot row, in the padding) of the row read
         this cycle. Row 0 (the issue cycle) comes straight from the word (pixel ``ow0`` of
         line ``oh0``, slot row ``base0 + (ih − lo)·in_w + iw``); each read (``step``) moves
         one output pixel on: ``iw`` by the stride, at a line's end ``ih`` by the stride
-        (``line`` by stride·in_w rows), at an image's end back to ``dh`` in the next image."""
+        (``line`` by stride·in_w rows), at an image's end back to ``dh`` in the next image.
+        With ``block`` (:meth:`_t_blocks`) and the transposing read on, a block's last read
+        restarts them at the word's first pixel, at the next block's offset and chunk."""
         p, field = self.issue.instr.payload, self._field
         stride, in_h, in_w = field("conv_stride"), field("conv_in_h"), field("conv_in_w")
         out_h, out_w = field("conv_out_h"), field("conv_out_w")
         dh, dw = field("conv_dh").as_signed(), field("conv_dw").as_signed()
+        t_on = Const(0)
+        if block is not None:
+            t_on = field("conv") & ~field("conv_b") & field("conv_t")
+            _, end, krow, col, nxt_row, nxt_col, nxt_off = block
+            dh, dw = dh + Mux(t_on, krow, 0), dw + Mux(t_on, col, 0)
         ow, oh = Signal(12, name=f"{prefix}_ow"), Signal(12, name=f"{prefix}_oh")
         ih, iw = Signal(signed(16), name=f"{prefix}_ih"), Signal(signed(16), name=f"{prefix}_iw")
         line, pix = Signal(signed(34), name=f"{prefix}_line"), Signal(signed(34), name=f"{prefix}_pix")
@@ -245,16 +327,32 @@ class ComputeUnit(wiring.Component):
         cur_line, cur_pix = Mux(first, line0, line), Mux(first, line0 + iw0, pix)
         step_line = stride * in_w
         jump = (in_h - (out_h - 1) * stride) * in_w  # last line of an image → the next image's first
+        plain = [  # one output pixel on: along the line, to the next line, to the next image
+            (cur_ow != out_w - 1,
+             [ow.eq(cur_ow + 1), iw.eq(cur_iw + stride), pix.eq(cur_pix + stride),
+              oh.eq(cur_oh), ih.eq(cur_ih), line.eq(cur_line)]),
+            (cur_oh != out_h - 1,
+             [ow.eq(0), iw.eq(dw), oh.eq(cur_oh + 1), ih.eq(cur_ih + stride),
+              line.eq(cur_line + step_line), pix.eq(cur_line + step_line + dw)]),
+            (None, [ow.eq(0), iw.eq(dw), oh.eq(0), ih.eq(dh), line.eq(cur_line + jump),
+                    pix.eq(cur_line + jump + dw)]),
+        ]
+        if block is not None:  # the word's first pixel, kept for the blocks that follow
+            s_ih = Signal(signed(16), name=f"{prefix}_s_ih")
+            s_iw = Signal(signed(16), name=f"{prefix}_s_iw")
+            s_line = Signal(signed(34), name=f"{prefix}_s_line")
+            with m.If(first):
+                m.d.sync += [s_ih.eq(ih0), s_iw.eq(iw0), s_line.eq(line0)]
+            r_ih, r_iw = Mux(first, ih0, s_ih), Mux(first, iw0, s_iw)
+            r_line = Mux(first, line0, s_line) + nxt_off
+            plain.insert(0, (t_on & end, [
+                ow.eq(field("conv_ow0")), oh.eq(field("conv_oh0")), ih.eq(r_ih + nxt_row),
+                iw.eq(r_iw + nxt_col), line.eq(r_line), pix.eq(r_line + r_iw + nxt_col)]))
         with m.If(step):
-            with m.If(cur_ow != out_w - 1):
-                m.d.sync += [ow.eq(cur_ow + 1), iw.eq(cur_iw + stride), pix.eq(cur_pix + stride),
-                             oh.eq(cur_oh), ih.eq(cur_ih), line.eq(cur_line)]
-            with m.Elif(cur_oh != out_h - 1):
-                m.d.sync += [ow.eq(0), iw.eq(dw), oh.eq(cur_oh + 1), ih.eq(cur_ih + stride),
-                             line.eq(cur_line + step_line), pix.eq(cur_line + step_line + dw)]
-            with m.Else():
-                m.d.sync += [ow.eq(0), iw.eq(dw), oh.eq(0), ih.eq(dh),
-                             line.eq(cur_line + jump), pix.eq(cur_line + jump + dw)]
+            for i, (cond, stmts) in enumerate(plain):
+                branch = m.If(cond) if i == 0 else m.Elif(cond) if cond is not None else m.Else()
+                with branch:
+                    m.d.sync += stmts
         inside = (cur_ih >= 0) & (cur_ih < in_h) & (cur_iw >= 0) & (cur_iw < in_w)
         self._conv_ihw = (cur_ih, cur_iw)
         return cur_pix[:width], ~inside

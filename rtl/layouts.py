@@ -52,7 +52,8 @@ UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
     Unit.PE: ("slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "cols", "k", "m",
               "a_row", "b_row", "c_row", "conv", "conv_stride", "conv_in_h", "conv_in_w",
               "conv_out_h", "conv_out_w", "conv_oh0", "conv_lo", "conv_dh", "conv_dw",
-              "conv_ow0", "conv_b", "conv_group", "conv_kw", "conv_kw0"),
+              "conv_ow0", "conv_b", "conv_group", "conv_kw", "conv_kw0", "conv_t", "conv_kh",
+              "conv_chunk_rows"),
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),
 }

@@ -271,6 +271,10 @@ def build_image(case: Case, rng: np.random.Generator) -> tuple[DramImage, Operan
             x = random_weights((ta.rows, ta.cols), hw.data_bits, rng)
             place_dense(image, ta, x)
             a_ops.append(conv_matrix(x, task.conv, conv_chunk(task, t.tk)[1])[None])
+        elif t.conv_t:  # A is X; the swapped GEMM's A is X's im2col matrix transposed
+            x = random_weights((ta.rows, ta.cols), hw.data_bits, rng)
+            place_dense(image, ta, x)
+            a_ops.append(conv_matrix(x, task.conv, t.tk).T[None])
         else:
             a = random_weights((task.copies, m, k), hw.data_bits, rng)
             a_ops.append(a)

@@ -32,6 +32,7 @@ from dataflows.isa import (
     conv_part_rows,
     conv_parts_conflict_free,
     conv_rows,
+    conv_t_rows,
     row_bytes,
 )
 from dataflows.program import Program, Tensor
@@ -307,6 +308,8 @@ class Interpreter:
         plane = self.a[instr.slot]
         if instr.conv is None or instr.conv.b:
             return plane.read(instr.m, width, instr.a_row)
+        if instr.transposing:
+            return self._a_transposed(instr, width)
         if instr.conv.group > 1:
             return self._a_parts(instr, width)
         return self._gather(plane, conv_rows(instr.conv, instr.a_row, instr.m), width)
@@ -328,6 +331,22 @@ class Interpreter:
                   for rows in conv_part_rows(conv, instr.a_row, instr.m)]
         a = np.concatenate([p[0] for p in pieces], axis=1)[:, :width]
         valid = np.concatenate([p[1] for p in pieces], axis=1)[:, :width]
+        return a, valid
+
+    def _a_transposed(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The transposing read (docs/isa.md): per block of ``rows`` streamed rows, the ``k``
+        pixel rows of its kernel offset and channel chunk, transposed (streamed row ``i`` holds
+        channel ``i mod rows`` of every pixel)."""
+        rows, conv = self.hw.array.rows, instr.conv
+        if instr.nm_n or conv.group > 1 or instr.m % rows or width > rows or conv.kh * conv.kw < 1:
+            raise VerificationError(
+                f"a transposing COMPUTE must be dense, one offset per block, m a multiple of "
+                f"{rows} and k <= {rows} (got nm_n={instr.nm_n}, group={conv.group}, "
+                f"m={instr.m}, k={width}, kernel {conv.kh}x{conv.kw})")
+        pieces = [self._gather(self.a[instr.slot], pixels, rows)
+                  for pixels in conv_t_rows(conv, instr.a_row, width, instr.m // rows)]
+        a = np.concatenate([p[0].T for p in pieces], axis=0)
+        valid = np.concatenate([p[1].T for p in pieces], axis=0)
         return a, valid
 
     def _b_rows(self, instr: Instr) -> tuple[np.ndarray, np.ndarray]:
@@ -664,8 +683,20 @@ def _read_rows(buffer: str, slot: int, first: int, count: int, conv) -> _Access:
     return buffer, slot, min(real, default=first), max(real, default=first - 1) + 1
 
 
-def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
-    """(slot rows written, slot rows read) by one instruction."""
+def _transposed_rows(instr: Instr, pe_rows: int | None) -> _Access:
+    """The input rows a transposing read's blocks read (``m / pe_rows`` blocks of ``k``
+    pixels); unknown ``pe_rows``: everything from its first row on."""
+    if pe_rows is None:
+        return "input", instr.slot, 0, _WHOLE[1]
+    blocks = conv_t_rows(instr.conv, instr.a_row, instr.k, instr.m // pe_rows)
+    real = [r for rows in blocks for r in rows if r is not None]
+    first = instr.a_row
+    return "input", instr.slot, min(real, default=first), max(real, default=first - 1) + 1
+
+
+def _accesses(instr: Instr, pe_rows: int | None = None) -> tuple[set[_Access], set[_Access]]:
+    """(slot rows written, slot rows read) by one instruction (``pe_rows``: the array's PE
+    rows, which a transposing read's block count depends on)."""
     op = instr.op
 
     def rows(buffer: str, slot: int, first: int, count: int) -> _Access:
@@ -684,7 +715,9 @@ def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
         acc = rows("accumulator", instr.c_slot, instr.c_row, instr.m)
         conv_a = instr.conv is not None and not instr.conv.b
         conv_b = instr.conv is not None and instr.conv.b
-        reads = {_read_rows("input", instr.slot, instr.a_row, instr.m, instr.conv if conv_a else None),
+        a_read = _transposed_rows(instr, pe_rows) if instr.transposing else _read_rows(
+            "input", instr.slot, instr.a_row, instr.m, instr.conv if conv_a else None)
+        reads = {a_read,
                  _read_rows("weight", instr.b_slot, instr.b_row, instr.k,
                             instr.conv if conv_b else None)}
         if instr.accumulate:
@@ -708,7 +741,8 @@ def _accesses(instr: Instr) -> tuple[set[_Access], set[_Access]]:
     raise VerificationError(f"{op.name}: buffer accesses not modelled by check_hazards")
 
 
-def check_hazards(program: Program, trace: list[tuple[int, int]]) -> None:
+def check_hazards(program: Program, trace: list[tuple[int, int]], pe_rows: int | None = None
+                  ) -> None:
     """Raise if two instructions of different units touch the same rows of a buffer slot out of
     program order.
 
@@ -722,7 +756,7 @@ def check_hazards(program: Program, trace: list[tuple[int, int]]) -> None:
     history: dict[tuple[str, int], list[tuple[int, int, int, bool]]] = {}
     instrs = program.instrs
     for j, instr in enumerate(instrs):
-        writes, reads = _accesses(instr)
+        writes, reads = _accesses(instr, pe_rows)
         for access in reads | writes:
             buffer, slot, lo, hi = access
             write = access in writes
@@ -823,6 +857,6 @@ def prepare(case: Case) -> Prepared:
         expected = run_golden(case.program, case.hw, image)
         check_golden(case, operands, image, expected)
     stats = run_program(case.program, case.hw, trace=True)
-    check_hazards(case.program, stats.trace)
+    check_hazards(case.program, stats.trace, case.hw.array.rows)
     check_capacity(case.program, case.hw)
     return Prepared(case, image, expected, list(stats.trace), stats.cycles)

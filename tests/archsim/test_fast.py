@@ -14,7 +14,7 @@ from archsim.fast import run_program_fast
 from archsim.model import run_program
 from dataflows.program import Program
 from verification.configs import load_config
-from verification.programs import ATTENTION, random_case
+from verification.programs import ATTENTION, CONV, random_case
 from verification.random_waits import random_waits_program
 from workloads.errors import SimulationError
 from workloads.load import load_hardware, load_workload
@@ -63,6 +63,20 @@ def test_verification_programs(config, kinds):
         program = random_case(hw, seed, kinds).program
         simpy_result, fast_result = _both(program, hw)
         assert fast_result == simpy_result, f"seed {seed}"
+
+
+@pytest.mark.parametrize("config", ["tiny", "wide"])
+def test_transposing_read_programs(config):
+    """Convolution programs whose weight gradient runs swapped with the transposing read
+    (seeds 11 mod 12 where the accumulator holds a channel chunk; COMPUTE takes `rows` more)."""
+    hw = load_config(config)
+    seen = 0
+    for seed in (11, 23, 71, 191):
+        program = random_case(hw, seed, (CONV,)).program
+        seen += any(i.transposing for i in program.instrs)
+        simpy_result, fast_result = _both(program, hw)
+        assert fast_result == simpy_result, f"seed {seed}"
+    assert seen >= 2
 
 
 @pytest.mark.parametrize("example", ["tiny_gemm", "bert_inference_nm", "attention_bert"])

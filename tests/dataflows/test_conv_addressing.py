@@ -15,11 +15,19 @@ from dataflows.isa import (
     conv_parts,
     conv_parts_conflict_free,
     conv_rows,
+    conv_t_rows,
     decode,
     encode,
 )
 from dataflows.scheduler import build_segment
-from dataflows.tiling import Tiling, conv_mappable, dram_read_bytes, m_tiles, patch_lines
+from dataflows.tiling import (
+    Tiling,
+    conv_mappable,
+    conv_t_mappable,
+    dram_read_bytes,
+    m_tiles,
+    patch_lines,
+)
 from workloads.layer import ConvShape, conv_input_extent
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
@@ -207,12 +215,51 @@ def test_a_transposed_conv_bp_whose_working_set_fits_moves_exactly_its_compulsor
     assert _traffic(segment.program, hw) == compulsory_bytes(bp, tiling, hw.data_bytes)
 
 
-def test_a_short_weight_gradient_keeps_im2col():
-    """C_out = 8 rows streamed per COMPUTE on a 4×4 array would leave it half idle."""
+def test_a_short_weight_gradient_runs_swapped_with_the_transposing_read():
+    """C_out = 8 rows streamed per COMPUTE on a 4×4 array would leave it half idle in the
+    weight-side mode; the swapped GEMM streams im2col(X)ᵀ through the transposing read."""
     from workloads.lowering import lower_layer
     layer = _conv_layer(2, 9, 8, 8, 3, 1, 1)
     wg = [t for t in lower_layer(layer, "training") if t.phase == "wg"][0]
-    assert not build_segment((wg,), _hw(), SchedulePasses()).work.tilings[0].conv_b
+    tiling = build_segment((wg,), _hw(), SchedulePasses()).work.tilings[0]
+    assert not tiling.conv_b and tiling.conv_t and tiling.swap
+    assert conv_t_mappable(wg, _hw())
+    # Not offered where the weight-side mode is (C_out long enough to stream), nor for FF.
+    long = [t for t in lower_layer(_conv_layer(2, 9, 8, 28, 3, 1, 1), "training")
+            if t.phase == "wg"][0]
+    assert not conv_t_mappable(long, _hw())
+    assert not conv_t_mappable([t for t in lower_layer(layer, "training") if t.phase == "ff"][0],
+                               _hw())
+
+
+def test_conv_t_rows_worked_example():
+    """3×3, stride 1, padding 1 on a 3×4 image (docs/isa.md, "The transposing read"): the
+    k-tile's 4 pixels from output (1, 2) are (1, 2), (1, 3), (2, 0), (2, 1); the patch holds
+    input lines 0..2 (12 slot rows per channel chunk) from slot row 0; 2 chunks × 9 offsets."""
+    conv = ConvAddress(1, 3, 4, 3, 4, 1, 0, -1, -1, ow0=2, t=True, kh=3, kw=3, chunk_rows=12)
+    blocks = conv_t_rows(conv, 0, 4, 18)
+    assert blocks[0] == [1, 2, None, 4]  # offset (0, 0): (0, 1), (0, 2), (1, −1) padding, (1, 0)
+    assert blocks[4] == [6, 7, 8, 9]  # offset (1, 1): the pixels themselves
+    assert blocks[8] == [11, None, None, None]  # offset (2, 2): (2, 3), then below the image
+    assert blocks[9] == [13, 14, None, 16]  # chunk 1, offset (0, 0): 12 rows further
+    instr = Instr(Op.COMPUTE, m=72, k=4, cols=4, conv=conv)
+    assert decode(encode(instr)) == instr
+
+
+@pytest.mark.parametrize("kernel, stride, c_out", [(3, 1, 8), (3, 2, 4), (5, 1, 8), (7, 2, 8),
+                                                   (2, 1, 4)])
+def test_a_transposed_weight_gradient_whose_working_set_fits_moves_exactly_its_compulsory_traffic(
+        kernel, stride, c_out):
+    """WG with a short C_out, swapped: X read once through the transposing read (two channel
+    chunks of 4), dY read once, dWᵀ written once."""
+    from workloads.lowering import lower_layer
+    hw = _hw()
+    layer = _conv_layer(2, 9, 8, c_out, kernel, stride, kernel // 2)
+    wg = [t for t in lower_layer(layer, "training") if t.phase == "wg"][0]
+    segment = build_segment((wg,), hw, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv_t and any(i.transposing for i in segment.program.instrs)
+    assert _traffic(segment.program, hw) == compulsory_bytes(wg, tiling, hw.data_bytes)
 
 
 def test_conv_rows_from_a_pixel_inside_a_line():

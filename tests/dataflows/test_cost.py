@@ -6,8 +6,14 @@ with 10 cycles latency, vector unit 2 lanes + 2 pipeline cycles.
 
 from __future__ import annotations
 
-from dataflows.cost import compress_cycles, compute_cycles, dma_cycles, latency
-from dataflows.isa import Instr, Op, decode, encode
+from dataflows.cost import (
+    compress_cycles,
+    compute_cycles,
+    dma_cycles,
+    latency,
+    transposing_compute_cycles,
+)
+from dataflows.isa import ConvAddress, Instr, Op, decode, encode
 from workloads.load import load_hardware
 
 HW = load_hardware("tiny")
@@ -24,6 +30,16 @@ def test_compute_stream_and_skew():
     # m (16) streamed + rows + cols - 2 (6) skew, under which the weight preload hides,
     # + 3 pipeline (buffer read, edge register, accumulator add) = 25
     assert compute_cycles(16, HW) == 25
+
+
+def test_transposing_compute_fills_one_block_first():
+    # m (72 = 18 blocks of 4) streamed + 4 fill cycles of the first 4x4 register block (every
+    # later block fills while the previous one streams) + 6 skew + 3 pipeline = 85
+    # = m + 2·rows + cols + 1.
+    assert transposing_compute_cycles(72, HW) == 72 + 2 * 4 + 4 + 1 == 85
+    conv = ConvAddress(1, 3, 4, 3, 4, 1, 0, -1, -1, ow0=2, t=True, kh=3, kw=3, chunk_rows=12)
+    assert latency(Instr(Op.COMPUTE, m=72, k=4, cols=4, conv=conv), HW) == 85
+    assert latency(Instr(Op.COMPUTE, m=72, k=4, cols=4, conv=None), HW) == 81
 
 
 def test_compress_groups_per_lane():

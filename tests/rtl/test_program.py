@@ -103,6 +103,12 @@ CASES = {
     # Weight gradient: X's im2col rows preloaded through the mode on weight rows, k-tiles of
     # 4 pixels starting mid-line (out_w = 3), a stride-2 padded conv over two images.
     "conv_wg_weight_rows": (TINY, (_wg(ConvShape(2, 6, 5, 4, 3, 3, 2, 1), 28),), SEARCH, True),
+    # Weight gradient with a short C_out, run swapped through the transposing read: two
+    # channel chunks, k-tiles of 4 pixels starting mid-line and crossing into the next image,
+    # stride 2 with padding; and a 2x2 stride-1 kernel without padding.
+    "conv_wg_transposed": (TINY, (_wg(ConvShape(2, 6, 5, 8, 3, 3, 2, 1), 4),), SEARCH, True),
+    "conv_wg_transposed_2x2": (TINY, (_wg(ConvShape(1, 5, 5, 4, 2, 2, 1, 0), 6),), SEARCH,
+                               True),
     # Several kernel offsets per COMPUTE (fewer channels than the N:M reduction tile): 2 parts
     # of one bank each, 2 parts of two banks (2 bank groups), 4 parts with stride 2 over two
     # images; the last COMPUTE of each kernel has fewer parts.
@@ -131,7 +137,11 @@ def test_program_matches_numpy_and_archsim(name):
         assert any(i.op == Op.COMPRESS for i in program.instrs)
     if name.startswith("conv"):
         tiling = segment.work.tilings[0]
-        assert (tiling.conv or tiling.conv_b) and any(i.conv for i in program.instrs)
+        assert tiling.conv or tiling.conv_b or tiling.conv_t
+        assert any(i.conv for i in program.instrs)
+    if name.startswith("conv_wg_transposed"):
+        assert segment.work.tilings[0].conv_t and all(i.transposing for i in program.instrs
+                                                      if i.op == Op.COMPUTE)
     if name.startswith("conv_offsets"):
         assert any(i.conv and i.conv.group > 1 for i in program.instrs)
     if name == "interleaved_bp_wg":

@@ -29,8 +29,12 @@ def _features(case) -> set[str]:
     conv = task.conv
     image = conv.out_h * conv.out_w
     computes = [i for i in case.program.instrs if i.op == Op.COMPUTE]
-    assert (t.conv or t.conv_b) and computes and all(i.conv is not None for i in computes)
-    assert all(i.conv.b == t.conv_b for i in computes)
+    assert (t.conv or t.conv_b or t.conv_t) and computes
+    assert all(i.conv is not None for i in computes)
+    assert all(i.conv.b == t.conv_b and i.conv.t == t.conv_t for i in computes)
+    if t.conv_t:
+        chunks = {i.m // (conv.kh * conv.kw * case.hw.array.rows) for i in computes}
+        return {"transposed", f"{conv.kh}x{conv.kw}"} | {f"{c} chunks" for c in chunks}
     padded = any(None in conv_rows(i.conv, i.b_row if i.conv.b else i.a_row,
                                    i.k if i.conv.b else i.m) for i in computes)
     if t.conv_b:
@@ -56,4 +60,4 @@ def test_the_ci_conv_seeds_cover_the_address_mode():
             seen |= _features(case)
     assert seen >= {"3x3", "5x5", "stride 1", "stride 2", "padding", "sparse", "dense", "band",
                     "images", "kernel offsets", "channel chunks", "single", "bp", "wg",
-                    "mid-line", "2 offsets", "4 offsets"}, seen
+                    "mid-line", "2 offsets", "4 offsets", "transposed", "2 chunks"}, seen
