@@ -40,7 +40,6 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -549,23 +548,41 @@ def chunk_bounds_of(needs: np.ndarray, starts: list[int], depth: int,
                     reserved: tuple[int, int, int], what: str) -> list[list[tuple[int, int]]]:
     """:func:`chunk_bounds` of several items' steps at once (item ``i``'s from ``starts[i]``
     to the next start): per item, its cuts (global step indices)."""
-    # Python lists and bisect: a long item has thousands of chunks, and numpy's per-call cost
-    # on these short searches dominated the mapping of a 256k-token prefill.
-    cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)]).T.tolist()
+    n = needs.shape[0]
+    cum = np.zeros((3, n + 1), dtype=np.int64)
+    np.cumsum(needs.T, axis=1, out=cum[:, 1:])
     limit = [depth - r for r in reserved]
-    out = []
-    for lo, end in zip(starts, list(starts[1:]) + [needs.shape[0]]):
-        bounds, first = [], lo
-        while lo < end:
-            hi = min(end, *(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3)))
-            if hi <= lo:
-                raise MappingError(f"{what} {lo - first} needs {needs[lo].tolist()} DMA/PE/vector "
-                                   f"instructions; controller.instruction_depth={depth} is too "
-                                   f"small")
-            bounds.append((lo, hi))
-            lo = hi
-        out.append(bounds)
-    return out
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.append(starts[1:], n)
+    # Every item's next chunk in one pass (a few searches per chunk, in numpy): the rounds
+    # are as many as the longest item's chunks, not as many as all items' chunks.
+    lo, active = starts.copy(), np.flatnonzero(starts < ends)
+    rounds = []
+    while active.size:
+        at, hi = lo[active], ends[active]
+        for u in range(3):
+            hi = np.minimum(hi, np.searchsorted(cum[u], cum[u][at] + limit[u], "right") - 1)
+        if (hi <= at).any():
+            i = int(np.flatnonzero(hi <= at)[0])
+            step = int(at[i])
+            raise MappingError(f"{what} {step - starts[active[i]]} needs {needs[step].tolist()} "
+                               f"DMA/PE/vector instructions; controller.instruction_depth="
+                               f"{depth} is too small")
+        rounds.append((active, at, hi))
+        lo[active] = hi
+        active = active[hi < ends[active]]
+    return _per_item(rounds, starts.size)
+
+
+def _per_item(rounds: list, items: int) -> list[list[tuple[int, int]]]:
+    """The chunks of :func:`chunk_bounds_of`'s rounds, gathered per item in order."""
+    if not rounds:
+        return [[] for _ in range(items)]
+    owner, lo, hi = (np.concatenate(parts) for parts in zip(*rounds))
+    order = np.argsort(owner, kind="stable")  # rounds are in step order within an item
+    pairs = list(zip(lo[order].tolist(), hi[order].tolist()))
+    ends = np.cumsum(np.bincount(owner, minlength=items)).tolist()
+    return [pairs[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 def _cut(plan: AttentionPlan, visits: Visits, hw: HardwareSpec,
@@ -648,24 +665,14 @@ def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec,
     return [steps.blocks(lo, hi) for lo, hi in bounds]
 
 
-def _signature(
-    plan: AttentionPlan, item: WorkItem, shapes: tuple, first: bool, last: bool, training: bool,
-) -> tuple:
+def _signature(plan: AttentionPlan, item: WorkItem, shapes: bytes, first: bool, last: bool,
+               training: bool) -> tuple:
+    """A chunk program's key: what its instructions depend on besides DRAM addresses. The
+    item's block total is not in it (a first chunk's segment carries it in its work only), so
+    first chunks of items of different lengths share one program and one timing."""
     op = plan.op
-    # A first chunk also carries its item's totals (skipped blocks), hence the block count.
-    total = len(item.blocks) if first else 0
-    return (
-        "attention-training" if training else "attention",
-        op.head_dim,
-        op.block_size,
-        op.kv_len,
-        plan.score_nm,
-        item.cols,
-        first,
-        last,
-        total,
-        shapes,
-    )
+    return ("attention-training" if training else "attention", op.head_dim, op.block_size,
+            op.kv_len, plan.score_nm, item.cols, first, last, shapes)
 
 
 def attention_segments(
@@ -695,16 +702,18 @@ def attention_segments(
         for i, (lo, hi) in enumerate(bounds):
             first, last = i == 0, i == len(bounds) - 1
             key = _signature(plan, item, shapes[i], first, last, training)
-            entry = groups.get(key)
+            # A first chunk's work also counts its item's skipped blocks: one segment per total.
+            group = (key, len(item.blocks) if first else 0)
+            entry = groups.get(group)
             if entry is None:
                 blocks = steps.blocks(lo, hi)
                 if key not in programs:
                     programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
-                entry = groups[key] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
+                entry = groups[group] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
             entry[1] += members
     return [
         Segment(work, count * op.repeat, key, programs[key])
-        for key, (work, count) in groups.items()
+        for (key, _), (work, count) in groups.items()
     ]
 
 

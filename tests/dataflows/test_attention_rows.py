@@ -124,3 +124,43 @@ def test_batched_cuts_count_every_items_chunks(pattern, causal, monkeypatch):
              tuple((int(r), bool(p), int(c)) for r, p, c in shapes))] += seg.repeat
         assert seg.work.blocks == int(shapes[:, 2].sum())
     assert got == expected
+
+
+def _greedy_cuts(needs, lo, end, limit):
+    """The greedy cut one step at a time: a chunk takes steps while every unit's sum fits."""
+    out = []
+    while lo < end:
+        hi, used = lo, np.zeros(3, dtype=np.int64)
+        while hi < end and (used + needs[hi] <= limit).all():
+            used += needs[hi]
+            hi += 1
+        assert hi > lo
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def test_chunk_bounds_of_many_items_is_the_greedy_cut():
+    from dataflows.attention import chunk_bounds_of
+    from workloads.errors import MappingError
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(60):
+        needs = rng.integers(0, 9, size=(int(rng.integers(0, 300)), 3))
+        if needs.size and rng.random() < 0.25:  # one step too long for any chunk
+            needs[rng.integers(0, needs.shape[0]), rng.integers(0, 3)] = 12
+        starts = np.unique(np.append(rng.integers(0, max(1, needs.shape[0]), 6), 0)).tolist()
+        starts = sorted(starts + [starts[-1]])  # an empty item too
+        reserved = tuple(int(r) for r in rng.integers(0, 3, 3))
+        depth = 12
+        limit = np.array([depth - r for r in reserved])
+        ends = starts[1:] + [needs.shape[0]]
+        if any((needs[a:b] > limit).any() for a, b in zip(starts, ends)):
+            with pytest.raises(MappingError, match="instruction_depth=12 is too small"):
+                chunk_bounds_of(needs, starts, depth, reserved, "step")
+            seen.add("refused")
+            continue
+        got = chunk_bounds_of(needs, starts, depth, reserved, "step")
+        assert got == [_greedy_cuts(needs, a, b, limit) for a, b in zip(starts, ends)]
+        seen.add("cut")
+    assert seen == {"refused", "cut"}
