@@ -296,43 +296,107 @@ def plan_attention(
     """
     mask = mask if mask is not None else build_mask(op)
     _check_fits(op, hw, mask.score_nm)
-    width = hw.array.cols
-    columns = op.heads // op.groups * op.queries
-    items, offset, unions, shared = [], 0, {}, {}
+    g = op.heads // op.groups
     # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
     # for every head, so a union depends on the query blocks only.
     alike = mask.state is not None and mask.state.strides[1] == 0
+    tiles = _tiles(op, mask.block, hw.array.cols, alike)
+    items, offset, unions, shared, run = [], 0, {}, {}, {}
     for b in range(op.batch):
         for group in range(op.groups):
-            for col0 in range(0, columns, width):
-                cols = min(width, columns - col0)
-                # Column tiles of one query block share their blocks: compute each union once.
-                pairs = item_pairs(op, mask.block, group, col0, cols)
-                key = (b, pairs if not alike else pairs[0][1] if len(pairs) == 1
-                       else tuple(qb for _, qb in pairs))
-                if key not in unions:
-                    # Query blocks with the same visits share one Visits (a dense or windowed
-                    # mask has few distinct ones): memory, and one chunking per distinct one.
-                    v = _shared(shared, _union_blocks(op, mask, b, pairs))
-                    unions[key] = v, int(v.rows[v.partial].sum())  # and its partial rows
-                blocks, partial_rows = unions[key]
-                items.append(WorkItem(b, group, col0, cols, blocks, offset))
-                offset += mask_bytes(partial_rows, cols)
+            for col0, cols, rel, uid in tiles:
+                # Column tiles of one query block share their blocks: each union computed once.
+                key = (b, uid) if alike else (b, group, uid)
+                got = unions.get(key)
+                if got is None:
+                    pairs = tuple((group * g + h, qb) for h, qb in rel)
+                    got = unions[key] = _union(op, mask, b, pairs, shared, run)
+                items.append(WorkItem(b, group, col0, cols, got[0], offset))
+                if got[1]:
+                    offset += mask_bytes(got[1], cols)
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
 
+def _tiles(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
+    """The column tiles of a group, the same in every group: ``(col0, cols, pairs, uid)`` with
+    its (head within the group, query block) pairs and a number that is equal exactly for
+    tiles of equal pairs (of equal query blocks when ``alike``)."""
+    columns = op.heads // op.groups * op.queries
+    out, uids = [], {}
+    for col0 in range(0, columns, width):
+        cols = min(width, columns - col0)
+        rel = item_pairs(op, block, 0, col0, cols)
+        same = tuple(qb for _, qb in rel) if alike else rel
+        out.append((col0, cols, rel, uids.setdefault(same, len(uids))))
+    return out
+
+
+def _union(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple, shared: dict,
+           run: dict) -> tuple[Visits, int]:
+    """The Visits of ``pairs`` (one object for equal ones: memory, and one chunking per
+    distinct one) and their partial rows (the element mask rows a work item loads)."""
+    if mask.state is None and len(pairs) == 1:  # the common case of descriptor masks
+        v, partial_rows = _row_visits(op, mask, *pairs[0], run)
+    else:
+        v = _union_blocks(op, mask, b, pairs)
+        partial_rows = int(v.rows[v.partial].sum())
+    return _shared(shared, v), partial_rows
+
+
+#: Query blocks of a descriptor mask whose Visits are computed in one numpy pass.
+_ROW_RUN = 256
+
+
+def _row_visits(op: AttentionOp, mask: AttentionMask, h: int, qb: int,
+                run: dict) -> tuple[Visits, int]:
+    """One query block's Visits (views) and partial rows from its run of :data:`_ROW_RUN`
+    rows, computed at once (``run`` keeps the last run: the plan asks in order)."""
+    lo = qb - qb % _ROW_RUN
+    if run.get("at") != (h, lo):
+        kbs, st, bounds = mask.rows.flat(h, lo, min(lo + _ROW_RUN, mask.q_blocks))
+        rows = np.minimum(mask.block, op.kv_len - kbs * mask.block)
+        partial = st != FULL
+        prefix = np.concatenate(([0], np.cumsum(rows * partial)))[bounds].tolist()
+        run.update(at=(h, lo), arrays=(kbs, rows, partial), bounds=bounds.tolist(),
+                   prefix=prefix)
+    i, j = run["bounds"][qb - lo], run["bounds"][qb - lo + 1]
+    kbs, rows, partial = run["arrays"]
+    return Visits(kbs[i:j], rows[i:j], partial[i:j]), run["prefix"][qb - lo + 1] - run[
+        "prefix"][qb - lo]
+
+
 def _shared(shared: dict, v: Visits) -> Visits:
-    """The Visits equal to ``v`` seen before, else ``v`` (registered): keyed by a digest of its
-    arrays (16 bytes, not a copy of them) and compared in full on a hit, so never conflated."""
+    """The Visits equal to ``v`` seen before, else ``v`` (registered). Keyed first by size and
+    end blocks; where those collide, by a 16-byte digest of the arrays (not a copy of them),
+    and always compared in full on a hit, so never conflated. Most Visits of a vertical-slash
+    prefill are distinct, and only collisions pay for a digest."""
+    n = len(v)
+    cheap = (n, int(v.index[0]), int(v.index[-1])) if n else (0,)
+    seen = shared.get(cheap)
+    if seen is None:
+        shared[cheap] = v
+        return v
+    if isinstance(seen, Visits):  # a second one with these ends: digests from now on
+        if _equal(seen, v):
+            return seen
+        seen = shared[cheap] = {_digest(seen): [seen]}
+    bucket = seen.setdefault(_digest(v), [])
+    for other in bucket:
+        if _equal(other, v):
+            return other
+    bucket.append(v)
+    return v
+
+
+def _digest(v: Visits) -> bytes:
     digest = hashlib.blake2b(v.index.tobytes(), digest_size=16)
     digest.update(v.partial.tobytes())
-    seen = shared.setdefault(digest.digest(), [])
-    for other in seen:
-        if np.array_equal(other.index, v.index) and np.array_equal(other.partial, v.partial):
-            return other
-    seen.append(v)
-    return v
+    return digest.digest()
+
+
+def _equal(a: Visits, b: Visits) -> bool:
+    return np.array_equal(a.index, b.index) and np.array_equal(a.partial, b.partial)
 
 
 def _pv_span(hw: HardwareSpec, nm: tuple[int, int] | None) -> int:

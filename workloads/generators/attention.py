@@ -1127,8 +1127,14 @@ class KeyOffsetStates:
         return self.cache["rows"][qb - lo]
 
     def rows(self, h: int, qb0: int, qb1: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`row` of query blocks ``qb0 .. qb1-1``: candidates (visible key blocks of the
-        key set, key blocks on a touched diagonal) as one flat array, classified at once."""
+        """:meth:`row` of query blocks ``qb0 .. qb1-1``."""
+        k, st, bounds = self.flat(h, qb0, qb1)
+        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+    def flat(self, h: int, qb0: int, qb1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of query blocks ``qb0 .. qb1-1`` back to back: key blocks, states, and the
+        ``qb1 − qb0 + 1`` bounds of each row in them. Candidates (visible key blocks of the key
+        set, key blocks on a touched diagonal) as one flat array, classified at once."""
         nkb, b = self.key_count.shape[1], self.block
         qbs = np.arange(qb0, qb1)
         keys = self.key_blocks[h]
@@ -1151,7 +1157,7 @@ class KeyOffsetStates:
         q, k, st = q[keep], k[keep], st[keep]
         bounds = np.searchsorted(q, np.arange(qb0, qb1 + 1))
         self.counts[h, qb0:qb1] = np.diff(bounds)
-        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+        return k, st, bounds
 
     def nonempty(self) -> int:
         """Non-empty blocks of one batch element (every row computed once)."""
