@@ -300,36 +300,47 @@ def plan_attention(
     # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
     # for every head, so a union depends on the query blocks only.
     alike = mask.state is not None and mask.state.strides[1] == 0
-    tiles = _tiles(op, mask.block, hw.array.cols, alike)
+    units = _units(op, mask.block, hw.array.cols, alike)
     items, offset, unions, shared, run = [], 0, {}, {}, {}
     for b in range(op.batch):
         for group in range(op.groups):
-            for col0, cols, rel, uid in tiles:
-                # Column tiles of one query block share their blocks: each union computed once.
-                key = (b, uid) if alike else (b, group, uid)
-                got = unions.get(key)
+            for rel, uid, tiles in units:
+                # The column tiles of a unit share their blocks: its union is computed once
+                # (once per batch element for all groups when alike).
+                got = unions.get((b, uid)) if alike else None
                 if got is None:
                     pairs = tuple((group * g + h, qb) for h, qb in rel)
-                    got = unions[key] = _union(op, mask, b, pairs, shared, run)
-                items.append(WorkItem(b, group, col0, cols, got[0], offset))
-                if got[1]:
-                    offset += mask_bytes(got[1], cols)
+                    got = _union(op, mask, b, pairs, shared, run)
+                    if alike:
+                        unions[b, uid] = got
+                for col0, cols in tiles:
+                    items.append(WorkItem(b, group, col0, cols, got[0], offset))
+                    if got[1]:
+                        offset += mask_bytes(got[1], cols)
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
 
-def _tiles(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
-    """The column tiles of a group, the same in every group: ``(col0, cols, pairs, uid)`` with
-    its (head within the group, query block) pairs and a number that is equal exactly for
-    tiles of equal pairs (of equal query blocks when ``alike``)."""
-    columns = op.heads // op.groups * op.queries
-    out, uids = [], {}
-    for col0 in range(0, columns, width):
-        cols = min(width, columns - col0)
-        rel = item_pairs(op, block, 0, col0, cols)
-        same = tuple(qb for _, qb in rel) if alike else rel
-        out.append((col0, cols, rel, uids.setdefault(same, len(uids))))
-    return out
+def _units(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
+    """A group's column tiles (the same in every group) as units of consecutive tiles with
+    the same (head within the group, query block) pairs: ``(pairs, uid, [(col0, cols), …])``,
+    ``uid`` equal exactly for units of equal query blocks (used when ``alike``). A tile
+    within one query block — nearly all of them — is classified in numpy, not one by one."""
+    columns, q_len = op.heads // op.groups * op.queries, op.queries
+    col0 = np.arange(0, columns, width)
+    cols = np.minimum(width, columns - col0)
+    h0, q0 = np.divmod(col0, q_len)
+    h1, q1 = np.divmod(col0 + cols - 1, q_len)
+    simple = ((h0 == h1) & (q0 // block == q1 // block)).tolist()
+    units, uids = [], {}
+    for c0, n, h, qb, one in zip(col0.tolist(), cols.tolist(), h0.tolist(),
+                                 (q0 // block).tolist(), simple):
+        rel = ((h, qb),) if one else item_pairs(op, block, 0, c0, n)
+        if not units or units[-1][0] != rel:
+            same = tuple(qb for _, qb in rel) if alike else rel
+            units.append((rel, uids.setdefault(same, len(uids)), []))
+        units[-1][2].append((c0, n))
+    return units
 
 
 def _union(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple, shared: dict,
