@@ -313,19 +313,19 @@ def plan_attention(
                     got = _union(op, mask, b, pairs, shared, run)
                     if alike:
                         unions[b, uid] = got
-                for col0, cols in tiles:
+                for col0, cols, row_bytes in tiles:
                     items.append(WorkItem(b, group, col0, cols, got[0], offset))
-                    if got[1]:
-                        offset += mask_bytes(got[1], cols)
+                    offset += got[1] * row_bytes
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
 
 def _units(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
     """A group's column tiles (the same in every group) as units of consecutive tiles with
-    the same (head within the group, query block) pairs: ``(pairs, uid, [(col0, cols), …])``,
-    ``uid`` equal exactly for units of equal query blocks (used when ``alike``). A tile
-    within one query block — nearly all of them — is classified in numpy, not one by one."""
+    the same (head within the group, query block) pairs: ``(pairs, uid, [(col0, cols, mask
+    bytes per key row), …])``, ``uid`` equal exactly for units of equal query blocks (used
+    when ``alike``). A tile within one query block — nearly all of them — is classified in
+    numpy, not one by one."""
     columns, q_len = op.heads // op.groups * op.queries, op.queries
     col0 = np.arange(0, columns, width)
     cols = np.minimum(width, columns - col0)
@@ -339,7 +339,7 @@ def _units(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
         if not units or units[-1][0] != rel:
             same = tuple(qb for _, qb in rel) if alike else rel
             units.append((rel, uids.setdefault(same, len(uids)), []))
-        units[-1][2].append((c0, n))
+        units[-1][2].append((c0, n, mask_bytes(1, n)))  # element masks: rows of equal size
     return units
 
 
@@ -781,10 +781,11 @@ def attention_segments(
             group = (key, len(item.blocks) if first else 0)
             entry = groups.get(group)
             if entry is None:
-                blocks = steps.blocks(lo, hi)
                 if key not in programs:
-                    programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
-                entry = groups[group] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
+                    programs[key] = item_program(plan, item, steps.blocks(lo, hi), first, last,
+                                                 hw, lse_addr)
+                work = _work(layer, plan, item, steps, (lo, hi), first, kv_blocks)
+                entry = groups[group] = [work, 0]
             entry[1] += members
     return [
         Segment(work, count * op.repeat, key, programs[key])
@@ -837,14 +838,14 @@ def _cut_batch(plan: AttentionPlan, batch: list, hw: HardwareSpec, training: boo
         yield (item, members, *done.get(id(item.blocks), (None, [], [])))
 
 
-def _work(layer: str, plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...],
+def _work(layer: str, plan: AttentionPlan, item: WorkItem, steps: Steps, cut: tuple[int, int],
           first: bool, kv_blocks: int) -> AttentionWork:
-    """What one chunk's segment computes; a first chunk carries its item's skipped blocks and
-    dense MACs."""
-    op = plan.op
+    """What one chunk's segment (steps ``cut``) computes; a first chunk carries its item's
+    skipped blocks and dense MACs."""
+    op, (lo, hi) = plan.op, cut
     return AttentionWork(
-        layer, op, plan.mask.label, sum(b.count for b in blocks),
-        sum(b.partial for b in blocks), kv_blocks - len(item.blocks) if first else 0,
+        layer, op, plan.mask.label, int(steps.count[lo:hi].sum()),
+        int(steps.partial[lo:hi].sum()), kv_blocks - len(item.blocks) if first else 0,
         2 * op.kv_len * op.head_dim * item.cols if first else 0,
         plan.mask.density, plan.mask.block_density)
 
