@@ -806,8 +806,8 @@ _BATCH_BLOCKS = 1 << 21
 def _class_cuts(plan: AttentionPlan, classes: dict, hw: HardwareSpec,
                 training: bool) -> Iterator[tuple]:
     """Per class of work items (in order): its first item, its size, and its Visits' merged
-    steps, chunk bounds and per chunk the steps' shapes as bytes (``rows, partial, count`` as
-    int64 triples: equal bytes, equal programs up to addresses). The Visits are merged and cut
+    steps, chunk bounds and per chunk the steps' shapes as bytes (:func:`shape_bytes`: equal
+    bytes, equal programs up to addresses). The Visits are merged and cut
     in batches: one numpy call per batch, not per query block, and only a batch held at once."""
     done: dict[int, tuple] = {}
     batch, size = [], 0
@@ -836,12 +836,23 @@ def _cut_batch(plan: AttentionPlan, batch: list, hw: HardwareSpec, training: boo
         needs = _step_instrs(steps, op.head_dim, hw, plan.score_nm)
         cuts = chunk_bounds_of(needs, first_step.tolist(), hw.controller.instruction_depth,
                                (2 if training else 1, 0, 1), "one step of key blocks, step")
-        raw = np.stack([steps.rows, steps.partial, steps.count], axis=1).astype(np.int64)
-        raw = raw.tobytes()
+        raw, size = shape_bytes(steps), SHAPE_BYTES
         for v, bounds in zip(distinct, cuts):
-            done[id(v)] = (steps, bounds, [raw[lo * 24 : hi * 24] for lo, hi in bounds])
+            done[id(v)] = (steps, bounds, [raw[lo * size : hi * size] for lo, hi in bounds])
     for item, members in batch:
         yield (item, members, *done.get(id(item.blocks), (None, [], [])))
+
+
+#: Bytes per step in :func:`shape_bytes`.
+SHAPE_BYTES = 8
+
+
+def shape_bytes(steps: Steps) -> bytes:
+    """Steps' shapes as ``uint32`` pairs ``(rows, count)``, count 0 for a partial step (a
+    partial step is always one block: :func:`merge_arrays` merges full blocks only). A third
+    of the ``int64`` triples: a million-token prefill's keys copy 58 M steps of them."""
+    return np.stack([steps.rows, np.where(steps.partial, 0, steps.count)],
+                    axis=1).astype(np.uint32).tobytes()
 
 
 def _work(layer: str, plan: AttentionPlan, item: WorkItem, steps: Steps, cut: tuple[int, int],
@@ -881,4 +892,5 @@ __all__ += [
     "empty_items",
     "iter_blocks",
     "item_pairs",
+    "shape_bytes",
 ]
