@@ -304,19 +304,19 @@ def plan_attention(
     # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
     # for every head, so a union depends on the query blocks only.
     alike = mask.state is not None and mask.state.strides[1] == 0
-    units = _units(op, mask.block, hw.array.cols, alike)
+    units = _units(op, mask.block, hw.array.cols)
     items, offset, unions, shared, run = [], 0, {}, {}, {}
     for b in range(op.batch):
         for group in range(op.groups):
-            for rel, uid, tiles in units:
+            for rel, qbs, tiles in units:
                 # The column tiles of a unit share their blocks: its union is computed once
-                # (once per batch element for all groups when alike).
-                got = unions.get((b, uid)) if alike else None
+                # (once per batch element and query blocks for all heads when alike).
+                got = unions.get((b, qbs)) if alike else None
                 if got is None:
                     pairs = tuple((group * g + h, qb) for h, qb in rel)
                     got = _union(op, mask, b, pairs, shared, run)
                     if alike:
-                        unions[b, uid] = got
+                        unions[b, qbs] = got
                 for col0, cols, row_bytes in tiles:
                     items.append(WorkItem(b, group, col0, cols, got[0], offset))
                     offset += got[1] * row_bytes
@@ -324,26 +324,29 @@ def plan_attention(
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
 
-def _units(op: AttentionOp, block: int, width: int, alike: bool) -> list[tuple]:
+def _units(op: AttentionOp, block: int, width: int) -> list[tuple]:
     """A group's column tiles (the same in every group) as units of consecutive tiles with
-    the same (head within the group, query block) pairs: ``(pairs, uid, [(col0, cols, mask
-    bytes per key row), …])``, ``uid`` equal exactly for units of equal query blocks (used
-    when ``alike``). A tile within one query block — nearly all of them — is classified in
-    numpy, not one by one."""
+    the same (head within the group, query block) pairs: ``(pairs, query blocks, [(col0,
+    cols, mask bytes per key row), …])``. A tile within one query block — nearly all of them —
+    is classified in numpy, not one by one (a multi-pair tile never repeats: two disjoint
+    tiles cannot both straddle one boundary)."""
     columns, q_len = op.heads // op.groups * op.queries, op.queries
     col0 = np.arange(0, columns, width)
     cols = np.minimum(width, columns - col0)
     h0, q0 = np.divmod(col0, q_len)
     h1, q1 = np.divmod(col0 + cols - 1, q_len)
-    simple = ((h0 == h1) & (q0 // block == q1 // block)).tolist()
-    units, uids = [], {}
-    for c0, n, h, qb, one in zip(col0.tolist(), cols.tolist(), h0.tolist(),
-                                 (q0 // block).tolist(), simple):
-        rel = ((h, qb),) if one else item_pairs(op, block, 0, c0, n)
-        if not units or units[-1][0] != rel:
-            same = tuple(qb for _, qb in rel) if alike else rel
-            units.append((rel, uids.setdefault(same, len(uids)), []))
-        units[-1][2].append((c0, n, mask_bytes(1, n)))  # element masks: rows of equal size
+    qb = q0 // block
+    simple = (h0 == h1) & (qb == q1 // block)
+    new = np.ones(col0.size, dtype=bool)
+    new[1:] = ~simple[1:] | ~simple[:-1] | (h0[1:] != h0[:-1]) | (qb[1:] != qb[:-1])
+    row_bytes = {n: mask_bytes(1, n) for n in set(cols.tolist())}  # element masks: rows alike
+    tiles = [(c0, n, row_bytes[n]) for c0, n in zip(col0.tolist(), cols.tolist())]
+    starts = np.flatnonzero(new).tolist()
+    units = []
+    for t0, t1 in zip(starts, starts[1:] + [col0.size]):
+        c0, n = tiles[t0][:2]
+        rel = ((int(h0[t0]), int(qb[t0])),) if simple[t0] else item_pairs(op, block, 0, c0, n)
+        units.append((rel, tuple(q for _, q in rel), tiles[t0:t1]))
     return units
 
 

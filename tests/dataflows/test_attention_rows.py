@@ -164,3 +164,22 @@ def test_chunk_bounds_of_many_items_is_the_greedy_cut():
         assert got == [_greedy_cuts(needs, a, b, limit) for a, b in zip(starts, ends)]
         seen.add("cut")
     assert seen == {"refused", "cut"}
+
+
+def test_band_states_are_the_block_classification_of_the_band():
+    from workloads.generators.attention import EMPTY, FULL, PARTIAL, _band_state
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        block = int(rng.integers(1, 9))
+        kv_len = int(rng.integers(1, 60))
+        q_len = int(rng.integers(1, kv_len + 1))
+        lo = float(rng.choice([-np.inf, rng.integers(-20, 20)]))
+        hi = float(rng.choice([np.inf, lo + rng.integers(0, 30)]))
+        d = (np.arange(q_len)[:, None] + kv_len - q_len) - np.arange(kv_len)[None, :]
+        inside = (d >= lo) & (d <= hi)
+        want = np.empty((-(-q_len // block), -(-kv_len // block)), dtype=np.uint8)
+        for qb in range(want.shape[0]):
+            for kb in range(want.shape[1]):
+                cell = inside[qb * block:(qb + 1) * block, kb * block:(kb + 1) * block]
+                want[qb, kb] = FULL if cell.all() else PARTIAL if cell.any() else EMPTY
+        assert (_band_state(q_len, kv_len, block, lo, hi) == want).all()

@@ -278,11 +278,18 @@ def _band_state(q_len: int, kv_len: int, block: int, lo: float, hi: float) -> np
     """
     q_lo, q_hi = _block_bounds(q_len, block, kv_len - q_len)
     k_lo, k_hi = _block_bounds(kv_len, block)
-    d_min = q_lo[:, None] - k_hi[None, :]
-    d_max = q_hi[:, None] - k_lo[None, :]
-    state = np.full(d_min.shape, PARTIAL, dtype=np.uint8)
-    state[(d_min >= lo) & (d_max <= hi)] = FULL
-    state[(d_max < lo) | (d_min > hi)] = EMPTY
+    # Along a row d_min = q_lo − k_hi and d_max = q_hi − k_lo fall as kb grows, so the full
+    # blocks and the two empty runs are intervals of kb found by searches: no q_blocks ×
+    # kv_blocks arrays of positions (a dense 1M-token grid would take 1 GiB of them).
+    full_from = np.searchsorted(k_lo, q_hi - hi, "left").tolist()  # d_max <= hi
+    full_to = np.searchsorted(k_hi, q_lo - lo, "right").tolist()  # d_min >= lo
+    empty_to = np.searchsorted(k_hi, q_lo - hi, "left").tolist()  # d_min > hi before it
+    empty_from = np.searchsorted(k_lo, q_hi - lo, "right").tolist()  # d_max < lo from it
+    state = np.full((q_lo.size, k_lo.size), PARTIAL, dtype=np.uint8)
+    for row, a, b, c, d in zip(state, full_from, full_to, empty_to, empty_from):
+        row[a:b] = FULL  # (b <= a: none)
+        row[:c] = EMPTY
+        row[d:] = EMPTY
     return state
 
 
