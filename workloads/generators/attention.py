@@ -769,15 +769,19 @@ def synthetic_qk(
     q_pos = np.arange(q_len) + (kv_len - q_len)
     k_pos = np.arange(kv_len)
     gains = rng.uniform(0.2, 1.4, size=heads).astype(np.float32)[None, :, None]
+    sink = 2 * pairs
+    # K's structured channels are written in one pass over its rows (channel by channel, the
+    # strided writes crossed a million-token K 33 times); the same float32 values.
+    k_cols = np.empty((sink + 1, kv_len), dtype=np.float32)
     for i, period in enumerate(periods):
         w = 2 * np.pi / period
         q[..., 2 * i] = amp * np.cos(w * q_pos) * gains
         q[..., 2 * i + 1] = amp * np.sin(w * q_pos) * gains
-        k[..., 2 * i] = amp * np.cos(w * k_pos)
-        k[..., 2 * i + 1] = amp * np.sin(w * k_pos)
-    sink = 2 * pairs
+        k_cols[2 * i] = amp * np.cos(w * k_pos)
+        k_cols[2 * i + 1] = amp * np.sin(w * k_pos)
     q[..., sink] = amp * gains
-    k[..., sink] = 0.0
+    k_cols[sink] = 0.0
+    k[..., : sink + 1] = k_cols.T
     k[:, :, 0, sink] = amp * pairs
     return q, k
 
@@ -1301,7 +1305,8 @@ def _softmax_rows(s: np.ndarray) -> np.ndarray:
 
 
 def vertical_slash_indices(
-    q_last: np.ndarray, k: np.ndarray, kv_len: int, vertical: int, slash: int
+    q_last: np.ndarray, k: np.ndarray, kv_len: int, vertical: int, slash: int,
+    scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MInference's last-query estimation for one head: ``q_last`` [n, d] are the last ``n``
     queries (positions ``kv_len − n ..``), ``k`` [kv_len, d] the keys. Softmax of their causal
@@ -1310,11 +1315,16 @@ def vertical_slash_indices(
     itself) are always kept. Returns sorted index arrays (keys, offsets).
 
     In float32 and in place, as the accelerator's estimate would be: at a million keys the
-    ``n × kv_len`` scores take 256 MiB once, not several float64 copies.
+    ``n × kv_len`` scores take 256 MiB once, not several float64 copies. ``scores``: a float32
+    ``[n, kv_len]`` buffer to compute them in (reused across heads, its pages are not faulted
+    in afresh per head).
     """
     n = q_last.shape[0]
     q_pos = np.arange(n) + (kv_len - n)
-    p = np.asarray(q_last, dtype=np.float32) @ np.asarray(k, dtype=np.float32).T
+    if scores is None:
+        scores = np.empty((n, kv_len), dtype=np.float32)
+    p = np.matmul(np.asarray(q_last, dtype=np.float32), np.asarray(k, dtype=np.float32).T,
+                  out=scores)
     p *= np.float32(1.0 / np.sqrt(q_last.shape[-1]))
     for i, pos in enumerate(q_pos):  # causal: the last queries do not see later keys
         p[i, pos + 1 :] = -np.inf
@@ -1367,8 +1377,9 @@ def vertical_slash_mask(op: AttentionOp) -> AttentionMask:
             q, k = synthetic_qk(op.batch, heads, op.groups, last, kv_len, op.head_dim,
                                 p.data.seed, structured=p.data.source == "synthetic")
         group = heads // op.groups
-        picks = [vertical_slash_indices(q[0, h], k[0, h // group], kv_len, p.vertical, p.slash)
-                 for h in range(heads)]
+        scores = np.empty((last, kv_len), dtype=np.float32)
+        picks = [vertical_slash_indices(q[0, h], k[0, h // group], kv_len, p.vertical, p.slash,
+                                        scores) for h in range(heads)]
         verticals, slashes = [v for v, _ in picks], [o for _, o in picks]
     keys = np.zeros((heads, kv_len), dtype=bool)
     offsets = np.zeros((heads, 2 * kv_len - 1), dtype=bool)
