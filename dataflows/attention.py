@@ -613,10 +613,15 @@ def item_program(
 
 
 def _step_instrs(steps: Steps, d: int, hw: HardwareSpec, nm) -> np.ndarray:
-    """``[steps, 3]``: the DMA, PE and vector instructions each step adds (RESCALE counted)."""
+    """``[steps, 3]``: the DMA, PE and vector instructions each step adds (RESCALE counted);
+    a view of a unit-major array (:func:`chunk_bounds_of` sums each unit's row)."""
     chunks = ceil_div(d, hw.array.rows)
     pv = -(-steps.rows // _pv_span(hw, nm))
-    return np.stack([steps.partial + 2 * chunks + pv, chunks + pv, 2 + pv], axis=1)
+    out = np.empty((3, pv.size), dtype=np.int64)
+    np.add(steps.partial, 2 * chunks + pv, out=out[0])
+    np.add(pv, chunks, out=out[1])
+    np.add(pv, 2, out=out[2])
+    return out.T
 
 
 def chunk_bounds(needs: np.ndarray, depth: int, reserved: tuple[int, int, int],
