@@ -192,18 +192,3 @@ def test_bad_fields_are_one_line_with_the_line_and_exit_2(tmp_path, capsys, body
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"archsim: error: {path}:5: ")
-
-
-@pytest.mark.parametrize("run", [1, 7, 2048])
-def test_vertical_slash_indices_do_not_depend_on_the_key_runs(run, monkeypatch):
-    """The element-wise steps run over runs of keys; every run length gives the indices of one
-    pass over all keys (same float32 values, so the same ties and picks)."""
-    rng = np.random.default_rng(run)
-    kv_len, n = 5000, 40
-    q = rng.standard_normal((n, 32), dtype=np.float32) * 2
-    k = rng.standard_normal((kv_len, 32), dtype=np.float32)
-    monkeypatch.setattr(A, "_KEY_RUN", kv_len + 1)
-    whole = A.vertical_slash_indices(q, k, kv_len, 50, 60)
-    monkeypatch.setattr(A, "_KEY_RUN", run)
-    cut = A.vertical_slash_indices(q, k, kv_len, 50, 60)
-    assert all(np.array_equal(a, b) for a, b in zip(whole, cut))

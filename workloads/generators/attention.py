@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from tokenize import TokenError
@@ -1345,17 +1345,11 @@ def vertical_slash_indices(
         scores = np.empty((n, kv_len), dtype=np.float32)
     p = np.matmul(np.asarray(q_last, dtype=np.float32), np.asarray(k, dtype=np.float32).T,
                   out=scores)
+    p *= np.float32(1.0 / np.sqrt(q_last.shape[-1]))
     for i, pos in enumerate(q_pos):  # causal: the last queries do not see later keys
         p[i, pos + 1 :] = -np.inf
-    # Element-wise steps run a cache-sized run of keys at a time (the same float32 values:
-    # each element's operations are unchanged, and a maximum is exact in any order).
-    scale, top = np.float32(1.0 / np.sqrt(q_last.shape[-1])), np.full(n, -np.inf, np.float32)
-    for c in _key_runs(p):
-        c *= scale
-        np.maximum(top, c.max(axis=1), out=top)
-    for c in _key_runs(p):
-        c -= top[:, None]
-        np.exp(c, out=c)
+    p -= p.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
     p /= p.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
     column = p.sum(axis=0, dtype=np.float64)
     diag = np.zeros(kv_len)
@@ -1363,16 +1357,6 @@ def vertical_slash_indices(
         diag[: pos + 1] += p[i, pos::-1]
     column[0], diag[0] = np.inf, np.inf
     return _top(column, vertical), _top(diag, slash)
-
-
-#: Keys per run of :func:`_key_runs` (64 queries x 2048 keys of float32: 512 KiB, in L2).
-_KEY_RUN = 2048
-
-
-def _key_runs(p: np.ndarray) -> Iterator[np.ndarray]:
-    """Views of ``p``'s columns, :data:`_KEY_RUN` at a time."""
-    for c0 in range(0, p.shape[1], _KEY_RUN):
-        yield p[:, c0 : c0 + _KEY_RUN]
 
 
 def _top(x: np.ndarray, n: int) -> np.ndarray:
