@@ -326,6 +326,7 @@ def plan_attention(
     alike = mask.state is not None and mask.state.strides[1] == 0
     units = _units(op, mask.block, hw.array.cols)
     items, offset, unions, shared, run = [], 0, {}, {}, {}
+    append, item = items.append, WorkItem  # local names: the loop below runs per work item
     for b in range(op.batch):
         for group in range(op.groups):
             for rel, qbs, tiles in units:
@@ -337,9 +338,10 @@ def plan_attention(
                     got = _union(op, mask, b, pairs, shared, run)
                     if alike:
                         unions[b, qbs] = got
+                blocks, partial_rows = got
                 for col0, cols, row_bytes in tiles:
-                    items.append(WorkItem(b, group, col0, cols, got[0], offset))
-                    offset += got[1] * row_bytes
+                    append(item(b, group, col0, cols, blocks, offset))
+                    offset += partial_rows * row_bytes
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 

@@ -183,7 +183,10 @@ class AttentionMask:
         once (every segment of a plan reports it)."""
         if self.state is None:
             return self.rows.nonempty() / (self.heads * self.q_blocks * self.kv_blocks)
-        return float(np.count_nonzero(self.state)) / self.state.size
+        # A grid broadcast over batch or heads (_broadcast) is counted once, not per copy.
+        once = self.state[tuple(slice(0, 1) if st == 0 else slice(None)
+                                for st in self.state.strides)]
+        return float(np.count_nonzero(once)) * (self.state.size // once.size) / self.state.size
 
     def row(self, b: int, h: int, qb: int) -> tuple[np.ndarray, np.ndarray]:
         """The non-empty key blocks of one query block of a head (sorted) and their states."""
