@@ -60,6 +60,8 @@ def test_without_the_grid_the_mapping_and_timing_are_the_same(pattern, kv_len, q
     segments = attention_layer_segments("attn", op, SAT, {})
     figures = _figures(op)
     monkeypatch.setattr(A, "GRID_LIMIT", 0)
+    import dataflows.attention as DA
+    monkeypatch.setattr(DA, "_ROW_RUN", 3)  # Visits from runs of 3 query blocks' rows
     without = plan_attention(op, SAT)
     assert without.mask.state is None
     assert [(i.col0, i.blocks.index.tolist(), i.blocks.partial.tolist(), i.mask_offset)
