@@ -6,7 +6,7 @@ the cycles, MACs, split and density, as they were — with the block grid and wi
 from __future__ import annotations
 
 import pytest
-from test_attention import SAT, op_of, workload
+from test_attention import op_of, workload
 
 import workloads.generators.attention as A
 from archsim import simulate
