@@ -39,10 +39,14 @@ instruction memories; the softmax state and Oᵀ stay on chip between them.
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
-from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -160,12 +164,13 @@ def merge_arrays(index: np.ndarray, rows: np.ndarray, partial: np.ndarray, block
     return Steps(index[starts], rows_sum, partial[starts], np.diff(np.append(starts, n)))
 
 
-@dataclass(frozen=True, slots=True)
-class WorkItem:
+class WorkItem(NamedTuple):
     """Query columns ``col0 .. col0+cols-1`` of K/V head ``group`` of sequence ``batch``.
 
     Column ``c`` of a group is query ``c % q_len`` of head ``group·g + c // q_len`` (g query
     heads per K/V head). ``mask_offset`` is the byte offset of its first partial block's mask.
+    A named tuple, not a frozen dataclass: a million-token prefill makes 1.8 M of them (its
+    dense baseline included), five times faster to build.
     """
 
     batch: int
@@ -284,6 +289,24 @@ class AttentionPlan:
     score_nm: tuple[int, int] | None
 
 
+def _without_gc(fn):
+    """Run ``fn`` with the cyclic garbage collector paused: a million-token plan and its
+    segments allocate millions of acyclic containers (work items, lists, tuples), and each
+    collection the allocations trigger traverses all of them again (a quarter of the plan's
+    time at 262k tokens). Nothing is lost: cycles are collected once it runs again."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if paused:
+                gc.enable()
+    return run
+
+
+@_without_gc
 def plan_attention(
     op: AttentionOp, hw: HardwareSpec, mask: AttentionMask | None = None
 ) -> AttentionPlan:
@@ -297,43 +320,123 @@ def plan_attention(
     """
     mask = mask if mask is not None else build_mask(op)
     _check_fits(op, hw, mask.score_nm)
-    width = hw.array.cols
-    columns = op.heads // op.groups * op.queries
-    items, offset, unions, shared = [], 0, {}, {}
+    g = op.heads // op.groups
     # A grid shared by every head (a broadcast view: dense, causal, windows) has the same rows
     # for every head, so a union depends on the query blocks only.
     alike = mask.state is not None and mask.state.strides[1] == 0
+    units = _units(op, mask.block, hw.array.cols)
+    items, offset, unions, shared, run = [], 0, {}, {}, {}
+    append, item = items.append, WorkItem  # local names: the loop below runs per work item
     for b in range(op.batch):
         for group in range(op.groups):
-            for col0 in range(0, columns, width):
-                cols = min(width, columns - col0)
-                # Column tiles of one query block share their blocks: compute each union once.
-                pairs = item_pairs(op, mask.block, group, col0, cols)
-                key = (b, pairs if not alike else pairs[0][1] if len(pairs) == 1
-                       else tuple(qb for _, qb in pairs))
-                if key not in unions:
-                    # Query blocks with the same visits share one Visits (a dense or windowed
-                    # mask has few distinct ones): memory, and one chunking per distinct one.
-                    v = _shared(shared, _union_blocks(op, mask, b, pairs))
-                    unions[key] = v, int(v.rows[v.partial].sum())  # and its partial rows
-                blocks, partial_rows = unions[key]
-                items.append(WorkItem(b, group, col0, cols, blocks, offset))
-                offset += mask_bytes(partial_rows, cols)
+            for rel, qbs, tiles in units:
+                # The column tiles of a unit share their blocks: its union is computed once
+                # (once per batch element and query blocks for all heads when alike).
+                got = unions.get((b, qbs)) if alike else None
+                if got is None:
+                    pairs = tuple((group * g + h, qb) for h, qb in rel)
+                    got = _union(op, mask, b, pairs, shared, run)
+                    if alike:
+                        unions[b, qbs] = got
+                blocks, partial_rows = got
+                for col0, cols, row_bytes in tiles:
+                    append(item(b, group, col0, cols, blocks, offset))
+                    offset += partial_rows * row_bytes
     layout = AttentionLayout.of(op, hw, offset)
     return AttentionPlan(op, mask, tuple(items), layout, mask.score_nm)
 
 
+def _units(op: AttentionOp, block: int, width: int) -> list[tuple]:
+    """A group's column tiles (the same in every group) as units of consecutive tiles with
+    the same (head within the group, query block) pairs: ``(pairs, query blocks, [(col0,
+    cols, mask bytes per key row), …])``. A tile within one query block — nearly all of them —
+    is classified in numpy, not one by one (a multi-pair tile never repeats: two disjoint
+    tiles cannot both straddle one boundary)."""
+    columns, q_len = op.heads // op.groups * op.queries, op.queries
+    col0 = np.arange(0, columns, width)
+    cols = np.minimum(width, columns - col0)
+    h0, q0 = np.divmod(col0, q_len)
+    h1, q1 = np.divmod(col0 + cols - 1, q_len)
+    qb = q0 // block
+    simple = (h0 == h1) & (qb == q1 // block)
+    new = np.ones(col0.size, dtype=bool)
+    new[1:] = ~simple[1:] | ~simple[:-1] | (h0[1:] != h0[:-1]) | (qb[1:] != qb[:-1])
+    row_bytes = {n: mask_bytes(1, n) for n in set(cols.tolist())}  # element masks: rows alike
+    tiles = [(c0, n, row_bytes[n]) for c0, n in zip(col0.tolist(), cols.tolist())]
+    starts = np.flatnonzero(new).tolist()
+    units = []
+    for t0, t1 in zip(starts, starts[1:] + [col0.size]):
+        c0, n = tiles[t0][:2]
+        rel = ((int(h0[t0]), int(qb[t0])),) if simple[t0] else item_pairs(op, block, 0, c0, n)
+        units.append((rel, tuple(q for _, q in rel), tiles[t0:t1]))
+    return units
+
+
+def _union(op: AttentionOp, mask: AttentionMask, b: int, pairs: tuple, shared: dict,
+           run: dict) -> tuple[Visits, int]:
+    """The Visits of ``pairs`` (one object for equal ones: memory, and one chunking per
+    distinct one) and their partial rows (the element mask rows a work item loads)."""
+    if mask.state is None and len(pairs) == 1:  # the common case of descriptor masks
+        v, partial_rows = _row_visits(op, mask, *pairs[0], run)
+    else:
+        v = _union_blocks(op, mask, b, pairs)
+        partial_rows = int(v.rows[v.partial].sum())
+    return _shared(shared, v), partial_rows
+
+
+#: Query blocks of a descriptor mask whose Visits are computed in one numpy pass.
+_ROW_RUN = 256
+
+
+def _row_visits(op: AttentionOp, mask: AttentionMask, h: int, qb: int,
+                run: dict) -> tuple[Visits, int]:
+    """One query block's Visits (views) and partial rows from its run of :data:`_ROW_RUN`
+    rows, computed at once (``run`` keeps the last run: the plan asks in order)."""
+    lo = qb - qb % _ROW_RUN
+    if run.get("at") != (h, lo):
+        kbs, st, bounds = mask.rows.flat(h, lo, min(lo + _ROW_RUN, mask.q_blocks))
+        rows = np.minimum(mask.block, op.kv_len - kbs * mask.block)
+        partial = st != FULL
+        prefix = np.concatenate(([0], np.cumsum(rows * partial)))[bounds].tolist()
+        run.update(at=(h, lo), arrays=(kbs, rows, partial), bounds=bounds.tolist(),
+                   prefix=prefix)
+    i, j = run["bounds"][qb - lo], run["bounds"][qb - lo + 1]
+    kbs, rows, partial = run["arrays"]
+    return Visits(kbs[i:j], rows[i:j], partial[i:j]), run["prefix"][qb - lo + 1] - run[
+        "prefix"][qb - lo]
+
+
 def _shared(shared: dict, v: Visits) -> Visits:
-    """The Visits equal to ``v`` seen before, else ``v`` (registered): keyed by a digest of its
-    arrays (16 bytes, not a copy of them) and compared in full on a hit, so never conflated."""
+    """The Visits equal to ``v`` seen before, else ``v`` (registered). Keyed first by size and
+    first, middle and last blocks; where those collide, by a 16-byte digest of the arrays (not
+    a copy of them), and always compared in full on a hit, so never conflated. Most Visits of
+    a vertical-slash prefill are distinct, and only collisions pay for a digest."""
+    n = len(v)
+    cheap = (n, int(v.index[0]), int(v.index[n // 2]), int(v.index[-1])) if n else (0,)
+    seen = shared.get(cheap)
+    if seen is None:
+        shared[cheap] = v
+        return v
+    if isinstance(seen, Visits):  # a second one with these ends: digests from now on
+        if _equal(seen, v):
+            return seen
+        seen = shared[cheap] = {_digest(seen): [seen]}
+    bucket = seen.setdefault(_digest(v), [])
+    for other in bucket:
+        if _equal(other, v):
+            return other
+    bucket.append(v)
+    return v
+
+
+def _digest(v: Visits) -> bytes:
     digest = hashlib.blake2b(v.index.tobytes(), digest_size=16)
     digest.update(v.partial.tobytes())
-    seen = shared.setdefault(digest.digest(), [])
-    for other in seen:
-        if np.array_equal(other.index, v.index) and np.array_equal(other.partial, v.partial):
-            return other
-    seen.append(v)
-    return v
+    return digest.digest()
+
+
+def _equal(a: Visits, b: Visits) -> bool:
+    return np.array_equal(a.index, b.index) and np.array_equal(a.partial, b.partial)
 
 
 def _pv_span(hw: HardwareSpec, nm: tuple[int, int] | None) -> int:
@@ -532,10 +635,15 @@ def item_program(
 
 
 def _step_instrs(steps: Steps, d: int, hw: HardwareSpec, nm) -> np.ndarray:
-    """``[steps, 3]``: the DMA, PE and vector instructions each step adds (RESCALE counted)."""
+    """``[steps, 3]``: the DMA, PE and vector instructions each step adds (RESCALE counted);
+    a view of a unit-major array (:func:`chunk_bounds_of` sums each unit's row)."""
     chunks = ceil_div(d, hw.array.rows)
     pv = -(-steps.rows // _pv_span(hw, nm))
-    return np.stack([steps.partial + 2 * chunks + pv, chunks + pv, 2 + pv], axis=1)
+    out = np.empty((3, pv.size), dtype=np.int64)
+    np.add(steps.partial, 2 * chunks + pv, out=out[0])
+    np.add(pv, chunks, out=out[1])
+    np.add(pv, 2, out=out[2])
+    return out.T
 
 
 def chunk_bounds(needs: np.ndarray, depth: int, reserved: tuple[int, int, int],
@@ -549,23 +657,41 @@ def chunk_bounds_of(needs: np.ndarray, starts: list[int], depth: int,
                     reserved: tuple[int, int, int], what: str) -> list[list[tuple[int, int]]]:
     """:func:`chunk_bounds` of several items' steps at once (item ``i``'s from ``starts[i]``
     to the next start): per item, its cuts (global step indices)."""
-    # Python lists and bisect: a long item has thousands of chunks, and numpy's per-call cost
-    # on these short searches dominated the mapping of a 256k-token prefill.
-    cum = np.vstack([np.zeros((1, 3), np.int64), np.cumsum(needs, axis=0)]).T.tolist()
+    n = needs.shape[0]
+    cum = np.zeros((3, n + 1), dtype=np.int64)
+    np.cumsum(needs.T, axis=1, out=cum[:, 1:])
     limit = [depth - r for r in reserved]
-    out = []
-    for lo, end in zip(starts, list(starts[1:]) + [needs.shape[0]]):
-        bounds, first = [], lo
-        while lo < end:
-            hi = min(end, *(bisect_right(cum[u], cum[u][lo] + limit[u]) - 1 for u in range(3)))
-            if hi <= lo:
-                raise MappingError(f"{what} {lo - first} needs {needs[lo].tolist()} DMA/PE/vector "
-                                   f"instructions; controller.instruction_depth={depth} is too "
-                                   f"small")
-            bounds.append((lo, hi))
-            lo = hi
-        out.append(bounds)
-    return out
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.append(starts[1:], n)
+    # Every item's next chunk in one pass (a few searches per chunk, in numpy): the rounds
+    # are as many as the longest item's chunks, not as many as all items' chunks.
+    lo, active = starts.copy(), np.flatnonzero(starts < ends)
+    rounds = []
+    while active.size:
+        at, hi = lo[active], ends[active]
+        for u in range(3):
+            hi = np.minimum(hi, np.searchsorted(cum[u], cum[u][at] + limit[u], "right") - 1)
+        if (hi <= at).any():
+            i = int(np.flatnonzero(hi <= at)[0])
+            step = int(at[i])
+            raise MappingError(f"{what} {step - starts[active[i]]} needs {needs[step].tolist()} "
+                               f"DMA/PE/vector instructions; controller.instruction_depth="
+                               f"{depth} is too small")
+        rounds.append((active, at, hi))
+        lo[active] = hi
+        active = active[hi < ends[active]]
+    return _per_item(rounds, starts.size)
+
+
+def _per_item(rounds: list, items: int) -> list[list[tuple[int, int]]]:
+    """The chunks of :func:`chunk_bounds_of`'s rounds, gathered per item in order."""
+    if not rounds:
+        return [[] for _ in range(items)]
+    owner, lo, hi = (np.concatenate(parts) for parts in zip(*rounds))
+    order = np.argsort(owner, kind="stable")  # rounds are in step order within an item
+    pairs = list(zip(lo[order].tolist(), hi[order].tolist()))
+    ends = np.cumsum(np.bincount(owner, minlength=items)).tolist()
+    return [pairs[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 def _cut(plan: AttentionPlan, visits: Visits, hw: HardwareSpec,
@@ -648,26 +774,17 @@ def item_chunks(plan: AttentionPlan, item: WorkItem, hw: HardwareSpec,
     return [steps.blocks(lo, hi) for lo, hi in bounds]
 
 
-def _signature(
-    plan: AttentionPlan, item: WorkItem, shapes: tuple, first: bool, last: bool, training: bool,
-) -> tuple:
+def _signature(plan: AttentionPlan, item: WorkItem, shapes: bytes, first: bool, last: bool,
+               training: bool) -> tuple:
+    """A chunk program's key: what its instructions depend on besides DRAM addresses. The
+    item's block total is not in it (a first chunk's segment carries it in its work only), so
+    first chunks of items of different lengths share one program and one timing."""
     op = plan.op
-    # A first chunk also carries its item's totals (skipped blocks), hence the block count.
-    total = len(item.blocks) if first else 0
-    return (
-        "attention-training" if training else "attention",
-        op.head_dim,
-        op.block_size,
-        op.kv_len,
-        plan.score_nm,
-        item.cols,
-        first,
-        last,
-        total,
-        shapes,
-    )
+    return ("attention-training" if training else "attention", op.head_dim, op.block_size,
+            op.kv_len, plan.score_nm, item.cols, first, last, shapes)
 
 
+@_without_gc
 def attention_segments(
     layer: str, op: AttentionOp, hw: HardwareSpec, programs: dict, plan: AttentionPlan | None = None,
     lse_addr: int | None = None,
@@ -683,29 +800,34 @@ def attention_segments(
     # Work items with one Visits and one width have the same chunks and signatures: each such
     # class is cut and signed once, by its first item (the one that would have built any of its
     # programs first), and counted by its size.
-    classes: dict[tuple, list] = {}
-    for item in plan.items:
-        entry = classes.get((id(item.blocks), item.cols))
-        if entry is None:
-            classes[(id(item.blocks), item.cols)] = [item, 1]
-        else:
-            entry[1] += 1
+    classes = _classes(plan.items)
     training = lse_addr is not None
     for item, members, steps, bounds, shapes in _class_cuts(plan, classes, hw, training):
         for i, (lo, hi) in enumerate(bounds):
             first, last = i == 0, i == len(bounds) - 1
             key = _signature(plan, item, shapes[i], first, last, training)
-            entry = groups.get(key)
+            # A first chunk's work also counts its item's skipped blocks: one segment per total.
+            group = (key, len(item.blocks) if first else 0)
+            entry = groups.get(group)
             if entry is None:
-                blocks = steps.blocks(lo, hi)
                 if key not in programs:
-                    programs[key] = item_program(plan, item, blocks, first, last, hw, lse_addr)
-                entry = groups[key] = [_work(layer, plan, item, blocks, first, kv_blocks), 0]
+                    programs[key] = item_program(plan, item, steps.blocks(lo, hi), first, last,
+                                                 hw, lse_addr)
+                work = _work(layer, plan, item, steps, (lo, hi), first, kv_blocks)
+                entry = groups[group] = [work, 0]
             entry[1] += members
     return [
         Segment(work, count * op.repeat, key, programs[key])
-        for key, (work, count) in groups.items()
+        for (key, _), (work, count) in groups.items()
     ]
+
+
+def _classes(items: tuple[WorkItem, ...]) -> dict[tuple, list]:
+    """``(id of Visits, width) -> [first item, size]`` in order of first items (counted in C
+    iterators: a million-token prefill has 917,504 items)."""
+    keys = list(zip(map(id, map(attrgetter("blocks"), items)), map(attrgetter("cols"), items)))
+    first = dict(zip(reversed(keys), reversed(items)))  # the earliest item of a key wins
+    return {key: [first[key], n] for key, n in Counter(keys).items()}
 
 
 #: Visited blocks merged and cut in one batch (bounds the batch's arrays, not the item count).
@@ -715,8 +837,8 @@ _BATCH_BLOCKS = 1 << 21
 def _class_cuts(plan: AttentionPlan, classes: dict, hw: HardwareSpec,
                 training: bool) -> Iterator[tuple]:
     """Per class of work items (in order): its first item, its size, and its Visits' merged
-    steps, chunk bounds and per chunk the steps' shapes as bytes (``rows, partial, count`` as
-    int64 triples: equal bytes, equal programs up to addresses). The Visits are merged and cut
+    steps, chunk bounds and per chunk the steps' shapes as bytes (:func:`shape_bytes`: equal
+    bytes, equal programs up to addresses). The Visits are merged and cut
     in batches: one numpy call per batch, not per query block, and only a batch held at once."""
     done: dict[int, tuple] = {}
     batch, size = [], 0
@@ -745,22 +867,33 @@ def _cut_batch(plan: AttentionPlan, batch: list, hw: HardwareSpec, training: boo
         needs = _step_instrs(steps, op.head_dim, hw, plan.score_nm)
         cuts = chunk_bounds_of(needs, first_step.tolist(), hw.controller.instruction_depth,
                                (2 if training else 1, 0, 1), "one step of key blocks, step")
-        raw = np.stack([steps.rows, steps.partial, steps.count], axis=1).astype(np.int64)
-        raw = raw.tobytes()
+        raw, size = shape_bytes(steps), SHAPE_BYTES
         for v, bounds in zip(distinct, cuts):
-            done[id(v)] = (steps, bounds, [raw[lo * 24 : hi * 24] for lo, hi in bounds])
+            done[id(v)] = (steps, bounds, [raw[lo * size : hi * size] for lo, hi in bounds])
     for item, members in batch:
         yield (item, members, *done.get(id(item.blocks), (None, [], [])))
 
 
-def _work(layer: str, plan: AttentionPlan, item: WorkItem, blocks: tuple[Block, ...],
+#: Bytes per step in :func:`shape_bytes`.
+SHAPE_BYTES = 8
+
+
+def shape_bytes(steps: Steps) -> bytes:
+    """Steps' shapes as ``uint32`` pairs ``(rows, count)``, count 0 for a partial step (a
+    partial step is always one block: :func:`merge_arrays` merges full blocks only). A third
+    of the ``int64`` triples: a million-token prefill's keys copy 58 M steps of them."""
+    return np.stack([steps.rows, np.where(steps.partial, 0, steps.count)],
+                    axis=1).astype(np.uint32).tobytes()
+
+
+def _work(layer: str, plan: AttentionPlan, item: WorkItem, steps: Steps, cut: tuple[int, int],
           first: bool, kv_blocks: int) -> AttentionWork:
-    """What one chunk's segment computes; a first chunk carries its item's skipped blocks and
-    dense MACs."""
-    op = plan.op
+    """What one chunk's segment (steps ``cut``) computes; a first chunk carries its item's
+    skipped blocks and dense MACs."""
+    op, (lo, hi) = plan.op, cut
     return AttentionWork(
-        layer, op, plan.mask.label, sum(b.count for b in blocks),
-        sum(b.partial for b in blocks), kv_blocks - len(item.blocks) if first else 0,
+        layer, op, plan.mask.label, int(steps.count[lo:hi].sum()),
+        int(steps.partial[lo:hi].sum()), kv_blocks - len(item.blocks) if first else 0,
         2 * op.kv_len * op.head_dim * item.cols if first else 0,
         plan.mask.density, plan.mask.block_density)
 
@@ -790,4 +923,5 @@ __all__ += [
     "empty_items",
     "iter_blocks",
     "item_pairs",
+    "shape_bytes",
 ]

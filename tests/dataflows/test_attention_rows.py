@@ -60,6 +60,8 @@ def test_without_the_grid_the_mapping_and_timing_are_the_same(pattern, kv_len, q
     segments = attention_layer_segments("attn", op, SAT, {})
     figures = _figures(op)
     monkeypatch.setattr(A, "GRID_LIMIT", 0)
+    import dataflows.attention as DA
+    monkeypatch.setattr(DA, "_ROW_RUN", 3)  # Visits from runs of 3 query blocks' rows
     without = plan_attention(op, SAT)
     assert without.mask.state is None
     assert [(i.col0, i.blocks.index.tolist(), i.blocks.partial.tolist(), i.mask_offset)
@@ -119,8 +121,67 @@ def test_batched_cuts_count_every_items_chunks(pattern, causal, monkeypatch):
     assert max(expected.values()) > 1 and any(not k[1] for k in expected)  # several chunks
     got = Counter()
     for seg in DA.attention_segments("attn", op, tight, {}, plan):
-        shapes = np.frombuffer(seg.key[-1], dtype=np.int64).reshape(-1, 3)
+        shapes = np.frombuffer(seg.key[-1], dtype=np.uint32).reshape(-1, 2)  # rows, count
         got[(seg.key[5], seg.key[6], seg.key[7],
-             tuple((int(r), bool(p), int(c)) for r, p, c in shapes))] += seg.repeat
-        assert seg.work.blocks == int(shapes[:, 2].sum())
+             tuple((int(r), c == 0, max(int(c), 1)) for r, c in shapes))] += seg.repeat
+        assert seg.work.blocks == int(np.maximum(shapes[:, 1], 1).sum())
     assert got == expected
+
+
+def _greedy_cuts(needs, lo, end, limit):
+    """The greedy cut one step at a time: a chunk takes steps while every unit's sum fits."""
+    out = []
+    while lo < end:
+        hi, used = lo, np.zeros(3, dtype=np.int64)
+        while hi < end and (used + needs[hi] <= limit).all():
+            used += needs[hi]
+            hi += 1
+        assert hi > lo
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def test_chunk_bounds_of_many_items_is_the_greedy_cut():
+    from dataflows.attention import chunk_bounds_of
+    from workloads.errors import MappingError
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(60):
+        needs = rng.integers(0, 9, size=(int(rng.integers(0, 300)), 3))
+        if needs.size and rng.random() < 0.25:  # one step too long for any chunk
+            needs[rng.integers(0, needs.shape[0]), rng.integers(0, 3)] = 12
+        starts = np.unique(np.append(rng.integers(0, max(1, needs.shape[0]), 6), 0)).tolist()
+        starts = sorted(starts + [starts[-1]])  # an empty item too
+        reserved = tuple(int(r) for r in rng.integers(0, 3, 3))
+        depth = 12
+        limit = np.array([depth - r for r in reserved])
+        ends = starts[1:] + [needs.shape[0]]
+        if any((needs[a:b] > limit).any() for a, b in zip(starts, ends)):
+            with pytest.raises(MappingError, match="instruction_depth=12 is too small"):
+                chunk_bounds_of(needs, starts, depth, reserved, "step")
+            seen.add("refused")
+            continue
+        got = chunk_bounds_of(needs, starts, depth, reserved, "step")
+        assert got == [_greedy_cuts(needs, a, b, limit) for a, b in zip(starts, ends)]
+        seen.add("cut")
+    assert seen == {"refused", "cut"}
+
+
+def test_band_states_are_the_block_classification_of_the_band():
+    from workloads.generators.attention import EMPTY, FULL, PARTIAL, _band_state
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        block = int(rng.integers(1, 9))
+        kv_len = int(rng.integers(1, 60))
+        q_len = int(rng.integers(1, kv_len + 1))
+        lo = float(rng.choice([-np.inf, rng.integers(-20, 20)]))
+        hi = float(rng.choice([np.inf, lo + rng.integers(0, 30)]))
+        d = (np.arange(q_len)[:, None] + kv_len - q_len) - np.arange(kv_len)[None, :]
+        inside = (d >= lo) & (d <= hi)
+        want = np.empty((-(-q_len // block), -(-kv_len // block)), dtype=np.uint8)
+        for qb in range(want.shape[0]):
+            for kb in range(want.shape[1]):
+                cell = inside[qb * block:(qb + 1) * block, kb * block:(kb + 1) * block]
+                want[qb, kb] = FULL if cell.all() else PARTIAL if cell.any() else EMPTY
+        assert (_band_state(q_len, kv_len, block, lo, hi) == want).all()

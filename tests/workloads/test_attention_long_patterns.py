@@ -192,3 +192,15 @@ def test_bad_fields_are_one_line_with_the_line_and_exit_2(tmp_path, capsys, body
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"archsim: error: {path}:5: ")
+
+
+def test_vertical_slash_picks_of_heads_sharing_keys_are_each_heads_indices():
+    """Heads scored in one GEMM pick what each picks alone (same float32 scores)."""
+    rng = np.random.default_rng(4)
+    kv_len, n, d = 3001, 24, 32
+    q = rng.standard_normal((3, n, d), dtype=np.float32) * 2
+    k = rng.standard_normal((kv_len, d), dtype=np.float32)
+    together = A.vertical_slash_picks(q, k, kv_len, 40, 50)
+    for h in range(3):
+        alone = A.vertical_slash_indices(q[h], k, kv_len, 40, 50)
+        assert all(np.array_equal(a, b) for a, b in zip(together[h], alone))

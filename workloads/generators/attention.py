@@ -25,6 +25,7 @@ Data-dependent patterns take real tensors: seeded synthetic or random ones
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from collections.abc import Callable
@@ -80,6 +81,7 @@ __all__ = [
     "KeyOffsetStates",
     "GRID_LIMIT",
     "vertical_slash_indices",
+    "vertical_slash_picks",
     "vertical_slash_mask",
     "gated_block_mask",
     "element_mask",
@@ -181,7 +183,10 @@ class AttentionMask:
         once (every segment of a plan reports it)."""
         if self.state is None:
             return self.rows.nonempty() / (self.heads * self.q_blocks * self.kv_blocks)
-        return float(np.count_nonzero(self.state)) / self.state.size
+        # A grid broadcast over batch or heads (_broadcast) is counted once, not per copy.
+        once = self.state[tuple(slice(0, 1) if st == 0 else slice(None)
+                                for st in self.state.strides)]
+        return float(np.count_nonzero(once)) * (self.state.size // once.size) / self.state.size
 
     def row(self, b: int, h: int, qb: int) -> tuple[np.ndarray, np.ndarray]:
         """The non-empty key blocks of one query block of a head (sorted) and their states."""
@@ -278,11 +283,18 @@ def _band_state(q_len: int, kv_len: int, block: int, lo: float, hi: float) -> np
     """
     q_lo, q_hi = _block_bounds(q_len, block, kv_len - q_len)
     k_lo, k_hi = _block_bounds(kv_len, block)
-    d_min = q_lo[:, None] - k_hi[None, :]
-    d_max = q_hi[:, None] - k_lo[None, :]
-    state = np.full(d_min.shape, PARTIAL, dtype=np.uint8)
-    state[(d_min >= lo) & (d_max <= hi)] = FULL
-    state[(d_max < lo) | (d_min > hi)] = EMPTY
+    # Along a row d_min = q_lo − k_hi and d_max = q_hi − k_lo fall as kb grows, so the full
+    # blocks and the two empty runs are intervals of kb found by searches: no q_blocks ×
+    # kv_blocks arrays of positions (a dense 1M-token grid would take 1 GiB of them).
+    full_from = np.searchsorted(k_lo, q_hi - hi, "left").tolist()  # d_max <= hi
+    full_to = np.searchsorted(k_hi, q_lo - lo, "right").tolist()  # d_min >= lo
+    empty_to = np.searchsorted(k_hi, q_lo - hi, "left").tolist()  # d_min > hi before it
+    empty_from = np.searchsorted(k_lo, q_hi - lo, "right").tolist()  # d_max < lo from it
+    state = np.full((q_lo.size, k_lo.size), PARTIAL, dtype=np.uint8)
+    for row, a, b, c, d in zip(state, full_from, full_to, empty_to, empty_from):
+        row[a:b] = FULL  # (b <= a: none)
+        row[:c] = EMPTY
+        row[d:] = EMPTY
     return state
 
 
@@ -762,15 +774,19 @@ def synthetic_qk(
     q_pos = np.arange(q_len) + (kv_len - q_len)
     k_pos = np.arange(kv_len)
     gains = rng.uniform(0.2, 1.4, size=heads).astype(np.float32)[None, :, None]
+    sink = 2 * pairs
+    # K's structured channels are written in one pass over its rows (channel by channel, the
+    # strided writes crossed a million-token K 33 times); the same float32 values.
+    k_cols = np.empty((sink + 1, kv_len), dtype=np.float32)
     for i, period in enumerate(periods):
         w = 2 * np.pi / period
         q[..., 2 * i] = amp * np.cos(w * q_pos) * gains
         q[..., 2 * i + 1] = amp * np.sin(w * q_pos) * gains
-        k[..., 2 * i] = amp * np.cos(w * k_pos)
-        k[..., 2 * i + 1] = amp * np.sin(w * k_pos)
-    sink = 2 * pairs
+        k_cols[2 * i] = amp * np.cos(w * k_pos)
+        k_cols[2 * i + 1] = amp * np.sin(w * k_pos)
     q[..., sink] = amp * gains
-    k[..., sink] = 0.0
+    k_cols[sink] = 0.0
+    k[..., : sink + 1] = k_cols.T
     k[:, :, 0, sink] = amp * pairs
     return q, k
 
@@ -1012,15 +1028,17 @@ def _offset_state(offsets: np.ndarray, q_len: int, kv_len: int, block: int) -> n
         # touched: d_min <= b and d_max >= a, i.e. k_hi >= q_lo - b and k_lo <= q_hi - a
         first = np.searchsorted(k_hi, q_lo - b, side="left")
         last = np.searchsorted(k_lo, q_hi - a, side="right")
+        # Each row appears once per statement, so fancy-indexed += adds every entry (no
+        # ufunc.at needed, which was most of a 262k-token grid's cost).
         ok = first < last
-        np.add.at(touched, (rows[ok], first[ok]), 1)
-        np.add.at(touched, (rows[ok], last[ok]), -1)
+        touched[rows[ok], first[ok]] += 1
+        touched[rows[ok], last[ok]] -= 1
         # covered: d_min >= a and d_max <= b, i.e. k_hi <= q_lo - a and k_lo >= q_hi - b
         first = np.searchsorted(k_lo, q_hi - b, side="left")
         last = np.searchsorted(k_hi, q_lo - a, side="right")
         ok = first < last
-        np.add.at(covered, (rows[ok], first[ok]), 1)
-        np.add.at(covered, (rows[ok], last[ok]), -1)
+        covered[rows[ok], first[ok]] += 1
+        covered[rows[ok], last[ok]] -= 1
     state = np.where(np.cumsum(touched, axis=1)[:, :nkb] > 0, PARTIAL, EMPTY).astype(np.uint8)
     state[np.cumsum(covered, axis=1)[:, :nkb] > 0] = FULL
     return state
@@ -1039,6 +1057,23 @@ def _key_state(keys: np.ndarray, base: np.ndarray, kv_len: int, block: int) -> n
     state[:, full_cols] = base[:, full_cols]
     state[base == EMPTY] = EMPTY
     return state
+
+
+def _band_cells(d_min: np.ndarray, d_max: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``uint8`` band states of blocks whose ``q_pos − k`` spans ``d_min .. d_max`` (integers):
+    full inside ``lo <= d <= hi``, empty outside. An infinite bound is not compared (an int64
+    array against a float is converted to float64 first)."""
+    full = np.ones(np.broadcast(d_min, d_max).shape, dtype=bool)
+    empty = np.zeros_like(full)
+    if np.isfinite(lo):
+        full &= d_min >= math.ceil(lo)
+        empty |= d_max < math.ceil(lo)
+    if np.isfinite(hi):
+        full &= d_max <= math.floor(hi)
+        empty |= d_min > math.floor(hi)
+    band = np.where(full, np.uint8(FULL), np.uint8(PARTIAL))
+    band[empty] = EMPTY
+    return band
 
 
 #: Largest block grid (``batch · heads · q_blocks · kv_blocks`` bytes) a key/offset mask keeps;
@@ -1083,7 +1118,8 @@ class KeyOffsetStates:
         padded[:, :kv_len] = keys
         key_count = padded.reshape(heads, nkb, block).sum(axis=2, dtype=np.int32)
         off_prefix = np.zeros((heads, offsets.shape[1] + 1), dtype=np.int32)
-        np.cumsum(offsets, axis=1, dtype=np.int32, out=off_prefix[:, 1:])
+        for h in range(heads):  # a cumsum casting bool rows in place was 15x slower
+            np.cumsum(offsets[h].astype(np.int32), out=off_prefix[h, 1:])
         nqb = ceil_div(q_len, block)
         t = np.arange(-(nkb - 1), nqb)
         centre = t * block + (kv_len - q_len) + kv_len - 1  # index of q_lo - k_lo
@@ -1095,21 +1131,22 @@ class KeyOffsetStates:
                    np.full((heads, nqb), -1, dtype=np.int64), {})
 
     def states(self, h: int, qbs, kbs) -> np.ndarray:
-        """``uint8`` states of blocks ``(qbs, kbs)`` of head ``h`` (numpy broadcasting)."""
-        b, shift = self.block, self.kv_len - self.q_len
+        """``uint8`` states of blocks ``(qbs, kbs)`` of head ``h`` (numpy broadcasting).
+        Classified in ``uint8`` (a million-token prefill classifies 229 M candidates)."""
+        b, shift, u8 = self.block, self.kv_len - self.q_len, np.uint8
         qbs, kbs = np.asarray(qbs, dtype=np.int64), np.asarray(kbs, dtype=np.int64)
         k_lo, k_hi = kbs * b, np.minimum((kbs + 1) * b, self.kv_len) - 1
         d_min = qbs * b + shift - k_hi
         d_max = np.minimum((qbs + 1) * b, self.q_len) - 1 + shift - k_lo
-        band = np.where((d_min >= self.lo) & (d_max <= self.hi), FULL, PARTIAL)
-        band = np.where((d_max < self.lo) | (d_min > self.hi), EMPTY, band).astype(np.uint8)
+        band = _band_cells(d_min, d_max, self.lo, self.hi)
         p, base = self.off_prefix[h], self.kv_len - 1
         top = p.size - 1
         hit = p[np.clip(d_max + base + 1, 0, top)] - p[np.clip(d_min + base, 0, top)]
-        off = np.where(hit == 0, EMPTY, np.where(hit == d_max - d_min + 1, FULL, PARTIAL))
+        off = np.where(hit == 0, u8(EMPTY), np.where(hit == d_max - d_min + 1, u8(FULL),
+                                                      u8(PARTIAL)))
         kc = self.key_count[h][kbs]
-        key = np.where(kc == 0, EMPTY, np.where(kc == k_hi - k_lo + 1, band, PARTIAL))
-        st = np.maximum(off, key).astype(np.uint8)
+        key = np.where(kc == 0, u8(EMPTY), np.where(kc == k_hi - k_lo + 1, band, u8(PARTIAL)))
+        st = np.maximum(off, key)
         st[band == EMPTY] = EMPTY
         st[(st == FULL) & (band == PARTIAL)] = PARTIAL
         return st
@@ -1127,8 +1164,14 @@ class KeyOffsetStates:
         return self.cache["rows"][qb - lo]
 
     def rows(self, h: int, qb0: int, qb1: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`row` of query blocks ``qb0 .. qb1-1``: candidates (visible key blocks of the
-        key set, key blocks on a touched diagonal) as one flat array, classified at once."""
+        """:meth:`row` of query blocks ``qb0 .. qb1-1``."""
+        k, st, bounds = self.flat(h, qb0, qb1)
+        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+    def flat(self, h: int, qb0: int, qb1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of query blocks ``qb0 .. qb1-1`` back to back: key blocks, states, and the
+        ``qb1 − qb0 + 1`` bounds of each row in them. Candidates (visible key blocks of the key
+        set, key blocks on a touched diagonal) as one flat array, classified at once."""
         nkb, b = self.key_count.shape[1], self.block
         qbs = np.arange(qb0, qb1)
         keys = self.key_blocks[h]
@@ -1151,7 +1194,7 @@ class KeyOffsetStates:
         q, k, st = q[keep], k[keep], st[keep]
         bounds = np.searchsorted(q, np.arange(qb0, qb1 + 1))
         self.counts[h, qb0:qb1] = np.diff(bounds)
-        return [(k[i:j], st[i:j]) for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+        return k, st, bounds
 
     def nonempty(self) -> int:
         """Non-empty blocks of one batch element (every row computed once)."""
@@ -1299,10 +1342,31 @@ def vertical_slash_indices(
     In float32 and in place, as the accelerator's estimate would be: at a million keys the
     ``n × kv_len`` scores take 256 MiB once, not several float64 copies.
     """
-    n = q_last.shape[0]
-    q_pos = np.arange(n) + (kv_len - n)
-    p = np.asarray(q_last, dtype=np.float32) @ np.asarray(k, dtype=np.float32).T
-    p *= np.float32(1.0 / np.sqrt(q_last.shape[-1]))
+    return vertical_slash_picks(np.asarray(q_last)[None], k, kv_len, vertical, slash)[0]
+
+
+def vertical_slash_picks(q_heads: np.ndarray, k: np.ndarray, kv_len: int, vertical: int,
+                         slash: int, scores: np.ndarray | None = None) -> list[tuple]:
+    """:func:`vertical_slash_indices` of several heads that share the keys ``k``
+    (``q_heads`` [heads, n, d]): their scores in one GEMM (the keys packed once: a quarter
+    faster for two heads than two GEMMs; every score the same float32 value), then each
+    head's softmax and sums on its own rows. ``scores``: a float32 buffer of at least
+    ``heads · n × kv_len`` to compute them in (reused across calls: its pages are not faulted
+    in afresh)."""
+    heads, n, d = q_heads.shape
+    if scores is None:
+        scores = np.empty((heads * n, kv_len), dtype=np.float32)
+    all_p = np.matmul(np.asarray(q_heads, dtype=np.float32).reshape(heads * n, d),
+                      np.asarray(k, dtype=np.float32).T, out=scores[: heads * n])
+    return [_picks_from_scores(all_p[i * n : (i + 1) * n], d, kv_len, vertical, slash)
+            for i in range(heads)]
+
+
+def _picks_from_scores(p: np.ndarray, d: int, kv_len: int, vertical: int,
+                       slash: int) -> tuple[np.ndarray, np.ndarray]:
+    """One head's verticals and slashes from its raw scores ``p`` [n, kv_len] (overwritten)."""
+    q_pos = np.arange(p.shape[0]) + (kv_len - p.shape[0])
+    p *= np.float32(1.0 / np.sqrt(d))
     for i, pos in enumerate(q_pos):  # causal: the last queries do not see later keys
         p[i, pos + 1 :] = -np.inf
     p -= p.max(axis=1, keepdims=True)
@@ -1314,6 +1378,26 @@ def vertical_slash_indices(
         diag[: pos + 1] += p[i, pos::-1]
     column[0], diag[0] = np.inf, np.inf
     return _top(column, vertical), _top(diag, slash)
+
+
+#: Query heads whose estimate scores share one GEMM: two (512 MiB of scores at a million
+#: keys; all seven heads of a Qwen2.5 group would need 1.75 GiB beside K's 2 GiB).
+_HEADS_PER_GEMM = 2
+
+
+def _estimate_picks(q: np.ndarray, k: np.ndarray, kv_len: int, vertical: int,
+                    slash: int) -> list[tuple]:
+    """Per head of ``q`` [heads, n, d], its (keys, offsets) against its K/V head in ``k``
+    [kv_heads, kv_len, d], :data:`_HEADS_PER_GEMM` heads of one group at a time."""
+    heads, n, _ = q.shape
+    group = heads // k.shape[0]
+    scores = np.empty((min(group, _HEADS_PER_GEMM) * n, kv_len), dtype=np.float32)
+    picks = []
+    for g in range(k.shape[0]):
+        for h0 in range(g * group, (g + 1) * group, _HEADS_PER_GEMM):
+            h1 = min(h0 + _HEADS_PER_GEMM, (g + 1) * group)
+            picks += vertical_slash_picks(q[h0:h1], k[g], kv_len, vertical, slash, scores)
+    return picks
 
 
 def _top(x: np.ndarray, n: int) -> np.ndarray:
@@ -1353,9 +1437,7 @@ def vertical_slash_mask(op: AttentionOp) -> AttentionMask:
         else:
             q, k = synthetic_qk(op.batch, heads, op.groups, last, kv_len, op.head_dim,
                                 p.data.seed, structured=p.data.source == "synthetic")
-        group = heads // op.groups
-        picks = [vertical_slash_indices(q[0, h], k[0, h // group], kv_len, p.vertical, p.slash)
-                 for h in range(heads)]
+        picks = _estimate_picks(q[0], k[0], kv_len, p.vertical, p.slash)
         verticals, slashes = [v for v, _ in picks], [o for _, o in picks]
     keys = np.zeros((heads, kv_len), dtype=bool)
     offsets = np.zeros((heads, 2 * kv_len - 1), dtype=bool)
