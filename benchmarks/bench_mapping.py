@@ -5,7 +5,13 @@ reads and writes against the compulsory traffic (each operand read once, each ou
 once; a convolution's feature map, not its im2col expansion), the total against the total,
 cycles, the dense iteration's cycles and the 2:8 speedup over it, the GEMMs that still read
 more than 1.5x their compulsory bytes, and the CPU seconds each simulation took.
-Run: ``python benchmarks/bench_mapping.py [--batch 32] [--models resnet18 resnet50]``.
+
+With ``--input-sweep``, instead: the first model's BDWP iteration with the input buffer from
+256 KiB to 16 MiB (each power of two), printing cycles, DRAM reads and writes and their ratio to
+the compulsory traffic (which does not depend on the buffers), so the reads can be seen falling
+as the buffer grows, and never rising (the search's monotonicity, tests/dataflows).
+Run: ``python benchmarks/bench_mapping.py [--batch 32] [--models resnet18 resnet50]
+[--input-sweep]``.
 """
 
 from __future__ import annotations
@@ -38,11 +44,37 @@ def _worst(result, count: int = 6) -> list[str]:
             f"(+{excess / 1e6:.1f} MB)" for excess, name, read, comp in rows[:count]]
 
 
+INPUT_SWEEP_KIB = [256 << i for i in range(7)]  # 256 KiB .. 16 MiB
+
+
+def _input_sweep(model: str, batch: int) -> None:
+    """Cycles and DRAM traffic of one BDWP iteration as the input buffer grows."""
+    print(f"{model} BDWP 2:8, batch {batch}, sat_vcu1525, input buffer swept")
+    print(f"  {'input buffer':>12} {'cycles':>13} {'DRAM read':>11} {'written':>10} "
+          f"{'read/comp':>9} {'written/comp':>12} {'CPU s':>6}")
+    for kib in INPUT_SWEEP_KIB:
+        result, cpu = _run("resnet18_bdwp.yaml", [
+            f"operations.0.model={model}", f"operations.0.batch={batch}",
+            f"hardware.buffers.input_bytes={kib * 1024}"])
+        t = result.traffic()
+        read = sum(r.dram_read_bytes for r in result.layers)
+        written = sum(r.dram_write_bytes for r in result.layers)
+        size = f"{kib // 1024} MiB" if kib >= 1024 else f"{kib} KiB"
+        print(f"  {size:>12} {result.total_cycles:13,d} {read / 1e6:8.1f} MB "
+              f"{written / 1e6:7.1f} MB {read / t['compulsory_read_bytes']:8.2f}x "
+              f"{written / t['compulsory_write_bytes']:11.2f}x {cpu:6.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--input-sweep", action="store_true",
+                        help="sweep the input buffer (256 KiB to 16 MiB) for the first model")
     args = parser.parse_args()
+    if args.input_sweep:
+        _input_sweep(args.models[0], args.batch)
+        return
     for model in args.models:
         base = [f"operations.0.model={model}", f"operations.0.batch={args.batch}"]
         bdwp, cpu = _run("resnet18_bdwp.yaml", base)
