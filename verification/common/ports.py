@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 from workloads.spec import HardwareSpec
 
-__all__ = ["StreamPort", "PortMap", "default_port_map", "port_map_of", "STREAMS"]
+__all__ = ["StreamPort", "PortMap", "default_port_map", "port_map_of", "STREAMS", "ISSUE_PROBE",
+           "ISSUE_WIRES"]
 
 #: The stream ports of ``accel_top`` (docs/isa.md) and their payload fields in docs order.
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -27,6 +28,14 @@ STREAMS: dict[str, tuple[str, ...]] = {
     "mem_wr_data": ("data", "strb"),
     "mem_wr_resp": (),
 }
+
+#: Where the controller's per-unit issue interfaces are (``rtl.layouts.IssueSignature``): the
+#: instance name and, per unit, its member prefix. An instruction starts in the cycle its word
+#: transfers (``instr`` valid and ready) and ends the cycle after the unit's ``done`` pulse.
+ISSUE_PROBE: tuple[str, dict[str, str]] = ("controller", {"DMA": "dma", "PE": "pe", "VEC": "vec"})
+
+#: The wires of one issue interface the testbench watches, after the unit's prefix.
+ISSUE_WIRES: tuple[str, ...] = ("instr__valid", "instr__ready", "done")
 
 
 @dataclass(frozen=True, slots=True)
