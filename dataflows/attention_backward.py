@@ -50,7 +50,7 @@ from dataflows.isa import Op
 from dataflows.program import Allocator, Emitter, Program, Resource, Segment
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
-from workloads.generators.attention import EMPTY, FULL
+from workloads.generators.attention import EMPTY, FULL, GRID_LIMIT
 from workloads.spec import HardwareSpec
 
 __all__ = ["Visit", "BackwardItem", "backward_items", "backward_segments", "backward_macs",
@@ -126,6 +126,13 @@ def backward_items(plan: AttentionPlan, hw: HardwareSpec) -> list[BackwardItem]:
 
 def _check_fits(plan: AttentionPlan, hw: HardwareSpec) -> None:
     op, r, db = plan.op, hw.array.rows, hw.data_bytes
+    if plan.mask.state is None:
+        # The backward walks key-block columns over every query block: the block grid, which a
+        # mask beyond GRID_LIMIT does not keep (docs/attention.md, "Long context").
+        raise MappingError(
+            f"{op.name}: the attention backward needs the mask's block grid, and this one "
+            f"(batch x heads x query blocks x key blocks) is over {GRID_LIMIT >> 20} MiB; "
+            f"train at fewer tokens or a larger attention block_size")
     resident = 3 * ceil_div(op.head_dim, r) * r * hw.array.cols * db  # Kᵀ, Vᵀ and K tiles
     if resident > hw.buffers.weight_bytes // 2:
         raise MappingError(

@@ -123,3 +123,17 @@ def test_decoder_trains_with_attention_backward():
     recs = {r.layer: r for r in result.attention}
     for f, b in zip(fwd, reversed(bwd)):
         assert 2 * recs[b].macs_executed == 5 * recs[f].macs_executed
+
+
+def test_a_mask_without_its_block_grid_refuses_the_backward_in_one_line(monkeypatch):
+    """Beyond GRID_LIMIT a key/offset mask keeps per-head descriptors, no grid; the backward
+    walks the grid, so training says why it cannot run (it crashed with a TypeError before)."""
+    import workloads.generators.attention as A
+    from workloads.errors import MappingError
+
+    monkeypatch.setattr(A, "GRID_LIMIT", 0)
+    op = op_of(pattern={"kind": "vertical_slash", "vertical": 12, "slash": 10, "last_q": 40},
+               kv_len=300)
+    with pytest.raises(MappingError, match="needs the mask's block grid") as info:
+        _train(op)
+    assert "\n" not in str(info.value)
