@@ -433,7 +433,19 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
         msg = _describe(error, model, loc, data)
         if not loc:
             loc, msg = _named_location(msg)
+        if not loc:
+            loc = _overridden_in(doc, msg)
         raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
+
+
+def _overridden_in(doc: _Doc, msg: str) -> tuple:
+    """The location of a ``--set`` override that a whole-document check's message names
+    (``array.rows=1 must be …``), so the error points at the override, not at the file the
+    user did not change; () when it names none."""
+    for loc in doc.overridden:
+        if re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}(?![\w])", msg):
+            return loc
+    return ()
 
 
 #: A cross-field check on a whole document names the field it blames at the start of its

@@ -127,6 +127,16 @@ def test_overrides_apply_and_report_themselves(tmp_path):
     assert "does not exist" in error_of(path, overrides=["hardware.arra.rows=8"])
 
 
+
+def test_a_whole_document_check_names_the_override_it_blames(tmp_path):
+    """A cross-field check (pydantic locates it at the top level) whose message names an
+    overridden field points at the --set, not at the preset file the user did not edit."""
+    path = write(tmp_path, GOOD)
+    message = error_of(path, overrides=["hardware.array.rows=3"])
+    assert message.startswith("--set hardware.array.rows=3: array.rows: array.rows=3 must be")
+    message = error_of(path, overrides=["hardware.acc_bits=8"])
+    assert message.startswith("--set hardware.acc_bits=8: acc_bits: acc_bits must be at least")
+
 def test_workload_default_sparsity_is_checked_at_the_op(tmp_path):
     # BDWP prunes W along `in` (k=16, fine) and along `out` (n=12, not a multiple of 8): the
     # error names the op's line although the sparsity was written at the top of the file.
