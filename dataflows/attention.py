@@ -296,12 +296,12 @@ def _without_gc(fn):
     time at 262k tokens). Nothing is lost: cycles are collected once it runs again."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        paused = gc.isenabled()
+        was_enabled = gc.isenabled()
         gc.disable()
         try:
             return fn(*args, **kwargs)
         finally:
-            if paused:
+            if was_enabled:
                 gc.enable()
     return run
 

@@ -259,7 +259,7 @@ class _BackwardWriter:
         q0 = (v.head_in * self.op.queries + v.block.index * self.op.block_size)
         rows = v.block.rows
         mask = self.load_mask(rows) if v.block.partial else None
-        for name, addr in (("lse", self.lay.lse), ("d", self.lay.d)):
+        for addr in (self.lay.lse, self.lay.d):  # the log-sum-exp, then D
             self.em.emit(Op.STATS, TAG_SOFTMAX, writes=(self.regs,), rows=1, cols=rows,
                          addr=addr + (self.base * self.n_cols + q0) * self.hw.acc_bytes)
         self.stream_gemm(TAG_K, self.lay.q, q0, rows, "kt", 0)   # S = Q · Kᵀ

@@ -220,8 +220,8 @@ def _conv_wg_shape(task: GemmTask, tile: int) -> bool:
 
 def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
     """Whether a weight-gradient GEMM runs swapped with the transposing read (``Tiling.conv_t``,
-    docs/isa.md): dense, channel chunks of ``array.rows``, where the weight-side mode is not
-    offered (C_out too short to stream, ``_CONV_B_MIN_STREAM``). A rule of the GEMM and the
+    docs/isa.md): dense, channel chunks of ``array.rows``, wherever the weight-side mode is not
+    offered (on ResNet's layers: C_out too short to stream, ``_CONV_B_MIN_STREAM``). A rule of the GEMM and the
     array, not of the buffers, so a larger buffer still only adds candidates."""
     c, rows = task.conv, hw.array.rows
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
@@ -411,7 +411,7 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
         rows = max(p[2] for p in b_patches(task, tiling))
         a_rows = _conv_t_chunks(task, tm, tiling.tk) * rows
         a_ok = (a_rows * input_row_bytes(tiling.tk, hw) <= hw.buffers.input_bytes // slot
-                and rows <= MAX_TILE_ROWS and a_rows <= MAX_ROW_OFFSET
+                and rows <= MAX_TILE_ROWS and a_rows <= MAX_ROW_OFFSET and tm <= MAX_TILE_ROWS
                 and tm % (task.conv.kh * task.conv.kw * tiling.tk) == 0)
     else:
         width = tiling.tk if kb > 1 else min(tiling.tk, sh.k)

@@ -183,9 +183,8 @@ def _nm_figure(shapes: list[dict]):
 
 
 def _ops_figure(parts: dict[str, Comparison]):
-    from matplotlib.figure import Figure
-
     from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()

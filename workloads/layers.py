@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workloads import zoo
-from workloads.layer import ConvShape, Layer, SparsityT, attention_layer, conv_input_extent, conv_output_size
+from workloads.layer import (
+    ConvShape,
+    Layer,
+    SparsityT,
+    attention_layer,
+    conv_input_extent,
+    conv_output_size,
+)
 from workloads.spec import (
     AttentionOp,
     Conv2dOp,

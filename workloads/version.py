@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-__all__ = ["ARCHSIM_VERSION", "install_hint", "installed_version"]
+__all__ = ["ARCHSIM_VERSION", "install_hint", "installed_version", "program_identity"]
 
 
 def installed_version(package: str = "archsim", missing: str = "0+unknown") -> str:
@@ -22,6 +22,19 @@ def installed_version(package: str = "archsim", missing: str = "0+unknown") -> s
         return version(package)
     except PackageNotFoundError:
         return missing
+
+
+def program_identity(name: str) -> str:
+    """Which executable ``name`` (a command on PATH or a path) resolves to, as ``path:size:mtime``
+    (``-`` when there is none): build caches key on it, so that an upgraded tool at the same
+    path is a new key (a version string alone misses a system install's upgrade)."""
+    import shutil
+
+    found = shutil.which(name)
+    if not found:
+        return "-"
+    stat = Path(found).resolve().stat()
+    return f"{found}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 #: The version of the installed ``archsim`` distribution.

@@ -218,7 +218,7 @@ def test_golden_program_computes_the_grouped_convolution(tmp_path, c_in, c_out, 
     want = requantize(y, TINY.requant_shift, TINY.acc_bits, TINY.data_bits)
     assert np.abs(y).max() > 0 and len(np.unique(want)) > 2 and np.array_equal(got, want)
     stats = run_program(case.program, TINY, trace=True)
-    check_hazards(case.program, stats.trace)
+    check_hazards(case.program, stats.trace, case.hw.array.rows)
     check_capacity(case.program, TINY)
     assert stats.cycles == program_cycles(case.program, TINY)
 
@@ -231,7 +231,7 @@ def test_backward_programs_of_a_depthwise_layer_pass_the_golden_checks(phase):
     case = make_case(TINY, 3, "wg" if phase == "wg" else "dense", (task,), SchedulePasses())
     image, operands = build_image(case, np.random.default_rng(3))
     check_golden(case, operands, image, run_golden(case.program, TINY, image))
-    check_hazards(case.program, run_program(case.program, TINY, trace=True).trace)
+    check_hazards(case.program, run_program(case.program, TINY, trace=True).trace, TINY.array.rows)
 
 
 @pytest.mark.skipif(os.environ.get("ARCHSIM_SLOW_TESTS") != "1",

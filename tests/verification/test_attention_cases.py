@@ -174,7 +174,7 @@ def test_a_missing_wait_on_p_is_a_hazard():
     instrs[pv] = replace(instrs[pv], wait=(instrs[pv].wait[0], instrs[pv].wait[1], 0))
     program = replace(case.program, instrs=instrs)
     with pytest.raises(VerificationError, match="hazard on weight slot"):
-        check_hazards(program, run_program(program, case.hw, trace=True).trace)
+        check_hazards(program, run_program(program, case.hw, trace=True).trace, case.hw.array.rows)
 
 
 def test_scoreboard_names_attention_tensors():

@@ -65,7 +65,7 @@ def test_interpreter_agrees_with_math_on_random_programs(hw_name, request):
         kinds.add(case.kind)
         image, ops = build_image(case, np.random.default_rng(seed))
         check_golden(case, ops, image, run_golden(case.program, hw, image))
-        check_hazards(case.program, run_program(case.program, hw, trace=True).trace)
+        check_hazards(case.program, run_program(case.program, hw, trace=True).trace, hw.array.rows)
     assert kinds == set(KINDS)
 
 
@@ -142,7 +142,7 @@ def test_missing_wait_is_a_hazard(tiny):
     i = next(i for i, x in enumerate(program.instrs) if x.op == Op.COMPUTE)
     program.instrs[i] = replace(program.instrs[i], wait=(0, 0, 0))
     with pytest.raises(VerificationError, match="scheduler hazard .* a wait is missing"):
-        check_hazards(program, run_program(program, tiny, trace=True).trace)
+        check_hazards(program, run_program(program, tiny, trace=True).trace, tiny.array.rows)
 
 
 def test_pregen_padding_is_dont_care_and_everything_else_defined(tiny):

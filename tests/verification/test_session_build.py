@@ -57,6 +57,21 @@ def test_verilog_key_follows_every_hardware_field():
     assert verilog_key(TINY) != verilog_key(wider)
 
 
+
+def test_verilog_key_follows_the_yosys_amaranth_would_run(tmp_path, monkeypatch):
+    """A system Yosys upgraded in place (same name, same $YOSYS) or another choice of Yosys
+    (AMARANTH_USE_YOSYS) is a new key: the Verilog may differ."""
+    fake = tmp_path / "yosys"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    before = verilog_key(TINY)
+    fake.write_text("#!/bin/sh\n# upgraded\n")
+    assert verilog_key(TINY) != before
+    upgraded = verilog_key(TINY)
+    monkeypatch.setenv("AMARANTH_USE_YOSYS", "builtin")
+    assert verilog_key(TINY) != upgraded
+
 def test_only_what_the_testbench_touches_is_public(tmp_path):
     pytest.importorskip("cocotb")
     verilate, make = _build_commands(tmp_path / "accel_top.v", "accel_top", tmp_path, ())
