@@ -34,7 +34,7 @@ from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
 from workloads.layer import ConvShape
 from workloads.lowering import GemmTask
-from workloads.spec import HardwareSpec
+from workloads.spec import DramSpec, HardwareSpec
 
 __all__ = [
     "Tiling",
@@ -601,7 +601,40 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     Candidates are ranked by DRAM read bytes first (so a larger buffer, which only adds
     candidates, never raises them), then by estimated cycles, DMA time and larger ``tm``; only
     candidates with the least read bytes are returned. The caller times them exactly.
+
+    Which tilings fit and what they read do not depend on DRAM (only DMA cycles do), so the
+    least-read candidates are remembered per hardware less its DRAM (:func:`_least_read`) and
+    only they are estimated again — and ranked by the same key, in the same order — for another
+    DRAM: a sweep over DRAM bandwidth searches each GEMM once.
     """
+    key = (task, hw.model_copy(update={"dram": _ANY_DRAM}), compressed_in_dram, slots)
+    least = _LEAST_READ.get(key)
+    if least is None:
+        if len(_LEAST_READ) > 4096:
+            _LEAST_READ.clear()
+        least = _LEAST_READ[key] = _least_read(task, hw, compressed_in_dram, slots)
+    if not least:
+        return [default_tiling(task, hw, compressed_in_dram)]
+    ranked = [(_rank_key(task, t, hw, slots), t) for t in least]
+    ranked.sort(key=lambda item: item[0])  # stable: ties keep the enumeration order
+    return [t for _, t in ranked][:top]
+
+
+#: The least-read tilings of a search, by task, hardware less DRAM, compression and slots.
+_LEAST_READ: dict[tuple, list[Tiling]] = {}
+_ANY_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
+
+
+def _rank_key(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> tuple:
+    """The search's ranking key: least read bytes, then cycles, DMA, larger ``tm``."""
+    est = estimate(task, tiling, hw, slots)
+    return (est.read_bytes, est.cycles, est.dma, -tiling.tm, tiling.kb, tiling.nb)
+
+
+def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
+                slots: int) -> list[Tiling]:
+    """Every fitting candidate with the least DRAM read bytes, in enumeration order (none:
+    nothing fits, the default tiling stands)."""
     sparse, tk, tn = _base(task, hw)
     ranked = []
     on_chip = sparse and not compressed_in_dram  # COMPRESS works on one sub-tile at row 0
@@ -624,10 +657,9 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     if conv_t_mappable(task, hw):
         ranked.extend(_conv_t_ranked(task, hw, slots))
     if not ranked:
-        return [default_tiling(task, hw, compressed_in_dram)]
-    ranked.sort(key=lambda item: item[0])
-    least = ranked[0][0][0]
-    return [t for key, t in ranked if key[0] == least][:top]
+        return []
+    least = min(key[0] for key, _ in ranked)
+    return [t for key, t in ranked if key[0] == least]
 
 
 def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
