@@ -34,7 +34,7 @@ from workloads.arith import ceil_div, index_bits
 from workloads.errors import MappingError
 from workloads.layer import ConvShape
 from workloads.lowering import GemmTask
-from workloads.spec import HardwareSpec
+from workloads.spec import DramSpec, HardwareSpec
 
 __all__ = [
     "Tiling",
@@ -601,7 +601,43 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     Candidates are ranked by DRAM read bytes first (so a larger buffer, which only adds
     candidates, never raises them), then by estimated cycles, DMA time and larger ``tm``; only
     candidates with the least read bytes are returned. The caller times them exactly.
+
+    Which tilings fit and what they read do not depend on DRAM (only DMA cycles do), so the
+    least-read candidates are remembered per hardware less its DRAM (:func:`_least_read`) and
+    only they are estimated again — and ranked by the same key, in the same order — for another
+    DRAM: a sweep over DRAM bandwidth searches each GEMM once.
     """
+    key = (task, hw.model_copy(update={"dram": _ANY_DRAM}), compressed_in_dram, slots)
+    found = _LEAST_READ.get(key)
+    if found is None:
+        if len(_LEAST_READ) > 4096:
+            _LEAST_READ.clear()
+        found = _LEAST_READ[key] = (hw.dram, _least_read(task, hw, compressed_in_dram, slots))
+    dram, ranked = found
+    if not ranked:
+        return [default_tiling(task, hw, compressed_in_dram)]
+    if dram != hw.dram:  # the keys were rated under another DRAM: rate them under this one
+        ranked = [(_rank_key(task, t, hw, slots), t) for _, t in ranked]
+    ranked = sorted(ranked, key=lambda item: item[0])  # stable: ties keep the enumeration order
+    return [t for _, t in ranked][:top]
+
+
+#: The least-read tilings of a search with their ranking keys and the DRAM they were rated
+#: under, by task, hardware less DRAM, compression and slots.
+_LEAST_READ: dict[tuple, tuple[DramSpec, list[tuple[tuple, Tiling]]]] = {}
+_ANY_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
+
+
+def _rank_key(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> tuple:
+    """The search's ranking key: least read bytes, then cycles, DMA, larger ``tm``."""
+    est = estimate(task, tiling, hw, slots)
+    return (est.read_bytes, est.cycles, est.dma, -tiling.tm, tiling.kb, tiling.nb)
+
+
+def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
+                slots: int) -> list[tuple[tuple, Tiling]]:
+    """Every fitting candidate with the least DRAM read bytes, with its ranking key
+    (:func:`_rank_key`), in enumeration order (none: nothing fits, the default tiling stands)."""
     sparse, tk, tn = _base(task, hw)
     ranked = []
     on_chip = sparse and not compressed_in_dram  # COMPRESS works on one sub-tile at row 0
@@ -615,8 +651,7 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                     for tm in _tm_candidates(m, limit) if limit else ():
                         tiling = Tiling(tm, tk, tn, order, swap, sparse,
                                         compressed_in_dram and sparse, kb, nb)
-                        est = estimate(task, tiling, hw, slots)
-                        ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+                        ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     if not on_chip and conv_mappable(task, tk, hw):
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
     if conv_b_mappable(task, tn, hw.array.rows):
@@ -624,10 +659,9 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     if conv_t_mappable(task, hw):
         ranked.extend(_conv_t_ranked(task, hw, slots))
     if not ranked:
-        return [default_tiling(task, hw, compressed_in_dram)]
-    ranked.sort(key=lambda item: item[0])
-    least = ranked[0][0][0]
-    return [t for key, t in ranked if key[0] == least][:top]
+        return []
+    least = min(key[0] for key, _ in ranked)
+    return [(key, t) for key, t in ranked if key[0] == least]
 
 
 def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
@@ -653,8 +687,7 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                                     compressed_in_dram and sparse, kb, nb, True)
                     if not fits(task, tiling, hw):
                         continue
-                    est = estimate(task, tiling, hw, slots)
-                    ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+                    ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     return ranked
 
 
@@ -690,8 +723,7 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
             for order in ("mnk", "nmk"):
                 for tm in _tm_candidates(task.m, limit) if limit else ():
                     tiling = Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
-                    est = estimate(task, tiling, hw, slots)
-                    ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+                    ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     return ranked
 
 
@@ -715,8 +747,7 @@ def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
                 tiling = Tiling(tm, tk, tn, order, True, False, False, kb, nb, conv_t=True)
                 if not fits(task, tiling, hw):
                     continue
-                est = estimate(task, tiling, hw, slots)
-                ranked.append(((est.read_bytes, est.cycles, est.dma, -tm, kb, nb), tiling))
+                ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     return ranked
 
 

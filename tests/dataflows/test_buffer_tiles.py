@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from dataflows.cost import latency, program_cycles, transfer_bytes
 from dataflows.isa import Op
 from dataflows.scheduler import build_segment
+from dataflows import tiling
 from dataflows.tiling import dram_read_bytes
 from workloads.errors import MappingError
 from workloads.layer import ConvShape
@@ -134,3 +135,27 @@ def test_growing_a_buffer_never_raises_dram_reads(task, inp, wgt, acc, grown, do
         assert _reads(program, hw) == dram_read_bytes(task, tiling, hw, slots)
         reads.append(_reads(program, hw))
     assert reads[1] <= reads[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(gemms(), _SIZES, st.sampled_from([1, 2, 8, 64]), st.sampled_from([1, 2, 8, 64]),
+       st.sampled_from([0, 40]), st.booleans(), st.booleans())
+def test_the_search_remembered_for_another_dram_ranks_as_a_fresh_one(task, size, bw_a, bw_b,
+                                                                      latency, double,
+                                                                      compressed):
+    """The search remembers its least-read candidates per hardware less DRAM: which tilings fit
+    and what they read must not depend on DRAM, and re-ranking them under another DRAM must
+    give what a fresh search gives."""
+    def hw(bw):
+        return load_hardware("tiny", overrides=[
+            f"buffers.input_bytes={size}", f"dram.bandwidth_bytes_per_cycle={bw}",
+            f"dram.latency_cycles={latency}"])
+    slots = 2 if double else 1
+    least = [[(key[0], t) for key, t in tiling._least_read(task, hw(bw), compressed, slots)]
+             for bw in (bw_a, bw_b)]
+    assert least[0] == least[1]
+    tiling._LEAST_READ.clear()
+    fresh = tiling.search_tilings(task, hw(bw_b), compressed, slots, top=4)
+    tiling._LEAST_READ.clear()
+    tiling.search_tilings(task, hw(bw_a), compressed, slots)
+    assert tiling.search_tilings(task, hw(bw_b), compressed, slots, top=4) == fresh
