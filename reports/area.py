@@ -226,6 +226,12 @@ class AreaModel:
         out["area"] = max(out[r] / DEVICE[r] for r in RESOURCES)
         return out
 
+    def errors(self, hw: Mapping[str, Any]) -> dict[str, float]:
+        """The leave-one-out relative error of each resource's fit for ``hw``'s family (0 where
+        there are too few samples to measure it)."""
+        fits = self.fits.get(family_of(hw), {})
+        return {r: fit.loo_rel_error or 0.0 for r, fit in fits.items()}
+
     def describe(self) -> list[dict[str, Any]]:
         """One row per family and resource: coefficients and errors (for docs and reports)."""
         return [
@@ -235,16 +241,27 @@ class AreaModel:
         ]
 
 
-def over_capacity(predicted: Mapping[str, float]) -> str | None:
+def over_capacity(predicted: Mapping[str, float],
+                  errors: Mapping[str, float] | None = None) -> str | None:
     """Why predicted resources (:meth:`AreaModel.resources`) do not fit the device, or None.
 
-    Names every resource over the device's capacity with its share, the largest first.
+    Names every resource over the device's capacity with its share, the largest first. With
+    ``errors`` (a fit's leave-one-out relative error per resource, :meth:`AreaModel.errors`), a
+    resource counts as over only if it would be over even had the model over-predicted it by
+    that much: a point is refused on what the model knows, not on its error.
     """
+    errors = errors or {}
+
+    def least(r: str) -> float:
+        return predicted[r] / (1 + errors.get(r, 0.0))
+
     over = sorted(((predicted[r] / DEVICE[r], r) for r in RESOURCES
-                   if predicted[r] > DEVICE[r]), reverse=True)
+                   if least(r) > DEVICE[r]), reverse=True)
     if not over:
         return None
     shares = ", ".join(f"{r.upper()} {predicted[r]:,.0f} = {share:.0%} of {DEVICE[r]:,}"
+                       + (f" (at least {least(r) / DEVICE[r]:.0%} within the fit's leave-one-out "
+                          f"error {errors[r]:.0%})" if errors.get(r, 0.0) >= 0.005 else "")
                        for share, r in over)
     return f"does not fit the {DEVICE['name']}: predicted {shares}"
 

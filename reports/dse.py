@@ -241,7 +241,7 @@ class _Runner:
                     self._record(h, "invalid", message=f"AreaModelError: {exc}")
                     return None
         self.pending[h]["area"] = area
-        too_big = area and over_capacity(area)
+        too_big = area and over_capacity(area, self.area.errors(hw))
         if too_big:
             self._record(h, "infeasible", message=too_big, metrics=area)
             return None

@@ -144,6 +144,21 @@ def test_over_capacity_names_each_resource_over_the_device_largest_first():
                        "URAM 1,200 = 125% of 960")
 
 
+
+def test_a_resource_is_over_only_beyond_the_fits_leave_one_out_error():
+    # FF over-predicted by up to 30 % (the fit's leave-one-out error) cannot prove that 120 %
+    # does not fit; 150 % is over even then. An exact fit (DSP, 0 %) is taken at its word.
+    from reports.area import over_capacity
+
+    fits = {"lut": 1000.0, "ff": 1.2 * DEVICE["ff"], "dsp": 100.0, "bram": 10.0, "uram": 10.0}
+    assert over_capacity(fits, {"ff": 0.3}) is None
+    assert over_capacity(fits, {"ff": 0.1}) == (
+        f"does not fit the XCVU9P: predicted FF {fits['ff']:,.0f} = 120% of {DEVICE['ff']:,} "
+        "(at least 109% within the fit's leave-one-out error 10%)")
+    assert over_capacity({**fits, "ff": 1.5 * DEVICE["ff"]}, {"ff": 0.3}).startswith(
+        "does not fit the XCVU9P: predicted FF")
+    assert over_capacity({**fits, "dsp": DEVICE["dsp"] + 1}, {"dsp": 0.0}) is not None
+
 def test_committed_samples_are_measurements_with_provenance():
     from reports.area import SAMPLES_PATH, sample_from_resources
 
