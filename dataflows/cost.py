@@ -21,6 +21,7 @@ __all__ = [
     "dma_cycles",
     "compute_cycles",
     "transposing_compute_cycles",
+    "tile_compute_cycles",
     "compress_cycles",
     "latency",
     "transfer_bytes",
@@ -81,6 +82,13 @@ def transposing_compute_cycles(m_rows: int, hw: HardwareSpec) -> int:
     fill does not overlap the previous COMPUTE's drain, so a COMPUTE's latency stays a
     function of its own fields."""
     return compute_cycles(m_rows, hw) + hw.array.rows
+
+
+def tile_compute_cycles(m_rows: int, hw: HardwareSpec, transposing: bool) -> int:
+    """A COMPUTE's cycles, with or without the transposing read: the one choice between
+    :func:`compute_cycles` and :func:`transposing_compute_cycles` (instructions, schedules
+    and estimates all make it here)."""
+    return (transposing_compute_cycles if transposing else compute_cycles)(m_rows, hw)
 
 
 def compress_cycles(dense_rows: int, cols: int, m: int, hw: HardwareSpec) -> int:
@@ -201,9 +209,7 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
     """Busy cycles of one instruction on its unit. The RTL must take exactly this long."""
     op = instr.op
     if op == Op.COMPUTE:
-        if instr.transposing:
-            return transposing_compute_cycles(instr.m, hw)
-        return compute_cycles(instr.m, hw)
+        return tile_compute_cycles(instr.m, hw, instr.transposing)
     if op == Op.COMPRESS:
         return compress_cycles(instr.rows, instr.cols, instr.nm_m, hw)
     if op in _VECTOR_SOFTMAX:

@@ -33,12 +33,11 @@ from functools import lru_cache
 
 from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import (
-    compute_cycles,
     latency,
     program_cycles,
     shape_of,
+    tile_compute_cycles,
     transfer_bytes,
-    transposing_compute_cycles,
 )
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
@@ -606,8 +605,7 @@ def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: Har
     total = 0
     for task, tiling in zip(tasks, tilings):
         _, nk, nn = _tile_counts(task, tiling)
-        cycles = transposing_compute_cycles if tiling.conv_t else compute_cycles
-        rows = sum(cycles(tm, hw) for _, tm in m_tiles(task, tiling))
+        rows = sum(tile_compute_cycles(tm, hw, tiling.conv_t) for _, tm in m_tiles(task, tiling))
         total += task.copies * nk * nn * rows
     return total
 

@@ -25,9 +25,8 @@ from typing import Literal
 from dataflows.cost import (
     GemmEstimate,
     compress_cycles,
-    compute_cycles,
     dma_cycles,
-    transposing_compute_cycles,
+    tile_compute_cycles,
 )
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
 from workloads.arith import ceil_div, index_bits
@@ -558,9 +557,8 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
         if tiling.sparse:
             vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
                                for w, ck in ks for c, cn in ns)
-    pe = nks * nns * (nms * compute_cycles(0, hw) + sh.m)
-    if tiling.conv_t:  # each COMPUTE first fills one register block
-        pe += nks * nns * nms * (transposing_compute_cycles(0, hw) - compute_cycles(0, hw))
+    # Per COMPUTE its fixed cycles (a transposing read also fills one register block) + rows.
+    pe = nks * nns * (nms * tile_compute_cycles(0, hw, tiling.conv_t) + sh.m)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
     exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
