@@ -258,6 +258,14 @@ class Instr:
     c_row: int = 0
     # COMPUTE only: A rows through the convolution address mode (None: rows a_row.. in order).
     conv: ConvAddress | None = None
+    # COMPUTE on the output-stationary array only (docs/isa.md, "Output-stationary COMPUTE"):
+    # ``chunks`` reduction chunks (0 and 1: one), chunk ``c`` reading A rows from
+    # ``a_row + c·a_chunk_rows`` and weight rows from ``b_row + c·b_chunk_rows``; the last
+    # chunk has ``k_last`` PE steps (0: ``k``), the others ``k``.
+    chunks: int = 0
+    a_chunk_rows: int = 0
+    b_chunk_rows: int = 0
+    k_last: int = 0
 
     @property
     def unit(self) -> Unit:
@@ -269,6 +277,13 @@ class Instr:
         ``conv.b`` overrides it, in the golden model and the RTL alike): it fills a register
         block first."""
         return self.conv is not None and self.conv.t and not self.conv.b
+
+    @property
+    def chunk_steps(self) -> tuple[int, ...]:
+        """A COMPUTE's PE steps per reduction chunk: ``k`` for each but the last, which has
+        ``k_last`` (or ``k``)."""
+        kc = max(1, self.chunks)
+        return (self.k,) * (kc - 1) + (self.k_last or self.k,)
 
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
@@ -290,10 +305,10 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 432-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 512-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 432
+WORD_BITS = 512
 
 #: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
 ROW_OFFSET_BITS = 20
@@ -343,6 +358,11 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_t", 1),
     ("conv_kh", 6),
     ("conv_chunk_rows", ROW_OFFSET_BITS),
+    # The output-stationary COMPUTE's reduction chunks (all 0 on the weight-stationary array).
+    ("chunks", 12),
+    ("a_chunk_rows", ROW_OFFSET_BITS),
+    ("b_chunk_rows", ROW_OFFSET_BITS),
+    ("k_last", 16),
 )
 
 #: Fields that hold two's complement values (the kernel offsets less the padding).
@@ -361,6 +381,8 @@ def _values(instr: Instr) -> dict[str, int]:
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
         "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
         "a_row": instr.a_row, "b_row": instr.b_row, "c_row": instr.c_row,
+        "chunks": instr.chunks, "a_chunk_rows": instr.a_chunk_rows,
+        "b_chunk_rows": instr.b_chunk_rows, "k_last": instr.k_last,
         "conv": int(instr.conv is not None),
         **{f"conv_{name}": int(getattr(instr.conv, name)) if instr.conv else 0
            for name in _CONV_FIELDS},
