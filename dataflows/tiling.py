@@ -26,6 +26,7 @@ from dataflows.cost import (
     GemmEstimate,
     compress_cycles,
     dma_cycles,
+    os_compute_cycles,
     tile_compute_cycles,
 )
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
@@ -49,6 +50,10 @@ __all__ = [
     "accumulator_slot_rows",
     "dram_read_bytes",
     "MAX_TILE_ROWS",
+    "MAX_CHUNKS",
+    "output_stationary",
+    "chunked",
+    "pe_cycles",
     "conv_mappable",
     "conv_group",
     "conv_chunk",
@@ -62,6 +67,9 @@ __all__ = [
 
 #: ``rows``/``m`` instruction fields are 16 bits wide.
 MAX_TILE_ROWS = (1 << 16) - 1
+
+#: Most reduction chunks one output-stationary COMPUTE covers (the 12-bit ``chunks`` field).
+MAX_CHUNKS = (1 << 12) - 1
 
 #: Largest row offset within a slot (the ``a_row``/``b_row``/``c_row`` fields).
 MAX_ROW_OFFSET = (1 << ROW_OFFSET_BITS) - 1
@@ -172,7 +180,7 @@ def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
     input banks exactly (a part is one slot row), and every group of consecutive offsets
     (row-major) lies in distinct bank groups for this line width."""
     c = task.conv
-    if hw is None or tk % c.channels or c.channels % hw.array.rows:
+    if hw is None or tk % c.channels or c.channels % hw.array.rows or output_stationary(hw):
         return False
     span = c.channels // hw.array.rows
     g = tk // c.channels
@@ -224,6 +232,8 @@ def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
     array, not of the buffers, so a larger buffer still only adds candidates."""
     c, rows = task.conv, hw.array.rows
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
+        return False
+    if output_stationary(hw):  # the OS array streams A's rows as they are stored
         return False
     if conv_b_mappable(task, hw.array.cols, rows):
         return False
@@ -424,7 +434,7 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     else:
         b_ok = (kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
                 and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
-    return (a_ok and b_ok
+    return (a_ok and b_ok and (kb <= MAX_CHUNKS or not chunked(tiling, hw))
             and nb * tm <= accumulator_slot_rows(hw)
             and nb * tm <= MAX_ROW_OFFSET)
 
@@ -515,6 +525,33 @@ def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
     return sorted(counts.items(), reverse=True)
 
 
+def output_stationary(hw: HardwareSpec) -> bool:
+    """Whether the array keeps outputs in its PEs (docs/isa.md, "Output-stationary COMPUTE")."""
+    return hw.array.dataflow == "output_stationary"
+
+
+def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
+    """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
+    output-stationary array, where no address mode walks the operands (those keep one chunk
+    per COMPUTE, accumulated in the accumulator buffer as on the weight-stationary array)."""
+    return output_stationary(hw) and not (tiling.conv or tiling.conv_b or tiling.conv_t)
+
+
+def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,
+              hw: HardwareSpec) -> int:
+    """PE-array busy cycles of one copy of a GEMM: every COMPUTE's latency summed, for m-tiles
+    ``ms`` ((rows, count) pairs), ``nk`` array tiles along k and ``nn`` along n. Weight-
+    stationary: one COMPUTE per array tile, streaming its m-tile's rows. Output-stationary:
+    one per buffer tile and n-tile when :func:`chunked` (else per array tile), ``rows`` cycles
+    per block of ``rows`` outputs and k-chunk (:func:`dataflows.cost.os_compute_cycles`)."""
+    if not output_stationary(hw):
+        return nk * nn * sum(n * tile_compute_cycles(w, hw, tiling.conv_t) for w, n in ms)
+    r = hw.array.rows
+    computes = ceil_div(nk, min(tiling.kb, nk)) if chunked(tiling, hw) else nk
+    fixed = os_compute_cycles(0, 1, hw)
+    return nn * sum(n * (ceil_div(w, r) * r * nk + computes * fixed) for w, n in ms)
+
+
 def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
              slots: int = SLOTS_PER_BUFFER) -> GemmEstimate:
     """Analytic busy cycles per unit and DRAM read bytes of one copy of ``task`` under
@@ -557,8 +594,7 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
         if tiling.sparse:
             vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
                                for w, ck in ks for c, cn in ns)
-    # Per COMPUTE its fixed cycles (a transposing read also fills one register block) + rows.
-    pe = nks * nns * (nms * tile_compute_cycles(0, hw, tiling.conv_t) + sh.m)
+    pe = pe_cycles(ms, nks, nns, tiling, hw)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
     exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
