@@ -178,8 +178,11 @@ class Interpreter:
             if instr.k > rows or instr.cols > cols:
                 raise VerificationError(
                     f"k={instr.k}, cols={instr.cols} exceed the {rows}x{cols} array")
-            if instr.nm_n and instr.k % instr.nm_n:
-                raise VerificationError(f"k={instr.k} is not a multiple of nm_n={instr.nm_n}")
+            for name in ("k", "k_last"):
+                if instr.nm_n and getattr(instr, name) % instr.nm_n:
+                    raise VerificationError(
+                        f"{name}={getattr(instr, name)} is not a multiple of nm_n={instr.nm_n}")
+            self._check_chunks(instr)
         elif instr.op == Op.COMPRESS:
             if not instr.nm_n:
                 raise VerificationError("COMPRESS without an N:M pattern")
@@ -277,7 +280,36 @@ class Interpreter:
     # -- PE array and vector unit -----------------------------------------------------------
 
     def _compute(self, instr: Instr, image: DramImage) -> None:
-        k, cols, m = instr.k, instr.cols, instr.m
+        # Chunk c of an output-stationary COMPUTE reads A rows from a_row + c·a_chunk_rows and
+        # weight rows from b_row + c·b_chunk_rows, k steps (the last one k_last): one sum.
+        result = sum(self._product(replace(instr, k=k, a_row=instr.a_row + c * instr.a_chunk_rows,
+                                           b_row=instr.b_row + c * instr.b_chunk_rows))
+                     for c, k in enumerate(instr.chunk_steps))
+        acc = self.acc[instr.c_slot]
+        if instr.accumulate:
+            previous, valid = acc.read(instr.m, instr.cols, instr.c_row)
+            self._require(valid, "accumulator", instr.c_row)
+            result = previous + result
+        acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+
+    def _check_chunks(self, instr: Instr) -> None:
+        """Reduction chunks (docs/isa.md, "Output-stationary COMPUTE") are the
+        output-stationary array's, and never with the convolution address mode."""
+        if instr.k_last > self.hw.array.rows:
+            raise VerificationError(f"k_last={instr.k_last} exceeds the array's "
+                                    f"{self.hw.array.rows} rows")
+        if instr.chunks <= 1:
+            return
+        if self.hw.array.dataflow != "output_stationary":
+            raise VerificationError(f"COMPUTE chunks={instr.chunks} needs the output-stationary "
+                                    f"array (this one is {self.hw.array.dataflow})")
+        if instr.conv is not None:
+            raise VerificationError(f"COMPUTE chunks={instr.chunks} with the convolution address "
+                                    "mode (it needs chunks <= 1)")
+
+    def _product(self, instr: Instr) -> np.ndarray:
+        """The ``m × cols`` product of one reduction chunk (``instr.k`` PE steps)."""
+        k, cols = instr.k, instr.cols
         w, w_valid = self._b_rows(instr)
         self._require(w_valid, "weight", instr.b_row)
         if instr.nm_n:
@@ -289,17 +321,10 @@ class Interpreter:
             col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
             a, a_valid = self._a_rows(instr, k // instr.nm_n * instr.nm_m)
             self._require(a_valid[:, col], "input", instr.a_row)
-            result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
-        else:
-            a, a_valid = self._a_rows(instr, k)
-            self._require(a_valid, "input", instr.a_row)
-            result = a @ w
-        acc = self.acc[instr.c_slot]
-        if instr.accumulate:
-            previous, valid = acc.read(m, cols, instr.c_row)
-            self._require(valid, "accumulator", instr.c_row)
-            result = previous + result
-        acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+            return np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
+        a, a_valid = self._a_rows(instr, k)
+        self._require(a_valid, "input", instr.a_row)
+        return a @ w
 
     def _a_rows(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` activation rows a COMPUTE streams, ``width`` operands each: slot rows from
