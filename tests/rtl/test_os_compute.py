@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rtl_harness import run_on_rtl
+from rtl_harness import check_values, prepare_case, run_on_rtl
 
 from archsim.model import run_program
 from dataflows.cost import latency, os_compute_cycles
 from dataflows.isa import ConvAddress, Instr, Op
 from dataflows.program import Program
+from dataflows.scheduler import build_segment
 from verification.dram import DramImage
 from verification.golden import Prepared, run_golden
 from verification.programs import Case
 from workloads.load import load_hardware
+from workloads.lowering import GemmTask
 from workloads.spec import SchedulePasses
 
 TINY_OS = load_hardware("tiny", overrides=["array.dataflow=output_stationary"])
@@ -136,3 +138,28 @@ def test_cycles_by_hand():
     _, prepared, result = _run(instrs, seed=7)
     assert result.trace == [(0, 15), (15, 28), (28, 54), (54, 69)]
     assert result.cycles == 69
+
+
+def _task(m, k, n, nm=None):
+    return GemmTask("g", "g", "inference", m, k, n, nm, "g.W" if nm else None, 1)
+
+
+@pytest.mark.parametrize("shape, passes", [
+    ((6, 10, 7, None), SchedulePasses(offline_tiling=False)),
+    ((13, 22, 7, None), SchedulePasses()),  # chunked COMPUTEs with a narrower k_last
+    ((9, 24, 6, (2, 4)), SchedulePasses()),
+    ((5, 24, 5, (1, 4)), SchedulePasses()),
+])
+def test_scheduler_programs(shape, passes):
+    """Real ``build_segment`` programs for the output-stationary array, as
+    tests/rtl/test_program.py runs the weight-stationary ones."""
+    task = _task(*shape)
+    segment = build_segment((task,), TINY_OS, passes, compressed_in_dram=True)
+    prepared = prepare_case(TINY_OS, segment.program, segment.work.tasks, segment.work.tilings,
+                            passes, seed=sum(shape[:3]))
+    result = run_on_rtl(prepared)
+    check_values(prepared, result)
+    assert result.cycles == result.busy_cycles == prepared.cycles
+    assert result.trace == prepared.trace
+    if shape[0] == 13:
+        assert any(i.chunks > 1 and i.k_last for i in segment.program.instrs)
