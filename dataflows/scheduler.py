@@ -328,6 +328,10 @@ class _GemmWriter:
                     addr=self.c.addr + (row0 * self.n + n0) * db, stride=self.n * db, rows=tm,
                     cols=tn, c_row=j * t.tm, requant=True, shift=self.hw.requant_shift))
 
+    def _b_chunk_rows(self) -> int:
+        """Weight slot rows from a chunk's B sub-tile to the next one's (same n-chunk)."""
+        return self.t.nb * self.b_rows
+
     def _steps_of(self, kc: int) -> int:
         """PE steps of array tile ``kc`` along k: its rows, compressed in N:M mode."""
         nm_n, nm_m = self.nm
@@ -370,7 +374,7 @@ class _GemmWriter:
                     c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=self.n_ext[nj][1],
                     k=steps[0], m=tm, nm_n=self.nm[0], nm_m=self.nm[1], c_row=j * self.t.tm,
                     chunks=len(ks), a_chunk_rows=self.t.tm,
-                    b_chunk_rows=self.t.nb * self.b_rows,
+                    b_chunk_rows=self._b_chunk_rows(),
                     k_last=steps[-1] if steps[-1] != steps[0] else 0,
                     **self._a_operand(s, 0, ks[0])[1], **self._b_operand(s, 0, ks[0], j, nj)[1])
 
@@ -470,6 +474,9 @@ class _WgConvWriter(_GemmWriter):
         c = self.task.conv
         return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
                                   self.db)
+
+    def _b_chunk_rows(self) -> int:
+        return 0  # the address mode's pixels continue from one chunk to the next
 
     def _chunks_of(self, ni: int) -> range:
         kk, ns = self.task.conv.kh * self.task.conv.kw, self._chunks(ni, self.t.nb, self.nn)

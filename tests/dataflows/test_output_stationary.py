@@ -11,6 +11,7 @@ from dataflows.isa import Instr, Op
 from dataflows.program import Program
 from dataflows.scheduler import gemm_program
 from dataflows.tiling import Tiling, estimate, search_tiling
+from workloads.arith import ceil_div
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
 
@@ -79,7 +80,7 @@ def test_chunked_computes_cover_the_reduction(shape):
         steps = sum(i.m * sum(i.chunk_steps) * i.cols for i in computes)
         n_m, n_n = nm if nm else (1, 1)
         assert steps == m * (k // n_n * n_m if nm else k) * n
-        assert len(computes) == -(-m // 8) * -(-n // 4) * -(-(-(-k // tiling.tk)) // kb)
+        assert len(computes) == ceil_div(m, 8) * ceil_div(n, 4) * ceil_div(ceil_div(k, tiling.tk), kb)
         assert sum(latency(i, TINY_OS) for i in computes) == estimate(task, tiling, TINY_OS).pe
         assert run_program(program, TINY_OS).cycles == program_cycles(program, TINY_OS)
 
