@@ -95,3 +95,34 @@ def test_searched_tilings_run_on_both_arrays():
         stats = run_program(gemm_program((task,), (tiling,), hw), hw)
         macs[hw.array.dataflow] = stats.tasks[0].macs
     assert macs["weight_stationary"] == macs["output_stationary"] == 64 * 32 * 16
+
+
+def _conv_layer(batch, size, c_in, c_out, kernel, stride, padding):
+    from workloads.layers import expand
+    from workloads.spec import WorkloadSpec
+    conv = {"op": "conv2d", "name": "cv", "in_channels": c_in, "out_channels": c_out,
+            "kernel": kernel, "stride": stride, "padding": padding, "input_size": size,
+            "batch": batch}
+    spec = WorkloadSpec.model_validate({"version": 1, "name": "t", "hardware": TINY_OS,
+                                        "mode": "training", "operations": [conv]})
+    (layer,) = expand(spec)
+    return layer
+
+
+def test_a_short_weight_gradient_chunks_through_the_weight_side_mode():
+    """On the output-stationary array a weight gradient with a short C_out (which the
+    weight-stationary array runs swapped through the transposing read) reads X through the
+    weight-side address mode, reducing over a buffer tile's pixels in one COMPUTE."""
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    wg = [t for t in lower_layer(_conv_layer(2, 9, 8, 8, 3, 1, 1), "training")
+          if t.phase == "wg"][0]
+    segment = build_segment((wg,), TINY_OS, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv_b and not tiling.conv_t
+    computes = [i for i in segment.program.instrs if i.op == Op.COMPUTE]
+    assert max(i.chunks for i in computes) > 1
+    assert all(i.conv is not None and i.conv.b and i.b_chunk_rows == 0 for i in computes)
+    assert sum(i.m * sum(i.chunk_steps) * i.cols for i in computes) == wg.m * wg.k * wg.n
+    assert sum(latency(i, TINY_OS) for i in computes) == estimate(wg, tiling, TINY_OS).pe
