@@ -33,6 +33,7 @@ __all__ = [
     "conv_rows",
     "conv_parts",
     "conv_t_rows",
+    "os_conv_chunk_rows",
     "conv_part_rows",
     "conv_parts_conflict_free",
     "FIELDS",
@@ -153,6 +154,7 @@ class ConvAddress:
     t: bool = False
     kh: int = 0
     chunk_rows: int = 0
+    kh0: int = 0
 
 
 def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
@@ -181,6 +183,26 @@ def conv_t_rows(conv: ConvAddress, a_row: int, k: int, blocks: int) -> list[list
         chunk, o = divmod(j, per)
         block = replace(conv, dh=conv.dh + o // conv.kw, dw=conv.dw + o % conv.kw, t=False)
         out.append(conv_rows(block, a_row + chunk * conv.chunk_rows, k))
+    return out
+
+
+def os_conv_chunk_rows(conv: ConvAddress, a_row: int, m: int,
+                       chunks: int) -> list[list[int | None]]:
+    """An output-stationary COMPUTE's A rows through the address mode over ``chunks > 1``
+    reduction chunks: chunk ``c`` is kernel offset ``o = o0 + c`` in row-major order over the
+    ``kh × kw`` kernel, counted from the word's offset ``o0 = kh0·kw + kw0`` (its ``dh, dw``
+    being that offset less the padding), wrapping after the last offset to the next channel
+    chunk, whose patch starts ``chunk_rows`` slot rows further; each chunk's ``m`` rows are
+    :func:`conv_rows` from the word's first pixel at the chunk's offset. The golden model and
+    the RTL's counters follow exactly this rule."""
+    per = conv.kh * conv.kw
+    first = conv.kh0 * conv.kw + conv.kw0
+    dh0, dw0 = conv.dh - conv.kh0, conv.dw - conv.kw0  # minus the padding
+    out = []
+    for c in range(chunks):
+        chunk, o = divmod(first + c, per)
+        block = replace(conv, dh=dh0 + o // conv.kw, dw=dw0 + o % conv.kw, kh0=0, kw0=0)
+        out.append(conv_rows(block, a_row + chunk * conv.chunk_rows, m))
     return out
 
 
@@ -358,6 +380,8 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_t", 1),
     ("conv_kh", 6),
     ("conv_chunk_rows", ROW_OFFSET_BITS),
+    # The output-stationary COMPUTE's kernel-offset walk: the first offset's kernel row.
+    ("conv_kh0", 6),
     # The output-stationary COMPUTE's reduction chunks (all 0 on the weight-stationary array).
     ("chunks", 12),
     ("a_chunk_rows", ROW_OFFSET_BITS),
@@ -369,7 +393,7 @@ FIELDS: tuple[tuple[str, int], ...] = (
 SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
 
 _CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b",
-                "group", "kw", "kw0", "t", "kh", "chunk_rows")
+                "group", "kw", "kw0", "t", "kh", "chunk_rows", "kh0")
 
 
 def _values(instr: Instr) -> dict[str, int]:

@@ -364,7 +364,8 @@ class _GemmWriter:
         _, tm = self.m_ext[s.mi]
         a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
         steps = [self._steps_of(kc) for kc in ks]
-        a_reads = tuple(a_part(a_slot, self._a_operand(s, c, kc)[0]) for c, kc in enumerate(ks))
+        a_keys, a_fields = self._chunked_a(s, ks)
+        a_reads = tuple(a_part(a_slot, key) for key in a_keys)
         for j, nj in enumerate(ns):
             acc = acc_part(c_slot, (j,))
             b_reads = tuple(b_part(b_slot, self._b_operand(s, c, kc, j, nj)[0])
@@ -373,10 +374,15 @@ class _GemmWriter:
             em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot, b_slot=b_slot,
                     c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=self.n_ext[nj][1],
                     k=steps[0], m=tm, nm_n=self.nm[0], nm_m=self.nm[1], c_row=j * self.t.tm,
-                    chunks=len(ks), a_chunk_rows=self.t.tm,
-                    b_chunk_rows=self._b_chunk_rows(),
+                    chunks=len(ks), b_chunk_rows=self._b_chunk_rows(),
                     k_last=steps[-1] if steps[-1] != steps[0] else 0,
-                    **self._a_operand(s, 0, ks[0])[1], **self._b_operand(s, 0, ks[0], j, nj)[1])
+                    **a_fields, **self._b_operand(s, 0, ks[0], j, nj)[1])
+
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """The A parts a chunked COMPUTE reads (one per chunk, in order) and its A fields: the
+        chunks sit ``tm`` slot rows apart."""
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        return keys, {**self._a_operand(s, 0, ks[0])[1], "a_chunk_rows": self.t.tm}
 
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
@@ -457,6 +463,19 @@ class _ConvWriter(_GemmWriter):
                               (m0 // conv.out_w) % conv.out_h, lo, dh - conv.padding,
                               dw - conv.padding, **grouped)
         return (j,), {"a_row": j * rows, "conv": address}
+
+
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """Output-stationary: the chunks are kernel offsets (and channel chunks) one after
+        the other from the first chunk's, which the address mode walks itself
+        (``isa.os_conv_chunk_rows``): each channel chunk's patch ``rows`` slot rows further."""
+        conv = self.task.conv
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        fields = self._a_operand(s, 0, ks[0])[1]
+        first = ks[0] % (conv.kh * conv.kw)
+        walk = replace(fields["conv"], kh=conv.kh, kw=conv.kw, kh0=first // conv.kw,
+                       kw0=first % conv.kw, chunk_rows=self._patch(s.mi)[2])
+        return keys, {**fields, "conv": walk}
 
 
 class _WgConvWriter(_GemmWriter):

@@ -534,11 +534,11 @@ def output_stationary(hw: HardwareSpec) -> bool:
 
 def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
     """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
-    output-stationary array, unless A's rows come through the convolution address mode (its
-    kernel-offset walk restarts the pixels at every chunk: one chunk per COMPUTE, accumulated
-    in the accumulator buffer as on the weight-stationary array). The weight-side mode
-    (``conv_b``) chunks: its pixels simply continue from one chunk to the next."""
-    return output_stationary(hw) and not (tiling.conv or tiling.conv_t)
+    output-stationary array (the transposing read is weight-stationary only). Through the
+    address mode on A rows the chunks are kernel offsets it walks
+    (``isa.os_conv_chunk_rows``); through the weight-side mode its pixels simply continue
+    from one chunk to the next."""
+    return output_stationary(hw) and not tiling.conv_t
 
 
 def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,

@@ -10,7 +10,7 @@ from dataflows.cost import latency, program_cycles
 from dataflows.isa import Instr, Op
 from dataflows.program import Program
 from dataflows.scheduler import gemm_program
-from dataflows.tiling import Tiling, estimate, search_tiling
+from dataflows.tiling import Tiling, estimate, m_tiles, search_tiling
 from workloads.arith import ceil_div
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
@@ -126,3 +126,29 @@ def test_a_short_weight_gradient_chunks_through_the_weight_side_mode():
     assert all(i.conv is not None and i.conv.b and i.b_chunk_rows == 0 for i in computes)
     assert sum(i.m * sum(i.chunk_steps) * i.cols for i in computes) == wg.m * wg.k * wg.n
     assert sum(latency(i, TINY_OS) for i in computes) == estimate(wg, tiling, TINY_OS).pe
+
+
+def test_a_convolution_walks_its_kernel_offsets_in_one_compute():
+    """A convolution whose A comes through the address mode: one COMPUTE per buffer tile and
+    n-chunk walks the tile's kernel offsets and channel chunks (``isa.os_conv_chunk_rows``);
+    every (m-tile, kernel offset, channel chunk) is covered exactly once."""
+    from dataflows.isa import os_conv_chunk_rows
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    ff = [t for t in lower_layer(_conv_layer(2, 8, 8, 8, 3, 1, 1), "training")
+          if t.phase == "ff"][0]
+    segment = build_segment((ff,), TINY_OS, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv
+    computes = [i for i in segment.program.instrs if i.op == Op.COMPUTE]
+    assert max(i.chunks for i in computes) > 1
+    assert sum(i.m * sum(i.chunk_steps) * i.cols for i in computes) == ff.m * ff.k * ff.n
+    assert sum(latency(i, TINY_OS) for i in computes) == estimate(ff, tiling, TINY_OS).pe
+    walked = 0
+    for i in computes:
+        rows = os_conv_chunk_rows(i.conv, i.a_row, i.m, max(1, i.chunks))
+        assert len(rows) == max(1, i.chunks) and all(len(r) == i.m for r in rows)
+        walked += max(1, i.chunks)
+    # every (m-tile, n-tile) walks all kh·kw offsets of every channel chunk
+    assert walked == len(m_tiles(ff, tiling)) * ceil_div(ff.n, tiling.tn) * ceil_div(ff.k, tiling.tk)
