@@ -33,7 +33,7 @@ __all__ = [
     "conv_rows",
     "conv_parts",
     "conv_t_rows",
-    "os_conv_chunk_rows",
+    "os_conv_chunks",
     "conv_part_rows",
     "conv_parts_conflict_free",
     "FIELDS",
@@ -186,23 +186,27 @@ def conv_t_rows(conv: ConvAddress, a_row: int, k: int, blocks: int) -> list[list
     return out
 
 
-def os_conv_chunk_rows(conv: ConvAddress, a_row: int, m: int,
-                       chunks: int) -> list[list[int | None]]:
-    """An output-stationary COMPUTE's A rows through the address mode over ``chunks > 1``
-    reduction chunks: chunk ``c`` is kernel offset ``o = o0 + c`` in row-major order over the
-    ``kh × kw`` kernel, counted from the word's offset ``o0 = kh0·kw + kw0`` (its ``dh, dw``
-    being that offset less the padding), wrapping after the last offset to the next channel
-    chunk, whose patch starts ``chunk_rows`` slot rows further; each chunk's ``m`` rows are
-    :func:`conv_rows` from the word's first pixel at the chunk's offset. The golden model and
-    the RTL's counters follow exactly this rule."""
-    per = conv.kh * conv.kw
+def os_conv_chunks(conv: ConvAddress, a_row: int, chunks: int) -> list[tuple[int, ConvAddress]]:
+    """An output-stationary COMPUTE's reduction chunks through the address mode on A rows:
+    per chunk ``c``, the first slot row of its patch and its own one-chunk address mode (what
+    a weight-stationary COMPUTE of that chunk would carry). The chunks walk the kernel's
+    offsets in row-major order over ``kh × kw``, ``group`` offsets per chunk (the last group
+    of a channel chunk may hold fewer), from the word's first offset ``o0 = kh0·kw + kw0``
+    (its ``dh, dw`` being that offset less the padding); after a channel chunk's last offsets
+    the walk goes on at offset 0 of the next channel chunk, whose patch starts ``chunk_rows``
+    slot rows further. Each chunk's rows start at the word's first pixel. The golden model
+    and the RTL's counters follow exactly this rule."""
+    g, per = max(1, conv.group), conv.kh * conv.kw
+    groups = -(-per // g)  # chunks per channel chunk
     first = conv.kh0 * conv.kw + conv.kw0
     dh0, dw0 = conv.dh - conv.kh0, conv.dw - conv.kw0  # minus the padding
     out = []
     for c in range(chunks):
-        chunk, o = divmod(first + c, per)
-        block = replace(conv, dh=dh0 + o // conv.kw, dw=dw0 + o % conv.kw, kh0=0, kw0=0)
-        out.append(conv_rows(block, a_row + chunk * conv.chunk_rows, m))
+        patch, gi = divmod(first // g + c, groups)
+        o = gi * g
+        out.append((a_row + patch * conv.chunk_rows, replace(
+            conv, dh=dh0 + o // conv.kw, dw=dw0 + o % conv.kw, kh0=0, kw0=o % conv.kw,
+            group=min(g, per - o), chunk_rows=0)))
     return out
 
 

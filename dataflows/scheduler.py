@@ -466,15 +466,16 @@ class _ConvWriter(_GemmWriter):
 
 
     def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
-        """Output-stationary: the chunks are kernel offsets (and channel chunks) one after
-        the other from the first chunk's, which the address mode walks itself
-        (``isa.os_conv_chunk_rows``): each channel chunk's patch ``rows`` slot rows further."""
-        conv = self.task.conv
+        """Output-stationary: the chunks are the groups of kernel offsets (and channel chunks)
+        one after the other from the first chunk's, which the address mode walks itself
+        (``isa.os_conv_chunks``): each channel chunk's patch ``rows`` slot rows further."""
+        conv, tk = self.task.conv, self.t.tk
         keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
         fields = self._a_operand(s, 0, ks[0])[1]
-        first = ks[0] % (conv.kh * conv.kw)
+        g = conv_group(self.task, tk)
+        first = ks[0] % conv_k_per_chunk(self.task, tk) * g
         walk = replace(fields["conv"], kh=conv.kh, kw=conv.kw, kh0=first // conv.kw,
-                       kw0=first % conv.kw, chunk_rows=self._patch(s.mi)[2])
+                       kw0=first % conv.kw, group=g, chunk_rows=self._patch(s.mi)[2])
         return keys, {**fields, "conv": walk}
 
 

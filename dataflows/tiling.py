@@ -180,7 +180,7 @@ def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
     input banks exactly (a part is one slot row), and every group of consecutive offsets
     (row-major) lies in distinct bank groups for this line width."""
     c = task.conv
-    if hw is None or tk % c.channels or c.channels % hw.array.rows or output_stationary(hw):
+    if hw is None or tk % c.channels or c.channels % hw.array.rows:
         return False
     span = c.channels // hw.array.rows
     g = tk // c.channels
@@ -536,7 +536,7 @@ def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
     """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
     output-stationary array (the transposing read is weight-stationary only). Through the
     address mode on A rows the chunks are kernel offsets it walks
-    (``isa.os_conv_chunk_rows``); through the weight-side mode its pixels simply continue
+    (``isa.os_conv_chunks``); through the weight-side mode its pixels simply continue
     from one chunk to the next."""
     return output_stationary(hw) and not tiling.conv_t
 

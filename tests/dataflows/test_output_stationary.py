@@ -3,6 +3,8 @@ timeline of docs/isa.md ("Output-stationary COMPUTE"), and the scheduler's chunk
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from archsim.model import run_program
@@ -130,9 +132,9 @@ def test_a_short_weight_gradient_chunks_through_the_weight_side_mode():
 
 def test_a_convolution_walks_its_kernel_offsets_in_one_compute():
     """A convolution whose A comes through the address mode: one COMPUTE per buffer tile and
-    n-chunk walks the tile's kernel offsets and channel chunks (``isa.os_conv_chunk_rows``);
+    n-chunk walks the tile's kernel offsets and channel chunks (``isa.os_conv_chunks``);
     every (m-tile, kernel offset, channel chunk) is covered exactly once."""
-    from dataflows.isa import os_conv_chunk_rows
+    from dataflows.isa import conv_part_rows, os_conv_chunks
     from dataflows.scheduler import build_segment
     from workloads.lowering import lower_layer
     from workloads.spec import SchedulePasses
@@ -147,8 +149,47 @@ def test_a_convolution_walks_its_kernel_offsets_in_one_compute():
     assert sum(latency(i, TINY_OS) for i in computes) == estimate(ff, tiling, TINY_OS).pe
     walked = 0
     for i in computes:
-        rows = os_conv_chunk_rows(i.conv, i.a_row, i.m, max(1, i.chunks))
-        assert len(rows) == max(1, i.chunks) and all(len(r) == i.m for r in rows)
+        chunks = os_conv_chunks(i.conv, i.a_row, max(1, i.chunks))
+        assert len(chunks) == max(1, i.chunks)
+        assert all(len(conv_part_rows(a, row, i.m)[0]) == i.m for row, a in chunks)
         walked += max(1, i.chunks)
     # every (m-tile, n-tile) walks all kh·kw offsets of every channel chunk
     assert walked == len(m_tiles(ff, tiling)) * ceil_div(ff.n, tiling.tn) * ceil_div(ff.k, tiling.tk)
+
+
+@pytest.mark.parametrize("layer, nm", [((2, 8, 8, 8, 3, 1, 1), None), ((2, 9, 4, 8, 3, 2, 1), (2, 4)),
+                                       ((2, 8, 4, 8, 3, 1, 1), (2, 4))])
+def test_the_walk_reads_what_one_compute_per_chunk_reads(layer, nm):
+    """Under one tiling, an output-stationary COMPUTE's chunks (``isa.os_conv_chunks``) read
+    exactly the rows the weight-stationary array's one COMPUTE per chunk reads, in order —
+    grouped kernel offsets (channels fewer than the reduction tile) included."""
+    from dataflows.isa import os_conv_chunks
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    ws = load_hardware("tiny")
+    ff = [t for t in lower_layer(_conv_layer(*layer), "training") if t.phase == "ff"][0]
+    if nm:
+        ff = dataclasses.replace(ff, phase="inference", nm=nm, weight="w")
+    tiling = build_segment((ff,), TINY_OS, SchedulePasses()).work.tilings[0]
+    assert tiling.conv
+
+    def reads(addr):
+        return (addr.dh, addr.dw, max(1, addr.group), addr.oh0, addr.ow0, addr.lo)
+
+    per_chunk = [(i.a_row, reads(i.conv), i.c_row, i.b_row)
+                 for i in gemm_program((ff,), (tiling,), ws).instrs if i.op == Op.COMPUTE]
+    walked = []
+    for i in gemm_program((ff,), (tiling,), TINY_OS).instrs:
+        if i.op == Op.COMPUTE:
+            chunks = os_conv_chunks(i.conv, i.a_row, max(1, i.chunks))
+            walked.append([(row, reads(a), i.c_row) for row, a in chunks])
+    # Per n-chunk (c_row), in program order: the weight-stationary array's chunks one
+    # COMPUTE each, the output-stationary array's walked by one COMPUTE per buffer tile.
+    ws_by_tile = {}
+    for a_row, addr, c_row, _ in per_chunk:
+        ws_by_tile.setdefault(c_row, []).append((a_row, addr, c_row))
+    os_by_tile = {}
+    for chunk_list in walked:
+        os_by_tile.setdefault(chunk_list[0][2], []).extend(chunk_list)
+    assert os_by_tile == ws_by_tile
