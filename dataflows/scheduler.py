@@ -328,6 +328,10 @@ class _GemmWriter:
                     addr=self.c.addr + (row0 * self.n + n0) * db, stride=self.n * db, rows=tm,
                     cols=tn, c_row=j * t.tm, requant=True, shift=self.hw.requant_shift))
 
+    def _b_chunk_rows(self) -> int:
+        """Weight slot rows from a chunk's B sub-tile to the next one's (same n-chunk)."""
+        return self.t.nb * self.b_rows
+
     def _steps_of(self, kc: int) -> int:
         """PE steps of array tile ``kc`` along k: its rows, compressed in N:M mode."""
         nm_n, nm_m = self.nm
@@ -360,7 +364,8 @@ class _GemmWriter:
         _, tm = self.m_ext[s.mi]
         a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
         steps = [self._steps_of(kc) for kc in ks]
-        a_reads = tuple(a_part(a_slot, self._a_operand(s, c, kc)[0]) for c, kc in enumerate(ks))
+        a_keys, a_fields = self._chunked_a(s, ks)
+        a_reads = tuple(a_part(a_slot, key) for key in a_keys)
         for j, nj in enumerate(ns):
             acc = acc_part(c_slot, (j,))
             b_reads = tuple(b_part(b_slot, self._b_operand(s, c, kc, j, nj)[0])
@@ -369,10 +374,15 @@ class _GemmWriter:
             em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot, b_slot=b_slot,
                     c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=self.n_ext[nj][1],
                     k=steps[0], m=tm, nm_n=self.nm[0], nm_m=self.nm[1], c_row=j * self.t.tm,
-                    chunks=len(ks), a_chunk_rows=self.t.tm,
-                    b_chunk_rows=self.t.nb * self.b_rows,
+                    chunks=len(ks), b_chunk_rows=self._b_chunk_rows(),
                     k_last=steps[-1] if steps[-1] != steps[0] else 0,
-                    **self._a_operand(s, 0, ks[0])[1], **self._b_operand(s, 0, ks[0], j, nj)[1])
+                    **a_fields, **self._b_operand(s, 0, ks[0], j, nj)[1])
+
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """The A parts a chunked COMPUTE reads (one per chunk, in order) and its A fields: the
+        chunks sit ``tm`` slot rows apart."""
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        return keys, {**self._a_operand(s, 0, ks[0])[1], "a_chunk_rows": self.t.tm}
 
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
@@ -455,6 +465,20 @@ class _ConvWriter(_GemmWriter):
         return (j,), {"a_row": j * rows, "conv": address}
 
 
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """Output-stationary: the chunks are the groups of kernel offsets (and channel chunks)
+        one after the other from the first chunk's, which the address mode walks itself
+        (``isa.os_conv_chunks``): each channel chunk's patch ``rows`` slot rows further."""
+        conv, tk = self.task.conv, self.t.tk
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        fields = self._a_operand(s, 0, ks[0])[1]
+        g = conv_group(self.task, tk)
+        first = ks[0] % conv_k_per_chunk(self.task, tk) * g
+        walk = replace(fields["conv"], kh=conv.kh, kw=conv.kw, kh0=first // conv.kw,
+                       kw0=first % conv.kw, group=g, chunk_rows=self._patch(s.mi)[2])
+        return keys, {**fields, "conv": walk}
+
+
 class _WgConvWriter(_GemmWriter):
     """A weight-gradient GEMM ``dW = dYᵀ · im2col(X)`` whose B is generated on chip
     (``Tiling.conv_b``, docs/scheduler.md).
@@ -470,6 +494,9 @@ class _WgConvWriter(_GemmWriter):
         c = self.task.conv
         return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
                                   self.db)
+
+    def _b_chunk_rows(self) -> int:
+        return 0  # the address mode's pixels continue from one chunk to the next
 
     def _chunks_of(self, ni: int) -> range:
         kk, ns = self.task.conv.kh * self.task.conv.kw, self._chunks(ni, self.t.nb, self.nn)

@@ -180,7 +180,7 @@ def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
     input banks exactly (a part is one slot row), and every group of consecutive offsets
     (row-major) lies in distinct bank groups for this line width."""
     c = task.conv
-    if hw is None or tk % c.channels or c.channels % hw.array.rows or output_stationary(hw):
+    if hw is None or tk % c.channels or c.channels % hw.array.rows:
         return False
     span = c.channels // hw.array.rows
     g = tk // c.channels
@@ -201,15 +201,17 @@ def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
 _CONV_B_MIN_STREAM = 3
 
 
-def conv_b_mappable(task: GemmTask, tn: int, rows: int) -> bool:
+def conv_b_mappable(task: GemmTask, tn: int, hw: HardwareSpec) -> bool:
     """Whether a weight-gradient GEMM's B (X's im2col matrix) can come from X through the
     convolution address mode on weight rows: as :func:`conv_mappable`, with channel chunks of
-    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and C_out
-    (``m``) long enough to keep the array busy (``_CONV_B_MIN_STREAM``; ``rows`` PE rows)."""
+    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and, on the
+    weight-stationary array, C_out (``m``) long enough to keep the array busy
+    (``_CONV_B_MIN_STREAM``). The output-stationary array reduces over all of a buffer tile's
+    pixels in one COMPUTE (:func:`chunked`), so a short C_out costs it no more than elsewhere."""
     c = task.conv
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
         return False
-    if task.m < _CONV_B_MIN_STREAM * (rows + tn + 1):
+    if not output_stationary(hw) and task.m < _CONV_B_MIN_STREAM * (hw.array.rows + tn + 1):
         return False
     return _conv_wg_shape(task, tn)
 
@@ -235,7 +237,7 @@ def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
         return False
     if output_stationary(hw):  # the OS array streams A's rows as they are stored
         return False
-    if conv_b_mappable(task, hw.array.cols, rows):
+    if conv_b_mappable(task, hw.array.cols, hw):
         return False
     return _conv_wg_shape(task, rows) and c.kh * c.kw * rows <= MAX_TILE_ROWS
 
@@ -532,9 +534,11 @@ def output_stationary(hw: HardwareSpec) -> bool:
 
 def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
     """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
-    output-stationary array, where no address mode walks the operands (those keep one chunk
-    per COMPUTE, accumulated in the accumulator buffer as on the weight-stationary array)."""
-    return output_stationary(hw) and not (tiling.conv or tiling.conv_b or tiling.conv_t)
+    output-stationary array (the transposing read is weight-stationary only). Through the
+    address mode on A rows the chunks are kernel offsets it walks
+    (``isa.os_conv_chunks``); through the weight-side mode its pixels simply continue
+    from one chunk to the next."""
+    return output_stationary(hw) and not tiling.conv_t
 
 
 def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,
@@ -688,7 +692,7 @@ def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                         ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     if not on_chip and conv_mappable(task, tk, hw):
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
-    if conv_b_mappable(task, tn, hw.array.rows):
+    if conv_b_mappable(task, tn, hw):
         ranked.extend(_conv_b_ranked(task, hw, slots))
     if conv_t_mappable(task, hw):
         ranked.extend(_conv_t_ranked(task, hw, slots))

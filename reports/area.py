@@ -88,7 +88,9 @@ class AreaModelError(ArchsimError):
 def family_of(hw: Mapping[str, Any]) -> str:
     """The datapath family of a hardware dict: what changes a PE, not how many PEs there are."""
     patterns = sorted(f"{p['n']}:{p['m']}" for p in hw.get("nm_patterns", ()))
-    return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]"
+    # The output-stationary PE is another PE (it keeps a sum and drains it): its own family.
+    dataflow = "-os" if hw["array"].get("dataflow") == "output_stationary" else ""
+    return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]{dataflow}"
 
 
 def features_of(hw: Mapping[str, Any]) -> dict[str, float]:

@@ -3,6 +3,8 @@ timeline of docs/isa.md ("Output-stationary COMPUTE"), and the scheduler's chunk
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from archsim.model import run_program
@@ -10,7 +12,8 @@ from dataflows.cost import latency, program_cycles
 from dataflows.isa import Instr, Op
 from dataflows.program import Program
 from dataflows.scheduler import gemm_program
-from dataflows.tiling import Tiling, estimate, search_tiling
+from dataflows.tiling import Tiling, estimate, m_tiles, search_tiling
+from workloads.arith import ceil_div
 from workloads.load import load_hardware
 from workloads.lowering import GemmTask
 
@@ -79,7 +82,7 @@ def test_chunked_computes_cover_the_reduction(shape):
         steps = sum(i.m * sum(i.chunk_steps) * i.cols for i in computes)
         n_m, n_n = nm if nm else (1, 1)
         assert steps == m * (k // n_n * n_m if nm else k) * n
-        assert len(computes) == -(-m // 8) * -(-n // 4) * -(-(-(-k // tiling.tk)) // kb)
+        assert len(computes) == ceil_div(m, 8) * ceil_div(n, 4) * ceil_div(ceil_div(k, tiling.tk), kb)
         assert sum(latency(i, TINY_OS) for i in computes) == estimate(task, tiling, TINY_OS).pe
         assert run_program(program, TINY_OS).cycles == program_cycles(program, TINY_OS)
 
@@ -94,3 +97,99 @@ def test_searched_tilings_run_on_both_arrays():
         stats = run_program(gemm_program((task,), (tiling,), hw), hw)
         macs[hw.array.dataflow] = stats.tasks[0].macs
     assert macs["weight_stationary"] == macs["output_stationary"] == 64 * 32 * 16
+
+
+def _conv_layer(batch, size, c_in, c_out, kernel, stride, padding):
+    from workloads.layers import expand
+    from workloads.spec import WorkloadSpec
+    conv = {"op": "conv2d", "name": "cv", "in_channels": c_in, "out_channels": c_out,
+            "kernel": kernel, "stride": stride, "padding": padding, "input_size": size,
+            "batch": batch}
+    spec = WorkloadSpec.model_validate({"version": 1, "name": "t", "hardware": TINY_OS,
+                                        "mode": "training", "operations": [conv]})
+    (layer,) = expand(spec)
+    return layer
+
+
+def test_a_short_weight_gradient_chunks_through_the_weight_side_mode():
+    """On the output-stationary array a weight gradient with a short C_out (which the
+    weight-stationary array runs swapped through the transposing read) reads X through the
+    weight-side address mode, reducing over a buffer tile's pixels in one COMPUTE."""
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    wg = [t for t in lower_layer(_conv_layer(2, 9, 8, 8, 3, 1, 1), "training")
+          if t.phase == "wg"][0]
+    segment = build_segment((wg,), TINY_OS, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv_b and not tiling.conv_t
+    computes = [i for i in segment.program.instrs if i.op == Op.COMPUTE]
+    assert max(i.chunks for i in computes) > 1
+    assert all(i.conv is not None and i.conv.b and i.b_chunk_rows == 0 for i in computes)
+    assert sum(i.m * sum(i.chunk_steps) * i.cols for i in computes) == wg.m * wg.k * wg.n
+    assert sum(latency(i, TINY_OS) for i in computes) == estimate(wg, tiling, TINY_OS).pe
+
+
+def test_a_convolution_walks_its_kernel_offsets_in_one_compute():
+    """A convolution whose A comes through the address mode: one COMPUTE per buffer tile and
+    n-chunk walks the tile's kernel offsets and channel chunks (``isa.os_conv_chunks``);
+    every (m-tile, kernel offset, channel chunk) is covered exactly once."""
+    from dataflows.isa import conv_part_rows, os_conv_chunks
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    ff = [t for t in lower_layer(_conv_layer(2, 8, 8, 8, 3, 1, 1), "training")
+          if t.phase == "ff"][0]
+    segment = build_segment((ff,), TINY_OS, SchedulePasses())
+    tiling = segment.work.tilings[0]
+    assert tiling.conv
+    computes = [i for i in segment.program.instrs if i.op == Op.COMPUTE]
+    assert max(i.chunks for i in computes) > 1
+    assert sum(i.m * sum(i.chunk_steps) * i.cols for i in computes) == ff.m * ff.k * ff.n
+    assert sum(latency(i, TINY_OS) for i in computes) == estimate(ff, tiling, TINY_OS).pe
+    walked = 0
+    for i in computes:
+        chunks = os_conv_chunks(i.conv, i.a_row, max(1, i.chunks))
+        assert len(chunks) == max(1, i.chunks)
+        assert all(len(conv_part_rows(a, row, i.m)[0]) == i.m for row, a in chunks)
+        walked += max(1, i.chunks)
+    # every (m-tile, n-tile) walks all kh·kw offsets of every channel chunk
+    assert walked == len(m_tiles(ff, tiling)) * ceil_div(ff.n, tiling.tn) * ceil_div(ff.k, tiling.tk)
+
+
+@pytest.mark.parametrize("layer, nm", [((2, 8, 8, 8, 3, 1, 1), None), ((2, 9, 4, 8, 3, 2, 1), (2, 4)),
+                                       ((2, 8, 4, 8, 3, 1, 1), (2, 4))])
+def test_the_walk_reads_what_one_compute_per_chunk_reads(layer, nm):
+    """Under one tiling, an output-stationary COMPUTE's chunks (``isa.os_conv_chunks``) read
+    exactly the rows the weight-stationary array's one COMPUTE per chunk reads, in order —
+    grouped kernel offsets (channels fewer than the reduction tile) included."""
+    from dataflows.isa import os_conv_chunks
+    from dataflows.scheduler import build_segment
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+    ws = load_hardware("tiny")
+    ff = [t for t in lower_layer(_conv_layer(*layer), "training") if t.phase == "ff"][0]
+    if nm:
+        ff = dataclasses.replace(ff, phase="inference", nm=nm, weight="w")
+    tiling = build_segment((ff,), TINY_OS, SchedulePasses()).work.tilings[0]
+    assert tiling.conv
+
+    def reads(addr):
+        return (addr.dh, addr.dw, max(1, addr.group), addr.oh0, addr.ow0, addr.lo)
+
+    per_chunk = [(i.a_row, reads(i.conv), i.c_row, i.b_row)
+                 for i in gemm_program((ff,), (tiling,), ws).instrs if i.op == Op.COMPUTE]
+    walked = []
+    for i in gemm_program((ff,), (tiling,), TINY_OS).instrs:
+        if i.op == Op.COMPUTE:
+            chunks = os_conv_chunks(i.conv, i.a_row, max(1, i.chunks))
+            walked.append([(row, reads(a), i.c_row) for row, a in chunks])
+    # Per n-chunk (c_row), in program order: the weight-stationary array's chunks one
+    # COMPUTE each, the output-stationary array's walked by one COMPUTE per buffer tile.
+    ws_by_tile = {}
+    for a_row, addr, c_row, _ in per_chunk:
+        ws_by_tile.setdefault(c_row, []).append((a_row, addr, c_row))
+    os_by_tile = {}
+    for chunk_list in walked:
+        os_by_tile.setdefault(chunk_list[0][2], []).extend(chunk_list)
+    assert os_by_tile == ws_by_tile
