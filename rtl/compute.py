@@ -31,7 +31,7 @@ nothing extra because it runs one row ahead of the activation wavefront.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -138,7 +138,7 @@ class ComputeUnit(ComputeBase, wiring.Component):
         block = self._t_blocks(m, first, reading)
         conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca",
                                            block)
-        multi = self._conv_parts(conv_on, conv_row, pad)
+        multi = self._conv_parts(m, conv_on, conv_row, pad)
         m.d.comb += [
             self.a_rd.en.eq(reading),
             self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
@@ -192,31 +192,6 @@ class ComputeUnit(ComputeBase, wiring.Component):
         with m.If(done):
             m.d.sync += busy.eq(0)
         return m
-
-    def _conv_parts(self, conv_on, row0, pad0):
-        """Several kernel offsets per COMPUTE (``conv_group > 1``, docs/isa.md): part ``j``'s
-        row is part 0's plus a constant (one pixel on per kernel column, ``in_w − kw + 1`` at
-        a kernel-row wrap), its padding test part 0's with ``ih``, ``iw`` moved as much; the
-        input buffer reads each part in its own bank group. Returns whether the mode is on."""
-        field, rd = self._field, self.a_rd
-        group, kw = field("conv_group"), field("conv_kw")
-        in_h, in_w = field("conv_in_h"), field("conv_in_w")
-        multi = conv_on & (group > 1)
-        ih, iw = self._conv_ihw
-        col, ddh, delta = field("conv_kw0"), Const(0, 8), Const(0, signed(24))
-        zero = [pad0]
-        for j in range(1, len(rd.zero)):
-            wrap = col + 1 == kw
-            delta = Mux(wrap, delta + in_w - kw + 1, delta + 1)
-            ddh = Mux(wrap, ddh + 1, ddh)
-            col = Mux(wrap, 0, col + 1)
-            pi, pw = ih + ddh, iw + col - field("conv_kw0")
-            zero.append(~((pi >= 0) & (pi < in_h) & (pw >= 0) & (pw < in_w)))
-            m_row = (row0 + delta)[:len(rd.row)]
-            self._m.d.comb += rd.more[j - 1].eq(m_row)
-        self._m.d.comb += [rd.parts.eq(Mux(multi, group, 0)),
-                           rd.zero.eq(Mux(multi, Cat(*zero), 0))]
-        return multi
 
     def _t_blocks(self, m: Module, first, step):
         """The transposing read's block walk (docs/isa.md, "The transposing read"): which pixel

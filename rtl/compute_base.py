@@ -6,7 +6,7 @@ kept for its duration, the N:M mode decode, and the convolution address mode (do
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 
 __all__ = ["CONV_FIELDS", "ComputeBase"]
 
@@ -46,8 +46,18 @@ class ComputeBase:
             m.d.sync += mode.eq(decoded)
         return mode
 
+    def _conv_origin(self, word, base0) -> dict:
+        """The counters at the word's first pixel (``ow0`` of line ``oh0``): ``ih = oh0·s +
+        dh``, ``iw = ow0·s + dw`` and the line's slot row ``base0 + (ih − lo)·in_w`` (``word``
+        reads a field)."""
+        ih0 = word("conv_oh0") * word("conv_stride") + word("conv_dh").as_signed()
+        iw0 = word("conv_ow0") * word("conv_stride") + word("conv_dw").as_signed()
+        line0 = base0 + (ih0 - word("conv_lo")) * word("conv_in_w")
+        return {"ow": word("conv_ow0"), "oh": word("conv_oh0"), "ih": ih0, "iw": iw0,
+                "line": line0}
+
     def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str,
-                      block=None, restart=None):
+                      block=None, restart=None, start=None, delta=None):
         """The convolution address mode's counters: (slot row, in the padding) of the row read
         this cycle. Row 0 (the issue cycle) comes straight from the word (pixel ``ow0`` of
         line ``oh0``, slot row ``base0 + (ih − lo)·in_w + iw``); each read (``step``) moves
@@ -55,9 +65,11 @@ class ComputeBase:
         (``line`` by stride·in_w rows), at an image's end back to ``dh`` in the next image.
         With ``block`` (:meth:`_t_blocks`) and the transposing read on, a block's last read
         restarts them at the word's first pixel, at the next block's offset and chunk.
-        With ``restart`` (a cycle after the issue cycle) they restart at the word's first
-        pixel from the kept fields whenever it is high (the output-stationary weight side
-        restarts at every block)."""
+        With ``restart`` (a cycle after the issue cycle) they restart whenever it is high: at
+        the word's first pixel from the kept fields, or at ``start`` (``ow, oh, ih, iw,
+        line``); ``delta`` = (rows, columns) moves the kernel offset of the line and image
+        wraps (the output-stationary walk over kernel offsets). The registers are left in
+        ``self._conv_regs``."""
         p, field = self.issue.instr.payload, self._field
         if restart is None:
             word, restart = (lambda name: getattr(p, name)), first
@@ -66,6 +78,8 @@ class ComputeBase:
         stride, in_h, in_w = field("conv_stride"), field("conv_in_h"), field("conv_in_w")
         out_h, out_w = field("conv_out_h"), field("conv_out_w")
         dh, dw = field("conv_dh").as_signed(), field("conv_dw").as_signed()
+        if delta is not None:
+            dh, dw = dh + delta[0], dw + delta[1]
         t_on = Const(0)
         if block is not None:
             t_on = field("conv") & ~field("conv_b") & field("conv_t")
@@ -74,12 +88,14 @@ class ComputeBase:
         ow, oh = Signal(12, name=f"{prefix}_ow"), Signal(12, name=f"{prefix}_oh")
         ih, iw = Signal(signed(16), name=f"{prefix}_ih"), Signal(signed(16), name=f"{prefix}_iw")
         line, pix = Signal(signed(34), name=f"{prefix}_line"), Signal(signed(34), name=f"{prefix}_pix")
-        ih0 = word("conv_oh0") * word("conv_stride") + word("conv_dh").as_signed()
-        iw0 = word("conv_ow0") * word("conv_stride") + word("conv_dw").as_signed()
-        line0 = base0 + (ih0 - word("conv_lo")) * word("conv_in_w")
-        cur_ow, cur_oh = Mux(restart, word("conv_ow0"), ow), Mux(restart, word("conv_oh0"), oh)
-        cur_ih, cur_iw = Mux(restart, ih0, ih), Mux(restart, iw0, iw)
-        cur_line, cur_pix = Mux(restart, line0, line), Mux(restart, line0 + iw0, pix)
+        self._conv_regs = {"ow": ow, "oh": oh, "ih": ih, "iw": iw, "line": line}
+        origin = self._conv_origin(word, base0)
+        ih0, iw0, line0 = origin["ih"], origin["iw"], origin["line"]
+        start = start or origin
+        cur_ow, cur_oh = Mux(restart, start["ow"], ow), Mux(restart, start["oh"], oh)
+        cur_ih, cur_iw = Mux(restart, start["ih"], ih), Mux(restart, start["iw"], iw)
+        cur_line = Mux(restart, start["line"], line)
+        cur_pix = Mux(restart, start["line"] + start["iw"], pix)
         step_line = stride * in_w
         jump = (in_h - (out_h - 1) * stride) * in_w  # last line of an image → the next image's first
         plain = [  # one output pixel on: along the line, to the next line, to the next image
@@ -111,3 +127,38 @@ class ComputeBase:
         inside = (cur_ih >= 0) & (cur_ih < in_h) & (cur_iw >= 0) & (cur_iw < in_w)
         self._conv_ihw = (cur_ih, cur_iw)
         return cur_pix[:width], ~inside
+
+    def _offset_chain(self, col0, count: int) -> list[tuple]:
+        """Kernel offsets ``0 .. count`` steps on from one in kernel column ``col0``, row-major
+        over a kernel ``conv_kw`` wide: per step ``j``, (its column, kernel rows down, slot
+        rows on: one per column, ``in_w − kw + 1`` at a kernel-row wrap)."""
+        kw, in_w = self._field("conv_kw"), self._field("conv_in_w")
+        col, ddh, delta = col0, Const(0, 8), Const(0, signed(24))
+        out = [(col, ddh, delta)]
+        for _ in range(count):
+            wrap = col + 1 == kw
+            delta = Mux(wrap, delta + in_w - kw + 1, delta + 1)
+            ddh = Mux(wrap, ddh + 1, ddh)
+            col = Mux(wrap, 0, col + 1)
+            out.append((col, ddh, delta))
+        return out
+
+    def _conv_parts(self, m: Module, conv_on, row0, pad0, group=None, kw0=None):
+        """Several kernel offsets per streamed row (``conv_group > 1``, docs/isa.md): part
+        ``j``'s row is part 0's plus a constant (:meth:`_offset_chain` from part 0's kernel
+        column ``kw0``), its padding test part 0's with ``ih``, ``iw`` moved as much; the
+        input buffer reads each part in its own bank group. ``group`` and ``kw0`` default to
+        the word's. Returns whether the mode is on."""
+        field, rd = self._field, self.a_rd
+        group = field("conv_group") if group is None else group
+        kw0 = field("conv_kw0") if kw0 is None else kw0
+        in_h, in_w = field("conv_in_h"), field("conv_in_w")
+        multi = conv_on & (group > 1)
+        ih, iw = self._conv_ihw
+        zero = [pad0]
+        for j, (col, ddh, delta) in enumerate(self._offset_chain(kw0, len(rd.zero) - 1)[1:], 1):
+            pi, pw = ih + ddh, iw + col - kw0
+            zero.append(~((pi >= 0) & (pi < in_h) & (pw >= 0) & (pw < in_w)))
+            m.d.comb += rd.more[j - 1].eq((row0 + delta)[:len(rd.row)])
+        m.d.comb += [rd.parts.eq(Mux(multi, group, 0)), rd.zero.eq(Mux(multi, Cat(*zero), 0))]
+        return multi

@@ -59,8 +59,9 @@ UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),
 }
-#: The output-stationary array's reduction chunks: kept by its PE unit only.
-OS_FIELDS = ("chunks", "a_chunk_rows", "b_chunk_rows", "k_last")
+#: The output-stationary array's reduction chunks and the address mode's first kernel row (its
+#: walk over kernel offsets): kept by its PE unit only.
+OS_FIELDS = ("chunks", "a_chunk_rows", "b_chunk_rows", "k_last", "conv_kh0")
 
 
 def instr_word() -> data.StructLayout:

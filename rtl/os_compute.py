@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,7 +46,7 @@ __all__ = ["OSComputeUnit"]
 
 #: The word's fields the sequencers need after the issue cycle.
 _KEPT = ("slot", "b_slot", "c_slot", "accumulate", "k", "m", "cols", "nm_n", "a_row", "b_row",
-         "c_row", "chunks", "a_chunk_rows", "b_chunk_rows", "k_last")
+         "c_row", "chunks", "a_chunk_rows", "b_chunk_rows", "k_last", "conv_kh0")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class _Walk:
 
     active: object  # walking this cycle
     pos: object  # position in the block (A: row i, B: step r)
+    chunk: object  # the block's chunk c
+    end_block: object  # the block's last position
     left: object  # output rows from this tile's first on (m − t·R)
     off: object  # c · the chunk stride
     last_chunk: object  # this block is its tile's last chunk
@@ -138,7 +140,7 @@ class OSComputeUnit(ComputeBase, wiring.Component):
                 running.eq(~end),
             ]
         block0 = active & (cur_chunk == 0) & (cur_left == field("m"))
-        return _Walk(active, cur_pos, cur_left, cur_off, last_chunk,
+        return _Walk(active, cur_pos, cur_chunk, end_block, cur_left, cur_off, last_chunk,
                      active & (cur_pos == 0) & (cur_chunk == 0), block0, end)
 
     def _a_reads(self, m: Module, first, walk: _Walk):
@@ -147,16 +149,83 @@ class OSComputeUnit(ComputeBase, wiring.Component):
         g, field, rd = self._g, self._field, self.a_rd
         reading = walk.active & (walk.pos < walk.left)
         conv_on = field("conv") & ~field("conv_b")
-        conv_row, pad = self._conv_address(m, first, reading, field("a_row"), len(rd.row), "ca")
+        conv_row, pad, multi = self._a_conv(m, first, walk, reading, conv_on)
         plain = field("a_row") + walk.off + (field("m") - walk.left) + walk.pos
         m.d.comb += [rd.en.eq(reading), rd.slot.eq(field("slot")),
                      rd.row.eq(Mux(conv_on, conv_row, plain))]
         arrived, pos, keep = Signal(), Signal(range(g.rows)), Signal()
+        # A padding pixel's row arrives as zeros (with several parts the buffer zeroes each).
         m.d.sync += [arrived.eq(walk.active), pos.eq(walk.pos),
-                     keep.eq(reading & ~(conv_on & pad))]
+                     keep.eq(reading & ~(conv_on & pad & ~multi))]
         row = Signal(g.k_max * g.data_bits)
         m.d.comb += row.eq(Mux(keep, Cat(*(rd.data[e] for e in range(g.k_max))), 0))
         return arrived, pos, row
+
+    def _a_conv(self, m: Module, first, walk: _Walk, reading, conv_on):
+        """The address mode on A rows: block ``(t, c)`` reads pixels ``t·R ..`` (from the
+        word's first) at chunk ``c``'s kernel offsets (:meth:`_kernel_walk`). With one chunk
+        the counters just go on; with several they restart at every block: at the m-tile's
+        first pixel (``tile``, the word's offset) moved by the chunk's offset, and chunk 1's
+        restart keeps the counters of chunk 0, which then stand at the next m-tile's first
+        pixel (``next_tile``). Returns (slot row, padding, several parts)."""
+        field = self._field
+        ddh, ddw, doff, group, kw0 = self._kernel_walk(m, walk)
+        origin = self._conv_origin(field, field("a_row"))
+        tile = {name: Signal.like(value, name=f"ca_tile_{name}") for name, value in
+                (("ow", Signal(12)), ("oh", Signal(12)), ("ih", Signal(signed(16))),
+                 ("iw", Signal(signed(16))), ("line", Signal(signed(34))))}
+        next_tile = {name: Signal.like(value, name=f"ca_next_{name}")
+                     for name, value in tile.items()}
+        base = {name: Mux(first, origin[name], Mux(walk.tile_start, next_tile[name], tile[name]))
+                for name in tile}
+        start = {"ow": base["ow"], "oh": base["oh"], "ih": base["ih"] + ddh,
+                 "iw": base["iw"] + ddw, "line": base["line"] + doff - ddw}
+        restart = first | (walk.active & (walk.pos == 0) & ~walk.first_block
+                           & (field("chunks") > 1))
+        row, pad = self._conv_address(m, first, reading, field("a_row"), len(self.a_rd.row),
+                                      "ca", restart=restart, start=start, delta=(ddh, ddw))
+        regs = self._conv_regs
+        with m.If(first):
+            m.d.sync += [tile[name].eq(origin[name]) for name in tile]
+        with m.If(walk.active & (walk.pos == 0) & (walk.chunk == 1)):
+            m.d.sync += [next_tile[name].eq(regs[name]) for name in tile]
+        with m.If(walk.tile_start & ~walk.first_block):
+            m.d.sync += [tile[name].eq(next_tile[name]) for name in tile]
+        multi = self._conv_parts(m, conv_on, row, pad, group=group, kw0=kw0)
+        return row, pad, multi
+
+    def _kernel_walk(self, m: Module, walk: _Walk):
+        """Chunk ``c``'s kernel offsets (``isa.os_conv_chunks``): from the word's first offset
+        ``o0 = kh0·kw + kw0`` on, ``g = conv_group`` offsets a chunk in row-major order over
+        ``kh × kw``; after the kernel's last offset, offset 0 of the next channel chunk,
+        ``conv_chunk_rows`` slot rows on. Returns the block's (kernel rows and columns from
+        the word's offset, slot rows from the word's offset's, offsets in this chunk
+        ``min(g, kh·kw − o)``, its first offset's kernel column)."""
+        field, g = self._field, self._g
+        kw, kh0, kw0, in_w = (field("conv_kw"), field("conv_kh0"), field("conv_kw0"),
+                              field("conv_in_w"))
+        per, grp = field("conv_kh") * kw, Mux(field("conv_group") > 1, field("conv_group"), 1)
+        regs = {"o": Signal(12, name="kw_o"), "col": Signal(6, name="kw_col"),
+                "row": Signal(6, name="kw_row"), "base": Signal(signed(34), name="kw_base"),
+                "off": Signal(signed(34), name="kw_off")}
+        init = {"o": kh0 * kw + kw0, "col": kw0, "row": kh0, "base": 0, "off": 0}
+        cur = {name: Mux(walk.tile_start, init[name], reg) for name, reg in regs.items()}
+        chain = self._offset_chain(cur["col"], g.a_banks)
+        col, ddh, delta = chain[1]
+        for j in range(2, len(chain)):
+            col, ddh, delta = (Mux(grp == j, new, old) for new, old in zip(chain[j], (col, ddh, delta)))
+        o = cur["o"] + grp
+        wrap = o >= per  # on to the next channel chunk's patch
+        base = Mux(wrap, cur["base"] + field("conv_chunk_rows"), cur["base"])
+        nxt = {"o": Mux(wrap, 0, o), "col": Mux(wrap, 0, col),
+               "row": Mux(wrap, 0, cur["row"] + ddh), "base": base,
+               "off": Mux(wrap, base - kh0 * in_w - kw0, cur["off"] + delta)}
+        with m.If(walk.active):
+            m.d.sync += [reg.eq(Mux(walk.end_block, nxt[name], cur[name]))
+                         for name, reg in regs.items()]
+        left = per - cur["o"]
+        return (cur["row"] - kh0, cur["col"] - kw0, cur["off"], Mux(left < grp, left, grp),
+                cur["col"])
 
     def _stream(self, m: Module, mode, rows):
         """The fill and stream register blocks: fill row ``i`` takes block row ``i`` as it
@@ -194,7 +263,7 @@ class OSComputeUnit(ComputeBase, wiring.Component):
         reading = walk.active & (walk.pos < k_c)
         conv_b = field("conv") & field("conv_b")
         conv_row, pad = self._conv_address(m, first, reading, field("b_row"), len(rd.row), "cb",
-                                           restart=walk.active & (walk.pos == 0))
+                                           restart=walk.tile_start)
         plain = field("b_row") + walk.off + walk.pos
         m.d.comb += [rd.en.eq(reading), rd.slot.eq(field("b_slot")),
                      rd.row.eq(Mux(conv_b, conv_row, plain))]

@@ -96,7 +96,7 @@ def test_conv_address_mode_stride_2_padded():
     # from pixel (0, 1) of image 0 on, so some rows are padding (zero) and the walk crosses
     # into image 1. One slot row per input pixel, from slot row 3.
     conv = ConvAddress(stride=2, in_h=5, in_w=6, out_h=3, out_w=3, oh0=0, lo=0, dh=-1, dw=1,
-                       ow0=1)
+                       ow0=1, kh=3, kw=3, kw0=2)
     instrs = [
         Instr(Op.LOAD_A, addr=0, stride=4, rows=60, cols=4, a_row=3),
         Instr(Op.LOAD_B, addr=512, stride=4, rows=4, cols=4),
@@ -119,6 +119,61 @@ def test_conv_weight_rows_restart_every_block():
         _store(9, 3),
     ]
     _run(instrs, seed=6)
+
+
+def test_conv_chunks_walk_kernel_offsets_and_channel_chunks():
+    # A 3x3 stride-2 padding-1 convolution over two 5x6 images, 4 channels per chunk: one
+    # COMPUTE walks 5 chunks from kernel offset 6 = (2, 0) (so dh = 1, dw = -1): offsets
+    # 6, 7, 8 of channel chunk 0, then 0, 1 of channel chunk 1 (its patch 60 slot rows on),
+    # the last chunk 2 steps; m = 10 output pixels from (0, 2) of image 0 (three m-tiles,
+    # into image 1): the counters restart at every block, at the m-tile's first pixel.
+    conv = ConvAddress(stride=2, in_h=5, in_w=6, out_h=3, out_w=3, oh0=0, lo=0, dh=1, dw=-1,
+                       ow0=2, kh=3, kw=3, kh0=2, kw0=0, chunk_rows=60)
+    instrs = [
+        Instr(Op.LOAD_A, addr=0, stride=4, rows=60, cols=4, a_row=1),
+        Instr(Op.LOAD_A, addr=240, stride=4, rows=60, cols=4, a_row=61),
+        Instr(Op.LOAD_B, addr=512, stride=4, rows=20, cols=4, b_row=1),
+        Instr(Op.COMPUTE, wait=(3, 0, 0), m=10, k=4, cols=4, rows=10, a_row=1, b_row=1,
+              conv=conv, chunks=5, b_chunk_rows=4, k_last=2),
+        _store(10, 4),
+    ]
+    _run(instrs, seed=8)
+
+
+def test_conv_chunks_of_several_offsets_per_row():
+    # 2:4 over 4 channels: a chunk of k = 4 compressed steps covers 8 operands, two kernel
+    # offsets side by side (conv_group = 2, two parts of one slot row each). A 2x2 kernel,
+    # padding 1, stride 1 over one 4x5 image: 3 chunks from offset 2 = (1, 0) — offsets
+    # {2, 3} of channel chunk 0, {0, 1} and {2, 3} of channel chunk 1 (20 slot rows on);
+    # m = 9 pixels from (1, 3).
+    conv = ConvAddress(stride=1, in_h=4, in_w=5, out_h=5, out_w=6, oh0=1, lo=0, dh=0, dw=-1,
+                       ow0=3, group=2, kh=2, kw=2, kh0=1, kw0=0, chunk_rows=20)
+    instrs = [
+        Instr(Op.LOAD_A, addr=0, stride=4, rows=40, cols=4, a_row=2),
+        Instr(Op.LOAD_B, addr=512, stride=5, rows=12, cols=4, nm_n=2, nm_m=4),
+        Instr(Op.COMPUTE, wait=(2, 0, 0), m=9, k=4, cols=4, rows=9, a_row=2, conv=conv,
+              nm_n=2, nm_m=4, chunks=3, b_chunk_rows=4),
+        _store(9, 4),
+    ]
+    _run(instrs, seed=9)
+
+
+def test_conv_weight_rows_go_on_across_chunks():
+    # conv_b with 3 chunks (k = 4, 4, 3): weight row (c, r) is the mode's pixel c·4 + r from
+    # (oh0, ow0) = (0, 1) of a stride-2 padded walk over two 5x5 images (out 3x3), restarting
+    # at every m-tile (m = 6: two); b_chunk_rows is unused (0).
+    conv = ConvAddress(stride=2, in_h=5, in_w=5, out_h=3, out_w=3, oh0=0, lo=0, dh=-1, dw=0,
+                       ow0=1, b=True)
+    instrs = [
+        Instr(Op.LOAD_A, addr=0, stride=4, rows=6, cols=4),
+        Instr(Op.LOAD_A, addr=64, stride=4, rows=6, cols=4, a_row=8),
+        Instr(Op.LOAD_A, addr=128, stride=4, rows=6, cols=4, a_row=16),
+        Instr(Op.LOAD_B, addr=256, stride=4, rows=50, cols=4),
+        Instr(Op.COMPUTE, wait=(4, 0, 0), m=6, k=4, cols=4, rows=6, conv=conv, chunks=3,
+              a_chunk_rows=8, k_last=3),
+        _store(6, 4),
+    ]
+    _run(instrs, seed=10)
 
 
 def test_cycles_by_hand():

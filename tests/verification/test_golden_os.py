@@ -78,7 +78,11 @@ def test_nm_chunks_pick_activations_by_index():
 
 @pytest.mark.parametrize("hw, fields, message", [
     (TINY_OS, {"chunks": 2, "conv": ConvAddress(1, 2, 2, 2, 2, 0, 0, 0, 0)},
-     "with the convolution address mode"),
+     "walks a kh x kw kernel"),
+    (TINY_OS, {"conv": ConvAddress(1, 2, 2, 2, 2, 0, 0, 0, 0, group=2, kh=3, kw=3, kw0=1)},
+     "not at a multiple of conv_group=2"),
+    (TINY_OS, {"conv": ConvAddress(1, 2, 2, 2, 2, 0, 0, 0, 0, t=True, kh=3, kw=3)},
+     "weight-stationary only"),
     (load_hardware("tiny"), {"chunks": 2}, "needs the output-stationary array"),
     (TINY_OS, {"chunks": 2, "k_last": 3, "nm_n": 2, "nm_m": 4}, "k_last=3 is not a multiple"),
     (TINY_OS, {"chunks": 2, "k_last": 5}, "k_last=5 exceeds"),
