@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataflows.isa import ConvAddress, Instr, Op
+from dataflows.isa import ConvAddress, Instr, Op, conv_rows
 from dataflows.program import Program
 from verification.dram import DramImage
 from verification.errors import VerificationError
@@ -91,3 +91,28 @@ def test_chunk_fields_are_checked(hw, fields, message):
     program = Program([Instr(Op.COMPUTE, m=1, k=4, cols=4, rows=1, **fields)], [0])
     with pytest.raises(VerificationError, match=message):
         run_golden(program, hw, DramImage(64))
+
+
+def test_weight_side_mode_goes_on_across_chunks():
+    """conv_b: weight row (c, r) is the mode's pixel c·k + r (``isa.conv_rows`` of the whole
+    reduction), zero in the padding; the A chunks sit a_chunk_rows apart."""
+    image, raw = _image(3)
+    m, k, steps = 3, 4, (4, 4, 2)
+    conv = ConvAddress(stride=2, in_h=4, in_w=5, out_h=2, out_w=3, oh0=1, lo=0, dh=-1, dw=-1,
+                       ow0=1, b=True)
+    loads = [Instr(Op.LOAD_A, addr=64 * c, stride=4, rows=m, cols=4, a_row=5 * c)
+             for c in range(3)]
+    loads.append(Instr(Op.LOAD_B, addr=1000, stride=4, rows=40, cols=4, b_row=2))
+    compute = Instr(Op.COMPUTE, m=m, k=k, cols=4, rows=m, b_row=2, conv=conv, chunks=3,
+                    a_chunk_rows=5, k_last=2)
+    out = run_golden(_program(loads, compute, m, 4), TINY_OS, image)
+    weights = raw[1000:1000 + 160].reshape(40, 4)
+    pixels = conv_rows(conv, 2, sum(steps))
+    want = np.zeros((m, 4), np.int64)
+    for c, kc in enumerate(steps):
+        a = raw[64 * c:64 * c + 4 * m].reshape(m, 4)
+        for r in range(kc):
+            row = pixels[c * k + r]
+            if row is not None:
+                want += np.outer(a[:, r], weights[row - 2])
+    assert np.array_equal(_sums(out, m, 4), want)
