@@ -1,5 +1,5 @@
 """The output-stationary systolic array: ``rows × cols`` PEs that each keep one output's sum
-while the operands stream past (docs/rtl.md, "The output-stationary array").
+while the operands stream past (docs/rtl.md, "Output-stationary PE-array unit").
 
 PE ``(i, j)`` owns output ``(i, j)`` of the current output tile. Every cycle the array takes one
 reduction step: per PE row ``i`` the activation lanes of output row ``i`` (``act``), per column

@@ -1,20 +1,20 @@
 """The output-stationary PE-array unit: executes COMPUTE on :class:`rtl.os_array.OSSystolicArray`
-(docs/isa.md, "Output-stationary COMPUTE"; docs/rtl.md, "The output-stationary array").
+(docs/isa.md, "Output-stationary COMPUTE"; docs/rtl.md, "Output-stationary PE-array unit").
 
 A COMPUTE issued in cycle ``s`` (``R × C`` array, ``m`` output rows, ``kc`` reduction chunks)
 walks ``T·kc`` blocks, ``T = ⌈m/R⌉`` m-tiles, tile-major (block ``b = t·kc + c``), each exactly
 ``R`` cycles long:
 
 * **A reads** (the A walker, from cycle ``s``): block ``b``'s row ``i < m_t`` in cycle
-  ``s + b·R + i``, slot row ``a_row + c·a_chunk_rows + t·R + i`` (or the convolution address
-  mode's next pixel); it arrives a cycle later into row ``i`` of the fill register block (rows
+  ``s + b·R + i``, slot row ``a_row + c·a_chunk_rows + t·R + i`` (or, through the
+  convolution address mode, pixel ``t·R + i`` at chunk ``c``'s kernel offsets); it arrives a cycle later into row ``i`` of the fill register block (rows
   ``i ≥ m_t`` are zero).
 * With the arrival of the block's row ``R − 1`` (cycle ``s + (b+1)·R``) the stream block takes
   the whole fill block and presents one reduction step per cycle, shifting: dense, operand
   ``r`` of every row; N:M, the M operands of group ``r // N``.
 * **B reads** (the B walker, ``R`` cycles behind): step ``r`` of block ``b`` reads weight row
-  ``b_row + c·b_chunk_rows + r`` (or the weight-side address mode's row ``r``, restarting every
-  block) in cycle ``s + (b+1)·R + r``, zero for ``r ≥ k_c``; a flush step (``first``, zero
+  ``b_row + c·b_chunk_rows + r`` (or the weight-side address mode's pixel ``c·k + r``,
+  restarting every m-tile) in cycle ``s + (b+1)·R + r``, zero for ``r ≥ k_c``; a flush step (``first``, zero
   weights) follows the last block.
 * Step and weight are registered at the array edge, which PE ``(0, 0)`` sees in cycle
   ``τ = s + (b+1)·R + 2 + r``; the first step of every tile (and the flush) carries ``first``.
@@ -98,7 +98,6 @@ class OSComputeUnit(ComputeBase, wiring.Component):
         m.d.comb += [self.issue.instr.ready.eq(~busy), first.eq(self.issue.instr.valid & ~busy)]
         m.d.sync += busy.eq(busy | first)
         self._conv_config(m, first, _KEPT)
-        self._first = first
         mode = self._pattern_mode(m, first)
         if g.sparse:
             m.d.comb += array.dense.eq(mode == 0)
@@ -117,8 +116,8 @@ class OSComputeUnit(ComputeBase, wiring.Component):
 
     def _walker(self, m: Module, start, stride, prefix: str) -> _Walk:
         """Walk the instruction's blocks from ``start`` (position 0 of block 0): ``R``
-        positions per block, ``kc`` chunks per tile (chunk offsets ``stride`` apart), tiles
-        until fewer than ``R`` output rows are left."""
+        positions per block, ``kc`` chunks per tile (chunk offsets ``stride`` apart), tile
+        after tile until one with at most ``R`` output rows left."""
         g, field = self._g, self._field
         pos = Signal(range(g.rows), name=f"{prefix}_pos")
         chunk = Signal(12, name=f"{prefix}_chunk")
