@@ -205,7 +205,8 @@ class AreaModel:
             }
         if not fits:
             raise AreaModelError("the area model needs at least two synthesis samples of one "
-                                 "datapath family (same data_bits, acc_bits and nm_patterns)")
+                                 "datapath family (same data_bits, acc_bits, nm_patterns and "
+                                 "array dataflow)")
         return cls(fits, dict(provenance or {}))
 
     def resources(self, hw: Mapping[str, Any]) -> dict[str, float]:
@@ -221,7 +222,7 @@ class AreaModel:
         if fits is None:
             raise AreaModelError(
                 f"no synthesis samples for datapath family {family} (data_bits, acc_bits, "
-                f"nm_patterns); fitted families: {', '.join(sorted(self.fits))}"
+                f"nm_patterns, array dataflow); fitted families: {', '.join(sorted(self.fits))}"
             )
         feats = features_of(hw)
         out = {r: round(fits[r].predict(feats), 1) for r in RESOURCES}
