@@ -72,12 +72,13 @@ class OSProcessingElement(wiring.Component):
         product = act * entry.value
         acc = Signal(signed(g.acc_bits))
         handed = Signal(signed(g.acc_bits))  # the drain's first register
-        # .eq truncates to acc_bits: two's complement wrap-around, as the ISA specifies.
-        with m.If(self.step_in.first):
-            m.d.sync += [handed.eq(acc), acc.eq(product)]
-        with m.Else():
-            m.d.sync += [handed.eq(self.drain_in), acc.eq(acc + product)]
+        first = self.step_in.first
+        # .eq truncates to acc_bits: two's complement wrap-around, as the ISA specifies. The
+        # restart gates the adder's input (it folds into the adder's LUTs) rather than
+        # choosing between two sums.
         m.d.sync += [
+            acc.eq(Mux(first, 0, acc) + product),
+            handed.eq(Mux(first, acc, self.drain_in)),
             self.drain_out.eq(handed),
             self.act_out.eq(self.act_in),
             self.step_out.eq(self.step_in),
