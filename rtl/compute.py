@@ -79,7 +79,6 @@ class ComputeUnit(ComputeBase, wiring.Component):
         m = Module()
         g = self._g
         m.submodules.array = array = self.array
-        self._m = m
         p = self.issue.instr.payload
         busy, first = Signal(), Signal()
         m.d.comb += [self.issue.instr.ready.eq(~busy), first.eq(self.issue.instr.valid & ~busy)]
