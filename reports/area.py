@@ -14,11 +14,11 @@ and depth (the RTL's own arithmetic) and ``reports.fpga_memory`` says which cell
 it (block RAM, UltraRAM, LUTRAM and its read register, or flip-flops), by the cost rule of Yosys's
 ``memory_libmap``. Those cells (``mem_*``) are added to a linear fit of the rest::
 
-    LUT         ≈ mem_lutram + a·PEs + d + b·cols + e·skew + f·mem_mux + c·rows
+    LUT         ≈ mem_lutram + a·PEs + d + b·cols + c·rows + e·rows²
                                                 # PEs; fixed: controller, softmax datapath;
                                                 #   per column: weight/accumulator ports, vector
-                                                #   lanes; skew = rows·(rows−1)/2; mem_mux: the
-                                                #   memories' read multiplexers; per row: input
+                                                #   lanes; per row: input path; rows²: the
+                                                #   transposing read's rows × rows blocks
     FF          ≈ mem_ff + a·PEs + d + e·skew + b·cols + c·rows   # skew: the input skew's
                                                 #   registers
     DSP         ≈ a·PEs + b·lanes + c           # one per PE; the online softmax's
@@ -77,9 +77,11 @@ DEVICE = {"name": DEVICE_NAME, "lut": DEVICE_CAPACITY["LUT"], "ff": DEVICE_CAPAC
 
 # Most telling feature first: with few samples, the fit keeps only the first ones (_usable).
 _FEATURES = {
-    # The constant comes second: the controller, the mask buffer and the online softmax's
-    # per-lane datapath do not grow with the array, and a fit without it misses by a third.
-    "lut": ("pes", "const", "cols", "skew", "mem_mux", "rows"),
+    # The constant comes second: the controller and the online softmax's per-lane datapath do
+    # not grow with the array, and a fit without it misses by a third.
+    # rows_sq: the transposing read's two rows × rows register blocks (rtl/compute.py), loaded
+    # and shifted through a multiplexer per bit.
+    "lut": ("pes", "const", "cols", "rows", "rows_sq"),
     "ff": ("pes", "const", "skew", "cols", "rows"),  # skew: the input skew's rows² registers
     "dsp": ("pes", "softmax_lanes", "const"),  # one per PE; the softmax's multipliers per lane
     # The buffers' cells come from the memory rule (reports/fpga_memory.py, the offsets below);
@@ -105,7 +107,7 @@ def family_of(hw: Mapping[str, Any]) -> str:
 def memory_features(hw: Mapping[str, Any]) -> dict[str, float]:
     """Cells of the buffer memories of a hardware dict, by the memory rule (fpga_memory.py)."""
     spec = HardwareSpec.model_validate(dict(hw))
-    totals = dict.fromkeys(("bram", "uram", "lutram", "ff", "mux"), 0.0)
+    totals = dict.fromkeys(("bram", "uram", "lutram", "ff"), 0.0)
     for mem in buffer_shapes(spec).memories():
         cells = memory_cells(mem)
         for kind in totals:
@@ -116,9 +118,9 @@ def memory_features(hw: Mapping[str, Any]) -> dict[str, float]:
 def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
     """Model features of a hardware dict (``HardwareSpec.model_dump()``)."""
     rows, cols = hw["array"]["rows"], hw["array"]["cols"]
-    buffers, vector = hw["buffers"], hw["vector_unit"]
+    vector = hw["vector_unit"]
     return {
-        **memory_features(hw),
+        **memory_features(hw),  # the buffers, by the memory rule
         "const": 1.0,
         "pes": float(rows * cols),
         "rows": float(rows),
@@ -127,8 +129,8 @@ def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
         "softmax_lanes": float(min(vector["softmax_lanes"] or vector["lanes"], cols)),
         # rtl/array.py delays row r's operands by r registers: rows·(rows−1)/2 in all
         "skew": float(rows * (rows - 1) // 2),
-        "weight_bytes": float(buffers["weight_bytes"]),
-        "data_bytes": float(buffers["input_bytes"] + buffers["accumulator_bytes"]),
+        # rtl/compute.py's transposing read: two rows × rows blocks of operand registers
+        "rows_sq": float(rows * rows),
     }
 
 

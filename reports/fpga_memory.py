@@ -21,6 +21,8 @@ groups (the weight buffer, entry by entry) pads each group to the unit's byte (9
 RAM and UltraRAM; a whole unit in LUTRAM), as ``memory_libmap``'s swizzle does. One measured
 refinement: Yosys stores three 48-bit words in a pair of UltraRAMs (two per 12,288 words), seen
 with ``benchmarks/area_memory_probe.py`` on single memories; the candidate ``uram_pair`` prices it.
+Not modelled: ``memory_libmap``'s emulation scores (a few points, tie-breakers) and uneven
+splits of a depth just past a unit's (48 × 4,097: Yosys 7 RAMB36, the rule 7.5).
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class MemoryCells:
     uram: float = 0.0
     lutram: float = 0.0
     ff: float = 0.0
-    mux: float = 0.0  # bits through the read multiplexer's 2:1 stages: LUTs the fit prices
 
 
 def _padded(width: int, group: int, byte: int, unit: int) -> int:
@@ -70,30 +71,27 @@ def _penalty(mult_a: int, width: int) -> float:
 
 def _candidates(m: MemoryShape):
     w, d, g = m.width, m.depth, m.group_bits
-    yield MemoryCells("logic", float(w * d), ff=float(w * d), mux=float((d - 1) * w))
+    yield MemoryCells("logic", float(w * d), ff=float(w * d))
     for abits, unit in _LUTRAMS:
         mult_a = ceil(d / (1 << abits))
         cost = 16 * mult_a * w / unit + _penalty(mult_a, w)
         yield MemoryCells("lutram", cost, lutram=float(mult_a * _padded(w, g, unit, unit)),
-                          ff=float(w), mux=float((mult_a - 1) * w))
+                          ff=float(w))
     for kind, abits, widths, unit_cost, cells, byte in _BLOCKS:
         for i, unit in enumerate(widths):
             mult_a = ceil(d / (1 << (abits - i)))
             repl = mult_a * _padded(w, g, min(byte, unit), unit)
-            yield MemoryCells(kind, unit_cost * repl + _penalty(mult_a, w), bram=repl * cells,
-                              mux=float((mult_a - 1) * w))
+            yield MemoryCells(kind, unit_cost * repl + _penalty(mult_a, w), bram=repl * cells)
     mult_a = ceil(d / 4096)
     repl = mult_a * _padded(w, g, 9, 72)
-    yield MemoryCells("uram", 1024 * repl + _penalty(mult_a, w), uram=float(repl),
-                      mux=float((mult_a - 1) * w))
+    yield MemoryCells("uram", 1024 * repl + _penalty(mult_a, w), uram=float(repl))
     per_pair = 144 // w if w <= 72 else 0  # words per address of a pair of UltraRAMs
     if per_pair > 1 and g == w:
         pairs = ceil(d / (4096 * per_pair))
         yield MemoryCells("uram_pair", 2048 * pairs + _penalty(pairs * per_pair, w),
-                          uram=2.0 * pairs, mux=float((pairs * per_pair - 1) * w))
+                          uram=2.0 * pairs)
 
 
-def memory_cells(m: MemoryShape, uram: bool = True) -> MemoryCells:
-    """The cheapest way to build one of ``m``'s memories (``uram``: ``synth_xilinx -uram``)."""
-    options = [c for c in _candidates(m) if uram or not c.kind.startswith("uram")]
-    return min(options, key=lambda c: c.cost)
+def memory_cells(m: MemoryShape) -> MemoryCells:
+    """The cheapest way to build one of ``m``'s memories, as ``synth_xilinx -uram`` does."""
+    return min(_candidates(m), key=lambda c: c.cost)

@@ -31,9 +31,9 @@ def _samples(fn, sizes=((4, 4), (8, 8), (16, 16), (8, 16), (4, 8), (16, 4)), dat
 
 
 def _linear(r, c):
-    # LUT over the model's first features (pes, const, cols, skew): leave-one-out fits with
+    # LUT over the model's first features (pes, const, cols, rows): leave-one-out fits with
     # five samples keep only those.
-    return {"lut": 50 + 30 * r * c + 7 * c + 3 * r * (r - 1) // 2, "ff": 100 + 40 * r * c,
+    return {"lut": 50 + 30 * r * c + 7 * c + 5 * r, "ff": 100 + 40 * r * c,
             "dsp": r * c,
             "bram": 4, "uram": 0}
 
