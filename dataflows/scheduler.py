@@ -464,14 +464,16 @@ class _WgConvWriter(_GemmWriter):
         conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
         n0, lo, rows = b_patches(self.task, self.t)[s.ki]
         part = nj // kk - self._chunks_of(s.ni)[0]
-        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, nj % kk)
-        return (part,), {"b_row": part * rows + base, "conv": replace(address, b=True)}
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, nj % kk, b=True)
+        return (part,), {"b_row": part * rows + base, "conv": address}
 
 
-def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int) -> tuple[int, ConvAddress]:
+def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int, **mode
+                    ) -> tuple[int, ConvAddress]:
     """(slot row offset, address) of the consecutive output pixels from ``p0`` at kernel
     offset ``offset`` (row-major), read from a patch of input lines from line ``lo`` of image
-    ``n0`` (:func:`dataflows.tiling.b_patches`)."""
+    ``n0`` (:func:`dataflows.tiling.b_patches`); ``mode``: the address's other fields (built
+    in, not replaced after: a COMPUTE each)."""
     line, ow0 = divmod(p0, conv.out_w)
     image, oh0 = divmod(line, conv.out_h)
     # The rule counts images from the first pixel's: a later image starts its patch rows
@@ -479,7 +481,8 @@ def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int) -> tuple[int, 
     base = ((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0
     dh, dw = divmod(offset, conv.kw)
     return base, ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
-                             lo if image == n0 else 0, dh - conv.padding, dw - conv.padding, ow0)
+                             lo if image == n0 else 0, dh - conv.padding, dw - conv.padding, ow0,
+                             **mode)
 
 
 class _WgTransposeWriter(_GemmWriter):
@@ -525,9 +528,9 @@ class _WgTransposeWriter(_GemmWriter):
     def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
         conv = self.task.conv
         n0, lo, rows = b_patches(self.task, self.t)[s.ki]
-        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, 0)
-        return (0,), {"a_row": base, "conv": replace(address, t=True, kh=conv.kh, kw=conv.kw,
-                                                     chunk_rows=rows)}
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, 0, t=True, kh=conv.kh,
+                                        kw=conv.kw, chunk_rows=rows)
+        return (0,), {"a_row": base, "conv": address}
 
 
 class _DeferredStore:
