@@ -12,15 +12,10 @@ from dataclasses import dataclass
 
 from dataflows.isa import SLOTS_PER_BUFFER
 from dataflows.tiling import input_banks
-from workloads.arith import ceil_div, index_bits
+from workloads.arith import ceil_div, index_bits, next_pow2
 from workloads.spec import HardwareSpec
 
-__all__ = ["BufferShapes", "MemoryShape", "buffer_shapes", "next_pow2"]
-
-
-def next_pow2(x: int) -> int:
-    """The smallest power of two that is at least ``x`` (1 for ``x <= 1``)."""
-    return 1 << max(0, (x - 1).bit_length())
+__all__ = ["BufferShapes", "MemoryShape", "buffer_shapes"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from dataflows.buffer_shapes import buffer_shapes
 from reports.fpga_memory import memory_cells
@@ -318,6 +319,11 @@ def load_area_model(path: str | Path | None = None) -> AreaModel | None:
         return AreaModel.fit(doc["samples"], doc.get("provenance"))
     except (KeyError, TypeError) as exc:
         raise AreaModelError(f"{path or SAMPLES_PATH}: malformed sample: missing {exc}") from None
+    except ValidationError as exc:  # a sample's hardware that is no HardwareSpec
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise AreaModelError(f"{path or SAMPLES_PATH}: malformed sample hardware: {where}: "
+                             f"{first['msg']}") from None
 
 
 def area_model_available(path: str | Path | None = None) -> bool:

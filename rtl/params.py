@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dataflows.buffer_shapes import buffer_shapes, next_pow2
+from dataflows.buffer_shapes import buffer_shapes
 from dataflows.isa import SLOTS_PER_BUFFER
 from rtl.errors import RTLError
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
-__all__ = ["Geometry", "ceil_log2", "next_pow2"]
+__all__ = ["Geometry", "ceil_log2"]
 
 
 def ceil_log2(x: int) -> int:

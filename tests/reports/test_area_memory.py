@@ -87,3 +87,16 @@ def test_memory_features_follow_the_buffers():
     hw = load_hardware("sat_vcu1525").model_dump(mode="json")
     small = {**hw, "buffers": {**hw["buffers"], "input_bytes": hw["buffers"]["input_bytes"] // 4}}
     assert memory_features(small)["mem_uram"] < memory_features(hw)["mem_uram"]
+
+
+def test_a_sample_whose_hardware_is_malformed_is_one_line(tmp_path):
+    import json
+
+    from reports.area import SAMPLES_PATH, AreaModelError, load_area_model
+    doc = json.loads(SAMPLES_PATH.read_text())
+    del doc["samples"][0]["hardware"]["buffers"]
+    path = tmp_path / "samples.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AreaModelError) as err:
+        load_area_model(path)
+    assert "\n" not in str(err.value) and "buffers" in str(err.value)
