@@ -38,7 +38,7 @@ from dataflows.cost import (
     shape_of,
     transfer_bytes,
 )
-from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Op, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Instr, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
     Tiling,
@@ -527,14 +527,16 @@ class _WgConvWriter(_GemmWriter):
         conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
         n0, lo, rows = b_patches(self.task, self.t)[s.ki]
         part = nj // kk - self._chunks_of(s.ni)[0]
-        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, nj % kk)
-        return (part,), {"b_row": part * rows + base, "conv": replace(address, b=True)}
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, nj % kk, b=True)
+        return (part,), {"b_row": part * rows + base, "conv": address}
 
 
-def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int) -> tuple[int, ConvAddress]:
+def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int, **mode
+                    ) -> tuple[int, ConvAddress]:
     """(slot row offset, address) of the consecutive output pixels from ``p0`` at kernel
     offset ``offset`` (row-major), read from a patch of input lines from line ``lo`` of image
-    ``n0`` (:func:`dataflows.tiling.b_patches`)."""
+    ``n0`` (:func:`dataflows.tiling.b_patches`); ``mode``: the address's other fields (built
+    in, not replaced after: a COMPUTE each)."""
     line, ow0 = divmod(p0, conv.out_w)
     image, oh0 = divmod(line, conv.out_h)
     # The rule counts images from the first pixel's: a later image starts its patch rows
@@ -542,7 +544,8 @@ def _pixels_address(conv, p0: int, n0: int, lo: int, offset: int) -> tuple[int, 
     base = ((image - n0) * conv.in_h - lo) * conv.in_w if image > n0 else 0
     dh, dw = divmod(offset, conv.kw)
     return base, ConvAddress(conv.stride, conv.in_h, conv.in_w, conv.out_h, conv.out_w, oh0,
-                             lo if image == n0 else 0, dh - conv.padding, dw - conv.padding, ow0)
+                             lo if image == n0 else 0, dh - conv.padding, dw - conv.padding, ow0,
+                             **mode)
 
 
 class _WgTransposeWriter(_GemmWriter):
@@ -588,9 +591,9 @@ class _WgTransposeWriter(_GemmWriter):
     def _a_operand(self, s: _Step, c: int, kc: int) -> tuple[tuple, dict]:
         conv = self.task.conv
         n0, lo, rows = b_patches(self.task, self.t)[s.ki]
-        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, 0)
-        return (0,), {"a_row": base, "conv": replace(address, t=True, kh=conv.kh, kw=conv.kw,
-                                                     chunk_rows=rows)}
+        base, address = _pixels_address(conv, self.k_ext[kc][0], n0, lo, 0, t=True, kh=conv.kh,
+                                        kw=conv.kw, chunk_rows=rows)
+        return (0,), {"a_row": base, "conv": address}
 
 
 class _DeferredStore:
@@ -652,14 +655,22 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
 
 def _write_gemms(em: Emitter, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
                  hw: HardwareSpec) -> None:
+    steps, writers, stores = _gemm_steps(em, tasks, tilings, hw)
+    for s in steps:
+        writers[s.tag].step(s)
+    stores.flush()
+
+
+def _gemm_steps(em: Emitter, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
+                hw: HardwareSpec) -> tuple[Iterator[_Step], list, _DeferredStore]:
+    """The GEMMs' steps in program order, their writers (by tag) and the deferred stores (to
+    flush after the last step)."""
     stores = _DeferredStore(em)
     work = list(enumerate(zip(tasks, tilings)))
     writers = [_writer(tiling)(em, stores, tag, task, tiling, hw) for tag, (task, tiling) in work]
     streams = [_steps(tag, task, tiling) for tag, (task, tiling) in work]
     totals = [_step_count(task, tiling) for task, tiling in zip(tasks, tilings)]
-    for s in _proportional(streams, totals):
-        writers[s.tag].step(s)
-    stores.flush()
+    return _proportional(streams, totals), writers, stores
 
 
 def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec) -> int:
@@ -675,31 +686,28 @@ def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: Har
     return total
 
 
-class _Abandoned(Exception):
-    """The program being built provably takes at least its bound (:class:`_TimedEmitter`)."""
-
-
 class _TimedEmitter(Emitter):
-    """An emitter that times the program as it grows and gives up once it cannot beat a bound.
+    """An emitter that times the program as it grows (``cost.times``' rule, one instruction at
+    a time): the emitter's waits only name instructions already emitted, so each instruction's
+    start is known as it is emitted. ``end`` is the program so far's exact cycle count;
+    :attr:`least_cycles` is a lower bound on the finished program's (:class:`_Build`)."""
 
-    The emitter's waits only name instructions already emitted, so each instruction's start
-    under the timing rule (docs/isa.md) is known as it is emitted. The program cannot end
-    before its last COMPUTE does, so once the PE array's time so far plus the COMPUTE cycles
-    still to come (``pe_cycles`` in all) reaches ``bound``, emitting raises
-    :class:`_Abandoned`: an interleaving that loses is dropped a fraction of the way in instead
-    of built in full. ``end`` is the finished program's exact cycle count.
-    """
-
-    def __init__(self, nslots: int, hw: HardwareSpec, bound: int, pe_cycles: int) -> None:
+    def __init__(self, nslots: int, hw: HardwareSpec, pe_cycles: int) -> None:
         super().__init__(nslots)
-        self.hw, self.bound, self.pe_left, self.end = hw, bound, pe_cycles, 0
+        self._start_timing(hw, pe_cycles)
+
+    def _start_timing(self, hw: HardwareSpec, pe_cycles: int) -> None:
+        self.hw, self.pe_left, self.end = hw, pe_cycles, 0
         self.ends: tuple[list[int], ...] = ([], [], [])  # per unit, end of each instruction
         self.latency: dict[tuple, int] = {}  # by instruction shape
 
     def emit(self, op: Op, tag: int, reads: tuple = (), writes: tuple = (), **fields) -> tuple[Unit, int]:
         unit, ordinal = super().emit(op, tag, reads, writes, **fields)
-        instr, ends = self.program.instrs[-1], self.ends
-        shape = shape_of(instr)
+        self._time(self.program.instrs[-1], unit)
+        return unit, ordinal
+
+    def _time(self, instr: Instr, unit: int) -> None:
+        ends, shape = self.ends, shape_of(instr)
         if shape not in self.latency:
             self.latency[shape] = latency(instr, self.hw)
         start = ends[unit][-1] if ends[unit] else 0
@@ -711,9 +719,55 @@ class _TimedEmitter(Emitter):
         self.end = max(self.end, end)
         if unit == Unit.PE:
             self.pe_left -= self.latency[shape]
-            if end + self.pe_left >= self.bound:
-                raise _Abandoned
-        return unit, ordinal
+
+    def retime(self, hw: HardwareSpec, pe_cycles: int) -> None:
+        """Time the instructions emitted so far on ``hw`` instead (another DRAM)."""
+        self._start_timing(hw, pe_cycles)
+        for instr in self.program.instrs:
+            self._time(instr, int(instr.unit))
+
+    @property
+    def least_cycles(self) -> int:
+        """The finished program cannot end before its last COMPUTE does: the PE array's time so
+        far plus the COMPUTE cycles still to come (the same COMPUTEs however the GEMMs'
+        tiles interleave, :func:`_pe_cycles`). It never decreases as the program grows (a
+        COMPUTE starts no earlier than the one before ends)."""
+        pe = self.ends[Unit.PE]
+        return (pe[-1] if pe else 0) + self.pe_left
+
+
+class _Build:
+    """A GEMM program built step by step while it can still beat a bound, and resumable.
+
+    :meth:`run` stops (None) once the program provably takes at least ``bound`` cycles
+    (:attr:`_TimedEmitter.least_cycles`): an interleaving that loses is dropped a fraction of
+    the way in instead of built in full. A stopped build keeps its instructions (which do not
+    depend on DRAM): a design point with another DRAM re-times them (cheap) and builds on from
+    there only if they do not already lose, so a sweep over DRAM builds each once.
+    ``instrs`` sizes it in the program cache.
+    """
+
+    def __init__(self, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
+                 double_buffering: bool) -> None:
+        self.tasks, self.tilings = tasks, tilings
+        self.em = _TimedEmitter(SLOTS_PER_BUFFER if double_buffering else 1, hw,
+                                _pe_cycles(tasks, tilings, hw))
+        self.instrs = self.em.program.instrs
+        self.steps, self.writers, self.stores = _gemm_steps(self.em, tasks, tilings, hw)
+
+    def run(self, hw: HardwareSpec, bound: int) -> Program | None:
+        """The finished program if it can take fewer than ``bound`` cycles on ``hw``, else None
+        (``em.end``: its cycles on ``hw``)."""
+        em = self.em
+        if hw != em.hw:
+            em.retime(hw, _pe_cycles(self.tasks, self.tilings, hw))
+        while em.least_cycles < bound:
+            s = next(self.steps, None)
+            if s is None:
+                self.stores.flush()
+                return em.program
+            self.writers[s.tag].step(s)
+        return None
 
 
 class _PregenWriter:
@@ -839,20 +893,19 @@ def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...
     """``gemm_program``, remembered (the exact timing of the search builds the winner first).
 
     With ``bound``, a program not built yet is built only while it can still take fewer than
-    ``bound`` cycles (:class:`_TimedEmitter`): None when it cannot.
+    ``bound`` cycles (:class:`_Build`): None when it cannot (the build is kept, to resume).
     """
-    key = ("gemm", tuple((t.name,) + _task_key(t, tl) for t, tl in zip(tasks, tilings)),
-           double_buffering, program_hardware(hw))
+    key = ("gemm", tuple((t.name,) + _task_key(_as_written(t, tl), tl)
+                         for t, tl in zip(tasks, tilings)), double_buffering, program_hardware(hw))
     if bound is None or key in _PROGRAMS.programs:
         return _PROGRAMS.get(key, gemm_program, tasks, tilings, hw, double_buffering)
-    em = _TimedEmitter(SLOTS_PER_BUFFER if double_buffering else 1, hw, bound,
-                       _pe_cycles(tasks, tilings, hw))
-    try:
-        _write_gemms(em, tasks, tilings, hw)
-    except _Abandoned:
-        return None
-    _PROGRAMS.add(key, em.program, {hw: em.end})
-    return em.program
+    build = _PROGRAMS.take(("build",) + key) or _Build(tasks, tilings, hw, double_buffering)
+    program = build.run(hw, bound)
+    if program is None:
+        _PROGRAMS.add(("build",) + key, build)
+    else:
+        _PROGRAMS.add(key, program, {hw: build.em.end})
+    return program
 
 
 def _pregen_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
@@ -867,7 +920,8 @@ class _ProgramCache:
     """Programs the scheduler built, by what determines them, and their exact cycles per
     hardware: the timing of the tiling search builds the winner first, and a design-space
     sweep's points that differ only in what programs do not depend on (DRAM, energy, clock:
-    :func:`program_hardware`) reuse them. At most ``budget`` instructions stay, the least
+    :func:`program_hardware`) reuse them; so do builds stopped part way (:class:`_Build`,
+    under ``("build",) + key``). At most ``budget`` instructions stay, the least
     recently used programs going first, which bounds memory (a VGG-16 iteration builds
     millions of instructions; the schedule keeps the ones it runs)."""
 
@@ -884,7 +938,15 @@ class _ProgramCache:
             self.programs[key] = program  # now the most recently used
         return self.programs[key]
 
-    def add(self, key: tuple, program: Program, cycles: dict | None = None) -> None:
+    def take(self, key: tuple) -> Program | _Build | None:
+        """Remove and return the entry of ``key`` (None if there is none)."""
+        entry = self.programs.pop(key, None)
+        if entry is not None:
+            self.size -= len(entry.instrs)
+            del self.cycles[id(entry)]
+        return entry
+
+    def add(self, key: tuple, program: Program | _Build, cycles: dict | None = None) -> None:
         self.programs[key] = program
         self.cycles[id(program)] = cycles or {}
         self.size += len(program.instrs)
@@ -926,6 +988,13 @@ def program_cycles_cached(program: Program, hw: HardwareSpec) -> int:
     """``cost.program_cycles``, remembered per program and hardware (:class:`_ProgramCache`),
     so the points of a sweep that share programs and hardware time each once."""
     return _PROGRAMS.cycles_of(program, hw)
+
+
+def _as_written(task: GemmTask, tiling: Tiling) -> GemmTask:
+    """``task`` less its N:M pattern where ``tiling`` is dense: the GEMM writers read the
+    pattern only for a sparse tiling, so a dense mapping's program is the same whatever the
+    sparsity, and a sweep over N:M patterns builds it once (about a fifth of a DSE point)."""
+    return task if tiling.sparse or task.nm is None else replace(task, nm=None)
 
 
 def _task_key(task: GemmTask, tiling: Tiling) -> tuple:

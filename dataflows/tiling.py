@@ -30,7 +30,7 @@ from dataflows.cost import (
     tile_compute_cycles,
 )
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
-from workloads.arith import ceil_div, index_bits
+from workloads.arith import ceil_div, index_bits, next_pow2
 from workloads.errors import MappingError
 from workloads.layer import ConvShape
 from workloads.lowering import GemmTask
@@ -308,8 +308,7 @@ def input_row_bytes(width: int, hw: HardwareSpec) -> int:
     capacity"): a row of 12 operands on 8 PE rows takes 16 operand places, not 12.
     """
     rows = hw.array.rows
-    banks = ceil_div(width, rows)
-    return (1 << (banks - 1).bit_length()) * rows * hw.data_bytes
+    return next_pow2(ceil_div(width, rows)) * rows * hw.data_bytes
 
 
 def input_banks(hw: HardwareSpec) -> int:
@@ -319,8 +318,7 @@ def input_banks(hw: HardwareSpec) -> int:
     (banks / 2^p)``; distinct groups are read at distinct addresses in one cycle."""
     rows = hw.array.rows
     widest = max([rows] + [rows // p.n * p.m for p in hw.nm_patterns])
-    banks = ceil_div(widest, rows)
-    return 1 << (banks - 1).bit_length()
+    return next_pow2(ceil_div(widest, rows))
 
 
 def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec) -> int:

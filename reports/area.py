@@ -8,19 +8,24 @@ The RTL flow (``archsim rtl H.yaml --out DIR --synth``) synthesizes one accelera
 :class:`AreaModel` fits one small linear model per resource that DSE evaluates in microseconds.
 
 Model (per resource, non-negative least squares over the samples of one datapath *family*, i.e.
-the same operand/accumulator widths and N:M patterns, because those change the PE itself)::
+the same operand/accumulator widths and N:M patterns, because those change the PE itself). The
+buffers' memories are not fitted: ``dataflows.buffer_shapes`` gives each buffer memory's width
+and depth (the RTL's own arithmetic) and ``reports.fpga_memory`` says which cells Yosys makes of
+it (block RAM, UltraRAM, LUTRAM and its read register, or flip-flops), by the cost rule of Yosys's
+``memory_libmap``. Those cells (``mem_*``) are added to a linear fit of the rest::
 
-    LUT         ≈ a·PEs + d + b·cols + c·rows   # PEs; fixed: controller, mask buffer, softmax
-                                                #   datapath per lane; per column: weight/
-                                                #   accumulator buffer ports, vector lanes; per
-                                                #   row: input buffer
-    FF          ≈ a·PEs + d + e·skew + b·cols + c·rows   # skew = rows·(rows−1)/2: the input
-                                                #   skew's registers
+    LUT         ≈ mem_lutram + a·PEs + d + b·cols + c·rows + e·rows²
+                                                # PEs; fixed: controller, softmax datapath;
+                                                #   per column: weight/accumulator ports, vector
+                                                #   lanes; per row: input path; rows²: the
+                                                #   transposing read's rows × rows blocks
+    FF          ≈ mem_ff + a·PEs + d + e·skew + b·cols + c·rows   # skew: the input skew's
+                                                #   registers
     DSP         ≈ a·PEs + b·lanes + c           # one per PE; the online softmax's
                                                 #   multipliers, per lane it builds:
                                                 #   min(softmax lanes, cols)
-    BRAM, URAM  ≈ a + b·weight bytes + c·(input + accumulator bytes)   # -uram: Yosys puts big
-                                                #   buffers in UltraRAM, others in block RAM
+    BRAM, URAM  ≈ mem_bram + d, mem_uram + d    # d: the memories outside the buffers
+                                                #   (instruction memories, exp tables)
 
 Features that do not vary across the samples are dropped, and at most (samples − 1) features are
 fitted, the most telling first, but never fewer than two (so three or more samples leave a
@@ -42,9 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from dataflows.buffer_shapes import buffer_shapes
+from reports.fpga_memory import memory_cells
 from workloads.errors import ArchsimError
 from workloads.fpga import DEVICE_CAPACITY, DEVICE_NAME, lut_sites
+from workloads.spec import HardwareSpec
 
 __all__ = [
     "AreaModel",
@@ -69,16 +78,21 @@ DEVICE = {"name": DEVICE_NAME, "lut": DEVICE_CAPACITY["LUT"], "ff": DEVICE_CAPAC
 
 # Most telling feature first: with few samples, the fit keeps only the first ones (_usable).
 _FEATURES = {
-    # The constant comes second: the controller, the mask buffer and the online softmax's
-    # per-lane datapath do not grow with the array, and a fit without it misses by a third.
-    "lut": ("pes", "const", "cols", "rows"),
+    # The constant comes second: the controller and the online softmax's per-lane datapath do
+    # not grow with the array, and a fit without it misses by a third.
+    # rows_sq: the transposing read's two rows × rows register blocks (rtl/compute.py), loaded
+    # and shifted through a multiplexer per bit.
+    "lut": ("pes", "const", "cols", "rows", "rows_sq"),
     "ff": ("pes", "const", "skew", "cols", "rows"),  # skew: the input skew's rows² registers
     "dsp": ("pes", "softmax_lanes", "const"),  # one per PE; the softmax's multipliers per lane
-    # Yosys puts the big input/accumulator buffers in UltraRAM (-uram) and the weight buffer in
-    # block RAM, so each memory type follows its own buffers' bytes.
-    "bram": ("const", "weight_bytes", "data_bytes"),
-    "uram": ("const", "data_bytes", "weight_bytes"),
+    # The buffers' cells come from the memory rule (reports/fpga_memory.py, the offsets below);
+    # what is left is the fixed memories: instruction memories, the softmax's exp tables.
+    "bram": ("const",),
+    "uram": ("const",),
 }
+#: The feature holding a resource's cells in the buffer memories (reports/fpga_memory.py): the
+#: fit explains only the rest, and a prediction adds them back.
+_MEMORY = {"lut": "mem_lutram", "ff": "mem_ff", "bram": "mem_bram", "uram": "mem_uram"}
 
 
 class AreaModelError(ArchsimError):
@@ -93,11 +107,23 @@ def family_of(hw: Mapping[str, Any]) -> str:
     return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]{dataflow}"
 
 
+def memory_features(hw: Mapping[str, Any]) -> dict[str, float]:
+    """Cells of the buffer memories of a hardware dict, by the memory rule (fpga_memory.py)."""
+    spec = HardwareSpec.model_validate(dict(hw))
+    totals = dict.fromkeys(("bram", "uram", "lutram", "ff"), 0.0)
+    for mem in buffer_shapes(spec).memories():
+        cells = memory_cells(mem)
+        for kind in totals:
+            totals[kind] += mem.count * getattr(cells, kind)
+    return {f"mem_{kind}": value for kind, value in totals.items()}
+
+
 def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
     """Model features of a hardware dict (``HardwareSpec.model_dump()``)."""
     rows, cols = hw["array"]["rows"], hw["array"]["cols"]
-    buffers, vector = hw["buffers"], hw["vector_unit"]
+    vector = hw["vector_unit"]
     return {
+        **memory_features(hw),  # the buffers, by the memory rule
         "const": 1.0,
         "pes": float(rows * cols),
         "rows": float(rows),
@@ -106,8 +132,8 @@ def features_of(hw: Mapping[str, Any]) -> dict[str, float]:
         "softmax_lanes": float(min(vector["softmax_lanes"] or vector["lanes"], cols)),
         # rtl/array.py delays row r's operands by r registers: rows·(rows−1)/2 in all
         "skew": float(rows * (rows - 1) // 2),
-        "weight_bytes": float(buffers["weight_bytes"]),
-        "data_bytes": float(buffers["input_bytes"] + buffers["accumulator_bytes"]),
+        # rtl/compute.py's transposing read: two rows × rows blocks of operand registers
+        "rows_sq": float(rows * rows),
     }
 
 
@@ -131,7 +157,8 @@ class ResourceFit:
     samples: int
 
     def predict(self, feats: Mapping[str, float]) -> float:
-        return max(0.0, sum(c * feats[f] for f, c in self.coef.items()))
+        memory = feats[_MEMORY[self.resource]] if self.resource in _MEMORY else 0.0
+        return memory + max(0.0, sum(c * feats[f] for f, c in self.coef.items()))
 
 
 def _solve(names: list[str], rows: list[dict[str, float]], y: np.ndarray) -> dict[str, float]:
@@ -162,7 +189,9 @@ def _usable(resource: str, feats: list[dict[str, float]]) -> list[str]:
 def fit_resource(resource: str, feats: list[dict[str, float]], values: list[float]) -> ResourceFit:
     """Least-squares fit of one resource (see the module docstring for the feature choice)."""
     names = _usable(resource, feats)
-    y = np.array(values, dtype=float)
+    # The buffer memories' cells come from the memory rule; the fit explains the rest.
+    memory = [f[_MEMORY[resource]] if resource in _MEMORY else 0.0 for f in feats]
+    y = np.array(values, dtype=float) - np.array(memory)
     coef = _solve(names, feats, y)
     fitted = ResourceFit(resource, coef, 0.0, None, len(values))
     max_err = max(_rel(fitted.predict(f), v) for f, v in zip(feats, values))
@@ -237,8 +266,11 @@ class AreaModel:
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per family and resource: coefficients and errors (for docs and reports)."""
+        # The memory rule's cells enter each prediction with weight 1 (fit_resource).
         return [
-            {"family": fam, "resource": r, "coef": f.coef, "samples": f.samples,
+            {"family": fam, "resource": r,
+             "coef": {**f.coef, **({_MEMORY[r]: 1.0} if r in _MEMORY else {})},
+             "samples": f.samples,
              "max_rel_error": f.max_rel_error, "loo_rel_error": f.loo_rel_error}
             for fam, fits in sorted(self.fits.items()) for r, f in fits.items()
         ]
@@ -290,6 +322,11 @@ def load_area_model(path: str | Path | None = None) -> AreaModel | None:
         return AreaModel.fit(doc["samples"], doc.get("provenance"))
     except (KeyError, TypeError) as exc:
         raise AreaModelError(f"{path or SAMPLES_PATH}: malformed sample: missing {exc}") from None
+    except ValidationError as exc:  # a sample's hardware that is no HardwareSpec
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise AreaModelError(f"{path or SAMPLES_PATH}: malformed sample hardware: {where}: "
+                             f"{first['msg']}") from None
 
 
 def area_model_available(path: str | Path | None = None) -> bool:

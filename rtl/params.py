@@ -26,23 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataflows.buffer_shapes import buffer_shapes
 from dataflows.isa import SLOTS_PER_BUFFER
-from dataflows.tiling import input_banks
 from rtl.errors import RTLError
-from workloads.arith import ceil_div, index_bits
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
-__all__ = ["Geometry", "ceil_log2", "next_pow2"]
+__all__ = ["Geometry", "ceil_log2"]
 
 
 def ceil_log2(x: int) -> int:
     """Bits needed to count ``x`` distinct values (0 for ``x <= 1``)."""
     return max(0, (x - 1).bit_length())
-
-
-def next_pow2(x: int) -> int:
-    """The smallest power of two that is at least ``x`` (1 for ``x <= 1``)."""
-    return 1 << ceil_log2(x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +124,10 @@ class Geometry:
                 f"{hw.name}: vector_unit.pipeline_cycles must be at least 1 for the RTL, got "
                 f"{hw.vector_unit.pipeline_cycles}: the first cycle is the weight SRAM read"
             )
-        m_max = max((m for _, m in patterns), default=1)
+        shapes = buffer_shapes(hw)  # one home for the buffers' arithmetic (the area model reads it)
+        m_max, k_max = shapes.b_banks, shapes.k_max
         n_max = max((n for n, _ in patterns), default=1)
-        spans = [r] + [r // n * m for n, m in patterns]  # reduction covered by one tile
-        k_max = max(spans)
-        a_banks = input_banks(hw)
         slot_a = hw.buffers.input_bytes // SLOTS_PER_BUFFER
-        # Rows of width ``span`` that fit a slot, each taking q banks; a_banks/q rows per address.
-        a_depth = max(
-            ceil_div(slot_a // (span * db) * next_pow2(ceil_div(span, r)), a_banks)
-            for span in spans
-        )
         if slot_a < k_max * db:
             raise RTLError(
                 f"{hw.name}: half of buffers.input_bytes ({slot_a} B) cannot hold one activation "
@@ -152,7 +140,7 @@ class Geometry:
                 f"dense weight tile ({k_max}x{c} operands, {k_max * c * db} B); enlarge "
                 f"buffers.weight_bytes"
             )
-        c_depth = hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER // (c * hw.acc_bytes)
+        c_depth = shapes.c_depth
         if c_depth < 1:
             raise RTLError(
                 f"{hw.name}: half of buffers.accumulator_bytes "
@@ -167,7 +155,8 @@ class Geometry:
                 f"({beat} B); the vector unit reads a mask row from one pair of beats, so "
                 f"dram.bandwidth_bytes_per_cycle must be at least {mask_row}"
             )
-        ib = index_bits(m_max) if patterns else 0
+        ib = shapes.index_bits
+        a_banks = shapes.a_banks
         compressed_row = c * db + ceil_div(c * ib, 8)
         row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
         return cls(
@@ -186,10 +175,10 @@ class Geometry:
             n_max=n_max,
             index_bits=ib,
             a_banks=a_banks,
-            a_depth=a_depth,
+            a_depth=shapes.a_depth,
             k_max=k_max,
             b_banks=m_max,
-            b_depth=ceil_div(max(k_max, slot_b // (c * db)), m_max),
+            b_depth=shapes.b_depth,
             c_depth=c_depth,
             row_bytes_max=row_bytes_max,
             beats_max=ceil_div(row_bytes_max, beat),
@@ -198,7 +187,7 @@ class Geometry:
             instruction_depth=hw.controller.instruction_depth,
             softmax_lanes=hw.vector_unit.softmax_width,
             mask_row_bytes_max=mask_row,
-            mask_words=ceil_div(c_depth * mask_row, beat) + 1,
+            mask_words=shapes.mask_words,
         )
 
     @property

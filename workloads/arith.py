@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ceil_div", "wrap", "index_bits"]
+__all__ = ["ceil_div", "wrap", "index_bits", "next_pow2"]
 
 
 def ceil_div(a, b):
@@ -29,3 +29,8 @@ def wrap(values: np.ndarray, bits: int) -> np.ndarray:
 def index_bits(m: int) -> int:
     """Bits needed to address one of M positions in a group (⌈log2 M⌉, at least 1)."""
     return max(1, (m - 1).bit_length())
+
+
+def next_pow2(x: int) -> int:
+    """The smallest power of two that is at least ``x`` (1 for ``x <= 1``): bank counts."""
+    return 1 << max(0, (x - 1).bit_length())

@@ -112,3 +112,40 @@ def test_an_interleaving_is_abandoned_only_when_it_cannot_win(monkeypatch):
         built = sched._gemm_program_cached(tasks, tilings, hw, True, bound=exact + 1)
         assert built is not None and built.instrs == program.instrs
         assert sched.program_cycles_cached(built, hw) == exact
+
+
+def test_a_stopped_interleaving_resumes_exactly_on_another_dram(monkeypatch):
+    """A build stopped part way is kept and resumed by design points with another DRAM
+    (``scheduler._Build``): whatever the order of DRAMs and bounds, the answer is the whole
+    program, with its exact cycles on that DRAM, whenever it beats the bound there."""
+    from pathlib import Path
+
+    import dataflows.scheduler as sched
+    from dataflows.cost import program_cycles
+    from workloads.layers import expand
+    from workloads.load import load_workload
+    from workloads.lowering import lower
+
+    example = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "resnet18_bdwp.yaml"
+    workload = load_workload(example, overrides=["operations.0.batch=1"])
+    base, passes = workload.hardware, workload.schedule
+    speeds = ((base.dram.bandwidth_bytes_per_cycle, base.dram.latency_cycles), (8, 300), (512, 0))
+    drams = [base.model_copy(update={"dram": base.dram.model_copy(
+        update={"bandwidth_bytes_per_cycle": bw, "latency_cycles": lat})}) for bw, lat in speeds]
+    pairs = [tuple(g) for g in lower(expand(workload), workload.mode) if len(g) == 2][:3]
+    monkeypatch.setattr(sched, "_PROGRAMS", sched._ProgramCache(10**6))
+    for tasks in pairs:
+        tilings = tuple(sched.tiling_for(t, base, passes, True) for t in tasks)
+        program = sched.gemm_program(tasks, tilings, base)
+        pe = sched._pe_cycles(tasks, tilings, base)
+        exact = {id(hw): program_cycles(program, hw) for hw in drams}
+        for fraction in (0.3, 0.6, 0.9, 1.0, 1.1):
+            for hw in drams + drams[::-1]:
+                bound = pe + int(fraction * (exact[id(hw)] - pe)) + (fraction > 1)
+                built = sched._gemm_program_cached(tasks, tilings, hw, True, bound=bound)
+                # None only where the program cannot beat the bound (a program finished
+                # before may come back either way: its caller compares its cycles).
+                assert built is not None or exact[id(hw)] >= bound
+                if built is not None:
+                    assert built.instrs == program.instrs
+                    assert sched.program_cycles_cached(built, hw) == exact[id(hw)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reports.area import DEVICE, AreaModel, AreaModelError, load_area_model
+from reports.area import DEVICE, AreaModel, AreaModelError, load_area_model, memory_features
 from workloads.load import load_hardware
 
 
@@ -16,23 +16,36 @@ def _hw(rows: int, cols: int, data_bits: int = 8) -> dict:
     return hw.model_dump(mode="json")
 
 
+def _with_memories(hw: dict, logic: dict) -> dict:
+    """A fixture's resources: its logic from a formula plus the memory rule's cells, which the
+    model adds to its fit of the logic."""
+    mem = memory_features(hw)
+    return {**logic, "lut": logic["lut"] + mem["mem_lutram"], "ff": logic["ff"] + mem["mem_ff"],
+            "bram": logic["bram"] + mem["mem_bram"], "uram": logic["uram"] + mem["mem_uram"]}
+
+
 def _samples(fn, sizes=((4, 4), (8, 8), (16, 16), (8, 16), (4, 8), (16, 4)), data_bits=8):
     # Test fixtures generated from a known formula: they check the fitting arithmetic only.
-    return [{"hardware": _hw(r, c, data_bits), "resources": fn(r, c)} for r, c in sizes]
+    return [{"hardware": (hw := _hw(r, c, data_bits)), "resources": _with_memories(hw, fn(r, c))}
+            for r, c in sizes]
 
 
 def _linear(r, c):
-    return {"lut": 50 + 30 * r * c + 7 * (r + c), "ff": 100 + 40 * r * c, "dsp": r * c,
+    # LUT over the model's first features (pes, const, cols, rows): leave-one-out fits with
+    # five samples keep only those.
+    return {"lut": 50 + 30 * r * c + 7 * c + 5 * r, "ff": 100 + 40 * r * c,
+            "dsp": r * c,
             "bram": 4, "uram": 0}
 
 
 def test_exact_linear_data_is_recovered():
     model = AreaModel.fit(_samples(_linear))
     got = model.resources(_hw(32, 32))
-    assert got["lut"] == pytest.approx(50 + 30 * 1024 + 7 * 64, rel=1e-9)
-    assert got["ff"] == pytest.approx(100 + 40 * 1024, rel=1e-9)
+    want = _with_memories(_hw(32, 32), _linear(32, 32))  # the memory rule's cells included
+    assert got["lut"] == pytest.approx(want["lut"], rel=1e-6)
+    assert got["ff"] == pytest.approx(want["ff"], rel=1e-6)
     assert got["dsp"] == pytest.approx(1024, rel=1e-9)
-    assert got["bram"] == pytest.approx(4)
+    assert got["bram"] == pytest.approx(want["bram"], abs=0.1)
     assert got["area"] == pytest.approx(max(got[r] / DEVICE[r] for r in ("lut", "ff", "dsp",
                                                                           "bram")))
     for row in model.describe():
@@ -99,7 +112,7 @@ def test_area_metrics_in_a_sweep(tmp_path, monkeypatch, inline_backend):
     assert rows[8, 8].status == "infeasible" and rows[8, 8].metrics["dsp"] == pytest.approx(64)
     ok = rows[4, 8].metrics
     assert rows[4, 8].status == "ok" and ok["dsp"] == pytest.approx(32)
-    assert ok["lut"] == pytest.approx(50 + 30 * 32 + 7 * 12)
+    assert ok["lut"] == pytest.approx(_with_memories(_hw(4, 8), _linear(4, 8))["lut"])
     assert ok["gmacs_per_klut"] == pytest.approx(ok["throughput_gmacs"] / ok["lut"] * 1e3)
     assert ok["area"] == pytest.approx(max(ok[r] / DEVICE[r] for r in area.RESOURCES))
 
@@ -126,11 +139,12 @@ def test_a_point_that_does_not_fit_the_device_is_infeasible(tmp_path, monkeypatc
     run_sweep(load_sweep(path), tmp_path / "out", backend=inline_backend)
     with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
         rows = {r.params["hardware.array.rows"]: r for r in store.rows()}
-    assert rows[4].status == "ok" and rows[4].metrics["lut"] == pytest.approx(256_000)
+    lut = {r: _with_memories(_hw(r, 32), big(r, 32))["lut"] for r in (4, 32)}
+    assert rows[4].status == "ok" and rows[4].metrics["lut"] == pytest.approx(lut[4])
     assert rows[32].status == "infeasible"
-    assert rows[32].message == ("does not fit the XCVU9P: predicted LUT 2,048,000 = 173% of "
-                                "1,182,240")
-    assert rows[32].metrics["area"] == pytest.approx(2_048_000 / DEVICE["lut"])
+    assert rows[32].message == (f"does not fit the XCVU9P: predicted LUT {lut[32]:,.0f} = "
+                                f"{lut[32] / DEVICE['lut']:.0%} of 1,182,240")
+    assert rows[32].metrics["area"] == pytest.approx(lut[32] / DEVICE["lut"])
 
 
 def test_over_capacity_names_each_resource_over_the_device_largest_first():
