@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from archsim.stats import SegmentStats
 from dataflows.cost import shape_of, transfer_bytes
 from dataflows.isa import UNIT_OF, Instr, Op, Unit
+from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
 __all__ = ["Charges", "charges", "book", "account", "shape_of"]
@@ -55,13 +56,16 @@ def _dma(instr: Instr, hw: HardwareSpec) -> Charges:
 
 def _pe(instr: Instr, hw: HardwareSpec) -> Charges:
     """A COMPUTE: MACs, the weight tile and streamed activations read, accumulators updated."""
-    span = instr.k // instr.nm_n * instr.nm_m if instr.nm_n else instr.k
+    steps = sum(instr.chunk_steps)
+    span = steps // instr.nm_n * instr.nm_m if instr.nm_n else steps
     acc_bytes = instr.m * instr.cols * hw.acc_bytes
-    reads = [("weight", instr.k * instr.cols * hw.data_bytes),
+    # The output-stationary array streams the weight rows again for every block of PE rows.
+    passes = ceil_div(instr.m, hw.array.rows) if hw.array.dataflow == "output_stationary" else 1
+    reads = [("weight", passes * steps * instr.cols * hw.data_bytes),
              ("input", instr.m * span * hw.data_bytes)]
     if instr.accumulate:
         reads.append(("accumulator", acc_bytes))
-    return Charges(macs=instr.m * instr.k * instr.cols, sram_read=tuple(reads),
+    return Charges(macs=instr.m * steps * instr.cols, sram_read=tuple(reads),
                    sram_write=(("accumulator", acc_bytes),))
 
 

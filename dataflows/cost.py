@@ -22,6 +22,8 @@ __all__ = [
     "compute_cycles",
     "transposing_compute_cycles",
     "tile_compute_cycles",
+    "os_compute_cycles",
+    "compute_latency",
     "compress_cycles",
     "latency",
     "transfer_bytes",
@@ -89,6 +91,26 @@ def tile_compute_cycles(m_rows: int, hw: HardwareSpec, transposing: bool) -> int
     :func:`compute_cycles` and :func:`transposing_compute_cycles` (instructions, schedules
     and estimates all make it here)."""
     return (transposing_compute_cycles if transposing else compute_cycles)(m_rows, hw)
+
+
+def os_compute_cycles(m_rows: int, chunks: int, hw: HardwareSpec) -> int:
+    """Cycles of one COMPUTE on the output-stationary array (docs/isa.md, "Output-stationary
+    COMPUTE"): every block of ``rows`` output rows × one reduction chunk takes ``rows`` cycles
+    (its A rows fill a register block while the previous block streams its columns), so
+    ``⌈m/rows⌉·chunks`` blocks take that many ``rows``; one fill of the first block, the skew of
+    the array (``rows + cols``), the drain of the last tile's ``rows`` sums down the columns and
+    two pipeline cycles (the edge register, the accumulator add) come once per COMPUTE: a
+    tile's drain overlaps the next tile's reduction."""
+    r, c = hw.array.rows, hw.array.cols
+    return ceil_div(m_rows, r) * max(1, chunks) * r + 3 * r + c + 2
+
+
+def compute_latency(instr: Instr, hw: HardwareSpec) -> int:
+    """A COMPUTE's cycles on the hardware's array: the one choice between the dataflows (and,
+    weight-stationary, between the plain and the transposing read)."""
+    if hw.array.dataflow == "output_stationary":
+        return os_compute_cycles(instr.m, instr.chunks, hw)
+    return tile_compute_cycles(instr.m, hw, instr.transposing)
 
 
 def compress_cycles(dense_rows: int, cols: int, m: int, hw: HardwareSpec) -> int:
@@ -209,7 +231,7 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
     """Busy cycles of one instruction on its unit. The RTL must take exactly this long."""
     op = instr.op
     if op == Op.COMPUTE:
-        return tile_compute_cycles(instr.m, hw, instr.transposing)
+        return compute_latency(instr, hw)
     if op == Op.COMPRESS:
         return compress_cycles(instr.rows, instr.cols, instr.nm_m, hw)
     if op in _VECTOR_SOFTMAX:
@@ -254,7 +276,7 @@ class GemmEstimate:
 #: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
 #: hundreds of thousands of instructions.)
 shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant",
-                      "transposing")
+                      "transposing", "chunks", "k_last")
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:

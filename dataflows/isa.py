@@ -33,6 +33,7 @@ __all__ = [
     "conv_rows",
     "conv_parts",
     "conv_t_rows",
+    "os_conv_chunks",
     "conv_part_rows",
     "conv_parts_conflict_free",
     "FIELDS",
@@ -153,6 +154,7 @@ class ConvAddress:
     t: bool = False
     kh: int = 0
     chunk_rows: int = 0
+    kh0: int = 0
 
 
 def conv_rows(conv: ConvAddress, a_row: int, m: int) -> list[int | None]:
@@ -181,6 +183,30 @@ def conv_t_rows(conv: ConvAddress, a_row: int, k: int, blocks: int) -> list[list
         chunk, o = divmod(j, per)
         block = replace(conv, dh=conv.dh + o // conv.kw, dw=conv.dw + o % conv.kw, t=False)
         out.append(conv_rows(block, a_row + chunk * conv.chunk_rows, k))
+    return out
+
+
+def os_conv_chunks(conv: ConvAddress, a_row: int, chunks: int) -> list[tuple[int, ConvAddress]]:
+    """An output-stationary COMPUTE's reduction chunks through the address mode on A rows:
+    per chunk ``c``, the first slot row of its patch and its own one-chunk address mode (what
+    a weight-stationary COMPUTE of that chunk would carry). The chunks walk the kernel's
+    offsets in row-major order over ``kh × kw``, ``group`` offsets per chunk (the last group
+    of a channel chunk may hold fewer), from the word's first offset ``o0 = kh0·kw + kw0``
+    (its ``dh, dw`` being that offset less the padding); after a channel chunk's last offsets
+    the walk goes on at offset 0 of the next channel chunk, whose patch starts ``chunk_rows``
+    slot rows further. Each chunk's rows start at the word's first pixel. The golden model
+    and the RTL's counters follow exactly this rule."""
+    g, per = max(1, conv.group), conv.kh * conv.kw
+    groups = -(-per // g)  # chunks per channel chunk
+    first = conv.kh0 * conv.kw + conv.kw0
+    dh0, dw0 = conv.dh - conv.kh0, conv.dw - conv.kw0  # minus the padding
+    out = []
+    for c in range(chunks):
+        patch, gi = divmod(first // g + c, groups)
+        o = gi * g
+        out.append((a_row + patch * conv.chunk_rows, replace(
+            conv, dh=dh0 + o // conv.kw, dw=dw0 + o % conv.kw, kh0=0, kw0=o % conv.kw,
+            group=min(g, per - o), chunk_rows=0)))
     return out
 
 
@@ -258,6 +284,14 @@ class Instr:
     c_row: int = 0
     # COMPUTE only: A rows through the convolution address mode (None: rows a_row.. in order).
     conv: ConvAddress | None = None
+    # COMPUTE on the output-stationary array only (docs/isa.md, "Output-stationary COMPUTE"):
+    # ``chunks`` reduction chunks (0 and 1: one), chunk ``c`` reading A rows from
+    # ``a_row + c·a_chunk_rows`` and weight rows from ``b_row + c·b_chunk_rows``; the last
+    # chunk has ``k_last`` PE steps (0: ``k``), the others ``k``.
+    chunks: int = 0
+    a_chunk_rows: int = 0
+    b_chunk_rows: int = 0
+    k_last: int = 0
 
     @property
     def unit(self) -> Unit:
@@ -269,6 +303,13 @@ class Instr:
         ``conv.b`` overrides it, in the golden model and the RTL alike): it fills a register
         block first."""
         return self.conv is not None and self.conv.t and not self.conv.b
+
+    @property
+    def chunk_steps(self) -> tuple[int, ...]:
+        """A COMPUTE's PE steps per reduction chunk: ``k`` for each but the last, which has
+        ``k_last`` (or ``k``)."""
+        kc = max(1, self.chunks)
+        return (self.k,) * (kc - 1) + (self.k_last or self.k,)
 
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
@@ -290,10 +331,10 @@ def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Bit-level encoding (a 432-bit word; the RTL controller decodes exactly these fields)
+# Bit-level encoding (a 512-bit word; the RTL controller decodes exactly these fields)
 # --------------------------------------------------------------------------------------------
 
-WORD_BITS = 432
+WORD_BITS = 512
 
 #: Width of the slot row offsets ``a_row``, ``b_row`` and ``c_row``.
 ROW_OFFSET_BITS = 20
@@ -343,13 +384,20 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("conv_t", 1),
     ("conv_kh", 6),
     ("conv_chunk_rows", ROW_OFFSET_BITS),
+    # The output-stationary COMPUTE's kernel-offset walk: the first offset's kernel row.
+    ("conv_kh0", 6),
+    # The output-stationary COMPUTE's reduction chunks (all 0 on the weight-stationary array).
+    ("chunks", 12),
+    ("a_chunk_rows", ROW_OFFSET_BITS),
+    ("b_chunk_rows", ROW_OFFSET_BITS),
+    ("k_last", 16),
 )
 
 #: Fields that hold two's complement values (the kernel offsets less the padding).
 SIGNED_FIELDS = frozenset({"conv_dh", "conv_dw"})
 
 _CONV_FIELDS = ("stride", "in_h", "in_w", "out_h", "out_w", "oh0", "lo", "dh", "dw", "ow0", "b",
-                "group", "kw", "kw0", "t", "kh", "chunk_rows")
+                "group", "kw", "kw0", "t", "kh", "chunk_rows", "kh0")
 
 
 def _values(instr: Instr) -> dict[str, int]:
@@ -361,6 +409,8 @@ def _values(instr: Instr) -> dict[str, int]:
         "rows": instr.rows, "cols": instr.cols, "k": instr.k, "m": instr.m,
         "mask": int(instr.mask), "requant": int(instr.requant), "shift": instr.shift,
         "a_row": instr.a_row, "b_row": instr.b_row, "c_row": instr.c_row,
+        "chunks": instr.chunks, "a_chunk_rows": instr.a_chunk_rows,
+        "b_chunk_rows": instr.b_chunk_rows, "k_last": instr.k_last,
         "conv": int(instr.conv is not None),
         **{f"conv_{name}": int(getattr(instr.conv, name)) if instr.conv else 0
            for name in _CONV_FIELDS},

@@ -36,7 +36,6 @@ from dataflows.cost import (
     latency,
     program_cycles,
     shape_of,
-    tile_compute_cycles,
     transfer_bytes,
 )
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Instr, Op, Unit
@@ -44,6 +43,7 @@ from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
     Tiling,
     b_patches,
+    chunked,
     conv_chunk,
     conv_group,
     conv_k_per_chunk,
@@ -51,6 +51,7 @@ from dataflows.tiling import (
     estimate,
     m_tiles,
     patch_lines,
+    pe_cycles,
     search_tilings,
 )
 from workloads.arith import ceil_div, index_bits
@@ -303,7 +304,6 @@ class _GemmWriter:
     def compute(self, s: _Step, a_slot: int, b_slot: int, ks: range, ns: range) -> None:
         em, t = self.em, self.t
         m0, tm = self.m_ext[s.mi]
-        nm_n, nm_m = self.nm
         key = ("acc", self.tag, s.copy, s.mi, s.ni)
         acc_buf = em.buffers["C"]
         if s.ki == 0:
@@ -312,20 +312,10 @@ class _GemmWriter:
         else:
             c_slot = acc_buf.holding(key)
         acc_buf.slots[c_slot].resident = key
-        a_part, b_part = em.buffers["A"].part, em.buffers["B"].part
-        for c, kc in enumerate(ks):
-            _, tk = self.k_ext[kc]
-            a_key, a_fields = self._a_operand(s, c, kc)
-            for j, nj in enumerate(ns):
-                _, tn = self.n_ext[nj]
-                acc = acc_buf.part(c_slot, (j,))
-                accumulate = s.ki > 0 or c > 0
-                b_key, b_fields = self._b_operand(s, c, kc, j, nj)
-                reads = (a_part(a_slot, a_key), b_part(b_slot, b_key)) + ((acc,) if accumulate else ())
-                em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot,
-                        b_slot=b_slot, c_slot=c_slot, accumulate=accumulate, rows=tm, cols=tn,
-                        k=tk // nm_m * nm_n if nm_m else tk, m=tm, nm_n=nm_n, nm_m=nm_m,
-                        c_row=j * t.tm, **a_fields, **b_fields)
+        if chunked(t, self.hw):
+            self._chunked_computes(s, (a_slot, b_slot, c_slot), ks, ns)
+        else:
+            self._computes(s, (a_slot, b_slot, c_slot), ks, ns)
         if s.last_k:
             row0, db = s.copy * self.m + m0, self.hw.data_bytes
             # A STORE_C and a COMPUTE never use one accumulator slot at once (they share its
@@ -337,6 +327,62 @@ class _GemmWriter:
                 self.stores.defer(self.tag, c_slot, parts, dict(
                     addr=self.c.addr + (row0 * self.n + n0) * db, stride=self.n * db, rows=tm,
                     cols=tn, c_row=j * t.tm, requant=True, shift=self.hw.requant_shift))
+
+    def _b_chunk_rows(self) -> int:
+        """Weight slot rows from a chunk's B sub-tile to the next one's (same n-chunk)."""
+        return self.t.nb * self.b_rows
+
+    def _steps_of(self, kc: int) -> int:
+        """PE steps of array tile ``kc`` along k: its rows, compressed in N:M mode."""
+        nm_n, nm_m = self.nm
+        _, tk = self.k_ext[kc]
+        return tk // nm_m * nm_n if nm_m else tk
+
+    def _computes(self, s: _Step, slots: tuple[int, int, int], ks: range, ns: range) -> None:
+        """One COMPUTE per array tile (k-chunk ``c``, n-chunk ``j``) of the buffer tile."""
+        em, (a_slot, b_slot, c_slot) = self.em, slots
+        _, tm = self.m_ext[s.mi]
+        a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
+        for c, kc in enumerate(ks):
+            a_key, a_fields = self._a_operand(s, c, kc)
+            for j, nj in enumerate(ns):
+                acc = acc_part(c_slot, (j,))
+                accumulate = s.ki > 0 or c > 0
+                b_key, b_fields = self._b_operand(s, c, kc, j, nj)
+                reads = (a_part(a_slot, a_key), b_part(b_slot, b_key)) + ((acc,) if accumulate else ())
+                em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot,
+                        b_slot=b_slot, c_slot=c_slot, accumulate=accumulate, rows=tm,
+                        cols=self.n_ext[nj][1], k=self._steps_of(kc), m=tm, nm_n=self.nm[0],
+                        nm_m=self.nm[1], c_row=j * self.t.tm, **a_fields, **b_fields)
+
+    def _chunked_computes(self, s: _Step, slots: tuple[int, int, int], ks: range,
+                          ns: range) -> None:
+        """Output-stationary (``tiling.chunked``): one COMPUTE per n-chunk ``j`` covering all
+        the buffer tile's k-chunks, which sit ``tm`` input rows and ``nb`` weight sub-tiles
+        apart; only the GEMM's last k-chunk may be narrower (``k_last``)."""
+        em, (a_slot, b_slot, c_slot) = self.em, slots
+        _, tm = self.m_ext[s.mi]
+        a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
+        steps = [self._steps_of(kc) for kc in ks]
+        a_keys, a_fields = self._chunked_a(s, ks)
+        a_reads = tuple(a_part(a_slot, key) for key in a_keys)
+        for j, nj in enumerate(ns):
+            acc = acc_part(c_slot, (j,))
+            b_reads = tuple(b_part(b_slot, self._b_operand(s, c, kc, j, nj)[0])
+                            for c, kc in enumerate(ks))
+            reads = a_reads + b_reads + ((acc,) if s.ki > 0 else ())
+            em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot, b_slot=b_slot,
+                    c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=self.n_ext[nj][1],
+                    k=steps[0], m=tm, nm_n=self.nm[0], nm_m=self.nm[1], c_row=j * self.t.tm,
+                    chunks=len(ks), b_chunk_rows=self._b_chunk_rows(),
+                    k_last=steps[-1] if steps[-1] != steps[0] else 0,
+                    **a_fields, **self._b_operand(s, 0, ks[0], j, nj)[1])
+
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """The A parts a chunked COMPUTE reads (one per chunk, in order) and its A fields: the
+        chunks sit ``tm`` slot rows apart."""
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        return keys, {**self._a_operand(s, 0, ks[0])[1], "a_chunk_rows": self.t.tm}
 
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
@@ -419,6 +465,20 @@ class _ConvWriter(_GemmWriter):
         return (j,), {"a_row": j * rows, "conv": address}
 
 
+    def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
+        """Output-stationary: the chunks are the groups of kernel offsets (and channel chunks)
+        one after the other from the first chunk's, which the address mode walks itself
+        (``isa.os_conv_chunks``): each channel chunk's patch ``rows`` slot rows further."""
+        conv, tk = self.task.conv, self.t.tk
+        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
+        fields = self._a_operand(s, 0, ks[0])[1]
+        g = conv_group(self.task, tk)
+        first = ks[0] % conv_k_per_chunk(self.task, tk) * g
+        walk = replace(fields["conv"], kh=conv.kh, kw=conv.kw, kh0=first // conv.kw,
+                       kw0=first % conv.kw, group=g, chunk_rows=self._patch(s.mi)[2])
+        return keys, {**fields, "conv": walk}
+
+
 class _WgConvWriter(_GemmWriter):
     """A weight-gradient GEMM ``dW = dYᵀ · im2col(X)`` whose B is generated on chip
     (``Tiling.conv_b``, docs/scheduler.md).
@@ -434,6 +494,9 @@ class _WgConvWriter(_GemmWriter):
         c = self.task.conv
         return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
                                   self.db)
+
+    def _b_chunk_rows(self) -> int:
+        return 0  # the address mode's pixels continue from one chunk to the next
 
     def _chunks_of(self, ni: int) -> range:
         kk, ns = self.task.conv.kh * self.task.conv.kw, self._chunks(ni, self.t.nb, self.nn)
@@ -611,13 +674,15 @@ def _gemm_steps(em: Emitter, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling,
 
 
 def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec) -> int:
-    """PE-array busy cycles of the GEMMs' program, however their tiles interleave: one COMPUTE
-    per copy, m-tile, k-tile and n-tile, each streaming its m-tile's rows."""
+    """PE-array busy cycles of the GEMMs' program, however their tiles interleave: every
+    COMPUTE's latency (``tiling.pe_cycles``) per copy."""
     total = 0
     for task, tiling in zip(tasks, tilings):
         _, nk, nn = _tile_counts(task, tiling)
-        rows = sum(tile_compute_cycles(tm, hw, tiling.conv_t) for _, tm in m_tiles(task, tiling))
-        total += task.copies * nk * nn * rows
+        counts: dict[int, int] = {}
+        for _, tm in m_tiles(task, tiling):
+            counts[tm] = counts.get(tm, 0) + 1
+        total += task.copies * pe_cycles(list(counts.items()), nk, nn, tiling, hw)
     return total
 
 

@@ -26,6 +26,7 @@ from dataflows.cost import (
     GemmEstimate,
     compress_cycles,
     dma_cycles,
+    os_compute_cycles,
     tile_compute_cycles,
 )
 from dataflows.isa import ROW_OFFSET_BITS, SLOTS_PER_BUFFER, ConvAddress, conv_parts_conflict_free
@@ -49,6 +50,10 @@ __all__ = [
     "accumulator_slot_rows",
     "dram_read_bytes",
     "MAX_TILE_ROWS",
+    "MAX_CHUNKS",
+    "output_stationary",
+    "chunked",
+    "pe_cycles",
     "conv_mappable",
     "conv_group",
     "conv_chunk",
@@ -62,6 +67,9 @@ __all__ = [
 
 #: ``rows``/``m`` instruction fields are 16 bits wide.
 MAX_TILE_ROWS = (1 << 16) - 1
+
+#: Most reduction chunks one output-stationary COMPUTE covers (the 12-bit ``chunks`` field).
+MAX_CHUNKS = (1 << 12) - 1
 
 #: Largest row offset within a slot (the ``a_row``/``b_row``/``c_row`` fields).
 MAX_ROW_OFFSET = (1 << ROW_OFFSET_BITS) - 1
@@ -193,15 +201,17 @@ def _groupable(task: GemmTask, tk: int, hw: HardwareSpec | None) -> bool:
 _CONV_B_MIN_STREAM = 3
 
 
-def conv_b_mappable(task: GemmTask, tn: int, rows: int) -> bool:
+def conv_b_mappable(task: GemmTask, tn: int, hw: HardwareSpec) -> bool:
     """Whether a weight-gradient GEMM's B (X's im2col matrix) can come from X through the
     convolution address mode on weight rows: as :func:`conv_mappable`, with channel chunks of
-    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and C_out
-    (``m``) long enough to keep the array busy (``_CONV_B_MIN_STREAM``; ``rows`` PE rows)."""
+    ``tn`` (the array's columns), dense (the weight-side mode has no N:M indices), and, on the
+    weight-stationary array, C_out (``m``) long enough to keep the array busy
+    (``_CONV_B_MIN_STREAM``). The output-stationary array reduces over all of a buffer tile's
+    pixels in one COMPUTE (:func:`chunked`), so a short C_out costs it no more than elsewhere."""
     c = task.conv
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
         return False
-    if task.m < _CONV_B_MIN_STREAM * (rows + tn + 1):
+    if not output_stationary(hw) and task.m < _CONV_B_MIN_STREAM * (hw.array.rows + tn + 1):
         return False
     return _conv_wg_shape(task, tn)
 
@@ -225,7 +235,9 @@ def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
     c, rows = task.conv, hw.array.rows
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
         return False
-    if conv_b_mappable(task, hw.array.cols, rows):
+    if output_stationary(hw):  # the OS array streams A's rows as they are stored
+        return False
+    if conv_b_mappable(task, hw.array.cols, hw):
         return False
     return _conv_wg_shape(task, rows) and c.kh * c.kw * rows <= MAX_TILE_ROWS
 
@@ -422,7 +434,7 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     else:
         b_ok = (kb * nb * sh.b_rows * sh.b_row_bytes <= hw.buffers.weight_bytes // slot
                 and kb * nb * sh.b_rows <= MAX_ROW_OFFSET)
-    return (a_ok and b_ok
+    return (a_ok and b_ok and (kb <= MAX_CHUNKS or not chunked(tiling, hw))
             and nb * tm <= accumulator_slot_rows(hw)
             and nb * tm <= MAX_ROW_OFFSET)
 
@@ -513,6 +525,35 @@ def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
     return sorted(counts.items(), reverse=True)
 
 
+def output_stationary(hw: HardwareSpec) -> bool:
+    """Whether the array keeps outputs in its PEs (docs/isa.md, "Output-stationary COMPUTE")."""
+    return hw.array.dataflow == "output_stationary"
+
+
+def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
+    """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
+    output-stationary array (the transposing read is weight-stationary only). Through the
+    address mode on A rows the chunks are kernel offsets it walks
+    (``isa.os_conv_chunks``); through the weight-side mode its pixels simply continue
+    from one chunk to the next."""
+    return output_stationary(hw) and not tiling.conv_t
+
+
+def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,
+              hw: HardwareSpec) -> int:
+    """PE-array busy cycles of one copy of a GEMM: every COMPUTE's latency summed, for m-tiles
+    ``ms`` ((rows, count) pairs), ``nk`` array tiles along k and ``nn`` along n. Weight-
+    stationary: one COMPUTE per array tile, streaming its m-tile's rows. Output-stationary:
+    one per buffer tile and n-tile when :func:`chunked` (else per array tile), ``rows`` cycles
+    per block of ``rows`` outputs and k-chunk (:func:`dataflows.cost.os_compute_cycles`)."""
+    if not output_stationary(hw):
+        return nk * nn * sum(n * tile_compute_cycles(w, hw, tiling.conv_t) for w, n in ms)
+    r = hw.array.rows
+    computes = ceil_div(nk, min(tiling.kb, nk)) if chunked(tiling, hw) else nk
+    fixed = os_compute_cycles(0, 1, hw)
+    return nn * sum(n * (ceil_div(w, r) * r * nk + computes * fixed) for w, n in ms)
+
+
 def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
              slots: int = SLOTS_PER_BUFFER) -> GemmEstimate:
     """Analytic busy cycles per unit and DRAM read bytes of one copy of ``task`` under
@@ -555,8 +596,7 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
         if tiling.sparse:
             vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
                                for w, ck in ks for c, cn in ns)
-    # Per COMPUTE its fixed cycles (a transposing read also fills one register block) + rows.
-    pe = nks * nns * (nms * tile_compute_cycles(0, hw, tiling.conv_t) + sh.m)
+    pe = pe_cycles(ms, nks, nns, tiling, hw)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
     exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
@@ -650,7 +690,7 @@ def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                         ranked.append((_rank_key(task, tiling, hw, slots), tiling))
     if not on_chip and conv_mappable(task, tk, hw):
         ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
-    if conv_b_mappable(task, tn, hw.array.rows):
+    if conv_b_mappable(task, tn, hw):
         ranked.extend(_conv_b_ranked(task, hw, slots))
     if conv_t_mappable(task, hw):
         ranked.extend(_conv_t_ranked(task, hw, slots))

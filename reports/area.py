@@ -102,7 +102,9 @@ class AreaModelError(ArchsimError):
 def family_of(hw: Mapping[str, Any]) -> str:
     """The datapath family of a hardware dict: what changes a PE, not how many PEs there are."""
     patterns = sorted(f"{p['n']}:{p['m']}" for p in hw.get("nm_patterns", ()))
-    return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]"
+    # The output-stationary PE is another PE (it keeps a sum and drains it): its own family.
+    dataflow = "-os" if hw["array"].get("dataflow") == "output_stationary" else ""
+    return f"d{hw['data_bits']}a{hw['acc_bits']}[{','.join(patterns)}]{dataflow}"
 
 
 def memory_features(hw: Mapping[str, Any]) -> dict[str, float]:
@@ -232,7 +234,8 @@ class AreaModel:
             }
         if not fits:
             raise AreaModelError("the area model needs at least two synthesis samples of one "
-                                 "datapath family (same data_bits, acc_bits and nm_patterns)")
+                                 "datapath family (same data_bits, acc_bits, nm_patterns and "
+                                 "array dataflow)")
         return cls(fits, dict(provenance or {}))
 
     def resources(self, hw: Mapping[str, Any]) -> dict[str, float]:
@@ -248,7 +251,7 @@ class AreaModel:
         if fits is None:
             raise AreaModelError(
                 f"no synthesis samples for datapath family {family} (data_bits, acc_bits, "
-                f"nm_patterns); fitted families: {', '.join(sorted(self.fits))}"
+                f"nm_patterns, array dataflow); fitted families: {', '.join(sorted(self.fits))}"
             )
         feats = features_of(hw)
         out = {r: round(fits[r].predict(feats), 1) for r in RESOURCES}

@@ -31,25 +31,20 @@ nothing extra because it runs one row ahead of the activation wavefront.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from dataflows.isa import Unit
 from rtl import layouts
 from rtl.array import SystolicArray
+from rtl.compute_base import ComputeBase
 from rtl.params import Geometry
 from workloads.spec import HardwareSpec
 
 __all__ = ["ComputeUnit"]
 
-#: The convolution address mode's fields (docs/isa.md), kept for the instruction's duration.
-_CONV_FIELDS = ("conv", "conv_stride", "conv_in_h", "conv_in_w", "conv_out_h", "conv_out_w",
-                "conv_oh0", "conv_lo", "conv_dh", "conv_dw", "conv_ow0", "conv_b", "conv_group",
-                "conv_kw", "conv_kw0", "conv_t", "conv_kh", "conv_chunk_rows")
-
-
-class ComputeUnit(wiring.Component):
+class ComputeUnit(ComputeBase, wiring.Component):
     """The PE array and the sequencer that feeds it.
 
     Parameters
@@ -84,7 +79,6 @@ class ComputeUnit(wiring.Component):
         m = Module()
         g = self._g
         m.submodules.array = array = self.array
-        self._m = m
         p = self.issue.instr.payload
         busy, first = Signal(), Signal()
         m.d.comb += [self.issue.instr.ready.eq(~busy), first.eq(self.issue.instr.valid & ~busy)]
@@ -93,15 +87,11 @@ class ComputeUnit(wiring.Component):
         k, rows_m, cols = Signal(16), Signal(16), Signal(16)
         # Row offsets within the slots (buffer-level tiles): added to every row address.
         a_row, b_row, c_row = Signal.like(p.a_row), Signal.like(p.b_row), Signal.like(p.c_row)
-        mode = Signal(range(len(g.patterns) + 1))  # 0: dense, p+1: pattern p
-        dec_mode = Signal.like(mode)
-        for index, (n, mm) in enumerate(g.patterns):
-            with m.If((p.nm_n == n) & (p.nm_m == mm)):
-                m.d.comb += dec_mode.eq(index + 1)
+        mode = self._pattern_mode(m, first)  # 0: dense, p+1: pattern p
         with m.If(first):
             m.d.sync += [busy.eq(1), a_slot.eq(p.slot), b_slot.eq(p.b_slot), c_slot.eq(p.c_slot),
                          accumulate.eq(p.accumulate), k.eq(p.k), rows_m.eq(p.m), cols.eq(p.cols),
-                         mode.eq(dec_mode), a_row.eq(p.a_row), b_row.eq(p.b_row),
+                         a_row.eq(p.a_row), b_row.eq(p.b_row),
                          c_row.eq(p.c_row)]
 
         # Weight preload: read row r in cycle s+r, load it into PE row r one cycle later.
@@ -147,7 +137,7 @@ class ComputeUnit(wiring.Component):
         block = self._t_blocks(m, first, reading)
         conv_row, pad = self._conv_address(m, first, reading, p.a_row, len(self.a_rd.row), "ca",
                                            block)
-        multi = self._conv_parts(conv_on, conv_row, pad)
+        multi = self._conv_parts(m, conv_on, conv_row, pad)
         m.d.comb += [
             self.a_rd.en.eq(reading),
             self.a_rd.slot.eq(Mux(first, p.slot, a_slot)),
@@ -201,41 +191,6 @@ class ComputeUnit(wiring.Component):
         with m.If(done):
             m.d.sync += busy.eq(0)
         return m
-
-    def _conv_config(self, m: Module, first) -> None:
-        """Keep the convolution fields of the word for the instruction's duration; ``field``
-        reads one (from the word itself in the issue cycle)."""
-        p = self.issue.instr.payload
-        self._conv = cfg = {name: Signal.like(getattr(p, name), name=f"cfg_{name}")
-                            for name in _CONV_FIELDS}
-        with m.If(first):
-            m.d.sync += [cfg[name].eq(getattr(p, name)) for name in _CONV_FIELDS]
-        self._field = lambda name: Mux(first, getattr(p, name), cfg[name])
-
-    def _conv_parts(self, conv_on, row0, pad0):
-        """Several kernel offsets per COMPUTE (``conv_group > 1``, docs/isa.md): part ``j``'s
-        row is part 0's plus a constant (one pixel on per kernel column, ``in_w − kw + 1`` at
-        a kernel-row wrap), its padding test part 0's with ``ih``, ``iw`` moved as much; the
-        input buffer reads each part in its own bank group. Returns whether the mode is on."""
-        field, rd = self._field, self.a_rd
-        group, kw = field("conv_group"), field("conv_kw")
-        in_h, in_w = field("conv_in_h"), field("conv_in_w")
-        multi = conv_on & (group > 1)
-        ih, iw = self._conv_ihw
-        col, ddh, delta = field("conv_kw0"), Const(0, 8), Const(0, signed(24))
-        zero = [pad0]
-        for j in range(1, len(rd.zero)):
-            wrap = col + 1 == kw
-            delta = Mux(wrap, delta + in_w - kw + 1, delta + 1)
-            ddh = Mux(wrap, ddh + 1, ddh)
-            col = Mux(wrap, 0, col + 1)
-            pi, pw = ih + ddh, iw + col - field("conv_kw0")
-            zero.append(~((pi >= 0) & (pi < in_h) & (pw >= 0) & (pw < in_w)))
-            m_row = (row0 + delta)[:len(rd.row)]
-            self._m.d.comb += rd.more[j - 1].eq(m_row)
-        self._m.d.comb += [rd.parts.eq(Mux(multi, group, 0)),
-                           rd.zero.eq(Mux(multi, Cat(*zero), 0))]
-        return multi
 
     def _t_blocks(self, m: Module, first, step):
         """The transposing read's block walk (docs/isa.md, "The transposing read"): which pixel
@@ -297,62 +252,3 @@ class ComputeUnit(wiring.Component):
         out = Signal.like(row)
         m.d.comb += [out[r].eq(stream[r][:bits]) for r in range(g.rows)]
         return left != 0, out
-
-    def _conv_address(self, m: Module, first, step, base0, width: int, prefix: str,
-                      block=None):
-        """The convolution address mode's counters: (slot row, in the padding) of the row read
-        this cycle. Row 0 (the issue cycle) comes straight from the word (pixel ``ow0`` of
-        line ``oh0``, slot row ``base0 + (ih − lo)·in_w + iw``); each read (``step``) moves
-        one output pixel on: ``iw`` by the stride, at a line's end ``ih`` by the stride
-        (``line`` by stride·in_w rows), at an image's end back to ``dh`` in the next image.
-        With ``block`` (:meth:`_t_blocks`) and the transposing read on, a block's last read
-        restarts them at the word's first pixel, at the next block's offset and chunk."""
-        p, field = self.issue.instr.payload, self._field
-        stride, in_h, in_w = field("conv_stride"), field("conv_in_h"), field("conv_in_w")
-        out_h, out_w = field("conv_out_h"), field("conv_out_w")
-        dh, dw = field("conv_dh").as_signed(), field("conv_dw").as_signed()
-        t_on = Const(0)
-        if block is not None:
-            t_on = field("conv") & ~field("conv_b") & field("conv_t")
-            _, end, krow, col, nxt_row, nxt_col, nxt_off = block
-            dh, dw = dh + Mux(t_on, krow, 0), dw + Mux(t_on, col, 0)
-        ow, oh = Signal(12, name=f"{prefix}_ow"), Signal(12, name=f"{prefix}_oh")
-        ih, iw = Signal(signed(16), name=f"{prefix}_ih"), Signal(signed(16), name=f"{prefix}_iw")
-        line, pix = Signal(signed(34), name=f"{prefix}_line"), Signal(signed(34), name=f"{prefix}_pix")
-        ih0 = p.conv_oh0 * p.conv_stride + p.conv_dh.as_signed()
-        iw0 = p.conv_ow0 * p.conv_stride + p.conv_dw.as_signed()
-        line0 = base0 + (ih0 - p.conv_lo) * p.conv_in_w
-        cur_ow, cur_oh = Mux(first, p.conv_ow0, ow), Mux(first, p.conv_oh0, oh)
-        cur_ih, cur_iw = Mux(first, ih0, ih), Mux(first, iw0, iw)
-        cur_line, cur_pix = Mux(first, line0, line), Mux(first, line0 + iw0, pix)
-        step_line = stride * in_w
-        jump = (in_h - (out_h - 1) * stride) * in_w  # last line of an image → the next image's first
-        plain = [  # one output pixel on: along the line, to the next line, to the next image
-            (cur_ow != out_w - 1,
-             [ow.eq(cur_ow + 1), iw.eq(cur_iw + stride), pix.eq(cur_pix + stride),
-              oh.eq(cur_oh), ih.eq(cur_ih), line.eq(cur_line)]),
-            (cur_oh != out_h - 1,
-             [ow.eq(0), iw.eq(dw), oh.eq(cur_oh + 1), ih.eq(cur_ih + stride),
-              line.eq(cur_line + step_line), pix.eq(cur_line + step_line + dw)]),
-            (None, [ow.eq(0), iw.eq(dw), oh.eq(0), ih.eq(dh), line.eq(cur_line + jump),
-                    pix.eq(cur_line + jump + dw)]),
-        ]
-        if block is not None:  # the word's first pixel, kept for the blocks that follow
-            s_ih = Signal(signed(16), name=f"{prefix}_s_ih")
-            s_iw = Signal(signed(16), name=f"{prefix}_s_iw")
-            s_line = Signal(signed(34), name=f"{prefix}_s_line")
-            with m.If(first):
-                m.d.sync += [s_ih.eq(ih0), s_iw.eq(iw0), s_line.eq(line0)]
-            r_ih, r_iw = Mux(first, ih0, s_ih), Mux(first, iw0, s_iw)
-            r_line = Mux(first, line0, s_line) + nxt_off
-            plain.insert(0, (t_on & end, [
-                ow.eq(field("conv_ow0")), oh.eq(field("conv_oh0")), ih.eq(r_ih + nxt_row),
-                iw.eq(r_iw + nxt_col), line.eq(r_line), pix.eq(r_line + r_iw + nxt_col)]))
-        with m.If(step):
-            for i, (cond, stmts) in enumerate(plain):
-                branch = m.If(cond) if i == 0 else m.Elif(cond) if cond is not None else m.Else()
-                with branch:
-                    m.d.sync += stmts
-        inside = (cur_ih >= 0) & (cur_ih < in_h) & (cur_iw >= 0) & (cur_iw < in_w)
-        self._conv_ihw = (cur_ih, cur_iw)
-        return cur_pix[:width], ~inside

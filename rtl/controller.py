@@ -74,7 +74,7 @@ class Controller(wiring.Component):
             "busy": Out(1),
             "cycles": Out(CYCLES_BITS),
             "dma": Out(layouts.IssueSignature(Unit.DMA)),
-            "pe": Out(layouts.IssueSignature(Unit.PE)),
+            "pe": Out(layouts.IssueSignature(Unit.PE, self._g.output_stationary)),
             "vec": Out(layouts.IssueSignature(Unit.VEC)),
             "pending": In(1),
         })
@@ -101,7 +101,7 @@ class Controller(wiring.Component):
         written = {u: Signal(range(depth + 1), name=f"written_{_NAMES[u]}") for u in Unit}
         words = {}
         for unit in Unit:
-            layout = layouts.unit_instr(unit)
+            layout = layouts.unit_instr(unit, self._g.output_stationary)
             mem = memory.Memory(shape=layout, depth=depth, init=[])
             m.submodules[f"imem_{_NAMES[unit]}"] = mem
             wp = mem.write_port()

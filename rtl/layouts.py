@@ -18,6 +18,7 @@ from rtl.params import Geometry, ceil_log2
 
 __all__ = [
     "UNIT_FIELDS",
+    "OS_FIELDS",
     "instr_word",
     "unit_instr",
     "mem_request",
@@ -25,6 +26,7 @@ __all__ = [
     "mem_write_beat",
     "MEM_WRITE_RESPONSE",
     "act_vector",
+    "os_step",
     "weight_entry",
     "weight_row",
     "weight_load",
@@ -57,6 +59,9 @@ UNIT_FIELDS: dict[Unit, tuple[str, ...]] = {
     Unit.VEC: ("op", "slot", "b_slot", "c_slot", "accumulate", "nm_n", "nm_m", *_WAITS, "rows",
                "cols", "k", "mask"),
 }
+#: The output-stationary array's reduction chunks and the address mode's first kernel row (its
+#: walk over kernel offsets): kept by its PE unit only.
+OS_FIELDS = ("chunks", "a_chunk_rows", "b_chunk_rows", "k_last", "conv_kh0")
 
 
 def instr_word() -> data.StructLayout:
@@ -66,10 +71,12 @@ def instr_word() -> data.StructLayout:
     return layout
 
 
-def unit_instr(unit: Unit) -> data.StructLayout:
-    """One entry of ``unit``'s instruction memory: the fields that unit executes."""
+def unit_instr(unit: Unit, output_stationary: bool = False) -> data.StructLayout:
+    """One entry of ``unit``'s instruction memory: the fields that unit executes (the PE unit
+    of an output-stationary array also its reduction chunks)."""
     widths = dict(FIELDS)
-    return data.StructLayout({name: unsigned(widths[name]) for name in UNIT_FIELDS[unit]})
+    names = UNIT_FIELDS[unit] + (OS_FIELDS if unit == Unit.PE and output_stationary else ())
+    return data.StructLayout({name: unsigned(widths[name]) for name in names})
 
 
 def mem_request() -> data.StructLayout:
@@ -102,6 +109,13 @@ def weight_entry(g: Geometry) -> data.StructLayout:
     return data.StructLayout({"value": signed(g.data_bits), "index": unsigned(g.index_bits)})
 
 
+def os_step(g: Geometry) -> data.StructLayout:
+    """What one column of the output-stationary array receives per cycle: a weight (and index)
+    of the current reduction step, and ``first``, the step that starts a new output tile (the
+    PE hands its sum to the drain and restarts from the product)."""
+    return data.StructLayout({"entry": weight_entry(g), "first": unsigned(1)})
+
+
 def weight_row(g: Geometry) -> data.ArrayLayout:
     """A weight-buffer row: one entry per array column."""
     return data.ArrayLayout(weight_entry(g), g.cols)
@@ -120,8 +134,9 @@ class IssueSignature(wiring.Signature):
     its new value from the next cycle on, the end cycle of docs/isa.md's timing rule.
     """
 
-    def __init__(self, unit: Unit) -> None:
-        super().__init__({"instr": Out(stream.Signature(unit_instr(unit))), "done": In(1)})
+    def __init__(self, unit: Unit, output_stationary: bool = False) -> None:
+        super().__init__({"instr": Out(stream.Signature(unit_instr(unit, output_stationary))),
+                          "done": In(1)})
 
 
 class InputWriteSignature(wiring.Signature):

@@ -46,6 +46,8 @@ class Geometry:
 
     Attributes
     ----------
+    output_stationary
+        The array is output-stationary (``array.dataflow``), not weight-stationary.
     patterns
         The ``(n, m)`` pairs the unified PE runs sparse, in spec order.
     m_max, n_max
@@ -72,6 +74,7 @@ class Geometry:
     """
 
     name: str
+    output_stationary: bool
     rows: int
     cols: int
     data_bits: int
@@ -158,6 +161,7 @@ class Geometry:
         row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
         return cls(
             name=hw.name,
+            output_stationary=hw.array.dataflow == "output_stationary",
             rows=r,
             cols=c,
             data_bits=hw.data_bits,

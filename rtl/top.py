@@ -3,7 +3,8 @@
 ::
 
     host ──instr/start──▶ Controller ──dma──▶ DMAEngine ◀──▶ mem_rd_* / mem_wr_*
-                              │  ──pe───▶ ComputeUnit (SystolicArray of PEs)
+                              │  ──pe───▶ ComputeUnit (SystolicArray of PEs), or
+                              │           OSComputeUnit (OSSystolicArray) per array.dataflow
                               │  ──vec──▶ VectorUnit (NMCompressor lanes, OnlineSoftmax)
                               ▼
           InputBuffer (A) · WeightBuffer (B) · AccumulatorBuffer (C) · MaskBuffer, two slots each
@@ -23,6 +24,7 @@ from rtl.buffers import AccumulatorBuffer, InputBuffer, MaskBuffer, WeightBuffer
 from rtl.compute import ComputeUnit
 from rtl.controller import CYCLES_BITS, Controller
 from rtl.dma import DMAEngine
+from rtl.os_compute import OSComputeUnit
 from rtl.params import Geometry
 from rtl.vector_unit import VectorUnit
 from workloads.spec import HardwareSpec
@@ -57,7 +59,7 @@ class AccelTop(wiring.Component):
         self.geometry = g = Geometry.of(hw)
         self.controller = Controller(hw)
         self.dma = DMAEngine(hw)
-        self.compute = ComputeUnit(hw)
+        self.compute = OSComputeUnit(hw) if g.output_stationary else ComputeUnit(hw)
         self.vector = VectorUnit(hw)
         self.input_buffer = InputBuffer(hw)
         self.weight_buffer = WeightBuffer(hw)

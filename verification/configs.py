@@ -28,6 +28,10 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
         "buffers.accumulator_bytes=1024",
     )),
 }
+# The same two on the output-stationary array (docs/isa.md, "Output-stationary COMPUTE").
+CONFIGS["tiny_os"] = ("tiny", ("name=tiny-os", "array.dataflow=output_stationary"))
+CONFIGS["wide_os"] = ("tiny", (*CONFIGS["wide"][1], "name=tiny-8x8-os",
+                               "array.dataflow=output_stationary"))
 
 
 def load_config(name: str) -> HardwareSpec:

@@ -33,6 +33,7 @@ from dataflows.isa import (
     conv_parts_conflict_free,
     conv_rows,
     conv_t_rows,
+    os_conv_chunks,
     row_bytes,
 )
 from dataflows.program import Program, Tensor
@@ -178,8 +179,11 @@ class Interpreter:
             if instr.k > rows or instr.cols > cols:
                 raise VerificationError(
                     f"k={instr.k}, cols={instr.cols} exceed the {rows}x{cols} array")
-            if instr.nm_n and instr.k % instr.nm_n:
-                raise VerificationError(f"k={instr.k} is not a multiple of nm_n={instr.nm_n}")
+            for name in ("k", "k_last"):
+                if instr.nm_n and getattr(instr, name) % instr.nm_n:
+                    raise VerificationError(
+                        f"{name}={getattr(instr, name)} is not a multiple of nm_n={instr.nm_n}")
+            self._check_chunks(instr)
         elif instr.op == Op.COMPRESS:
             if not instr.nm_n:
                 raise VerificationError("COMPRESS without an N:M pattern")
@@ -277,7 +281,63 @@ class Interpreter:
     # -- PE array and vector unit -----------------------------------------------------------
 
     def _compute(self, instr: Instr, image: DramImage) -> None:
-        k, cols, m = instr.k, instr.cols, instr.m
+        result = sum(self._product(chunk) for chunk in self._chunk_words(instr))
+        acc = self.acc[instr.c_slot]
+        if instr.accumulate:
+            previous, valid = acc.read(instr.m, instr.cols, instr.c_row)
+            self._require(valid, "accumulator", instr.c_row)
+            result = previous + result
+        acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+
+    def _chunk_words(self, instr: Instr) -> list[Instr]:
+        """The reduction chunks of a COMPUTE (docs/isa.md, "Output-stationary COMPUTE"), each
+        as the one-chunk word that reads what it reads: chunk ``c`` from A rows ``a_row +
+        c·a_chunk_rows`` and weight rows ``b_row + c·b_chunk_rows``, ``k`` steps (the last
+        ``k_last``); through the address mode on A rows, the chunk's kernel offsets and patch
+        (``isa.os_conv_chunks``); on weight rows, the mode's pixels ``c·k ..``."""
+        steps, conv = instr.chunk_steps, instr.conv
+        if conv is None or self.hw.array.dataflow != "output_stationary":
+            return [replace(instr, k=k, a_row=instr.a_row + c * instr.a_chunk_rows,
+                            b_row=instr.b_row + c * instr.b_chunk_rows)
+                    for c, k in enumerate(steps)]
+        if conv.b:  # the weight-side mode's pixels go on from one chunk to the next
+            return [replace(instr, k=k, a_row=instr.a_row + c * instr.a_chunk_rows, conv=replace(
+                conv, ow0=(conv.ow0 + c * instr.k) % conv.out_w,
+                oh0=conv.oh0 + (conv.ow0 + c * instr.k) // conv.out_w))
+                for c, k in enumerate(steps)]
+        return [replace(instr, k=k, a_row=row, conv=address,
+                        b_row=instr.b_row + c * instr.b_chunk_rows)
+                for c, (k, (row, address)) in enumerate(zip(steps, os_conv_chunks(
+                    conv, instr.a_row, len(steps))))]
+
+    def _check_chunks(self, instr: Instr) -> None:
+        """Reduction chunks (docs/isa.md, "Output-stationary COMPUTE") are the
+        output-stationary array's; there the address mode on A rows walks kernel offsets (it
+        needs the kernel's size) and the transposing read does not exist."""
+        if instr.k_last > self.hw.array.rows:
+            raise VerificationError(f"k_last={instr.k_last} exceeds the array's "
+                                    f"{self.hw.array.rows} rows")
+        if self.hw.array.dataflow != "output_stationary":
+            if instr.chunks > 1:
+                raise VerificationError(f"COMPUTE chunks={instr.chunks} needs the "
+                                        f"output-stationary array (this one is "
+                                        f"{self.hw.array.dataflow})")
+            return
+        conv = instr.conv
+        if conv is not None and conv.t:
+            raise VerificationError("the transposing read (conv_t) is weight-stationary only")
+        if conv is None or conv.b:
+            return
+        if conv.kh < 1 or conv.kw < 1:
+            raise VerificationError(f"the address mode on A rows walks a kh x kw kernel on the "
+                                    f"output-stationary array (got {conv.kh}x{conv.kw})")
+        if (conv.kh0 * conv.kw + conv.kw0) % max(1, conv.group):
+            raise VerificationError(f"the first kernel offset ({conv.kh0}, {conv.kw0}) is not "
+                                    f"at a multiple of conv_group={conv.group}")
+
+    def _product(self, instr: Instr) -> np.ndarray:
+        """The ``m × cols`` product of one reduction chunk (``instr.k`` PE steps)."""
+        k, cols = instr.k, instr.cols
         w, w_valid = self._b_rows(instr)
         self._require(w_valid, "weight", instr.b_row)
         if instr.nm_n:
@@ -289,17 +349,10 @@ class Interpreter:
             col = (np.arange(k)[:, None] // instr.nm_n) * instr.nm_m + idx
             a, a_valid = self._a_rows(instr, k // instr.nm_n * instr.nm_m)
             self._require(a_valid[:, col], "input", instr.a_row)
-            result = np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
-        else:
-            a, a_valid = self._a_rows(instr, k)
-            self._require(a_valid, "input", instr.a_row)
-            result = a @ w
-        acc = self.acc[instr.c_slot]
-        if instr.accumulate:
-            previous, valid = acc.read(m, cols, instr.c_row)
-            self._require(valid, "accumulator", instr.c_row)
-            result = previous + result
-        acc.write(wrap(result, self.hw.acc_bits), row0=instr.c_row)
+            return np.einsum("irj,rj->ij", a[:, col], w, dtype=np.int64)
+        a, a_valid = self._a_rows(instr, k)
+        self._require(a_valid, "input", instr.a_row)
+        return a @ w
 
     def _a_rows(self, instr: Instr, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` activation rows a COMPUTE streams, ``width`` operands each: slot rows from

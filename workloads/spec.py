@@ -145,11 +145,13 @@ class NMPattern(_Spec):
 
 
 class ArraySpec(_Spec):
-    """The systolic PE array: ``rows`` PEs along the reduction dimension, ``cols`` along outputs."""
+    """The systolic PE array, ``rows × cols`` PEs. Weight-stationary: a PE holds a weight, ``rows``
+    along the reduction dimension, ``cols`` along outputs. Output-stationary: a PE holds an
+    output's sum while operands stream past it (docs/isa.md, "Output-stationary COMPUTE")."""
 
     rows: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
     cols: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
-    dataflow: Literal["weight_stationary"] = "weight_stationary"
+    dataflow: Literal["weight_stationary", "output_stationary"] = "weight_stationary"
 
 
 class BufferSpec(_Spec):

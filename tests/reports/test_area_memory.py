@@ -100,3 +100,25 @@ def test_a_sample_whose_hardware_is_malformed_is_one_line(tmp_path):
     with pytest.raises(AreaModelError) as err:
         load_area_model(path)
     assert "\n" not in str(err.value) and "buffers" in str(err.value)
+
+
+def test_each_dataflow_has_its_own_family_and_every_sweep_point_an_area():
+    """The dataflow sweep's points (workloads/examples/sweep_dataflow.yaml) get their area from
+    their own array's samples: the output-stationary PE is another PE."""
+    from reports.area import family_of, load_area_model
+    from workloads.load import load_hardware
+    model = load_area_model()
+    areas = {}
+    for dataflow in ("weight_stationary", "output_stationary"):
+        for rows in (4, 8, 16):
+            for cols in (4, 8, 16):
+                hw = load_hardware("tiny", overrides=[
+                    f"array.dataflow={dataflow}", f"array.rows={rows}", f"array.cols={cols}",
+                    "buffers.weight_bytes=2048"]).model_dump()
+                areas[dataflow, rows, cols] = model.resources(hw)["area"]
+        assert family_of(hw) in model.fits
+    assert family_of(hw) != family_of({**hw, "array": {**hw["array"], "dataflow":
+                                                       "weight_stationary"}})
+    # the output-stationary PE is larger: every shape costs more area
+    assert all(areas["output_stationary", r, c] > areas["weight_stationary", r, c]
+               for r in (4, 8, 16) for c in (4, 8, 16))

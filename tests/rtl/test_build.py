@@ -121,9 +121,14 @@ def _lint(verilog: Path) -> tuple[int, str]:
 _EXPECTED_WARNINGS = {"WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE"}
 
 
-def test_tiny_verilog_lints_clean(tmp_path):
-    path = write_verilog(TINY, tmp_path)
+@pytest.mark.parametrize("dataflow", ["weight_stationary", "output_stationary"])
+def test_tiny_verilog_lints_clean(tmp_path, dataflow):
+    hw = TINY if dataflow == "weight_stationary" else TINY.model_copy(
+        update={"array": TINY.array.model_copy(update={"dataflow": dataflow})})
+    path = write_verilog(hw, tmp_path)
     assert path.name == "accel_top.v" and "module accel_top(" in path.read_text()
+    # The output-stationary unit's A walker is in its build only.
+    assert ("aw_pos" in path.read_text()) == (dataflow == "output_stationary")
     code, output = _lint(path)
     assert code == 0 and "%Error" not in output, output[-2000:]
     kinds = set(re.findall(r"%Warning-([A-Z0-9]+)", output))
