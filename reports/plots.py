@@ -204,8 +204,7 @@ def _pareto_plot(sweep: SweepData) -> Plot | None:
         (mx, gx), (my, gy) = objectives[i], objectives[j]
         xs = np.array([r.metrics[mx] for r in ok], dtype=float)
         ys = np.array([r.metrics[my] for r in ok], dtype=float)
-        ax.scatter(xs, ys, s=12, color=COLORS["points"], alpha=0.6,
-                   label=f"feasible designs ({len(ok)})", zorder=2)
+        _feasible_scatter(ax, ok, xs, ys, dict(sweep.axes))
         if infeasible:
             ax.scatter([r.metrics[mx] for r in infeasible], [r.metrics[my] for r in infeasible],
                        s=14, marker="x", color=COLORS["infeasible"],
@@ -231,9 +230,39 @@ def _pareto_plot(sweep: SweepData) -> Plot | None:
     fig.suptitle(f"{sweep.name}: Pareto front ({len(ok)} feasible of {len(sweep.rows)} points)",
                  fontsize=11)
     return Plot(f"{_slug(sweep.name)}_pareto", f"{sweep.name}: Pareto front", (
-        "Each dot is a simulated design that met every constraint; red: the designs no other "
-        "design beats on both plotted objectives; crosses: designs that failed a constraint on "
-        "a metric."), fig)
+        "Each dot is a simulated design that met every constraint (one marker per value of a "
+        "text-valued axis, such as the dataflow); red: the designs no other design beats on "
+        "both plotted objectives; crosses: designs that failed a constraint on a metric."), fig)
+
+
+#: Markers and colours of the categories of a text-valued sweep axis (e.g. array.dataflow).
+_CATEGORY_STYLES = (("o", "#8C8C8C"), ("^", "#4C72B0"), ("s", "#55A868"), ("D", "#8172B2"),
+                    ("v", "#CCB974"), ("P", "#64B5CD"))
+
+
+def _category_axis(ok: list[PointRow]) -> str | None:
+    """The first sweep parameter with text values (2 to 6 of them), to tell designs apart."""
+    for key in ok[0].params:
+        values = {r.params.get(key) for r in ok}
+        if all(isinstance(v, str) for v in values) and 2 <= len(values) <= len(_CATEGORY_STYLES):
+            return key
+    return None
+
+
+def _feasible_scatter(ax, ok: list[PointRow], xs: np.ndarray, ys: np.ndarray,
+                      names: dict[str, str]) -> None:
+    """The feasible designs, one marker per value of a text-valued axis where there is one
+    (``names``: axis names by override key)."""
+    key = _category_axis(ok)
+    if key is None:
+        ax.scatter(xs, ys, s=12, color=COLORS["points"], alpha=0.6,
+                   label=f"feasible designs ({len(ok)})", zorder=2)
+        return
+    values = sorted({r.params[key] for r in ok})
+    for value, (marker, color) in zip(values, _CATEGORY_STYLES):
+        sel = np.array([r.params[key] == value for r in ok])
+        ax.scatter(xs[sel], ys[sel], s=16, marker=marker, color=color, alpha=0.7,
+                   label=f"{names.get(key, key)} = {value} ({int(sel.sum())})", zorder=2)
 
 
 def _slug(name: str) -> str:
