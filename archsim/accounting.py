@@ -60,7 +60,7 @@ def _pe(instr: Instr, hw: HardwareSpec) -> Charges:
     span = steps // instr.nm_n * instr.nm_m if instr.nm_n else steps
     acc_bytes = instr.m * instr.cols * hw.acc_bytes
     # The output-stationary array streams the weight rows again for every block of PE rows.
-    passes = ceil_div(instr.m, hw.array.rows) if hw.array.dataflow == "output_stationary" else 1
+    passes = ceil_div(instr.m, hw.array.rows) if hw.array.output_stationary else 1
     reads = [("weight", passes * steps * instr.cols * hw.data_bytes),
              ("input", instr.m * span * hw.data_bytes)]
     if instr.accumulate:

@@ -108,7 +108,7 @@ def os_compute_cycles(m_rows: int, chunks: int, hw: HardwareSpec) -> int:
 def compute_latency(instr: Instr, hw: HardwareSpec) -> int:
     """A COMPUTE's cycles on the hardware's array: the one choice between the dataflows (and,
     weight-stationary, between the plain and the transposing read)."""
-    if hw.array.dataflow == "output_stationary":
+    if hw.array.output_stationary:
         return os_compute_cycles(instr.m, instr.chunks, hw)
     return tile_compute_cycles(instr.m, hw, instr.transposing)
 

@@ -50,6 +50,7 @@ from dataflows.tiling import (
     default_tiling,
     estimate,
     m_tiles,
+    m_widths,
     patch_lines,
     pe_cycles,
     search_tilings,
@@ -368,21 +369,22 @@ class _GemmWriter:
         a_reads = tuple(a_part(a_slot, key) for key in a_keys)
         for j, nj in enumerate(ns):
             acc = acc_part(c_slot, (j,))
-            b_reads = tuple(b_part(b_slot, self._b_operand(s, c, kc, j, nj)[0])
-                            for c, kc in enumerate(ks))
-            reads = a_reads + b_reads + ((acc,) if s.ki > 0 else ())
+            b_ops = [self._b_operand(s, c, kc, j, nj) for c, kc in enumerate(ks)]
+            reads = a_reads + tuple(b_part(b_slot, key) for key, _ in b_ops) + (
+                (acc,) if s.ki > 0 else ())
             em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot, b_slot=b_slot,
                     c_slot=c_slot, accumulate=s.ki > 0, rows=tm, cols=self.n_ext[nj][1],
                     k=steps[0], m=tm, nm_n=self.nm[0], nm_m=self.nm[1], c_row=j * self.t.tm,
                     chunks=len(ks), b_chunk_rows=self._b_chunk_rows(),
                     k_last=steps[-1] if steps[-1] != steps[0] else 0,
-                    **a_fields, **self._b_operand(s, 0, ks[0], j, nj)[1])
+                    **a_fields, **b_ops[0][1])
 
     def _chunked_a(self, s: _Step, ks: range) -> tuple[tuple, dict]:
         """The A parts a chunked COMPUTE reads (one per chunk, in order) and its A fields: the
         chunks sit ``tm`` slot rows apart."""
-        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
-        return keys, {**self._a_operand(s, 0, ks[0])[1], "a_chunk_rows": self.t.tm}
+        ops = [self._a_operand(s, c, kc) for c, kc in enumerate(ks)]
+        keys = tuple(dict.fromkeys(key for key, _ in ops))
+        return keys, {**ops[0][1], "a_chunk_rows": self.t.tm}
 
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
@@ -470,8 +472,8 @@ class _ConvWriter(_GemmWriter):
         one after the other from the first chunk's, which the address mode walks itself
         (``isa.os_conv_chunks``): each channel chunk's patch ``rows`` slot rows further."""
         conv, tk = self.task.conv, self.t.tk
-        keys = tuple(dict.fromkeys(self._a_operand(s, c, kc)[0] for c, kc in enumerate(ks)))
-        fields = self._a_operand(s, 0, ks[0])[1]
+        ops = [self._a_operand(s, c, kc) for c, kc in enumerate(ks)]
+        keys, fields = tuple(dict.fromkeys(key for key, _ in ops)), ops[0][1]
         g = conv_group(self.task, tk)
         first = ks[0] % conv_k_per_chunk(self.task, tk) * g
         walk = replace(fields["conv"], kh=conv.kh, kw=conv.kw, kh0=first // conv.kw,
@@ -679,10 +681,8 @@ def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: Har
     total = 0
     for task, tiling in zip(tasks, tilings):
         _, nk, nn = _tile_counts(task, tiling)
-        counts: dict[int, int] = {}
-        for _, tm in m_tiles(task, tiling):
-            counts[tm] = counts.get(tm, 0) + 1
-        total += task.copies * pe_cycles(list(counts.items()), nk, nn, tiling, hw)
+        ms = m_widths(task, tiling, tiling.dims(task)[0])
+        total += task.copies * pe_cycles(ms, nk, nn, tiling, hw)
     return total
 
 

@@ -51,7 +51,6 @@ __all__ = [
     "dram_read_bytes",
     "MAX_TILE_ROWS",
     "MAX_CHUNKS",
-    "output_stationary",
     "chunked",
     "pe_cycles",
     "conv_mappable",
@@ -62,6 +61,7 @@ __all__ = [
     "conv_t_mappable",
     "b_patches",
     "m_tiles",
+    "m_widths",
     "patch_lines",
 ]
 
@@ -211,7 +211,7 @@ def conv_b_mappable(task: GemmTask, tn: int, hw: HardwareSpec) -> bool:
     c = task.conv
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
         return False
-    if not output_stationary(hw) and task.m < _CONV_B_MIN_STREAM * (hw.array.rows + tn + 1):
+    if not hw.array.output_stationary and task.m < _CONV_B_MIN_STREAM * (hw.array.rows + tn + 1):
         return False
     return _conv_wg_shape(task, tn)
 
@@ -235,7 +235,7 @@ def conv_t_mappable(task: GemmTask, hw: HardwareSpec) -> bool:
     c, rows = task.conv, hw.array.rows
     if c is None or task.copies != 1 or task.phase != "wg" or task.nm is not None:
         return False
-    if output_stationary(hw):  # the OS array streams A's rows as they are stored
+    if hw.array.output_stationary:  # the OS array streams A's rows as they are stored
         return False
     if conv_b_mappable(task, hw.array.cols, hw):
         return False
@@ -516,7 +516,8 @@ def _a_traffic(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks
     return dma, sum(patches) * task.conv.channels * db, dma_cycles(patches[0], width * db, hw)
 
 
-def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
+def m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
+    """(rows, count) of the m-tiles of ``tiling`` over ``m`` rows, largest first."""
     if not tiling.conv:
         return _widths(m, min(tiling.tm, m))
     counts: dict[int, int] = {}
@@ -525,18 +526,13 @@ def _m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
     return sorted(counts.items(), reverse=True)
 
 
-def output_stationary(hw: HardwareSpec) -> bool:
-    """Whether the array keeps outputs in its PEs (docs/isa.md, "Output-stationary COMPUTE")."""
-    return hw.array.dataflow == "output_stationary"
-
-
 def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
     """Whether one COMPUTE covers all the reduction chunks of a buffer tile: on the
     output-stationary array (the transposing read is weight-stationary only). Through the
     address mode on A rows the chunks are kernel offsets it walks
     (``isa.os_conv_chunks``); through the weight-side mode its pixels simply continue
     from one chunk to the next."""
-    return output_stationary(hw) and not tiling.conv_t
+    return hw.array.output_stationary and not tiling.conv_t
 
 
 def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,
@@ -546,7 +542,7 @@ def pe_cycles(ms: list[tuple[int, int]], nk: int, nn: int, tiling: Tiling,
     stationary: one COMPUTE per array tile, streaming its m-tile's rows. Output-stationary:
     one per buffer tile and n-tile when :func:`chunked` (else per array tile), ``rows`` cycles
     per block of ``rows`` outputs and k-chunk (:func:`dataflows.cost.os_compute_cycles`)."""
-    if not output_stationary(hw):
+    if not hw.array.output_stationary:
         return nk * nn * sum(n * tile_compute_cycles(w, hw, tiling.conv_t) for w, n in ms)
     r = hw.array.rows
     computes = ceil_div(nk, min(tiling.kb, nk)) if chunked(tiling, hw) else nk
@@ -560,7 +556,7 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
     ``tiling`` (exact load counts; ``slots`` per buffer)."""
     sh = _shape(task, tiling, hw)
     kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
-    ms, ks, ns = _m_widths(task, tiling, sh.m), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
+    ms, ks, ns = m_widths(task, tiling, sh.m), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
     nms, nks, nns = _count(ms), _count(ks), _count(ns)
     a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
     if tiling.conv:  # A tiles along k: the channel chunks' patches, not the buffer tiles

@@ -161,7 +161,7 @@ class Geometry:
         row_bytes_max = max(a_banks * r * db, compressed_row, c * hw.acc_bytes)
         return cls(
             name=hw.name,
-            output_stationary=hw.array.dataflow == "output_stationary",
+            output_stationary=hw.array.output_stationary,
             rows=r,
             cols=c,
             data_bits=hw.data_bits,

@@ -296,7 +296,7 @@ class Interpreter:
         ``k_last``); through the address mode on A rows, the chunk's kernel offsets and patch
         (``isa.os_conv_chunks``); on weight rows, the mode's pixels ``c·k ..``."""
         steps, conv = instr.chunk_steps, instr.conv
-        if conv is None or self.hw.array.dataflow != "output_stationary":
+        if conv is None or not self.hw.array.output_stationary:
             return [replace(instr, k=k, a_row=instr.a_row + c * instr.a_chunk_rows,
                             b_row=instr.b_row + c * instr.b_chunk_rows)
                     for c, k in enumerate(steps)]
@@ -317,7 +317,7 @@ class Interpreter:
         if instr.k_last > self.hw.array.rows:
             raise VerificationError(f"k_last={instr.k_last} exceeds the array's "
                                     f"{self.hw.array.rows} rows")
-        if self.hw.array.dataflow != "output_stationary":
+        if not self.hw.array.output_stationary:
             if instr.chunks > 1:
                 raise VerificationError(f"COMPUTE chunks={instr.chunks} needs the "
                                         f"output-stationary array (this one is "

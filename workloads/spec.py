@@ -153,6 +153,11 @@ class ArraySpec(_Spec):
     cols: Annotated[int, Field(gt=0, le=MAX_ARRAY_DIM)]
     dataflow: Literal["weight_stationary", "output_stationary"] = "weight_stationary"
 
+    @property
+    def output_stationary(self) -> bool:
+        """Whether the PEs keep outputs (docs/isa.md, "Output-stationary COMPUTE")."""
+        return self.dataflow == "output_stationary"
+
 
 class BufferSpec(_Spec):
     """On-chip SRAM sizes. Each buffer is split in two halves (ping-pong) for double buffering."""
