@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from archsim.stats import SegmentStats
 from dataflows.cost import shape_of, transfer_bytes
-from dataflows.isa import UNIT_OF, Instr, Op, Unit
+from dataflows.isa import SPGEMM_ENGINE_OPS, UNIT_OF, Instr, Op, Unit
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
@@ -101,11 +101,24 @@ def _dscore(instr: Instr, hw: HardwareSpec) -> Charges:
                    sram_write=(("weight", operand), ("input", operand)))
 
 
+def _spgemm(instr: Instr, hw: HardwareSpec) -> Charges:
+    """SpGEMM ops: DRAM bytes only. The engine's multiplies are counted by the SpGEMM result
+    (``archsim.spgemm``), not as the array's MACs; its scratchpad is not one of the buffers."""
+    if instr.op == Op.SP_LOAD:
+        return Charges(dram_read=instr.nbytes)
+    if instr.op == Op.SP_STORE:  # spilled products go out with the output and come back
+        return Charges(dram_read=instr.spill_bytes, dram_write=instr.nbytes)
+    return Charges()
+
+
 _BY_UNIT = {Unit.DMA: _dma, Unit.PE: _pe, Unit.VEC: _vector}
+_SPGEMM_OPS = SPGEMM_ENGINE_OPS | {Op.SP_LOAD, Op.SP_STORE}
 
 
 def charges(instr: Instr, hw: HardwareSpec) -> Charges:
     """What ``instr`` adds to the statistics."""
+    if instr.op in _SPGEMM_OPS:
+        return _spgemm(instr, hw)
     return _BY_UNIT[UNIT_OF[instr.op]](instr, hw)
 
 

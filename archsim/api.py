@@ -255,7 +255,8 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
         attention=attention.records(),
     )
     # A schedule holds only the GEMMs; a workload also brings its SpGEMM ops.
-    return with_spgemm(result, target) if isinstance(target, WorkloadSpec) else result
+    return (with_spgemm(result, target, run_program_with) if isinstance(target, WorkloadSpec)
+            else result)
 
 
 #: Segment statistics a caller's ``simulate(memo=...)`` holds at most (then it starts afresh).
@@ -276,8 +277,10 @@ def _remembered(memo: dict | None, key: tuple, segment: Segment,
     return memo[key]
 
 
-def with_spgemm(result: SimResult, workload: WorkloadSpec) -> SimResult:
-    """``result`` plus the workload's ``op: spgemm`` operations (docs/spgemm.md).
+def with_spgemm(result: SimResult, workload: WorkloadSpec,
+                run: Callable[..., SegmentStats] = run_program) -> SimResult:
+    """``result`` plus the workload's ``op: spgemm`` operations (docs/spgemm.md), their
+    programs executed by ``run`` (a value of :data:`ENGINES`).
 
     Each op is simulated with every dataflow it lists; the fastest one counts in the totals
     (cycles, seconds, DRAM bytes, energy of its multiplies and DRAM traffic). SpGEMM runs on
@@ -291,7 +294,7 @@ def with_spgemm(result: SimResult, workload: WorkloadSpec) -> SimResult:
     if not ops:
         return result
     hw = workload.hardware
-    ran = tuple(simulate_spgemm(op, hw) for op in ops)
+    ran = tuple(simulate_spgemm(op, hw, run) for op in ops)
     best = [op.best for op in ran]
     cycles = result.total_cycles + sum(b.cycles for b in best)
     read = result.dram_read_bytes + sum(b.dram_read_bytes for b in best)

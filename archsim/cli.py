@@ -569,10 +569,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from baselines.compare import load_baseline_for
 
         baseline = load_baseline_for(args.baseline, workload)
-    from archsim.api import with_spgemm
+    from archsim.api import ENGINES, with_spgemm
 
-    # SpGEMM ops run on their own engine, after the GEMM and attention segments.
-    result = with_spgemm(_simulate_with_progress(workload, args.quiet, args.engine), workload)
+    # SpGEMM ops run on the SpGEMM engine, after the GEMM and attention segments.
+    run = ENGINES[args.engine]
+    result = with_spgemm(_simulate_with_progress(workload, args.quiet, args.engine), workload, run)
     comparison = None
     if args.compare_dense:
         # Whole workloads on both sides: SpGEMM keeps its (inherent) sparsity in the dense run,
@@ -584,7 +585,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             dense = result
         else:
             dense = with_spgemm(_simulate_with_progress(dense_workload, args.quiet, args.engine),
-                                dense_workload)
+                                dense_workload, run)
         comparison = {
             "dense_cycles": dense.total_cycles,
             "speedup": dense.total_cycles / result.total_cycles if result.total_cycles else None,

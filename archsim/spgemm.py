@@ -1,49 +1,49 @@
-"""The SpGEMM engine's SimPy model: chunks through a shared DRAM channel and the engine.
+"""SpGEMM on the accelerator: each dataflow's program through the one model, and its results.
 
 Each dataflow's mapping (``dataflows.spgemm``) is a list of phases, each a
-:class:`~dataflows.spgemm.ChunkTable`. A phase runs as three cooperating units:
+:class:`~dataflows.spgemm.ChunkTable`; ``dataflows.spgemm_program`` writes them as a tile
+program (load a chunk into one of the engine's two scratchpad slots, work it on the engine,
+store its output), and the SimPy model (``archsim.model``, the reference) or the fast engine
+(``archsim.fast``) executes that program exactly as it executes a GEMM's: the DMA serves the
+transfers one at a time in program order, each ``transfer_cycles(bytes)`` long, and the engine
+works a chunk's cycles once its load is done (docs/spgemm.md, "The program").
 
-- :class:`DramChannel`, the one DRAM port shared by every transfer: transfers are served one
-  at a time in the order they are issued, each taking ``transfer_cycles(bytes)``;
-- :class:`Fetcher`, the DMA side: it issues chunk ``c``'s fetch as soon as one of the two
-  scratchpad slots is free (double buffering: chunk ``c`` waits for chunk ``c - 2``);
-- :class:`Engine`, the multipliers with the merger, hash accumulator or intersect unit: it
-  starts chunk ``c`` when its fetch is done and chunk ``c - 1`` is finished, works the chunk's
-  cycles, then issues the chunk's write-back and frees its slot (in that order: a write-back
-  is queued before the fetch that reuses the slot).
-
-Phases run back to back (the outer product's merge phase starts when its multiply phase has
-drained). Time is in integer cycles; statistics go into explicit objects; nothing prints.
-Every dataflow also runs functionally (:func:`functional_c`): its own order of computation on
-the real values, compared with scipy's ``A @ B``.
+Time is in integer cycles; statistics go into explicit objects; nothing prints. Every dataflow
+also runs functionally (:func:`functional_c`): its own order of computation on the real values,
+compared with scipy's ``A @ B``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import simpy
 
+from archsim.model import run_program
+from archsim.stats import SegmentStats
 from dataflows import spgemm as mapping
-from dataflows.spgemm import ChunkTable, SpGEMMProblem, transfer_cycles
+from dataflows.isa import SPGEMM_ENGINE_OPS, Unit
+from dataflows.program import Program
+from dataflows.spgemm import ChunkTable, SpGEMMProblem
+from dataflows.spgemm_program import spgemm_program
 from workloads.arith import wrap
 from workloads.errors import SimulationError
 from workloads.spec import HardwareSpec, SpGEMMOp
 
 __all__ = [
-    "DramChannel",
-    "Fetcher",
-    "Engine",
-    "PhaseTrace",
     "DataflowResult",
     "SpGEMMOpResult",
-    "run_phases",
+    "run_tables",
+    "engine_spans",
     "simulate_dataflow",
     "simulate_spgemm",
     "functional_c",
 ]
+
+#: A timing engine: ``archsim.model.run_program`` or ``archsim.fast.run_program_fast``.
+RunProgram = Callable[..., SegmentStats]
 
 _MAPPERS = {
     "inner": mapping.map_inner,
@@ -53,126 +53,20 @@ _MAPPERS = {
 }
 
 
-@dataclass
-class PhaseTrace:
-    """When each chunk of a phase ran on the engine, and the channel's busy cycles."""
-
-    name: str
-    engine_start: list[int] = field(default_factory=list)
-    engine_end: list[int] = field(default_factory=list)
-    fetch_end: list[int] = field(default_factory=list)
-    end: int = 0
+def run_tables(tables: list[ChunkTable], hw: HardwareSpec, run: RunProgram = run_program,
+               trace: bool = False) -> tuple[Program, SegmentStats]:
+    """Write the phases' program (``dataflows.spgemm_program``) and execute it from an idle
+    accelerator with ``run`` (the SimPy model by default, or ``archsim.fast``'s engine: the
+    same result). With ``trace``, the statistics keep every instruction's (start, end)."""
+    program = spgemm_program(tables)
+    return program, run(program, hw, trace=trace)
 
 
-class DramChannel:
-    """The single DRAM port: one transfer at a time, in issue order.
-
-    Parameters
-    ----------
-    env : simpy.Environment
-    hw : HardwareSpec
-        ``hw.dram`` gives the latency and the bytes per cycle (``transfer_cycles``).
-    """
-
-    def __init__(self, env: simpy.Environment, hw: HardwareSpec) -> None:
-        self.env, self.hw = env, hw
-        self.busy_cycles = 0
-        self._queue = simpy.Store(env)
-        env.process(self._serve())
-
-    def issue(self, nbytes: int) -> simpy.Event:
-        """Queue a transfer; the returned event fires when it has completed."""
-        done = self.env.event()
-        if nbytes <= 0:
-            done.succeed()  # nothing to move: no request reaches the memory
-        else:
-            self._queue.put((int(nbytes), done))
-        return done
-
-    def _serve(self):
-        while True:
-            nbytes, done = yield self._queue.get()
-            cycles = transfer_cycles(nbytes, self.hw)
-            yield self.env.timeout(cycles)
-            self.busy_cycles += cycles
-            done.succeed()
-
-
-class Fetcher:
-    """Issues each chunk's fetch into a free scratchpad slot (two slots: double buffering)."""
-
-    def __init__(self, env: simpy.Environment, channel: DramChannel, table: ChunkTable,
-                 trace: PhaseTrace) -> None:
-        self.env, self.channel, self.table, self.trace = env, channel, table, trace
-        self.slots = simpy.Container(env, capacity=2, init=2)
-        self.fetched = [env.event() for _ in range(table.n_chunks)]
-        self.process = env.process(self.run())
-
-    def run(self):
-        sizes = self.table.fetch_total()
-        for c in range(self.table.n_chunks):
-            yield self.slots.get(1)
-            self.channel.issue(int(sizes[c])).callbacks.append(self._arrived(c))
-
-    def _arrived(self, c: int):
-        def callback(_event) -> None:
-            self.trace.fetch_end.append(self.env.now)
-            self.fetched[c].succeed()
-
-        return callback
-
-
-class Engine:
-    """The engine: works each chunk's cycles once it is fetched and the engine is free."""
-
-    def __init__(self, env: simpy.Environment, channel: DramChannel, fetcher: Fetcher,
-                 table: ChunkTable, trace: PhaseTrace) -> None:
-        self.env, self.channel, self.fetcher = env, channel, fetcher
-        self.table, self.trace = table, trace
-        self.busy_cycles = 0
-        self.writebacks: list[simpy.Event] = []
-        self.process = env.process(self.run())
-
-    def run(self):
-        table, env = self.table, self.env
-        out = table.write_total()
-        if table.readback_bytes is not None:
-            out = out + table.readback_bytes
-        for c in range(table.n_chunks):
-            if not self.fetcher.fetched[c].triggered:
-                yield self.fetcher.fetched[c]
-            self.trace.engine_start.append(env.now)
-            cycles = int(table.engine_cycles[c])
-            if cycles:
-                yield env.timeout(cycles)
-            self.busy_cycles += cycles
-            self.trace.engine_end.append(env.now)
-            # Write-back first, then the slot: the fetch that refills it queues behind.
-            self.writebacks.append(self.channel.issue(int(out[c])))
-            self.fetcher.slots.put(1)
-        if self.writebacks:
-            yield env.all_of(self.writebacks)
-        self.trace.end = env.now
-
-
-def run_phases(tables: list[ChunkTable], hw: HardwareSpec) -> tuple[int, list[PhaseTrace], int]:
-    """Run the phases back to back from an idle engine.
-
-    Returns
-    -------
-    tuple
-        Total cycles, one :class:`PhaseTrace` per phase, and the DRAM channel's busy cycles.
-    """
-    env = simpy.Environment()
-    channel = DramChannel(env, hw)
-    traces = []
-    for table in tables:
-        trace = PhaseTrace(table.name)
-        fetcher = Fetcher(env, channel, table, trace)
-        engine = Engine(env, channel, fetcher, table, trace)
-        env.run(until=engine.process)
-        traces.append(trace)
-    return env.now, traces, channel.busy_cycles
+def engine_spans(program: Program, stats: SegmentStats) -> list[tuple[int, int]]:
+    """(start, end) of every engine instruction of a traced run, in order: chunk by chunk,
+    phase after phase."""
+    return [stats.trace[i] for i, instr in enumerate(program.instrs)
+            if instr.op in SPGEMM_ENGINE_OPS]
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,9 +144,11 @@ class SpGEMMOpResult:
 
 
 def simulate_dataflow(
-    problem: SpGEMMProblem, dataflow: str, functional: bool = False
+    problem: SpGEMMProblem, dataflow: str, functional: bool = False,
+    run: RunProgram = run_program,
 ) -> DataflowResult:
-    """Map and simulate one dataflow; with ``functional``, also check its C against scipy.
+    """Map one dataflow, run its program with ``run`` (default: the SimPy model); with
+    ``functional``, also check its C against scipy.
 
     Raises
     ------
@@ -266,37 +162,25 @@ def simulate_dataflow(
         tables = mapping.map_hash(problem, trace)
     else:
         tables = _MAPPERS[dataflow](problem)
-    cycles, _, dma_busy = run_phases(tables, hw)
+    _, stats = run_tables(tables, hw, run)
     checked = "skipped"
     if functional:
         _check_c(problem, dataflow, functional_c(problem, dataflow, tables, trace))
         checked = "passed"
-    sums: dict[str, int] = {"a": 0, "b": 0, "c": 0, "partial": 0}
-    read = write = 0
-    units: dict[str, int] = {"dma": dma_busy, "engine": 0}
+    units = {"dma": stats.busy[Unit.DMA], "engine": stats.busy[Unit.PE]}
     counters: dict[str, int] = {}
     for t in tables:
-        for kind, v in t.fetch_bytes.items():
-            sums[kind] += int(v.sum())
-            read += int(v.sum())
-        for kind, v in t.write_bytes.items():
-            sums[kind] += int(v.sum())
-            write += int(v.sum())
-        if t.readback_bytes is not None:
-            sums["partial"] += int(t.readback_bytes.sum())
-            read += int(t.readback_bytes.sum())
-        units["engine"] += int(t.engine_cycles.sum())
         for k, v in t.units.items():
             units[k] = units.get(k, 0) + v
         for k, v in t.counters.items():
             counters[k] = counters.get(k, 0) + v
-    p = hw.spgemm.multipliers
+    cycles, p = stats.cycles, hw.spgemm.multipliers
     return DataflowResult(
         dataflow=dataflow,
         cycles=cycles,
-        dram_bytes=sums,
-        dram_read_bytes=read,
-        dram_write_bytes=write,
+        dram_bytes=_bytes_by_kind(tables),
+        dram_read_bytes=sum(t.dram_read_bytes for t in stats.tasks.values()),
+        dram_write_bytes=sum(t.dram_write_bytes for t in stats.tasks.values()),
         multiplies=problem.multiplies,
         multiplier_utilization=problem.multiplies / (cycles * p) if cycles else 0.0,
         hash_collisions=counters.pop("hash_collisions", 0),
@@ -308,15 +192,29 @@ def simulate_dataflow(
     )
 
 
-def simulate_spgemm(op: SpGEMMOp, hw: HardwareSpec) -> SpGEMMOpResult:
-    """Simulate every dataflow the op lists on the hardware's SpGEMM engine."""
+def _bytes_by_kind(tables: list[ChunkTable]) -> dict[str, int]:
+    """DRAM bytes of A, B, C and partial products (both directions), over all phases. (The
+    program's stores carry only their totals.)"""
+    sums = {"a": 0, "b": 0, "c": 0, "partial": 0}
+    for t in tables:
+        for kind, v in (*t.fetch_bytes.items(), *t.write_bytes.items()):
+            sums[kind] += int(v.sum())
+        if t.readback_bytes is not None:
+            sums["partial"] += int(t.readback_bytes.sum())
+    return sums
+
+
+def simulate_spgemm(op: SpGEMMOp, hw: HardwareSpec, run: RunProgram = run_program) -> SpGEMMOpResult:
+    """Simulate every dataflow the op lists on the hardware's SpGEMM engine, each program
+    executed by ``run`` (default: the SimPy model)."""
     from workloads.matrices import matrix_stats
 
     a, b = op.operands()
     problem = SpGEMMProblem(a.matrix, b.matrix, hw)
     stats = matrix_stats(a.matrix, None if op.b is None else b.matrix)
     results = tuple(
-        simulate_dataflow(problem, name, functional=op.functional_check) for name in op.dataflows
+        simulate_dataflow(problem, name, functional=op.functional_check, run=run)
+        for name in op.dataflows
     )
 
     def describe(m) -> dict:

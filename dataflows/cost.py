@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 
-from dataflows.isa import Instr, Op, Unit, row_bytes
+from dataflows.isa import SPGEMM_ENGINE_OPS, Instr, Op, Unit, row_bytes
 from dataflows.softmax_format import SoftmaxFormat
 from workloads.arith import ceil_div
 from workloads.errors import SimulationError
@@ -19,6 +19,7 @@ from workloads.spec import HardwareSpec
 __all__ = [
     "COMPUTE_PIPELINE_CYCLES",
     "dma_cycles",
+    "transfer_cycles",
     "compute_cycles",
     "transposing_compute_cycles",
     "tile_compute_cycles",
@@ -218,8 +219,19 @@ def mask_bytes(rows: int, cols: int) -> int:
     return rows * ceil_div(cols, 8)
 
 
+def transfer_cycles(nbytes: int, hw: HardwareSpec) -> int:
+    """Cycles of one contiguous DRAM transfer of ``nbytes`` (the SpGEMM engine's): ``dma_cycles``
+    of a single row. An empty transfer is not issued, so it costs 0 (``dma_cycles`` would
+    charge the latency)."""
+    if nbytes <= 0:
+        return 0
+    return dma_cycles(1, int(nbytes), hw)
+
+
 def transfer_bytes(instr: Instr, hw: HardwareSpec) -> int:
     """Bytes a DMA instruction moves across the DRAM interface (0 for other units)."""
+    if instr.op in (Op.SP_LOAD, Op.SP_STORE):
+        return instr.nbytes + instr.spill_bytes
     if instr.op in (Op.LOAD_A, Op.LOAD_B, Op.STORE_C, Op.STORE_B, Op.LOAD_MASK, Op.STATS):
         return instr.rows * row_bytes(instr, hw)
     if instr.op == Op.STORE_ADD:  # read, then written back
@@ -232,6 +244,10 @@ def latency(instr: Instr, hw: HardwareSpec) -> int:
     op = instr.op
     if op == Op.COMPUTE:
         return compute_latency(instr, hw)
+    if op in SPGEMM_ENGINE_OPS:  # data dependent: the writer computed them (docs/spgemm.md)
+        return instr.cycles
+    if op in (Op.SP_LOAD, Op.SP_STORE):
+        return transfer_cycles(instr.nbytes + instr.spill_bytes, hw)
     if op == Op.COMPRESS:
         return compress_cycles(instr.rows, instr.cols, instr.nm_m, hw)
     if op in _VECTOR_SOFTMAX:
@@ -276,7 +292,7 @@ class GemmEstimate:
 #: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
 #: hundreds of thousands of instructions.)
 shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant",
-                      "transposing", "chunks", "k_last")
+                      "transposing", "chunks", "k_last", "nbytes", "spill_bytes", "cycles")
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:

@@ -28,6 +28,7 @@ __all__ = [
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
     "MODEL_ONLY",
+    "SPGEMM_ENGINE_OPS",
     "Instr",
     "ConvAddress",
     "conv_rows",
@@ -81,11 +82,24 @@ class Op(IntEnum):
     PEXP = 13  # vector: rows of acc[c_slot] → P = 2^(s − L) into weight slot b_slot
     DSCORE = 14  # vector: dS = P ∘ (dP − D) (or, with accumulate, D = Σ dO ∘ O per query)
     STORE_ADD = 15  # DMA: DRAM rows += accumulator rows (read-modify-write, as an atomic add)
+    # SpGEMM (docs/isa.md, "SpGEMM instructions"; docs/spgemm.md): chunks of rows through the
+    # SpGEMM engine's two scratchpad slots. The engine ops take the PE unit's place in the
+    # controller (the array idles while SpGEMM runs). Executed by the SimPy model only so far.
+    SP_LOAD = 16  # DMA: a chunk's operands (``nbytes``) from DRAM into scratchpad slot ``slot``
+    SP_STORE = 17  # DMA: a chunk's output (``nbytes``) to DRAM; ``spill_bytes`` read back
+    SP_INTERSECT = 18  # engine: inner product, a resident row chunk × a streamed column block
+    SP_MULTIPLY = 19  # engine: outer product, column k of A × row k of B → partial rows
+    SP_MERGE = 20  # engine: multiply-and-merge rows (Gustavson), or merge partial rows (outer)
+    SP_HASH = 21  # engine: multiply-and-hash rows into the hash accumulator, drain C rows
 
 
 #: Ops the SimPy model executes but no RTL does (the attention backward's, docs/isa.md): the
 #: RTL controller drops words carrying them, and no verified program contains them.
-MODEL_ONLY = frozenset({Op.STATS, Op.PEXP, Op.DSCORE, Op.STORE_ADD})
+MODEL_ONLY = frozenset({Op.STATS, Op.PEXP, Op.DSCORE, Op.STORE_ADD, Op.SP_LOAD, Op.SP_STORE,
+                        Op.SP_INTERSECT, Op.SP_MULTIPLY, Op.SP_MERGE, Op.SP_HASH})
+
+#: The SpGEMM engine's ops (they run on the PE unit's queue, in the array's place).
+SPGEMM_ENGINE_OPS = frozenset({Op.SP_INTERSECT, Op.SP_MULTIPLY, Op.SP_MERGE, Op.SP_HASH})
 
 UNIT_OF = {
     Op.LOAD_A: Unit.DMA,
@@ -103,6 +117,9 @@ UNIT_OF = {
     Op.PEXP: Unit.VEC,
     Op.DSCORE: Unit.VEC,
     Op.STORE_ADD: Unit.DMA,
+    Op.SP_LOAD: Unit.DMA,
+    Op.SP_STORE: Unit.DMA,
+    **{op: Unit.PE for op in SPGEMM_ENGINE_OPS},
 }
 
 
@@ -292,6 +309,14 @@ class Instr:
     a_chunk_rows: int = 0
     b_chunk_rows: int = 0
     k_last: int = 0
+    # SpGEMM ops only (docs/isa.md, "SpGEMM instructions"): ``rows`` rows of the chunk from row
+    # ``addr`` (A rows; the outer product's multiply phase: values of k). SP_LOAD and SP_STORE
+    # move ``nbytes``; an SP_STORE also reads back ``spill_bytes`` of products the hash
+    # engine spilled. An engine op works ``cycles``: its chunk's cycles under the engine's
+    # timing rules (data dependent, so the SpGEMM writer computes them from the matrices).
+    nbytes: int = 0
+    spill_bytes: int = 0
+    cycles: int = 0
 
     @property
     def unit(self) -> Unit:

@@ -32,7 +32,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from dataflows.cost import dma_cycles
+from dataflows.cost import dma_cycles, transfer_cycles
 from workloads.arith import ceil_div
 from workloads.errors import MappingError
 from workloads.spec import HardwareSpec
@@ -87,15 +87,6 @@ def partial_bytes(hw: HardwareSpec) -> int:
     """Bytes of one partial product or C nonzero: a column index and an accumulator value."""
     return hw.spgemm.index_bytes + hw.acc_bytes
 
-
-def transfer_cycles(nbytes: int, hw: HardwareSpec) -> int:
-    """Cycles of one contiguous DRAM transfer of ``nbytes``: ``dma_cycles`` of a single row.
-
-    An empty transfer is not issued, so it costs 0 (``dma_cycles`` would charge the latency).
-    """
-    if nbytes <= 0:
-        return 0
-    return dma_cycles(1, int(nbytes), hw)
 
 
 def slot_capacity_bytes(hw: HardwareSpec) -> int:

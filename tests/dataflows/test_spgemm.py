@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from archsim.spgemm import functional_c, run_phases, simulate_dataflow
+from archsim.spgemm import engine_spans, functional_c, run_tables, simulate_dataflow
 from dataflows import spgemm as S
 from dataflows.spgemm import ChunkTable, SpGEMMProblem
 from workloads.generators.sparse_matrices import banded, rmat, uniform_random
@@ -180,16 +180,15 @@ def test_every_dataflow_performs_the_same_multiplies():
 def test_pipeline_double_buffers_and_queues_writeback_before_refill():
     hw = load_hardware("tiny", overrides=["dram.latency_cycles=0", "dram.bandwidth_bytes_per_cycle=1"])
     table = ChunkTable(
-        name="t", engine_cycles=np.array([5, 5, 5]),
+        name="gustavson", engine_cycles=np.array([5, 5, 5]),
         fetch_bytes={"a": np.array([4, 4, 4])}, write_bytes={"c": np.array([2, 2, 2])},
     )
-    cycles, (trace,), busy = run_phases([table], hw)
+    program, stats = run_tables([table], hw, trace=True)
     # fetch0 0-4, fetch1 4-8; engine c0 4-9, wb0 9-11, fetch2 11-15 (after wb0); c1 9-14;
     # wb1 15-17; c2 15-20; wb2 20-22.
-    assert trace.engine_start == [4, 9, 15]
-    assert trace.engine_end == [9, 14, 20]
-    assert cycles == 22
-    assert busy == 3 * 4 + 3 * 2
+    assert engine_spans(program, stats) == [(4, 9), (9, 14), (15, 20)]
+    assert stats.cycles == 22
+    assert stats.busy[0] == 3 * 4 + 3 * 2
 
 
 # -- the published trends, on small generated matrices ------------------------------------------

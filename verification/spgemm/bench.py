@@ -5,11 +5,11 @@
 the raw input values for cycle ``t``; ``observe(t, outputs)`` takes the DUT's settled outputs of
 that cycle, and every handshake completes at the edge that closes the cycle.
 
-Around the engine it plays the memory side exactly as the SimPy model's hash dataflow does
-(``archsim.spgemm``): one DRAM channel serving transfers in issue order, each
-``transfer_cycles(bytes)`` long; chunk ``c``'s A and B data are offered from the cycle its fetch
-completes; the fetch of chunk ``c + 2`` is issued when the engine finishes chunk ``c`` (the cycle
-after the last C beat of its last row), right after that chunk's write-back; spilled products
+Around the engine it plays the memory side exactly as the hash dataflow's program does on the
+SimPy model (``archsim.spgemm``, ``dataflows.spgemm_program``): one DMA serving transfers in
+program order, each ``transfer_cycles(bytes)`` long; chunk ``c``'s A and B data are offered from
+the cycle its load completes; the load of chunk ``c + 2`` starts when the engine finishes chunk
+``c`` (the cycle after the last C beat of its last row), right after that chunk's store; spilled products
 are offered back ``spill_readback_cycles`` after a pass's drain. What the engine produced (C
 entries, spilled products, row ends) comes from the DUT: the write-back sizes use the observed
 counts, so any difference in the engine's behaviour shows up in the cycle counts.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.lib import data
 
-from archsim.spgemm import run_phases
+from archsim.spgemm import engine_spans, run_tables
 from dataflows import spgemm as mapping
 from dataflows.spgemm import SpGEMMProblem, partial_bytes, transfer_cycles
 from rtl.spgemm import (
@@ -61,13 +61,13 @@ def expected(problem: SpGEMMProblem) -> Expected:
     """The SimPy model's hash dataflow for ``problem``, with per-row timestamps."""
     trace = mapping.hash_row_trace(problem, functional=True)
     (table,) = mapping.map_hash(problem, trace)
-    cycles, (phase,), _ = run_phases([table], problem.hw)
+    program, stats = run_tables([table], problem.hw, trace=True)
     row_end = np.zeros(problem.n_rows, dtype=np.int64)
     bounds = table.row_bounds
-    for c, start in enumerate(phase.engine_start):
+    for c, (start, _) in enumerate(engine_spans(program, stats)):
         r0, r1 = bounds[c], bounds[c + 1]
         row_end[r0:r1] = start + np.cumsum(trace.cycles[r0:r1])
-    return Expected(cycles, row_end, trace.c_rows, trace.c_cols, trace.c_values, trace.spilled)
+    return Expected(stats.cycles, row_end, trace.c_rows, trace.c_cols, trace.c_values, trace.spilled)
 
 
 @dataclass
