@@ -73,33 +73,41 @@ def reference_cycles(tables: list[ChunkTable], hw) -> int:
     chunk its store and the load two chunks on), each transfer starting when the DMA is free
     and its data is ready; the engine in order, each chunk once its load is done; a slot's
     next load once the engine has finished the chunk that used it."""
-    dma = engine = 0
+    now = {"dma": 0, "engine": 0}
     slot_free = [0, 0]
     turn = 0
     for t in tables:
-        n = t.n_chunks
-        fetch, out = t.fetch_total(), t.write_total()
-        back = t.readback_bytes if t.readback_bytes is not None else np.zeros(n, np.int64)
-        slot = [(turn + c) % 2 for c in range(n)]
-        turn = (turn + n) % 2
-        loaded = [0] * n
+        _reference_phase(t, hw, now, slot_free, turn)
+        turn = (turn + t.n_chunks) % 2
+    return max(now.values())
 
-        def load(c: int) -> None:
-            nonlocal dma
-            if fetch[c] > 0:
-                dma = max(dma, slot_free[slot[c]]) + transfer_cycles(int(fetch[c]), hw)
-                loaded[c] = dma
 
-        for c in range(min(2, n)):
-            load(c)
-        for c in range(n):
-            engine = max(engine, loaded[c]) + int(t.engine_cycles[c])
-            slot_free[slot[c]] = engine
-            if out[c] + back[c] > 0:
-                dma = max(dma, engine) + transfer_cycles(int(out[c] + back[c]), hw)
-            if c + 2 < n:
-                load(c + 2)
-    return max(dma, engine)
+def _reference_phase(t: ChunkTable, hw, now: dict, slot_free: list[int], turn: int) -> None:
+    n = t.n_chunks
+    fetch, out = t.fetch_total(), t.write_total()
+    back = t.readback_bytes if t.readback_bytes is not None else np.zeros(n, np.int64)
+    slot = [(turn + c) % 2 for c in range(n)]
+    loaded = [0] * n
+
+    def load(c: int) -> None:
+        if fetch[c] > 0:
+            now["dma"] = max(now["dma"], slot_free[slot[c]]) + transfer_cycles(int(fetch[c]), hw)
+            loaded[c] = now["dma"]
+
+    for c in range(min(2, n)):
+        load(c)
+    for c in range(n):
+        now["engine"] = max(now["engine"], loaded[c]) + int(t.engine_cycles[c])
+        slot_free[slot[c]] = now["engine"]
+        if out[c] + back[c] > 0:
+            now["dma"] = max(now["dma"], now["engine"]) + transfer_cycles(int(out[c] + back[c]), hw)
+        if c + 2 < n:
+            load(c + 2)
+
+
+def _sizes(rng, n: int, high: int) -> np.ndarray:
+    # Zeros are common: empty chunks, chunks without output, phases without spills.
+    return np.where(rng.random(n) < 0.25, 0, rng.integers(1, high, n))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -110,13 +118,9 @@ def test_program_timing_equals_the_pipeline_recurrence_on_random_tables(seed):
     tables = []
     for name in rng.choice(list(ENGINE_OP), size=int(rng.integers(1, 4))):
         n = int(rng.integers(1, 12))
-
-        def sizes(high: int) -> np.ndarray:
-            # Zeros are common: empty chunks, chunks without output, phases without spills.
-            return np.where(rng.random(n) < 0.25, 0, rng.integers(1, high, n))
-
-        tables.append(table(str(name), sizes(200), sizes(600), sizes(600),
-                            sizes(100) if rng.random() < 0.5 else None))
+        tables.append(table(str(name), _sizes(rng, n, 200), _sizes(rng, n, 600),
+                            _sizes(rng, n, 600),
+                            _sizes(rng, n, 100) if rng.random() < 0.5 else None))
     want = reference_cycles(tables, hw)
     program = spgemm_program(tables)
     simpy, fast = run_program(program, hw, trace=True), run_program_fast(program, hw, trace=True)
