@@ -30,6 +30,7 @@ __all__ = [
     "MODEL_ONLY",
     "SPGEMM_ENGINE_OPS",
     "Instr",
+    "SpGEMMInstr",
     "ConvAddress",
     "conv_rows",
     "conv_parts",
@@ -309,14 +310,12 @@ class Instr:
     a_chunk_rows: int = 0
     b_chunk_rows: int = 0
     k_last: int = 0
-    # SpGEMM ops only (docs/isa.md, "SpGEMM instructions"): ``rows`` rows of the chunk from row
-    # ``addr`` (A rows; the outer product's multiply phase: values of k). SP_LOAD and SP_STORE
-    # move ``nbytes``; an SP_STORE also reads back ``spill_bytes`` of products the hash
-    # engine spilled. An engine op works ``cycles``: its chunk's cycles under the engine's
-    # timing rules (data dependent, so the SpGEMM writer computes them from the matrices).
-    nbytes: int = 0
-    spill_bytes: int = 0
-    cycles: int = 0
+
+    # The SpGEMM fields (:class:`SpGEMMInstr`) read 0 on every other instruction; they are not
+    # slots here, which keeps the millions of GEMM instructions a program may hold smaller.
+    nbytes = property(lambda self: 0)
+    spill_bytes = property(lambda self: 0)
+    cycles = property(lambda self: 0)
 
     @property
     def unit(self) -> Unit:
@@ -335,6 +334,19 @@ class Instr:
         ``k_last`` (or ``k``)."""
         kc = max(1, self.chunks)
         return (self.k,) * (kc - 1) + (self.k_last or self.k,)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class SpGEMMInstr(Instr):
+    """An SpGEMM instruction (ops ``SP_*``, docs/isa.md "SpGEMM instructions"): an
+    :class:`Instr` with three more fields. SP_LOAD and SP_STORE move ``nbytes``; an SP_STORE
+    also reads back ``spill_bytes`` of products the hash engine spilled. An engine op works
+    ``cycles``: its chunk's cycles under the engine's timing rules (data dependent, so the
+    SpGEMM writer computes them from the matrices)."""
+
+    nbytes: int = 0
+    spill_bytes: int = 0
+    cycles: int = 0
 
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:

@@ -230,9 +230,12 @@ class Emitter:
     ----------
     nslots
         Slots per buffer (two with double buffering; one without).
+    instr_type
+        The instruction class built (:class:`~dataflows.isa.SpGEMMInstr` for SpGEMM programs).
     """
 
-    def __init__(self, nslots: int = SLOTS_PER_BUFFER) -> None:
+    def __init__(self, nslots: int = SLOTS_PER_BUFFER, instr_type: type[Instr] = Instr) -> None:
+        self.instr_type = instr_type  # SpGEMM programs: isa.SpGEMMInstr
         self.program = Program()
         self.dram = Allocator()
         self.program.tensors = self.dram.tensors
@@ -266,7 +269,7 @@ class Emitter:
                 if ordinal >= wait[other]:
                     wait[other] = ordinal + 1
         wait[unit] = 0
-        self.program.instrs.append(Instr(op, self._shared_fields(wait, fields), **fields))
+        self.program.instrs.append(self.instr_type(op, self._shared_fields(wait, fields), **fields))
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
         self.issued[unit] = ordinal + 1

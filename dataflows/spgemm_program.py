@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataflows.isa import SLOTS_PER_BUFFER, Op
+from dataflows.isa import SLOTS_PER_BUFFER, Op, SpGEMMInstr
 from dataflows.program import Buffer, Emitter, Program, Resource, Segment
 from dataflows.spgemm import ChunkTable
 
@@ -60,7 +60,7 @@ class SpGEMMWork:
 
 def spgemm_program(tables: list[ChunkTable]) -> Program:
     """The tile program that runs ``tables`` (a dataflow's phases) back to back."""
-    em = Emitter()
+    em = Emitter(instr_type=SpGEMMInstr)
     scratchpad = Buffer(SLOTS_PER_BUFFER)
     for tag, table in enumerate(tables):
         _write_phase(em, tag, table, scratchpad)
