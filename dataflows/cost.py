@@ -292,7 +292,7 @@ class GemmEstimate:
 #: each is computed once per shape. (An ``attrgetter``: the timing engines map it over
 #: hundreds of thousands of instructions.)
 shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulate", "requant",
-                      "transposing", "chunks", "k_last", "nbytes", "spill_bytes", "cycles")
+                      "transposing", "chunks", "k_last", "spgemm_fields")
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:

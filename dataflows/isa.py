@@ -311,11 +311,10 @@ class Instr:
     b_chunk_rows: int = 0
     k_last: int = 0
 
-    # The SpGEMM fields (:class:`SpGEMMInstr`) read 0 on every other instruction; they are not
-    # slots here, which keeps the millions of GEMM instructions a program may hold smaller.
-    nbytes = property(lambda self: 0)
-    spill_bytes = property(lambda self: 0)
-    cycles = property(lambda self: 0)
+    #: The SpGEMM fields of an :class:`SpGEMMInstr`, for its shape (``cost.shape_of``); None
+    #: here. A class attribute, not three slots: the millions of GEMM instructions a program
+    #: may hold stay smaller and as quick to build and to shape.
+    spgemm_fields = None
 
     @property
     def unit(self) -> Unit:
@@ -347,6 +346,10 @@ class SpGEMMInstr(Instr):
     nbytes: int = 0
     spill_bytes: int = 0
     cycles: int = 0
+
+    @property
+    def spgemm_fields(self) -> tuple[int, int, int]:
+        return self.nbytes, self.spill_bytes, self.cycles
 
 
 def row_bytes(instr: Instr, hw: HardwareSpec) -> int:
