@@ -511,6 +511,8 @@ def _print_spgemm(result) -> None:
             ("hash collisions", lambda r: f"{r.hash_collisions:,}"),
             ("merge stalls", lambda r: f"{r.merge_stall_cycles:,}"),
             ("functional check", lambda r: r.functional_check),
+            ("instructions", lambda r: f"{r.instructions:,}"),
+            ("engine RTL", lambda r: "verified" if r.engine_rtl else "none: model only"),
         ]
         for name, cell in rows:
             table.add_row(name, *(cell(r) for r in op.dataflows))

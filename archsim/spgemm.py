@@ -97,6 +97,8 @@ class DataflowResult:
     counters: dict[str, int]
     chunks: int
     functional_check: str  # "passed" or "skipped"
+    instructions: int  # of its program (per chunk: SP_LOAD, the engine op, SP_STORE)
+    engine_rtl: bool  # its engine exists in RTL, verified cycle-exact against this model
 
     def as_dict(self) -> dict:
         return {
@@ -113,6 +115,8 @@ class DataflowResult:
             "counters": dict(self.counters),
             "chunks": self.chunks,
             "functional_check": self.functional_check,
+            "instructions": self.instructions,
+            "engine_rtl": self.engine_rtl,
         }
 
 
@@ -162,7 +166,7 @@ def simulate_dataflow(
         tables = mapping.map_hash(problem, trace)
     else:
         tables = _MAPPERS[dataflow](problem)
-    _, stats = run_tables(tables, hw, run)
+    program, stats = run_tables(tables, hw, run)
     checked = "skipped"
     if functional:
         _check_c(problem, dataflow, functional_c(problem, dataflow, tables, trace))
@@ -189,6 +193,8 @@ def simulate_dataflow(
         counters=counters,
         chunks=sum(t.n_chunks for t in tables),
         functional_check=checked,
+        instructions=len(program.instrs),
+        engine_rtl=dataflow in mapping.RTL_DATAFLOWS,
     )
 
 

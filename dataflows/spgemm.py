@@ -39,6 +39,7 @@ from workloads.spec import HardwareSpec
 
 __all__ = [
     "HASH_MULTIPLIER",
+    "RTL_DATAFLOWS",
     "SpGEMMProblem",
     "ChunkTable",
     "HashTrace",
@@ -60,6 +61,10 @@ __all__ = [
     "map_hash",
     "hash_row_trace",
 ]
+
+#: Dataflows whose engine exists in RTL (``rtl/spgemm.py``, the hash engine, verified cycle-exact
+#: against this model); the others are model-only (docs/spgemm.md, "Limits").
+RTL_DATAFLOWS = frozenset({"hash"})
 
 #: Fibonacci hashing constant (2^32 / golden ratio): spreads strided column patterns (grid
 #: stencils whose strides are powers of two) over the buckets, which low bits would not.
