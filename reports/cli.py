@@ -224,6 +224,12 @@ def _print_summary(sweep, outcome, top: int) -> None:
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
                   soft_wrap=True)
+    if outcome.estimated:
+        console.print(f"two-stage search: {outcome.estimated:,} points estimated analytically "
+                      f"({outcome.estimate_cpu_s:.1f} CPU-s on the workers); the "
+                      f"{outcome.screened_out:,} the estimate ranked outside the best "
+                      f"{sweep.spec.strategy.screen.keep:.0%} were not simulated (not stored)",
+                      soft_wrap=True)
     if outcome.crosschecks:
         console.print(f"{outcome.crosschecks:,} points timed by the fast engine were re-run on the "
                       f"SimPy model: all equal", soft_wrap=True)

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import hashlib
 import json
+import math
 import re
 import signal
 import threading
@@ -64,6 +65,9 @@ class SweepOutcome:
         How often a local worker pool was recreated after a worker died.
     crosschecks
         Points whose fast-engine result was checked equal to the SimPy model's.
+    estimated, screened_out, estimate_cpu_s
+        A two-stage search (``strategy.screen``): points estimated analytically, those the
+        screen left unsimulated (never stored), and the CPU seconds the estimates took.
     """
 
     store_path: Path
@@ -78,6 +82,9 @@ class SweepOutcome:
     worker_rss_mib: float | None = None
     pool_restarts: int = 0
     crosschecks: int = 0
+    estimated: int = 0
+    screened_out: int = 0
+    estimate_cpu_s: float = 0.0
 
     @property
     def points_per_s(self) -> float:
@@ -219,39 +226,45 @@ class _Runner:
     def prepare(self, params: dict[str, Value], trial: int | None = None,
                 generation: int | None = None) -> PointTask | None:
         """A task for the executor, or None when the point was settled here (and recorded)."""
-        from workloads.load import load_workload
-
         h = point_hash(params)
         self.pending[h] = {"params": params, "trial": trial, "generation": generation}
+        workload, hardware, area, settled = self.resolve(params)
+        self.pending[h].update(hardware=hardware, area=area)
+        if settled is not None:
+            status, message = settled
+            self._record(h, status, message=message, metrics=area or None)
+            return None
+        return PointTask(h, workload, self.sweep.spec.compare_dense, self._crosscheck(h))
+
+    def resolve(self, params: dict[str, Value]) -> tuple[Any, dict | None, dict[str, float],
+                                                          tuple[str, str] | None]:
+        """(workload, hardware, area, settled) of a point, recording nothing. ``settled`` is the
+        (status, message) of a point decided without simulating it: an invalid workload, a
+        design over the device, a failed parameter constraint (None: simulate it)."""
+        from workloads.load import load_workload
+
         sweep = self.sweep
         try:
             workload = load_workload(sweep.workload_path, hardware=sweep.hardware,
                                      overrides=[*sweep.fixed, *override_args(params)])
         except SpecError as exc:
-            self._record(h, "invalid", message=f"SpecError: {exc}")
-            return None
+            return None, None, {}, ("invalid", f"SpecError: {exc}")
         hw = workload.hardware.model_dump(mode="json")
-        self.pending[h]["hardware"] = hw
         area: dict[str, float] = {}
         if self.area is not None:
             try:
                 area = self.area.resources(hw)
             except AreaModelError as exc:
                 if self.area_needed:
-                    self._record(h, "invalid", message=f"AreaModelError: {exc}")
-                    return None
-        self.pending[h]["area"] = area
+                    return workload, hw, {}, ("invalid", f"AreaModelError: {exc}")
         too_big = area and over_capacity(area, self.area.errors(hw))
         if too_big:
-            self._record(h, "infeasible", message=too_big, metrics=area)
-            return None
+            return workload, hw, area, ("infeasible", too_big)
         env = {**sweep.names(params), **area}
         for c in sweep.constraints:
             if c.stage == "pre" and not self._holds(c, env):
-                self._record(h, "infeasible", message=f"constraint failed: {c.text}",
-                             metrics=area or None)
-                return None
-        return PointTask(h, workload, sweep.spec.compare_dense, self._crosscheck(h))
+                return workload, hw, area, ("infeasible", f"constraint failed: {c.text}")
+        return workload, hw, area, None
 
     @staticmethod
     def _holds(constraint, env: dict[str, Any]) -> bool:
@@ -268,10 +281,7 @@ class _Runner:
         status, message = out["status"], out["message"]
         if metrics is not None:
             metrics = {**metrics, **info.get("area", {})}
-            if "lut" in metrics:
-                gmacs = metrics["throughput_gmacs"]
-                metrics["gmacs_per_klut"] = gmacs / max(metrics["lut"], 1) * 1e3
-                metrics["gmacs_per_dsp"] = metrics["throughput_gmacs"] / max(metrics["dsp"], 1)
+            metrics.update(_derived(metrics))
             env = {**self.sweep.names(info["params"]), **metrics}
             for c in self.sweep.constraints:
                 if c.stage == "post" and not self._holds(c, env):
@@ -473,11 +483,89 @@ def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_siz
 
     finished = {h for h, s in store.statuses().items() if s != "error"}
     points = list(candidate_points(sweep))
+    outcome.proposed = len(points)
+    screen = getattr(sweep.spec.strategy, "screen", None)
+    if screen is not None:  # the progress counts the estimates, then the simulations
+        points = _screened(sweep, points, runner, backend, outcome, chunk_size, screen.keep,
+                           (total, advance))
     pending = grouped([p for p in points if point_hash(p) not in finished], sweep)
-    outcome.proposed, outcome.skipped = len(points), len(points) - len(pending)
-    total[0] = len(pending)
+    outcome.skipped = len(points) - len(pending)
+    total[0] = outcome.estimated + len(pending)
     tasks = _tasks(runner, ((p, None, None) for p in pending), outcome)
     dispatch(backend, tasks, runner.finish, _chunk(chunk_size, len(pending), backend.workers))
+
+
+def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, backend: Backend,
+              outcome: SweepOutcome, chunk_size: int | None, keep: float,
+              progress: tuple[list[int], Callable[[], None]]) -> list[dict]:
+    """The first stage of a two-stage search: estimate every point analytically on the
+    workers, and return those to simulate exactly — the points settled without simulating
+    (stored as such by the second stage) and the ``keep`` fraction of the others that the
+    estimates rank best (:func:`screen_ranking`). Nothing is stored here, so a resumed sweep
+    screens again, the same way."""
+    tasks, settled, area = [], [], {}
+    for p in grouped(points, sweep):
+        workload, _, resources, decided = runner.resolve(p)
+        if decided is not None:
+            settled.append(p)
+        else:
+            h = point_hash(p)
+            area[h] = resources
+            tasks.append(PointTask(h, workload, estimate=True))
+    estimates: dict[str, dict[str, float]] = {}
+    total, advance = progress
+    total[0] = len(tasks)
+
+    def collect(out: dict[str, Any]) -> None:
+        outcome.estimated += 1
+        advance()
+        outcome.estimate_cpu_s += out.get("cpu_s") or 0.0
+        if out["status"] == "ok":
+            h = out["hash"]
+            estimates[h] = {**out["metrics"], **area[h], **sweep.names(by_hash[h])}
+
+    by_hash = {point_hash(p): p for p in points}
+    dispatch(backend, iter(tasks), collect, _chunk(chunk_size, len(tasks), backend.workers))
+    unestimated = [by_hash[t.hash] for t in tasks if t.hash not in estimates]
+    # In the points' order, not the order the workers finished in: ties rank the same way
+    # in every run, so a resumed sweep keeps the same points.
+    ranked = screen_ranking({t.hash: estimates[t.hash] for t in tasks if t.hash in estimates},
+                            sweep)
+    chosen = [by_hash[h] for h in ranked[:math.ceil(keep * len(tasks))]]
+    outcome.screened_out = len(tasks) - len(chosen) - len(unestimated)
+    return settled + unestimated + chosen
+
+
+def screen_ranking(estimates: dict[str, dict[str, Any]], sweep: Sweep) -> list[str]:
+    """Point hashes, best first by their estimated metrics (with the point's area and axis
+    names, which constraints read; ties keep the order of ``estimates``): Pareto layer after
+    Pareto layer of
+    the objectives (within a layer, by the first objective), the points whose estimate fails a
+    metric constraint after all the others."""
+    objectives = sweep.objectives
+    env = {h: {**m, **_derived(m)} for h, m in estimates.items()}
+    holds = {h: all(_Runner._holds(c, e) for c in sweep.constraints
+                    if c.stage == "post" and c.expression.names <= e.keys())
+             for h, e in env.items()}
+    order: list[str] = []
+    for feasible in (True, False):
+        left = [h for h in env if holds[h] is feasible]
+        while left:
+            values = np.array([[env[h][m] for m, _ in objectives] for h in left], dtype=float)
+            front = pareto_mask(values, [g for _, g in objectives])
+            layer = [h for h, f in zip(left, front) if f]
+            metric, goal = objectives[0]
+            order += sorted(layer, key=lambda h: env[h][metric], reverse=goal == "max")
+            left = [h for h, f in zip(left, front) if not f]
+    return order
+
+
+def _derived(metrics: dict[str, float]) -> dict[str, float]:
+    """The throughput-per-area metrics of an estimate with an area (as ``_Runner.finish``)."""
+    if "lut" not in metrics:
+        return {}
+    return {"gmacs_per_klut": metrics["throughput_gmacs"] / max(metrics["lut"], 1) * 1e3,
+            "gmacs_per_dsp": metrics["throughput_gmacs"] / max(metrics["dsp"], 1)}
 
 
 def _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_size) -> None:

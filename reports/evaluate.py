@@ -30,13 +30,16 @@ class PointTask:
     """One design point to simulate: its hash and its fully resolved workload.
 
     Points are timed by the fast engine (``archsim.fast``); a ``crosscheck`` point is also run
-    on the SimPy model, the reference, and the two results must be equal.
+    on the SimPy model, the reference, and the two results must be equal. An ``estimate``
+    point is not simulated: its metrics are ``archsim.estimate``'s (the screening stage of a
+    two-stage search; they are never stored).
     """
 
     hash: str
     workload: Any  # WorkloadSpec; Any keeps this module importable without pydantic models
     compare_dense: bool = False
     crosscheck: bool = False
+    estimate: bool = False  # the screen of a two-stage search: analytic metrics, not simulated
 
 
 #: This worker's segment statistics, shared by the points it evaluates (``simulate``'s memo;
@@ -133,6 +136,11 @@ def evaluate_point(task: PointTask) -> dict[str, Any]:
         from archsim.size import check_size
 
         # limits.tile_steps before any program is built: a huge point is invalid, not hours.
+        if task.estimate:
+            from archsim.estimate import estimate_metrics
+
+            out["metrics"] = estimate_metrics(task.workload)
+            return _finished(out, t0, cpu0)
         check_size(task.workload, f"design point {task.hash}")
         result = _simulate(task.workload, task.crosscheck)
         metrics = simulation_metrics(result, task.workload.hardware)
@@ -151,6 +159,11 @@ def evaluate_point(task: PointTask) -> dict[str, Any]:
         out.update(status="error", message=f"{type(exc).__name__}: {exc} "
                                            f"({os.path.basename(last.filename)}:{last.lineno})")
     out["crosschecked"] = task.crosscheck and out["status"] != MISMATCH and out["metrics"] is not None
+    return _finished(out, t0, cpu0)
+
+
+def _finished(out: dict[str, Any], t0: float, cpu0: float) -> dict[str, Any]:
+    """``out`` with the evaluation's wall and CPU seconds and the worker's name and memory."""
     out["wall_s"] = time.perf_counter() - t0
     out["cpu_s"] = time.process_time() - cpu0
     out["worker"] = f"{socket.gethostname()}:{os.getpid()}"

@@ -122,10 +122,19 @@ class Objective(_Model):
         return {"metric": data} if isinstance(data, str) else data
 
 
+class ScreenSpec(_Model):
+    """The first stage of a two-stage search (docs/dse.md): every point is estimated
+    analytically (``archsim.estimate``), and only the ``keep`` fraction it ranks best is
+    simulated exactly and stored."""
+
+    keep: Annotated[float, Field(gt=0, le=1, strict=False)]
+
+
 class GridStrategy(_Model):
     """Every point of the cartesian product of the axes (constraints prune it)."""
 
     kind: Literal["grid"]
+    screen: ScreenSpec | None = None
 
 
 class RandomStrategy(_Model):
@@ -134,6 +143,7 @@ class RandomStrategy(_Model):
     kind: Literal["random"]
     samples: Annotated[int, Field(gt=0)]
     seed: int = 0
+    screen: ScreenSpec | None = None
 
 
 class NSGA2Strategy(_Model):
@@ -388,6 +398,7 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
                         f"{spec.strategy.samples} exceeds the {total} points of the space; "
                         f"use kind: grid")
 
+    _check_screen(spec, where, objectives)
     fixed = tuple(override_args(dict(spec.overrides)))
     return Sweep(
         spec=spec, path=path.resolve(), workload_path=workload_path,
@@ -395,6 +406,22 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
         constraints=tuple(constraints), objectives=tuple(objectives),
         axis_lines=tuple(where(("axes", i, "key")) for i in range(len(axes))),
     )
+
+
+def _check_screen(spec: SweepFile, where, objectives: list[tuple[str, str]]) -> None:
+    """A screened sweep's objectives must be ones the analytic estimate gives (or the area
+    model's, which are exact anyway)."""
+    strategy = spec.strategy
+    if getattr(strategy, "screen", None) is None:
+        return
+    from archsim.estimate import ESTIMATED_METRICS
+
+    screenable = set(ESTIMATED_METRICS) | set(AREA_METRICS)
+    for i, (name, _) in enumerate(objectives):
+        if name not in screenable:
+            raise SpecError(f"{where(('objectives', i))}: objectives[{i}]: {name!r} has no "
+                            f"analytic estimate, so strategy.screen cannot rank by it; a screened "
+                            f"sweep optimizes {', '.join(sorted(screenable & set(OBJECTIVES)))}")
 
 
 def _unavailable(name: str) -> str:
