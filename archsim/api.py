@@ -20,7 +20,7 @@ from archsim.stats import (
 from dataflows.attention import AttentionWork
 from dataflows.isa import Unit
 from dataflows.program import Schedule, Segment
-from dataflows.scheduler import DenseMapping, GemmWork, PregenWork
+from dataflows.scheduler import DenseMapping, GemmWork, PregenWork, timing_hardware
 from dataflows.scheduler import schedule as make_schedule
 from dataflows.tiling import Tiling
 from workloads.lowering import GemmTask
@@ -180,12 +180,15 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
     ``engine`` is a key of :data:`ENGINES`; both give identical results.
 
     ``memo`` (optional, the caller's dict) carries GEMM and pre-generation segment statistics
-    from one call to the next, keyed by engine, segment key and hardware: the points of a
-    design-space sweep that share programs and hardware (they differ in a scheduler pass)
-    simulate each once. The result is the same with or without it.
+    from one call to the next, keyed by engine, segment key and the hardware they depend on
+    (``dataflows.scheduler.timing_hardware``: not the buffer sizes, clock or energy): the
+    points of a design-space sweep that share programs and that hardware (they differ in a
+    scheduler pass, or in a buffer size their GEMMs' tilings ignore) simulate each once. The
+    result is the same with or without it.
     """
     sched = make_schedule(target) if isinstance(target, WorkloadSpec) else target
     hw = sched.hardware
+    timing_hw = timing_hardware(hw)  # what a remembered segment's statistics depend on
     run_program_with = ENGINES[engine]
     cache: dict[tuple, SegmentStats] = {}
     totals = {"cycles": 0, "instrs": 0, "simulated": 0, "groups": 0}
@@ -200,7 +203,7 @@ def simulate(target: Schedule | WorkloadSpec, progress: Progress | None = None,
         The dense-attention baselines of the attention tally share this cache and count.
         """
         if segment.key not in cache:
-            cache[segment.key] = _remembered(memo, (engine, segment.key, hw), segment,
+            cache[segment.key] = _remembered(memo, (engine, segment.key, timing_hw), segment,
                                              lambda: run_program_with(segment.program, hw))
             totals["simulated"] += len(segment.program.instrs)
         return cache[segment.key]

@@ -10,10 +10,10 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, shared machine at load average about 3, after losing interleavings
-stopped being rebuilt at every DRAM bandwidth): median 0.128 CPU-s per point over 4 runs
-against 0.152 over 3 of the tree before, run alternately; 4.8-11.7 points/s against 4.3-5.3,
-following the machine's load (docs/dse.md, "Benchmark").
+Last measured (2 workers, shared machine, after programs and their timing stopped depending
+on buffer sizes beyond the tilings): 0.107 and 0.110 CPU-s per point against 0.126 and 0.120
+of the tree before, run alternately; 13.3-14.0 points/s against 9.2-12.3 (docs/dse.md,
+"Benchmark").
 """
 
 from __future__ import annotations

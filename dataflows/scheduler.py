@@ -59,6 +59,7 @@ from workloads.arith import ceil_div, index_bits
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower, lower_layer
 from workloads.spec import (
+    BufferSpec,
     DramSpec,
     EnergySpec,
     HardwareSpec,
@@ -77,6 +78,8 @@ __all__ = [
     "pregen_program",
     "compressed_tile_geometry",
     "tiling_for",
+    "program_hardware",
+    "timing_hardware",
 ]
 
 
@@ -759,7 +762,7 @@ class _Build:
         """The finished program if it can take fewer than ``bound`` cycles on ``hw``, else None
         (``em.end``: its cycles on ``hw``)."""
         em = self.em
-        if hw != em.hw:
+        if timing_hardware(hw) != timing_hardware(em.hw):
             em.retime(hw, _pe_cycles(self.tasks, self.tilings, hw))
         while em.least_cycles < bound:
             s = next(self.steps, None)
@@ -904,7 +907,7 @@ def _gemm_program_cached(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...
     if program is None:
         _PROGRAMS.add(("build",) + key, build)
     else:
-        _PROGRAMS.add(key, program, {hw: build.em.end})
+        _PROGRAMS.add(key, program, {timing_hardware(hw): build.em.end})
     return program
 
 
@@ -961,9 +964,10 @@ class _ProgramCache:
         known = self.cycles.get(id(program))
         if known is None:
             return program_cycles(program, hw)
-        if hw not in known:
-            known[hw] = program_cycles(program, hw)
-        return known[hw]
+        timing = timing_hardware(hw)
+        if timing not in known:
+            known[timing] = program_cycles(program, hw)
+        return known[timing]
 
 
 #: Instructions the scheduler's program cache holds at most (about 420 bytes each).
@@ -973,15 +977,28 @@ _PROGRAMS = _ProgramCache(MAX_CACHED_INSTRUCTIONS)
 
 
 @lru_cache(maxsize=64)
+def timing_hardware(hw: HardwareSpec) -> HardwareSpec:
+    """``hw`` less the fields neither a GEMM or pre-generation program nor its timing and
+    statistics depend on, given its tilings: the buffer sizes decide the tilings (part of every
+    program's key) and nothing else — no writer, latency or charge reads them —, and clock and
+    energy only convert cycles and counts into seconds and joules. Program cycles and segment
+    statistics are remembered by it: the points of a sweep over buffer sizes whose GEMMs keep
+    their tilings time each program once (tests/dataflows/test_program_cycles.py checks that
+    programs and their timing are the same under other buffers)."""
+    return hw.model_copy(update={"name": "timing", "clock_mhz": 1.0, "energy": EnergySpec(),
+                                 "spgemm": SpGEMMEngineSpec(), "buffers": _BUFFERS})
+
+
+@lru_cache(maxsize=64)
 def program_hardware(hw: HardwareSpec) -> HardwareSpec:
-    """``hw`` less the fields no GEMM or pre-generation program depends on: DRAM, clock and
-    energy change how long a program takes and what it costs, never its instructions (the
-    writers read the array, the widths and the store shift). Programs are cached by it."""
-    return hw.model_copy(update={"name": "program", "clock_mhz": 1.0, "dram": _DRAM,
-                                 "energy": EnergySpec(), "spgemm": SpGEMMEngineSpec()})
+    """:func:`timing_hardware` less DRAM, which changes how long a program takes, never its
+    instructions (the writers read the array, the widths and the store shift). Programs are
+    cached by it."""
+    return timing_hardware(hw).model_copy(update={"name": "program", "dram": _DRAM})
 
 
 _DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
+_BUFFERS = BufferSpec(weight_bytes=1, input_bytes=1, accumulator_bytes=1)
 
 
 def program_cycles_cached(program: Program, hw: HardwareSpec) -> int:

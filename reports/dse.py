@@ -455,12 +455,20 @@ PROGRAM_FREE_KEYS = ("hardware.dram.", "hardware.energy.", "hardware.clock_mhz",
                      "schedule.interleave")
 
 
+#: Override keys that change a GEMM program only through its tiling, which often stays (the
+#: buffer sizes): points that differ only in them share many programs
+#: (``dataflows.scheduler.timing_hardware``).
+TILING_ONLY_KEYS = ("hardware.buffers.",)
+
+
 def grouped(points: list[dict[str, Value]], sweep: Sweep) -> list[dict[str, Value]]:
-    """``points`` reordered so that those sharing their programs are adjacent, the axes of
-    :data:`PROGRAM_FREE_KEYS` varying fastest (otherwise grid order, the sort is stable): a
-    chunk of points then goes to one worker, which builds their programs once."""
+    """``points`` reordered so that those sharing their programs are adjacent: the axes of
+    :data:`PROGRAM_FREE_KEYS` vary fastest, then those of :data:`TILING_ONLY_KEYS`
+    (otherwise grid order, the sort is stable): a chunk of points then goes to one worker,
+    which builds their programs once."""
     program_axes = [(axis.key, {json.dumps(v): i for i, v in enumerate(values)})
                     for axis, values in sweep.axes if not axis.key.startswith(PROGRAM_FREE_KEYS)]
+    program_axes.sort(key=lambda item: item[0].startswith(TILING_ONLY_KEYS))  # stable
     return sorted(points, key=lambda p: tuple(index.get(json.dumps(p.get(key)), -1)
                                               for key, index in program_axes))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,3 +43,76 @@ def test_interleaving_is_kept_only_where_it_wins():
     off = simulate(base.model_copy(update={"schedule": base.schedule.model_copy(update={"interleave": False})}))
     assert on.total_cycles <= off.total_cycles
     assert off.interleaved_segments == 0
+
+
+# -- what programs and their timing depend on (dataflows.scheduler.timing_hardware) ----------
+
+BUFFER_SIZES = [  # (weight, input, accumulator) bytes: the tiny preset's, and two others
+    None, (2048, 8192, 4096), (8192, 2048, 16384)]
+
+
+def _with_buffers(workload, sizes):
+    if sizes is None:
+        return workload
+    w, i, a = sizes
+    buffers = workload.hardware.buffers.model_copy(
+        update={"weight_bytes": w, "input_bytes": i, "accumulator_bytes": a})
+    return workload.model_copy(update={"hardware": workload.hardware.model_copy(
+        update={"buffers": buffers})})
+
+
+@pytest.mark.parametrize("example, overrides", [
+    ("tiny_cnn_bdwp.yaml", []),
+    ("tiny_cnn_bdwp.yaml", ["hardware.array.dataflow=output_stationary"]),
+    ("tiny_gemm.yaml", []),
+])
+def test_programs_and_their_timing_ignore_the_buffer_sizes_given_their_tilings(example, overrides):
+    from archsim.fast import run_program_fast
+    from dataflows.scheduler import gemm_program, pregen_program, tiling_for, timing_hardware
+    from workloads.layers import expand
+    from workloads.load import load_workload
+    from workloads.lowering import lower
+
+    base = load_workload(f"workloads/examples/{example}", overrides=overrides)
+    shared = 0
+    for sizes in BUFFER_SIZES[1:]:
+        other = _with_buffers(base, sizes)
+        hw1, hw2 = base.hardware, other.hardware
+        assert timing_hardware(hw1) == timing_hardware(hw2) and hw1 != hw2
+        for task in (t for g in lower(expand(base), base.mode) for t in g):
+            tiling = tiling_for(task, hw1, base.schedule, True)
+            if tiling != tiling_for(task, hw2, other.schedule, True):
+                continue
+            shared += 1
+            p1, p2 = gemm_program((task,), (tiling,), hw1), gemm_program((task,), (tiling,), hw2)
+            assert (p1.instrs, p1.tags, p1.tensors) == (p2.instrs, p2.tags, p2.tensors)
+            s1, s2 = run_program_fast(p1, hw1), run_program_fast(p1, hw2)
+            assert (s1.cycles, s1.busy, dict(s1.sram_read_bytes)) == \
+                   (s2.cycles, s2.busy, dict(s2.sram_read_bytes))
+            if task.weight and tiling.sparse:
+                assert pregen_program((task,), (tiling,), hw1).instrs == \
+                       pregen_program((task,), (tiling,), hw2).instrs
+    assert shared  # the property was exercised
+
+
+def test_a_point_after_one_with_other_buffers_is_what_it_is_alone():
+    """The caches shared across design points (programs, cycles, segment statistics) give a
+    point the same result whatever point came before with other buffer sizes."""
+    from archsim import simulate
+    from dataflows import scheduler, tiling
+    from workloads.load import load_workload
+
+    def fresh_caches() -> None:
+        scheduler._PROGRAMS = scheduler._ProgramCache(scheduler.MAX_CACHED_INSTRUCTIONS)
+        scheduler._TIMED.clear()
+        tiling._LEAST_READ.clear()
+
+    base = load_workload("workloads/examples/tiny_cnn_bdwp.yaml")
+    for sizes in BUFFER_SIZES[1:]:
+        other = _with_buffers(base, sizes)
+        fresh_caches()
+        alone = simulate(other, engine="fast")
+        fresh_caches()
+        memo: dict = {}
+        simulate(base, engine="fast", memo=memo)
+        assert simulate(other, engine="fast", memo=memo) == alone
