@@ -6,14 +6,14 @@ are stored. Per GEMM it takes the tiling the offline search ranks first
 (``dataflows.tiling.search_tilings``, without the exact timing of near-ties the scheduler
 adds) and that search's own estimate (``dataflows.tiling.estimate``: busy cycles per unit, the
 busiest bounding the GEMM, plus the first loads and last stores no overlap hides). It leaves
-out what only a program shows — interleaving a layer's backward GEMMs, the dense fallback, the
-stalls of dependent units — so it is a ranking, not a result: on the 576-point ResNet-18 BDWP
-sweep its cycles are within about ±15 % of the exact ones, with a rank correlation of 0.94
-(``python benchmarks/bench_dse.py --screen``).
+out what only a program shows — interleaving a layer's backward GEMMs, the stalls of dependent
+units — and judges the dense fallback on the same estimates, so it is a ranking, not a result:
+on the 576-point ResNet-18 BDWP sweep its cycles are within 0.979–1.052 of the exact ones
+(Spearman 1.000), energy 0.847–1.051 (``python benchmarks/bench_screen.py``, docs/dse.md).
 
-Buffer (SRAM) traffic is counted per COMPUTE as ``archsim.accounting`` does on the weight-
-stationary array, in closed form; pre-generation as a load, a compression and a store per
-weight tile. Attention layers and SpGEMM ops have no estimate here (:class:`EstimateError`).
+Buffer (SRAM) traffic is counted per COMPUTE as ``archsim.accounting`` does, in closed form
+(the output-stationary array reads a COMPUTE's weights again for every block of PE rows);
+pre-generation as a load, a compression and a store per weight tile. Attention layers and SpGEMM ops have no estimate here (:class:`EstimateError`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,21 @@ from functools import lru_cache
 from archsim.stats import energy_pj
 from dataflows.cost import compress_cycles, dma_cycles
 from dataflows.isa import SLOTS_PER_BUFFER
-from dataflows.tiling import Tiling, default_tiling, estimate, m_widths, search_tilings
+from dataflows.tiling import (
+    Tiling,
+    chunked,
+    default_tiling,
+    estimate,
+    m_widths,
+    search_tilings,
+)
 from workloads.arith import ceil_div
 from workloads.errors import SpecError
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower
 from workloads.spec import HardwareSpec, SpGEMMOp, WorkloadSpec
 
-__all__ = ["EstimateError", "ESTIMATED_METRICS", "estimate_metrics"]
+__all__ = ["EstimateError", "ESTIMATED_METRICS", "estimate_metrics", "check_covered"]
 
 #: The metrics :func:`estimate_metrics` gives (area metrics come from the area model, exact).
 ESTIMATED_METRICS = ("cycles", "latency_s", "energy_pj", "edp_j_s", "throughput_gmacs",
@@ -67,7 +74,7 @@ def estimate_metrics(workload: WorkloadSpec) -> dict[str, float]:
     EstimateError
         If the workload has an attention layer or an SpGEMM op.
     """
-    _check_covered(workload)
+    check_covered(workload)
     hw, passes = workload.hardware, workload.schedule
     training = workload.mode == "training"
     compressed = (not training) or passes.pregenerate_sparse_weights
@@ -105,7 +112,8 @@ def _tiling(task: GemmTask, hw: HardwareSpec, offline: bool, compressed: bool,
     return search_tilings(task, hw, compressed, slots)[0]
 
 
-def _check_covered(workload: WorkloadSpec) -> None:
+def check_covered(workload: WorkloadSpec) -> None:
+    """Raise :class:`EstimateError` if the workload has what the estimate does not cover."""
     for op in workload.operations:
         if isinstance(op, SpGEMMOp):
             raise EstimateError(f"SpGEMM op {op.name!r} has no analytic estimate")
@@ -120,14 +128,21 @@ def _gemm(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> _Tota
     m, k, n = tiling.dims(task)
     db, ab = hw.data_bytes, hw.acc_bytes
     nk, nn = ceil_div(k, tiling.tk), ceil_div(n, tiling.tn)
-    m_tiles = sum(count for _, count in m_widths(task, tiling, m))
+    # Weight tiles read: once per COMPUTE's m-tile; the output-stationary array reads them
+    # again for every block of PE rows of it.
+    rows = hw.array.rows
+    m_tiles = sum(count * (ceil_div(w, rows) if hw.array.output_stationary else 1)
+                  for w, count in m_widths(task, tiling, m))
     executed = task.macs_executed(hw) if tiling.sparse else task.m * task.k * task.n
     k_held = k // task.nm[1] * task.nm[0] if tiling.sparse else k  # weight rows held per pass
     # Per COMPUTE (accounting._pe): its weight tile, its streamed A rows, its accumulators
     # written (and read back after the first k-tile); the loads write what DRAM gives, the
     # stores read the accumulators.
-    reads = (m_tiles * k_held * n + m * k * nn) * db + m * n * (max(nk - 1, 0) + 1) * ab
-    writes = est.read_bytes + m * n * nk * ab
+    # A chunked output-stationary COMPUTE covers a buffer tile's k-tiles at once: it adds
+    # into its accumulators once (tiling.pe_cycles counts COMPUTEs the same way).
+    k_computes = ceil_div(nk, min(tiling.kb, nk)) if chunked(tiling, hw) else nk
+    reads = (m_tiles * k_held * n + m * k * nn) * db + m * n * k_computes * ab
+    writes = est.read_bytes + m * n * k_computes * ab
     return _Totals(cycles=est.cycles, macs=executed, dense_macs=task.macs_dense,
                    dram_read=est.read_bytes, dram_write=m * n * db, sram_read=reads,
                    sram_write=writes)

@@ -85,7 +85,8 @@ class Op(IntEnum):
     STORE_ADD = 15  # DMA: DRAM rows += accumulator rows (read-modify-write, as an atomic add)
     # SpGEMM (docs/isa.md, "SpGEMM instructions"; docs/spgemm.md): chunks of rows through the
     # SpGEMM engine's two scratchpad slots. The engine ops take the PE unit's place in the
-    # controller (the array idles while SpGEMM runs). Executed by the SimPy model only so far.
+    # controller (the array idles while SpGEMM runs). Model-only so far: the SimPy model and
+    # the fast engine execute them, no RTL does (docs/isa.md).
     SP_LOAD = 16  # DMA: a chunk's operands (``nbytes``) from DRAM into scratchpad slot ``slot``
     SP_STORE = 17  # DMA: a chunk's output (``nbytes``) to DRAM; ``spill_bytes`` read back
     SP_INTERSECT = 18  # engine: inner product, a resident row chunk × a streamed column block

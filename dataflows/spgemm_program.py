@@ -24,15 +24,13 @@ each instruction reads and writes, as for every other program.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from dataflows.isa import SLOTS_PER_BUFFER, Op, SpGEMMInstr
-from dataflows.program import Buffer, Emitter, Program, Resource, Segment
+from dataflows.program import Buffer, Emitter, Program, Resource
 from dataflows.spgemm import ChunkTable
 
-__all__ = ["SpGEMMWork", "ENGINE_OP", "spgemm_program", "spgemm_segment"]
+__all__ = ["ENGINE_OP", "spgemm_program"]
 
 #: The engine op that works each phase's chunks, by phase name (``ChunkTable.name``).
 ENGINE_OP = {
@@ -44,33 +42,14 @@ ENGINE_OP = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SpGEMMWork:
-    """What an SpGEMM program computes: one dataflow of one ``op: spgemm``, phase by phase.
-    ``Program.tags`` index ``phases`` (the chunk tables' names)."""
-
-    op: str
-    dataflow: str
-    phases: tuple[str, ...]
-
-    @property
-    def tag_names(self) -> tuple[str, ...]:
-        return self.phases
-
-
 def spgemm_program(tables: list[ChunkTable]) -> Program:
-    """The tile program that runs ``tables`` (a dataflow's phases) back to back."""
+    """The tile program that runs ``tables`` (a dataflow's phases) back to back; its tags
+    index the phases (``tables[tag].name``)."""
     em = Emitter(instr_type=SpGEMMInstr)
     scratchpad = Buffer(SLOTS_PER_BUFFER)
     for tag, table in enumerate(tables):
         _write_phase(em, tag, table, scratchpad)
     return em.program
-
-
-def spgemm_segment(op: str, dataflow: str, tables: list[ChunkTable]) -> Segment[SpGEMMWork]:
-    """:func:`spgemm_program` as a segment (run once) of :class:`SpGEMMWork`."""
-    work = SpGEMMWork(op, dataflow, tuple(t.name for t in tables))
-    return Segment(work, 1, ("spgemm", op, dataflow), spgemm_program(tables))
 
 
 def _write_phase(em: Emitter, tag: int, table: ChunkTable, scratchpad: Buffer) -> None:

@@ -30,7 +30,7 @@ from reports.evaluate import MISMATCH, PointTask
 from reports.executors import Backend, ExecutorError, dispatch, make_backend
 from reports.expr import ExpressionError
 from reports.metrics import AREA_METRICS
-from reports.pareto import pareto_mask
+from reports.pareto import pareto_layers, pareto_mask
 from reports.store import PointRow, ResultStore, StoreError
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
 from workloads.errors import ArchsimError, SpecError
@@ -493,24 +493,25 @@ def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_siz
     points = list(candidate_points(sweep))
     outcome.proposed = len(points)
     screen = getattr(sweep.spec.strategy, "screen", None)
+    estimated = 0
     if screen is not None:  # the progress counts the estimates, then the simulations
-        points = _screened(sweep, points, runner, backend, outcome, chunk_size, screen.keep,
-                           (total, advance))
+        points, estimated = _screened(sweep, points, runner, backend, outcome, chunk_size,
+                                      screen.keep, (total, advance))
     pending = grouped([p for p in points if point_hash(p) not in finished], sweep)
     outcome.skipped = len(points) - len(pending)
-    total[0] = outcome.estimated + len(pending)
+    total[0] = estimated + len(pending)
     tasks = _tasks(runner, ((p, None, None) for p in pending), outcome)
     dispatch(backend, tasks, runner.finish, _chunk(chunk_size, len(pending), backend.workers))
 
 
 def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, backend: Backend,
               outcome: SweepOutcome, chunk_size: int | None, keep: float,
-              progress: tuple[list[int], Callable[[], None]]) -> list[dict]:
+              progress: tuple[list[int], Callable[[], None]]) -> tuple[list[dict], int]:
     """The first stage of a two-stage search: estimate every point analytically on the
     workers, and return those to simulate exactly — the points settled without simulating
     (stored as such by the second stage) and the ``keep`` fraction of the others that the
-    estimates rank best (:func:`screen_ranking`). Nothing is stored here, so a resumed sweep
-    screens again, the same way."""
+    estimates rank best (:func:`screen_ranking`) — with the number of estimates made. Nothing
+    is stored here, so a resumed sweep screens again, the same way."""
     tasks, settled, area = [], [], {}
     for p in grouped(points, sweep):
         workload, _, resources, decided = runner.resolve(p)
@@ -520,15 +521,18 @@ def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, bac
             h = point_hash(p)
             area[h] = resources
             tasks.append(PointTask(h, workload, estimate=True))
+    if tasks:
+        _check_screenable(sweep, tasks[0].workload)
     estimates: dict[str, dict[str, float]] = {}
+    kept = kept_points(keep, len(tasks))
     total, advance = progress
-    total[0] = len(tasks)
+    total[0] = len(tasks) + len(settled) + kept  # at most: some may be stored already
 
     def collect(out: dict[str, Any]) -> None:
-        outcome.estimated += 1
         advance()
         outcome.estimate_cpu_s += out.get("cpu_s") or 0.0
         if out["status"] == "ok":
+            outcome.estimated += 1
             h = out["hash"]
             estimates[h] = {**out["metrics"], **area[h], **sweep.names(by_hash[h])}
 
@@ -538,34 +542,48 @@ def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, bac
     # In the points' order, not the order the workers finished in: ties rank the same way
     # in every run, so a resumed sweep keeps the same points.
     ranked = screen_ranking({t.hash: estimates[t.hash] for t in tasks if t.hash in estimates},
-                            sweep)
-    chosen = [by_hash[h] for h in ranked[:math.ceil(keep * len(tasks))]]
+                            sweep, kept)
+    chosen = [by_hash[h] for h in ranked[:kept]]
     outcome.screened_out = len(tasks) - len(chosen) - len(unestimated)
-    return settled + unestimated + chosen
+    return settled + unestimated + chosen, len(tasks)
 
 
-def screen_ranking(estimates: dict[str, dict[str, Any]], sweep: Sweep) -> list[str]:
+def kept_points(keep: float, n: int) -> int:
+    """How many of ``n`` estimated points a screen keeping the fraction ``keep`` simulates:
+    ⌈keep · n⌉, the product rounded first (0.07 · 100 is 7.000000000000001 in floating point)."""
+    return math.ceil(round(keep * n, 9))
+
+
+def _check_screenable(sweep: Sweep, workload) -> None:
+    """A SpecError on the sweep's ``strategy`` line if the analytic estimate does not cover the
+    workload (attention layers, SpGEMM ops): screening it would simulate every point anyway."""
+    from archsim.estimate import EstimateError, check_covered
+
+    try:
+        check_covered(workload)
+    except EstimateError as exc:
+        raise SpecError(f"{sweep.strategy_line}: strategy.screen: {exc}, so this workload "
+                        f"cannot be screened; remove 'screen' (docs/dse.md)") from None
+
+
+def screen_ranking(estimates: dict[str, dict[str, Any]], sweep: Sweep,
+                   enough: int | None = None) -> list[str]:
     """Point hashes, best first by their estimated metrics (with the point's area and axis
-    names, which constraints read; ties keep the order of ``estimates``): Pareto layer after
-    Pareto layer of
-    the objectives (within a layer, by the first objective), the points whose estimate fails a
-    metric constraint after all the others."""
+    names, which constraints read): Pareto layer after Pareto layer of the objectives
+    (``reports.pareto.pareto_layers``; within a layer by the first objective, ties in the
+    order of ``estimates``), the points whose estimate fails a metric constraint after all the
+    others. With ``enough``, only the first that many need be in order."""
     objectives = sweep.objectives
-    env = {h: {**m, **_derived(m)} for h, m in estimates.items()}
-    holds = {h: all(_Runner._holds(c, e) for c in sweep.constraints
-                    if c.stage == "post" and c.expression.names <= e.keys())
-             for h, e in env.items()}
-    order: list[str] = []
-    for feasible in (True, False):
-        left = [h for h in env if holds[h] is feasible]
-        while left:
-            values = np.array([[env[h][m] for m, _ in objectives] for h in left], dtype=float)
-            front = pareto_mask(values, [g for _, g in objectives])
-            layer = [h for h, f in zip(left, front) if f]
-            metric, goal = objectives[0]
-            order += sorted(layer, key=lambda h: env[h][metric], reverse=goal == "max")
-            left = [h for h, f in zip(left, front) if not f]
-    return order
+    env = [(h, {**m, **_derived(m)}) for h, m in estimates.items()]
+    failed = [not all(_Runner._holds(c, e) for c in sweep.constraints
+                      if c.stage == "post" and c.expression.names <= e.keys()) for _, e in env]
+    values = np.array([[e[m] for m, _ in objectives] for _, e in env], dtype=float)
+    layers = pareto_layers(values, [g for _, g in objectives], enough)
+    metric, goal = objectives[0]
+    first = values[:, 0] * (-1.0 if goal == "max" else 1.0) if len(env) else values
+    first = np.where(np.isfinite(first), first, np.inf)
+    order = sorted(range(len(env)), key=lambda i: (failed[i], layers[i], first[i], i))
+    return [env[i][0] for i in order]
 
 
 def _derived(metrics: dict[str, float]) -> dict[str, float]:

@@ -135,12 +135,12 @@ def evaluate_point(task: PointTask) -> dict[str, Any]:
     try:
         from archsim.size import check_size
 
-        # limits.tile_steps before any program is built: a huge point is invalid, not hours.
-        if task.estimate:
+        if task.estimate:  # builds no program: no size to check
             from archsim.estimate import estimate_metrics
 
             out["metrics"] = estimate_metrics(task.workload)
             return _finished(out, t0, cpu0)
+        # limits.tile_steps before any program is built: a huge point is invalid, not hours.
         check_size(task.workload, f"design point {task.hash}")
         result = _simulate(task.workload, task.crosscheck)
         metrics = simulation_metrics(result, task.workload.hardware)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reports.expr import Expression, ExpressionError
 from reports.metrics import AREA_METRICS, METRICS, OBJECTIVES
@@ -129,6 +129,13 @@ class ScreenSpec(_Model):
 
     keep: Annotated[float, Field(gt=0, le=1, strict=False)]
 
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, bool):  # YAML's true would read as 1.0
+            raise ValueError("expected a fraction in (0, 1], got a boolean")
+        return value
+
 
 class GridStrategy(_Model):
     """Every point of the cartesian product of the axes (constraints prune it)."""
@@ -207,6 +214,8 @@ class Sweep:
         The axes with their expanded value lists, in file order.
     axis_lines
         ``file:line`` of each axis's ``key`` (for errors found once the workload is loaded).
+    strategy_line
+        ``file:line`` of ``strategy`` (likewise).
     """
 
     spec: SweepFile
@@ -218,6 +227,7 @@ class Sweep:
     constraints: tuple[Constraint, ...]
     objectives: tuple[tuple[str, Literal["min", "max"]], ...]
     axis_lines: tuple[str, ...] = ()
+    strategy_line: str = ""
 
     @property
     def name(self) -> str:
@@ -405,6 +415,7 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
         hardware=_resolve_hardware(spec.hardware, base), fixed=fixed, axes=tuple(axes),
         constraints=tuple(constraints), objectives=tuple(objectives),
         axis_lines=tuple(where(("axes", i, "key")) for i in range(len(axes))),
+        strategy_line=where(("strategy",)),
     )
 
 

@@ -13,7 +13,7 @@ from archsim.spgemm import run_tables, simulate_dataflow
 from dataflows.cost import transfer_cycles
 from dataflows.isa import MODEL_ONLY, SPGEMM_ENGINE_OPS, Op, Unit, encode
 from dataflows.spgemm import ChunkTable, SpGEMMProblem
-from dataflows.spgemm_program import ENGINE_OP, spgemm_program, spgemm_segment
+from dataflows.spgemm_program import ENGINE_OP, spgemm_program
 from workloads.generators.sparse_matrices import banded, rmat
 from workloads.load import load_hardware
 
@@ -143,9 +143,9 @@ def test_both_engines_give_the_same_result_on_every_dataflow(dataflow, make):
     assert simpy.dram_read_bytes + simpy.dram_write_bytes == sum(simpy.dram_bytes.values())
 
 
-def test_segment_names_its_phases():
-    tables = [table("outer.multiply", [2], [8], [8]), table("outer.merge", [3], [8], [8])]
-    segment = spgemm_segment("c=a*a", "outer", tables)
-    assert segment.work.tag_names == ("outer.multiply", "outer.merge")
+def test_tags_name_the_phases():
+    tables = [table("outer.multiply", [2], [8], [8]), table("outer.merge", [3, 1], [8, 8], [8, 8])]
     program, stats = run_tables(tables, TINY)
-    assert sorted(stats.tasks) == [0, 1] and program.tags == segment.program.tags
+    assert program.tags == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert sorted(stats.tasks) == [0, 1]
+    assert stats.tasks[0].dram_read_bytes == 8 and stats.tasks[1].dram_write_bytes == 16

@@ -10,7 +10,7 @@ from reports_support import EXAMPLES, write_sweep
 
 from archsim import simulate
 from archsim.estimate import ESTIMATED_METRICS, EstimateError, estimate_metrics
-from reports.dse import best_designs, run_sweep, screen_ranking
+from reports.dse import best_designs, kept_points, run_sweep, screen_ranking
 from reports.store import ResultStore
 from reports.sweep import load_sweep, override_args, point_hash
 from workloads.errors import SpecError
@@ -42,6 +42,8 @@ def _rows(out):
     ("tiny_cnn_bdwp.yaml", []),
     ("resnet18_bdwp.yaml", ["operations.0.batch=1", "schedule.pregenerate_sparse_weights=false"]),
     ("resnet18_bdwp.yaml", ["operations.0.batch=2", "hardware.array.rows=16"]),
+    ("tiny_cnn_bdwp.yaml", ["hardware.array.dataflow=output_stationary"]),
+    ("bert_inference_nm.yaml", []),
 ])
 def test_estimate_is_close_to_the_exact_result(example, overrides):
     workload = load_workload(EXAMPLES / example, overrides=overrides)
@@ -74,6 +76,30 @@ def test_ranking_takes_pareto_layers_and_puts_failed_constraints_last(tmp_path):
         "d": {"cycles": 1, "energy_pj": 1, "utilization": 0.1},    # best, but fails the constraint
     }
     assert screen_ranking(estimates, sweep) == ["b", "a", "c", "d"]
+
+
+def test_ranking_puts_points_without_finite_estimates_last(tmp_path):
+    sweep = load_sweep(_sweep(tmp_path, 0.5), area_available=False)
+    estimates = {"a": {"cycles": float("nan"), "energy_pj": 1.0},
+                 "b": {"cycles": 3.0, "energy_pj": 3.0}, "c": {"cycles": 2.0, "energy_pj": 9.0}}
+    assert screen_ranking(estimates, sweep) == ["c", "b", "a"]
+
+
+def test_keep_counts_points_exactly():
+    assert kept_points(0.07, 100) == 7  # 7.000000000000001 in floating point
+    assert kept_points(0.25, 20) == 5 and kept_points(0.3, 20) == 6 and kept_points(0.01, 3) == 1
+    assert kept_points(1, 17) == 17
+
+
+def test_a_workload_without_an_estimate_is_refused_on_the_strategy_line(tmp_path, inline_backend):
+    path = tmp_path / "attention.yaml"
+    path.write_text(f"version: 1\nname: att\nworkload: {EXAMPLES / 'attention_patterns.yaml'}\n"
+                    "axes:\n  - {key: hardware.dram.bandwidth_bytes_per_cycle, values: [8, 16]}\n"
+                    "objectives: [cycles]\nstrategy: {kind: grid, screen: {keep: 0.5}}\n")
+    sweep = load_sweep(path, area_available=False)
+    with pytest.raises(SpecError, match=r"attention\.yaml:7: strategy\.screen: attention layer") as err:
+        run_sweep(sweep, tmp_path / "out", backend=inline_backend)
+    assert "\n" not in str(err.value)
 
 
 def test_screened_sweep_simulates_and_stores_only_the_best_estimates(tmp_path, inline_backend):
@@ -115,6 +141,7 @@ def test_keep_one_simulates_every_point(tmp_path, inline_backend):
      "'speedup' has no analytic estimate, so strategy.screen cannot rank by it"),
     ("objectives: [cycles]\nstrategy: {kind: grid, screen: {keep: 0}}\n", "keep"),
     ("objectives: [cycles]\nstrategy: {kind: grid, screen: {keep: 1.5}}\n", "keep"),
+    ("objectives: [cycles]\nstrategy: {kind: grid, screen: {keep: true}}\n", "boolean"),
     ("objectives: [cycles]\nstrategy: {kind: nsga2, trials: 4, screen: {keep: 0.5}}\n",
      "screen"),
 ])

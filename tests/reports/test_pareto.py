@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reports.pareto import pareto_mask
+from reports.pareto import pareto_layers, pareto_mask
 
 
 def test_minimize_both():
@@ -42,3 +42,33 @@ def test_a_text_valued_axis_gets_one_marker_per_value(tmp_path):
     labels = [t.get_text() for t in pareto.figure.axes[0].get_legend().get_texts()]
     assert "dataflow = output_stationary (2)" in labels
     assert "dataflow = weight_stationary (2)" in labels
+
+
+def _peel(values, goals):
+    """Non-dominated sorting by definition: the front, then the front of the rest, …"""
+    layers, left, k = np.full(len(values), -1), np.arange(len(values)), 0
+    while len(left):
+        front = pareto_mask(values[left], goals)
+        if not front.any():  # only rows with NaN left: after every layer
+            break
+        layers[left[front]], left, k = k, left[~front], k + 1
+    layers[left] = k
+    return layers
+
+
+@pytest.mark.parametrize("objectives", [2, 3])
+def test_pareto_layers_are_the_peeled_fronts(objectives):
+    rng = np.random.default_rng(objectives)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        values = rng.integers(0, 5, (n, objectives)).astype(float)  # many ties and duplicates
+        values[rng.random(n) < 0.05, 0] = np.nan
+        goals = [str(rng.choice(["min", "max"])) for _ in range(objectives)]
+        assert (pareto_layers(values, goals) == _peel(values, goals)).all()
+
+
+def test_pareto_layers_stop_peeling_when_enough():
+    values = np.array([[i, i] for i in range(6)], dtype=float)  # six layers of one point
+    assert pareto_layers(values, ["min", "min"]).tolist() == [0, 1, 2, 3, 4, 5]
+    three = np.column_stack([values, values[:, 0]])
+    assert pareto_layers(three, ["min"] * 3, enough=2).tolist() == [0, 1, 2, 2, 2, 2]
