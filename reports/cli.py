@@ -164,9 +164,12 @@ def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
 
     def update(done: int, total: int) -> None:
         if not bar.live.is_started:
+            screen = getattr(sweep.spec.strategy, "screen", None)
+            stages = (f" (estimates first, then at most the best {screen.keep:.0%} simulated)"
+                      if screen else "")
             console.print(f"sweep {sweep.name}: {sweep.size:,} points in the space, strategy "
-                          f"{sweep.spec.strategy.kind}; {total:,} to resolve; results in {out}",
-                          soft_wrap=True)
+                          f"{sweep.spec.strategy.kind}; {total:,} to resolve{stages}; results "
+                          f"in {out}", soft_wrap=True)
             bar.start()
         elapsed = time.monotonic() - started
         rate = f"{done / elapsed:.2f} points/s" if elapsed > 0 else ""
