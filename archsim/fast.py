@@ -15,7 +15,7 @@ from collections import Counter
 
 from archsim.accounting import book, charges
 from archsim.stats import SegmentStats
-from dataflows.cost import latency, shape_of, times
+from dataflows.cost import latency, shape_index, times
 from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
@@ -31,15 +31,13 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
         If the program deadlocks (an instruction waits for a count that is never reached).
     """
     stats = SegmentStats(len(program.instrs), trace)
-    instrs, tags = program.instrs, program.tags
-    shapes = list(map(shape_of, instrs))
-    example = dict(zip(shapes, instrs))  # an instruction of each shape
-    latency_of = {shape: latency(instr, hw) for shape, instr in example.items()}
-    cycles = [latency_of[shape] for shape in shapes]
+    ids, examples = shape_index(program)  # an instruction of each shape
+    latency_of = [latency(instr, hw) for instr in examples]
+    cycles = [latency_of[i] for i in ids]
     queues = program.per_unit()
     ready, start = times(program, cycles, queues)
-    stats.record_all(queues, tags, ready, start, cycles)
+    stats.record_all(queues, program.tags, ready, start, cycles)
     # Charges are sums: book each (tag, shape) once, times its count.
-    for (tag, shape), count in Counter(zip(tags, shapes)).items():
-        book(stats, tag, charges(example[shape], hw), count)
+    for (tag, i), count in Counter(zip(program.tags, ids)).items():
+        book(stats, tag, charges(examples[i], hw), count)
     return stats

@@ -10,9 +10,9 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, shared machine, after programs and their timing stopped depending
-on buffer sizes beyond the tilings): 0.107 and 0.110 CPU-s per point against 0.126 and 0.120
-of the tree before, run alternately; 13.3-14.0 points/s against 9.2-12.3 (docs/dse.md,
+Last measured (2 workers, quiet machine, programs shared across buffer sizes and remembering
+their queues and shape index): 0.089-0.093 CPU-s per point against 0.112-0.115 at the start of
+that session, run side by side; 20.1-20.9 points/s against 16.4-16.8 (docs/dse.md,
 "Benchmark").
 """
 

@@ -6,6 +6,7 @@ All results are integer cycles, bytes or elements.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -33,6 +34,7 @@ __all__ = [
     "times",
     "latencies",
     "shape_of",
+    "shape_index",
     "program_cycles",
     "SOFTMAX_MUL_CYCLES",
     "SOFTMAX_READ_CYCLES",
@@ -295,13 +297,35 @@ shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulat
                       "transposing", "chunks", "k_last", "spgemm_fields")
 
 
+def shape_index(program) -> tuple[list[int], list[Instr]]:
+    """Each instruction's shape (:data:`shape_of`) as an index into a list of one instruction
+    per distinct shape. Shapes do not depend on the hardware, so a program remembers its
+    index (``Program.derived``) for every design point that times it."""
+    known = program.derived.get("shapes")
+    if known is not None and known[0] == len(program.instrs):
+        return known[1], known[2]
+    index: dict[tuple, int] = {}
+    examples: list[Instr] = []
+    ids = []
+    for instr, shape in zip(program.instrs, map(shape_of, program.instrs)):
+        i = index.get(shape)
+        if i is None:
+            i = index[shape] = len(examples)
+            examples.append(instr)
+        ids.append(i)
+    # Machine integers, one or two bytes an instruction (a list holds eight): a VGG-16
+    # iteration holds millions of instructions.
+    packed = array("B" if len(examples) <= 1 << 8 else "H" if len(examples) <= 1 << 16 else "l",
+                   ids)
+    program.derived["shapes"] = (len(program.instrs), packed, examples)
+    return packed, examples
+
+
 def latencies(program, hw: HardwareSpec) -> list[int]:
     """:func:`latency` of every instruction of ``program``, computed once per distinct shape."""
-    known: dict[tuple, int] = {}
-    for instr, shape in zip(program.instrs, map(shape_of, program.instrs)):
-        if shape not in known:
-            known[shape] = latency(instr, hw)
-    return [known[shape] for shape in map(shape_of, program.instrs)]
+    ids, examples = shape_index(program)
+    known = [latency(instr, hw) for instr in examples]
+    return [known[i] for i in ids]
 
 
 #: For each unit, the two other units (whose completion counts its waits name).

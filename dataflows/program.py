@@ -20,6 +20,7 @@ type says what ``Program.tags`` index: each work type has ``tag_names``, one per
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -74,13 +75,24 @@ class Program:
     instrs: list[Instr] = field(default_factory=list)
     tags: list[int] = field(default_factory=list)
     tensors: dict[str, Tensor] = field(default_factory=dict)
+    #: What the timing engines derive from the instructions alone, whatever the hardware (the
+    #: unit queues, ``cost.shape_index``), by name, with the instruction count it was derived
+    #: at: a program is timed once per design point of a sweep, and only ever grows.
+    derived: dict[str, tuple] = field(default_factory=dict, repr=False, compare=False)
 
-    def per_unit(self) -> dict[Unit, list[int]]:
+    def per_unit(self) -> dict[Unit, array]:
         """Indices of each unit's instructions, in the order that unit executes them."""
+        known = self.derived.get("queues")
+        if known is not None and known[0] == len(self.instrs):
+            return known[1]
         queues: dict[Unit, list[int]] = {u: [] for u in Unit}
         for i, instr in enumerate(self.instrs):
             queues[instr.unit].append(i)
-        return queues
+        # Kept as machine integers (4 bytes an instruction, not a list's 36): a VGG-16
+        # iteration holds millions of instructions.
+        packed = {u: array("i", q) for u, q in queues.items()}
+        self.derived["queues"] = (len(self.instrs), packed)
+        return packed
 
 
 W = TypeVar("W")

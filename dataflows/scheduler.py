@@ -27,6 +27,7 @@ keeps a ResNet-50 training iteration fast to simulate.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -35,6 +36,7 @@ from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import (
     latency,
     program_cycles,
+    shape_index,
     shape_of,
     transfer_bytes,
 )
@@ -1038,15 +1040,11 @@ class _SegmentCache:
         if segment.key not in self._traffic:
             # Each figure depends on an instruction's shape only: count the shapes, then
             # compute each once.
-            shapes: dict[tuple, list] = {}  # shape → [an instruction of it, count]
-            for instr in segment.program.instrs:
-                seen = shapes.get(shape_of(instr))
-                if seen is None:
-                    shapes[shape_of(instr)] = [instr, 1]
-                else:
-                    seen[1] += 1
+            ids, examples = shape_index(segment.program)
+            counts = Counter(ids)
             total = [0, 0, 0]
-            for instr, count in shapes.values():
+            for i, instr in enumerate(examples):
+                count = counts[i]
                 total[0] += count * transfer_bytes(instr, self.hw)
                 if instr.unit != Unit.VEC:
                     total[1 + (instr.unit == Unit.PE)] += count * latency(instr, self.hw)

@@ -98,3 +98,23 @@ def test_parts_of_a_slot_have_their_own_hazards_and_inherit_the_slots_past():
     em.emit(Op.LOAD_A, 0, writes=(a.part(0, (0,)),), slot=0)
     waits = [i.wait for i in em.program.instrs]
     assert waits == [(0, 0, 0), (0, 0, 0), (1, 0, 0), (2, 0, 0), (0, 2, 0)]
+
+
+def test_what_a_program_remembers_follows_its_growth():
+    """``Program.derived`` (unit queues, shape index) is recomputed once the program grows: a
+    build stopped part way is timed, then resumed."""
+    from dataflows.cost import latencies, shape_index
+    from dataflows.isa import Instr, Op, Unit
+    from dataflows.program import Program
+    from workloads.load import load_hardware
+
+    hw = load_hardware("tiny")
+    program = Program([Instr(Op.LOAD_A, rows=4, cols=4), Instr(Op.COMPUTE, m=4, k=4, cols=4)],
+                      [0, 0])
+    assert list(program.per_unit()[Unit.PE]) == [1] and len(latencies(program, hw)) == 2
+    program.instrs.append(Instr(Op.LOAD_A, rows=8, cols=4))
+    program.tags.append(0)
+    assert list(program.per_unit()[Unit.DMA]) == [0, 2]
+    ids, examples = shape_index(program)
+    assert list(ids) == [0, 1, 2] and len(examples) == 3
+    assert latencies(program, hw)[2] > latencies(program, hw)[0]  # more rows, more beats
