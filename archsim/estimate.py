@@ -23,20 +23,13 @@ from functools import lru_cache
 
 from archsim.stats import energy_pj
 from dataflows.cost import compress_cycles, dma_cycles
-from dataflows.isa import SLOTS_PER_BUFFER
-from dataflows.tiling import (
-    Tiling,
-    chunked,
-    default_tiling,
-    estimate,
-    m_widths,
-    search_tilings,
-)
+from dataflows.scheduler import buffer_slots, compressed_in_dram, ranked_tiling
+from dataflows.tiling import Tiling, chunked, estimate, m_widths
 from workloads.arith import ceil_div
 from workloads.errors import SpecError
 from workloads.layers import expand
 from workloads.lowering import GemmTask, lower
-from workloads.spec import HardwareSpec, SpGEMMOp, WorkloadSpec
+from workloads.spec import HardwareSpec, SchedulePasses, SpGEMMOp, WorkloadSpec
 
 __all__ = ["EstimateError", "ESTIMATED_METRICS", "estimate_metrics", "check_covered"]
 
@@ -74,50 +67,48 @@ def estimate_metrics(workload: WorkloadSpec) -> dict[str, float]:
     EstimateError
         If the workload has an attention layer or an SpGEMM op.
     """
-    check_covered(workload)
-    hw, passes = workload.hardware, workload.schedule
-    training = workload.mode == "training"
-    compressed = (not training) or passes.pregenerate_sparse_weights
-    slots = SLOTS_PER_BUFFER if passes.double_buffering else 1
-    pregen = training and passes.pregenerate_sparse_weights
+    layers = expand(workload)
+    _check_covered(workload, layers)
+    hw = workload.hardware
+    # Interleaving is what only programs show: the estimate ignores it (and _mapping's memo
+    # then serves a sweep's points with and without it alike).
+    passes = workload.schedule.model_copy(update={"interleave": False})
+    pregen = workload.mode == "training" and passes.pregenerate_sparse_weights
+    compressed = compressed_in_dram(workload)
     total = _Totals()
-    for task in (t for group in lower(expand(workload), workload.mode) for t in group):
-        total = total.plus(_mapping(task, hw, passes.offline_tiling, compressed, slots, pregen),
-                           task.repeat)
+    for task in (t for group in lower(layers, workload.mode) for t in group):
+        total = total.plus(_mapping(task, hw, passes, compressed, pregen), task.repeat)
     return _metrics(total, hw)
 
 
 @lru_cache(maxsize=8192)
-def _mapping(task: GemmTask, hw: HardwareSpec, offline: bool, compressed: bool, slots: int,
+def _mapping(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compressed: bool,
              pregen: bool) -> _Totals:
     """One run of a GEMM (all its copies), and of pre-generating its weight: its sparse
     mapping, or its dense one where that is estimated faster (the scheduler's dense fallback).
     Remembered: a sweep's points repeat their GEMMs (its scheduler passes, its N:M patterns
     for the dense mappings)."""
-    tiling = _tiling(task, hw, offline, compressed, slots)
+    tiling = ranked_tiling(task, hw, passes, compressed)
+    slots = buffer_slots(passes.double_buffering)
     run = _Totals().plus(_gemm(task, tiling, hw, slots), task.copies)
     if not tiling.sparse:
         return run
     if pregen and task.weight:
         run = run.plus(_pregen(task, tiling, hw))
-    dense = _mapping(replace(task, nm=None, weight=None), hw, offline, False, slots, False)
+    dense = _mapping(replace(task, nm=None, weight=None), hw, passes, False, False)
     return dense if dense.cycles < run.cycles else run
-
-
-def _tiling(task: GemmTask, hw: HardwareSpec, offline: bool, compressed: bool,
-            slots: int) -> Tiling:
-    """The tiling the search ranks first (the scheduler's, less its exact timing of ties)."""
-    if not offline:
-        return default_tiling(task, hw, compressed)
-    return search_tilings(task, hw, compressed, slots)[0]
 
 
 def check_covered(workload: WorkloadSpec) -> None:
     """Raise :class:`EstimateError` if the workload has what the estimate does not cover."""
+    _check_covered(workload, expand(workload))
+
+
+def _check_covered(workload: WorkloadSpec, layers: list) -> None:
     for op in workload.operations:
         if isinstance(op, SpGEMMOp):
             raise EstimateError(f"SpGEMM op {op.name!r} has no analytic estimate")
-    for layer in expand(workload):
+    for layer in layers:
         if layer.kind == "attention":
             raise EstimateError(f"attention layer {layer.name!r} has no analytic estimate")
 

@@ -15,7 +15,7 @@ from collections import Counter
 
 from archsim.accounting import book, charges
 from archsim.stats import SegmentStats
-from dataflows.cost import latency, shape_index, times
+from dataflows.cost import latencies, shape_index, times
 from dataflows.program import Program
 from workloads.spec import HardwareSpec
 
@@ -31,9 +31,8 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
         If the program deadlocks (an instruction waits for a count that is never reached).
     """
     stats = SegmentStats(len(program.instrs), trace)
-    ids, examples = shape_index(program)  # an instruction of each shape
-    latency_of = [latency(instr, hw) for instr in examples]
-    cycles = [latency_of[i] for i in ids]
+    cycles = latencies(program, hw)
+    ids, examples = shape_index(program)  # an instruction of each shape (remembered)
     queues = program.per_unit()
     ready, start = times(program, cycles, queues)
     stats.record_all(queues, program.tags, ready, start, cycles)

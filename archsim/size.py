@@ -39,12 +39,12 @@ class ProgramSize:
 def program_size(workload: WorkloadSpec) -> ProgramSize:
     """Count the tile steps the scheduler would build for ``workload``: GEMM tiles, plus one per
     (query block, key block) pair of each attention head (two in training: the backward)."""
-    from dataflows.scheduler import tiling_for
+    from dataflows.scheduler import compressed_in_dram, tiling_for
     from workloads.layers import expand
     from workloads.lowering import lower
 
     hw, passes = workload.hardware, workload.schedule
-    compressed = workload.mode != "training" or passes.pregenerate_sparse_weights
+    compressed = compressed_in_dram(workload)
     steps: dict[tuple, tuple[str, int]] = {}
     for group in lower(expand(workload), workload.mode):
         for task in group:

@@ -80,6 +80,9 @@ __all__ = [
     "pregen_program",
     "compressed_tile_geometry",
     "tiling_for",
+    "ranked_tiling",
+    "buffer_slots",
+    "compressed_in_dram",
     "program_hardware",
     "timing_hardware",
 ]
@@ -655,7 +658,7 @@ def _step_count(task: GemmTask, tiling: Tiling) -> int:
 def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
                  double_buffering: bool = True) -> Program:
     """The tile program of one or more GEMMs (more than one: their tiles interleave)."""
-    em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
+    em = Emitter(buffer_slots(double_buffering))
     _write_gemms(em, tasks, tilings, hw)
     return em.program
 
@@ -755,7 +758,7 @@ class _Build:
     def __init__(self, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
                  double_buffering: bool) -> None:
         self.tasks, self.tilings = tasks, tilings
-        self.em = _TimedEmitter(SLOTS_PER_BUFFER if double_buffering else 1, hw,
+        self.em = _TimedEmitter(buffer_slots(double_buffering), hw,
                                 _pe_cycles(tasks, tilings, hw))
         self.instrs = self.em.program.instrs
         self.steps, self.writers, self.stores = _gemm_steps(self.em, tasks, tilings, hw)
@@ -823,7 +826,7 @@ def _emit_pending(em: Emitter, pending: list) -> None:
 def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,
                    double_buffering: bool = True) -> Program:
     """Compress each pruned weight copy once: load dense tile → COMPRESS → store compressed tile."""
-    em = Emitter(SLOTS_PER_BUFFER if double_buffering else 1)
+    em = Emitter(buffer_slots(double_buffering))
     pending: list = []
     for tag, (task, tiling) in enumerate(zip(tasks, tilings)):
         writer = _PregenWriter(em, tag, task, tiling, hw)
@@ -850,13 +853,34 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
     # bigger one (found by verification: whole-buffer tiles overwrote their own first rows).
     if not passes.offline_tiling:
         return default_tiling(task, hw, compressed)
-    slots = SLOTS_PER_BUFFER if passes.double_buffering else 1
+    slots = buffer_slots(passes.double_buffering)
     key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw, task.conv)
     if key not in _TIMED:
         if len(_TIMED) > 4096:
             _TIMED.clear()
         _TIMED[key] = _fastest(task, hw, compressed, slots, passes.double_buffering)
     return _TIMED[key]
+
+
+def ranked_tiling(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses,
+                  compressed: bool) -> Tiling:
+    """The tiling the analytic search ranks first (:func:`tiling_for` before it times near
+    ties exactly): what an estimate without programs assumes (``archsim.estimate``)."""
+    if not passes.offline_tiling:
+        return default_tiling(task, hw, compressed)
+    return search_tilings(task, hw, compressed, buffer_slots(passes.double_buffering))[0]
+
+
+def buffer_slots(double_buffering: bool) -> int:
+    """Slots per buffer a program uses: both halves with double buffering, one without."""
+    return SLOTS_PER_BUFFER if double_buffering else 1
+
+
+def compressed_in_dram(workload: WorkloadSpec) -> bool:
+    """Whether sparse weights sit in DRAM compressed: inference deploys them compressed
+    offline; training compresses them each iteration, once up front (pre-generation) or at
+    every use."""
+    return workload.mode != "training" or workload.schedule.pregenerate_sparse_weights
 
 
 #: Exactly timed tiling choices, by GEMM shape and hardware (the search is deterministic).
@@ -1127,9 +1151,7 @@ def schedule(workload: WorkloadSpec) -> Schedule:
     """Compile a workload into its sequence of tile-program segments."""
     hw, passes = workload.hardware, workload.schedule
     training = workload.mode == "training"
-    # Inference deploys weights compressed offline; training compresses them each iteration,
-    # once up front (pre-generation) or at every use.
-    compressed = (not training) or passes.pregenerate_sparse_weights
+    compressed = compressed_in_dram(workload)
     cache = _SegmentCache(hw, passes)
     layers = expand(workload)
     groups = lower(layers, workload.mode)
