@@ -171,7 +171,8 @@ def _sweep_section(sweep: SweepData, figs: _Figures, out: Path, written: Written
         f"{html.escape(axes)}<br>objectives: "
         + html.escape(", ".join(f"{g} {m}" for m, g in objectives))
         + (f"; constraints: {html.escape('; '.join(sweep.sweep.get('constraints', [])))}"
-           if sweep.sweep.get("constraints") else "") + "</p>",
+           if sweep.sweep.get("constraints") else "")
+        + (f"<br>{html.escape(sweep.screened)}" if sweep.screened else "") + "</p>",
     ]
     if best:
         show = [m for m, _ in objectives] + [m for m in ("cycles", "energy_pj", "utilization",

@@ -48,6 +48,14 @@ class SweepData:
         return [(a["key"], a["name"]) for a in self.sweep.get("axes", [])]
 
     @property
+    def screened(self) -> str:
+        """How a two-stage search chose the stored points ("" when every point was
+        simulated): the store then holds only the estimate's best (docs/dse.md)."""
+        keep = (self.sweep.get("strategy", {}).get("screen") or {}).get("keep")
+        return (f"screened: only the {keep:.0%} the analytic estimate ranked best were simulated"
+                if keep is not None else "")
+
+    @property
     def ok(self) -> list[PointRow]:
         return [r for r in self.rows if r.status == "ok" and r.metrics]
 

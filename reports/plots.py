@@ -227,8 +227,9 @@ def _pareto_plot(sweep: SweepData) -> Plot | None:
                 axis.set_major_formatter(EngFormatter())  # 250 G or 4 µ, not an offset "1e11"
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{sweep.name}: Pareto front ({len(ok)} feasible of {len(sweep.rows)} points)",
-                 fontsize=11)
+    screened = f"\n{sweep.screened}" if sweep.screened else ""
+    fig.suptitle(f"{sweep.name}: Pareto front ({len(ok)} feasible of {len(sweep.rows)} points)"
+                 f"{screened}", fontsize=11)
     return Plot(f"{_slug(sweep.name)}_pareto", f"{sweep.name}: Pareto front", (
         "Each dot is a simulated design that met every constraint (one marker per value of a "
         "text-valued axis, such as the dataflow); red: the designs no other design beats on "

@@ -151,3 +151,17 @@ def test_sweeps_the_screen_cannot_take_fail_on_their_line(tmp_path, body, messag
         load_sweep(path, area_available=False)
     assert str(err.value).startswith(f"{path}:")
     assert "\n" not in str(err.value)
+
+
+def test_the_report_says_a_sweep_was_screened(tmp_path, inline_backend):
+    from reports.inputs import read_inputs
+
+    run_sweep(load_sweep(_sweep(tmp_path, 0.25), area_available=False), tmp_path / "s",
+              backend=inline_backend)
+    run_sweep(load_sweep(_sweep(tmp_path, None), area_available=False), tmp_path / "f",
+              backend=inline_backend)
+    (screened,), _ = read_inputs([tmp_path / "s" / "results.db"])
+    (full,), _ = read_inputs([tmp_path / "f" / "results.db"])
+    assert screened.screened == ("screened: only the 25% the analytic estimate ranked best "
+                                 "were simulated")
+    assert full.screened == ""
