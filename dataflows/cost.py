@@ -32,6 +32,7 @@ __all__ = [
     "GemmEstimate",
     "timeline",
     "times",
+    "unit_times",
     "latencies",
     "shape_of",
     "shape_index",
@@ -297,28 +298,31 @@ shape_of = attrgetter("op", "rows", "cols", "k", "m", "nm_n", "nm_m", "accumulat
                       "transposing", "chunks", "k_last", "spgemm_fields")
 
 
-def shape_index(program) -> tuple[list[int], list[Instr]]:
+def shape_index(program) -> tuple[array, list[Instr]]:
     """Each instruction's shape (:data:`shape_of`) as an index into a list of one instruction
     per distinct shape. Shapes do not depend on the hardware, so a program remembers its
-    index (``Program.derived``) for every design point that times it."""
+    index (``Program.derived``) for every design point that times it, and extends it when it
+    grew (a build resumed under another bound)."""
     known = program.derived.get("shapes")
     if known is not None and known[0] == len(program.instrs):
         return known[1], known[2]
-    index: dict[tuple, int] = {}
-    examples: list[Instr] = []
-    ids = []
-    for instr, shape in zip(program.instrs, map(shape_of, program.instrs)):
+    first, ids, examples, index = known or (0, array("B"), [], {})
+    instrs = program.instrs[first:]
+    new = []
+    for instr, shape in zip(instrs, map(shape_of, instrs)):
         i = index.get(shape)
         if i is None:
             i = index[shape] = len(examples)
             examples.append(instr)
-        ids.append(i)
+        new.append(i)
     # Machine integers, one or two bytes an instruction (a list holds eight): a VGG-16
     # iteration holds millions of instructions.
-    packed = array("B" if len(examples) <= 1 << 8 else "H" if len(examples) <= 1 << 16 else "l",
-                   ids)
-    program.derived["shapes"] = (len(program.instrs), packed, examples)
-    return packed, examples
+    code = "B" if len(examples) <= 1 << 8 else "H" if len(examples) <= 1 << 16 else "l"
+    if code != ids.typecode:
+        ids = array(code, ids)
+    ids.extend(new)
+    program.derived["shapes"] = (len(program.instrs), ids, examples, index)
+    return ids, examples
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:
@@ -333,6 +337,13 @@ _OTHERS = ((1, 2), (0, 2), (0, 1))
 
 
 def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[int], list[int]]:
+    """Per instruction, ``ready`` and ``start`` under the timing rule (:func:`unit_times`)."""
+    ready, start, _ = unit_times(program, cycles, queues)
+    return ready, start
+
+
+def unit_times(program, cycles: list[int], queues: dict | None = None
+               ) -> tuple[list[int], list[int], tuple[list[int], ...]]:
     """Evaluate the timing rule of docs/isa.md without simulating: per instruction, ``ready``
     (when its unit finished the previous one) and ``start`` (its unit is free and every other
     unit has completed ``wait[u]`` instructions); ``cycles[i]`` is instruction ``i``'s latency.
@@ -340,7 +351,8 @@ def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[
     Each unit is advanced as far as its waits allow, round after round, so waits that point
     forward in program order are handled too. One tight loop: the scheduler times every
     candidate program with it, and the fast engine every segment. ``queues``: the program's
-    ``per_unit()``, when the caller has it.
+    ``per_unit()``, when the caller has it. Also returns, per unit, when each of its
+    instructions ends, in its queue's order.
 
     Raises
     ------
@@ -379,7 +391,7 @@ def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[
             free[unit] = t
             progress = progress or p > first
     _check_drained(queues, ends)
-    return ready, start
+    return ready, start, ends
 
 
 def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None:
@@ -417,6 +429,5 @@ def program_cycles(program, hw: HardwareSpec) -> int:
     (:func:`timeline`). The scheduler uses this exact figure to make decisions (``archsim``
     cannot be imported from ``dataflows``); tests check it equals the SimPy model's count.
     """
-    cycles = latencies(program, hw)
-    _, start = times(program, cycles)
-    return max(map(int.__add__, start, cycles), default=0)
+    _, _, ends = unit_times(program, latencies(program, hw))
+    return max((e[-1] for e in ends if e), default=0)  # a unit's ends never decrease

@@ -85,12 +85,12 @@ class Program:
         known = self.derived.get("queues")
         if known is not None and known[0] == len(self.instrs):
             return known[1]
-        queues: dict[Unit, list[int]] = {u: [] for u in Unit}
-        for i, instr in enumerate(self.instrs):
-            queues[instr.unit].append(i)
         # Kept as machine integers (4 bytes an instruction, not a list's 36): a VGG-16
-        # iteration holds millions of instructions.
-        packed = {u: array("i", q) for u, q in queues.items()}
+        # iteration holds millions of instructions. A program that grew (a build resumed
+        # under another bound) extends the queues it had.
+        first, packed = known or (0, {u: array("i") for u in Unit})
+        for i in range(first, len(self.instrs)):
+            packed[self.instrs[i].unit].append(i)
         self.derived["queues"] = (len(self.instrs), packed)
         return packed
 

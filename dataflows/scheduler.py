@@ -34,11 +34,13 @@ from functools import lru_cache
 
 from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import (
+    latencies,
     latency,
     program_cycles,
     shape_index,
     shape_of,
     transfer_bytes,
+    unit_times,
 )
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Instr, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
@@ -731,8 +733,10 @@ class _TimedEmitter(Emitter):
     def retime(self, hw: HardwareSpec, pe_cycles: int) -> None:
         """Time the instructions emitted so far on ``hw`` instead (another DRAM)."""
         self._start_timing(hw, pe_cycles)
-        for instr in self.program.instrs:
-            self._time(instr, int(instr.unit))
+        cycles = latencies(self.program, hw)
+        _, _, self.ends = unit_times(self.program, cycles)
+        self.end = max((ends[-1] for ends in self.ends if ends), default=0)
+        self.pe_left -= sum(cycles[i] for i in self.program.per_unit()[Unit.PE])
 
     @property
     def least_cycles(self) -> int:

@@ -119,6 +119,27 @@ _Pair = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
+    def __hash__(self) -> int:
+        # The same value as pydantic's hash of a frozen model (its fields' values), computed
+        # once per object: the scheduler's and the timing engines' memos are keyed by hardware
+        # specs, and pydantic would hash every nested model again on each lookup (about 4 %
+        # of a design-space point). A spec never changes once built (frozen; ``model_copy``
+        # makes a new object), and an object stays alive while its hash is remembered, so
+        # its id() is not reused meanwhile.
+        known = _HASHES.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
+        value = hash(tuple(self.__dict__[name] for name in type(self).__pydantic_fields__))
+        if len(_HASHES) >= _MAX_HASHES:
+            _HASHES.clear()
+        _HASHES[id(self)] = (self, value)
+        return value
+
+
+#: Hashes of spec objects, by id(): (the object, its hash).
+_HASHES: dict[int, tuple[_Spec, int]] = {}
+_MAX_HASHES = 1024
+
 
 def _check_n_m(n: int, m: int) -> None:
     if not 0 < n <= m:

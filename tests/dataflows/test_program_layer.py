@@ -118,3 +118,25 @@ def test_what_a_program_remembers_follows_its_growth():
     ids, examples = shape_index(program)
     assert list(ids) == [0, 1, 2] and len(examples) == 3
     assert latencies(program, hw)[2] > latencies(program, hw)[0]  # more rows, more beats
+
+
+def test_what_a_grown_program_remembers_equals_a_fresh_derivation():
+    """Queues and shape index extended as a program grows (past 256 shapes, where the index
+    widens) equal those derived at once from the finished program."""
+    from dataflows.cost import shape_index
+    from dataflows.isa import Instr, Op
+    from dataflows.program import Program
+
+    ops = (Op.LOAD_A, Op.COMPUTE, Op.STORE_C, Op.COMPRESS)
+    instrs = [Instr(ops[i % 4], rows=1 + i % 300, cols=4, m=1 + i % 7, k=4) for i in range(900)]
+    grown = Program()
+    for start in range(0, 900, 97):  # a build stopped and resumed, timed at every stop
+        grown.instrs.extend(instrs[start:start + 97])
+        grown.tags.extend([0] * len(instrs[start:start + 97]))
+        grown.per_unit(), shape_index(grown)
+    fresh = Program(list(instrs), [0] * 900)
+    assert {u: list(q) for u, q in grown.per_unit().items()} == {
+        u: list(q) for u, q in fresh.per_unit().items()}
+    (g_ids, g_examples), (f_ids, f_examples) = shape_index(grown), shape_index(fresh)
+    assert len(f_examples) > 256 and g_ids.typecode == f_ids.typecode == "H"
+    assert list(g_ids) == list(f_ids) and g_examples == f_examples

@@ -198,3 +198,20 @@ def test_hardware_reference_errors_name_the_workload_line(tmp_path):
 def test_a_hardware_file_is_not_a_workload():
     message = error_of(PRESET_DIR / "tiny.yaml")
     assert "this is a hardware file, not a workload" in message
+
+
+def test_a_spec_hashes_as_its_fields_do_and_remembers_nothing_stale():
+    """Spec hashes are remembered per object (the scheduler's memos look them up constantly):
+    equal specs hash alike, a copy with a field changed hashes anew, and the value is the
+    hash of the field values, as pydantic's own."""
+    from workloads.load import load_hardware
+
+    hw = load_hardware("tiny")
+    copy = hw.model_copy()
+    slower = hw.model_copy(update={"dram": hw.dram.model_copy(update={"latency_cycles": 77})})
+    assert hash(hw) == hash(copy) == hash(tuple(hw.__dict__[f] for f in type(hw).model_fields))
+    assert hash(slower) != hash(hw) and {hw: 1}.get(slower) is None and {hw: 1}[copy] == 1
+    for _ in range(3000):  # past the memo's bound: hashes stay right after it is cleared
+        assert hash(hw.model_copy(update={"clock_mhz": 123.0})) == hash(
+            hw.model_copy(update={"clock_mhz": 123.0}))
+    assert hash(hw) == hash(copy)
