@@ -7,7 +7,6 @@ All results are integer cycles, bytes or elements.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -30,7 +29,6 @@ __all__ = [
     "latency",
     "transfer_bytes",
     "GemmEstimate",
-    "timeline",
     "times",
     "unit_times",
     "latencies",
@@ -405,28 +403,9 @@ def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None
             )
 
 
-def timeline(program, hw: HardwareSpec, cycles_of: Callable[[int], int] | None = None
-             ) -> Iterator[tuple[Unit, int, int, int, int]]:
-    """For every instruction, unit by unit in program order, ``(unit, index, ready, start,
-    cycles)`` under the timing rule (:func:`times`). ``cycles_of(index)`` replaces
-    :func:`latency` of instruction ``index``.
-
-    Raises
-    ------
-    SimulationError
-        If the program deadlocks.
-    """
-    n = len(program.instrs)
-    cycles = [cycles_of(i) for i in range(n)] if cycles_of else latencies(program, hw)
-    ready, start = times(program, cycles)
-    for unit, queue in program.per_unit().items():
-        for index in queue:
-            yield unit, index, ready[index], start[index], cycles[index]
-
-
 def program_cycles(program, hw: HardwareSpec) -> int:
     """Cycles of a whole program under the timing rule of docs/isa.md, without simulating
-    (:func:`timeline`). The scheduler uses this exact figure to make decisions (``archsim``
+    (:func:`unit_times`). The scheduler uses this exact figure to make decisions (``archsim``
     cannot be imported from ``dataflows``); tests check it equals the SimPy model's count.
     """
     _, _, ends = unit_times(program, latencies(program, hw))
