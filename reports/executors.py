@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -40,7 +40,7 @@ from typing import Any
 from reports.evaluate import PointTask, evaluate_chunk
 from workloads.errors import ArchsimError
 
-__all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "make_backend"]
+__all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "fixed_chunks", "make_backend"]
 
 #: Losses of a chunk after which its points are isolated (see the module docstring).
 _ISOLATE_AFTER = 2
@@ -270,6 +270,13 @@ def make_backend(workers: int | None = None, scheduler: str | None = None) -> Ba
     return LocalBackend(workers)
 
 
+def fixed_chunks(tasks: Iterable[PointTask], size: int) -> Iterator[list[PointTask]]:
+    """``tasks`` in chunks of ``size`` (the last one shorter), lazily."""
+    tasks = iter(tasks)
+    while chunk := list(itertools.islice(tasks, size)):
+        yield chunk
+
+
 def _lost_outcome(task: PointTask) -> dict[str, Any]:
     return {"hash": task.hash, "status": "error", "metrics": None, "layers": None,
             "message": "the worker process died while evaluating this point, even when it "
@@ -279,22 +286,23 @@ def _lost_outcome(task: PointTask) -> dict[str, Any]:
 
 def dispatch(
     backend: Backend,
-    tasks: Iterator[PointTask],
+    chunks: Iterator[list[PointTask]],
     on_outcome: Callable[[dict[str, Any]], None],
-    chunk_size: int = 4,
 ) -> None:
-    """Evaluate ``tasks`` on ``backend``, calling ``on_outcome`` once per task as results arrive.
+    """Evaluate ``chunks`` of tasks on ``backend`` (one chunk per submission, so a worker
+    reuses what its chunk's points share), calling ``on_outcome`` once per task as results
+    arrive.
 
-    ``tasks`` is consumed lazily, ``chunk_size`` at a time, with at most two chunks per worker in
-    flight, so a huge grid is never materialized and ``on_outcome`` (which commits to the store)
-    runs while the workers keep busy.
+    ``chunks`` is consumed lazily, with at most two chunks per worker in flight, so a huge grid
+    is never materialized and ``on_outcome`` (which commits to the store) runs while the
+    workers keep busy.
 
     Raises
     ------
     ExecutorError
         When a chunk fails for a reason other than a dead worker (the backend itself broke).
     """
-    tasks = iter(tasks)
+    chunks = iter(chunks)
     retry: deque[list[PointTask]] = deque()
     isolated: list[PointTask] = []
     losses: Counter[str] = Counter()
@@ -304,8 +312,8 @@ def dispatch(
     def refill() -> None:
         limit = 1 if alone else 2 * backend.workers
         while len(inflight) < limit:
-            chunk = retry.popleft() if retry else list(itertools.islice(tasks, chunk_size))
-            if not chunk:
+            chunk = retry.popleft() if retry else next(chunks, None)
+            if chunk is None:
                 return
             inflight[backend.submit(chunk)] = chunk
 

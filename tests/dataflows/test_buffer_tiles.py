@@ -7,10 +7,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dataflows import tiling
 from dataflows.cost import latency, program_cycles, transfer_bytes
 from dataflows.isa import Op
 from dataflows.scheduler import build_segment
-from dataflows import tiling
 from dataflows.tiling import dram_read_bytes
 from workloads.errors import MappingError
 from workloads.layer import ConvShape

@@ -202,6 +202,38 @@ strategy: {kind: grid}
     assert first == [(64, True), (64, False), (16, True), (16, False)]
 
 
+def test_a_chunk_holds_the_points_sharing_their_programs(tmp_path):
+    """Workers get whole runs of points that differ only in what programs do not depend on
+    (or only through tilings), split evenly where runs are too few to keep every worker busy
+    or longer than a chunk may be; every point once, in grouped order; a chunk size given
+    by the user stands."""
+    from reports.dse import MAX_PROGRAM_CHUNK, grouped, program_chunks
+
+    path = write_sweep(tmp_path / "chunks.yaml", """\
+axes:
+  - {key: hardware.dram.bandwidth_bytes_per_cycle, name: bw, values: [64, 16, 32]}
+  - {key: hardware.array.rows, name: rows, values: [4, 8]}
+  - {key: schedule.interleave, name: inter, values: [true, false]}
+  - {key: hardware.buffers.input_bytes, name: inb, values: [4096, 8192]}
+  - {key: hardware.array.cols, name: cols, values: [8, 4, 16]}
+objectives: [latency_s]
+strategy: {kind: grid}
+""")
+    sweep = load_sweep(path, area_available=False)
+    order = grouped(list(sweep.grid()), sweep)
+    array = lambda p: (p["hardware.array.rows"], p["hardware.array.cols"])  # noqa: E731
+    one = program_chunks(order, sweep, workers=1)  # 6 arrays, >= 4 runs a worker: whole runs
+    assert [len(c) for c in one] == [12] * 6 and [p for c in one for p in c] == order
+    assert all(len({array(p) for p in c}) == 1 for c in one)
+    two = program_chunks(order, sweep, workers=2)  # 6 runs < 8: each split in two halves
+    assert [len(c) for c in two] == [6] * 12 and [p for c in two for p in c] == order
+    assert all(len({array(p) for p in c}) == 1 for c in two)
+    long = program_chunks(grouped(order * 6, sweep), sweep, workers=1)  # runs of 72 points
+    assert MAX_PROGRAM_CHUNK == 32 and [len(c) for c in long] == [24] * 18  # 3 pieces each
+    assert [len(c) for c in program_chunks(order, sweep, 2, chunk_size=5)] == [5] * 14 + [2]
+    assert program_chunks([], sweep, 2) == []
+
+
 def test_a_memo_shared_by_points_changes_no_result():
     memo: dict = {}
     base = EXAMPLES / "resnet18_bdwp.yaml"
@@ -212,3 +244,14 @@ def test_a_memo_shared_by_points_changes_no_result():
         workload = load_workload(base, overrides=overrides)
         assert simulate(workload, engine="fast", memo=memo) == simulate(workload, engine="fast")
     assert memo  # it was used
+
+
+@pytest.mark.parametrize("option, value", [("workers", 0), ("chunk_size", 0), ("chunk_size", -3)])
+def test_a_worker_or_chunk_count_below_one_is_refused_before_any_file(tmp_path, tiny_sweep_path,
+                                                                      option, value):
+    from reports.executors import ExecutorError
+
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ExecutorError, match=f"^{flag} must be at least 1, got {value}$"):
+        run_sweep(load_sweep(tiny_sweep_path), tmp_path / "out", **{option: value})
+    assert not (tmp_path / "out").exists()

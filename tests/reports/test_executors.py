@@ -12,7 +12,7 @@ import pytest
 from reports_support import EXAMPLES
 
 from reports.evaluate import PointTask
-from reports.executors import Backend, ExecutorError, LocalBackend, dispatch
+from reports.executors import Backend, ExecutorError, LocalBackend, dispatch, fixed_chunks
 from workloads.load import load_workload
 
 
@@ -34,7 +34,7 @@ def test_pool_is_recreated_when_workers_are_killed():
                 for pid in list(backend._pool._processes):
                     os.kill(pid, signal.SIGKILL)
 
-        dispatch(backend, iter(tasks), on_outcome, chunk_size=1)
+        dispatch(backend, fixed_chunks(tasks, 1), on_outcome)
         assert backend.restarts >= 1
     assert seen == Counter({t.hash: 1 for t in tasks})
 
@@ -73,7 +73,7 @@ def test_a_point_that_kills_its_worker_is_isolated_and_recorded():
     tasks = [PointTask(f"p{i}", None) for i in range(13)]
     backend = _PoisonBackend("p5")
     outcomes: list[dict] = []
-    dispatch(backend, iter(tasks), outcomes.append, chunk_size=4)
+    dispatch(backend, fixed_chunks(tasks, 4), outcomes.append)
     by_hash = Counter(o["hash"] for o in outcomes)
     assert by_hash == Counter({t.hash: 1 for t in tasks})
     status = {o["hash"]: o["status"] for o in outcomes}
@@ -87,4 +87,4 @@ def test_other_failures_abort_the_sweep():
     backend = _PoisonBackend("p0", exc=RuntimeError("scheduler gone"))
     with pytest.raises(ExecutorError, match="poison test backend: evaluation failed: "
                                             "RuntimeError: scheduler gone"):
-        dispatch(backend, iter([PointTask("p0", None)]), lambda o: None)
+        dispatch(backend, fixed_chunks([PointTask("p0", None)], 4), lambda o: None)
