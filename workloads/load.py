@@ -561,6 +561,10 @@ def load_workload(
                 f"{doc.path}:{doc.lines.get(('hardware',), 1)}: hardware: {exc}"
             ) from None
     for loc, value, original in _split_overrides(overrides):
+        if loc == ("hardware",):  # resolved above, before any override applies
+            raise SpecError(f"--set {original}: the hardware as a whole is chosen with "
+                            f"--hardware (a preset name or a YAML file); --set changes its "
+                            f"fields, e.g. hardware.array.rows=8")
         if loc[0] == "hardware" and hw_doc is not None:
             _apply_override(hw_doc, loc[1:], value, original)
         else:

@@ -215,3 +215,12 @@ def test_a_spec_hashes_as_its_fields_do_and_remembers_nothing_stale():
         assert hash(hw.model_copy(update={"clock_mhz": 123.0})) == hash(
             hw.model_copy(update={"clock_mhz": 123.0}))
     assert hash(hw) == hash(copy)
+
+
+def test_setting_the_whole_hardware_says_to_use_the_hardware_option():
+    from workloads.errors import SpecError
+
+    for value in ("sat_vcu1525", "tiny", "{}"):
+        with pytest.raises(SpecError, match=r"^--set hardware=.*: the hardware as a whole is "
+                                            r"chosen with --hardware .*hardware\.array\.rows=8$"):
+            load_workload(EXAMPLE_DIR / "tiny_gemm.yaml", overrides=[f"hardware={value}"])
