@@ -499,7 +499,7 @@ def program_chunks(points: list[dict[str, Value]], sweep: Sweep, workers: int,
     than :data:`MAX_PROGRAM_CHUNK`. ``chunk_size``: fixed chunks of that size instead.
     """
     if chunk_size:
-        return [points[i:i + chunk_size] for i in range(0, len(points), chunk_size)]
+        return list(fixed_chunks(points, chunk_size))
     shared = PROGRAM_FREE_KEYS + TILING_ONLY_KEYS
     keys = [axis.key for axis, _ in sweep.axes if not axis.key.startswith(shared)]
     runs = [list(run) for _, run in itertools.groupby(

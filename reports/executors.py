@@ -270,8 +270,8 @@ def make_backend(workers: int | None = None, scheduler: str | None = None) -> Ba
     return LocalBackend(workers)
 
 
-def fixed_chunks(tasks: Iterable[PointTask], size: int) -> Iterator[list[PointTask]]:
-    """``tasks`` in chunks of ``size`` (the last one shorter), lazily."""
+def fixed_chunks(tasks: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``tasks`` (or points) in chunks of ``size`` (the last one shorter), lazily."""
     tasks = iter(tasks)
     while chunk := list(itertools.islice(tasks, size)):
         yield chunk
