@@ -262,6 +262,12 @@ class Emitter:
     def emit(self, op: Op, tag: int, reads: tuple[Resource, ...] = (),
              writes: tuple[Resource, ...] = (), **fields) -> tuple[Unit, int]:
         """Append ``op`` with ``fields``; returns its (unit, ordinal on that unit)."""
+        return self.emit_fields(op, tag, reads, writes, fields)
+
+    def emit_fields(self, op: Op, tag: int, reads: tuple[Resource, ...],
+                    writes: tuple[Resource, ...], fields: dict) -> tuple[Unit, int]:
+        """:meth:`emit` with the fields in a dict, which it may change (a subclass extends
+        this one: passing ``**fields`` on would copy them once more per instruction)."""
         unit = _UNIT_INDEX[op]
         # Inlined (this is the scheduler's innermost loop): wait for the last writer of every
         # slot touched and, for a write, for every unit's reader since then; never on `unit`

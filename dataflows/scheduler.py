@@ -27,8 +27,10 @@ keeps a ResNet-50 training iteration fast to simulate.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -351,20 +353,25 @@ class _GemmWriter:
 
     def _computes(self, s: _Step, slots: tuple[int, int, int], ks: range, ns: range) -> None:
         """One COMPUTE per array tile (k-chunk ``c``, n-chunk ``j``) of the buffer tile."""
-        em, (a_slot, b_slot, c_slot) = self.em, slots
+        em, (a_slot, b_slot, c_slot), tag, t_tm = self.em, slots, self.tag, self.t.tm
         _, tm = self.m_ext[s.mi]
         a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
+        # The fields every COMPUTE of the tile shares, built once (this is the scheduler's
+        # innermost loop); each COMPUTE's dict starts from them.
+        common = {"slot": a_slot, "b_slot": b_slot, "c_slot": c_slot, "rows": tm, "m": tm,
+                  "nm_n": self.nm[0], "nm_m": self.nm[1]}
         for c, kc in enumerate(ks):
             a_key, a_fields = self._a_operand(s, c, kc)
+            a_res = a_part(a_slot, a_key)
+            accumulate, k = s.ki > 0 or c > 0, self._steps_of(kc)
             for j, nj in enumerate(ns):
                 acc = acc_part(c_slot, (j,))
-                accumulate = s.ki > 0 or c > 0
                 b_key, b_fields = self._b_operand(s, c, kc, j, nj)
-                reads = (a_part(a_slot, a_key), b_part(b_slot, b_key)) + ((acc,) if accumulate else ())
-                em.emit(Op.COMPUTE, self.tag, reads=reads, writes=(acc,), slot=a_slot,
-                        b_slot=b_slot, c_slot=c_slot, accumulate=accumulate, rows=tm,
-                        cols=self.n_ext[nj][1], k=self._steps_of(kc), m=tm, nm_n=self.nm[0],
-                        nm_m=self.nm[1], c_row=j * self.t.tm, **a_fields, **b_fields)
+                b_res = b_part(b_slot, b_key)
+                reads = (a_res, b_res, acc) if accumulate else (a_res, b_res)
+                em.emit_fields(Op.COMPUTE, tag, reads, (acc,), {
+                    **common, "accumulate": accumulate, "cols": self.n_ext[nj][1], "k": k,
+                    "c_row": j * t_tm, **a_fields, **b_fields})
 
     def _chunked_computes(self, s: _Step, slots: tuple[int, int, int], ks: range,
                           ns: range) -> None:
@@ -711,8 +718,9 @@ class _TimedEmitter(Emitter):
         self.ends: tuple[list[int], ...] = ([], [], [])  # per unit, end of each instruction
         self.latency: dict[tuple, int] = {}  # by instruction shape
 
-    def emit(self, op: Op, tag: int, reads: tuple = (), writes: tuple = (), **fields) -> tuple[Unit, int]:
-        unit, ordinal = super().emit(op, tag, reads, writes, **fields)
+    def emit_fields(self, op: Op, tag: int, reads: tuple, writes: tuple, fields: dict
+                    ) -> tuple[Unit, int]:
+        unit, ordinal = super().emit_fields(op, tag, reads, writes, fields)
         self._time(self.program.instrs[-1], unit)
         return unit, ordinal
 
@@ -1153,6 +1161,26 @@ def _gemm_group(cache: _SegmentCache, group: list[GemmTask], tiling: dict,
 
 def schedule(workload: WorkloadSpec) -> Schedule:
     """Compile a workload into its sequence of tile-program segments."""
+    with _collector_paused():
+        return _schedule(workload)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while programs are built: they hold no reference cycles
+    (refcounting frees them), but each collection walks every object still alive, and the
+    program cache keeps hundreds of thousands of instructions alive, so the walks cost about a
+    sixth of a ResNet-50 schedule. Restored afterwards (also when it raises)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _schedule(workload: WorkloadSpec) -> Schedule:
     hw, passes = workload.hardware, workload.schedule
     training = workload.mode == "training"
     compressed = compressed_in_dram(workload)

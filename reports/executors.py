@@ -159,7 +159,7 @@ class LocalBackend(Backend):
 
     def submit(self, chunk: list[PointTask]) -> Future:
         try:
-            return self._pool.submit(evaluate_chunk, chunk)
+            return self._pool.submit(evaluate_chunk, chunk, True)  # workers run only points
         except BrokenProcessPool as exc:
             # The pool may notice a dead worker before this submit rather than in a future:
             # hand the break back as the chunk's outcome, so it is recovered like any other.
