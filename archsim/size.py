@@ -39,11 +39,11 @@ class ProgramSize:
 def program_size(workload: WorkloadSpec) -> ProgramSize:
     """Count the tile steps the scheduler would build for ``workload``: GEMM tiles, plus one per
     (query block, key block) pair of each attention head (two in training: the backward)."""
-    from dataflows.scheduler import compressed_in_dram, tiling_for
+    from dataflows.scheduler import canonical_hardware, compressed_in_dram, tiling_for
     from workloads.layers import expand
     from workloads.lowering import lower
 
-    hw, passes = workload.hardware, workload.schedule
+    hw, passes = canonical_hardware(workload.hardware), workload.schedule
     compressed = compressed_in_dram(workload)
     steps: dict[tuple, tuple[str, int]] = {}
     for group in lower(expand(workload), workload.mode):

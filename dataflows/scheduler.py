@@ -87,6 +87,7 @@ __all__ = [
     "ranked_tiling",
     "buffer_slots",
     "compressed_in_dram",
+    "canonical_hardware",
     "program_hardware",
     "timing_hardware",
 ]
@@ -867,11 +868,12 @@ def tiling_for(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses, compres
         return default_tiling(task, hw, compressed)
     slots = buffer_slots(passes.double_buffering)
     key = (task.m, task.k, task.n, task.nm, task.copies, compressed, slots, hw, task.conv)
-    if key not in _TIMED:
+    tiling = _TIMED.get(key)  # one lookup: a hit compares the hardware in its key
+    if tiling is None:
         if len(_TIMED) > 4096:
             _TIMED.clear()
-        _TIMED[key] = _fastest(task, hw, compressed, slots, passes.double_buffering)
-    return _TIMED[key]
+        tiling = _TIMED[key] = _fastest(task, hw, compressed, slots, passes.double_buffering)
+    return tiling
 
 
 def ranked_tiling(task: GemmTask, hw: HardwareSpec, passes: SchedulePasses,
@@ -1023,8 +1025,9 @@ def timing_hardware(hw: HardwareSpec) -> HardwareSpec:
     statistics are remembered by it: the points of a sweep over buffer sizes whose GEMMs keep
     their tilings time each program once (tests/dataflows/test_program_cycles.py checks that
     programs and their timing are the same under other buffers)."""
-    return hw.model_copy(update={"name": "timing", "clock_mhz": 1.0, "energy": EnergySpec(),
-                                 "spgemm": SpGEMMEngineSpec(), "buffers": _BUFFERS})
+    return canonical_hardware(hw.model_copy(update={
+        "name": "timing", "clock_mhz": 1.0, "energy": EnergySpec(), "spgemm": SpGEMMEngineSpec(),
+        "buffers": _BUFFERS}))
 
 
 @lru_cache(maxsize=64)
@@ -1032,7 +1035,21 @@ def program_hardware(hw: HardwareSpec) -> HardwareSpec:
     """:func:`timing_hardware` less DRAM, which changes how long a program takes, never its
     instructions (the writers read the array, the widths and the store shift). Programs are
     cached by it."""
-    return timing_hardware(hw).model_copy(update={"name": "program", "dram": _DRAM})
+    return canonical_hardware(timing_hardware(hw).model_copy(update={"name": "program",
+                                                                     "dram": _DRAM}))
+
+
+def canonical_hardware(hw: HardwareSpec) -> HardwareSpec:
+    """One object for each hardware value: the first equal one seen. The scheduler's memos are
+    keyed by hardware, and a hit on an equal but other object compares the two field by field,
+    nested specs included (pydantic): about a twentieth of a design-space sweep, whose points
+    each load their own. Keyed by the same object, a hit is an identity check."""
+    if len(_CANONICAL) > 4096:
+        _CANONICAL.clear()
+    return _CANONICAL.setdefault(hw, hw)
+
+
+_CANONICAL: dict[HardwareSpec, HardwareSpec] = {}
 
 
 _DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
@@ -1181,7 +1198,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _schedule(workload: WorkloadSpec) -> Schedule:
-    hw, passes = workload.hardware, workload.schedule
+    hw, passes = canonical_hardware(workload.hardware), workload.schedule
     training = workload.mode == "training"
     compressed = compressed_in_dram(workload)
     cache = _SegmentCache(hw, passes)

@@ -116,3 +116,20 @@ def test_a_point_after_one_with_other_buffers_is_what_it_is_alone():
         memo: dict = {}
         simulate(base, engine="fast", memo=memo)
         assert simulate(other, engine="fast", memo=memo) == alone
+
+
+def test_equal_hardware_is_one_object_in_the_memos():
+    """Each design point loads its own hardware: the scheduler's memos must see one object per
+    value (a hit is then an identity check, not a field-by-field comparison), and two values
+    that differ stay apart."""
+    from dataflows.scheduler import canonical_hardware, program_hardware, timing_hardware
+
+    first, again = load_hardware("sat_vcu1525"), load_hardware("sat_vcu1525")
+    assert first is not again and first == again
+    assert canonical_hardware(again) is canonical_hardware(first)
+    faster = first.model_copy(update={"dram": first.dram.model_copy(
+        update={"bandwidth_bytes_per_cycle": 2 * first.dram.bandwidth_bytes_per_cycle})})
+    assert canonical_hardware(faster) == faster != first
+    assert timing_hardware(faster) is not timing_hardware(first)
+    # Programs do not depend on DRAM: the same program hardware, as one object.
+    assert program_hardware(faster) is program_hardware(again)
