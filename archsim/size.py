@@ -9,13 +9,13 @@ steps from the tilings alone (cheap: no program is built) and refuses a workload
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from workloads.arith import ceil_div
 from workloads.errors import SpecError
 from workloads.spec import WorkloadSpec
 
-__all__ = ["ProgramSize", "program_size", "check_size", "SECONDS_PER_STEP", "NOTICE_STEPS"]
+__all__ = ["ProgramSize", "program_size", "least_size", "check_size", "SECONDS_PER_STEP", "NOTICE_STEPS"]
 
 #: Measured on the CI machine (schedule + simulate, tiny preset); used only for the estimate.
 SECONDS_PER_STEP = 100e-6
@@ -30,10 +30,36 @@ class ProgramSize:
     steps: int
     largest: str
     largest_steps: int
+    exact: bool = True  # False: a lower bound (least_size of a workload with GEMMs)
 
     @property
     def seconds(self) -> float:
         return self.steps * SECONDS_PER_STEP
+
+
+def least_size(workload: WorkloadSpec) -> ProgramSize:
+    """A lower bound on :func:`program_size`'s steps from the GEMM shapes alone, without the
+    tiling search (whose estimates walk every m-tile: minutes for a convolution at batch
+    100,000). An array tile multiplies at most ``tm × tk × tn`` (``tm`` within one
+    accumulator slot and :data:`~dataflows.tiling.MAX_TILE_ROWS`, ``tk`` the array's rows
+    times M/N where it skips pruned weights, ``tn`` its columns), in either orientation;
+    identical GEMMs count once, as they share a program."""
+    from dataflows.tiling import MAX_TILE_ROWS, accumulator_slot_rows
+    from workloads.layers import expand
+    from workloads.lowering import lower
+
+    hw = workload.hardware
+    tm = max(1, min(MAX_TILE_ROWS, accumulator_slot_rows(hw)))
+    steps: dict[tuple, tuple[str, int]] = {}
+    for group in lower(expand(workload), workload.mode):
+        for task in group:
+            tk = hw.array.rows // task.nm[0] * task.nm[1] if task.sparse_on(hw) else hw.array.rows
+            per_tile = tm * max(tk, hw.array.rows) * hw.array.cols
+            steps.setdefault((task.m, task.k, task.n, task.nm, task.copies), (
+                task.name, task.copies * ceil_div(task.m * task.k * task.n, per_tile)))
+    gemms = bool(steps)
+    steps.update(_attention_steps(workload))
+    return replace(_size_of(steps), exact=not gemms)
 
 
 def program_size(workload: WorkloadSpec) -> ProgramSize:
@@ -54,12 +80,25 @@ def program_size(workload: WorkloadSpec) -> ProgramSize:
                 m, k, n = tiling.dims(task)
                 count = task.copies * ceil_div(m, tiling.tm) * ceil_div(k, tiling.tk)
                 steps[key] = (task.name, count * ceil_div(n, tiling.tn))
+    steps.update(_attention_steps(workload))
+    return _size_of(steps)
+
+
+def _attention_steps(workload: WorkloadSpec) -> dict[tuple, tuple[str, int]]:
+    """One step per (query block, key block) of each attention head (two in training)."""
+    from workloads.layers import expand
+
+    steps = {}
     for layer in expand(workload):
-        if layer.attention is not None:  # one step per (query block, key block) of each head
+        if layer.attention is not None:
             op = layer.attention
             blocks = ceil_div(op.queries, op.block_size) * ceil_div(op.kv_len, op.block_size)
             passes = 2 if workload.mode == "training" else 1  # the backward visits them again
             steps[("attention", op)] = (op.name, passes * op.batch * op.heads * blocks)
+    return steps
+
+
+def _size_of(steps: dict[tuple, tuple[str, int]]) -> ProgramSize:
     if not steps:
         return ProgramSize(0, "", 0)
     largest, most = max(steps.values(), key=lambda item: item[1])
@@ -67,17 +106,27 @@ def program_size(workload: WorkloadSpec) -> ProgramSize:
 
 
 def check_size(workload: WorkloadSpec, source: str) -> ProgramSize:
-    """``workload``'s size, or a SpecError naming the limit and how to raise it."""
-    size = program_size(workload)
+    """``workload``'s size, or a SpecError naming the limit and how to raise it. A workload
+    whose :func:`least_size` is already above the limit is refused without the tiling search
+    (its message says "at least")."""
     limit = workload.limits.tile_steps
+    floor = least_size(workload)
+    if floor.steps > limit:
+        raise _too_large(source, floor, limit)
+    size = program_size(workload)
     if size.steps > limit:
-        raise SpecError(
-            f"{source}: the tile programs would have {size.steps:,} tile steps ({size.largest}: "
-            f"{size.largest_steps:,}), above limits.tile_steps = {limit:,} (about "
-            f"{_duration(size.seconds)} and {size.steps >> 20 or '<1'} GiB); shrink the "
-            f"workload or raise 'limits: {{tile_steps: ...}}' in it"
-        )
+        raise _too_large(source, size, limit)
     return size
+
+
+def _too_large(source: str, size: ProgramSize, limit: int) -> SpecError:
+    least, about = ("", "about") if size.exact else ("at least ", "at least")
+    return SpecError(
+        f"{source}: the tile programs would have {least}{size.steps:,} tile steps "
+        f"({size.largest}: {least}{size.largest_steps:,}), above limits.tile_steps = {limit:,} "
+        f"({about} {_duration(size.seconds)} and {size.steps >> 20 or '<1'} GiB); "
+        f"shrink the workload or raise 'limits: {{tile_steps: ...}}' in it"
+    )
 
 
 def _duration(seconds: float) -> str:

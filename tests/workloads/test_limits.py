@@ -23,16 +23,41 @@ def run(tmp_path, *args: str) -> int:
 def test_a_huge_gemm_is_refused_before_scheduling(tmp_path, capsys):
     assert run(tmp_path, "--set", "operations.0.m=1000000000") == 2
     err = capsys.readouterr().err
-    assert err == (f"archsim: error: {TINY_GEMM}: the tile programs would have 62,500,008 tile "
-                   f"steps (dense: 62,500,000), above limits.tile_steps = 500,000 (about 104 min "
-                   f"and 59 GiB); shrink the workload or raise 'limits: {{tile_steps: ...}}' in it\n")
+    # Refused from the shapes alone (a lower bound: no tiling searched), so it says "at least".
+    assert err == (f"archsim: error: {TINY_GEMM}: the tile programs would have at least "
+                   f"62,500,002 tile steps (dense: at least 62,500,000), above limits.tile_steps "
+                   f"= 500,000 (at least 104 min and 59 GiB); shrink the workload or raise "
+                   f"'limits: {{tile_steps: ...}}' in it\n")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_huge_batch_is_refused_without_searching_tilings(monkeypatch):
+    """ResNet-18 training at batch 100,000: the tiling search alone took minutes (its
+    estimates walk every m-tile of a convolution); the shapes refuse it at once."""
+    from dataflows import scheduler
+
+    def no_search(*args):
+        raise AssertionError("the size check searched a tiling")
+
+    monkeypatch.setattr(scheduler, "tiling_for", no_search)
+    huge = load_workload(EXAMPLE_DIR / "resnet18_bdwp.yaml", overrides=["operations.0.batch=100000"])
+    with pytest.raises(SpecError, match=r"at least [\d,]+ tile steps \(resnet18\.\S+: at least"):
+        size.check_size(huge, "w")
+
+
+@pytest.mark.parametrize("example", ["resnet18_bdwp.yaml", "tiny_cnn_bdwp.yaml",
+                                     "bert_inference_nm.yaml", "attention_model.yaml"])
+def test_the_shapes_bound_never_exceeds_the_steps_built(example):
+    workload = load_workload(EXAMPLE_DIR / example)
+    least, counted = size.least_size(workload), size.program_size(workload)
+    assert 0 < least.steps <= counted.steps
 
 
 def test_tile_steps_limit_is_raised_by_the_workload(tmp_path):
     big = load_workload(TINY_GEMM, overrides=["operations.0.m=1000000000",
                                               "limits={tile_steps: 100000000}"])
     assert size.check_size(big, "w").steps == 62_500_008  # counted, not built
+    assert size.check_size(big, "w").exact
     small = load_workload(TINY_GEMM, overrides=["limits={tile_steps: 10}"])
     with pytest.raises(SpecError, match=r"16 tile steps .* above limits\.tile_steps = 10"):
         size.check_size(small, "w")
