@@ -26,7 +26,7 @@ def test_a_huge_gemm_is_refused_before_scheduling(tmp_path, capsys):
     # Refused from the shapes alone (a lower bound: no tiling searched), so it says "at least".
     assert err == (f"archsim: error: {TINY_GEMM}: the tile programs would have at least "
                    f"62,500,002 tile steps (dense: at least 62,500,000), above limits.tile_steps "
-                   f"= 500,000 (at least 104 min and 59 GiB); shrink the workload or raise "
+                   f"= 500,000 (at least 52 min and 59 GiB); shrink the workload or raise "
                    f"'limits: {{tile_steps: ...}}' in it\n")
     assert not (tmp_path / "o").exists()
 
