@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from reports_support import write_sweep
 
 from archsim.cli import main
@@ -32,4 +33,20 @@ def test_bad_sweep_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"archsim: error: {path}:4: axes: List should have at least 1 item after " \
                   "validation, not 0, got []\n"
+    assert not (tmp_path / "o").exists()
+
+
+TWO_POINTS = "axes:\n  - {key: hardware.array.rows, name: rows, values: [4, 8]}\nobjectives: [cycles]\n"
+
+
+@pytest.mark.parametrize("flag, value", [("--top", "0"), ("--top", "-3"), ("--workers", "0"),
+                                         ("--chunk-size", "0"), ("--chunk-size", "many")])
+def test_counts_below_one_are_refused_while_parsing(tmp_path, capsys, flag, value):
+    path = write_sweep(tmp_path / "s.yaml", TWO_POINTS)
+    with pytest.raises(SystemExit) as exit_:
+        main(["dse", str(path), "--out", str(tmp_path / "o"), flag, value])
+    assert exit_.value.code == 2
+    shown = value if value.lstrip("-").isdigit() else repr(value)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"archsim dse: error: argument {flag}: expected a whole number >= 1, got {shown}")
     assert not (tmp_path / "o").exists()
