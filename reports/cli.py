@@ -180,7 +180,8 @@ def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
         return run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
                          resume=args.resume, chunk_size=args.chunk_size, progress=update)
     finally:
-        bar.stop()
+        if bar.live.is_started:  # stopping a bar never started prints an empty line
+            bar.stop()
 
 
 def _fmt(value) -> str:

@@ -273,6 +273,48 @@ class Sweep:
         }
 
 
+    def change_from(self, stored: dict[str, Any] | None) -> str | None:
+        """How this sweep differs from the one a store holds (its :meth:`describe`), in the
+        fields that decide which points it evaluates and how they are judged; None if in none.
+
+        Axis names and file paths may change (points are keyed by override key, and the base
+        workload is compared on its own), and so may an ``nsga2`` search's ``trials``: raising
+        it and resuming continues the search (docs/dse.md).
+        """
+        if not isinstance(stored, dict):
+            return None
+        old, new = _resumable(stored), _resumable(json.loads(json.dumps(self.describe())))
+        for key in old:  # a key an older store lacks is not compared
+            was, now = old[key], new[key]
+            if was == now:
+                continue
+            if key == "axes" and len(was) == len(now):
+                i = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b)
+                key, was, now = f"axes[{i}]", was[i], now[i]
+            return f"{key}: the store has {_short(was)}, the sweep file {_short(now)}"
+        return None
+
+
+def _resumable(description: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a sweep's description that a resumed sweep must keep."""
+    parts = {k: description[k] for k in ("name", "compare_dense", "constraints", "objectives")
+             if k in description}
+    if isinstance(description.get("axes"), list):
+        parts["axes"] = [{k: a.get(k) for k in ("key", "values")} if isinstance(a, dict) else a
+                         for a in description["axes"]]
+    strategy = description.get("strategy")
+    if isinstance(strategy, dict):
+        # Fields left at None are not compared: a newer archsim may add optional ones.
+        parts["strategy"] = {k: v for k, v in strategy.items() if v is not None
+                             and not (k == "trials" and strategy.get("kind") == "nsga2")}
+    return parts
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
