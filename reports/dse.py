@@ -166,9 +166,10 @@ def check_axis_keys(sweep: Sweep, base) -> None:
             if not _names_bad_key(text, axis.key):
                 continue
             where = sweep.axis_lines[i] if i < len(sweep.axis_lines) else str(sweep.path)
-            reason = text.split(": ", 1)[1].split("; did you mean")[0]
+            reason, _, hint = text.split(": ", 1)[1].partition("; did you mean")
+            hint = _closest_key(axis.key, data) or (f"; did you mean{hint}" if hint else "")
             raise SpecError(f"{where}: axes[{i}].key: {axis.key!r} names no field of the "
-                            f"workload ({reason}){_closest_key(axis.key, data)}") from None
+                            f"workload ({reason}){hint}") from None
 
 
 def reason_groups(rows: Iterable[PointRow]) -> list[tuple[str, int, str]]:
@@ -344,7 +345,10 @@ def _base_workload(sweep: Sweep):
     """The sweep's base workload, its axis keys checked on it (before any file is written)."""
     from workloads.load import load_workload
 
-    base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    try:
+        base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    except SpecError as exc:
+        raise SpecError(sweep.blame_override(str(exc))) from None
     check_axis_keys(sweep, base)
     return base
 

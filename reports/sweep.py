@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -228,6 +228,7 @@ class Sweep:
     objectives: tuple[tuple[str, Literal["min", "max"]], ...]
     axis_lines: tuple[str, ...] = ()
     strategy_line: str = ""
+    override_lines: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -272,6 +273,14 @@ class Sweep:
             "strategy": self.spec.strategy.model_dump(mode="json"),
         }
 
+
+    def blame_override(self, message: str) -> str:
+        """A loader message about one of the sweep's fixed ``overrides`` (``--set k=v: …``),
+        placed at that override's line of the sweep file; any other message unchanged."""
+        for item, line in self.override_lines.items():
+            if message.startswith(f"--set {item}: "):
+                return f"{line}: overrides: {item}: {message[len(item) + 8:]}"
+        return message
 
     def change_from(self, stored: dict[str, Any] | None) -> str | None:
         """How this sweep differs from the one a store holds (its :meth:`describe`), in the
@@ -341,11 +350,24 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
-def _resolve_hardware(ref: str | None, base: Path) -> str | None:
+def _resolve_hardware(ref: str | None, base: Path, where: str) -> str | None:
+    """The sweep's ``hardware`` as an absolute path or a preset name, checked to exist (an
+    error at its line, with the preset it most resembles)."""
+    from workloads.load import preset_path
+
     if ref is None:
         return None
     looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref
-    return str((base / ref).resolve()) if looks_like_path else ref
+    if not looks_like_path:
+        try:
+            preset_path(ref)
+        except SpecError as exc:
+            raise SpecError(f"{where}: hardware: {exc}") from None
+        return ref
+    path = (base / ref).resolve()
+    if not path.is_file():
+        raise SpecError(f"{where}: hardware: file not found: {path}")
+    return str(path)
 
 
 def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
@@ -454,10 +476,12 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
     fixed = tuple(override_args(dict(spec.overrides)))
     return Sweep(
         spec=spec, path=path.resolve(), workload_path=workload_path,
-        hardware=_resolve_hardware(spec.hardware, base), fixed=fixed, axes=tuple(axes),
+        hardware=_resolve_hardware(spec.hardware, base, where(("hardware",))), fixed=fixed, axes=tuple(axes),
         constraints=tuple(constraints), objectives=tuple(objectives),
         axis_lines=tuple(where(("axes", i, "key")) for i in range(len(axes))),
         strategy_line=where(("strategy",)),
+        override_lines={item: where(("overrides", key))
+                        for item, key in zip(fixed, spec.overrides)},
     )
 
 

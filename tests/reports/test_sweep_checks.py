@@ -9,7 +9,7 @@ from reports_support import write_sweep
 
 from archsim.cli import main
 from reports.dse import reason_groups, run_sweep
-from reports.store import PointRow, StoreError
+from reports.store import PointRow, ResultStore, StoreError
 from reports.sweep import load_sweep
 from workloads.errors import SpecError
 
@@ -187,4 +187,51 @@ def test_resume_of_nsga2_may_raise_trials(tmp_path, inline_backend):
     path.write_text(path.read_text().replace("population: 2", "population: 4"))
     with pytest.raises(StoreError, match=r"strategy: "):
         run_sweep(load_sweep(path, area_available=False), tmp_path / "out", resume=True,
+                  backend=inline_backend)
+
+
+# Sweep-level did-you-mean and file:line.
+
+@pytest.mark.parametrize("body, message", [
+    ("hardware: tinyy\n" + BASE, r"s\.yaml:4: hardware: unknown hardware preset 'tinyy'; .*did "
+                                 r"you mean 'tiny'\?"),
+    ("hardware: hw/none.yaml\n" + BASE, r"s\.yaml:4: hardware: file not found: .*none\.yaml"),
+    (BASE.replace("[cycles]", "[latency]"), r"objectives\[0\]\.metric: Input should be .*, got "
+                                            r"'latency'; did you mean 'latency_s'\?"),
+    (BASE + "strategy: {kind: grd}\n", r"strategy: .*'grd'.*; did you mean 'grid'\?"),
+])
+def test_sweep_hints_at_what_was_meant(tmp_path, body, message):
+    with pytest.raises(SpecError, match=message):
+        load_sweep(write_sweep(tmp_path / "s.yaml", body), area_available=False)
+
+
+def test_a_bad_fixed_override_is_an_error_at_its_line(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", "overrides:\n  schedule.interleave: false\n"
+                                            "  limits.tile_steps: -1\n" + BASE)
+    with pytest.raises(SpecError, match=r"^.*s\.yaml:6: overrides: limits\.tile_steps=-1: "
+                                        r"limits\.tile_steps: Input should be greater than 0"):
+        run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
+                  backend=inline_backend)
+    assert not (tmp_path / "out").exists()
+
+
+def test_axes_and_overrides_reach_sections_the_workload_omitted(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", (
+        "overrides:\n  schedule.interleave: false\n  limits.tile_steps: 100000\n"
+        "axes:\n  - {key: hardware.energy.mac_pj, values: [0.5, 5.0]}\n"
+        "objectives: [energy_pj]\n"))
+    outcome = run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
+                        backend=inline_backend)
+    assert outcome.statuses == {"ok": 2}
+    with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
+        energy = {r.params["hardware.energy.mac_pj"]: r.metrics["energy_pj"] for r in store.rows()}
+    assert energy[5.0] > energy[0.5]
+
+
+def test_an_axis_on_a_hardware_field_at_the_top_is_pointed_there(tmp_path, inline_backend):
+    path = write_sweep(tmp_path / "s.yaml", "axes:\n  - {key: acc_bits, values: [16, 32]}\n"
+                                            "objectives: [cycles]\n")
+    with pytest.raises(SpecError, match=r"s\.yaml:5: axes\[0\]\.key: 'acc_bits' names no field "
+                                        r"of the workload .*; did you mean 'hardware\.acc_bits'\?"):
+        run_sweep(load_sweep(path, area_available=False), tmp_path / "out",
                   backend=inline_backend)
