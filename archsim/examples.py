@@ -2,7 +2,8 @@
 
 They are package data, so ``archsim run example:resnet18_bdwp`` and ``archsim dse
 example:sweep_tiny`` work after ``pip install`` from any folder, and ``archsim examples``
-lists them with the first sentence of each file's leading comment.
+lists them with the first sentence of each file's leading comment. The argparse types the
+commands share live here too, beside :func:`path_argument`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import workloads
 from workloads.errors import ArchsimError
 
 __all__ = ["EXAMPLES_DIR", "PREFIX", "ExampleError", "examples", "resolve", "description",
-           "path_argument"]
+           "path_argument", "at_least"]
 
 EXAMPLES_DIR = Path(workloads.__file__).resolve().parent / "examples"
 #: What marks a command-line argument as the name of a shipped example.
@@ -71,3 +72,21 @@ def path_argument(text: str) -> str:
         return resolve(text)
     except ExampleError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def at_least(minimum: int):
+    """argparse ``type=`` for an integer of at least ``minimum``: a count refused while the
+    arguments are parsed, so that no file or folder is touched first."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, "
+                                             f"got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in some messages
+    return parse

@@ -18,6 +18,8 @@ _PIPE_WIDTH = 160
 
 def register(subparsers) -> None:
     """Add the ``baseline`` subcommand to the ``archsim`` parser."""
+    from archsim.examples import at_least, path_argument
+
     p = subparsers.add_parser(
         "baseline",
         help="measure the workload's GEMMs with torch kernels on CUDA or CPU",
@@ -25,14 +27,16 @@ def register(subparsers) -> None:
         "layer with torch, and every SpGEMM with scipy (CPU) or torch CSR (CUDA); write a "
         "baseline JSON for 'archsim run --baseline' (schema: docs/baselines.md).",
     )
-    p.add_argument("workload", help="workload YAML file")
+    p.add_argument("workload", type=path_argument,
+                   help="workload YAML file, or example:NAME for a shipped example "
+                        "('archsim examples' lists them)")
     p.add_argument("--device", required=True, choices=("cuda", "cpu"),
                    help="cuda: CUDA events with an L2 flush between reps; cpu: perf_counter_ns")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                    help="operand type (default: fp16 on cuda, fp32 on cpu)")
-    p.add_argument("--reps", type=int, default=20, help="timed samples per distinct op")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls before the samples")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--reps", type=at_least(1), default=20, help="timed samples per distinct op")
+    p.add_argument("--warmup", type=at_least(0), default=3, help="untimed calls before the samples")
+    p.add_argument("--threads", type=at_least(1),
                    help="CPU threads for torch (default: torch's setting); always recorded")
     p.add_argument("--flex-compile", action="store_true",
                    help="run attention ops with a block pattern through torch.compile'd "
@@ -43,7 +47,7 @@ def register(subparsers) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a workload field, as for 'archsim run' (repeatable)",
     )
-    p.add_argument("--rows", type=int, default=20, help="rows of the per-op table to print")
+    p.add_argument("--rows", type=at_least(0), default=20, help="rows of the per-op table to print")
     p.add_argument("--quiet", action="store_true", help="print only the output path")
     p.set_defaults(handler=_cmd_baseline)
 

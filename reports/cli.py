@@ -15,7 +15,7 @@ __all__ = ["register", "eta_seconds"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``dse`` and ``report`` subcommands to the ``archsim`` parser."""
-    from archsim.examples import path_argument
+    from archsim.examples import at_least, path_argument
 
     dse = sub.add_parser(
         "dse", help="explore a design space: evaluate a sweep into a SQLite results store",
@@ -27,16 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     dse.add_argument("sweep", type=path_argument,
                      help="sweep YAML file, or example:NAME for a shipped sweep "
                           "('archsim examples' lists them)")
-    dse.add_argument("--workers", type=int, metavar="N",
+    dse.add_argument("--workers", type=at_least(1), metavar="N",
                      help="local worker processes (default: the CPUs available)")
     dse.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                      help="evaluate on a Dask distributed cluster instead of local processes")
     dse.add_argument("--resume", action="store_true",
                      help="continue the sweep stored in --out, skipping finished points")
     dse.add_argument("--out", help="output directory (default: out/<sweep name>)")
-    dse.add_argument("--chunk-size", type=int, metavar="N",
+    dse.add_argument("--chunk-size", type=at_least(1), metavar="N",
                      help="points per executor task (default: automatic)")
-    dse.add_argument("--top", type=int, default=10, help="best designs to print (default: 10)")
+    dse.add_argument("--top", type=at_least(1), default=10, help="best designs to print (default: 10)")
     dse.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     dse.set_defaults(handler=_cmd_dse)
 
@@ -180,7 +180,8 @@ def _with_progress(console, sweep, out: Path, args: argparse.Namespace):
         return run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
                          resume=args.resume, chunk_size=args.chunk_size, progress=update)
     finally:
-        bar.stop()
+        if bar.live.is_started:  # stopping a bar never started prints an empty line
+            bar.stop()
 
 
 def _fmt(value) -> str:

@@ -32,12 +32,12 @@ from reports.executors import Backend, ExecutorError, dispatch, fixed_chunks, ma
 from reports.expr import ExpressionError
 from reports.metrics import AREA_METRICS
 from reports.pareto import pareto_layers, pareto_mask
-from reports.store import PointRow, ResultStore, StoreError
+from reports.store import PointRow, ResultStore, StoreError, inspect_store
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
 from workloads.errors import ArchsimError, SpecError
 
 __all__ = ["run_sweep", "SweepOutcome", "SweepError", "EngineMismatchError", "best_designs", "check_axis_keys",
-           "reason_groups", "RESULTS_FILE"]
+           "reason_groups", "check_run_options", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.db"
 Progress = Callable[[int, int], None]
@@ -166,9 +166,10 @@ def check_axis_keys(sweep: Sweep, base) -> None:
             if not _names_bad_key(text, axis.key):
                 continue
             where = sweep.axis_lines[i] if i < len(sweep.axis_lines) else str(sweep.path)
-            reason = text.split(": ", 1)[1].split("; did you mean")[0]
+            reason, _, hint = text.split(": ", 1)[1].partition("; did you mean")
+            hint = _closest_key(axis.key, data) or (f"; did you mean{hint}" if hint else "")
             raise SpecError(f"{where}: axes[{i}].key: {axis.key!r} names no field of the "
-                            f"workload ({reason}){_closest_key(axis.key, data)}") from None
+                            f"workload ({reason}){hint}") from None
 
 
 def reason_groups(rows: Iterable[PointRow]) -> list[tuple[str, int, str]]:
@@ -340,28 +341,105 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def _open_store(sweep: Sweep, out: Path, resume: bool) -> ResultStore:
+def _base_workload(sweep: Sweep):
+    """The sweep's base workload, its axis keys checked on it (before any file is written)."""
     from workloads.load import load_workload
+
+    try:
+        base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
+    except SpecError as exc:
+        raise SpecError(sweep.blame_override(str(exc))) from None
+    check_axis_keys(sweep, base)
+    return base
+
+
+def _refuse_reuse(store: ResultStore, sweep: Sweep, resume: bool, base) -> None:
+    """Refuse a store that holds points this sweep must not mix with, changing nothing."""
+    meta = store.meta()
+    held = store.count()
+    if held and not resume:
+        raise StoreError(f"{store.path} already holds {held} design points; pass --resume to "
+                         f"continue that sweep, or choose another --out")
+    if "base_identity" in meta and meta["base_identity"] != _identity(base):
+        raise StoreError(f"{store.path} holds a sweep of another base workload or hardware "
+                         f"({meta.get('sweep', {}).get('workload')}); choose another --out")
+    change = sweep.change_from(meta.get("sweep")) if held else None
+    if change:
+        raise StoreError(f"{store.path} holds {held} points of another sweep ({change}); "
+                         f"--resume continues only the sweep it stored: restore the sweep "
+                         f"file, or choose another --out")
+
+
+def _check_store(sweep: Sweep, out: Path, resume: bool, base) -> None:
+    """The refusals of :func:`_open_store`, read-only: before a worker starts or a Dask
+    scheduler is reached (which can take 20 s), and before the store is locked or changed."""
+    path = out / RESULTS_FILE
+    inspect_store(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with ResultStore(path, readonly=True) as store:
+        if store.has_tables():
+            _refuse_reuse(store, sweep, resume, base)
+
+
+def _open_store(sweep: Sweep, out: Path, resume: bool, base) -> ResultStore:
     from workloads.version import ARCHSIM_VERSION as __version__
 
-    base = load_workload(sweep.workload_path, hardware=sweep.hardware, overrides=sweep.fixed)
-    check_axis_keys(sweep, base)
     store = ResultStore(out / RESULTS_FILE)
     try:
-        meta = store.meta()
-        held = store.count()
-        if held and not resume:
-            raise StoreError(f"{store.path} already holds {held} design points; pass --resume to "
-                             f"continue that sweep, or choose another --out")
-        if "base_identity" in meta and meta["base_identity"] != _identity(base):
-            raise StoreError(f"{store.path} holds a sweep of another base workload or hardware "
-                             f"({meta.get('sweep', {}).get('workload')}); choose another --out")
+        _refuse_reuse(store, sweep, resume, base)  # again: another sweep may have written it
         store.set_meta(base_identity=_identity(base), sweep=sweep.describe(),
                        base_workload=base.name, archsim_version=__version__)
     except Exception:
         store.close()
         raise
     return store
+
+
+def _start(sweep: Sweep, out: Path, resume: bool,
+           backend: Backend | tuple[int | None, str | None]) -> tuple[ResultStore, Backend]:
+    """The open store and backend of a sweep (``backend``: one already open, or the
+    ``(workers, scheduler)`` to make one from). Every refusal comes first, read-only, then the
+    backend, then the store: an unreachable scheduler leaves no folder behind."""
+    base = _base_workload(sweep)
+    _check_store(sweep, out, resume, base)
+    own = isinstance(backend, tuple)
+    if own:
+        backend = make_backend(*backend)
+    try:
+        return _open_store(sweep, out, resume, base), backend
+    except BaseException:
+        if own:
+            backend.close()
+        raise
+
+
+#: What ``--scheduler`` takes: a Dask scheduler's TCP address (IPv6 hosts in brackets).
+_SCHEDULER = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                        r":(\d{1,5})")
+
+
+def check_run_options(workers: int | None, scheduler: str | None,
+                      chunk_size: int | None) -> None:
+    """Refuse bad executor options before any file is written or any worker started.
+
+    Raises
+    ------
+    ExecutorError
+        A count below 1, or a scheduler address that is not ``tcp://HOST:PORT`` (Dask would
+        try it for tens of seconds and then fail with a traceback).
+    """
+    if scheduler is None and workers is not None and workers < 1:
+        raise ExecutorError(f"--workers must be at least 1, got {workers}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ExecutorError(f"--chunk-size must be at least 1, got {chunk_size}")
+    if scheduler is None:
+        return
+    found = _SCHEDULER.fullmatch(scheduler)
+    if not found or not 0 < int(found.group(2)) < 65536:
+        raise ExecutorError(f"--scheduler {scheduler!r}: expected a Dask scheduler address "
+                            f"tcp://HOST:PORT with a port from 1 to 65535, e.g. "
+                            f"tcp://127.0.0.1:8786")
 
 
 def run_sweep(
@@ -410,16 +488,17 @@ def run_sweep(
     """
     out = Path(out)
     started = time.perf_counter()
-    if backend is None and scheduler is None and workers is not None and workers < 1:
-        raise ExecutorError(f"--workers must be at least 1, got {workers}")  # before any file
-    if chunk_size is not None and chunk_size < 1:
-        raise ExecutorError(f"--chunk-size must be at least 1, got {chunk_size}")
-    store = _open_store(sweep, out, resume)
+    own_backend = backend is None
+    if own_backend:
+        check_run_options(workers, scheduler, chunk_size)
+    else:
+        check_run_options(None, None, chunk_size)
+    store, backend = _start(sweep, out, resume, backend or (workers, scheduler))
     try:
         area = load_area_model()
     except AreaModelError:
         area = None
-    outcome = SweepOutcome(store_path=store.path, backend="")
+    outcome = SweepOutcome(store_path=store.path, backend=backend.description)
     done_count = [0]
     total = [0]
 
@@ -429,10 +508,7 @@ def run_sweep(
             progress(done_count[0], total[0])
 
     runner = _Runner(sweep, store, area, outcome, advance)
-    own_backend = backend is None
     try:
-        backend = backend or make_backend(workers, scheduler)
-        outcome.backend = backend.description
         if isinstance(sweep.spec.strategy, NSGA2Strategy):
             _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_size)
         else:
@@ -440,13 +516,13 @@ def run_sweep(
         outcome.pool_restarts = getattr(backend, "restarts", 0)
     except (KeyboardInterrupt, EngineMismatchError):
         with _sigint_ignored():
-            if own_backend and backend is not None:
+            if own_backend:
                 backend.abort()
                 own_backend = False  # aborted: nothing left to close
             store.close()
         raise
     finally:
-        if own_backend and backend is not None:
+        if own_backend:
             backend.close()
         store.close()
     outcome.wall_s = time.perf_counter() - started

@@ -266,6 +266,13 @@ class ResultStore:
                 raise StoreError(f"{self.path}: not an archsim results store ({_one_line(exc)})") from None
             return {k: json.loads(v) for k, v in cur.fetchall()}
 
+    def has_tables(self) -> bool:
+        """Whether the file holds the store's tables yet (an empty database has none)."""
+        with self._reading():
+            found = {name for (name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return _TABLES <= found
+
     def set_meta(self, **values: Any) -> None:
         with self._transaction():
             self._db.executemany(

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -228,6 +228,7 @@ class Sweep:
     objectives: tuple[tuple[str, Literal["min", "max"]], ...]
     axis_lines: tuple[str, ...] = ()
     strategy_line: str = ""
+    override_lines: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -273,6 +274,56 @@ class Sweep:
         }
 
 
+    def blame_override(self, message: str) -> str:
+        """A loader message about one of the sweep's fixed ``overrides`` (``--set k=v: …``),
+        placed at that override's line of the sweep file; any other message unchanged."""
+        for item, line in self.override_lines.items():
+            if message.startswith(f"--set {item}: "):
+                return f"{line}: overrides: {item}: {message[len(item) + 8:]}"
+        return message
+
+    def change_from(self, stored: dict[str, Any] | None) -> str | None:
+        """How this sweep differs from the one a store holds (its :meth:`describe`), in the
+        fields that decide which points it evaluates and how they are judged; None if in none.
+
+        Axis names and file paths may change (points are keyed by override key, and the base
+        workload is compared on its own), and so may an ``nsga2`` search's ``trials``: raising
+        it and resuming continues the search (docs/dse.md).
+        """
+        if not isinstance(stored, dict):
+            return None
+        old, new = _resumable(stored), _resumable(json.loads(json.dumps(self.describe())))
+        for key in old:  # a key an older store lacks is not compared
+            was, now = old[key], new[key]
+            if was == now:
+                continue
+            if key == "axes" and len(was) == len(now):
+                i = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b)
+                key, was, now = f"axes[{i}]", was[i], now[i]
+            return f"{key}: the store has {_short(was)}, the sweep file {_short(now)}"
+        return None
+
+
+def _resumable(description: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a sweep's description that a resumed sweep must keep."""
+    parts = {k: description[k] for k in ("name", "compare_dense", "constraints", "objectives")
+             if k in description}
+    if isinstance(description.get("axes"), list):
+        parts["axes"] = [{k: a.get(k) for k in ("key", "values")} if isinstance(a, dict) else a
+                         for a in description["axes"]]
+    strategy = description.get("strategy")
+    if isinstance(strategy, dict):
+        # Fields left at None are not compared: a newer archsim may add optional ones.
+        parts["strategy"] = {k: v for k, v in strategy.items() if v is not None
+                             and not (k == "trials" and strategy.get("kind") == "nsga2")}
+    return parts
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -299,11 +350,24 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
-def _resolve_hardware(ref: str | None, base: Path) -> str | None:
+def _resolve_hardware(ref: str | None, base: Path, where: str) -> str | None:
+    """The sweep's ``hardware`` as an absolute path or a preset name, checked to exist (an
+    error at its line, with the preset it most resembles)."""
+    from workloads.load import preset_path
+
     if ref is None:
         return None
     looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref
-    return str((base / ref).resolve()) if looks_like_path else ref
+    if not looks_like_path:
+        try:
+            preset_path(ref)
+        except SpecError as exc:
+            raise SpecError(f"{where}: hardware: {exc}") from None
+        return ref
+    path = (base / ref).resolve()
+    if not path.is_file():
+        raise SpecError(f"{where}: hardware: file not found: {path}")
+    return str(path)
 
 
 def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
@@ -412,10 +476,12 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
     fixed = tuple(override_args(dict(spec.overrides)))
     return Sweep(
         spec=spec, path=path.resolve(), workload_path=workload_path,
-        hardware=_resolve_hardware(spec.hardware, base), fixed=fixed, axes=tuple(axes),
+        hardware=_resolve_hardware(spec.hardware, base, where(("hardware",))), fixed=fixed, axes=tuple(axes),
         constraints=tuple(constraints), objectives=tuple(objectives),
         axis_lines=tuple(where(("axes", i, "key")) for i in range(len(axes))),
         strategy_line=where(("strategy",)),
+        override_lines={item: where(("overrides", key))
+                        for item, key in zip(fixed, spec.overrides)},
     )
 
 

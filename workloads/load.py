@@ -299,15 +299,24 @@ def _parse_override(item: str) -> tuple[tuple, Any]:
     return loc, parsed
 
 
-def _apply_override(doc: _Doc, loc: tuple, value: Any, original: str) -> None:
+def _apply_override(doc: _Doc, loc: tuple, value: Any, original: str,
+                    model: type[BaseModel]) -> None:
+    """Set ``loc`` of ``doc`` (validated later as ``model``) to ``value``. A section the file
+    omitted (``schedule:``, ``hardware.energy:``) is written in with its defaults first, so an
+    override reaches every field a complete file would have."""
     node = doc.data
     for i, part in enumerate(loc[:-1]):
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
+        child = _child(node, part)
+        if child is None and isinstance(node, dict):
+            child = _omitted_section(model, loc[: i + 1], doc.data)
+            if child is not None:
+                node[part] = child
+                doc.overridden[loc[: i + 1]] = original  # its errors blame this override
+        if child is None:
             raise SpecError(
                 f"--set {original}: {_dotted(loc[: i + 1])} does not exist in {doc.path}"
-            ) from None
+            )
+        node = child
     if not isinstance(node, (dict, list)) or (isinstance(node, list) and not isinstance(loc[-1], int)):
         raise SpecError(f"--set {original}: {_dotted(loc[:-1])} is not a mapping or list")
     try:
@@ -315,6 +324,31 @@ def _apply_override(doc: _Doc, loc: tuple, value: Any, original: str) -> None:
     except IndexError:
         raise SpecError(f"--set {original}: index {loc[-1]} is out of range") from None
     doc.overridden[loc] = original
+
+
+def _child(node: Any, part: Any) -> Any:
+    """``node[part]``, or None where there is none (an explicit ``null`` included)."""
+    try:
+        return node[part]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _omitted_section(model: type[BaseModel], loc: tuple, data: Any) -> dict | None:
+    """What a file that omitted the section at ``loc`` means: the section's default written
+    out (``{kind: dense}`` for the default sparsity; ``{}`` for an optional section without
+    one), or None where ``loc`` names no section of ``model``."""
+    for candidate in _models_at(model, loc[:-1], data):
+        info = candidate.model_fields.get(loc[-1]) if isinstance(loc[-1], str) else None
+        if info is None or not _models_in(info.annotation):
+            continue
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            tags = {t: getattr(default, t) for t in ("kind", "op") if t in type(default).model_fields}
+            return {**tags, **default.model_dump(mode="json", exclude_defaults=True)}
+        if default is None:
+            return {}
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +379,12 @@ def _tag_matches(model: type[BaseModel], node: Any) -> bool:
 
 
 def _fields_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[str]:
-    """Field names of the model(s) found at ``loc`` (used for did-you-mean suggestions).
+    """Field names of the model(s) found at ``loc`` (used for did-you-mean suggestions)."""
+    return sorted({name for m in _models_at(root, loc, data) for name in m.model_fields})
+
+
+def _models_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[type[BaseModel]]:
+    """The model(s) found at ``loc``.
 
     Where a field is a union (operations, sparsity, strategies), the data's own ``op:`` or
     ``kind:`` picks the member, so a suggestion never comes from another member's fields.
@@ -361,8 +400,7 @@ def _fields_at(root: type[BaseModel], loc: tuple, data: Any = None) -> list[str]
             if part in model.model_fields:
                 nxt.extend(_models_in(model.model_fields[part].annotation))
         candidates = [m for m in nxt if _tag_matches(m, node)] or nxt
-    candidates = [m for m in candidates if _tag_matches(m, node)] or candidates  # list elements
-    return sorted({name for m in candidates for name in m.model_fields})
+    return [m for m in candidates if _tag_matches(m, node)] or candidates  # list elements
 
 
 def _has(node: dict | list, part: Any) -> bool:
@@ -407,6 +445,13 @@ def _describe(error: dict, model: type[BaseModel], loc: tuple, data: Any = None)
         msg = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else f"; expected one of: {', '.join(known)}")
     elif error["type"] == "missing":
         msg = "required field is missing"
+    elif error["type"] in ("literal_error", "union_tag_invalid"):
+        # A misspelled choice (objective 'latency', strategy kind 'grd'): suggest the nearest.
+        ctx = error.get("ctx", {})
+        given = ctx.get("tag", error.get("input"))
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ctx.get("expected_tags", "")))
+        hint = difflib.get_close_matches(str(given), choices, n=1) if isinstance(given, str) else []
+        msg += f", got {error['input']!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
     elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
         msg += f", got {error['input']!r}"
     return msg
@@ -442,10 +487,14 @@ def _overridden_in(doc: _Doc, msg: str) -> tuple:
     """The location of a ``--set`` override that a whole-document check's message names
     (``array.rows=1 must be …``), so the error points at the override, not at the file the
     user did not change; () when it names none."""
+    # The override named first is the one the check is about: "acc_bits must be at least
+    # 2*data_bits" blames acc_bits even when data_bits was overridden too (and before it).
+    found = []
     for loc in doc.overridden:
-        if re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}(?![\w])", msg):
-            return loc
-    return ()
+        named = re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}(?![\w])", msg)
+        if named:
+            found.append((named.start(), loc))
+    return min(found, key=lambda f: f[0])[1] if found else ()
 
 
 #: A cross-field check on a whole document names the field it blames at the start of its
@@ -519,7 +568,7 @@ def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> Har
     """Load a hardware description (a file path or a preset name)."""
     doc = _hardware_ref_doc(path)
     for loc, value, original in _split_overrides(overrides):
-        _apply_override(doc, loc, value, original)
+        _apply_override(doc, loc, value, original, HardwareSpec)
     return _validate(HardwareSpec, doc, doc.data)
 
 
@@ -565,10 +614,13 @@ def load_workload(
             raise SpecError(f"--set {original}: the hardware as a whole is chosen with "
                             f"--hardware (a preset name or a YAML file); --set changes its "
                             f"fields, e.g. hardware.array.rows=8")
+        if loc[0] not in WorkloadSpec.model_fields and loc[0] in HardwareSpec.model_fields:
+            raise SpecError(f"--set {original}: {loc[0]} does not exist in {doc.path}; did you "
+                            f"mean 'hardware.{_dotted(loc)}'?")
         if loc[0] == "hardware" and hw_doc is not None:
-            _apply_override(hw_doc, loc[1:], value, original)
+            _apply_override(hw_doc, loc[1:], value, original, HardwareSpec)
         else:
-            _apply_override(doc, loc, value, original)
+            _apply_override(doc, loc, value, original, WorkloadSpec)
     if hw_doc is not None:
         doc.data["hardware"] = _validate(HardwareSpec, hw_doc, hw_doc.data)
     spec = _validate(WorkloadSpec, doc, doc.data)

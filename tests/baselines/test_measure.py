@@ -581,16 +581,39 @@ def test_cli_warns_about_cpu_bf16_on_stderr(tmp_path, capsys):
     assert all(line.startswith("archsim: warning: ") for line in lines)
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [(["--reps", "0"], "archsim: error: reps must be at least 1, got 0\n"),
-     (["--threads", "0"], "archsim: error: threads must be at least 1, got 0\n")],
-)
-def test_cli_bad_options_exit_2(tmp_path, capsys, extra, message):
-    argv = ["baseline", str(TINY), "--device", "cpu", "--out", str(tmp_path / "b.json"), *extra]
-    assert main(argv) == 2
-    assert capsys.readouterr().err == message
-    assert not (tmp_path / "b.json").exists()
+@pytest.mark.parametrize(("flag", "value", "least"), [
+    ("--reps", "0", 1), ("--threads", "0", 1), ("--warmup", "-1", 0), ("--rows", "-1", 0),
+    ("--reps", "two", 1),
+])
+def test_cli_bad_counts_are_refused_before_any_file(tmp_path, capsys, flag, value, least):
+    # Refused while parsing: the output folder is not even created (--reps 0 used to create
+    # it, and --rows -1 was accepted).
+    argv = ["baseline", str(TINY), "--device", "cpu", "--out", str(tmp_path / "o" / "b.json"),
+            flag, value]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    shown = value if value.lstrip("-").isdigit() else repr(value)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"archsim baseline: error: argument {flag}: expected a whole number >= {least}, "
+        f"got {shown}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_takes_a_shipped_example_by_name(tmp_path):
+    out = tmp_path / "b.json"
+    argv = ["baseline", "example:tiny_gemm", "--device", "cpu", "--reps", "1", "--warmup", "0",
+            "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["workload"]["name"] == "tiny-gemm"
+
+
+def test_cli_misspelled_example_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["baseline", "example:tiny_gem", "--device", "cpu", "--out", str(tmp_path / "b")])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "archsim baseline: error: argument workload: example:tiny_gem: no shipped example of "
+        "that name; did you mean example:tiny_gemm? 'archsim examples' lists them")
 
 
 def test_cli_unwritable_output_exits_2(tmp_path, capsys):

@@ -135,3 +135,69 @@ def test_cli_exit_code_for_bomb(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# --set into sections the file left out: they apply as if written with their defaults.
+
+TINY_GEMM = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "tiny_gemm.yaml"
+
+
+@pytest.mark.parametrize("override, read", [
+    ("schedule.interleave=false", lambda w: w.schedule.interleave is False),
+    ("limits.tile_steps=1000", lambda w: w.limits.tile_steps == 1000),
+    ("hardware.energy.mac_pj=2.5", lambda w: w.hardware.energy.mac_pj == 2.5),
+    ("hardware.controller.instruction_depth=64",
+     lambda w: w.hardware.controller.instruction_depth == 64),
+])
+def test_set_reaches_a_section_the_file_omitted(override, read):
+    # tiny_gemm.yaml and the tiny preset write none of these sections.
+    assert "schedule" not in TINY_GEMM.read_text()
+    workload = load_workload(TINY_GEMM, overrides=[override])
+    assert read(workload)
+    untouched = load_workload(TINY_GEMM)
+    assert workload.model_copy(update={"schedule": untouched.schedule, "limits": untouched.limits,
+                                       "hardware": untouched.hardware}) == untouched
+
+
+def test_set_reaches_an_omitted_sparsity_from_its_dense_default():
+    workload = load_workload(TINY_GEMM, overrides=["sparsity.kind=bdwp", "sparsity.n=1",
+                                                   "sparsity.m=4", "operations.0.sparsity.kind=nm",
+                                                   "operations.0.sparsity.n=1",
+                                                   "operations.0.sparsity.m=2"])
+    assert (workload.sparsity.kind, workload.sparsity.n, workload.sparsity.m) == ("bdwp", 1, 4)
+    assert (workload.operations[0].sparsity.n, workload.operations[0].sparsity.m) == (1, 2)
+    # The dense default has no n: said of the field, at the override.
+    with pytest.raises(SpecError, match=r"^--set sparsity\.n=2: sparsity\.n: unknown key"):
+        load_workload(TINY_GEMM, overrides=["sparsity.n=2"])
+
+
+def test_an_omitted_section_s_missing_field_blames_the_override():
+    with pytest.raises(SpecError, match=r"^--set serve\.chunk_tokens=4: serve\.prompt_tokens: "
+                                        r"required field is missing$"):
+        load_workload(TINY_GEMM, overrides=["serve.chunk_tokens=4"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("schedul.interleave=false", r"--set schedul\.interleave=false: schedul does not exist in "),
+    ("hardware.energyy.mac_pj=1", r"--set hardware\.energyy\.mac_pj=1: energyy does not exist "),
+    ("hardware.energy.mac_pjj=1", r"--set hardware\.energy\.mac_pjj=1: energy\.mac_pjj: unknown "
+                                  r"key; did you mean 'mac_pj'\?"),
+    ("acc_bits=8", r"--set acc_bits=8: acc_bits does not exist in .*tiny_gemm\.yaml; did you "
+                   r"mean 'hardware\.acc_bits'\?"),
+    ("mode=trainig", r"--set mode=trainig: mode: Input should be 'inference' or 'training', got "
+                     r"'trainig'; did you mean 'training'\?"),
+])
+def test_a_bad_override_key_is_still_refused(override, message):
+    with pytest.raises(SpecError, match=message):
+        load_workload(TINY_GEMM, overrides=[override])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["hardware.data_bits=8", "hardware.acc_bits=8"],
+    ["hardware.acc_bits=8", "hardware.data_bits=8"],
+])
+def test_a_cross_field_check_blames_the_field_it_is_about(overrides):
+    # "acc_bits must be at least 2*data_bits": acc_bits, whichever override came first.
+    with pytest.raises(SpecError, match=r"^--set hardware\.acc_bits=8: acc_bits: acc_bits must "
+                                        r"be at least 2\*data_bits=16"):
+        load_workload(TINY_GEMM, overrides=overrides)
