@@ -69,7 +69,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from archsim import __version__
-    from archsim.examples import path_argument
+    from workloads.arguments import path_argument
 
     parser = _Parser(
         prog="archsim", description="Simulate sparse DNN workloads on a SAT-like accelerator."
@@ -144,7 +144,7 @@ _COMMAND_MODULES = tuple(
 
 
 def _cmd_examples(args: argparse.Namespace) -> int:
-    from archsim.examples import PREFIX, description, examples
+    from workloads.arguments import PREFIX, description, examples
 
     found = examples()
     width = max(map(len, found))

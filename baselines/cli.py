@@ -18,7 +18,7 @@ _PIPE_WIDTH = 160
 
 def register(subparsers) -> None:
     """Add the ``baseline`` subcommand to the ``archsim`` parser."""
-    from archsim.examples import at_least, path_argument
+    from workloads.arguments import at_least, path_argument
 
     p = subparsers.add_parser(
         "baseline",

@@ -15,7 +15,7 @@ __all__ = ["register", "eta_seconds"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``dse`` and ``report`` subcommands to the ``archsim`` parser."""
-    from archsim.examples import at_least, path_argument
+    from workloads.arguments import at_least, path_argument
 
     dse = sub.add_parser(
         "dse", help="explore a design space: evaluate a sweep into a SQLite results store",

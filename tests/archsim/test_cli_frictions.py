@@ -10,7 +10,7 @@ import pytest
 
 import archsim.cli as cli
 from archsim.cli import main
-from archsim.examples import EXAMPLES_DIR, ExampleError, description, examples, resolve
+from workloads.arguments import EXAMPLES_DIR, ExampleError, description, examples, resolve
 
 ROOT = Path(cli.__file__).resolve().parents[1]
 

@@ -1,9 +1,10 @@
-"""The example workloads and sweeps shipped inside the package (``workloads/examples``).
+"""Command-line arguments the commands share: ``example:NAME`` and argparse types.
 
-They are package data, so ``archsim run example:resnet18_bdwp`` and ``archsim dse
-example:sweep_tiny`` work after ``pip install`` from any folder, and ``archsim examples``
-lists them with the first sentence of each file's leading comment. The argparse types the
-commands share live here too, beside :func:`path_argument`.
+The example workloads and sweeps ship inside the package (``workloads/examples``), so
+``archsim run example:resnet18_bdwp`` and ``archsim dse example:sweep_tiny`` work after ``pip
+install`` from any folder, and ``archsim examples`` lists them with the first sentence of each
+file's leading comment. Every command's parser takes its argument types from here (each
+package may import ``workloads``, DESIGN.md), beside :func:`path_argument`.
 """
 
 from __future__ import annotations
