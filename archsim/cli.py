@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
             known = [*command._option_string_actions, *self._option_string_actions]
             flag = next((e for e in extras if e.startswith("-")), None)
             hint = _did_you_mean(flag.split("=")[0], known) if flag else ""
-            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return namespace
 
     def _commands(self) -> dict[str, argparse.ArgumentParser]:
@@ -64,7 +64,8 @@ class _Parser(argparse.ArgumentParser):
         if found:
             choices = [c.strip(" '") for c in found.group(2).split(",")]
             message += _did_you_mean(found.group(1), choices)
-        super().error(message)
+        # One line, like every other refusal (argparse would print the usage block above it).
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:

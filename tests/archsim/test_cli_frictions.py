@@ -28,8 +28,12 @@ def test_unknown_flags_and_commands_get_did_you_mean(argv, hint, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("archsim") and re.search(hint, err), err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # one line, like every refusal: no usage block above it
+    assert lines[0].startswith("archsim") and re.search(hint, lines[0]), lines
+    command = "archsim" if argv[0] == "rnu" else f"archsim {argv[0]}"
+    assert lines[0].startswith(f"{command}: error: ")
+    assert lines[0].endswith(f"(see '{command} --help')")
 
 
 def test_install_hint_from_a_checkout_and_from_an_install(monkeypatch, tmp_path):

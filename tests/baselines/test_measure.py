@@ -594,9 +594,9 @@ def test_cli_bad_counts_are_refused_before_any_file(tmp_path, capsys, flag, valu
         main(argv)
     assert exit_.value.code == 2
     shown = value if value.lstrip("-").isdigit() else repr(value)
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert capsys.readouterr().err.splitlines() == [
         f"archsim baseline: error: argument {flag}: expected a whole number >= {least}, "
-        f"got {shown}")
+        f"got {shown} (see 'archsim baseline --help')"]
     assert not (tmp_path / "o").exists()
 
 
@@ -611,9 +611,10 @@ def test_cli_takes_a_shipped_example_by_name(tmp_path):
 def test_cli_misspelled_example_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["baseline", "example:tiny_gem", "--device", "cpu", "--out", str(tmp_path / "b")])
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert capsys.readouterr().err.splitlines() == [
         "archsim baseline: error: argument workload: example:tiny_gem: no shipped example of "
-        "that name; did you mean example:tiny_gemm? 'archsim examples' lists them")
+        "that name; did you mean example:tiny_gemm? 'archsim examples' lists them (see "
+        "'archsim baseline --help')"]
 
 
 def test_cli_unwritable_output_exits_2(tmp_path, capsys):

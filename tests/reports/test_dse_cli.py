@@ -79,8 +79,9 @@ def test_counts_below_one_are_refused_while_parsing(tmp_path, capsys, flag, valu
         main(["dse", str(path), "--out", str(tmp_path / "o"), flag, value])
     assert exit_.value.code == 2
     shown = value if value.lstrip("-").isdigit() else repr(value)
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"archsim dse: error: argument {flag}: expected a whole number >= 1, got {shown}")
+    assert capsys.readouterr().err.splitlines() == [
+        f"archsim dse: error: argument {flag}: expected a whole number >= 1, got {shown} "
+        f"(see 'archsim dse --help')"]
     assert not (tmp_path / "o").exists()
 
 
