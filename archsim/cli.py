@@ -70,7 +70,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from archsim import __version__
-    from workloads.arguments import path_argument
+    from workloads.arguments import at_least, path_argument
 
     parser = _Parser(
         prog="archsim", description="Simulate sparse DNN workloads on a SAT-like accelerator."
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline", metavar="B.json",
         help="compare with a measured baseline from 'archsim baseline' (docs/baselines.md)",
     )
-    run.add_argument("--layers", type=_non_negative, default=15,
+    run.add_argument("--layers", type=at_least(0), default=15,
                      help="rows of the per-layer table to print (0: none)")
     run.add_argument("--quiet", action="store_true", help="print only the output paths")
     run.add_argument(
@@ -154,13 +154,6 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     print(f"run one: archsim run {PREFIX}tiny_gemm; a sweep: archsim dse {PREFIX}sweep_tiny; "
           f"the files are in {next(iter(found.values())).parent}")
     return 0
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 #: Optional packages and the extra that installs each (pyproject.toml).
