@@ -666,3 +666,32 @@ def test_onnx_layer_names_from_parameters_or_scopes():
     assert module_path(["layer1", "layer1.0", "conv1"]) == "layer1.0.conv1"
     assert module_path(["encoder", "layers", "encoder_layer_0", "mlp"]) == (
         "encoder.layers.encoder_layer_0.mlp")
+
+
+@pytest.mark.parametrize("sparsity", ["nm:2:4:sideways", "bdwp:2:8:backwards", "nm:2:4:in:x"])
+def test_a_bad_sparsity_suffix_is_one_line(tmp_path, capsys, sparsity):
+    err = _one_line_error(capsys, ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out",
+                                   str(tmp_path / "w.yaml"), "--sparsity", sparsity])
+    assert f"--sparsity {sparsity!r}: expected dense, nm:N:M[:in|out]" in err
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_importing(tmp_path, capsys):
+    argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out"]
+    err = _one_line_error(capsys, argv + [str(tmp_path / "nodir" / "w.yaml")])
+    assert f"folder {tmp_path / 'nodir'} does not exist" in err
+    err = _one_line_error(capsys, argv + [str(tmp_path)])
+    assert "is a folder; name the workload file" in err
+
+
+@pytest.mark.parametrize("args, field", [(["--hardware", "nohw"], "hardware: unknown hardware"),
+                                         (["--sparsity", "nm:3:7"], "sparsity: m must be")])
+def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, field):
+    """The generated text is loaded before it is written: a file already there stays as it was,
+    and the error names the field the arguments produced."""
+    out = tmp_path / "w.yaml"
+    out.write_text("# the user's own file\n")
+    err = _one_line_error(capsys, ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out",
+                                   str(out), *args])
+    assert f"{out} (as generated; not written):" in err and field in err
+    assert out.read_text() == "# the user's own file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]  # no trial file left

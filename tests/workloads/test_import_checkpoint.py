@@ -115,3 +115,39 @@ def digits() -> nn.Module:
     from baselines.bdwp.train_digits import DigitsCNN, TrainConfig
 
     return DigitsCNN(TrainConfig(name="bdwp 2:8", mode="bdwp", n=2, m=8))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("conv2.weight", torch.zeros(3, 3), "conv2.weight has shape [3, 3]; the model's conv2d "
+                                        "conv2 needs [32, 16, kh, kw]"),
+    ("fc1.weight_mask", torch.ones(10, 16), "fc1.weight_mask has shape [10, 16]; the model's "
+                                            "linear fc1 needs [64, 32]"),
+    ("fc2.weight", torch.full((16, 64), float("nan")), "fc2.weight holds NaN or infinite"),
+    ("fc2.weight", "text", "fc2.weight is a str; expected a tensor"),
+])
+def test_a_checkpoint_entry_of_the_wrong_kind_is_one_line(tmp_path, capsys, key, value, message):
+    ckpt = tmp_path / "net.pt"
+    state = _checkpoint(ckpt)
+    state[key] = value
+    torch.save(state, ckpt)
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(tmp_path / "w.yaml"),
+                 "--masks", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "w.yaml").exists()
+
+
+def test_a_sparse_tensor_reads_as_its_dense_values(tmp_path, capsys):
+    ckpt, out = tmp_path / "net.pt", tmp_path / "w.yaml"
+    state = _checkpoint(ckpt)
+    state["conv2.weight"] = state["conv2.weight"].to_sparse()
+    torch.save(state, ckpt)
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(out), "--hardware",
+                 "tiny", "--masks", str(ckpt)]) == 0
+    assert "2:4 along in" in capsys.readouterr().out
+
+
+def test_masks_naming_a_folder_is_one_line(tmp_path, capsys):
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(tmp_path / "w.yaml"),
+                 "--masks", str(tmp_path)]) == 2
+    assert f"--masks {tmp_path}: is a folder" in capsys.readouterr().err

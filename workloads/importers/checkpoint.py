@@ -42,8 +42,10 @@ def _load(path: Path) -> dict:
         import torch
     except ModuleNotFoundError:
         raise ModelImportError(f"--masks needs torch: {install_hint('import')}") from None
+    if path.is_dir():
+        raise ModelImportError(f"--masks {path}: is a folder; expected a torch state_dict file")
     if not path.is_file():
-        raise ModelImportError(f"{path}: file not found")
+        raise ModelImportError(f"--masks {path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -97,11 +99,11 @@ def _layer(op: MappedOp, state: dict, default: dict | None,
     if w is None:
         return LayerSparsity(op.name, None, "not in checkpoint", None,
                              f"no {op.name}.weight in the checkpoint")
+    w = _check_tensor(op, f"{op.name}.weight", w)
     mask = state.get(f"{op.name}.weight_mask")
+    if mask is not None:
+        mask = _check_tensor(op, f"{op.name}.weight_mask", mask, w.shape)
     nonzero = (mask != 0) if mask is not None else (w != 0)
-    if op.kind == "linear" and w.dim() != 2 or op.kind == "conv2d" and w.dim() != 4:
-        raise ModelImportError(f"{op.name}.weight has shape {list(w.shape)}; the model's layer is a "
-                           f"{op.kind} with {_dims(op)}")
     density = float(nonzero.float().mean())
     dims = _dims(op)
     divisible = [(n, m) for n, m in patterns
@@ -137,6 +139,33 @@ def _layer(op: MappedOp, state: dict, default: dict | None,
         kept = (f"FF mask keeps {_kept_share(w, 'in', n, m):.0%} of |W|, BP mask "
                 f"{_kept_share(w, 'out', n, m):.0%}")
     return LayerSparsity(op.name, 1.0, "dense", None, f"masks from the checkpoint: {kept}")
+
+
+def _check_tensor(op: MappedOp, key: str, t, shape=None):
+    """Checkpoint entry ``key`` as a dense tensor (a sparse one is densified), or a one-line
+    error unless it is shaped like ``op``'s weight (``shape``: the weight's own, for its mask)
+    and holds finite values."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise ModelImportError(f"checkpoint entry {key} is a {type(t).__name__}; expected a tensor")
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    dims = _dims(op)
+    want = 2 if op.kind != "conv2d" else 4
+    fits = t.dim() == want and t.shape[0] == dims["out"] and (
+        t.shape[1] * op.fields.get("groups", 1) == dims["in"])
+    if shape is not None:
+        fits = tuple(t.shape) == tuple(shape)
+    if op.kind in ("linear", "conv2d") and not fits:
+        per_group = dims["in"] // op.fields.get("groups", 1)
+        expected = list(shape) if shape is not None else (
+            f"[{dims['out']}, {per_group}" + (", kh, kw]" if want == 4 else "]"))
+        raise ModelImportError(f"checkpoint entry {key} has shape {list(t.shape)}; the model's "
+                               f"{op.kind} {op.name} needs {expected}")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ModelImportError(f"checkpoint entry {key} holds NaN or infinite values")
+    return t
 
 
 def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,

@@ -14,6 +14,10 @@ from workloads.importers.graph import ImportedModel, MappedOp, Mode, ModelImport
 __all__ = ["parse_sparsity", "workload_text", "coverage_rows", "format_coverage", "why_dense"]
 
 
+#: What may follow ``nm:N:M:`` (the pruned dimension) and ``bdwp:N:M:`` (the BP mask's source).
+_FOURTH = {"nm": ("in", "out"), "bdwp": ("dense", "forward_masked")}
+
+
 def parse_sparsity(text: str | None) -> dict | None:
     """``dense``, ``nm:N:M[:in|out]`` or ``bdwp:N:M[:dense|forward_masked]`` → a sparsity
     mapping (validated when the workload loads)."""
@@ -30,9 +34,11 @@ def parse_sparsity(text: str | None) -> dict | None:
             pass
         else:
             out: dict = {"kind": kind, "n": n, "m": m}
-            if len(parts) == 4:
+            if len(parts) == 4 and parts[3] in _FOURTH[kind]:
                 out["dim" if kind == "nm" else "bp_mask_source"] = parts[3]
-            return out
+                return out
+            if len(parts) == 3:
+                return out
     raise ModelImportError(f"--sparsity {text!r}: expected dense, nm:N:M[:in|out] or "
                        f"bdwp:N:M[:dense|forward_masked]")
 
