@@ -123,6 +123,7 @@ def _layer_records(segment: Segment[GemmWork], stats: SegmentStats, hw: Hardware
             compulsory_read_bytes=c_read * task.copies * r,
             compulsory_write_bytes=c_write * task.copies * r,
             dma_busy_cycles=ts.dma_busy_cycles * r, vector_busy_cycles=ts.vec_busy_cycles * r,
+            macs_zero_blocks=(task.m * task.k * task.n - task.macs_dense) * task.copies * r,
         ))
     if work.dense:
         records = [_judge(rec, task, d) for rec, task, d in zip(records, work.tasks, work.dense)]

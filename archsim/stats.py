@@ -150,6 +150,9 @@ class LayerRecord:
     vector_busy_cycles: int = 0
     dense_cycles: int | None = None
     note: str = ""
+    # MACs of a block-diagonal GEMM's zero blocks (a grouped convolution's): part of
+    # ``macs_executed`` in this run and in the dense one alike, never dense-equivalent work.
+    macs_zero_blocks: int = 0
 
     #: Derived columns, computed from the fields (``as_dict`` and ``layers.csv`` carry them).
     DERIVED = ("read_ratio", "write_ratio", "bound", "sparse_speedup")
@@ -325,9 +328,13 @@ class SimResult:
 
     @property
     def mac_bound(self) -> float | None:
-        """Dense-equivalent MACs / executed MACs: the speedup over dense if time followed MACs
-        alone. None without GEMM work. (Formerly ``amdahl_bound``.)"""
-        return _ratio(self.macs_dense_equivalent, self.macs_executed)
+        """MACs the dense run executes / MACs this run executes: the speedup over dense if time
+        followed MACs alone (1 for a dense workload). The dense run executes the
+        dense-equivalent MACs plus a grouped convolution's zero blocks, which both runs execute
+        (``LayerRecord.macs_zero_blocks``). None without GEMM work. (Formerly
+        ``amdahl_bound``.)"""
+        zero_blocks = sum(r.macs_zero_blocks for r in self.layers)
+        return _ratio(self.macs_dense_equivalent + zero_blocks, self.macs_executed)
 
     @property
     def time_bound(self) -> float | None:

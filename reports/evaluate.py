@@ -92,7 +92,7 @@ def simulation_metrics(result, hardware) -> dict[str, float]:
         "effective_utilization": result.effective_utilization,
         "macs_executed": result.macs_executed,
         "macs_dense_equivalent": result.macs_dense_equivalent,
-        "amdahl_bound": result.macs_dense_equivalent / max(result.macs_executed, 1),
+        "amdahl_bound": result.mac_bound or 0.0,
         "dram_read_bytes": result.dram_read_bytes,
         "dram_write_bytes": result.dram_write_bytes,
         "dram_bytes": result.dram_read_bytes + result.dram_write_bytes,

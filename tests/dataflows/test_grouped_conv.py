@@ -131,6 +131,9 @@ def test_grouped_convolution_simulates_with_exact_macs_and_cycles(tmp_path):
         assert result.macs_dense_equivalent == phases * _conv_macs(2, 12, 12, 3, 6, 6, 12)
         # 4 depthwise groups per GEMM on 4 columns: the zero blocks are executed too
         assert result.macs_executed == 4 * result.macs_dense_equivalent
+        # ... in the dense run as well: the MAC bound on the speedup over dense is 1, not 1/4
+        assert sum(r.macs_zero_blocks for r in result.layers) == 3 * result.macs_dense_equivalent
+        assert result.mac_bound == 1.0
         sched = schedule(workload)
         assert result.total_cycles == sum(program_cycles(s.program, TINY) * s.repeat
                                           for s in sched.segments)
@@ -262,3 +265,24 @@ def test_grouped_programs_are_bit_and_cycle_exact_on_the_rtl(tmp_path):
     for r in results:
         assert r.ok and r.value_mismatches == 0, r.summary()
         assert r.cycle_diff == 0 and r.rtl_cycles == r.model_cycles, r.summary()
+
+
+def test_the_mac_bound_never_falls_below_a_grouped_workloads_speedup(tmp_path):
+    """BDWP beside a depthwise convolution: the dense run executes the zero blocks too, so the
+    MAC bound stays an upper bound on the speedup over dense (it counted them as sparse
+    work: a dense import of MobileNet-V2 printed a MAC bound of 0.682x)."""
+    from archsim.cli import _dense_variant
+
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\nname: g\nhardware: tiny\nmode: training\n"
+        "sparsity: {kind: bdwp, n: 2, m: 4}\noperations:\n"
+        "  - {op: conv2d, name: dw, in_channels: 16, out_channels: 16, kernel: 3, padding: 1,"
+        " input_size: 8, batch: 2, groups: 16, sparsity: {kind: dense}}\n"
+        "  - {op: conv2d, name: pw, in_channels: 16, out_channels: 32, kernel: 1, input_size: 8,"
+        " batch: 2}\n")
+    workload = load_workload(path)
+    sparse, dense = simulate(workload), simulate(_dense_variant(workload))
+    assert dense.mac_bound == 1.0
+    assert 1.0 < sparse.mac_bound
+    assert dense.macs_executed / sparse.macs_executed == pytest.approx(sparse.mac_bound)
