@@ -181,13 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
-    interrupted = False
+    interrupted, failed = False, True
+    _CREATED.clear()
     try:
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
             # once the command's input is valid.
             check_out_dir(Path(args.out))
-        return args.handler(args)
+        code = args.handler(args)
+        failed = code != 0
+        return code
     except KeyboardInterrupt as exc:
         interrupted = True
         if in_main:
@@ -214,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
     finally:
+        if failed:
+            _remove_created_if_empty()
         if previous is not None and not (interrupted and argv is None):
             signal.signal(signal.SIGINT, previous)
 
@@ -294,6 +299,7 @@ def check_out_dir(out: Path) -> Path:
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
     check_out_dir(out)
+    _CREATED.extend(p for p in (out, *out.parents) if not p.exists())  # innermost first
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".archsim-write-test"
@@ -303,6 +309,21 @@ def prepare_out_dir(out: Path) -> Path:
         reason = getattr(exc, "strerror", None) or exc
         raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
     return out
+
+
+#: Folders :func:`prepare_out_dir` created during this command, innermost first.
+_CREATED: list[Path] = []
+
+
+def _remove_created_if_empty() -> None:
+    """After a failed or interrupted command: remove the folders it created for its outputs,
+    as long as they are still empty (never a file anyone wrote)."""
+    for folder in _CREATED:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): keep it and everything above it
+            break
+    _CREATED.clear()
 
 
 def _write_atomically(path: Path, write) -> None:

@@ -45,7 +45,7 @@ def test_ctrl_c_stops_run_within_2_s(tmp_path):
                                   str(out)], lambda proc: out.is_dir())
     assert proc.returncode == 130 and took < 2, (took, err)
     assert err == "archsim: interrupted\n"
-    assert not (out / "results.json").exists()
+    assert not out.exists()  # the run made it and wrote nothing into it: it is removed again
 
 
 def test_ctrl_c_stops_rtl_within_2_s(tmp_path):
@@ -56,3 +56,24 @@ def test_ctrl_c_stops_rtl_within_2_s(tmp_path):
     assert proc.returncode == 130 and took < 2, (took, err)
     assert err == "archsim: interrupted\n"
     assert not (out / "accel_top.v").exists() or (out / "accel_top.v").stat().st_size > 0
+
+
+def test_a_failed_run_keeps_the_folders_it_did_not_make_and_any_file(tmp_path, monkeypatch):
+    """Only the empty folders a failed or interrupted command created go away."""
+    import archsim.api
+    from archsim.cli import main
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archsim.api, "simulate", stop)
+    argv = ["run", "workloads/examples/tiny_gemm.yaml", "--quiet", "--out"]
+    assert main([*argv, str(tmp_path / "new" / "deeper")]) == 130
+    assert list(tmp_path.iterdir()) == []  # both levels were made by the run
+    (tmp_path / "mine").mkdir()
+    assert main([*argv, str(tmp_path / "mine")]) == 130
+    assert (tmp_path / "mine").is_dir()  # the user's folder stays, empty or not
+    (tmp_path / "mine" / "sub").mkdir()
+    (tmp_path / "mine" / "sub" / "notes.txt").write_text("keep")
+    assert main([*argv, str(tmp_path / "mine" / "sub")]) == 130
+    assert (tmp_path / "mine" / "sub" / "notes.txt").read_text() == "keep"
