@@ -53,6 +53,8 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from workloads.load import load_hardware
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
+    if args.synth:
+        _check_synthesizable(hw)
     out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
     console = Console(highlight=False)
     with progress_lines(console, f"building {hw.name} and writing Verilog"):
@@ -75,6 +77,22 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     console.print(f"wrote {out / 'resources.json'} (synthesis took {run.seconds:.0f} s, peak "
                   f"memory {run.peak_memory_bytes / 1024**3:.2f} GiB)")
     return 0
+
+
+def _check_synthesizable(hw) -> None:
+    """Refuse ``--synth`` before any work when the buffers alone exceed the device's block
+    memories: they cannot fit, and Yosys builds what does not map from registers (a 1 GiB
+    weight buffer ran it out of 10 GiB of memory)."""
+    from workloads.errors import SpecError
+    from workloads.fpga import DEVICE_NAME, ON_CHIP_MEMORY_BYTES
+
+    b = hw.buffers
+    total = b.weight_bytes + b.input_bytes + b.accumulator_bytes
+    if total > ON_CHIP_MEMORY_BYTES:
+        raise SpecError(
+            f"--synth: the buffers hold {total / 2**20:,.1f} MiB (weight + input + accumulator), "
+            f"more than the {DEVICE_NAME}'s {ON_CHIP_MEMORY_BYTES / 2**20:.1f} MiB of BRAM and "
+            f"URAM; shrink hardware.buffers, or leave out --synth to write the Verilog only")
 
 
 @contextlib.contextmanager

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["DEVICE_NAME", "DEVICE_CAPACITY", "device_shares", "lut_sites"]
+__all__ = ["DEVICE_NAME", "DEVICE_CAPACITY", "ON_CHIP_MEMORY_BYTES", "device_shares", "lut_sites"]
 
 DEVICE_NAME = "XCVU9P"
 #: Resources of the device, keyed as ``rtl.synth.RESOURCE_KINDS`` counts them.
 DEVICE_CAPACITY = MappingProxyType({"LUT": 1_182_240, "FF": 2_364_480, "DSP": 6_840,
                                     "BRAM36": 2_160, "URAM": 960})
+
+#: Bytes the device's block memories hold: 36 Kib per RAMB36 and 288 Kib per URAM, parity
+#: bits included (about 43 MiB). Buffers larger than this cannot be built on the device.
+ON_CHIP_MEMORY_BYTES = (DEVICE_CAPACITY["BRAM36"] * 36 + DEVICE_CAPACITY["URAM"] * 288) * 1024 // 8
 
 
 def lut_sites(counts: dict[str, float]) -> float:

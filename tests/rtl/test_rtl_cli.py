@@ -54,6 +54,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_synth_of_buffers_larger_than_the_device_is_refused_before_any_work(tmp_path, capsys):
+    """A 1 GiB weight buffer ran Yosys out of 10 GiB of memory: refused at once instead."""
+    out = tmp_path / "x"
+    assert main(["rtl", "tiny", "--set", "buffers.weight_bytes=1073741824", "--synth",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--synth: the buffers hold 1,024.0 MiB" in err
+    assert "more than the XCVU9P's 43.2 MiB of BRAM and URAM" in err
+    assert not out.exists()
+
+
 def test_failed_synthesis_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(synth, "yosys_script", lambda: "read_verilog no_such_file.v\n")
     assert main(["rtl", "tiny", "--out", str(tmp_path), "--synth"]) == 2
