@@ -479,7 +479,7 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
         if not loc:
             loc, msg = _named_location(msg)
         if not loc:
-            loc = _overridden_in(doc, msg)
+            loc = _overridden_in(doc, msg) or _mentioned_in(doc, msg)
         raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
 
 
@@ -495,6 +495,21 @@ def _overridden_in(doc: _Doc, msg: str) -> tuple:
         if named:
             found.append((named.start(), loc))
     return min(found, key=lambda f: f[0])[1] if found else ()
+
+
+def _mentioned_in(doc: _Doc, msg: str) -> tuple:
+    """The field of the file that a whole-document check's message names first
+    (``array.rows=3 must be a multiple of n=2``), the innermost on a tie, so the error points
+    at its line rather than the file's first; () when it names none."""
+    found = []
+    for loc in doc.lines:
+        if loc and all(isinstance(p, str) for p in loc):
+            # A bare top-level key counts only as ``key=value``: "name" may be a plain word.
+            after = r"(?![\w])" if len(loc) > 1 else "(?==)"
+            named = re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}{after}", msg)
+            if named:
+                found.append((named.start(), -len(loc), loc))
+    return min(found)[2] if found else ()
 
 
 #: A cross-field check on a whole document names the field it blames at the start of its

@@ -201,3 +201,17 @@ def test_a_cross_field_check_blames_the_field_it_is_about(overrides):
     with pytest.raises(SpecError, match=r"^--set hardware\.acc_bits=8: acc_bits: acc_bits must "
                                         r"be at least 2\*data_bits=16"):
         load_workload(TINY_GEMM, overrides=overrides)
+
+
+def test_a_whole_document_check_points_at_the_field_it_names(tmp_path):
+    """A cross-field check pydantic locates at the top level ("array.rows=3 must be a
+    multiple of n=2") is reported at the line of the field its message names, not line 2."""
+    from workloads.load import PRESET_DIR
+
+    text = (PRESET_DIR / "tiny.yaml").read_text()
+    assert "array: {rows: 4, cols: 4}" in text
+    path = tmp_path / "hw.yaml"
+    path.write_text(text.replace("array: {rows: 4, cols: 4}", "array: {rows: 3, cols: 4}"))
+    line = 1 + text.splitlines().index(next(ln for ln in text.splitlines() if ln.startswith("array:")))
+    with pytest.raises(SpecError, match=rf"hw\.yaml:{line}: array\.rows: array\.rows=3 must be"):
+        load_hardware(path)
