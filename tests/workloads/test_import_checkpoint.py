@@ -151,3 +151,14 @@ def test_masks_naming_a_folder_is_one_line(tmp_path, capsys):
     assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(tmp_path / "w.yaml"),
                  "--masks", str(tmp_path)]) == 2
     assert f"--masks {tmp_path}: is a folder" in capsys.readouterr().err
+
+
+def test_a_2_4_checkpoint_is_labelled_2_4_where_4_8_also_fits(tmp_path, capsys):
+    """sat_vcu1525 runs both 2:4 and 4:8; a 2:4 mask fits both, and it is 2:4 (it said 4:8)."""
+    ckpt, out = tmp_path / "net.pt", tmp_path / "w.yaml"
+    _checkpoint(ckpt)
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(out),
+                 "--masks", str(ckpt)]) == 0
+    conv2 = next(layer for layer in expand(load_workload(out)) if layer.name == "conv2")
+    assert (conv2.sparsity.n, conv2.sparsity.m) == (2, 4)
+    assert "checkpoint is 2:4 along in" in out.read_text()

@@ -110,7 +110,9 @@ def _layer(op: MappedOp, state: dict, default: dict | None,
                  if dims["in"] % m == 0 and op.fields.get("groups", 1) == 1]
     if density < 1.0:
         bdwp = default is not None and default["kind"] == "bdwp"
-        for n, m in sorted(divisible, key=lambda p: (p[0] / p[1], -p[1])):
+        # The sparsest pattern the weights fit; on a tie the smallest group, which is their
+        # structure (a 2:4 mask also fits 4:8, a looser constraint with wider indices).
+        for n, m in sorted(divisible, key=lambda p: (p[0] / p[1], p[1])):
             if _fits(nonzero, "in", n, m):
                 both = bdwp and dims["out"] % m == 0 and _fits(nonzero, "out", n, m)
                 sparsity = {"kind": "bdwp", "n": n, "m": m} if both else {
