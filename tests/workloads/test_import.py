@@ -695,3 +695,62 @@ def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, f
     assert f"{out} (as generated; not written):" in err and field in err
     assert out.read_text() == "# the user's own file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]  # no trial file left
+
+
+class _ValueBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else x  # control flow on values, not shapes
+
+
+class _Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(100, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.emb(x))
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0])
+
+
+def value_branch() -> nn.Module:
+    return _ValueBranch()
+
+
+def tokens() -> nn.Module:
+    return _Tokens()
+
+
+def recurrent() -> nn.Module:
+    return _Recurrent()
+
+
+def test_control_flow_on_values_is_one_line_that_says_so(tmp_path, capsys):
+    err = _one_line_error(capsys, ["import", _src("value_branch"), "--input-shape", "1,8",
+                                   "--out", str(tmp_path / "w.yaml")])
+    assert "the forward pass reads tensor values" in err and "shape-based" in err
+
+
+def test_a_token_model_needs_an_input_shape(tmp_path, capsys):
+    """It was traced with the default image shape as token ids, silently."""
+    err = _one_line_error(capsys, ["import", _src("tokens"), "--out", str(tmp_path / "w.yaml")])
+    assert "takes token ids" in err and "--input-shape BATCH,SEQ_LEN" in err
+    assert main(["import", _src("tokens"), "--input-shape", "2,5", "--out",
+                 str(tmp_path / "w.yaml")]) == 0
+
+
+def test_unsupported_operators_are_named_in_the_workload_header(tmp_path):
+    out = tmp_path / "w.yaml"
+    assert main(["import", _src("recurrent"), "--input-shape", "3,1,8", "--out", str(out)]) == 0
+    assert "# Unsupported, so their work is NOT in this workload: lstm." in out.read_text()

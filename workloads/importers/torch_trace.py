@@ -291,6 +291,10 @@ def import_torch(source: str, input_shape: tuple[int, ...] | None = None,
     from torch.overrides import TorchFunctionMode
 
     name, module = build_module(source)
+    if input_shape is None and any(isinstance(m, torch.nn.Embedding) for m in module.modules()):
+        raise ModelImportError(f"{source}: the model takes token ids (it has an nn.Embedding), so "
+                               f"the default image shape does not apply; give --input-shape "
+                               f"BATCH,SEQ_LEN, e.g. 1,128")
     shape = tuple(input_shape or DEFAULT_INPUT_SHAPE)
     model = ImportedModel(name, source, shape)
     tracer = _Tracer(torch, model, module, strict)
@@ -309,8 +313,14 @@ def import_torch(source: str, input_shape: tuple[int, ...] | None = None,
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "meta tensor" in first:  # .item(), bool(), a print of values: data, not shapes
+            raise ModelImportError(
+                f"{source}: the forward pass reads tensor values ({first}); the model is traced "
+                f"on the meta device, without data, so control flow may depend on shapes but "
+                f"not on values: make the branch shape-based, or import an ONNX export"
+            ) from None
         raise ModelImportError(f"{source}: the forward pass failed at input shape {list(shape)}: "
-                           f"{first}") from None
+                               f"{first}") from None
     finally:
         tracer.close()
     if not model.ops:

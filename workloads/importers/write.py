@@ -115,6 +115,7 @@ def workload_text(model: ImportedModel, mode: Mode = "inference", sparsity: dict
              "# Not mapped (no GEMM work): " + (", ".join(
                  f"{row[0]} {row[1]} ops" for row in coverage_rows(model) if row[3] == "not mapped")
                  or "nothing") + " (`archsim import` prints the table).",
+             *_unsupported_header(model),
              "version: 1", f"name: {_value(model.name)}", f"hardware: {_value(hardware)}",
              f"mode: {mode}"]
     sparse = sparsity is not None and sparsity["kind"] != "dense"
@@ -154,6 +155,14 @@ def coverage_rows(model: ImportedModel) -> list[tuple[str, int, int, str]]:
     rows += [(k, v[0], v[1], "unsupported" if k == "unsupported" else "not mapped")
              for k, v in other.items()]
     return rows
+
+
+def _unsupported_header(model: ImportedModel) -> list[str]:
+    """A header line naming the operators whose work the workload lacks (none: no line)."""
+    names = sorted({u.source for u in model.unmapped if u.category == "unsupported"})
+    if not names:
+        return []
+    return [f"# Unsupported, so their work is NOT in this workload: {', '.join(names)}."]
 
 
 def format_coverage(model: ImportedModel) -> list[str]:
