@@ -162,3 +162,30 @@ def test_a_2_4_checkpoint_is_labelled_2_4_where_4_8_also_fits(tmp_path, capsys):
     conv2 = next(layer for layer in expand(load_workload(out)) if layer.name == "conv2")
     assert (conv2.sparsity.n, conv2.sparsity.m) == (2, 4)
     assert "checkpoint is 2:4 along in" in out.read_text()
+
+
+class _Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.fc(x)))  # one layer, called twice
+
+
+def shared() -> nn.Module:
+    return _Shared()
+
+
+def test_a_layer_called_twice_keeps_its_checkpoint_sparsity_at_each_call(tmp_path):
+    """The second call is op fc.1; its weights are fc's (it lost the checkpoint's 2:4)."""
+    ckpt, out = tmp_path / "shared.pt", tmp_path / "w.yaml"
+    w = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
+    keep = torch.zeros_like(w).view(-1, 4).scatter_(1, w.view(-1, 4).abs().topk(2, 1).indices, 1)
+    torch.save({"fc.weight": w * keep.view(16, 16), "fc.bias": torch.zeros(16)}, ckpt)
+    importlib.import_module(__name__)
+    assert main(["import", f"{__name__}:shared", "--input-shape", "4,16", "--out", str(out),
+                 "--hardware", "tiny", "--masks", str(ckpt)]) == 0
+    layers = {layer.name: layer.sparsity for layer in expand(load_workload(out))}
+    assert set(layers) == {"fc", "fc.1"}
+    assert all((s.kind, s.n, s.m) == ("nm", 2, 4) for s in layers.values())

@@ -93,16 +93,17 @@ def _dims(op: MappedOp) -> dict[str, int]:
     return {"in": f["k"], "out": f["n"]}
 
 
-def _layer(op: MappedOp, state: dict, default: dict | None,
+def _layer(op: MappedOp, layer: str, state: dict, default: dict | None,
            patterns: list[tuple[int, int]]) -> LayerSparsity:
-    w = state.get(f"{op.name}.weight", state.get(f"{op.name}.weight_orig"))
+    """What the checkpoint says about ``op``, whose weights are ``layer``'s."""
+    w = state.get(f"{layer}.weight", state.get(f"{layer}.weight_orig"))
     if w is None:
         return LayerSparsity(op.name, None, "not in checkpoint", None,
-                             f"no {op.name}.weight in the checkpoint")
-    w = _check_tensor(op, f"{op.name}.weight", w)
-    mask = state.get(f"{op.name}.weight_mask")
+                             f"no {layer}.weight in the checkpoint")
+    w = _check_tensor(op, f"{layer}.weight", w)
+    mask = state.get(f"{layer}.weight_mask")
     if mask is not None:
-        mask = _check_tensor(op, f"{op.name}.weight_mask", mask, w.shape)
+        mask = _check_tensor(op, f"{layer}.weight_mask", mask, w.shape)
     nonzero = (mask != 0) if mask is not None else (w != 0)
     density = float(nonzero.float().mean())
     dims = _dims(op)
@@ -175,7 +176,8 @@ def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
     """Per weighted layer of ``model``, what the checkpoint at ``path`` says; ``default`` is
     the workload's sparsity (``--sparsity``), ``patterns`` the hardware's N:M patterns."""
     state = _load(Path(path))
-    rows = [_layer(op, state, default, patterns) for op in model.ops if op.weights]
+    rows = [_layer(op, model.weights_of(op.name), state, default, patterns)
+            for op in model.ops if op.weights]
     if all(r.density is None for r in rows):
         raise ModelImportError(f"{path}: none of the model's layers is in the checkpoint (expected "
                            f"keys like {rows[0].name + '.weight' if rows else 'NAME.weight'!r})")

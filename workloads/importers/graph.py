@@ -79,6 +79,9 @@ class ImportedModel:
     ops: list[MappedOp] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     _names: dict[str, int] = field(default_factory=dict, repr=False)
+    #: The layer each later call of a layer is named after (``fc.1`` → ``fc``): its weights
+    #: are the layer's own (a checkpoint has ``fc.weight``, not ``fc.1.weight``).
+    called_as: dict[str, str] = field(default_factory=dict, repr=False)
 
     def unique(self, name: str) -> str:
         """``name``, or ``name.1``, ``name.2``... when a layer runs more than once (ops must
@@ -86,7 +89,14 @@ class ImportedModel:
         name = name or "op"
         count = self._names.get(name, 0)
         self._names[name] = count + 1
-        return name if count == 0 else f"{name}.{count}"
+        if count == 0:
+            return name
+        self.called_as[f"{name}.{count}"] = name
+        return f"{name}.{count}"
+
+    def weights_of(self, op_name: str) -> str:
+        """The layer whose weights op ``op_name`` uses (itself, unless a later call)."""
+        return self.called_as.get(op_name, op_name)
 
     def add(self, op: MappedOp) -> None:
         self.ops.append(op)
