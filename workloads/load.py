@@ -412,6 +412,8 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
     out: list = []
     node = data
     for i, part in enumerate(loc):
+        if isinstance(part, str) and not part.isidentifier() and not isinstance(node, dict):
+            continue  # below a plain value: a union member's name (``constrained-int``)
         if isinstance(node, dict) and isinstance(part, str):
             # `op: model` has a field `model` too: right after a list index it is the tag.
             after_index = i > 0 and isinstance(loc[i - 1], int)
@@ -476,11 +478,26 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = _strip_tags(tuple(error["loc"]), data)
         msg = _describe(error, model, loc, data)
+        if error["type"] == "extra_forbidden":
+            msg = _left_by_kind_override(doc, loc) or msg
         if not loc:
             loc, msg = _named_location(msg)
         if not loc:
             loc = _overridden_in(doc, msg) or _mentioned_in(doc, msg)
         raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
+
+
+def _left_by_kind_override(doc: _Doc, loc: tuple) -> str:
+    """Why a key is unknown when a ``--set`` changed its mapping's ``kind``: the file's fields
+    of the old kind stay behind (``--set operations.0.pattern.kind=dense`` under a sliding
+    window's ``window:``); "" when no override did."""
+    override = doc.overridden.get(loc[:-1] + ("kind",))
+    if override is None:
+        return ""
+    key, _, kind = override.partition("=")
+    parent = key.rsplit(".", 1)[0]
+    return (f"not a field of kind {kind}: --set {override} changed the kind and kept the file's "
+            f"other fields; replace the whole mapping instead: --set '{parent}={{kind: {kind}}}'")
 
 
 def _overridden_in(doc: _Doc, msg: str) -> tuple:

@@ -215,3 +215,33 @@ def test_a_whole_document_check_points_at_the_field_it_names(tmp_path):
     line = 1 + text.splitlines().index(next(ln for ln in text.splitlines() if ln.startswith("array:")))
     with pytest.raises(SpecError, match=rf"hw\.yaml:{line}: array\.rows: array\.rows=3 must be"):
         load_hardware(path)
+
+
+_WINDOWED = """\
+version: 1
+name: a1
+hardware: tiny
+operations:
+  - {op: attention, name: attn, batch: 1, heads: 2, q_len: 64, kv_len: 64, head_dim: 16,
+     block_size: 16, pattern: {kind: sliding_window, window: 32}}
+"""
+
+
+def test_an_override_of_a_kind_says_the_old_kinds_fields_stayed(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(_WINDOWED)
+    with pytest.raises(SpecError, match=re.escape(
+            "operations[0].pattern.window: not a field of kind dense: --set "
+            "operations.0.pattern.kind=dense changed the kind and kept the file's other fields; "
+            "replace the whole mapping instead: --set 'operations.0.pattern={kind: dense}'")):
+        load_workload(path, overrides=["operations.0.pattern.kind=dense"])
+    load_workload(path, overrides=["operations.0.pattern={kind: dense}"])
+
+
+def test_a_union_members_name_stays_out_of_the_field_path(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(_WINDOWED)
+    with pytest.raises(SpecError) as err:
+        load_workload(path, overrides=["operations.0.pattern.window=0"])
+    assert str(err.value).endswith(
+        "operations[0].pattern.window: Input should be greater than 0, got 0")
