@@ -557,8 +557,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"{d['chunk_tokens']}, {d['output_tokens']} output tokens")
         print(f"time to first token: {d['ttft_cycles']:,} cycles ({d['ttft_ms']:.3f} ms), "
               f"bound by {d['prefill_bound']}")
-        print(f"time per output token: {d['tpot_cycles']:,.0f} cycles ({d['tpot_ms']:.3f} ms), "
-              f"bound by {d['decode_bound']}")
+        if d["output_tokens"] > 1:
+            print(f"time per output token: {d['tpot_cycles']:,.0f} cycles ({d['tpot_ms']:.3f} "
+                  f"ms), bound by {d['decode_bound']}")
+        else:  # the prefill gives the only token: no decode step to time
+            print("time per output token: n/a (one output token: no decode step)")
     print(f"wrote {path}")
     return 0
 

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from archsim.api import simulate
+from archsim.size import check_size
 from archsim.stats import SimResult
 from workloads.arith import ceil_div
+from workloads.errors import SpecError
 from workloads.spec import AttentionOp, DenseAttention, LinearOp, ModelOp, WorkloadSpec
 from workloads.zoo import model_layers
 
@@ -115,17 +119,25 @@ def _ops(model: ModelOp, phase: str, q_len: int, kv_len: int) -> tuple[tuple, tu
     return lin, att
 
 
-def _run(workload: WorkloadSpec, ops: tuple) -> SimResult:
+def _run(workload: WorkloadSpec, ops: tuple, where: str) -> SimResult:
     spec = workload.model_copy(update={"operations": ops, "serve": None})
+    check_size(spec, where)  # before building anything (limits.tile_steps), as archsim run does
     return simulate(spec)
 
 
 def _step(workload: WorkloadSpec, model: ModelOp, phase: str, q_len: int, kv_len: int,
           linear_cache: dict) -> ServeStep:
-    lin, att = _ops(model, phase, q_len, kv_len)
+    where = f"{workload.name}: the {phase} step of {q_len:,} tokens at KV length {kv_len:,}"
+    try:
+        lin, att = _ops(model, phase, q_len, kv_len)
+    except ValidationError as exc:  # a step's op out of its fields' range (batch · tokens)
+        error = exc.errors()[0]
+        field_name = ".".join(str(p) for p in error["loc"])
+        raise SpecError(f"{where}: {exc.title} {field_name}: {error['msg']}, got "
+                        f"{error['input']!r}; use fewer tokens or a smaller batch") from None
     if lin not in linear_cache:
-        linear_cache[lin] = _run(workload, lin)
-    lr, ar = linear_cache[lin], _run(workload, att)
+        linear_cache[lin] = _run(workload, lin, where)
+    lr, ar = linear_cache[lin], _run(workload, att, where)
     busy = {u: lr.unit_busy_cycles[u] + ar.unit_busy_cycles[u] for u in lr.unit_busy_cycles}
     return ServeStep(phase, q_len, kv_len, lr.total_cycles + ar.total_cycles, lr.total_cycles,
                      ar.total_cycles, sum(r.kv_bytes for r in ar.attention),
@@ -141,6 +153,7 @@ def serve(workload: WorkloadSpec) -> ServeResult:
         model = model.model_copy(update={"pattern": DenseAttention()})
     prompt = spec.prompt_tokens
     chunk = min(spec.chunk_tokens or prompt, prompt)
+    _check_step_count(workload, ceil_div(prompt, chunk) + spec.output_tokens - 1)
     cache: dict = {}
     steps = []
     for i in range(ceil_div(prompt, chunk)):
@@ -150,3 +163,14 @@ def serve(workload: WorkloadSpec) -> ServeResult:
         steps.append(_step(workload, model, "decode", 1, prompt + j + 1, cache))
     return ServeResult(model.model, model.batch, prompt, chunk, spec.output_tokens,
                        workload.hardware.clock_mhz, tuple(steps))
+
+
+def _check_step_count(workload: WorkloadSpec, steps: int) -> None:
+    """Refuse a run of more serving steps than tile steps allowed: each step simulates at least
+    one tile step per layer, so it could not finish within ``limits.tile_steps`` anyway."""
+    limit = workload.limits.tile_steps
+    if steps > limit:
+        raise SpecError(
+            f"{workload.name}: serving takes {steps:,} steps (prompt chunks, then one per output "
+            f"token after the first), above limits.tile_steps = {limit:,}; use fewer tokens or "
+            f"larger serve.chunk_tokens, or raise 'limits: {{tile_steps: ...}}'")

@@ -5,6 +5,7 @@ attention time falls in proportion to the key blocks a pattern skips."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -116,3 +117,34 @@ def test_a_one_token_last_prefill_chunk_is_a_prefill_step(tmp_path):
     steps = serve(load_workload(_workload(tmp_path, serve_line=line))).steps
     assert [(s.phase, s.q_len, s.kv_len) for s in steps] == [
         ("prefill", 128, 128), ("prefill", 1, 129), ("decode", 1, 130)]
+
+
+@pytest.mark.parametrize(("serve_line", "sets", "message"), [
+    # one huge prefill step: refused from its shapes, before anything is built
+    ("serve: {prompt_tokens: 100000000, output_tokens: 2}", ["operations.0.batch=1000"],
+     r"the prefill step of 100,000,000 tokens at KV length 100,000,000: the tile programs "
+     r"would have at least"),
+    # a step whose rows (batch x tokens) leave a linear op's range: one line, no traceback
+    ("serve: {prompt_tokens: 100000000, output_tokens: 2}", ["operations.0.batch=100000000"],
+     r"LinearOp batch: Input should be less than or equal to .*; use fewer tokens"),
+    # millions of small steps: refused from their count
+    ("serve: {prompt_tokens: 10000000, chunk_tokens: 1, output_tokens: 8}", [],
+     r"serving takes 10,000,007 steps .* above limits\.tile_steps = 500,000"),
+])
+def test_a_serving_run_too_large_to_finish_is_refused_at_once(tmp_path, capsys, serve_line, sets,
+                                                              message):
+    """Both ran silently until killed (a new-user trial waited 40 s)."""
+    path = _workload(tmp_path, serve_line=serve_line)
+    argv = ["serve", str(path), "--out", str(tmp_path / "o")]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_output_token_has_no_time_per_token(tmp_path, capsys):
+    path = _workload(tmp_path, serve_line="serve: {prompt_tokens: 512, output_tokens: 1}")
+    assert main(["serve", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert "time per output token: n/a (one output token: no decode step)" in capsys.readouterr().out
