@@ -31,6 +31,7 @@ DEFAULT_BACKPRESSURE = 0.3
 def register(subparsers) -> None:
     """Add the ``verify`` subcommand to ``archsim``'s parser."""
     from verification.programs import ATTENTION, CONV, GROUPED, KINDS
+    from workloads.arguments import at_least
 
     p = subparsers.add_parser(
         "verify",
@@ -40,9 +41,9 @@ def register(subparsers) -> None:
                     "Values must match the numpy golden model bit for bit and cycle counts the "
                     "SimPy model exactly.")
     p.add_argument("hardware", help="hardware YAML file or preset name (e.g. tiny)")
-    p.add_argument("--programs", type=_positive, default=20, metavar="N",
+    p.add_argument("--programs", type=at_least(1), default=20, metavar="N",
                    help="random programs to run (default 20)")
-    p.add_argument("--seed", type=_non_negative, default=0, metavar="S",
+    p.add_argument("--seed", type=at_least(0), default=0, metavar="S",
                    help="seed of the first program; program i uses S+i (default 0)")
     p.add_argument("--backpressure", type=_probability, nargs="?", const=DEFAULT_BACKPRESSURE,
                    default=0.0, metavar="P",
@@ -59,20 +60,6 @@ def register(subparsers) -> None:
                    help="where Verilog and Verilator builds are kept (default: build/verify)")
     p.add_argument("--verbose", action="store_true", help="print every program, not only failures")
     p.set_defaults(handler=_cmd_verify)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def _probability(text: str) -> float:

@@ -76,7 +76,7 @@ def test_bad_override_is_one_line_exit_2(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--kinds", "sparse"], "unknown kind(s) sparse"),
-    (["--programs", "0"], "expected a positive integer"),
+    (["--programs", "0"], "expected a whole number >= 1, got 0"),
     (["--backpressure", "1.5"], "expected a probability in (0, 1)"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):
