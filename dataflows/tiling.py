@@ -340,8 +340,9 @@ def _check_weight_slot(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> None
     if hw.buffers.weight_bytes // SLOTS_PER_BUFFER < dense_bytes:
         raise MappingError(
             f"{task.name}: a weight tile of {tiling.tk}x{tiling.tn} elements ({dense_bytes} B) "
-            f"does not fit a weight buffer slot ({hw.buffers.weight_bytes // SLOTS_PER_BUFFER} B); enlarge "
-            f"buffers.weight_bytes"
+            f"does not fit a weight buffer slot of {hw.name} (1/{SLOTS_PER_BUFFER} of "
+            f"buffers.weight_bytes = {hw.buffers.weight_bytes:,} B); enlarge buffers.weight_bytes "
+            f"to at least {SLOTS_PER_BUFFER * dense_bytes:,}"
         )
 
 

@@ -252,3 +252,10 @@ def test_set_overrides_join_the_default_output_folder():
     many = default_out_dir("w", [f"hardware.array.rows={i}" for i in range(40)])
     assert len(many.name) <= 100 and many.parent.name == "out"
     assert many != default_out_dir("w", [f"hardware.array.rows={i}" for i in range(41)])
+
+
+def test_a_weight_buffer_too_small_for_one_tile_says_how_large_it_must_be(tmp_path, capsys):
+    assert run(tmp_path, "--set", "hardware.buffers.weight_bytes=1") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(1/2 of buffers.weight_bytes = 1 B)" in err
+    assert err.rstrip().endswith("enlarge buffers.weight_bytes to at least 32")
