@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -677,24 +678,82 @@ def test_a_bad_sparsity_suffix_is_one_line(tmp_path, capsys, sparsity):
 
 def test_an_out_that_cannot_be_written_is_refused_before_importing(tmp_path, capsys):
     argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out"]
-    err = _one_line_error(capsys, argv + [str(tmp_path / "nodir" / "w.yaml")])
-    assert f"folder {tmp_path / 'nodir'} does not exist" in err
     err = _one_line_error(capsys, argv + [str(tmp_path)])
     assert "is a folder; name the workload file" in err
+    (tmp_path / "f").write_text("mine\n")
+    err = _one_line_error(capsys, argv + [str(tmp_path / "f" / "w.yaml")])
+    assert f"{tmp_path / 'f'} is a file, not a folder" in err
+    assert "not a usable path" in _one_line_error(capsys, argv + ["a\0b.yaml"])
 
 
-@pytest.mark.parametrize("args, field", [(["--hardware", "nohw"], "hardware: unknown hardware"),
-                                         (["--sparsity", "nm:3:7"], "sparsity: m must be")])
-def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, field):
+def test_out_in_a_new_folder_creates_it_as_run_out_does(tmp_path, capsys, monkeypatch):
+    """Missing folders above --out are created once the workload loads (it was a traceback,
+    then an error); a refused workload leaves no folder behind. `--out .` names a folder."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out"]
+    assert "--out .: is a folder" in _one_line_error(capsys, argv + ["."])
+    _one_line_error(capsys, argv + ["new/sub/w.yaml", "--sparsity", "nm:3:7"])
+    assert not (tmp_path / "new").exists()
+    assert main(argv + ["new/sub/w.yaml"]) == 0
+    assert load_workload(tmp_path / "new" / "sub" / "w.yaml").name == "odd"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hardware", "nohw"], "--hardware nohw: unknown hardware preset 'nohw'; known presets"),
+    (["--hardware", "sat_vcu"], "--hardware sat_vcu: unknown hardware preset 'sat_vcu'"),
+    (["--hardware", "hw/none.yaml"], "--hardware hw/none.yaml: file not found"),
+    (["--sparsity", "nm:3:7"], "--sparsity nm:3:7: m must be a power of two"),
+    (["--sparsity", "bdwp:5:4"], "--sparsity bdwp:5:4: n must satisfy 0 < n <= m"),
+    (["--sparsity", "nm:1:16", "--hardware", "tiny"],
+     "--sparsity nm:1:16: N:M 1:16 (operation 'conv1d') is not among hardware 'tiny'"),
+])
+def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, message):
     """The generated text is loaded before it is written: a file already there stays as it was,
-    and the error names the field the arguments produced."""
+    and the error blames the argument, not the generated file (it said 'w.yaml (as generated;
+    not written):8: sparsity: ...')."""
     out = tmp_path / "w.yaml"
     out.write_text("# the user's own file\n")
     err = _one_line_error(capsys, ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out",
                                    str(out), *args])
-    assert f"{out} (as generated; not written):" in err and field in err
+    assert f"archsim: error: {message}" in err and "as generated" not in err, err
     assert out.read_text() == "# the user's own file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]  # no trial file left
+
+
+def test_the_trial_file_never_replaces_a_file_of_the_users(tmp_path, capsys):
+    """The workload is loaded from a trial file beside --out: it was always '.w.yaml.importing',
+    overwritten and then deleted, whoever's file it was."""
+    theirs = tmp_path / ".w.yaml.importing"
+    theirs.write_text("mine\n")
+    assert main(["import", _src("odd"), "--input-shape", "1,8,16,16", "--out",
+                 str(tmp_path / "w.yaml")]) == 0
+    assert theirs.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".w.yaml.importing", "w.yaml"]
+
+
+def test_a_hardware_file_is_found_from_the_workloads_folder(tmp_path, capsys, monkeypatch):
+    """--hardware names a file from the current folder, the workload from its own: hw/t.yaml
+    was written as is into out/w.yaml, which then looked for out/hw/t.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hw").mkdir()
+    (tmp_path / "hw" / "t.yaml").write_text(
+        (Path(__file__).parents[2] / "workloads" / "hardware" / "tiny.yaml").read_text())
+    assert main(["import", _src("odd"), "--input-shape", "1,8,16,16", "--hardware", "hw/t.yaml",
+                 "--out", "out/w.yaml"]) == 0
+    assert 'hardware: "../hw/t.yaml"' in (tmp_path / "out" / "w.yaml").read_text()
+    assert load_workload(tmp_path / "out" / "w.yaml").hardware.name == "tiny"
+
+
+def test_odd_characters_in_arguments_stay_inside_the_header_comment(tmp_path, capsys,
+                                                                     monkeypatch):
+    """The command line is quoted in a comment: a newline in --out ended the comment, a control
+    character made the YAML invalid."""
+    out = tmp_path / "a\nb\x01.yaml"
+    argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["archsim", *argv])
+    assert main(argv) == 0
+    assert load_workload(out).name == "odd"
+    assert "a\\nb\\x01.yaml`." in out.read_text().splitlines()[0]
 
 
 class _ValueBranch(nn.Module):
@@ -739,7 +798,8 @@ def recurrent() -> nn.Module:
 def test_control_flow_on_values_is_one_line_that_says_so(tmp_path, capsys):
     err = _one_line_error(capsys, ["import", _src("value_branch"), "--input-shape", "1,8",
                                    "--out", str(tmp_path / "w.yaml")])
-    assert "the forward pass reads tensor values" in err and "shape-based" in err
+    assert "the model has data-dependent control flow, which tracing cannot follow" in err
+    assert "reads tensor values" in err and "shape-based" in err
 
 
 def test_a_token_model_needs_an_input_shape(tmp_path, capsys):

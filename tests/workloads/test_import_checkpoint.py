@@ -119,7 +119,7 @@ def digits() -> nn.Module:
 
 @pytest.mark.parametrize("key, value, message", [
     ("conv2.weight", torch.zeros(3, 3), "conv2.weight has shape [3, 3]; the model's conv2d "
-                                        "conv2 needs [32, 16, kh, kw]"),
+                                        "conv2 needs [32, 16, 3, 3]"),
     ("fc1.weight_mask", torch.ones(10, 16), "fc1.weight_mask has shape [10, 16]; the model's "
                                             "linear fc1 needs [64, 32]"),
     ("fc2.weight", torch.full((16, 64), float("nan")), "fc2.weight holds NaN or infinite"),
@@ -189,3 +189,85 @@ def test_a_layer_called_twice_keeps_its_checkpoint_sparsity_at_each_call(tmp_pat
     layers = {layer.name: layer.sparsity for layer in expand(load_workload(out))}
     assert set(layers) == {"fc", "fc.1"}
     assert all((s.kind, s.n, s.m) == ("nm", 2, 4) for s in layers.values())
+
+
+def _masks_error(tmp_path, capsys, ckpt: Path) -> str:
+    out = tmp_path / "w.yaml"
+    assert main(["import", _src(), "--input-shape", "1,3,8,8", "--out", str(out), "--masks",
+                 str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and not out.exists(), err
+    return err
+
+
+def test_a_checkpoint_file_that_cannot_be_read_says_why(tmp_path, capsys):
+    """Each said 'not a torch state_dict' with torch's own words: '(EOFError)' for an empty
+    file, '(101)' for a text file, a paragraph about miniz for a truncated one."""
+    whole = tmp_path / "net.pt"
+    _checkpoint(whole)
+    cases = {"empty.pt": b"", "notes.pt": b"epochs: 90\nlr: 0.1\n",
+             "half.pt": whole.read_bytes()[: whole.stat().st_size // 2],
+             "odd.pt": bytes(range(256)) * 4}
+    expected = {"empty.pt": "the file is empty", "notes.pt": "is a text file, not a torch state_dict",
+                "half.pt": "a torch zip archive that is truncated or damaged",
+                "odd.pt": "not a torch state_dict (it is neither a torch zip archive nor a pickle"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        err = _masks_error(tmp_path, capsys, tmp_path / name)
+        assert f"--masks {tmp_path / name}: {expected[name]}" in err, err
+    assert "file not found" in _masks_error(tmp_path, capsys, tmp_path / "none.pt")
+
+
+def test_a_pickle_with_objects_is_refused_in_one_line_without_warnings(tmp_path, capsys):
+    import pickle
+
+    ckpt = tmp_path / "obj.pt"
+    ckpt.write_bytes(pickle.dumps({"conv2.weight": Path("x")}, protocol=4))
+    err = _masks_error(tmp_path, capsys, ckpt)
+    assert "weights-only loader refuses" in err and "Warning" not in err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("conv2.weight", torch.zeros(32, 16, 5, 5), "conv2.weight has shape [32, 16, 5, 5]; the "
+                                                "model's conv2d conv2 needs [32, 16, 3, 3]"),
+    ("fc1.weight", torch.zeros(64, 32, dtype=torch.complex64), "fc1.weight is torch.complex64; "
+                                                               "expected real weights"),
+    ("fc1.weight", torch.zeros(64, 32).to(torch.float8_e4m3fn).fill_(float("nan")),
+     "fc1.weight holds NaN or infinite values (2048 of 2048)"),
+    (1, torch.zeros(2), "none of the model's layers is in the checkpoint"),
+])
+def test_more_checkpoint_entries_of_the_wrong_kind(tmp_path, capsys, key, value, message):
+    """A 5x5 kernel for a 3x3 convolution was read silently; a complex, a float8 weight and a
+    key that is not a string were tracebacks."""
+    ckpt = tmp_path / "net.pt"
+    state = {} if isinstance(key, int) else _checkpoint(ckpt)
+    state[key] = value
+    torch.save(state, ckpt)
+    assert message in _masks_error(tmp_path, capsys, ckpt)
+
+
+class _Conv1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(8, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def conv1d() -> nn.Module:
+    return _Conv1d()
+
+
+def test_conv1d_and_bool_weights_read_their_pattern(tmp_path, capsys):
+    """A Conv1d weight [out, in, k] was refused as not [out, in, kh, kw]; a bool weight was
+    a traceback in abs()."""
+    ckpt, out = tmp_path / "c.pt", tmp_path / "w.yaml"
+    keep = (torch.arange(8).view(1, 8, 1) % 4 < 2).expand(16, 8, 3)  # 2:4 along C_in
+    importlib.import_module(__name__)
+    argv = ["import", f"{__name__}:conv1d", "--input-shape", "1,8,32", "--out", str(out),
+            "--hardware", "tiny", "--sparsity", "nm:2:4", "--masks", str(ckpt)]
+    for weight in (torch.randn(16, 8, 3) * keep, keep.clone()):
+        torch.save({"conv.weight": weight}, ckpt)
+        assert main(argv) == 0, capsys.readouterr().err
+        assert "checkpoint is 2:4 along in" in out.read_text()

@@ -101,50 +101,35 @@ def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
     """``archsim import``: read ``source``, write its workload YAML to ``out`` and check that it
     loads back; returns the coverage table (and the checkpoint table with ``masks``) as lines.
     Arguments are the command line's strings (``input_shape`` ``1,3,224,224``, ``sparsity``
-    ``bdwp:2:8``, ``masks`` a state_dict file)."""
-    from workloads.load import load_hardware
+    ``bdwp:2:8``, ``masks`` a state_dict file). Arguments are checked before the model is
+    read, and the workload is written only once it loads (``output.write_checked``)."""
+    from workloads.importers.output import check_out, hardware_entry, write_checked
 
-    _check_out(out)
+    check_out(out)
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
+    patterns = [(p.n, p.m) for p in _hardware(hardware).nm_patterns]
     model = import_model(source, shape, fmt, strict)
     per_layer, table = {}, []
     if masks:
         from workloads.importers.checkpoint import checkpoint_sparsity, format_checkpoint
 
-        patterns = [(p.n, p.m) for p in load_hardware(hardware).nm_patterns]
         rows = checkpoint_sparsity(model, Path(masks), default, patterns)
         per_layer, table = {r.name: (r.sparsity, r.note) for r in rows}, format_checkpoint(rows)
-    _write_checked(out, workload_text(model, mode, default, hardware, command, per_layer))
+    text = workload_text(model, mode, default, hardware_entry(hardware, out), command, per_layer)
+    blame = {"hardware": f"--hardware {hardware}", "sparsity": f"--sparsity {sparsity}",
+             "mode": f"--mode {mode}", **({"operations": f"--masks {masks}"} if masks else {})}
+    write_checked(out, text, blame)
     return format_coverage(model) + table + [
         f"wrote {out}: {len(model.ops)} ops, {model.macs:,} MACs per forward pass"]
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``--out`` that cannot be written, before any model is read."""
-    if out.is_dir():
-        raise ModelImportError(f"--out {out}: is a folder; name the workload file, e.g. "
-                               f"{out / 'model.yaml'}")
-    if not out.parent.is_dir():
-        raise ModelImportError(f"--out {out}: folder {out.parent} does not exist")
+def _hardware(hardware: str):
+    """``--hardware`` loaded as the command line names it, before the model is read."""
+    from workloads.errors import SpecError
+    from workloads.load import load_hardware
 
-
-def _write_checked(out: Path, text: str) -> None:
-    """Write ``text`` to ``out`` only once it loads as a workload: it is written next to
-    ``out`` first (so that a relative hardware path resolves the same), loaded, then moved
-    into place. A workload that does not load leaves ``out`` as it was (an earlier file
-    included) and is reported in one line, as the arguments produced it."""
-    import os
-
-    from workloads.errors import ArchsimError
-    from workloads.load import load_workload
-
-    trial = out.with_name(f".{out.name}.importing")
     try:
-        trial.write_text(text, encoding="utf-8")
-        load_workload(trial)
-        os.replace(trial, out)
-    except ArchsimError as exc:
-        message = str(exc).replace(str(trial), f"{out} (as generated; not written)")
-        raise ModelImportError(message) from None
-    finally:
-        trial.unlink(missing_ok=True)
+        return load_hardware(hardware)
+    except SpecError as exc:
+        message = str(exc).removeprefix(f"{hardware}: ")  # the argument is named once
+        raise ModelImportError(f"--hardware {hardware}: {message}") from None

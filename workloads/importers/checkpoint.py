@@ -16,6 +16,7 @@ prune`` mask ``<layer>.weight_mask`` wins over the weight's zeros):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,29 +38,76 @@ class LayerSparsity:
     note: str
 
 
+#: How ``torch.save`` files begin: a zip archive (torch >= 1.6) or a legacy pickle.
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+_SAVE = "save one with torch.save(model.state_dict(), path)"
+
+
 def _load(path: Path) -> dict:
     try:
         import torch
     except ModuleNotFoundError:
         raise ModelImportError(f"--masks needs torch: {install_hint('import')}") from None
-    if path.is_dir():
-        raise ModelImportError(f"--masks {path}: is a folder; expected a torch state_dict file")
-    if not path.is_file():
-        raise ModelImportError(f"--masks {path}: file not found")
+    head = _head(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's beta and pickle-protocol notices are noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelImportError(f"{path}: not a torch state_dict ({first})") from None
+        raise ModelImportError(f"--masks {path}: {_unreadable(path, head, exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelImportError(f"{path}: not a torch state_dict (expected a mapping of names to tensors)")
+        raise ModelImportError(f"--masks {path}: not a torch state_dict (expected a mapping of "
+                               f"names to tensors; {_SAVE})")
+    state = {k: v for k, v in state.items() if isinstance(k, str)}
     # DataParallel / compiled checkpoints prefix every key.
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of the checkpoint, or a one-line error for a file that is no candidate:
+    a folder, a missing or unreadable file, an empty one, a text file."""
+    if path.is_dir():
+        raise ModelImportError(f"--masks {path}: is a folder; expected a torch state_dict file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except FileNotFoundError:
+        raise ModelImportError(f"--masks {path}: file not found") from None
+    except OSError as exc:
+        raise ModelImportError(f"--masks {path}: cannot read it: {exc.strerror or exc}") from None
+    if not head:
+        raise ModelImportError(f"--masks {path}: the file is empty; expected a torch state_dict "
+                               f"({_SAVE})")
+    if not head.startswith((_ZIP, _PICKLE)) and b"\0" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            return head
+        raise ModelImportError(f"--masks {path}: is a text file, not a torch state_dict ({_SAVE})")
+    return head
+
+
+def _unreadable(path: Path, head: bytes, exc: Exception) -> str:
+    """Why ``torch.load`` refused a file that has ``head`` for its first bytes."""
+    import zipfile
+
+    first = (str(exc).split(". ")[0].splitlines() or [type(exc).__name__])[0]
+    if head.startswith(_ZIP) and not zipfile.is_zipfile(path):
+        return (f"a torch zip archive that is truncated or damaged (its zip directory is "
+                f"missing); copy it again, or {_SAVE}")
+    if head.startswith(_ZIP):
+        return f"a torch zip archive that torch cannot read ({first})"
+    if head.startswith(_PICKLE) and "weights only" in str(exc).lower():
+        return (f"a pickle that torch's weights-only loader refuses (it holds objects besides "
+                f"tensors, which are not loaded as that could run code); {_SAVE}")
+    if head.startswith(_PICKLE):
+        return f"a pickle that torch cannot read: truncated or damaged? ({first})"
+    return f"not a torch state_dict (it is neither a torch zip archive nor a pickle; {_SAVE})"
 
 
 def _groups(w, along: str, m: int):
@@ -103,7 +151,7 @@ def _layer(op: MappedOp, layer: str, state: dict, default: dict | None,
     w = _check_tensor(op, f"{layer}.weight", w)
     mask = state.get(f"{layer}.weight_mask")
     if mask is not None:
-        mask = _check_tensor(op, f"{layer}.weight_mask", mask, w.shape)
+        mask = _check_tensor(op, f"{layer}.weight_mask", mask)
     nonzero = (mask != 0) if mask is not None else (w != 0)
     density = float(nonzero.float().mean())
     dims = _dims(op)
@@ -144,31 +192,45 @@ def _layer(op: MappedOp, layer: str, state: dict, default: dict | None,
     return LayerSparsity(op.name, 1.0, "dense", None, f"masks from the checkpoint: {kept}")
 
 
-def _check_tensor(op: MappedOp, key: str, t, shape=None):
-    """Checkpoint entry ``key`` as a dense tensor (a sparse one is densified), or a one-line
-    error unless it is shaped like ``op``'s weight (``shape``: the weight's own, for its mask)
-    and holds finite values."""
+def _expected_shape(op: MappedOp) -> tuple[int, ...]:
+    """The shape of ``op``'s weight in a torch checkpoint: ``[out, in]`` for a linear layer,
+    ``[out, in/groups, kh, kw]`` for a convolution (``[out, in/groups, k]`` for a Conv1d,
+    which the op states as a 1 x k convolution)."""
+    f, dims = op.fields, _dims(op)
+    if op.kind != "conv2d":
+        return dims["out"], dims["in"]
+    kh, kw = (f["kernel"],) * 2 if isinstance(f["kernel"], int) else f["kernel"]
+    per_group = dims["in"] // f.get("groups", 1)
+    return (dims["out"], per_group, kw) if op.source == "conv1d" else (
+        dims["out"], per_group, kh, kw)
+
+
+def _check_tensor(op: MappedOp, key: str, t):
+    """Checkpoint entry ``key`` (``op``'s weight or mask) as a dense real tensor, 2-D for a
+    linear layer and 4-D for a convolution; a one-line error unless it is shaped like the
+    weight and holds finite values. A sparse or quantized tensor is read as its values."""
     import torch
 
     if not isinstance(t, torch.Tensor):
         raise ModelImportError(f"checkpoint entry {key} is a {type(t).__name__}; expected a tensor")
     if t.layout != torch.strided:
         t = t.to_dense()
-    dims = _dims(op)
-    want = 2 if op.kind != "conv2d" else 4
-    fits = t.dim() == want and t.shape[0] == dims["out"] and (
-        t.shape[1] * op.fields.get("groups", 1) == dims["in"])
-    if shape is not None:
-        fits = tuple(t.shape) == tuple(shape)
-    if op.kind in ("linear", "conv2d") and not fits:
-        per_group = dims["in"] // op.fields.get("groups", 1)
-        expected = list(shape) if shape is not None else (
-            f"[{dims['out']}, {per_group}" + (", kh, kw]" if want == 4 else "]"))
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.dtype == torch.bool:  # a mask, or a weight saved as one: arithmetic needs numbers
+        t = t.float()
+    if t.is_complex():
+        raise ModelImportError(f"checkpoint entry {key} is {t.dtype}; expected real weights")
+    want = _expected_shape(op)
+    if op.kind in ("linear", "conv2d") and tuple(t.shape) != want:
         raise ModelImportError(f"checkpoint entry {key} has shape {list(t.shape)}; the model's "
-                               f"{op.kind} {op.name} needs {expected}")
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ModelImportError(f"checkpoint entry {key} holds NaN or infinite values")
-    return t
+                               f"{op.kind} {op.name} needs {list(want)}")
+    # float() first: isfinite has no kernel for the float8 types.
+    if t.is_floating_point() and not bool(torch.isfinite(t.float()).all()):
+        bad = int((~torch.isfinite(t.float())).sum())
+        raise ModelImportError(f"checkpoint entry {key} holds NaN or infinite values ({bad} of "
+                               f"{t.numel()}); its zeros cannot tell its sparsity")
+    return t.unsqueeze(2) if t.dim() == 3 else t  # Conv1d: [out, in, 1, k]
 
 
 def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
@@ -179,7 +241,7 @@ def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
     rows = [_layer(op, model.weights_of(op.name), state, default, patterns)
             for op in model.ops if op.weights]
     if all(r.density is None for r in rows):
-        raise ModelImportError(f"{path}: none of the model's layers is in the checkpoint (expected "
+        raise ModelImportError(f"--masks {path}: none of the model's layers is in the checkpoint (expected "
                            f"keys like {rows[0].name + '.weight' if rows else 'NAME.weight'!r})")
     return rows
 

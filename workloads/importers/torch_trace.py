@@ -8,9 +8,11 @@ decoder imports on a laptop) and run once on a meta tensor of the given shape. A
 module hooks name each call by the module that made it (``layer1.0.conv1``).
 
 Why eager tracing rather than ``torch.fx`` / ``torch.export``: it runs the model's own Python,
-so data-dependent control flow, asserts on shapes and non-traceable helpers (the usual reasons
-an fx trace or an export fails) do not stop an import, and it needs no example weights; the
-cost is that only one input shape is seen, which is what the workload describes anyway.
+so control flow on shapes, asserts on shapes and non-traceable helpers (the usual reasons an
+fx trace or an export fails) do not stop an import, and it needs no example weights; the cost
+is that only one input shape is seen, which is what the workload describes anyway. Meta
+tensors hold no values, so control flow on data (``if x.sum() > 0``, ``.item()``) cannot run:
+that is a one-line error saying so.
 """
 
 from __future__ import annotations
@@ -315,9 +317,10 @@ def import_torch(source: str, input_shape: tuple[int, ...] | None = None,
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "meta tensor" in first:  # .item(), bool(), a print of values: data, not shapes
             raise ModelImportError(
-                f"{source}: the forward pass reads tensor values ({first}); the model is traced "
-                f"on the meta device, without data, so control flow may depend on shapes but "
-                f"not on values: make the branch shape-based, or import an ONNX export"
+                f"{source}: the model has data-dependent control flow, which tracing cannot "
+                f"follow: the forward pass reads tensor values ({first}), and the model is "
+                f"traced on the meta device, without data; make the branch shape-based, or "
+                f"import an ONNX export"
             ) from None
         raise ModelImportError(f"{source}: the forward pass failed at input shape {list(shape)}: "
                                f"{first}") from None

@@ -56,6 +56,12 @@ def _value(v) -> str:
     return str(v)
 
 
+def _comment(text: str) -> str:
+    """``text`` safe as one YAML comment line: a newline or control character (from a file name
+    or an argument) is written escaped; raw, it would end the comment or fail the YAML."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _weight_dims(op: MappedOp) -> dict[str, tuple[str, int]]:
     f = op.fields
     if op.kind == "conv2d":
@@ -109,7 +115,8 @@ def workload_text(model: ImportedModel, mode: Mode = "inference", sparsity: dict
     ops = [x for op in model.ops
            for x in (_training_attention(op) if mode == "training" and op.kind == "attention"
                      else [op])]
-    lines = [f"# Imported from {model.source}" + (f" by `{command}`" if command else "") + ".",
+    lines = [_comment(f"# Imported from {model.source}" + (f" by `{command}`" if command else "")
+                      + "."),
              f"# {len(ops)} ops, {model.macs:,} MACs per forward pass"
              + (f" at input shape {list(model.input_shape)}" if model.input_shape else "") + ".",
              "# Not mapped (no GEMM work): " + (", ".join(
@@ -134,7 +141,7 @@ def workload_text(model: ImportedModel, mode: Mode = "inference", sparsity: dict
             if why:
                 fields["sparsity"] = {"kind": "dense"}
                 notes.append(f"dense: {why}")
-        comment = f"  # {'; '.join(notes)}" if notes else ""
+        comment = _comment(f"  # {'; '.join(notes)}") if notes else ""
         lines.append(f"  - {_value(fields)}{comment}")
     return "\n".join(lines) + "\n"
 
