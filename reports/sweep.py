@@ -278,8 +278,9 @@ class Sweep:
         """A loader message about one of the sweep's fixed ``overrides`` (``--set k=v: …``),
         placed at that override's line of the sweep file; any other message unchanged."""
         for item, line in self.override_lines.items():
-            if message.startswith(f"--set {item}: "):
-                return f"{line}: overrides: {item}: {message[len(item) + 8:]}"
+            prefix = f"--set {item}: "
+            if message.startswith(prefix):
+                return f"{line}: overrides: {item}: {message.removeprefix(prefix)}"
         return message
 
     def change_from(self, stored: dict[str, Any] | None) -> str | None:

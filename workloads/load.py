@@ -503,30 +503,32 @@ def _left_by_kind_override(doc: _Doc, loc: tuple) -> str:
 def _overridden_in(doc: _Doc, msg: str) -> tuple:
     """The location of a ``--set`` override that a whole-document check's message names
     (``array.rows=1 must be …``), so the error points at the override, not at the file the
-    user did not change; () when it names none."""
-    # The override named first is the one the check is about: "acc_bits must be at least
-    # 2*data_bits" blames acc_bits even when data_bits was overridden too (and before it).
-    found = []
-    for loc in doc.overridden:
-        named = re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}(?![\w])", msg)
-        if named:
-            found.append((named.start(), loc))
-    return min(found, key=lambda f: f[0])[1] if found else ()
+    user did not change; () when it names none. The override named first is the one the
+    check is about: "acc_bits must be at least 2*data_bits" blames acc_bits even when
+    data_bits was overridden too (and before it)."""
+    return _named_first(doc.overridden, msg, bare=True)
 
 
 def _mentioned_in(doc: _Doc, msg: str) -> tuple:
     """The field of the file that a whole-document check's message names first
-    (``array.rows=3 must be a multiple of n=2``), the innermost on a tie, so the error points
-    at its line rather than the file's first; () when it names none."""
+    (``array.rows=3 must be a multiple of n=2``), so the error points at its line rather than
+    the file's first; () when it names none. A bare top-level key counts only as
+    ``key=value``: "name" may be a plain word of the message."""
+    return _named_first(doc.lines, msg, bare=False)
+
+
+def _named_first(locs, msg: str, bare: bool) -> tuple:
+    """Of ``locs``, the one whose dotted path ``msg`` names first (the innermost on a tie);
+    with ``bare`` False a one-part path counts only when followed by ``=``."""
     found = []
-    for loc in doc.lines:
-        if loc and all(isinstance(p, str) for p in loc):
-            # A bare top-level key counts only as ``key=value``: "name" may be a plain word.
-            after = r"(?![\w])" if len(loc) > 1 else "(?==)"
-            named = re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}{after}", msg)
-            if named:
-                found.append((named.start(), -len(loc), loc))
-    return min(found)[2] if found else ()
+    for loc in locs:
+        if not loc:
+            continue
+        after = r"(?![\w])" if bare or len(loc) > 1 else "(?==)"
+        named = re.search(rf"(?<![\w.]){re.escape(_dotted(loc))}{after}", msg)
+        if named:
+            found.append((named.start(), -len(loc), loc))
+    return min(found, key=lambda f: f[:2])[2] if found else ()
 
 
 #: A cross-field check on a whole document names the field it blames at the start of its
