@@ -38,42 +38,42 @@ class ProgramSize:
         return self.steps * SECONDS_PER_STEP
 
 
-def least_size(workload: WorkloadSpec) -> ProgramSize:
+def least_size(workload: WorkloadSpec, lowered: tuple | None = None) -> ProgramSize:
     """A lower bound on :func:`program_size`'s steps from the GEMM shapes alone, without the
     tiling search (whose estimates walk every m-tile: minutes for a convolution at batch
     100,000). An array tile multiplies at most ``tm × tk × tn`` (``tm`` within one
     accumulator slot and :data:`~dataflows.tiling.MAX_TILE_ROWS`, ``tk`` the array's rows
     times M/N where it skips pruned weights, ``tn`` its columns), in either orientation;
-    identical GEMMs count once, as they share a program."""
+    identical GEMMs count once, as they share a program. ``lowered``: :func:`_lowered`'s, when
+    the caller has it."""
     from dataflows.tiling import MAX_TILE_ROWS, accumulator_slot_rows
-    from workloads.layers import expand
-    from workloads.lowering import lower
 
+    layers, groups = lowered or _lowered(workload)
     hw = workload.hardware
     tm = max(1, min(MAX_TILE_ROWS, accumulator_slot_rows(hw)))
     steps: dict[tuple, tuple[str, int]] = {}
-    for group in lower(expand(workload), workload.mode):
+    for group in groups:
         for task in group:
             tk = hw.array.rows // task.nm[0] * task.nm[1] if task.sparse_on(hw) else hw.array.rows
             per_tile = tm * max(tk, hw.array.rows) * hw.array.cols
             steps.setdefault((task.m, task.k, task.n, task.nm, task.copies), (
                 task.name, task.copies * ceil_div(task.m * task.k * task.n, per_tile)))
     gemms = bool(steps)
-    steps.update(_attention_steps(workload))
+    steps.update(_attention_steps(workload, layers))
     return replace(_size_of(steps), exact=not gemms)
 
 
-def program_size(workload: WorkloadSpec) -> ProgramSize:
+def program_size(workload: WorkloadSpec, lowered: tuple | None = None) -> ProgramSize:
     """Count the tile steps the scheduler would build for ``workload``: GEMM tiles, plus one per
     (query block, key block) pair of each attention head (two in training: the backward)."""
     from dataflows.scheduler import canonical_hardware, compressed_in_dram, tiling_for
-    from workloads.layers import expand
-    from workloads.lowering import lower
+
+    layers, groups = lowered or _lowered(workload)
 
     hw, passes = canonical_hardware(workload.hardware), workload.schedule
     compressed = compressed_in_dram(workload)
     steps: dict[tuple, tuple[str, int]] = {}
-    for group in lower(expand(workload), workload.mode):
+    for group in groups:
         for task in group:
             tiling = tiling_for(task, hw, passes, compressed)
             key = (task.m, task.k, task.n, task.nm, task.copies, tiling)
@@ -81,16 +81,23 @@ def program_size(workload: WorkloadSpec) -> ProgramSize:
                 m, k, n = tiling.dims(task)
                 count = task.copies * ceil_div(m, tiling.tm) * ceil_div(k, tiling.tk)
                 steps[key] = (task.name, count * ceil_div(n, tiling.tn))
-    steps.update(_attention_steps(workload))
+    steps.update(_attention_steps(workload, layers))
     return _size_of(steps)
 
 
-def _attention_steps(workload: WorkloadSpec) -> dict[tuple, tuple[str, int]]:
-    """One step per (query block, key block) of each attention head (two in training)."""
+def _lowered(workload: WorkloadSpec) -> tuple[list, list]:
+    """The workload's layers and their GEMM groups (both sizes read them)."""
     from workloads.layers import expand
+    from workloads.lowering import lower
 
+    layers = expand(workload)
+    return layers, lower(layers, workload.mode)
+
+
+def _attention_steps(workload: WorkloadSpec, layers: list) -> dict[tuple, tuple[str, int]]:
+    """One step per (query block, key block) of each attention head (two in training)."""
     steps = {}
-    for layer in expand(workload):
+    for layer in layers:
         if layer.attention is not None:
             op = layer.attention
             blocks = ceil_div(op.queries, op.block_size) * ceil_div(op.kv_len, op.block_size)
@@ -110,11 +117,11 @@ def check_size(workload: WorkloadSpec, source: str) -> ProgramSize:
     """``workload``'s size, or a SpecError naming the limit and how to raise it. A workload
     whose :func:`least_size` is already above the limit is refused without the tiling search
     (its message says "at least")."""
-    limit = workload.limits.tile_steps
-    floor = least_size(workload)
+    limit, lowered = workload.limits.tile_steps, _lowered(workload)
+    floor = least_size(workload, lowered)
     if floor.steps > limit:
         raise _too_large(source, floor, limit)
-    size = program_size(workload)
+    size = program_size(workload, lowered)
     if size.steps > limit:
         raise _too_large(source, size, limit)
     return size
