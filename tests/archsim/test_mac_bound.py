@@ -88,3 +88,22 @@ def test_mac_bound_scales_each_row_by_its_own_mac_ratio():
     assert result.mac_bound == pytest.approx((result.total_cycles - rows + dense)
                                              / result.total_cycles)
     assert [r.dense_run_macs / r.macs_executed for r in result.layers] == [1.0, 2.0, 4.0]
+
+
+def test_causal_attention_in_training_counts_the_dense_runs_own_blocks(tmp_path):
+    """A causal window against causal dense attention, forward and backward: the dense run
+    visits the blocks up to the diagonal, not all of them, so its MACs (``macs_dense_run``)
+    are those of a causal dense layer and the dense variant's bound is exactly 1."""
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\nname: attn\nhardware: tiny\nmode: training\noperations:\n"
+        "  - {op: attention, name: win, heads: 2, kv_len: 64, head_dim: 8, causal: true,"
+        " block_size: 8, pattern: {kind: sliding_window, window: 16}}\n")
+    workload = load_workload(path)
+    sparse = simulate(workload, engine="fast")
+    dense = simulate(_dense_variant(workload), engine="fast")
+    in_dense = {r.name: r.macs_executed for r in dense.layers}
+    assert {r.name: r.macs_dense_run for r in sparse.layers} == in_dense
+    assert all(r.macs_dense_run < r.macs_dense_equivalent for r in sparse.layers)  # causal
+    speedup, bound = _check(workload)
+    assert 1.0 < speedup <= bound
