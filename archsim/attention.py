@@ -45,13 +45,14 @@ from dataflows.attention import (
     TAG_Q,
     TAG_SOFTMAX,
     TAG_V,
+    attention_macs,
     attention_segments,
     dense_reference,
     plan_attention,
 )
-from dataflows.attention_backward import backward_segments
+from dataflows.attention_backward import backward_macs, backward_segments
 from dataflows.isa import Unit
-from workloads.spec import AttentionOp, HardwareSpec
+from workloads.spec import AttentionOp, DenseAttention, HardwareSpec
 
 __all__ = ["AttentionRecord", "AttentionTally", "PHASES", "write_csv", "attention_table"]
 
@@ -255,6 +256,27 @@ class AttentionTally:
             self._dense[ref, backward] = sum(self.run(s).cycles * s.repeat for s in segments)
         return self._dense[ref, backward]
 
+    def _dense_run_macs(self, layer: _Layer) -> int:
+        """MACs the layer executes in the dense run (``--compare-dense``: the pattern removed,
+        ``causal`` kept), for ``SimResult.mac_bound``."""
+        op = layer.op
+        if isinstance(op.pattern, DenseAttention):
+            return layer.macs + layer.macs_est  # the dense run is this run
+        if not op.causal:
+            return layer.macs_dense  # every query × every key, as the dense run executes
+        # Causal: the dense run visits the blocks up to the diagonal, whole.
+        plan = plan_attention(op.model_copy(update={"pattern": DenseAttention()}), self.hw)
+        if layer.backward:
+            return backward_macs(plan)
+        per_visits: dict[int, int] = {}  # work items of one query block share their visits
+        total = 0
+        for item in plan.items:
+            rows = per_visits.get(id(item.blocks))
+            if rows is None:
+                rows = per_visits[id(item.blocks)] = int(item.blocks.rows.sum())
+            total += attention_macs(rows, op.head_dim, item.cols, None)
+        return total * op.repeat
+
     def records(self) -> tuple[AttentionRecord, ...]:
         out = []
         for name, layer in self.layers.items():
@@ -326,6 +348,7 @@ class AttentionTally:
                         dram_write_bytes=sum(layer.writes.values()),
                         pe_busy_cycles=layer.pe[TAG_K] + layer.pe[TAG_V] + layer.pe[TAG_EST],
                         tiling=f"{op.block_size}-key blocks",
+                        macs_dense_run=self._dense_run_macs(layer),
                     ),
                 )
             )

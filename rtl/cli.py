@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["register", "progress_lines"]
+__all__ = ["register", "progress_lines", "yosys_peak_estimate_bytes", "memory_available_bytes"]
 
 #: Seconds between "still …" lines of a long step when no terminal shows a spinner.
 HEARTBEAT_S = 30.0
@@ -53,8 +56,11 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from workloads.load import load_hardware
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
-    if args.synth:
-        _check_synthesizable(hw)
+    _check_geometry(args, hw)
+    if args.synth:  # before the Verilog, which takes minutes at size
+        _check_synthesizable(args, hw)
+        engine = yosys_engine(args.yosys)
+        _warn_if_memory_short(hw, engine.kind)
     out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
     console = Console(highlight=False)
     with progress_lines(console, f"building {hw.name} and writing Verilog"):
@@ -62,7 +68,6 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
     if not args.synth:
         return 0
-    engine = yosys_engine(args.yosys)
     with progress_lines(console, f"synthesizing with {engine.label}: synth_xilinx -family xcup"):
         run = synthesize(out, engine=engine, timeout_s=args.synth_timeout)
     report = synthesis_report(hw, run)
@@ -79,20 +84,121 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_synthesizable(hw) -> None:
+def _where(args: argparse.Namespace, field: str) -> str:
+    """``file:line`` of ``field`` (``buffers.weight_bytes``) in the hardware file, or the
+    ``--set`` that gave it its value; the file's name alone when neither says more."""
+    from workloads.errors import SpecError
+    from workloads.load import load_document, preset_path
+    from workloads.spec import HardwareSpec
+
+    for item in reversed(args.overrides):  # the last --set of a field wins
+        key = item.split("=", 1)[0].strip()
+        if field == key or field.startswith(key + "."):
+            return f"--set {item}"
+    path = Path(args.hardware)
+    try:
+        path = path if path.is_file() else preset_path(args.hardware)
+        return load_document(path, HardwareSpec)[1](tuple(field.split(".")))
+    except (SpecError, OSError):  # valid only with its --set overrides: name the file
+        return str(path)
+
+
+#: A hardware field named in a message, such as ``buffers.input_bytes``.
+_FIELD = re.compile(r"\b((?:array|buffers|dram|vector_unit|controller)\.[a-z_]+)\b")
+
+
+def _check_geometry(args: argparse.Namespace, hw) -> None:
+    """The RTL's own checks of ``hw`` (``rtl.params.Geometry``), before any work, with the
+    error at the line of the field it names, as the loader's errors are (they named only the
+    hardware: 'tiny: half of buffers.weight_bytes ...')."""
+    from rtl.errors import RTLError
+    from rtl.params import Geometry
+
+    try:
+        Geometry.of(hw)
+    except RTLError as exc:
+        message = str(exc).removeprefix(f"{hw.name}: ")
+        named = _FIELD.search(message)
+        if named is None:
+            raise
+        field = named.group(1)
+        raise RTLError(f"{_where(args, field)}: {field}: {message}") from None
+
+
+def _check_synthesizable(args: argparse.Namespace, hw) -> None:
     """Refuse ``--synth`` before any work when the buffers alone exceed the device's block
     memories: they cannot fit, and Yosys builds what does not map from registers (a 1 GiB
-    weight buffer ran it out of 10 GiB of memory)."""
+    weight buffer ran it out of 10 GiB of memory). The error points at the largest buffer."""
     from workloads.errors import SpecError
     from workloads.fpga import DEVICE_NAME, ON_CHIP_MEMORY_BYTES
 
     b = hw.buffers
-    total = b.weight_bytes + b.input_bytes + b.accumulator_bytes
+    sizes = {"weight_bytes": b.weight_bytes, "input_bytes": b.input_bytes,
+             "accumulator_bytes": b.accumulator_bytes}
+    total = sum(sizes.values())
     if total > ON_CHIP_MEMORY_BYTES:
+        field = f"buffers.{max(sizes, key=sizes.get)}"
         raise SpecError(
-            f"--synth: the buffers hold {total / 2**20:,.1f} MiB (weight + input + accumulator), "
-            f"more than the {DEVICE_NAME}'s {ON_CHIP_MEMORY_BYTES / 2**20:.1f} MiB of BRAM and "
-            f"URAM; shrink hardware.buffers, or leave out --synth to write the Verilog only")
+            f"{_where(args, field)}: {field}: --synth: the buffers hold {total / 2**20:,.1f} MiB "
+            f"(weight + input + accumulator), more than the {DEVICE_NAME}'s "
+            f"{ON_CHIP_MEMORY_BYTES / 2**20:.1f} MiB of BRAM and URAM; shrink hardware.buffers, "
+            f"or leave out --synth to write the Verilog only")
+
+
+#: Yosys's peak memory for ``synth_xilinx``, fitted to measured runs (docs/rtl.md, "Synthesis";
+#: docs/dse.md, "Area model"): a base, then per PE and operand bit (the multipliers, registers
+#: and their logic: tiny's family 4x4 0.53 GiB and 16x16 1.36 GiB at 8 bits; sat_vcu1525's
+#: 4x4 1.09 GiB and 32x32 8.04 GiB at 16 bits), then per byte of buffers (their read
+#: multiplexers: sat_vcu1525's 6.5 MiB add about 0.5 GiB at 4x4). It errs high for buffers
+#: that map to UltraRAM (tiny with a 4 MiB weight buffer: 0.54 GiB measured, 0.89 estimated).
+_YOSYS_BASE_BYTES = 0.5 * 2**30
+_YOSYS_BYTES_PER_PE_BIT = 0.44 * 2**20
+_YOSYS_BYTES_PER_BUFFER_BYTE = 0.08 * 2**30 / 2**20
+
+
+def yosys_peak_estimate_bytes(hw) -> int:
+    """About how much memory Yosys needs to synthesize ``hw`` (the fit above)."""
+    b = hw.buffers
+    buffers = b.weight_bytes + b.input_bytes + b.accumulator_bytes
+    pes = hw.array.rows * hw.array.cols
+    return int(_YOSYS_BASE_BYTES + _YOSYS_BYTES_PER_PE_BIT * pes * hw.data_bits
+               + _YOSYS_BYTES_PER_BUFFER_BYTE * buffers)
+
+
+def memory_available_bytes() -> int | None:
+    """Memory this machine can give a new process now (Linux ``MemAvailable``), else its
+    physical memory, else None."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _warn_if_memory_short(hw, engine_kind: str) -> None:
+    """Warn before synthesis when the estimate exceeds what this Yosys can use: the WebAssembly
+    one's 4 GiB address space, or the memory this machine has available. A warning, not a
+    refusal: the estimate is a fit to a handful of runs."""
+    from rtl.synth import _WASM_CEILING_BYTES
+
+    need = yosys_peak_estimate_bytes(hw)
+    if engine_kind == "wasm":
+        limit, what, fix = _WASM_CEILING_BYTES, "the WebAssembly Yosys's address space", (
+            "use --yosys native (pip install pyosys)")
+    else:
+        limit, what, fix = memory_available_bytes(), "the memory this machine has available", (
+            "free memory, use a larger machine, or bound the wait with --synth-timeout")
+    if limit is None or need <= limit:
+        return
+    b = hw.buffers
+    print(f"archsim: warning: --synth: Yosys may need about {need / 2**30:.1f} GiB for "
+          f"{hw.array.rows}x{hw.array.cols} PEs of {hw.data_bits} bits and "
+          f"{(b.weight_bytes + b.input_bytes + b.accumulator_bytes) / 2**20:,.1f} MiB of buffers "
+          f"(an estimate from measured runs, docs/rtl.md), more than {what} "
+          f"({limit / 2**30:.1f} GiB); it may be killed part way: {fix}",
+          file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -107,3 +107,31 @@ def test_report_counts(tmp_path):
     report = VerifyReport(hw, [1, 2], 0.0, [_result(1), _result(2, rtl_cycles=195)])
     assert report.max_cycle_diff == 5 and not report.ok and report.value_mismatches == 0
     assert [r.seed for r in report.failures] == [2]
+
+
+def test_a_named_kind_no_program_was_fails_and_says_so(monkeypatch, capsys):
+    """--kinds dense,grouped with 2 programs both drawn as dense printed PASS with no word that
+    no grouped program ran (new-user trial)."""
+    results = [_result(0, kind="dense"), _result(1, kind="dense")]
+    monkeypatch.setattr("verification.session.verify", _fake_verify(results))
+    assert main(["verify", "tiny", "--programs", "2", "--kinds", "dense,grouped"]) == 1
+    out = capsys.readouterr().out
+    assert ("requested kind grouped: 0 of 2 programs ran (each seed draws one of dense, grouped "
+            "by weight; run more --programs, or name grouped alone)") in out
+    assert "requested kind dense" not in out and out.rstrip().endswith("result: FAIL")
+
+
+def test_pregen_on_hardware_without_patterns_says_why_none_ran(monkeypatch, capsys):
+    monkeypatch.setattr("verification.session.verify", _fake_verify([_result(0)]))
+    argv = ["verify", "tiny", "--programs", "1", "--kinds", "pregen", "--set", "nm_patterns=[]"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "requested kind pregen: 0 of 1 programs ran (tiny has no nm_patterns" in out
+
+
+def test_every_named_kind_ran_passes(monkeypatch, capsys):
+    results = [_result(0, kind="dense"), _result(1, kind="grouped")]
+    monkeypatch.setattr("verification.session.verify", _fake_verify(results))
+    assert main(["verify", "tiny", "--programs", "2", "--kinds", "dense,grouped"]) == 0
+    out = capsys.readouterr().out
+    assert "requested kind" not in out and out.rstrip().endswith("result: PASS")
