@@ -270,7 +270,7 @@ def _console(stderr: bool = False):
 
 
 def amdahl_bound(result) -> float | None:
-    """Deprecated name of ``result.mac_bound`` (dense MACs / executed MACs; docs/results.md).
+    """Deprecated name of ``result.mac_bound`` (the MAC bound; docs/results.md).
 
     None when the workload has no GEMM work (an SpGEMM-only run, for example).
     """
@@ -435,7 +435,8 @@ def _mapping_rows(result) -> list[tuple[str, str]]:
                      f"{_fmt(traffic['compulsory_write_bytes'])}B"))
     phases = ", ".join(f"{p} {b['bound']}" for p, b in result.phase_bounds().items())
     rows.append(("bound by (overall; per phase)", f"{result.bound}; {phases}"))
-    rows.append(("speedup bound: MACs (dense / executed)", f"{result.mac_bound:.3f}x"))
+    rows.append(("speedup bound: MACs (each row's time × dense / executed MACs)",
+                 f"{result.mac_bound:.3f}x"))
     if result.time_bound is not None:
         rows.append(("speedup bound: time (N:M GEMMs at N/M of dense)", f"{result.time_bound:.3f}x"))
         fallback = [r.name for r in result.layers if r.note.startswith("dense fallback")]

@@ -1,7 +1,7 @@
 """BDWP 2:8 vs dense training iterations (batch 32) on the SAT-like preset.
 
-Prints, for ResNet-18 and VGG-16: simulated cycles of both, the speedup, and its Amdahl bound
-(dense MACs / executed MACs). Run: ``python benchmarks/bench_bdwp_speedup.py [--batch 32]``.
+Prints, for ResNet-18 and VGG-16: simulated cycles of both, the speedup, and its MAC bound
+(each row's time scaled by dense / executed MACs; docs/results.md). Run: ``python benchmarks/bench_bdwp_speedup.py [--batch 32]``.
 """
 
 from __future__ import annotations

@@ -533,7 +533,7 @@ def speedup_plot(sweeps: list[SweepData], runs: list[RunData]) -> Plot | None:
     bounds = [(xi, b[4]) for xi, b in zip(x, bars) if not math.isnan(b[4])]
     if bounds:
         ax.scatter(*zip(*bounds), marker="_", s=400, color=COLORS["bound"], zorder=3,
-                   label="ideal bound (dense MACs / executed MACs)")
+                   label="MAC bound (time × dense / executed MACs)")
         ax.legend(fontsize=8, loc="upper left")
     ax.axhline(1.0, color="#999999", lw=0.8, ls="--")
     ax.set_xticks(x, [b[0] for b in bars], fontsize=9)

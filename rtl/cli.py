@@ -181,11 +181,11 @@ def _warn_if_memory_short(hw, engine_kind: str) -> None:
     """Warn before synthesis when the estimate exceeds what this Yosys can use: the WebAssembly
     one's 4 GiB address space, or the memory this machine has available. A warning, not a
     refusal: the estimate is a fit to a handful of runs."""
-    from rtl.synth import _WASM_CEILING_BYTES
+    from rtl.synth import WASM_CEILING_BYTES
 
     need = yosys_peak_estimate_bytes(hw)
     if engine_kind == "wasm":
-        limit, what, fix = _WASM_CEILING_BYTES, "the WebAssembly Yosys's address space", (
+        limit, what, fix = WASM_CEILING_BYTES, "the WebAssembly Yosys's address space", (
             "use --yosys native (pip install pyosys)")
     else:
         limit, what, fix = memory_available_bytes(), "the memory this machine has available", (

@@ -38,6 +38,7 @@ from workloads.version import install_hint, installed_version
 
 __all__ = [
     "VIVADO_PART",
+    "WASM_CEILING_BYTES",
     "YOSYS_FAMILY",
     "RESOURCE_KINDS",
     "write_flow",
@@ -253,7 +254,7 @@ def write_block(component, name: str, out_dir: str | Path) -> Path:
 
 #: Peak resident memory near which the WebAssembly Yosys dies without a word: a 32-bit
 #: WebAssembly build has a 4 GiB address space (REFERENCE.md, "Synthesis").
-_WASM_CEILING_BYTES = int(3.9 * 1024**3)
+WASM_CEILING_BYTES = int(3.9 * 1024**3)
 
 #: How the native Yosys of PyPI's ``pyosys`` runs a script (in a child process, so that its
 #: memory is measured and returned, and Ctrl-C or a timeout can stop it).
@@ -387,7 +388,7 @@ def _why(engine: YosysEngine, code: int | None, peak: int, log: Path,
     gib = f"{peak / 1024**3:.2f} GiB"
     if code is None:
         return f"stopped after --synth-timeout {timeout_s:g} s (peak memory {gib})"
-    if engine.kind == "wasm" and peak >= _WASM_CEILING_BYTES:
+    if engine.kind == "wasm" and peak >= WASM_CEILING_BYTES:
         return (f"the WebAssembly Yosys ran out of its 4 GiB address space (peak {gib}); "
                 f"install a native Yosys: pip install pyosys")
     if code < 0:

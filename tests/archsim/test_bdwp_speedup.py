@@ -1,8 +1,8 @@
 """BDWP 2:8 against dense training: the simulated speedup never exceeds its MAC bound.
 
-``mac_bound`` is dense MACs / executed MACs (docs/results.md): with 2:8 on FF and BP and a
-dense WG it is about 2x (SAT: 1.75x). ``time_bound`` (every N:M GEMM at exactly N/M of its own
-dense cycles) is printed beside it; rows that beat M/N say why in their notes.
+``mac_bound`` is the speedup if no row ran faster than its MACs shrank (docs/results.md):
+with 2:8 on FF and BP and a dense WG it is about 1.8-2x (SAT: 1.75x). ``time_bound`` (every
+N:M GEMM at exactly N/M of its own dense cycles) is printed beside it; rows that beat M/N say why in their notes.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_a_killed_yosys_is_reported_with_its_memory(tmp_path, monkeypatch):
 
 
 def test_the_webassembly_ceiling_is_named_with_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "_WASM_CEILING_BYTES", 64 * 1024**2)
+    monkeypatch.setattr(synth, "WASM_CEILING_BYTES", 64 * 1024**2)
     _fake_engine(monkeypatch, "x = bytearray(128 * 1024**2); raise SystemExit(1)", kind="wasm")
     with pytest.raises(RTLError, match=r"WebAssembly Yosys ran out of its 4 GiB address space "
                                        r"\(peak [\d.]+ GiB\); install a native Yosys: pip "
