@@ -698,6 +698,29 @@ def test_out_in_a_new_folder_creates_it_as_run_out_does(tmp_path, capsys, monkey
     assert load_workload(tmp_path / "new" / "sub" / "w.yaml").name == "odd"
 
 
+_built: list[str] = []
+
+
+def counted() -> nn.Module:
+    _built.append("counted")
+    return _Odd()
+
+
+@pytest.mark.parametrize("sparsity, message", [
+    ("nm:3:7", "--sparsity nm:3:7: m must be a power of two no larger than 16, got m=7"),
+    ("bdwp:5:4", "--sparsity bdwp:5:4: n must satisfy 0 < n <= m, got n=5, m=4"),
+    ("nm:0:4", "--sparsity nm:0:4: n must satisfy 0 < n <= m, got n=0, m=4"),
+])
+def test_an_invalid_n_m_is_refused_before_the_model_is_built(tmp_path, capsys, sparsity, message):
+    """It was found only once the traced model's workload was loaded: a large model was built
+    and traced first."""
+    _built.clear()
+    err = _one_line_error(capsys, ["import", _src("counted"), "--input-shape", "1,8,16,16",
+                                   "--out", str(tmp_path / "w.yaml"), "--sparsity", sparsity])
+    assert f"archsim: error: {message}" in err, err
+    assert _built == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["--hardware", "nohw"], "--hardware nohw: unknown hardware preset 'nohw'; known presets"),
     (["--hardware", "sat_vcu"], "--hardware sat_vcu: unknown hardware preset 'sat_vcu'"),

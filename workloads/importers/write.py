@@ -20,7 +20,9 @@ _FOURTH = {"nm": ("in", "out"), "bdwp": ("dense", "forward_masked")}
 
 def parse_sparsity(text: str | None) -> dict | None:
     """``dense``, ``nm:N:M[:in|out]`` or ``bdwp:N:M[:dense|forward_masked]`` → a sparsity
-    mapping (validated when the workload loads)."""
+    mapping. N and M are checked here, by the spec's own rule, so that an invalid pattern is
+    refused before a model is built and traced; whether the hardware runs it, and whether a
+    layer's dimensions fit it, is checked when the workload loads."""
     if text is None:
         return None
     parts = text.split(":")
@@ -36,11 +38,25 @@ def parse_sparsity(text: str | None) -> dict | None:
             out: dict = {"kind": kind, "n": n, "m": m}
             if len(parts) == 4 and parts[3] in _FOURTH[kind]:
                 out["dim" if kind == "nm" else "bp_mask_source"] = parts[3]
-                return out
+                return _valid(text, out)
             if len(parts) == 3:
-                return out
+                return _valid(text, out)
     raise ModelImportError(f"--sparsity {text!r}: expected dense, nm:N:M[:in|out] or "
                        f"bdwp:N:M[:dense|forward_masked]")
+
+
+def _valid(text: str, sparsity: dict) -> dict:
+    """``sparsity`` if the spec accepts it; else a one-line error blamed on ``--sparsity``."""
+    from pydantic import ValidationError
+
+    from workloads.spec import BDWPSparsity, NMSparsity
+
+    try:
+        (NMSparsity if sparsity["kind"] == "nm" else BDWPSparsity).model_validate(sparsity)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ModelImportError(f"--sparsity {text}: {message}") from None
+    return sparsity
 
 
 def _value(v) -> str:
