@@ -271,3 +271,74 @@ def test_conv1d_and_bool_weights_read_their_pattern(tmp_path, capsys):
         torch.save({"conv.weight": weight}, ckpt)
         assert main(argv) == 0, capsys.readouterr().err
         assert "checkpoint is 2:4 along in" in out.read_text()
+
+
+def _nm_in(shape: tuple[int, int], n: int, m: int, dim: int = 1, seed: int = 0):
+    """Random weights of ``shape``, ``n:m`` along dimension ``dim`` (a fixed pattern: the
+    first ``n`` of every ``m``, so no sparser pattern fits too)."""
+    keep = (torch.arange(shape[dim]) % m < n).view([-1 if d == dim else 1 for d in range(2)])
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * keep
+
+
+class _Proj(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.U = nn.Parameter(torch.empty(32, 16))  # torch.matmul(x, U): [in, out]
+
+    def forward(self, x):
+        return torch.matmul(x, self.U)
+
+
+class _Params(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(64, 32))  # x @ W: [in, out]
+        self.proj = _Proj()
+        self.V = nn.Parameter(torch.empty(8, 16))   # F.linear(x, V): [out, in], as nn.Linear
+
+    def forward(self, x):
+        return nn.functional.linear(self.proj(x @ self.W), self.V)
+
+
+def params() -> nn.Module:
+    return _Params()
+
+
+def _params_argv(ckpt: Path, out: Path) -> list[str]:
+    importlib.import_module(__name__)
+    return ["import", f"{__name__}:params", "--input-shape", "4,64", "--out", str(out),
+            "--hardware", "tiny", "--masks", str(ckpt)]
+
+
+def test_a_bare_parameter_is_read_by_its_name_and_layout(tmp_path, capsys):
+    """x @ W, torch.matmul(x, U) and F.linear(x, V) are linear ops named after the call
+    (matmul, proj, linear), and their checkpoint entries are the parameters' own names (W,
+    proj.U, V; none was found). W and U are [in, out]: N:M along in is along their rows. W
+    is pruned with torch.nn.utils.prune, so its mask is W_mask."""
+    from torch.nn.utils import prune
+
+    ckpt, out = tmp_path / "p.pt", tmp_path / "w.yaml"
+    model = _Params()
+    with torch.no_grad():
+        model.W.copy_(torch.randn(64, 32))
+        model.proj.U.copy_(_nm_in((32, 16), 1, 4, dim=0))
+        model.V.copy_(_nm_in((8, 16), 2, 4))
+    prune.custom_from_mask(model, "W", _nm_in((64, 32), 2, 4, dim=0) != 0)
+    torch.save(model.state_dict(), ckpt)
+    assert main(_params_argv(ckpt, out)) == 0, capsys.readouterr().err
+    layers = {layer.name: layer for layer in expand(load_workload(out))}
+    assert {name: (layer.sparsity.n, layer.sparsity.m) for name, layer in layers.items()} == {
+        "matmul": (2, 4), "proj": (1, 4), "linear": (2, 4)}
+    assert [(layers[n].in_features, layers[n].out_features) for n in ("matmul", "proj", "linear")
+            ] == [(64, 32), (32, 16), (16, 8)]
+    assert out.read_text().count("checkpoint is") == 3
+
+
+def test_a_bare_parameter_in_linears_layout_is_one_line(tmp_path, capsys):
+    """W saved transposed (as nn.Linear's [out, in]) is refused with the layout x @ W needs."""
+    ckpt = tmp_path / "p.pt"
+    torch.save({"W": torch.randn(32, 64), "proj.U": torch.randn(32, 16)}, ckpt)
+    assert main(_params_argv(ckpt, tmp_path / "w.yaml")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "checkpoint entry W has shape [32, 64]; the model's linear matmul needs [64, 32]" in err

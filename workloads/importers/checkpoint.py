@@ -1,7 +1,10 @@
 """Per-layer sparsity from a real checkpoint (a torch ``state_dict`` file).
 
-For every imported layer with weights, ``<layer>.weight`` is looked up (a ``torch.nn.utils.
-prune`` mask ``<layer>.weight_mask`` wins over the weight's zeros):
+For every imported layer with weights, its parameter is looked up: ``<layer>.weight``, or
+where the importer recorded another (:class:`~workloads.importers.graph.WeightRef`) that one:
+a bare parameter's own name (``block.W``, stored ``[in, out]`` when the model computes
+``x @ W``). A ``torch.nn.utils.prune`` mask ``<parameter>_mask`` wins over the weight's zeros
+(and the weight is ``<parameter>_orig``):
 
 * **N:M-structured** weights (every group of M along ``in`` holds at most N nonzeros, for a
   pattern the hardware runs) get that pattern; BDWP when they are also N:M along ``out`` and
@@ -20,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError
+from workloads.importers.graph import ImportedModel, MappedOp, ModelImportError, WeightRef
 from workloads.importers.write import why_dense
 from workloads.version import install_hint
 
@@ -141,17 +144,17 @@ def _dims(op: MappedOp) -> dict[str, int]:
     return {"in": f["k"], "out": f["n"]}
 
 
-def _layer(op: MappedOp, layer: str, state: dict, default: dict | None,
+def _layer(op: MappedOp, ref: WeightRef, state: dict, default: dict | None,
            patterns: list[tuple[int, int]]) -> LayerSparsity:
-    """What the checkpoint says about ``op``, whose weights are ``layer``'s."""
-    w = state.get(f"{layer}.weight", state.get(f"{layer}.weight_orig"))
+    """What the checkpoint says about ``op``, whose weight is ``ref``."""
+    w = state.get(ref.key, state.get(f"{ref.key}_orig"))
     if w is None:
         return LayerSparsity(op.name, None, "not in checkpoint", None,
-                             f"no {layer}.weight in the checkpoint")
-    w = _check_tensor(op, f"{layer}.weight", w)
-    mask = state.get(f"{layer}.weight_mask")
+                             f"no {ref.key} in the checkpoint")
+    w = _check_tensor(op, ref, ref.key, w)
+    mask = state.get(f"{ref.key}_mask")
     if mask is not None:
-        mask = _check_tensor(op, f"{layer}.weight_mask", mask)
+        mask = _check_tensor(op, ref, f"{ref.key}_mask", mask)
     nonzero = (mask != 0) if mask is not None else (w != 0)
     density = float(nonzero.float().mean())
     dims = _dims(op)
@@ -192,23 +195,23 @@ def _layer(op: MappedOp, layer: str, state: dict, default: dict | None,
     return LayerSparsity(op.name, 1.0, "dense", None, f"masks from the checkpoint: {kept}")
 
 
-def _expected_shape(op: MappedOp) -> tuple[int, ...]:
-    """The shape of ``op``'s weight in a torch checkpoint: ``[out, in]`` for a linear layer,
-    ``[out, in/groups, kh, kw]`` for a convolution (``[out, in/groups, k]`` for a Conv1d,
-    which the op states as a 1 x k convolution)."""
+def _expected_shape(op: MappedOp, ref: WeightRef) -> tuple[int, ...]:
+    """The shape of ``op``'s weight ``ref`` in a torch checkpoint: ``[out, in]`` for a linear
+    layer (``[in, out]`` transposed), ``[out, in/groups, kh, kw]`` for a convolution
+    (``[out, in/groups, k]`` for a Conv1d, which the op states as a 1 x k convolution)."""
     f, dims = op.fields, _dims(op)
     if op.kind != "conv2d":
-        return dims["out"], dims["in"]
+        return (dims["in"], dims["out"]) if ref.transposed else (dims["out"], dims["in"])
     kh, kw = (f["kernel"],) * 2 if isinstance(f["kernel"], int) else f["kernel"]
     per_group = dims["in"] // f.get("groups", 1)
     return (dims["out"], per_group, kw) if op.source == "conv1d" else (
         dims["out"], per_group, kh, kw)
 
 
-def _check_tensor(op: MappedOp, key: str, t):
-    """Checkpoint entry ``key`` (``op``'s weight or mask) as a dense real tensor, 2-D for a
-    linear layer and 4-D for a convolution; a one-line error unless it is shaped like the
-    weight and holds finite values. A sparse or quantized tensor is read as its values."""
+def _check_tensor(op: MappedOp, ref: WeightRef, key: str, t):
+    """Checkpoint entry ``key`` (``op``'s weight ``ref`` or its mask) as a dense real tensor,
+    ``[out, in]`` for a linear layer (transposed back when ``ref`` says so) and 4-D for a convolution; a one-line error unless it is shaped like the weight and
+    holds finite values. A sparse or quantized tensor is read as its values."""
     import torch
 
     if not isinstance(t, torch.Tensor):
@@ -221,15 +224,18 @@ def _check_tensor(op: MappedOp, key: str, t):
         t = t.float()
     if t.is_complex():
         raise ModelImportError(f"checkpoint entry {key} is {t.dtype}; expected real weights")
-    want = _expected_shape(op)
+    want = _expected_shape(op, ref)
     if op.kind in ("linear", "conv2d") and tuple(t.shape) != want:
+        how = " ([in, out], as x @ W uses it)" if ref.transposed else ""
         raise ModelImportError(f"checkpoint entry {key} has shape {list(t.shape)}; the model's "
-                               f"{op.kind} {op.name} needs {list(want)}")
+                               f"{op.kind} {op.name} needs {list(want)}{how}")
     # float() first: isfinite has no kernel for the float8 types.
     if t.is_floating_point() and not bool(torch.isfinite(t.float()).all()):
         bad = int((~torch.isfinite(t.float())).sum())
         raise ModelImportError(f"checkpoint entry {key} holds NaN or infinite values ({bad} of "
                                f"{t.numel()}); its zeros cannot tell its sparsity")
+    if ref.transposed:
+        t = t.t()
     return t.unsqueeze(2) if t.dim() == 3 else t  # Conv1d: [out, in, 1, k]
 
 
@@ -238,11 +244,11 @@ def checkpoint_sparsity(model: ImportedModel, path: Path, default: dict | None,
     """Per weighted layer of ``model``, what the checkpoint at ``path`` says; ``default`` is
     the workload's sparsity (``--sparsity``), ``patterns`` the hardware's N:M patterns."""
     state = _load(Path(path))
-    rows = [_layer(op, model.weights_of(op.name), state, default, patterns)
-            for op in model.ops if op.weights]
+    refs = [(op, model.weight_of(op.name)) for op in model.ops if op.weights]
+    rows = [_layer(op, ref, state, default, patterns) for op, ref in refs]
     if all(r.density is None for r in rows):
         raise ModelImportError(f"--masks {path}: none of the model's layers is in the checkpoint (expected "
-                           f"keys like {rows[0].name + '.weight' if rows else 'NAME.weight'!r})")
+                           f"keys like {refs[0][1].key if refs else 'NAME.weight'!r})")
     return rows
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "ModelImportError",
     "MappedOp",
     "Unmapped",
+    "WeightRef",
     "ImportedModel",
     "conv2d",
     "linear",
@@ -69,6 +70,19 @@ class Unmapped:
     elements: int
 
 
+@dataclass(frozen=True, slots=True)
+class WeightRef:
+    """Where a weighted op's weight is in the model's ``state_dict``.
+
+    ``key`` is the parameter's qualified name (``fc.weight``, a bare parameter's ``block.W``);
+    ``transposed`` when it is stored ``[in, out]`` (``x @ W``) rather than ``[out, in]`` as
+    ``nn.Linear`` and ``F.linear`` store it.
+    """
+
+    key: str
+    transposed: bool = False
+
+
 @dataclass
 class ImportedModel:
     """A model as archsim sees it: mapped ops in execution order, and everything else."""
@@ -82,6 +96,8 @@ class ImportedModel:
     #: The layer each later call of a layer is named after (``fc.1`` → ``fc``): its weights
     #: are the layer's own (a checkpoint has ``fc.weight``, not ``fc.1.weight``).
     called_as: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Ops whose weight is not ``<layer>.weight`` (see :meth:`weight_of`), by op name.
+    weight_refs: dict[str, WeightRef] = field(default_factory=dict, repr=False)
 
     def unique(self, name: str) -> str:
         """``name``, or ``name.1``, ``name.2``... when a layer runs more than once (ops must
@@ -98,8 +114,16 @@ class ImportedModel:
         """The layer whose weights op ``op_name`` uses (itself, unless a later call)."""
         return self.called_as.get(op_name, op_name)
 
-    def add(self, op: MappedOp) -> None:
+    def weight_of(self, op_name: str) -> WeightRef:
+        """Where op ``op_name``'s weight is in a checkpoint: as the importer recorded it when
+        it added the op, else ``<layer>.weight`` of the layer it is a call of."""
+        return self.weight_refs.get(op_name) or WeightRef(f"{self.weights_of(op_name)}.weight")
+
+    def add(self, op: MappedOp, weight: WeightRef | None = None) -> None:
+        """Append ``op``; ``weight`` says where its weight is when not ``<op name>.weight``."""
         self.ops.append(op)
+        if weight is not None:
+            self.weight_refs[op.name] = weight
 
     def skip(self, name: str, source: str, elements: int, strict: bool) -> None:
         """Record work that is not mapped; with ``strict``, unsupported work is an error."""

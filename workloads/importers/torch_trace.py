@@ -26,6 +26,7 @@ from pathlib import Path
 from workloads.importers.graph import (
     ImportedModel,
     ModelImportError,
+    WeightRef,
     attention,
     conv2d,
     linear,
@@ -124,6 +125,11 @@ class _Tracer:
     def __init__(self, torch, model: ImportedModel, module, strict: bool) -> None:
         self.torch, self.model, self.strict = torch, model, strict
         self.stack: list[tuple[str, object]] = [("", module)]
+        #: Qualified names of the model's parameters, by id: where a checkpoint holds them
+        #: (a tied parameter has several, and a state_dict holds each).
+        self.params: dict[int, list[str]] = {}
+        for name, p in module.named_parameters(remove_duplicate=False):
+            self.params.setdefault(id(p), []).append(name)
         self.handles = []
         for name, mod in module.named_modules():
             self.handles.append(mod.register_forward_pre_hook(self._enter(name)))
@@ -154,6 +160,19 @@ class _Tracer:
 
     def _is_weight(self, t) -> bool:
         return isinstance(t, self.torch.nn.Parameter)
+
+    def _ref(self, w, transposed: bool = False) -> WeightRef | None:
+        """Where weight ``w`` is in the model's state_dict: its parameter's qualified name
+        (``block.W`` for a bare parameter, not ``block.matmul.weight``; of a tied one, the
+        name under the calling module, ``lm_head.weight`` rather than ``embed.weight``); None
+        for a tensor that is no parameter of the model (a computed weight: its layer's name
+        applies)."""
+        names = self.params.get(id(w), []) if self._is_weight(w) else []
+        if not names:
+            return None
+        caller = self.stack[-1][0]
+        key = next((n for n in names if n.rpartition(".")[0] == caller), names[0])
+        return WeightRef(key, transposed)
 
     def record(self, func, args: tuple, kwargs: dict, out) -> None:
         torch = self.torch
@@ -208,13 +227,13 @@ class _Tracer:
     def _on_linear(self, key, args, kwargs, out) -> None:
         x, w = args[0], _arg(args, kwargs, 1, "weight")
         self.model.add(linear(self._name(key), tuple(x.shape), int(w.shape[1]), int(w.shape[0]),
-                              source=key))
+                              source=key), self._ref(w))
 
     def _on_matmul(self, key, args, kwargs, out) -> None:
         a, b = args[0], args[1]
         if self._is_weight(b) and b.dim() == 2:  # x @ W, W[in, out]
             self.model.add(linear(self._name(key), tuple(a.shape), int(b.shape[0]),
-                                  int(b.shape[1]), source=key))
+                                  int(b.shape[1]), source=key), self._ref(b, transposed=True))
             return
         a_shape = tuple(a.shape) if a.dim() > 1 else (1, *a.shape)
         b_shape = tuple(b.shape) if b.dim() > 1 else (*b.shape, 1)
