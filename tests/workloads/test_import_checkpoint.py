@@ -280,6 +280,63 @@ def _nm_in(shape: tuple[int, int], n: int, m: int, dim: int = 1, seed: int = 0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * keep
 
 
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(64, 4, batch_first=True)  # in_proj_weight [192, 64]
+        self.cross = nn.MultiheadAttention(64, 4, batch_first=True)      # q, k, v rows of it
+        self.kv = nn.MultiheadAttention(64, 4, kdim=32, vdim=48, batch_first=True)  # q/k/v_proj_weight
+
+    def forward(self, x):
+        x = self.self_attn(x, x, x, need_weights=False)[0]
+        memory = torch.cat([x, x], 1)  # longer than x: the loader refuses q_len > kv_len
+        x = self.cross(x, memory, memory, need_weights=False)[0]
+        return self.kv(x, x[..., :32], x[..., :48], need_weights=False)[0]
+
+
+def attention() -> nn.Module:
+    return _Attention()
+
+
+def test_multihead_attention_weights_are_read_from_its_own_parameters(tmp_path, capsys):
+    """nn.MultiheadAttention keeps its in-projection in in_proj_weight (q, k and v stacked) or,
+    with kdim/vdim, in q/k/v_proj_weight: none was found ('no self_attn.in_proj.weight in the
+    checkpoint'), and k_proj/v_proj took embed_dim for their in_features, not kdim/vdim."""
+    ckpt, out = tmp_path / "attn.pt", tmp_path / "w.yaml"
+    state = dict(_Attention().state_dict())
+    state["self_attn.in_proj_weight"] = _nm_in((192, 64), 2, 4)
+    state["self_attn.out_proj.weight"] = _nm_in((64, 64), 1, 4)
+    state["cross.in_proj_weight"] = torch.cat([_nm_in((64, 64), 1, 4), torch.randn(64, 64),
+                                               _nm_in((64, 64), 2, 4)])
+    state["cross.out_proj.weight"] = torch.randn(64, 64)
+    state["kv.q_proj_weight"] = _nm_in((64, 64), 2, 4)
+    state["kv.k_proj_weight"] = _nm_in((64, 32), 1, 4)
+    state["kv.v_proj_weight"] = torch.randn(64, 48)
+    state["kv.out_proj.weight"] = _nm_in((64, 64), 2, 4)
+    torch.save(state, ckpt)
+    importlib.import_module(__name__)
+    assert main(["import", f"{__name__}:attention", "--input-shape", "2,8,64", "--out", str(out),
+                 "--hardware", "tiny", "--masks", str(ckpt)]) == 0, capsys.readouterr().err
+    assert "not in checkpoint" not in capsys.readouterr().out
+    layers = {layer.name: layer for layer in expand(load_workload(out))}
+    got = {name: (s.n, s.m) if s.kind == "nm" else s.kind
+           for name, s in ((n, layer.sparsity) for n, layer in layers.items())
+           if layers[name].kind == "linear"}
+    assert got == {"self_attn.in_proj": (2, 4), "self_attn.out_proj": (1, 4),
+                   "cross.q_proj": (1, 4), "cross.k_proj": "dense", "cross.v_proj": (2, 4),
+                   "cross.out_proj": "dense", "kv.q_proj": (2, 4), "kv.k_proj": (1, 4),
+                   "kv.v_proj": "dense", "kv.out_proj": (2, 4)}
+    assert (layers["kv.k_proj"].in_features, layers["kv.v_proj"].in_features) == (32, 48)
+    state["cross.in_proj_weight"] = torch.randn(64, 64)  # one projection's, not all three
+    torch.save(state, ckpt)
+    assert main(["import", f"{__name__}:attention", "--input-shape", "2,8,64", "--out", str(out),
+                 "--hardware", "tiny", "--masks", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("checkpoint entry cross.in_proj_weight has shape [64, 64]; the model's linear "
+            "cross.q_proj needs [192, 64] (3 projections stacked)") in err
+
+
 class _Proj(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -2,9 +2,10 @@
 
 For every imported layer with weights, its parameter is looked up: ``<layer>.weight``, or
 where the importer recorded another (:class:`~workloads.importers.graph.WeightRef`) that one:
-a bare parameter's own name (``block.W``, stored ``[in, out]`` when the model computes
-``x @ W``). A ``torch.nn.utils.prune`` mask ``<parameter>_mask`` wins over the weight's zeros
-(and the weight is ``<parameter>_orig``):
+``nn.MultiheadAttention``'s ``in_proj_weight`` (the rows of q, k or v for a cross-attention's
+projections) or ``q/k/v_proj_weight``, a bare parameter's own name (``block.W``, stored
+``[in, out]`` when the model computes ``x @ W``). A ``torch.nn.utils.prune`` mask
+``<parameter>_mask`` wins over the weight's zeros (and the weight is ``<parameter>_orig``):
 
 * **N:M-structured** weights (every group of M along ``in`` holds at most N nonzeros, for a
   pattern the hardware runs) get that pattern; BDWP when they are also N:M along ``out`` and
@@ -197,11 +198,13 @@ def _layer(op: MappedOp, ref: WeightRef, state: dict, default: dict | None,
 
 def _expected_shape(op: MappedOp, ref: WeightRef) -> tuple[int, ...]:
     """The shape of ``op``'s weight ``ref`` in a torch checkpoint: ``[out, in]`` for a linear
-    layer (``[in, out]`` transposed), ``[out, in/groups, kh, kw]`` for a convolution
-    (``[out, in/groups, k]`` for a Conv1d, which the op states as a 1 x k convolution)."""
+    layer (``[in, out]`` transposed; ``[n * out, in]`` for a part of n), ``[out, in/groups,
+    kh, kw]`` for a convolution (``[out, in/groups, k]`` for a Conv1d, which the op states as a
+    1 x k convolution)."""
     f, dims = op.fields, _dims(op)
     if op.kind != "conv2d":
-        return (dims["in"], dims["out"]) if ref.transposed else (dims["out"], dims["in"])
+        shape = dims["out"] * ref.part[1], dims["in"]
+        return shape[::-1] if ref.transposed else shape
     kh, kw = (f["kernel"],) * 2 if isinstance(f["kernel"], int) else f["kernel"]
     per_group = dims["in"] // f.get("groups", 1)
     return (dims["out"], per_group, kw) if op.source == "conv1d" else (
@@ -210,7 +213,8 @@ def _expected_shape(op: MappedOp, ref: WeightRef) -> tuple[int, ...]:
 
 def _check_tensor(op: MappedOp, ref: WeightRef, key: str, t):
     """Checkpoint entry ``key`` (``op``'s weight ``ref`` or its mask) as a dense real tensor,
-    ``[out, in]`` for a linear layer (transposed back when ``ref`` says so) and 4-D for a convolution; a one-line error unless it is shaped like the weight and
+    ``[out, in]`` for a linear layer (transposed, or its rows of ``ref.part``, as ``ref``
+    says) and 4-D for a convolution; a one-line error unless it is shaped like the weight and
     holds finite values. A sparse or quantized tensor is read as its values."""
     import torch
 
@@ -226,7 +230,8 @@ def _check_tensor(op: MappedOp, ref: WeightRef, key: str, t):
         raise ModelImportError(f"checkpoint entry {key} is {t.dtype}; expected real weights")
     want = _expected_shape(op, ref)
     if op.kind in ("linear", "conv2d") and tuple(t.shape) != want:
-        how = " ([in, out], as x @ W uses it)" if ref.transposed else ""
+        how = (" ([in, out], as x @ W uses it)" if ref.transposed else
+               f" ({ref.part[1]} projections stacked)" if ref.part[1] > 1 else "")
         raise ModelImportError(f"checkpoint entry {key} has shape {list(t.shape)}; the model's "
                                f"{op.kind} {op.name} needs {list(want)}{how}")
     # float() first: isfinite has no kernel for the float8 types.
@@ -236,6 +241,10 @@ def _check_tensor(op: MappedOp, ref: WeightRef, key: str, t):
                                f"{t.numel()}); its zeros cannot tell its sparsity")
     if ref.transposed:
         t = t.t()
+    part, parts = ref.part
+    if parts > 1:
+        rows = t.shape[0] // parts
+        t = t[part * rows:(part + 1) * rows]
     return t.unsqueeze(2) if t.dim() == 3 else t  # Conv1d: [out, in, 1, k]
 
 

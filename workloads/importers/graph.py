@@ -74,13 +74,16 @@ class Unmapped:
 class WeightRef:
     """Where a weighted op's weight is in the model's ``state_dict``.
 
-    ``key`` is the parameter's qualified name (``fc.weight``, a bare parameter's ``block.W``);
-    ``transposed`` when it is stored ``[in, out]`` (``x @ W``) rather than ``[out, in]`` as
-    ``nn.Linear`` and ``F.linear`` store it.
+    ``key`` is the parameter's qualified name (``fc.weight``, ``self_attn.in_proj_weight``, a
+    bare parameter's ``block.W``); ``transposed`` when it is stored ``[in, out]`` (``x @ W``)
+    rather than ``[out, in]`` as ``nn.Linear`` and ``F.linear`` store it; ``part`` = (i, n)
+    when the op's weight is rows block i of n equal blocks of it (q, k, v of a packed
+    ``in_proj_weight``).
     """
 
     key: str
     transposed: bool = False
+    part: tuple[int, int] = (0, 1)
 
 
 @dataclass

@@ -161,7 +161,7 @@ class _Tracer:
     def _is_weight(self, t) -> bool:
         return isinstance(t, self.torch.nn.Parameter)
 
-    def _ref(self, w, transposed: bool = False) -> WeightRef | None:
+    def _ref(self, w, transposed: bool = False, part: tuple[int, int] = (0, 1)) -> WeightRef | None:
         """Where weight ``w`` is in the model's state_dict: its parameter's qualified name
         (``block.W`` for a bare parameter, not ``block.matmul.weight``; of a tied one, the
         name under the calling module, ``lm_head.weight`` rather than ``embed.weight``); None
@@ -172,7 +172,7 @@ class _Tracer:
             return None
         caller = self.stack[-1][0]
         key = next((n for n in names if n.rpartition(".")[0] == caller), names[0])
-        return WeightRef(key, transposed)
+        return WeightRef(key, transposed, part)
 
     def record(self, func, args: tuple, kwargs: dict, out) -> None:
         torch = self.torch
@@ -266,7 +266,11 @@ class _Tracer:
         self.model.add(op)
 
     def _mha(self, key: str, query, key_t, value, num_heads: int, in_w, out_w, batch_first: bool,
-             causal: bool, separate=None) -> None:
+             causal: bool, qkv_w: tuple | None = None) -> None:
+        """``nn.MultiheadAttention``: its in-projection (one linear for self-attention, q, k
+        and v for cross-attention or ``qkv_w``, the separate weights of kdim/vdim), attention
+        and out-projection. The in-projection's weights are ``in_proj_weight`` (q, k, v
+        stacked) or ``qkv_w``; k and v take kdim and vdim features."""
         base = self.stack[-1][0] or "attention"
         shape = tuple(int(d) for d in query.shape)
         if len(shape) == 2:
@@ -275,24 +279,29 @@ class _Tracer:
             shape[1], shape[0], shape[2])
         kv_len = int(key_t.shape[1 if batch_first else 0]) if key_t.dim() == 3 else int(key_t.shape[0])
         rows_q = (batch, q_len, embed)
-        if query is key_t and key_t is value and separate is None:
+        if query is key_t and key_t is value and qkv_w is None:
             self.model.add(linear(self.model.unique(f"{base}.in_proj"), rows_q, embed,
-                                  int(in_w.shape[0]), source=key))
+                                  int(in_w.shape[0]), source=key), self._ref(in_w))
         else:
-            for part, length in (("q_proj", q_len), ("k_proj", kv_len), ("v_proj", kv_len)):
-                self.model.add(linear(self.model.unique(f"{base}.{part}"), (batch, length, embed),
-                                      embed, embed, source=key))
+            for i, (part, x, length) in enumerate(
+                    (("q_proj", query, q_len), ("k_proj", key_t, kv_len), ("v_proj", value, kv_len))):
+                ref = self._ref(qkv_w[i]) if qkv_w else self._ref(in_w, part=(i, 3))
+                features = int(x.shape[-1])
+                self.model.add(linear(self.model.unique(f"{base}.{part}"), (batch, length, features),
+                                      features, embed, source=key), ref)
         self.model.add(attention(self.model.unique(base), batch, num_heads, num_heads, q_len,
                                  kv_len, embed // num_heads, causal, key))
         self.model.add(linear(self.model.unique(f"{base}.out_proj"), rows_q, embed,
-                              int(out_w.shape[0]), source=key))
+                              int(out_w.shape[0]), source=key), self._ref(out_w))
 
     def _on_multi_head_attention_forward(self, key, args, kwargs, out) -> None:
         q, k, v = args[0], args[1], args[2]
-        separate = _arg(args, kwargs, 17, "use_separate_proj_weight", False)
+        qkv_w = None
+        if _arg(args, kwargs, 17, "use_separate_proj_weight", False):
+            qkv_w = tuple(_arg(args, kwargs, 18 + i, f"{p}_proj_weight") for i, p in enumerate("qkv"))
         self._mha(key, q, k, v, int(_arg(args, kwargs, 4, "num_heads")),
                   _arg(args, kwargs, 5, "in_proj_weight"), _arg(args, kwargs, 11, "out_proj_weight"),
-                  False, bool(kwargs.get("is_causal", False)), separate or None)
+                  False, bool(kwargs.get("is_causal", False)), qkv_w)
 
     def _on_native_multi_head_attention(self, key, args, kwargs, out) -> None:
         q, k, v = args[0], args[1], args[2]
