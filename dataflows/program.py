@@ -24,7 +24,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, Instr, Op, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, ConvAddress, Instr, Op, Unit
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec, SchedulePasses
 
@@ -266,12 +266,45 @@ class Emitter:
 
     def emit_fields(self, op: Op, tag: int, reads: tuple[Resource, ...],
                     writes: tuple[Resource, ...], fields: dict) -> tuple[Unit, int]:
-        """:meth:`emit` with the fields in a dict, which it may change (a subclass extends
-        this one: passing ``**fields`` on would copy them once more per instruction)."""
+        """:meth:`emit` with the fields in a dict, which it may change."""
         unit = _UNIT_INDEX[op]
-        # Inlined (this is the scheduler's innermost loop): wait for the last writer of every
-        # slot touched and, for a write, for every unit's reader since then; never on `unit`
-        # (program order covers it, so its entry is dropped at the end).
+        wait = self._wait(unit, reads, writes)
+        return self.append(self.instr_type(op, self._shared_fields(wait, fields), **fields), tag,
+                           unit, reads, writes)
+
+    def emit_compute(self, tag: int, reads: tuple[Resource, ...], acc: Resource, slot: int,
+                     b_slot: int, c_slot: int, accumulate: bool, m: int, cols: int, k: int,
+                     nm_n: int, nm_m: int, a_row: int, b_row: int, c_row: int,
+                     conv: ConvAddress | None) -> tuple[Unit, int]:
+        """A COMPUTE of ``m`` streamed rows (``rows = m``) writing accumulator part ``acc``:
+        :meth:`emit_fields`' instruction, built from positional fields. This is the
+        scheduler's innermost loop (about half of a program's instructions), and keyword
+        arguments through a dict cost about twice as much (docs/scheduler.md, "What
+        scheduling costs")."""
+        unit = _PE
+        wait = self._wait(unit, reads, (acc,))
+        shared = self.shared
+        if conv is not None:
+            conv = shared.setdefault(conv, conv)
+        if a_row > _SMALL_INT:
+            a_row = shared.setdefault(a_row, a_row)
+        if b_row > _SMALL_INT:
+            b_row = shared.setdefault(b_row, b_row)
+        if c_row > _SMALL_INT:
+            c_row = shared.setdefault(c_row, c_row)
+        wait = shared.setdefault(wait, wait)
+        # Positional, in Instr's field order: op, wait, slot, b_slot, c_slot, accumulate, addr,
+        # stride, rows, cols, k, m, nm_n, nm_m, mask, requant, shift, a_row, b_row, c_row, conv.
+        instr = self.instr_type(_COMPUTE, wait, slot, b_slot, c_slot, accumulate, 0, 0, m, cols,
+                                k, m, nm_n, nm_m, False, False, 0, a_row, b_row, c_row, conv)
+        return self.append(instr, tag, unit, reads, (acc,))
+
+    @staticmethod
+    def _wait(unit: int, reads: tuple[Resource, ...], writes: tuple[Resource, ...]
+              ) -> tuple[int, int, int]:
+        """The wait tuple of an instruction on ``unit``: the last writer of every slot touched
+        and, for a write, every unit's reader since then; never ``unit`` itself (program order
+        covers it)."""
         wait = [0, 0, 0]
         for r in reads:
             if r.writer is not None:
@@ -287,7 +320,13 @@ class Emitter:
                 if ordinal >= wait[other]:
                     wait[other] = ordinal + 1
         wait[unit] = 0
-        self.program.instrs.append(self.instr_type(op, self._shared_fields(wait, fields), **fields))
+        return wait[0], wait[1], wait[2]
+
+    def append(self, instr: Instr, tag: int, unit: int, reads: tuple[Resource, ...],
+               writes: tuple[Resource, ...]) -> tuple[Unit, int]:
+        """Append ``instr`` (on ``unit``, waits computed) and record its slot accesses;
+        returns its (unit, ordinal on that unit). Subclasses extend it (a timed emitter)."""
+        self.program.instrs.append(instr)
         self.program.tags.append(tag)
         ordinal = self.issued[unit]
         self.issued[unit] = ordinal + 1
@@ -295,10 +334,9 @@ class Emitter:
             r.readers[unit] = ordinal
         for r in writes:
             r.writer, r.readers = (unit, ordinal), {}
-        return UNIT_OF[op], ordinal
+        return UNIT_OF[instr.op], ordinal
 
-
-    def _shared_fields(self, wait: list[int], fields: dict) -> tuple[int, int, int]:
+    def _shared_fields(self, wait: tuple[int, int, int], fields: dict) -> tuple[int, int, int]:
         """The wait tuple, with it and ``fields``' convolution address and row offsets replaced
         by equal values emitted before where there are: a program's instructions repeat a few
         of them (VGG-16: 22,698 distinct addresses among 1.48 M COMPUTEs), and a value shared
@@ -312,8 +350,7 @@ class Emitter:
             value = fields.get(name)
             if value is not None and value > _SMALL_INT:
                 fields[name] = shared.setdefault(value, value)
-        key = (wait[0], wait[1], wait[2])
-        return shared.setdefault(key, key)
+        return shared.setdefault(wait, wait)
 
 
 #: Instruction fields whose values repeat across a program (slot row offsets).
@@ -324,3 +361,5 @@ _SMALL_INT = 256
 
 #: Each op's unit as a plain int (list indices and dict keys: cheaper than the enum).
 _UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
+_PE = int(Unit.PE)
+_COMPUTE = Op.COMPUTE

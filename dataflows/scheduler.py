@@ -359,20 +359,22 @@ class _GemmWriter:
         a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
         # The fields every COMPUTE of the tile shares, built once (this is the scheduler's
         # innermost loop); each COMPUTE's dict starts from them.
-        common = {"slot": a_slot, "b_slot": b_slot, "c_slot": c_slot, "rows": tm, "m": tm,
-                  "nm_n": self.nm[0], "nm_m": self.nm[1]}
+        nm_n, nm_m, n_ext = self.nm[0], self.nm[1], self.n_ext
         for c, kc in enumerate(ks):
             a_key, a_fields = self._a_operand(s, c, kc)
             a_res = a_part(a_slot, a_key)
+            a_row, a_conv = a_fields["a_row"], a_fields.get("conv")
             accumulate, k = s.ki > 0 or c > 0, self._steps_of(kc)
             for j, nj in enumerate(ns):
                 acc = acc_part(c_slot, (j,))
                 b_key, b_fields = self._b_operand(s, c, kc, j, nj)
                 b_res = b_part(b_slot, b_key)
                 reads = (a_res, b_res, acc) if accumulate else (a_res, b_res)
-                em.emit_fields(Op.COMPUTE, tag, reads, (acc,), {
-                    **common, "accumulate": accumulate, "cols": self.n_ext[nj][1], "k": k,
-                    "c_row": j * t_tm, **a_fields, **b_fields})
+                # The weight side's address mode, where it has one, overrides the input's.
+                conv = b_fields.get("conv", a_conv)
+                em.emit_compute(tag, reads, acc, a_slot, b_slot, c_slot, accumulate, tm,
+                                n_ext[nj][1], k, nm_n, nm_m, a_row, b_fields["b_row"],
+                                j * t_tm, conv)
 
     def _chunked_computes(self, s: _Step, slots: tuple[int, int, int], ks: range,
                           ns: range) -> None:
@@ -719,11 +721,11 @@ class _TimedEmitter(Emitter):
         self.ends: tuple[list[int], ...] = ([], [], [])  # per unit, end of each instruction
         self.latency: dict[tuple, int] = {}  # by instruction shape
 
-    def emit_fields(self, op: Op, tag: int, reads: tuple, writes: tuple, fields: dict
-                    ) -> tuple[Unit, int]:
-        unit, ordinal = super().emit_fields(op, tag, reads, writes, fields)
-        self._time(self.program.instrs[-1], unit)
-        return unit, ordinal
+    def append(self, instr: Instr, tag: int, unit: int, reads: tuple, writes: tuple
+               ) -> tuple[Unit, int]:
+        out = super().append(instr, tag, unit, reads, writes)
+        self._time(instr, unit)
+        return out
 
     def _time(self, instr: Instr, unit: int) -> None:
         ends, shape = self.ends, shape_of(instr)

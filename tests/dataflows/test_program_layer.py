@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataflows.attention import PHASES, AttentionWork
-from dataflows.isa import Op
+from dataflows.isa import ConvAddress, Op
 from dataflows.program import ALIGN, Allocator, Buffer, Emitter
 from dataflows.scheduler import GemmWork, PregenWork, schedule
 from workloads.load import load_workload
@@ -40,6 +40,28 @@ def test_a_write_clears_the_readers_it_waited_for():
     em.emit(Op.ROWMAX, 0, reads=(acc,))  # VEC 0 waits for PE 1 (the last writer)
     assert [i.wait for i in em.program.instrs] == [
         (0, 0, 0), (1, 0, 0), (0, 1, 0), (2, 0, 0), (0, 2, 0)]
+
+
+def test_a_compute_from_positional_fields_equals_one_from_keywords():
+    # emit_compute (the scheduler's fast path) lists Instr's fields by position: it must build
+    # the instruction emit builds from the same fields by name, waits and sharing included.
+    conv = ConvAddress(stride=1, in_h=9, in_w=9, out_h=9, out_w=9, oh0=2, lo=1, dh=1, dw=2)
+    fields = dict(slot=1, b_slot=0, c_slot=1, accumulate=True, cols=13, k=6, nm_n=2, nm_m=8,
+                  a_row=300, b_row=7, c_row=4000, conv=conv)
+    built = []
+    for positional in (False, True):
+        em = Emitter()
+        a, b, acc = em.slot("A", 1), em.slot("B", 0), em.slot("C", 1)
+        em.emit(Op.LOAD_A, 0, writes=(a,), rows=1, cols=1)
+        em.emit(Op.LOAD_B, 0, writes=(b,), rows=1, cols=1)
+        if positional:
+            em.emit_compute(3, (a, b, acc), acc, m=17, **fields)
+        else:
+            em.emit(Op.COMPUTE, 3, reads=(a, b, acc), writes=(acc,), rows=17, m=17, **fields)
+        em.emit(Op.STORE_C, 0, reads=(acc,), rows=1, cols=1)
+        built.append((em.program.instrs, em.program.tags, acc.writer, a.readers))
+    assert built[0] == built[1]
+    assert built[1][0][2].conv == conv and built[1][0][2].wait == (2, 0, 0)
 
 
 def test_allocator_aligns_every_tensor():
