@@ -551,9 +551,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     out = prepare_out_dir(Path(args.out) if args.out else
                           default_out_dir(workload.name, args.overrides))
     path = out / "serve.json"
-    path.write_text(json.dumps(result.as_dict(), indent=1))
+    d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
+    _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
     if not args.quiet:
-        d = result.as_dict()
         print(f"{d['model']} x{d['batch']}: prompt {d['prompt_tokens']} tokens in chunks of "
               f"{d['chunk_tokens']}, {d['output_tokens']} output tokens")
         print(f"time to first token: {d['ttft_cycles']:,} cycles ({d['ttft_ms']:.3f} ms), "

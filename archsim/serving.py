@@ -90,7 +90,7 @@ class ServeResult:
         return {
             "model": self.model, "batch": self.batch, "prompt_tokens": self.prompt_tokens,
             "chunk_tokens": self.chunk_tokens, "output_tokens": self.output_tokens,
-            "ttft_cycles": self.ttft_cycles, "ttft_ms": self.ttft_cycles * us / 1e3,
+            "clock_mhz": self.clock_mhz, "ttft_cycles": self.ttft_cycles, "ttft_ms": self.ttft_cycles * us / 1e3,
             "tpot_cycles": self.tpot_cycles, "tpot_ms": self.tpot_cycles * us / 1e3,
             "prefill_bound": self.bound("prefill"), "decode_bound": self.bound("decode"),
             "steps": [{f: getattr(s, f) for f in ServeStep.__slots__} for s in self.steps],
