@@ -11,7 +11,6 @@ a path relative to itself, or name a shipped preset (``hardware: sat_vcu1525``).
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import typing
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workloads.errors import SpecError
+from workloads.files import read_at_most
 from workloads.limits import Limits
 from workloads.spec import HardwareSpec, ModelOp, WorkloadSpec
 from workloads.zoo import model_layers
@@ -72,16 +72,10 @@ _COLLECTION_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
 
 
 def _read_text(path: Path) -> str:
-    """The file as text, read at most ``MAX_FILE_BYTES`` (``/dev/zero`` must not hang).
-
-    Opened without blocking: ``open()`` of a named pipe (FIFO) that no program writes to waits
-    for a writer forever. Opened so, it reads as empty; a pipe that has a writer (``<(cmd)``)
-    is then read as usual."""
+    """The file as text, read at most ``MAX_FILE_BYTES`` (``/dev/zero`` and a named pipe
+    nobody writes to must not hang; workloads.files)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        os.set_blocking(fd, True)
-        with open(fd, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+        raw = read_at_most(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
     except ValueError:  # an embedded NUL byte in the path itself
