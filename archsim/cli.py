@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
+from workloads.files import forget_created, make_dirs, remove_created_if_empty
 from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
     interrupted, failed = False, True
-    _CREATED.clear()
+    forget_created()
     try:
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         if failed:
-            _remove_created_if_empty()
+            remove_created_if_empty()
         if previous is not None and not (interrupted and argv is None):
             signal.signal(signal.SIGINT, previous)
 
@@ -299,9 +300,8 @@ def check_out_dir(out: Path) -> Path:
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
     check_out_dir(out)
-    _CREATED.extend(p for p in (out, *out.parents) if not p.exists())  # innermost first
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         probe = out / ".archsim-write-test"
         probe.write_text("")
         probe.unlink()
@@ -309,21 +309,6 @@ def prepare_out_dir(out: Path) -> Path:
         reason = getattr(exc, "strerror", None) or exc
         raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
     return out
-
-
-#: Folders :func:`prepare_out_dir` created during this command, innermost first.
-_CREATED: list[Path] = []
-
-
-def _remove_created_if_empty() -> None:
-    """After a failed or interrupted command: remove the folders it created for its outputs,
-    as long as they are still empty (never a file anyone wrote)."""
-    for folder in _CREATED:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (or already gone): keep it and everything above it
-            break
-    _CREATED.clear()
 
 
 def _write_atomically(path: Path, write) -> None:

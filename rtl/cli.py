@@ -53,6 +53,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rtl.synth import synthesis_report, synthesize, write_flow, yosys_engine
+    from workloads.files import make_dirs
     from workloads.load import load_hardware
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
@@ -63,6 +64,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         _warn_if_memory_short(hw, engine.kind)
     out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
     console = Console(highlight=False)
+    make_dirs(out)  # an interrupted build removes it again while it is empty
     with progress_lines(console, f"building {hw.name} and writing Verilog"):
         paths = write_flow(hw, out)
     console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)

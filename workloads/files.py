@@ -1,4 +1,4 @@
-"""Reading a user's input file without hanging on it.
+"""Reading a user's input file without hanging on it; output folders a failed command removes.
 
 Every command reads files a user names (a workload, a sweep, a baseline). Two kinds of path
 would stop a command for good in a plain ``open().read()``: a named pipe (FIFO) that no program
@@ -14,7 +14,7 @@ import select
 import stat
 from pathlib import Path
 
-__all__ = ["PIPE_WAIT_S", "read_at_most"]
+__all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty"]
 
 #: How long a named pipe may stay silent before reading it is given up.
 PIPE_WAIT_S = 5.0
@@ -45,3 +45,30 @@ def read_at_most(path: str | Path, limit: int) -> bytes:
                                                     f"in {PIPE_WAIT_S:g} s")
         os.set_blocking(fd, True)
         return fh.read(limit + 1)
+
+
+#: Folders :func:`make_dirs` created during the current command, innermost first.
+_CREATED: list[Path] = []
+
+
+def make_dirs(folder: Path) -> None:
+    """``mkdir -p folder``, remembering the folders it creates: a command that then fails or is
+    interrupted removes them again while they are empty (:func:`remove_created_if_empty`)."""
+    _CREATED[:0] = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def forget_created() -> None:
+    """Start a command: no folder is its own yet."""
+    _CREATED.clear()
+
+
+def remove_created_if_empty() -> None:
+    """After a failed or interrupted command: remove the folders it created for its outputs,
+    as long as they are still empty (never a file anyone wrote)."""
+    for folder in _CREATED:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): keep it and everything above it
+            break
+    _CREATED.clear()
