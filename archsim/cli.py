@@ -340,7 +340,9 @@ def default_out_dir(name: str, overrides: Sequence[str] = ()) -> Path:
     ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
     settings, another model for one, must not overwrite the plain run's folder.
     """
-    label = name + "".join(f"+{item}" for item in overrides)
+    from workloads.load import dotted_override
+
+    label = name + "".join(f"+{dotted_override(item)}" for item in overrides)
     safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
     if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
         safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]

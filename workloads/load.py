@@ -28,6 +28,7 @@ from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
+    "dotted_override",
 ]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
@@ -288,11 +289,18 @@ def _dotted(loc: tuple) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_override(item: str) -> tuple[tuple, Any]:
+def dotted_override(item: str) -> str:
+    """``key=value`` with list indices in the key written with dots: ``operations[0].m=3`` (as
+    errors print a field) and ``operations.0.m=3`` (docs/workloads.md) are the same override."""
     key, sep, value = item.partition("=")
-    if not sep or not key.strip():
+    return re.sub(r"\[(\d+)\]", r".\1", key.strip()) + sep + value
+
+
+def _parse_override(item: str) -> tuple[tuple, Any]:
+    key, sep, value = dotted_override(item).partition("=")
+    if not sep or not key:
         raise SpecError(f"--set {item!r}: expected key=value, e.g. hardware.array.rows=16")
-    loc = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
     try:
         parsed = _plain_data(value, Path(f"--set {item}"), {})
     except SpecError:

@@ -118,6 +118,20 @@ def test_inline_hardware(tmp_path):
     assert load_workload(path).hardware.array.rows == 4
 
 
+def test_an_override_may_index_a_list_as_errors_print_it(tmp_path):
+    """Errors name fields as operations[0].m; --set operations[0].m=... said 'operations[0]
+    does not exist' and only operations.0.m worked."""
+    from archsim.cli import default_out_dir
+
+    path = write(tmp_path, GOOD)
+    w = load_workload(path, overrides=["operations[0].m=32", "hardware.array.rows=8"])
+    assert w.operations[0].m == 32 and w.hardware.array.rows == 8
+    message = error_of(path, overrides=["operations[0].m=-1"])
+    assert message.startswith("--set operations[0].m=-1: operations[0].m: Input should be greater")
+    assert "operations[7] does not exist" in error_of(path, overrides=["operations[7].m=1"])
+    assert default_out_dir("w", ["operations[0].m=32"]) == default_out_dir("w", ["operations.0.m=32"])
+
+
 def test_overrides_apply_and_report_themselves(tmp_path):
     path = write(tmp_path, GOOD)
     w = load_workload(path, overrides=["hardware.array.rows=8", "operations.0.m=32"])
