@@ -437,7 +437,14 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
     return tuple(out)
 
 
-def _line_of(doc: _Doc, loc: tuple) -> str:
+def _line_of(doc: _Doc, loc: tuple, msg: str = "") -> str:
+    """Where the field at ``loc`` was written: its ``--set``, else its line of the file. A
+    check of a whole mapping (``n must satisfy 0 < n <= m``) blames the ``--set`` of a field
+    inside it that ``msg`` names, as that override made the mapping fail."""
+    inside = {o[len(loc):]: o for o in doc.overridden if len(o) > len(loc) and o[:len(loc)] == loc}
+    named = _named_first(inside, msg, bare=True) if msg else ()
+    if named:
+        return f"--set {doc.overridden[inside[named]]}"
     for end in range(len(loc), -1, -1):
         if loc[:end] in doc.overridden:
             return f"--set {doc.overridden[loc[:end]]}"
@@ -493,7 +500,7 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
             loc, msg = _named_location(msg)
         if not loc:
             loc = _overridden_in(doc, msg) or _mentioned_in(doc, msg)
-        raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
+        raise SpecError(f"{_line_of(doc, loc, msg)}: {_dotted(loc)}: {msg}") from None
 
 
 def _left_by_kind_override(doc: _Doc, loc: tuple) -> str:

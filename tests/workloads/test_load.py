@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -130,6 +131,19 @@ def test_an_override_may_index_a_list_as_errors_print_it(tmp_path):
     assert message.startswith("--set operations[0].m=-1: operations[0].m: Input should be greater")
     assert "operations[7] does not exist" in error_of(path, overrides=["operations[7].m=1"])
     assert default_out_dir("w", ["operations[0].m=32"]) == default_out_dir("w", ["operations.0.m=32"])
+
+
+def test_a_mapping_check_blames_the_override_of_the_field_it_names(tmp_path):
+    """--set operations.0.sparsity.n=5 pointed at the file's sparsity line, which the user did
+    not change; the file's own fields still point at their lines."""
+    path = write(tmp_path, GOOD)
+    assert error_of(path, overrides=["operations.0.sparsity.n=5"]).startswith(
+        "--set operations.0.sparsity.n=5: operations[0].sparsity: n must satisfy 0 < n <= m")
+    assert error_of(path, overrides=["operations.0.sparsity.m=0"]).startswith(
+        "--set operations.0.sparsity.m=0: operations[0].sparsity: n must satisfy")
+    bad = write(tmp_path, GOOD.replace("n: 2, m: 4", "n: 5, m: 4"), "bad.yaml")
+    assert re.match(rf"{re.escape(str(bad))}:\d+: operations\[0\]\.sparsity: n must satisfy",
+                    error_of(bad, overrides=["operations.0.name=x"]))
 
 
 def test_overrides_apply_and_report_themselves(tmp_path):
