@@ -114,6 +114,15 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+def _csv_path(out: Path, stem: str, written: Written) -> Path:
+    """``out/<stem>.csv``, numbered where this report wrote one of that name already (two
+    inputs of one name, such as serving runs of one workload with other --set overrides)."""
+    path, n = out / f"{stem}.csv", 2
+    while path in written.tables:
+        path, n = out / f"{stem}_{n}.csv", n + 1
+    return path
+
+
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -168,7 +177,7 @@ def _sweep_section(sweep: SweepData, figs: _Figures, out: Path, written: Written
 
     columns, rows = sweep_table(sweep)
     slug = _slug(sweep.name)
-    csv_path = _write_csv(out / f"{slug}_points.csv", columns, rows)
+    csv_path = _write_csv(_csv_path(out, f"{slug}_points", written), columns, rows)
     written.tables.append(csv_path)
     counts = {s: sum(r.status == s for r in sweep.rows) for s in ("ok", "infeasible", "invalid",
                                                                    "error")}
@@ -229,7 +238,9 @@ def _serve_section(serves: list[ServeData], figs: _Figures, out: Path, written: 
 
     columns, rows = serving_table(serves)
     written.tables.append(_write_csv(out / "serving.csv", columns, rows))
-    shown = [c for c in columns if c != "file" and any(r.get(c) is not None for r in rows)]
+    alike = len({r["workload"] for r in rows}) < len(rows)  # the file tells them apart
+    shown = [c for c in columns if (c != "file" or alike) and any(r.get(c) is not None
+                                                                  for r in rows)]
     parts = ["<h2>Serving</h2>",
              "<p>Time to first token (TTFT: the whole chunked prefill), time per output token "
              "(TPOT: the mean decode step), throughput in tokens per second (prefill: prompt "
@@ -237,12 +248,12 @@ def _serve_section(serves: list[ServeData], figs: _Figures, out: Path, written: 
              "end to end: every output token over the whole run) and the unit that bounds each "
              "phase (docs/serving.md).</p>",
              _html_table(shown, rows, left={"workload", "hardware", "model", "prefill_bound",
-                                            "decode_bound"}),
+                                            "decode_bound", "file"}),
              '<p>Table as CSV: <a href="serving.csv">serving.csv</a></p>']
     for serve in serves:
         columns, steps = steps_table(serve)
-        slug = _slug(serve.name)
-        csv_path = _write_csv(out / f"{slug}_serve_steps.csv", columns, steps)
+        csv_path = _write_csv(_csv_path(out, f"{_slug(serve.name)}_serve_steps", written),
+                              columns, steps)
         written.tables.append(csv_path)
         cut = len(steps) > _SHOWN_STEPS
         half = _SHOWN_STEPS // 2

@@ -184,3 +184,31 @@ def test_report_reads_an_older_serve_json_and_refuses_a_broken_one(tmp_path, cap
         assert main(["report", str(path.parent), "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_inputs_of_one_name_keep_a_table_each(report_inputs, tmp_path):
+    """Two serving runs of one workload (other --set overrides) or two sweeps of one name wrote
+    their tables to one CSV name: the second overwrote the first."""
+    doc = {"workload": "w", "model": "decoder", "batch": 1, "prompt_tokens": 8,
+           "chunk_tokens": 8, "output_tokens": 2, "clock_mhz": 100.0, "ttft_cycles": 1000,
+           "ttft_ms": 0.01, "tpot_cycles": 10.0, "tpot_ms": 0.0001, "prefill_bound": "pe_array",
+           "decode_bound": "dma", "steps": [
+               {"phase": "prefill", "q_len": 8, "kv_len": 8, "cycles": 1000,
+                "linear_cycles": 600, "attention_cycles": 400},
+               {"phase": "decode", "q_len": 1, "kv_len": 9, "cycles": 10, "linear_cycles": 6,
+                "attention_cycles": 4}]}
+    paths = []
+    for folder, cycles in (("a", 10), ("b", 20)):
+        path = tmp_path / folder / "serve.json"
+        path.parent.mkdir()
+        doc["steps"][1]["cycles"] = cycles
+        path.write_text(json.dumps(doc))
+        paths.append(path)
+    written = build_report([*paths, report_inputs[0], report_inputs[0]], tmp_path / "rep")
+    names = sorted(p.name for p in written.tables)
+    assert names == ["serving.csv", "tiny-grid_points.csv", "tiny-grid_points_2.csv",
+                     "w_serve_steps.csv", "w_serve_steps_2.csv"]
+    for name, cycles in (("w_serve_steps.csv", "10"), ("w_serve_steps_2.csv", "20")):
+        with (tmp_path / "rep" / name).open() as fh:
+            assert list(csv.DictReader(fh))[1]["cycles"] == cycles
+    assert str(paths[1]) in written.html.read_text()  # the summary names each file
