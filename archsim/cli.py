@@ -8,6 +8,7 @@ dependencies (amaranth, cocotb, torch, dask) are imported inside the command tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -534,7 +535,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         f"output_tokens: M}} (docs/serving.md)")
     from archsim.serving import serve
 
-    result = serve(workload)
+    with _at_hardware_field(args):
+        result = serve(workload)
     out = prepare_out_dir(Path(args.out) if args.out else
                           default_out_dir(workload.name, args.overrides))
     path = out / "serve.json"
@@ -554,7 +556,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _at_hardware_field(args: argparse.Namespace):
+    """A scheduler check that names a hardware field (``enlarge buffers.weight_bytes``) points
+    at the field's line or ``--set``, as the loader's errors do (it named only the GEMM)."""
+    from workloads.errors import MappingError
+    from workloads.load import HARDWARE_FIELD, hardware_field_at
+
+    try:
+        yield
+    except MappingError as exc:
+        named = HARDWARE_FIELD.search(str(exc))
+        if named is None:
+            raise
+        field = named.group(1)
+        where = hardware_field_at(args.workload, field, args.hardware, args.overrides)
+        raise MappingError(f"{where}: {field}: {exc}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    with _at_hardware_field(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)

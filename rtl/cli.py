@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -105,8 +104,6 @@ def _where(args: argparse.Namespace, field: str) -> str:
         return str(path)
 
 
-#: A hardware field named in a message, such as ``buffers.input_bytes``.
-_FIELD = re.compile(r"\b((?:array|buffers|dram|vector_unit|controller)\.[a-z_]+)\b")
 
 
 def _check_geometry(args: argparse.Namespace, hw) -> None:
@@ -115,12 +112,13 @@ def _check_geometry(args: argparse.Namespace, hw) -> None:
     hardware: 'tiny: half of buffers.weight_bytes ...')."""
     from rtl.errors import RTLError
     from rtl.params import Geometry
+    from workloads.load import HARDWARE_FIELD
 
     try:
         Geometry.of(hw)
     except RTLError as exc:
         message = str(exc).removeprefix(f"{hw.name}: ")
-        named = _FIELD.search(message)
+        named = HARDWARE_FIELD.search(message)
         if named is None:
             raise
         field = named.group(1)

@@ -28,7 +28,7 @@ from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
-    "dotted_override",
+    "dotted_override", "hardware_field_at", "HARDWARE_FIELD",
 ]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
@@ -707,6 +707,32 @@ def _check_patterns(spec: WorkloadSpec, doc: _Doc) -> None:
             f"choose a supported one, add it to nm_patterns, or set 'unsupported_nm: "
             f"masked_dense' to run it dense at dense speed"
         )
+
+
+#: A hardware field named in a later check's message, such as ``buffers.weight_bytes``.
+HARDWARE_FIELD = re.compile(r"\b((?:array|buffers|dram|vector_unit|controller)\.[a-z_]+)\b")
+
+
+def hardware_field_at(path: str | Path, field: str, hardware: str | Path | None = None,
+                      overrides: typing.Sequence[str] = ()) -> str:
+    """Where the hardware ``field`` (``buffers.weight_bytes``) of the workload at ``path`` got
+    its value: the ``--set`` that set it last, else ``file:line`` in the hardware file
+    (``hardware``, as ``--hardware`` names it, or the workload's preset or file) or in the
+    workload's inline ``hardware:``; the file's name where neither says more. For checks made
+    after loading (the scheduler's), so their errors point where the loader's do."""
+    loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    for item in reversed(overrides):
+        key = tuple(dotted_override(item).partition("=")[0].split("."))
+        if ("hardware", *loc)[: len(key)] == key:
+            return f"--set {item}"
+    try:
+        if hardware is not None:
+            return _line_of(_hardware_ref_doc(hardware), loc)
+        doc = _read_doc(Path(path))
+        hw = _hardware_doc(doc.data.get("hardware"), doc.path.parent)
+        return _line_of(doc, ("hardware", *loc)) if hw is None else _line_of(hw, loc)
+    except SpecError:
+        return str(path)
 
 
 def load_document(
