@@ -25,6 +25,8 @@ HEARTBEAT_S = 30.0
 
 def register(subparsers) -> None:
     """Add the ``rtl`` subcommand to ``archsim``'s subparsers."""
+    from workloads.arguments import path_argument
+
     rtl = subparsers.add_parser(
         "rtl", help="write the accelerator's Verilog, synthesis scripts and port list",
         description="Build the Amaranth accelerator for a hardware description and write "
@@ -32,7 +34,8 @@ def register(subparsers) -> None:
                     "xcvu9p-fsgd2104-2L-e) and ports.md/ports.json. --synth also runs Yosys "
                     "synth_xilinx -family xcup and writes resources.json.",
     )
-    rtl.add_argument("hardware", help="hardware YAML file or preset name (e.g. tiny)")
+    rtl.add_argument("hardware", type=path_argument,
+                     help="hardware YAML file or preset name (e.g. tiny)")
     rtl.add_argument("--out", help="output directory (default: out/rtl/<hardware name>)")
     rtl.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -605,13 +605,30 @@ def _hardware_ref_doc(ref: str | Path) -> _Doc:
     except (OSError, ValueError):
         is_file = False
     if is_file:
-        return _read_doc(Path(text))
+        return _not_a_workload(_read_doc(Path(text)))
     if text.endswith((".yaml", ".yml")) or "/" in text or "\0" in text:
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         shown = repr(text) if "\0" in text else text
         raise SpecError(f"{shown}: file not found (expected a hardware YAML file or a preset "
                         f"name: {known})")
     return _read_doc(preset_path(text))
+
+
+def _not_a_workload(doc: _Doc) -> _Doc:
+    """``doc``, unless it is a workload or a sweep where a hardware file belongs (then its
+    hardware keys would each be 'unknown key')."""
+    data = doc.data
+    if "array" in data or not ("operations" in data or "axes" in data):
+        return doc
+    if "axes" in data:
+        raise SpecError(f"{doc.path}:1: this is a DSE sweep file, not a hardware file; run it "
+                        f"with 'archsim dse'")
+    ref = data.get("hardware")
+    which = (f"its hardware: {ref}" if isinstance(ref, str) else
+             "copy its inline 'hardware:' into a file of its own" if isinstance(ref, dict) else
+             "a preset name or a hardware YAML file")
+    raise SpecError(f"{doc.path}:1: this is a workload, not a hardware file; give the hardware "
+                    f"instead ({which})")
 
 
 def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:

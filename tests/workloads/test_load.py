@@ -252,3 +252,25 @@ def test_setting_the_whole_hardware_says_to_use_the_hardware_option():
         with pytest.raises(SpecError, match=r"^--set hardware=.*: the hardware as a whole is "
                                             r"chosen with --hardware .*hardware\.array\.rows=8$"):
             load_workload(EXAMPLE_DIR / "tiny_gemm.yaml", overrides=[f"hardware={value}"])
+
+
+def test_a_workload_or_sweep_given_as_hardware_says_so(tmp_path, capsys):
+    """archsim rtl W.yaml (or example:NAME of a workload) listed every key of the workload as
+    'unknown key; expected one of: acc_bits, array, ...', and the example as an unknown preset."""
+    path = write(tmp_path, GOOD)
+    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:1: this is a workload, not a "
+                                        rf"hardware file; give the hardware instead \(its "
+                                        rf"hardware: tiny\)$"):
+        load_hardware(path)
+    with pytest.raises(SpecError, match=r"this is a workload, not a hardware file"):
+        load_workload(path, hardware=path)
+    inline = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: {name: x}"), "i.yaml")
+    with pytest.raises(SpecError, match=r"copy its inline 'hardware:' into a file of its own"):
+        load_hardware(inline)
+    assert main(["rtl", "example:sweep_tiny", "--out", str(tmp_path / "r")]) == 2
+    assert "this is a DSE sweep file, not a hardware file" in capsys.readouterr().err
+    assert main(["rtl", "example:tiny_gemm", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("tiny_gemm.yaml:1: this is a workload, not a hardware file; give the "
+                        "hardware instead (its hardware: tiny)\n") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
