@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("workload", type=path_argument,
                      help="workload YAML file, or example:NAME for a shipped example "
                           "('archsim examples' lists them)")
-    run.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
+    run.add_argument("--hardware", type=path_argument,
+                     help="hardware YAML file or preset name (overrides the file's)")
     run.add_argument("--out", help="output directory (default: out/<workload name>)")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -111,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "first token and per output token (docs/serving.md)")
     srv.add_argument("workload", type=path_argument,
                      help="workload YAML with a serve: section and one decoder model op")
-    srv.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
+    srv.add_argument("--hardware", type=path_argument,
+                     help="hardware YAML file or preset name (overrides the file's)")
     srv.add_argument("--out", help="output directory (default: out/<workload name>)")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field before validation, e.g. serve.output_tokens=8")

@@ -274,3 +274,6 @@ def test_a_workload_or_sweep_given_as_hardware_says_so(tmp_path, capsys):
     assert err.endswith("tiny_gemm.yaml:1: this is a workload, not a hardware file; give the "
                         "hardware instead (its hardware: tiny)\n") and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+    assert main(["run", "example:tiny_gemm", "--hardware", "example:tiny_gemm", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "this is a workload, not a hardware file" in capsys.readouterr().err
