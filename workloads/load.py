@@ -438,16 +438,20 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
 
 
 def _line_of(doc: _Doc, loc: tuple, msg: str = "") -> str:
-    """Where the field at ``loc`` was written: its ``--set``, else its line of the file. A
-    check of a whole mapping (``n must satisfy 0 < n <= m``) blames the ``--set`` of a field
-    inside it that ``msg`` names, as that override made the mapping fail."""
-    inside = {o[len(loc):]: o for o in doc.overridden if len(o) > len(loc) and o[:len(loc)] == loc}
-    named = _named_first(inside, msg, bare=True) if msg else ()
+    """Where the field at ``loc`` was written: the ``--set`` that wrote it or a mapping around
+    it (the file's lines below that are stale), else its line of the file. A check of a whole
+    mapping (``n must satisfy 0 < n <= m``) blames the ``--set`` of a field inside it that
+    ``msg`` names, by its path below the mapping or by its own name (``params.n`` as ``n``), as
+    that override made the mapping fail."""
+    inside = [o for o in doc.overridden if len(o) > len(loc) and o[:len(loc)] == loc]
+    names = {**{o[-1:]: o for o in inside}, **{o[len(loc):]: o for o in inside}}
+    named = _named_first(names, msg, bare=True) if msg else ()
     if named:
-        return f"--set {doc.overridden[inside[named]]}"
-    for end in range(len(loc), -1, -1):
+        return f"--set {doc.overridden[names[named]]}"
+    for end in range(len(loc), 0, -1):
         if loc[:end] in doc.overridden:
             return f"--set {doc.overridden[loc[:end]]}"
+    for end in range(len(loc), -1, -1):
         if loc[:end] in doc.lines:
             return f"{doc.path}:{doc.lines[loc[:end]]}"
     return str(doc.path)

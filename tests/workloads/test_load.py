@@ -146,6 +146,29 @@ def test_a_mapping_check_blames_the_override_of_the_field_it_names(tmp_path):
                     error_of(bad, overrides=["operations.0.name=x"]))
 
 
+def test_an_override_is_blamed_under_a_mapping_and_over_stale_file_lines(tmp_path):
+    """--set operations.0.a.params.n=0 pointed at the file's line of 'a' (the check names 'n',
+    not 'params.n'), and --set operations.0.dataflows=[foo] at the file's old dataflows[0]."""
+    path = write(tmp_path, """\
+        version: 1
+        name: s
+        hardware: tiny
+        operations:
+          - op: spgemm
+            name: r
+            a: {source: rmat, params: {n: 64, nnz: 300}, seed: 1}
+            dataflows: [gustavson, hash]
+        """)
+    assert error_of(path, overrides=["operations.0.a.params.n=0"]).startswith(
+        "--set operations.0.a.params.n=0: operations[0].a: rmat: expected n >= 1, got 0")
+    assert error_of(path, overrides=["operations.0.dataflows=[foo]"]).startswith(
+        "--set operations.0.dataflows=[foo]: operations[0].dataflows[0]: Input should be")
+    assert error_of(path, overrides=["operations.0.dataflows.1=foo"]).startswith(
+        "--set operations.0.dataflows.1=foo: operations[0].dataflows[1]: Input should be")
+    assert error_of(path, overrides=["operations.0.a.params.nnz=-1", "operations.0.a.seed=2"]
+                    ).startswith("--set operations.0.a.params.nnz=-1: operations[0].a:")
+
+
 def test_overrides_apply_and_report_themselves(tmp_path):
     path = write(tmp_path, GOOD)
     w = load_workload(path, overrides=["hardware.array.rows=8", "operations.0.m=32"])
