@@ -110,43 +110,31 @@ def _number(v: Any) -> bool:
 _RUN_KEYS = ("schema_version", "workload", "hardware", "summary", "layers")
 _SERVE_KEYS = ("model", "batch", "prompt_tokens", "output_tokens", "ttft_cycles", "tpot_cycles",
                "steps")
-_STEP_KEYS = ("phase", "q_len", "kv_len", "cycles", "linear_cycles", "attention_cycles")
 
 
 def _read_json(path: Path) -> RunData | ServeData:
-    """A run output or a serving run, told apart by their keys."""
+    """A run output or a serving run, told apart by their keys, with every field the report
+    reads checked (reports.schema)."""
+    from reports.schema import run_problem, serve_problem
+
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    if isinstance(doc, dict) and "ttft_cycles" in doc:
-        return _check_serve(path, doc)
-    missing = [k for k in _RUN_KEYS if not isinstance(doc, dict) or k not in doc]
+    serving = isinstance(doc, dict) and "ttft_cycles" in doc
+    keys, what = ((_SERVE_KEYS, "a serve.json of 'archsim serve'") if serving else
+                  (_RUN_KEYS, "a results.json of 'archsim run'"))
+    missing = [k for k in keys if not isinstance(doc, dict) or k not in doc]
     if missing:
-        raise ReportError(f"{path}: not a results.json of 'archsim run' (missing "
-                          f"{', '.join(missing)}; docs/results.md) nor a serve.json of "
-                          f"'archsim serve' (docs/serving.md)")
-    return RunData(path, doc)
-
-
-def _check_serve(path: Path, doc: dict[str, Any]) -> ServeData:
-    missing = [k for k in _SERVE_KEYS if k not in doc]
-    if missing:
-        raise ReportError(f"{path}: not a serve.json of 'archsim serve' (missing "
-                          f"{', '.join(missing)}; docs/serving.md)")
-    steps = doc["steps"]
-    if not isinstance(steps, list):
-        raise ReportError(f"{path}: steps: expected a list of steps, got {type(steps).__name__}")
-    for i, step in enumerate(steps):
-        bad = [k for k in _STEP_KEYS if not isinstance(step, dict)
-               or not (_number(step.get(k)) or k == "phase" and isinstance(step.get(k), str))]
-        if bad:
-            raise ReportError(f"{path}: steps[{i}].{bad[0]}: expected "
-                              f"{'a phase name' if bad[0] == 'phase' else 'a number'} "
-                              f"(docs/serving.md)")
-    return ServeData(path, doc)
+        also = "" if serving else " nor a serve.json of 'archsim serve' (docs/serving.md)"
+        raise ReportError(f"{path}: not {what} (missing {', '.join(missing)}; "
+                          f"{'docs/serving.md' if serving else 'docs/results.md'}){also}")
+    problem = (serve_problem if serving else run_problem)(doc)
+    if problem:
+        raise ReportError(f"{path}: {problem}")
+    return ServeData(path, doc) if serving else RunData(path, doc)
 
 
 def _read_sweep(path: Path) -> SweepData:

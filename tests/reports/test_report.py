@@ -95,6 +95,7 @@ operations:
 
 
 def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
+    report_doc = json.loads(report_inputs[1].read_text())
     doc = json.loads(report_inputs[1].read_text())
     doc.update(layers=[], comparison=None)  # a table only: nothing slow to draw
     run = tmp_path / "s" / "results.json"
@@ -107,6 +108,18 @@ def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
     assert main(["report", str(run.parent)]) == 0  # the folder archsim run wrote
     assert (tmp_path / "s" / "report" / "report.html").is_file()
     capsys.readouterr()
+
+    for edit, message in [  # hand-edited results: one line naming the field, no traceback
+            (lambda d: d["hardware"].pop("name"), "hardware.name: Field required"),
+            (lambda d: d.update(workload=[]), "workload: Input should be a valid dictionary"),
+            (lambda d: d.update(layers=[{**report_doc["layers"][0], "cycles": "x"}]),
+             "layers[0].cycles: Input should be a number, got 'x' (docs/results.md)")]:
+        bad = json.loads(report_inputs[1].read_text())
+        edit(bad)
+        run.write_text(json.dumps(bad))
+        assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: {message}" in err and err.count("\n") == 1, err
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.json").write_text('{"a": 1}')
@@ -177,8 +190,11 @@ def test_report_reads_an_older_serve_json_and_refuses_a_broken_one(tmp_path, cap
     assert row["workload"] == "old" and float(row["clock_mhz"]) == pytest.approx(200.0)
     assert row["tpot_ms"] == "" and row["decode_bound"] == ""  # one token: no decode step
     capsys.readouterr()
-    for broken, message in [({**old, "steps": "x"}, "steps: expected a list"),
-                            ({**old, "steps": [{"phase": "prefill"}]}, "steps[0].q_len: expected"),
+    for broken, message in [({**old, "steps": "x"}, "steps: Input should be a valid list"),
+                            ({**old, "steps": [{"phase": "prefill"}]},
+                             "steps[0].q_len: Field required (docs/serving.md)"),
+                            ({**old, "batch": "2"}, "batch: Input should be a valid integer, got "
+                                                    "'2' (docs/serving.md)"),
                             ({"ttft_cycles": 5}, "not a serve.json of 'archsim serve' (missing")]:
         path.write_text(json.dumps(broken))
         assert main(["report", str(path.parent), "--out", str(tmp_path / "r")]) == 2
