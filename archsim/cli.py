@@ -561,12 +561,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _at_hardware_field(args: argparse.Namespace):
     """A scheduler check that names a hardware field (``enlarge buffers.weight_bytes``) points
-    at the field's line or ``--set``, as the loader's errors do (it named only the GEMM)."""
-    from workloads.errors import MappingError
-    from workloads.load import HARDWARE_FIELD, hardware_field_at
+    at the field's line or ``--set``, as the loader's errors do (it named only the GEMM); so
+    does a serving check that starts with its field (``serve.output_tokens: ...``)."""
+    from workloads.errors import MappingError, SpecError
+    from workloads.load import HARDWARE_FIELD, hardware_field_at, workload_field_at
 
     try:
         yield
+    except SpecError as exc:
+        field, sep, rest = str(exc).partition(": ")
+        if not (sep and re.fullmatch(r"serve\.[a-z_]+", field)):
+            raise
+        raise SpecError(f"{workload_field_at(args.workload, field, args.overrides)}: {field}: "
+                        f"{rest}") from None
     except MappingError as exc:
         named = HARDWARE_FIELD.search(str(exc))
         if named is None:

@@ -28,7 +28,7 @@ from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
-    "dotted_override", "hardware_field_at", "HARDWARE_FIELD",
+    "dotted_override", "hardware_field_at", "workload_field_at", "HARDWARE_FIELD",
 ]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
@@ -742,10 +742,9 @@ def hardware_field_at(path: str | Path, field: str, hardware: str | Path | None 
     workload's inline ``hardware:``; the file's name where neither says more. For checks made
     after loading (the scheduler's), so their errors point where the loader's do."""
     loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
-    for item in reversed(overrides):
-        key = tuple(dotted_override(item).partition("=")[0].split("."))
-        if ("hardware", *loc)[: len(key)] == key:
-            return f"--set {item}"
+    override = _override_of(("hardware", *loc), overrides)
+    if override:
+        return override
     try:
         if hardware is not None:
             return _line_of(_hardware_ref_doc(hardware), loc)
@@ -754,6 +753,25 @@ def hardware_field_at(path: str | Path, field: str, hardware: str | Path | None 
         return _line_of(doc, ("hardware", *loc)) if hw is None else _line_of(hw, loc)
     except SpecError:
         return str(path)
+
+
+def workload_field_at(path: str | Path, field: str, overrides: typing.Sequence[str] = ()) -> str:
+    """Where the workload ``field`` (``serve.output_tokens``) got its value: the ``--set`` that
+    set it last, else its ``file:line``; for checks made after loading (the serving loop's)."""
+    loc = tuple(int(p) if p.isdigit() else p for p in dotted_override(field).split("."))
+    try:
+        return _override_of(loc, overrides) or _line_of(_read_doc(Path(path)), loc)
+    except SpecError:
+        return str(path)
+
+
+def _override_of(loc: tuple, overrides: typing.Sequence[str]) -> str:
+    """``--set ITEM`` of the last override that set ``loc`` or a mapping around it, else ""."""
+    for item in reversed(overrides):
+        key = dotted_override(item).partition("=")[0].split(".")
+        if loc[: len(key)] == tuple(int(p) if p.isdigit() else p for p in key):
+            return f"--set {item}"
+    return ""
 
 
 def load_document(
