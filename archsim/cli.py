@@ -583,6 +583,26 @@ def _at_hardware_field(args: argparse.Namespace):
         raise MappingError(f"{where}: {field}: {exc}") from None
 
 
+def _checked_size(workload, args: argparse.Namespace):
+    """``check_size``, its refusal pointing at the operation that holds the largest layer
+    (its line, or the --set that grew it): it named only the workload file."""
+    from archsim.size import SizeError, check_size
+    from workloads.errors import SpecError
+    from workloads.load import workload_field_at
+
+    try:
+        return check_size(workload, args.workload)
+    except SizeError as exc:
+        index = next((i for i, op in enumerate(workload.operations)
+                      for p in (op.name, getattr(op, "model", None))
+                      if p and (exc.largest == p or exc.largest.startswith(p + "."))), None)
+        if index is None:
+            raise
+        where = workload_field_at(args.workload, f"operations.{index}", args.overrides)
+        raise SpecError(f"{where}: operations[{index}]: "
+                        f"{str(exc).removeprefix(f'{args.workload}: ')}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     with _at_hardware_field(args):
         return _run(args)
@@ -592,9 +612,9 @@ def _run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
-    from archsim.size import NOTICE_STEPS, check_size
+    from archsim.size import NOTICE_STEPS
 
-    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
+    size = _checked_size(workload, args)  # before building anything (limits.tile_steps)
     out = prepare_out_dir(Path(args.out) if args.out else
                           default_out_dir(workload.name, args.overrides))
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs

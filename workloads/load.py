@@ -766,10 +766,12 @@ def workload_field_at(path: str | Path, field: str, overrides: typing.Sequence[s
 
 
 def _override_of(loc: tuple, overrides: typing.Sequence[str]) -> str:
-    """``--set ITEM`` of the last override that set ``loc`` or a mapping around it, else ""."""
+    """``--set ITEM`` of the last override that set ``loc``, a mapping around it or a field
+    inside it, else ""."""
     for item in reversed(overrides):
-        key = dotted_override(item).partition("=")[0].split(".")
-        if loc[: len(key)] == tuple(int(p) if p.isdigit() else p for p in key):
+        key = tuple(int(p) if p.isdigit() else p
+                    for p in dotted_override(item).partition("=")[0].split("."))
+        if loc[: len(key)] == key or key[: len(loc)] == loc:
             return f"--set {item}"
     return ""
 
