@@ -174,7 +174,9 @@ def read_inputs(paths: list[Path]) -> tuple[list[SweepData], list[RunData], list
     sweeps, runs, serves = [], [], []
     for path in paths:
         if not path.is_file():
-            raise ReportError(f"{path}: no such file")
+            raise ReportError(f"{path}: " + ("not a regular file; expected results.json, "
+                                             "serve.json or results.db" if path.exists()
+                                             else "no such file"))
         if path.suffix == ".json":
             doc = _read_json(path)
             (serves if isinstance(doc, ServeData) else runs).append(doc)

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,7 @@ def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
     (tmp_path / "x.json").write_text('{"a": 1}')
     (tmp_path / "x.db").write_text("not sqlite" * 200)
     for path, message in [(tmp_path / "missing.json", "no such file"),
+                          (Path("/dev/null"), "/dev/null: not a regular file; expected"),
                           (tmp_path / "empty", "a folder without results.json"),
                           (tmp_path / "x.json", "not a results.json of 'archsim run'"),
                           (tmp_path / "x.db", "not an archsim results store")]:
