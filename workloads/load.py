@@ -605,7 +605,9 @@ def _hardware_ref_doc(ref: str | Path) -> _Doc:
     """
     text = str(ref)
     try:
-        is_file = Path(text).is_file()
+        # A named pipe or a device is read as a file (read_at_most bounds both); a folder
+        # named like a preset is not.
+        is_file = Path(text).exists() and not Path(text).is_dir()
     except (OSError, ValueError):
         is_file = False
     if is_file:

@@ -273,3 +273,5 @@ def test_a_named_pipe_is_read_and_one_nobody_writes_to_does_not_hang(tmp_path):
     writer.start()
     assert load_workload(fifo).name == "t"
     writer.join(timeout=10)
+    with pytest.raises(SpecError, match=r"/dev/zero: larger than 1 MiB"):  # not 'not found'
+        load_hardware("/dev/zero")
