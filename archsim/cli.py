@@ -8,6 +8,7 @@ dependencies (amaranth, cocotb, torch, dask) are imported inside the command tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
+from workloads.files import forget_created, make_dirs, remove_created_if_empty
 from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
@@ -82,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("workload", type=path_argument,
                      help="workload YAML file, or example:NAME for a shipped example "
                           "('archsim examples' lists them)")
-    run.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
+    run.add_argument("--hardware", type=path_argument,
+                     help="hardware YAML file or preset name (overrides the file's)")
     run.add_argument("--out", help="output directory (default: out/<workload name>)")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -109,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "first token and per output token (docs/serving.md)")
     srv.add_argument("workload", type=path_argument,
                      help="workload YAML with a serve: section and one decoder model op")
-    srv.add_argument("--hardware", help="hardware YAML file or preset name (overrides the file's)")
+    srv.add_argument("--hardware", type=path_argument,
+                     help="hardware YAML file or preset name (overrides the file's)")
     srv.add_argument("--out", help="output directory (default: out/<workload name>)")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field before validation, e.g. serve.output_tokens=8")
@@ -182,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
     interrupted, failed = False, True
-    _CREATED.clear()
+    forget_created()
     try:
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
@@ -218,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         if failed:
-            _remove_created_if_empty()
+            remove_created_if_empty()
         if previous is not None and not (interrupted and argv is None):
             signal.signal(signal.SIGINT, previous)
 
@@ -299,9 +303,8 @@ def check_out_dir(out: Path) -> Path:
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
     check_out_dir(out)
-    _CREATED.extend(p for p in (out, *out.parents) if not p.exists())  # innermost first
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         probe = out / ".archsim-write-test"
         probe.write_text("")
         probe.unlink()
@@ -309,21 +312,6 @@ def prepare_out_dir(out: Path) -> Path:
         reason = getattr(exc, "strerror", None) or exc
         raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
     return out
-
-
-#: Folders :func:`prepare_out_dir` created during this command, innermost first.
-_CREATED: list[Path] = []
-
-
-def _remove_created_if_empty() -> None:
-    """After a failed or interrupted command: remove the folders it created for its outputs,
-    as long as they are still empty (never a file anyone wrote)."""
-    for folder in _CREATED:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (or already gone): keep it and everything above it
-            break
-    _CREATED.clear()
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -355,7 +343,9 @@ def default_out_dir(name: str, overrides: Sequence[str] = ()) -> Path:
     ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
     settings, another model for one, must not overwrite the plain run's folder.
     """
-    label = name + "".join(f"+{item}" for item in overrides)
+    from workloads.load import dotted_override
+
+    label = name + "".join(f"+{dotted_override(item)}" for item in overrides)
     safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
     if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
         safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]
@@ -547,13 +537,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         f"output_tokens: M}} (docs/serving.md)")
     from archsim.serving import serve
 
-    result = serve(workload)
+    with _at_hardware_field(args):
+        result = serve(workload)
     out = prepare_out_dir(Path(args.out) if args.out else
                           default_out_dir(workload.name, args.overrides))
     path = out / "serve.json"
-    path.write_text(json.dumps(result.as_dict(), indent=1))
+    d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
+    _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
     if not args.quiet:
-        d = result.as_dict()
         print(f"{d['model']} x{d['batch']}: prompt {d['prompt_tokens']} tokens in chunks of "
               f"{d['chunk_tokens']}, {d['output_tokens']} output tokens")
         print(f"time to first token: {d['ttft_cycles']:,} cycles ({d['ttft_ms']:.3f} ms), "
@@ -567,13 +558,63 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _at_hardware_field(args: argparse.Namespace):
+    """A scheduler check that names a hardware field (``enlarge buffers.weight_bytes``) points
+    at the field's line or ``--set``, as the loader's errors do (it named only the GEMM); so
+    does a serving check that starts with its field (``serve.output_tokens: ...``)."""
+    from workloads.errors import MappingError, SpecError
+    from workloads.load import HARDWARE_FIELD, hardware_field_at, workload_field_at
+
+    try:
+        yield
+    except SpecError as exc:
+        field, sep, rest = str(exc).partition(": ")
+        if not (sep and re.fullmatch(r"serve\.[a-z_]+", field)):
+            raise
+        raise SpecError(f"{workload_field_at(args.workload, field, args.overrides)}: {field}: "
+                        f"{rest}") from None
+    except MappingError as exc:
+        named = HARDWARE_FIELD.search(str(exc))
+        if named is None:
+            raise
+        field = named.group(1)
+        where = hardware_field_at(args.workload, field, args.hardware, args.overrides)
+        raise MappingError(f"{where}: {field}: {exc}") from None
+
+
+def _checked_size(workload, args: argparse.Namespace):
+    """``check_size``, its refusal pointing at the operation that holds the largest layer
+    (its line, or the --set that grew it): it named only the workload file."""
+    from archsim.size import SizeError, check_size
+    from workloads.errors import SpecError
+    from workloads.load import workload_field_at
+
+    try:
+        return check_size(workload, args.workload)
+    except SizeError as exc:
+        index = next((i for i, op in enumerate(workload.operations)
+                      for p in (op.name, getattr(op, "model", None))
+                      if p and (exc.largest == p or exc.largest.startswith(p + "."))), None)
+        if index is None:
+            raise
+        where = workload_field_at(args.workload, f"operations.{index}", args.overrides)
+        raise SpecError(f"{where}: operations[{index}]: "
+                        f"{str(exc).removeprefix(f'{args.workload}: ')}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    with _at_hardware_field(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
 
     workload = load_workload(args.workload, hardware=args.hardware, overrides=args.overrides)
-    from archsim.size import NOTICE_STEPS, check_size
+    from archsim.size import NOTICE_STEPS
 
-    size = check_size(workload, args.workload)  # before building anything (limits.tile_steps)
+    size = _checked_size(workload, args)  # before building anything (limits.tile_steps)
     out = prepare_out_dir(Path(args.out) if args.out else
                           default_out_dir(workload.name, args.overrides))
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs

@@ -90,7 +90,7 @@ class ServeResult:
         return {
             "model": self.model, "batch": self.batch, "prompt_tokens": self.prompt_tokens,
             "chunk_tokens": self.chunk_tokens, "output_tokens": self.output_tokens,
-            "ttft_cycles": self.ttft_cycles, "ttft_ms": self.ttft_cycles * us / 1e3,
+            "clock_mhz": self.clock_mhz, "ttft_cycles": self.ttft_cycles, "ttft_ms": self.ttft_cycles * us / 1e3,
             "tpot_cycles": self.tpot_cycles, "tpot_ms": self.tpot_cycles * us / 1e3,
             "prefill_bound": self.bound("prefill"), "decode_bound": self.bound("decode"),
             "steps": [{f: getattr(s, f) for f in ServeStep.__slots__} for s in self.steps],
@@ -168,9 +168,13 @@ def serve(workload: WorkloadSpec) -> ServeResult:
 def _check_step_count(workload: WorkloadSpec, steps: int) -> None:
     """Refuse a run of more serving steps than tile steps allowed: each step simulates at least
     one tile step per layer, so it could not finish within ``limits.tile_steps`` anyway."""
-    limit = workload.limits.tile_steps
+    limit, spec = workload.limits.tile_steps, workload.serve
     if steps > limit:
+        # The field that makes most of the steps (the CLI points at its line or --set).
+        chunks = steps - spec.output_tokens + 1
+        field = ("output_tokens" if spec.output_tokens - 1 >= chunks else
+                 "chunk_tokens" if spec.chunk_tokens else "prompt_tokens")
         raise SpecError(
-            f"{workload.name}: serving takes {steps:,} steps (prompt chunks, then one per output "
-            f"token after the first), above limits.tile_steps = {limit:,}; use fewer tokens or "
-            f"larger serve.chunk_tokens, or raise 'limits: {{tile_steps: ...}}'")
+            f"serve.{field}: {workload.name} takes {steps:,} serving steps (prompt chunks, then "
+            f"one per output token after the first), above limits.tile_steps = {limit:,}; use "
+            f"fewer tokens or larger serve.chunk_tokens, or raise 'limits: {{tile_steps: ...}}'")

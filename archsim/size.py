@@ -15,7 +15,8 @@ from workloads.arith import ceil_div
 from workloads.errors import SpecError
 from workloads.spec import WorkloadSpec
 
-__all__ = ["ProgramSize", "program_size", "least_size", "check_size", "SECONDS_PER_STEP", "NOTICE_STEPS"]
+__all__ = ["ProgramSize", "SizeError", "program_size", "least_size", "check_size", "SECONDS_PER_STEP",
+           "NOTICE_STEPS"]
 
 #: Schedule + SimPy simulation per step, used only for the estimate: 43-59 µs measured for
 #: ResNet-18, ResNet-50 and VGG-16 BDWP training at batch 32 (2026-12, one core).
@@ -127,13 +128,22 @@ def check_size(workload: WorkloadSpec, source: str) -> ProgramSize:
     return size
 
 
-def _too_large(source: str, size: ProgramSize, limit: int) -> SpecError:
+class SizeError(SpecError):
+    """A workload above ``limits.tile_steps``; ``largest`` names its largest layer (the CLI
+    points at the operation that holds it)."""
+
+    def __init__(self, message: str, largest: str) -> None:
+        super().__init__(message)
+        self.largest = largest
+
+
+def _too_large(source: str, size: ProgramSize, limit: int) -> SizeError:
     least, about = ("", "about") if size.exact else ("at least ", "at least")
-    return SpecError(
+    return SizeError(
         f"{source}: the tile programs would have {least}{size.steps:,} tile steps "
         f"({size.largest}: {least}{size.largest_steps:,}), above limits.tile_steps = {limit:,} "
         f"({about} {_duration(size.seconds)} and {size.steps >> 20 or '<1'} GiB); "
-        f"shrink the workload or raise 'limits: {{tile_steps: ...}}' in it"
+        f"shrink the workload or raise 'limits: {{tile_steps: ...}}' in it", size.largest
     )
 
 

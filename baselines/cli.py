@@ -131,12 +131,13 @@ def _print_table(doc, rows: int) -> None:
 def _writable(out: Path) -> Path:
     """Check the output path before measuring, so that a bad ``--out`` fails in a second."""
     from baselines.errors import BaselineError
+    from workloads.files import make_dirs
 
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # mkdir would only say "File exists"
         raise BaselineError(f"{out}: cannot write the baseline: {blocker} is not a directory")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(out.parent)  # an interrupted measurement removes it again while it is empty
         probe = out.with_name(f".{out.name}.write-test")
         probe.write_text("")
         probe.unlink()

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from baselines.errors import BaselineError
+from workloads.files import read_at_most
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -30,6 +31,8 @@ __all__ = [
 
 #: Bumped whenever a field of the baseline JSON changes meaning (docs/baselines.md).
 SCHEMA_VERSION = 1
+#: Read at most this much of a baseline file (``/dev/zero`` must not fill the memory).
+MAX_BASELINE_BYTES = 64 << 20
 
 #: How an op was run: plain dense kernels, 2:4 semi-structured sparse kernels (cuSPARSELt or
 #: CUTLASS), dense kernels on a weight whose pruned entries are zeros, a sparse-sparse product of
@@ -200,10 +203,15 @@ def read_baseline(path: str | Path) -> BaselineDoc:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = read_at_most(path, MAX_BASELINE_BYTES)
+        if len(raw) > MAX_BASELINE_BYTES:
+            raise BaselineError(f"{path}: larger than {MAX_BASELINE_BYTES >> 20} MiB; a baseline "
+                                f"file of the largest model is well under a megabyte (is this "
+                                f"the right file?)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise BaselineError(f"{path}: baseline file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BaselineError(f"{path}: cannot read baseline file: {exc}") from None
     try:
         data = json.loads(text)

@@ -43,11 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
         "report", help="plots and a self-contained HTML report from sweeps and runs",
         description="Build OUT/report.html (images embedded), PNG and SVG plots and CSV tables "
-                    "from results stores (results.db) and/or run outputs (results.json).",
+                    "from results stores (results.db), run outputs (results.json) and/or serving "
+                    "runs (serve.json).",
     )
     report.add_argument("inputs", nargs="+", metavar="RESULTS",
-                        help="results.db of archsim dse, results.json of archsim run, or the "
-                             "folder either command wrote")
+                        help="results.db of archsim dse, results.json of archsim run, "
+                             "serve.json of archsim serve, or the folder one of them wrote")
     report.add_argument("--out", help="output directory (default: report/ next to the first input)")
     report.add_argument("--title", help="report title")
     report.set_defaults(handler=_cmd_report)

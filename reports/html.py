@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.inputs import RunData, SweepData, read_inputs
+from reports.inputs import RunData, ServeData, SweepData, read_inputs
 from reports.metrics import METRICS
-from reports.plots import Plot, attention_plot, run_plots, speedup_plot, spgemm_plot, sweep_plots
+from reports.plots import (
+    Plot,
+    attention_plot,
+    run_plots,
+    serve_plot,
+    speedup_plot,
+    spgemm_plot,
+    sweep_plots,
+)
 
 __all__ = ["build_report", "Written", "sweep_table", "runs_table"]
 
@@ -101,6 +109,20 @@ def runs_table(runs: list[RunData]) -> tuple[list[str], list[dict[str, Any]]]:
     return columns, rows
 
 
+def _slug(name: str) -> str:
+    """``name`` as a file stem."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _csv_path(out: Path, stem: str, written: Written) -> Path:
+    """``out/<stem>.csv``, numbered where this report wrote one of that name already (two
+    inputs of one name, such as serving runs of one workload with other --set overrides)."""
+    path, n = out / f"{stem}.csv", 2
+    while path in written.tables:
+        path, n = out / f"{stem}_{n}.csv", n + 1
+    return path
+
+
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -154,8 +176,8 @@ def _sweep_section(sweep: SweepData, figs: _Figures, out: Path, written: Written
     from reports.dse import best_designs
 
     columns, rows = sweep_table(sweep)
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in sweep.name)
-    csv_path = _write_csv(out / f"{slug}_points.csv", columns, rows)
+    slug = _slug(sweep.name)
+    csv_path = _write_csv(_csv_path(out, f"{slug}_points", written), columns, rows)
     written.tables.append(csv_path)
     counts = {s: sum(r.status == s for r in sweep.rows) for s in ("ok", "infeasible", "invalid",
                                                                    "error")}
@@ -207,6 +229,46 @@ def _runs_section(runs: list[RunData], figs: _Figures, out: Path, written: Writt
     return "\n".join(parts)
 
 
+#: Steps of a serving run shown in the page; the CSV holds all of them.
+_SHOWN_STEPS = 40
+
+
+def _serve_section(serves: list[ServeData], figs: _Figures, out: Path, written: Written) -> str:
+    from reports.serving import serving_table, steps_table
+
+    columns, rows = serving_table(serves)
+    written.tables.append(_write_csv(out / "serving.csv", columns, rows))
+    alike = len({r["workload"] for r in rows}) < len(rows)  # the file tells them apart
+    shown = [c for c in columns if (c != "file" or alike) and any(r.get(c) is not None
+                                                                  for r in rows)]
+    parts = ["<h2>Serving</h2>",
+             "<p>Time to first token (TTFT: the whole chunked prefill), time per output token "
+             "(TPOT: the mean decode step), throughput in tokens per second (prefill: prompt "
+             "tokens of all sequences over TTFT; decode: one token per sequence over TPOT; "
+             "end to end: every output token over the whole run) and the unit that bounds each "
+             "phase (docs/serving.md).</p>",
+             _html_table(shown, rows, left={"workload", "hardware", "model", "prefill_bound",
+                                            "decode_bound", "file"}),
+             '<p>Table as CSV: <a href="serving.csv">serving.csv</a></p>']
+    for serve in serves:
+        columns, steps = steps_table(serve)
+        csv_path = _write_csv(_csv_path(out, f"{_slug(serve.name)}_serve_steps", written),
+                              columns, steps)
+        written.tables.append(csv_path)
+        cut = len(steps) > _SHOWN_STEPS
+        half = _SHOWN_STEPS // 2
+        parts += [f"<h3>{html.escape(serve.name)}: steps</h3>",
+                  f'<p class="meta">{html.escape(str(serve.path))}: {len(steps):,} steps'
+                  + (f"; the first and last {half} shown" if cut else "") + "</p>",
+                  _html_table(columns, steps[:half] + steps[-half:] if cut else steps,
+                              left={"phase", "bound"}),
+                  f'<p>Every step as CSV: <a href="{csv_path.name}">{csv_path.name}</a></p>']
+        plot = serve_plot(serve)
+        if plot is not None:
+            parts.append(figs.render(plot))
+    return "\n".join(parts)
+
+
 def _area_section() -> str:
     from reports.area import AreaModelError, load_area_model
 
@@ -238,7 +300,7 @@ def build_report(inputs: list[Path], out: str | Path, title: str | None = None) 
     """
     from workloads.version import ARCHSIM_VERSION as __version__
 
-    sweeps, runs = read_inputs([Path(p) for p in inputs])
+    sweeps, runs, serves = read_inputs([Path(p) for p in inputs])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = Written(out / "report.html")
@@ -253,9 +315,11 @@ def build_report(inputs: list[Path], out: str | Path, title: str | None = None) 
         body.append(_sweep_section(sweep, figs, out, written))
     if runs:
         body.append(_runs_section(runs, figs, out, written))
+    if serves:
+        body.append(_serve_section(serves, figs, out, written))
     if sweeps:
         body.append(_area_section())
-    names = [s.name for s in sweeps] + [r.name for r in runs]
+    names = [s.name for s in sweeps] + [r.name for r in runs] + [s.name for s in serves]
     title = title or "archsim report: " + ", ".join(names)
     stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

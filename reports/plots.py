@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator
 
-from reports.inputs import RunData, SweepData
+from reports.inputs import RunData, ServeData, SweepData
 from reports.metrics import metric
 from reports.pareto import pareto_mask
 from reports.store import PointRow
@@ -32,6 +32,7 @@ __all__ = [
     "speedup_plot",
     "spgemm_plot",
     "attention_plot",
+    "serve_plot",
 ]
 
 #: One colour per role, used the same way in every figure.
@@ -643,3 +644,54 @@ def attention_plot(runs: list[RunData]) -> Plot | None:
         "against the fraction of scores its pattern skips, from the 'attention' section of "
         "results.json; labels give the pattern's parameter (density, window, …). The dotted "
         "curve is the speedup if time fell in proportion to the work skipped."), fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Serving (serve.json)
+# --------------------------------------------------------------------------------------------
+
+
+def _serve_panel(ax, steps: list[dict], first: int, title: str, mean_label: str | None) -> None:
+    """Stacked bars of one phase's steps: linear layers, then attention."""
+    x = np.arange(first, first + len(steps))
+    linear = np.array([s["linear_cycles"] for s in steps], dtype=float)
+    attention = np.array([s["attention_cycles"] for s in steps], dtype=float)
+    ax.bar(x, linear, 0.8, color=COLORS["compute"], label="linear layers")
+    ax.bar(x, attention, 0.8, bottom=linear, color=COLORS["dram"], label="attention")
+    if mean_label:  # TPOT: the mean of the decode steps
+        ax.axhline(float(np.mean([s["cycles"] for s in steps])), color=COLORS["bound"], lw=1,
+                   ls="--", label=mean_label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step (KV length at its end below)")
+    ticks = x if len(x) <= 12 else x[:: -(-len(x) // 12)]
+    ax.set_xticks(ticks, [f"{steps[t - first]['kv_len']:,}" for t in ticks], fontsize=7,
+                  rotation=30)
+    ax.yaxis.set_major_formatter(EngFormatter())
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_ylim(0, max(s["cycles"] for s in steps) * 1.25)  # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper left", ncols=3)
+
+
+def serve_plot(serve: ServeData) -> Plot | None:
+    """Cycles of every serving step, linear layers and attention stacked, prefill and decode on
+    panels of their own (a decode step is orders of magnitude shorter than a chunk)."""
+    steps = serve.doc["steps"]
+    if not steps:
+        return None
+    prefill = [s for s in steps if s["phase"] == "prefill"]
+    decode = [s for s in steps if s["phase"] != "prefill"]
+    panels = [p for p in (prefill, decode) if p]
+    fig = _figure(4.5 + 4.5 * len(panels), 4.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    if prefill:
+        axes[0].set_ylabel("cycles")
+        _serve_panel(axes[0], prefill, 0, f"prefill: {len(prefill)} chunks (TTFT = their sum)",
+                     None)
+    if decode:
+        _serve_panel(axes[-1], decode, len(prefill), f"decode: {len(decode)} steps", "TPOT (mean)")
+    title = f"{serve.name}: cycles per serving step"
+    caption = ("Each bar is one step of the serving run: a prefill chunk (left) or a decode step "
+               "of one token per sequence (right), split into the linear layers and attention. "
+               "TTFT is the sum of the prefill bars, TPOT the mean of the decode bars (dashed); "
+               "the tick labels give the tokens cached at the end of the step.")
+    return Plot(f"{_slug(serve.name)}_serve_steps", title, caption, fig)

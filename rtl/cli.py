@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -26,6 +25,8 @@ HEARTBEAT_S = 30.0
 
 def register(subparsers) -> None:
     """Add the ``rtl`` subcommand to ``archsim``'s subparsers."""
+    from workloads.arguments import path_argument
+
     rtl = subparsers.add_parser(
         "rtl", help="write the accelerator's Verilog, synthesis scripts and port list",
         description="Build the Amaranth accelerator for a hardware description and write "
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
                     "xcvu9p-fsgd2104-2L-e) and ports.md/ports.json. --synth also runs Yosys "
                     "synth_xilinx -family xcup and writes resources.json.",
     )
-    rtl.add_argument("hardware", help="hardware YAML file or preset name (e.g. tiny)")
+    rtl.add_argument("hardware", type=path_argument,
+                     help="hardware YAML file or preset name (e.g. tiny)")
     rtl.add_argument("--out", help="output directory (default: out/rtl/<hardware name>)")
     rtl.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +55,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rtl.synth import synthesis_report, synthesize, write_flow, yosys_engine
+    from workloads.files import make_dirs
     from workloads.load import load_hardware
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
@@ -63,6 +66,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         _warn_if_memory_short(hw, engine.kind)
     out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
     console = Console(highlight=False)
+    make_dirs(out)  # an interrupted build removes it again while it is empty
     with progress_lines(console, f"building {hw.name} and writing Verilog"):
         paths = write_flow(hw, out)
     console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
@@ -103,8 +107,6 @@ def _where(args: argparse.Namespace, field: str) -> str:
         return str(path)
 
 
-#: A hardware field named in a message, such as ``buffers.input_bytes``.
-_FIELD = re.compile(r"\b((?:array|buffers|dram|vector_unit|controller)\.[a-z_]+)\b")
 
 
 def _check_geometry(args: argparse.Namespace, hw) -> None:
@@ -113,12 +115,13 @@ def _check_geometry(args: argparse.Namespace, hw) -> None:
     hardware: 'tiny: half of buffers.weight_bytes ...')."""
     from rtl.errors import RTLError
     from rtl.params import Geometry
+    from workloads.load import HARDWARE_FIELD
 
     try:
         Geometry.of(hw)
     except RTLError as exc:
         message = str(exc).removeprefix(f"{hw.name}: ")
-        named = _FIELD.search(message)
+        named = HARDWARE_FIELD.search(message)
         if named is None:
             raise
         field = named.group(1)

@@ -21,12 +21,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workloads.errors import SpecError
+from workloads.files import read_at_most
 from workloads.limits import Limits
 from workloads.spec import HardwareSpec, ModelOp, WorkloadSpec
 from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
+    "dotted_override", "hardware_field_at", "workload_field_at", "HARDWARE_FIELD",
 ]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
@@ -71,10 +73,10 @@ _COLLECTION_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
 
 
 def _read_text(path: Path) -> str:
-    """The file as text, read at most ``MAX_FILE_BYTES`` (``/dev/zero`` must not hang)."""
+    """The file as text, read at most ``MAX_FILE_BYTES`` (``/dev/zero`` and a named pipe
+    nobody writes to must not hang; workloads.files)."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+        raw = read_at_most(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
     except ValueError:  # an embedded NUL byte in the path itself
@@ -287,11 +289,18 @@ def _dotted(loc: tuple) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_override(item: str) -> tuple[tuple, Any]:
+def dotted_override(item: str) -> str:
+    """``key=value`` with list indices in the key written with dots: ``operations[0].m=3`` (as
+    errors print a field) and ``operations.0.m=3`` (docs/workloads.md) are the same override."""
     key, sep, value = item.partition("=")
-    if not sep or not key.strip():
+    return re.sub(r"\[(\d+)\]", r".\1", key.strip()) + sep + value
+
+
+def _parse_override(item: str) -> tuple[tuple, Any]:
+    key, sep, value = dotted_override(item).partition("=")
+    if not sep or not key:
         raise SpecError(f"--set {item!r}: expected key=value, e.g. hardware.array.rows=16")
-    loc = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
     try:
         parsed = _plain_data(value, Path(f"--set {item}"), {})
     except SpecError:
@@ -428,10 +437,21 @@ def _strip_tags(loc: tuple, data: Any) -> tuple:
     return tuple(out)
 
 
-def _line_of(doc: _Doc, loc: tuple) -> str:
-    for end in range(len(loc), -1, -1):
+def _line_of(doc: _Doc, loc: tuple, msg: str = "") -> str:
+    """Where the field at ``loc`` was written: the ``--set`` that wrote it or a mapping around
+    it (the file's lines below that are stale), else its line of the file. A check of a whole
+    mapping (``n must satisfy 0 < n <= m``) blames the ``--set`` of a field inside it that
+    ``msg`` names, by its path below the mapping or by its own name (``params.n`` as ``n``), as
+    that override made the mapping fail."""
+    inside = [o for o in doc.overridden if len(o) > len(loc) and o[:len(loc)] == loc]
+    names = {**{o[-1:]: o for o in inside}, **{o[len(loc):]: o for o in inside}}
+    named = _named_first(names, msg, bare=True) if msg else ()
+    if named:
+        return f"--set {doc.overridden[names[named]]}"
+    for end in range(len(loc), 0, -1):
         if loc[:end] in doc.overridden:
             return f"--set {doc.overridden[loc[:end]]}"
+    for end in range(len(loc), -1, -1):
         if loc[:end] in doc.lines:
             return f"{doc.path}:{doc.lines[loc[:end]]}"
     return str(doc.path)
@@ -484,7 +504,7 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
             loc, msg = _named_location(msg)
         if not loc:
             loc = _overridden_in(doc, msg) or _mentioned_in(doc, msg)
-        raise SpecError(f"{_line_of(doc, loc)}: {_dotted(loc)}: {msg}") from None
+        raise SpecError(f"{_line_of(doc, loc, msg)}: {_dotted(loc)}: {msg}") from None
 
 
 def _left_by_kind_override(doc: _Doc, loc: tuple) -> str:
@@ -585,17 +605,36 @@ def _hardware_ref_doc(ref: str | Path) -> _Doc:
     """
     text = str(ref)
     try:
-        is_file = Path(text).is_file()
+        # A named pipe or a device is read as a file (read_at_most bounds both); a folder
+        # named like a preset is not.
+        is_file = Path(text).exists() and not Path(text).is_dir()
     except (OSError, ValueError):
         is_file = False
     if is_file:
-        return _read_doc(Path(text))
+        return _not_a_workload(_read_doc(Path(text)))
     if text.endswith((".yaml", ".yml")) or "/" in text or "\0" in text:
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         shown = repr(text) if "\0" in text else text
         raise SpecError(f"{shown}: file not found (expected a hardware YAML file or a preset "
                         f"name: {known})")
     return _read_doc(preset_path(text))
+
+
+def _not_a_workload(doc: _Doc) -> _Doc:
+    """``doc``, unless it is a workload or a sweep where a hardware file belongs (then its
+    hardware keys would each be 'unknown key')."""
+    data = doc.data
+    if "array" in data or not ("operations" in data or "axes" in data):
+        return doc
+    if "axes" in data:
+        raise SpecError(f"{doc.path}:1: this is a DSE sweep file, not a hardware file; run it "
+                        f"with 'archsim dse'")
+    ref = data.get("hardware")
+    which = (f"its hardware: {ref}" if isinstance(ref, str) else
+             "copy its inline 'hardware:' into a file of its own" if isinstance(ref, dict) else
+             "a preset name or a hardware YAML file")
+    raise SpecError(f"{doc.path}:1: this is a workload, not a hardware file; give the hardware "
+                    f"instead ({which})")
 
 
 def load_hardware(path: str | Path, overrides: typing.Sequence[str] = ()) -> HardwareSpec:
@@ -691,6 +730,52 @@ def _check_patterns(spec: WorkloadSpec, doc: _Doc) -> None:
             f"choose a supported one, add it to nm_patterns, or set 'unsupported_nm: "
             f"masked_dense' to run it dense at dense speed"
         )
+
+
+#: A hardware field named in a later check's message, such as ``buffers.weight_bytes``.
+HARDWARE_FIELD = re.compile(r"\b((?:array|buffers|dram|vector_unit|controller)\.[a-z_]+)\b")
+
+
+def hardware_field_at(path: str | Path, field: str, hardware: str | Path | None = None,
+                      overrides: typing.Sequence[str] = ()) -> str:
+    """Where the hardware ``field`` (``buffers.weight_bytes``) of the workload at ``path`` got
+    its value: the ``--set`` that set it last, else ``file:line`` in the hardware file
+    (``hardware``, as ``--hardware`` names it, or the workload's preset or file) or in the
+    workload's inline ``hardware:``; the file's name where neither says more. For checks made
+    after loading (the scheduler's), so their errors point where the loader's do."""
+    loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    override = _override_of(("hardware", *loc), overrides)
+    if override:
+        return override
+    try:
+        if hardware is not None:
+            return _line_of(_hardware_ref_doc(hardware), loc)
+        doc = _read_doc(Path(path))
+        hw = _hardware_doc(doc.data.get("hardware"), doc.path.parent)
+        return _line_of(doc, ("hardware", *loc)) if hw is None else _line_of(hw, loc)
+    except SpecError:
+        return str(path)
+
+
+def workload_field_at(path: str | Path, field: str, overrides: typing.Sequence[str] = ()) -> str:
+    """Where the workload ``field`` (``serve.output_tokens``) got its value: the ``--set`` that
+    set it last, else its ``file:line``; for checks made after loading (the serving loop's)."""
+    loc = tuple(int(p) if p.isdigit() else p for p in dotted_override(field).split("."))
+    try:
+        return _override_of(loc, overrides) or _line_of(_read_doc(Path(path)), loc)
+    except SpecError:
+        return str(path)
+
+
+def _override_of(loc: tuple, overrides: typing.Sequence[str]) -> str:
+    """``--set ITEM`` of the last override that set ``loc``, a mapping around it or a field
+    inside it, else ""."""
+    for item in reversed(overrides):
+        key = tuple(int(p) if p.isdigit() else p
+                    for p in dotted_override(item).partition("=")[0].split("."))
+        if loc[: len(key)] == key or key[: len(loc)] == loc:
+            return f"--set {item}"
+    return ""
 
 
 def load_document(

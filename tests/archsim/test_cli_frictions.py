@@ -87,3 +87,31 @@ def test_unknown_verify_kind_gets_did_you_mean(capsys):
         main(["verify", "tiny", "--kinds", "dense,nmff"])
     assert stop.value.code == 2
     assert "unknown kind(s) nmff; did you mean nm_ff?; known: dense" in capsys.readouterr().err
+
+
+def test_a_buffer_the_scheduler_refuses_points_at_its_line_or_set(tmp_path, capsys):
+    """'enlarge buffers.weight_bytes' named only the GEMM ('dense: a weight tile ...'): no file,
+    line or --set, unlike every loader error."""
+    tiny = (ROOT / "workloads" / "hardware" / "tiny.yaml").read_text()
+    small = re.sub(r"weight_bytes: \d+", "weight_bytes: 4", tiny)
+    (tmp_path / "hw.yaml").write_text(small)
+    line = next(i for i, text in enumerate(small.splitlines(), 1) if "weight_bytes: 4" in text)
+    inline = tmp_path / "w.yaml"
+    inline.write_text("version: 1\nname: w\nhardware:\n" + "".join(
+        f"  {text}\n" for text in small.splitlines() if text and not text.startswith("#"))
+        + "operations: [{op: gemm, name: g, m: 16, k: 16, n: 8}]\n")
+    inline_line = next(i for i, text in enumerate(inline.read_text().splitlines(), 1)
+                       if "weight_bytes: 4" in text)
+    gemm = str(EXAMPLES_DIR / "tiny_gemm.yaml")
+    for argv, where in [
+        (["serve", "example:serve_decoder", "--set", "hardware.buffers.weight_bytes=2"],
+         "--set hardware.buffers.weight_bytes=2"),
+        (["run", gemm, "--set", "hardware.buffers.weight_bytes=1", "--set",
+          "hardware.buffers.weight_bytes=2"], "--set hardware.buffers.weight_bytes=2"),
+        (["run", gemm, "--hardware", str(tmp_path / "hw.yaml")], f"{tmp_path}/hw.yaml:{line}"),
+        (["run", str(inline)], f"{inline}:{inline_line}"),
+    ]:
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"archsim: error: {where}: buffers.weight_bytes: "), err
+        assert "enlarge buffers.weight_bytes" in err and err.count("\n") == 1

@@ -56,6 +56,7 @@ def test_ctrl_c_stops_rtl_within_2_s(tmp_path):
     assert proc.returncode == 130 and took < 2, (took, err)
     assert err == "archsim: interrupted\n"
     assert not (out / "accel_top.v").exists() or (out / "accel_top.v").stat().st_size > 0
+    assert not out.exists() or any(out.iterdir())  # never an empty folder it made itself
 
 
 def test_a_failed_run_keeps_the_folders_it_did_not_make_and_any_file(tmp_path, monkeypatch):
@@ -77,3 +78,21 @@ def test_a_failed_run_keeps_the_folders_it_did_not_make_and_any_file(tmp_path, m
     (tmp_path / "mine" / "sub" / "notes.txt").write_text("keep")
     assert main([*argv, str(tmp_path / "mine" / "sub")]) == 130
     assert (tmp_path / "mine" / "sub" / "notes.txt").read_text() == "keep"
+
+
+def test_an_interrupted_rtl_or_baseline_removes_the_empty_folders_it_made(tmp_path, monkeypatch):
+    """archsim rtl and archsim baseline left their (empty) --out folders behind on Ctrl-C, unlike
+    run, serve and dse."""
+    import baselines.cli
+    import rtl.synth
+    from archsim.cli import main
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rtl.synth, "write_flow", stop)
+    monkeypatch.setattr(baselines.cli, "_measure_with_progress", stop)
+    assert main(["rtl", "tiny", "--out", str(tmp_path / "rtl" / "tiny")]) == 130
+    assert main(["baseline", "workloads/examples/tiny_gemm.yaml", "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "b" / "c" / "base.json")]) == 130
+    assert list(tmp_path.iterdir()) == []

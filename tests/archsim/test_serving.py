@@ -129,7 +129,12 @@ def test_a_one_token_last_prefill_chunk_is_a_prefill_step(tmp_path):
      r"LinearOp batch: Input should be less than or equal to .*; use fewer tokens"),
     # millions of small steps: refused from their count
     ("serve: {prompt_tokens: 10000000, chunk_tokens: 1, output_tokens: 8}", [],
-     r"serving takes 10,000,007 steps .* above limits\.tile_steps = 500,000"),
+     r"\.yaml:5: serve\.chunk_tokens: s takes 10,000,007 serving steps .* above "
+     r"limits\.tile_steps = 500,000"),
+    # ... pointed at by the --set that made them (the message named only the workload)
+    ("serve: {prompt_tokens: 8, output_tokens: 2}", ["serve.output_tokens=100000000"],
+     r"^archsim: error: --set serve\.output_tokens=100000000: serve\.output_tokens: s takes "
+     r"100,000,000 serving steps"),
 ])
 def test_a_serving_run_too_large_to_finish_is_refused_at_once(tmp_path, capsys, serve_line, sets,
                                                               message):

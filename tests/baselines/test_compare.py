@@ -266,6 +266,26 @@ def test_bad_baseline_files(tmp_path, capsys, label, content, message):
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_baseline_that_never_ends_is_refused_at_once(tmp_path):
+    """--baseline on a named pipe nobody writes to hung (open() waits for a writer), and on
+    /dev/zero read until the memory ran out."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "b.json"
+    os.mkfifo(fifo)
+    code = "import sys; from archsim.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(TINY), "--baseline", str(fifo),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "a named pipe that nothing was written to in 5 s" in proc.stderr
+    with pytest.raises(BaselineError, match=r"^/dev/zero: larger than 64 MiB"):
+        load_baseline_for("/dev/zero", load_workload(TINY))
+
+
 def test_baseline_of_another_workload(tmp_path, capsys):
     path = save(tmp_path, fake_baseline(load_workload(TINY), name="resnet18-dense"))
     assert run(TINY, path, tmp_path / "o") == 2

@@ -160,8 +160,8 @@ def test_the_report_says_a_sweep_was_screened(tmp_path, inline_backend):
               backend=inline_backend)
     run_sweep(load_sweep(_sweep(tmp_path, None), area_available=False), tmp_path / "f",
               backend=inline_backend)
-    (screened,), _ = read_inputs([tmp_path / "s" / "results.db"])
-    (full,), _ = read_inputs([tmp_path / "f" / "results.db"])
+    (screened,), _, _ = read_inputs([tmp_path / "s" / "results.db"])
+    (full,), _, _ = read_inputs([tmp_path / "f" / "results.db"])
     assert screened.screened == ("screened: only the 25% the analytic estimate ranked best "
                                  "were simulated")
     assert full.screened == ""

@@ -24,11 +24,20 @@ def test_a_huge_gemm_is_refused_before_scheduling(tmp_path, capsys):
     assert run(tmp_path, "--set", "operations.0.m=1000000000") == 2
     err = capsys.readouterr().err
     # Refused from the shapes alone (a lower bound: no tiling searched), so it says "at least".
-    assert err == (f"archsim: error: {TINY_GEMM}: the tile programs would have at least "
-                   f"62,500,002 tile steps (dense: at least 62,500,000), above limits.tile_steps "
-                   f"= 500,000 (at least 52 min and 59 GiB); shrink the workload or raise "
-                   f"'limits: {{tile_steps: ...}}' in it\n")
+    # It points at the --set that grew the operation (it named only the workload file).
+    assert err == ("archsim: error: --set operations.0.m=1000000000: operations[0]: the tile "
+                   "programs would have at least "
+                   "62,500,002 tile steps (dense: at least 62,500,000), above limits.tile_steps "
+                   "= 500,000 (at least 52 min and 59 GiB); shrink the workload or raise "
+                   "'limits: {tile_steps: ...}' in it\n")
     assert not (tmp_path / "o").exists()
+    huge = tmp_path / "huge.yaml"  # from the file: at the operation's line
+    huge.write_text("version: 1\nname: h\nhardware: tiny\noperations:\n"
+                    "  - {op: gemm, name: small, m: 16, k: 16, n: 8}\n"
+                    "  - {op: gemm, name: big, m: 1000000000, k: 16, n: 8}\n")
+    assert main(["run", str(huge), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"archsim: error: {huge}:6: operations[1]: the tile programs would have at least ")
 
 
 def test_a_huge_batch_is_refused_without_searching_tilings(monkeypatch):
@@ -213,8 +222,9 @@ def test_attention_blocks_count_as_tile_steps(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o"),
                  "--set", "operations.0.kv_len=1000000000"]) == 2
     assert capsys.readouterr().err.startswith(
-        f"archsim: error: {path}: the tile programs would have 732,421,875,061,440 tile steps "
-        f"(causal: 732,421,875,000,000), above limits.tile_steps = 500,000")
+        "archsim: error: --set operations.0.kv_len=1000000000: operations[0]: the tile "
+        "programs would have 732,421,875,061,440 tile steps "
+        "(causal: 732,421,875,000,000), above limits.tile_steps = 500,000")
 
 
 def test_model_field_errors_keep_their_path():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -118,6 +119,56 @@ def test_inline_hardware(tmp_path):
     assert load_workload(path).hardware.array.rows == 4
 
 
+def test_an_override_may_index_a_list_as_errors_print_it(tmp_path):
+    """Errors name fields as operations[0].m; --set operations[0].m=... said 'operations[0]
+    does not exist' and only operations.0.m worked."""
+    from archsim.cli import default_out_dir
+
+    path = write(tmp_path, GOOD)
+    w = load_workload(path, overrides=["operations[0].m=32", "hardware.array.rows=8"])
+    assert w.operations[0].m == 32 and w.hardware.array.rows == 8
+    message = error_of(path, overrides=["operations[0].m=-1"])
+    assert message.startswith("--set operations[0].m=-1: operations[0].m: Input should be greater")
+    assert "operations[7] does not exist" in error_of(path, overrides=["operations[7].m=1"])
+    assert default_out_dir("w", ["operations[0].m=32"]) == default_out_dir("w", ["operations.0.m=32"])
+
+
+def test_a_mapping_check_blames_the_override_of_the_field_it_names(tmp_path):
+    """--set operations.0.sparsity.n=5 pointed at the file's sparsity line, which the user did
+    not change; the file's own fields still point at their lines."""
+    path = write(tmp_path, GOOD)
+    assert error_of(path, overrides=["operations.0.sparsity.n=5"]).startswith(
+        "--set operations.0.sparsity.n=5: operations[0].sparsity: n must satisfy 0 < n <= m")
+    assert error_of(path, overrides=["operations.0.sparsity.m=0"]).startswith(
+        "--set operations.0.sparsity.m=0: operations[0].sparsity: n must satisfy")
+    bad = write(tmp_path, GOOD.replace("n: 2, m: 4", "n: 5, m: 4"), "bad.yaml")
+    assert re.match(rf"{re.escape(str(bad))}:\d+: operations\[0\]\.sparsity: n must satisfy",
+                    error_of(bad, overrides=["operations.0.name=x"]))
+
+
+def test_an_override_is_blamed_under_a_mapping_and_over_stale_file_lines(tmp_path):
+    """--set operations.0.a.params.n=0 pointed at the file's line of 'a' (the check names 'n',
+    not 'params.n'), and --set operations.0.dataflows=[foo] at the file's old dataflows[0]."""
+    path = write(tmp_path, """\
+        version: 1
+        name: s
+        hardware: tiny
+        operations:
+          - op: spgemm
+            name: r
+            a: {source: rmat, params: {n: 64, nnz: 300}, seed: 1}
+            dataflows: [gustavson, hash]
+        """)
+    assert error_of(path, overrides=["operations.0.a.params.n=0"]).startswith(
+        "--set operations.0.a.params.n=0: operations[0].a: rmat: expected n >= 1, got 0")
+    assert error_of(path, overrides=["operations.0.dataflows=[foo]"]).startswith(
+        "--set operations.0.dataflows=[foo]: operations[0].dataflows[0]: Input should be")
+    assert error_of(path, overrides=["operations.0.dataflows.1=foo"]).startswith(
+        "--set operations.0.dataflows.1=foo: operations[0].dataflows[1]: Input should be")
+    assert error_of(path, overrides=["operations.0.a.params.nnz=-1", "operations.0.a.seed=2"]
+                    ).startswith("--set operations.0.a.params.nnz=-1: operations[0].a:")
+
+
 def test_overrides_apply_and_report_themselves(tmp_path):
     path = write(tmp_path, GOOD)
     w = load_workload(path, overrides=["hardware.array.rows=8", "operations.0.m=32"])
@@ -224,3 +275,28 @@ def test_setting_the_whole_hardware_says_to_use_the_hardware_option():
         with pytest.raises(SpecError, match=r"^--set hardware=.*: the hardware as a whole is "
                                             r"chosen with --hardware .*hardware\.array\.rows=8$"):
             load_workload(EXAMPLE_DIR / "tiny_gemm.yaml", overrides=[f"hardware={value}"])
+
+
+def test_a_workload_or_sweep_given_as_hardware_says_so(tmp_path, capsys):
+    """archsim rtl W.yaml (or example:NAME of a workload) listed every key of the workload as
+    'unknown key; expected one of: acc_bits, array, ...', and the example as an unknown preset."""
+    path = write(tmp_path, GOOD)
+    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:1: this is a workload, not a "
+                                        rf"hardware file; give the hardware instead \(its "
+                                        rf"hardware: tiny\)$"):
+        load_hardware(path)
+    with pytest.raises(SpecError, match=r"this is a workload, not a hardware file"):
+        load_workload(path, hardware=path)
+    inline = write(tmp_path, GOOD.replace("hardware: tiny", "hardware: {name: x}"), "i.yaml")
+    with pytest.raises(SpecError, match=r"copy its inline 'hardware:' into a file of its own"):
+        load_hardware(inline)
+    assert main(["rtl", "example:sweep_tiny", "--out", str(tmp_path / "r")]) == 2
+    assert "this is a DSE sweep file, not a hardware file" in capsys.readouterr().err
+    assert main(["rtl", "example:tiny_gemm", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("tiny_gemm.yaml:1: this is a workload, not a hardware file; give the "
+                        "hardware instead (its hardware: tiny)\n") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    assert main(["run", "example:tiny_gemm", "--hardware", "example:tiny_gemm", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "this is a workload, not a hardware file" in capsys.readouterr().err

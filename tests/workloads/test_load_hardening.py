@@ -245,3 +245,33 @@ def test_a_union_members_name_stays_out_of_the_field_path(tmp_path):
         load_workload(path, overrides=["operations.0.pattern.window=0"])
     assert str(err.value).endswith(
         "operations[0].pattern.window: Input should be greater than 0, got 0")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_read_and_one_nobody_writes_to_does_not_hang(tmp_path):
+    """open() of a FIFO without a writer blocks for good: `archsim run fifo` hung until killed."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    fifo = tmp_path / "w.yaml"
+    os.mkfifo(fifo)
+    code = "import sys; from archsim.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(fifo), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == (f"archsim: error: {fifo}: cannot read file: a named pipe that "
+                           f"nothing was written to in 5 s\n")
+
+    def write() -> None:  # a writer that comes after the reader, within the wait
+        time.sleep(0.5)
+        with open(fifo, "w") as fh:
+            fh.write(HEAD + OPS)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert load_workload(fifo).name == "t"
+    writer.join(timeout=10)
+    with pytest.raises(SpecError, match=r"/dev/zero: larger than 1 MiB"):  # not 'not found'
+        load_hardware("/dev/zero")
