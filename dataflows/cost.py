@@ -272,7 +272,7 @@ _VECTOR_SOFTMAX = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per candidate tiling (see tiling.Tiling)
 class GemmEstimate:
     """Analytic per-unit busy cycles of one GEMM mapping (used by the offline tiling search)."""
 

@@ -176,7 +176,7 @@ def _extent(i: int, tile: int, total: int) -> tuple[int, int]:
     return start, min(tile, total - start)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per tile step, and frozen fields cost 3x to set
 class _Step:
     """One buffer tile (mi, ni, ki) of one copy of one task: its loads and its COMPUTEs."""
 

@@ -75,7 +75,10 @@ MAX_CHUNKS = (1 << 12) - 1
 MAX_ROW_OFFSET = (1 << ROW_OFFSET_BITS) - 1
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (as isa.Instr is not): the tiling search builds tens of thousands of candidates
+# (20 k for a ResNet-50 iteration), and a frozen dataclass sets each field through
+# object.__setattr__. Hashable (a memo key) and treated as an immutable value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Tiling:
     """How one GEMM is cut into tiles.
 
@@ -383,7 +386,7 @@ def _widths(total: int, tile: int) -> list[tuple[int, int]]:
     return [(tile, full)] * bool(full) + [(rest, 1)] * bool(rest)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per candidate tiling (see Tiling)
 class _Shape:
     """A GEMM as executed, and the quantities every candidate tiling shares."""
 
