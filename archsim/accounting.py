@@ -3,20 +3,22 @@ groups. Pure bookkeeping, shared by both timing engines (the SimPy model and ``a
 so they cannot count differently.
 
 :func:`charges` depends only on an instruction's shape (not its addresses or waits), which is
-what lets the fast engine compute it once per distinct shape.
+what lets both engines compute it once per distinct shape (:func:`account_program`; a test
+holds every instruction of the shipped examples to the charges of its shape's first one).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from archsim.stats import SegmentStats
-from dataflows.cost import shape_of, transfer_bytes
+from dataflows.cost import shape_index, shape_of, transfer_bytes
 from dataflows.isa import SPGEMM_ENGINE_OPS, UNIT_OF, Instr, Op, Unit
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
 
-__all__ = ["Charges", "charges", "book", "account", "shape_of"]
+__all__ = ["Charges", "charges", "book", "account_program", "shape_of"]
 
 #: The on-chip buffer each DMA instruction fills or drains.
 _DMA_TARGET = {Op.LOAD_A: "input", Op.LOAD_B: "weight", Op.STORE_C: "accumulator",
@@ -138,6 +140,10 @@ def book(stats: SegmentStats, tag: int, c: Charges, count: int = 1) -> None:
     stats.vector_groups += c.groups * count
 
 
-def account(stats: SegmentStats, instr: Instr, tag: int, hw: HardwareSpec) -> None:
-    """Add what ``instr`` (serving ``tag``) did to ``stats``."""
-    book(stats, tag, charges(instr, hw))
+def account_program(stats: SegmentStats, program, hw: HardwareSpec) -> None:
+    """Add what every instruction of ``program`` did to ``stats``. Charges are sums, so each
+    (tag, shape) is booked once, times its count (``cost.shape_index``: a program's shapes
+    are remembered, and a ResNet-50 iteration has a few hundred among 400 k instructions)."""
+    ids, examples = shape_index(program)
+    for (tag, i), count in Counter(zip(program.tags, ids)).items():
+        book(stats, tag, charges(examples[i], hw), count)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import simpy
 
+from archsim.accounting import account_program
 from archsim.stats import SegmentStats
 from archsim.units import Controller, DMAEngine, PEArray, VectorUnit
+from dataflows.cost import latencies
 from dataflows.isa import Unit
 from dataflows.program import Program
 from workloads.errors import SimulationError
@@ -25,9 +27,9 @@ def run_program(program: Program, hw: HardwareSpec, trace: bool = False) -> Segm
     env = simpy.Environment()
     stats = SegmentStats(len(program.instrs), trace)
     ctrl = Controller(env)
-    queues = program.per_unit()
+    queues, cycles = program.per_unit(), latencies(program, hw)
     units = [
-        cls(env, hw, ctrl, program, queues[unit], stats)
+        cls(env, ctrl, program, cycles, queues[unit], stats)
         for cls, unit in ((DMAEngine, Unit.DMA), (PEArray, Unit.PE), (VectorUnit, Unit.VEC))
     ]
     env.run()
@@ -38,4 +40,5 @@ def run_program(program: Program, hw: HardwareSpec, trace: bool = False) -> Segm
                 f"program deadlocked: {unit.unit.name} waits with {len(unit.queue) - done[unit.unit]} "
                 f"instructions left; completed counts dma={done[0]} pe={done[1]} vec={done[2]}"
             )
+    account_program(stats, program, hw)  # what the instructions did: sums, by shape
     return stats

@@ -2,21 +2,20 @@
 
 Every unit executes its own instructions strictly in program order. Before starting one it waits
 until the other units have completed the counts in the instruction's ``wait`` field
-(``dataflows.isa``); it then holds the unit for ``dataflows.cost.latency`` cycles. Time is in
-integer cycles. No unit prints; statistics go into the :class:`~archsim.stats.SegmentStats`
-passed in (``archsim.accounting`` says what each instruction adds).
+(``dataflows.isa``); it then holds the unit for ``dataflows.cost.latency`` cycles (``cycles``,
+computed once per instruction shape: ``cost.latencies``). Time is in integer cycles. No unit
+prints; timing statistics go into the :class:`~archsim.stats.SegmentStats` passed in, and
+``archsim.model`` books what the instructions did once they have run
+(``archsim.accounting.account_program``).
 """
 
 from __future__ import annotations
 
 import simpy
 
-from archsim.accounting import account
 from archsim.stats import SegmentStats
-from dataflows.cost import latency
 from dataflows.isa import Unit
 from dataflows.program import Program
-from workloads.spec import HardwareSpec
 
 __all__ = ["Controller", "DMAEngine", "PEArray", "VectorUnit"]
 
@@ -48,15 +47,15 @@ class _Unit:
 
     unit: Unit
 
-    def __init__(self, env: simpy.Environment, hw: HardwareSpec, ctrl: Controller,
-                 program: Program, queue: list[int], stats: SegmentStats) -> None:
-        self.env, self.hw, self.ctrl, self.program = env, hw, ctrl, program
+    def __init__(self, env: simpy.Environment, ctrl: Controller, program: Program,
+                 cycles: list[int], queue: list[int], stats: SegmentStats) -> None:
+        self.env, self.ctrl, self.program, self.cycles = env, ctrl, program, cycles
         self.queue, self.stats = queue, stats
         self.process = env.process(self.run())
 
     def run(self):
         instrs, tags, ctrl, stats = self.program.instrs, self.program.tags, self.ctrl, self.stats
-        unit = self.unit
+        unit, latencies = self.unit, self.cycles
         for index in self.queue:
             instr = instrs[index]
             ready = self.env.now
@@ -64,10 +63,9 @@ class _Unit:
                 if other != unit and ctrl.completed[other] < need:
                     yield ctrl.reached(Unit(other), need)
             start = self.env.now
-            cycles = latency(instr, self.hw)
+            cycles = latencies[index]
             yield self.env.timeout(cycles)
             stats.record(unit, index, tags[index], ready, start, cycles)
-            account(stats, instr, tags[index], self.hw)
             ctrl.complete(unit)
 
 
