@@ -289,7 +289,7 @@ class _Attention(nn.Module):
 
     def forward(self, x):
         x = self.self_attn(x, x, x, need_weights=False)[0]
-        memory = torch.cat([x, x], 1)  # longer than x: the loader refuses q_len > kv_len
+        memory = torch.cat([x, x], 1)  # longer than x
         x = self.cross(x, memory, memory, need_weights=False)[0]
         return self.kv(x, x[..., :32], x[..., :48], need_weights=False)[0]
 
