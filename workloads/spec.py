@@ -756,6 +756,8 @@ class AttentionOp(_Spec):
     ``prefill`` processes ``q_len`` new tokens (default ``kv_len``) against ``kv_len`` keys;
     ``decode`` processes ``q_len`` new tokens (default 1) against a KV cache of ``kv_len`` tokens.
     Query ``i`` sits at position ``kv_len − q_len + i``; ``causal`` hides keys after it.
+    ``q_len`` may exceed ``kv_len`` only where positions do not matter: non-causal, dense
+    prefill (cross-attention of a decoder to a shorter encoder output).
     ``kv_heads`` below ``heads`` is GQA (MQA at 1): a group of ``heads / kv_heads`` query heads
     shares one K/V head. ``block_size`` is the mask block (FlexAttention's 128 by default) and
     the key-block step of the mapping.
@@ -783,8 +785,13 @@ class AttentionOp(_Spec):
                 f"heads={self.heads} must be a multiple of kv_heads={kv_heads} (each K/V head "
                 f"serves a group of query heads)"
             )
-        if self.queries > self.kv_len:
-            raise ValueError(f"q_len={self.queries} exceeds kv_len={self.kv_len}")
+        if self.queries > self.kv_len and self._positioned():
+            raise ValueError(
+                f"q_len={self.queries} exceeds kv_len={self.kv_len} with {self._positioned()}: "
+                f"query i sits at position kv_len - q_len + i, before key 0 for the first "
+                f"{self.queries - self.kv_len}; more queries than keys is allowed only for "
+                f"non-causal dense prefill (cross-attention to a shorter memory)"
+            )
         window = self.pattern.window if isinstance(self.pattern, SlidingWindowAttention) else 1
         if isinstance(window, tuple) and len(window) != self.heads:
             raise ValueError(
@@ -806,6 +813,16 @@ class AttentionOp(_Spec):
                              "are diagonals below the query's position)")
         self._check_arrays(limits_of(info).array_elements)
         return self
+
+    def _positioned(self) -> str:
+        """What makes the queries' positions matter (``causal: true``, a pattern, decode: a
+        step whose queries are the newest tokens of its KV cache), or ``""``: non-causal dense
+        prefill, where every query sees every key wherever it sits."""
+        if self.causal:
+            return "causal: true"
+        if not isinstance(self.pattern, DenseAttention):
+            return f"pattern {self.pattern.kind!r}"
+        return "phase: decode" if self.phase == "decode" else ""
 
     def _check_arrays(self, limit: int) -> None:
         """The arrays a data-dependent pattern allocates (Q, K, one head's scores) fit the limit."""

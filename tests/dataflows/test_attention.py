@@ -121,6 +121,8 @@ def run_values(op: AttentionOp, hw, seed: int = 0):
         {"pattern": {"kind": "nm", "n": 1, "m": 2}, "kv_len": 133},  # ragged N:M group at the end
         {"phase": "decode", "kv_len": 300, "heads": 8},  # 4 heads of a group share the K/V stream
         {"q_len": 20, "kv_len": 150},  # chunked prefill: queries at positions 130..149
+        # cross-attention to a shorter memory: 7 query blocks of 32 against 2 key blocks
+        {"q_len": 200, "kv_len": 50, "causal": False},
     ],
 )
 def test_programs_compute_masked_attention(fields):

@@ -137,3 +137,25 @@ def test_a_mask_without_its_block_grid_refuses_the_backward_in_one_line(monkeypa
     with pytest.raises(MappingError, match="needs the mask's block grid") as info:
         _train(op)
     assert "\n" not in str(info.value)
+
+
+def test_cross_attention_to_a_shorter_memory_trains_with_every_query_block():
+    """200 queries (7 blocks of 32) against a 50-key memory (2 blocks), non-causal dense: the
+    forward runs 2 · q · kv · d MACs per head, the backward 5 · q · kv · d, each backward item
+    of keys visits all 200 query rows of every head, and the fast engine agrees with SimPy."""
+    op = op_of(pattern={"kind": "dense"}, causal=False, q_len=200, kv_len=50)
+    plan = plan_attention(op, SAT)
+    items = backward_items(plan, SAT)
+    assert [it.key0 for it in items if it.batch == 0 and it.group == 0] == [0, 32]
+    for it in items:
+        for h_in in range(op.heads // op.groups):
+            assert sum(v.block.rows for v in it.visits if v.head_in == h_in) == 200
+    spec = WorkloadSpec(version=1, name="t", hardware=SAT, mode="training", operations=[op])
+    simpy, fast = simulate(spec), simulate(spec, engine="fast")
+    recs = {rec.layer: rec for rec in simpy.attention}
+    fwd, bwd = recs["attn"], recs["attn.backward"]
+    assert fwd.macs_executed == fwd.macs_dense == 2 * op.heads * 200 * 50 * op.head_dim
+    assert bwd.macs_executed == bwd.macs_dense == 5 * op.heads * 200 * 50 * op.head_dim
+    assert bwd.blocks_total == op.heads * 7 * 2 and bwd.blocks_skipped == 0
+    assert fast.total_cycles == simpy.total_cycles
+    assert fast.layers == simpy.layers and fast.attention == simpy.attention

@@ -208,8 +208,20 @@ def test_npy_tensors_load_relative_to_the_workload(tmp_path):
             "file not found",
         ),
         (
-            "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, q_len: 65}",
-            "q_len=65 exceeds kv_len=64",
+            "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, q_len: 65, causal: true}",
+            r"q_len=65 exceeds kv_len=64 with causal: true: query i sits at position "
+            r"kv_len - q_len \+ i, before key 0 for the first 1; more queries than keys is "
+            r"allowed only for non-causal dense prefill \(cross-attention",
+        ),
+        (
+            "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, q_len: 100, "
+            "pattern: {kind: diagonal, window: 8}}",
+            r"q_len=100 exceeds kv_len=64 with pattern 'diagonal': query i sits at position",
+        ),
+        (
+            "{op: attention, name: a, heads: 2, kv_len: 64, head_dim: 16, q_len: 65, "
+            "phase: decode}",
+            r"q_len=65 exceeds kv_len=64 with phase: decode: query i sits",
         ),
         (
             "{op: model, model: resnet18, batch: 1, pattern: {kind: nm, n: 2, m: 4}}",
@@ -329,3 +341,24 @@ def test_explicit_attention_ops_expand_to_attention_layers():
     w = WorkloadSpec(version=1, name="t", hardware=load_hardware("tiny"), operations=(op,))
     (layer,) = expand(w)
     assert layer.kind == "attention" and layer.repeat == 3 and layer.attention is op
+
+
+def test_cross_attention_may_have_more_queries_than_keys(tmp_path):
+    """Non-causal dense attention has no positions to respect: a decoder's 200 queries attend
+    to a 50-token memory (refused before: 'q_len=200 exceeds kv_len=50'); every key is seen by
+    every query, and the op's layer is 200 query rows against 50 keys."""
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        name: t
+        hardware: tiny
+        operations:
+          - {op: attention, name: cross, heads: 2, q_len: 200, kv_len: 50, head_dim: 16,
+             block_size: 32}
+        """,
+    )
+    (layer,) = expand(load_workload(path))
+    assert (layer.rows, layer.in_features, layer.out_features) == (200, 16, 50)
+    mask = check_consistent(A.build_mask(layer.attention))
+    assert mask.shape == (1, 2, 200, 50) and mask.all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -227,6 +228,25 @@ def decode_step() -> nn.Module:
     return _Decoder(cache=40)
 
 
+class _CrossDecoder(nn.Module):
+    """A decoder layer and an nn.MultiheadAttention attending 16 target tokens to a memory of
+    6 (an encoder output shorter than the target)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerDecoderLayer(64, 4, dim_feedforward=128, batch_first=True)
+        self.cross = nn.MultiheadAttention(64, 4, batch_first=True)
+
+    def forward(self, x):
+        memory = x[:, :6]
+        x = self.layer(x, memory)
+        return self.cross(x, memory, memory, need_weights=False)[0]
+
+
+def cross_decoder() -> nn.Module:
+    return _CrossDecoder()
+
+
 def vit_block() -> nn.Module:
     return nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
 
@@ -379,6 +399,44 @@ def test_decoder_attention_becomes_attention_ops_and_runs(tmp_path):
     # training has no attention mapping: the products become two dense gemm ops each
     train = _write(tmp_path, model, "t.yaml", mode="training")
     assert _forward_macs(train) == _forward_macs(path) == model.macs
+
+
+def test_cross_attention_to_a_shorter_memory_imports_and_runs(tmp_path, capsys):
+    """16 queries against a 6-token memory (refused before: 'q_len=16 exceeds kv_len=6'):
+    non-causal dense attention ops with q_len 16, which run in inference and in training
+    (forward and backward) with q · kv · d MACs per head for QKᵀ and for PV, and the same
+    results on the fast engine as on SimPy."""
+    model = import_model(_src("cross_decoder"), (2, 16, 64))
+    att = [op.fields for op in model.ops if op.kind == "attention"]
+    assert [(a["name"], a.get("q_len"), a["kv_len"], a["heads"], a["head_dim"], a["batch"],
+             a.get("causal", False)) for a in att] == [
+        ("layer.self_attn", None, 16, 4, 16, 2, False),
+        ("layer.multihead_attn", 16, 6, 4, 16, 2, False),
+        ("cross", 16, 6, 4, 16, 2, False)]
+    cross = 2 * 2 * 4 * 16 * 6 * 16  # 2 products · batch · heads · q · kv · d
+    dense = {"layer.self_attn": 2 * 2 * 4 * 16 * 16 * 16, "layer.multihead_attn": cross,
+             "cross": cross}
+    imported = tmp_path / "w.yaml"
+    assert main(["import", _src("cross_decoder"), "--input-shape", "2,16,64", "--out",
+                 str(imported), "--hardware", "sat_vcu1525"]) == 0, capsys.readouterr().err
+    for mode in ("inference", "training"):
+        # import --mode training writes attention as two dense gemms (write._training_attention);
+        # the attention ops themselves train with their backward.
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(imported.read_text().replace("mode: inference", f"mode: {mode}"))
+        docs = []
+        for engine in ("simpy", "fast"):
+            out = tmp_path / f"{mode}-{engine}"
+            assert main(["run", str(path), "--out", str(out), "--quiet", "--engine", engine]) == 0, \
+                capsys.readouterr().err
+            docs.append(json.loads((out / "results.json").read_text()))
+        assert docs[0]["attention"] == docs[1]["attention"]
+        assert docs[0]["summary"]["total_cycles"] == docs[1]["summary"]["total_cycles"]
+        rows = {r["layer"]: r for r in docs[0]["attention"]}
+        for name, macs in dense.items():
+            assert rows[name]["macs_executed"] == rows[name]["macs_dense"] == macs
+            if mode == "training":
+                assert 2 * rows[f"{name}.backward"]["macs_executed"] == 5 * macs
 
 
 def test_decode_step_becomes_decode_attention_and_runs(tmp_path):

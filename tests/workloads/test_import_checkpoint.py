@@ -289,7 +289,7 @@ class _Attention(nn.Module):
 
     def forward(self, x):
         x = self.self_attn(x, x, x, need_weights=False)[0]
-        memory = torch.cat([x, x], 1)  # longer than x: the loader refuses q_len > kv_len
+        memory = torch.cat([x, x], 1)  # longer than x
         x = self.cross(x, memory, memory, need_weights=False)[0]
         return self.kv(x, x[..., :32], x[..., :48], need_weights=False)[0]
 
@@ -399,3 +399,65 @@ def test_a_bare_parameter_in_linears_layout_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "checkpoint entry W has shape [32, 64]; the model's linear matmul needs [64, 32]" in err
+
+
+class _Transposed(nn.Module):
+    """A parameter used through its transpose, or on the left of matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(32, 64))  # x @ W.T: [out, in], as nn.Linear
+        self.fc = nn.Linear(32, 16)                 # x @ fc.weight.t()
+        self.U = nn.Parameter(torch.empty(8, 16))   # torch.matmul(x, U.transpose(0, 1))
+        self.P = nn.Parameter(torch.empty(24, 8))   # P @ x: [out, in]
+        self.Q = nn.Parameter(torch.empty(24, 12))  # Q.T @ x: [in, out]
+
+    def forward(self, x):
+        h = torch.matmul(x @ self.W.T @ self.fc.weight.t(), self.U.transpose(0, 1))
+        return self.Q.T @ (self.P @ h.T)
+
+
+def transposed() -> nn.Module:
+    return _Transposed()
+
+
+def _transposed_argv(out: Path, *extra: str) -> list[str]:
+    importlib.import_module(__name__)
+    return ["import", f"{__name__}:transposed", "--input-shape", "4,64", "--out", str(out),
+            "--hardware", "tiny", *extra]
+
+
+def test_a_transposed_or_left_parameter_is_a_weighted_linear(tmp_path, capsys):
+    """x @ W.T, x @ fc.weight.t(), torch.matmul(x, U.transpose(0, 1)), P @ x and Q.T @ x were
+    weight-free gemm ops (never pruned by --sparsity): they are linear layers over the rows
+    of x (its columns for a parameter on the left), with in the reduction dimension."""
+    out = tmp_path / "w.yaml"
+    assert main(_transposed_argv(out, "--sparsity", "nm:2:4")) == 0, capsys.readouterr().err
+    layers = expand(load_workload(out))
+    assert [(layer.kind, layer.in_features, layer.out_features, layer.rows) for layer in layers] == [("linear", 64, 32, 4), ("linear", 32, 16, 4),
+                                     ("linear", 16, 8, 4), ("linear", 8, 24, 4),
+                                     ("linear", 24, 12, 4)]
+    assert {(layer.sparsity.kind, layer.sparsity.n, layer.sparsity.m) for layer in layers} == {
+        ("nm", 2, 4)}
+
+
+def test_a_transposed_or_left_parameter_reads_its_own_checkpoint_entry(tmp_path, capsys):
+    """Each reads its parameter's own key (W, fc.weight, U, P, Q; none was looked up), with
+    N:M groups along the dimension it reduces: the columns of W, fc.weight, U and P (used
+    [out, in]) and the rows of Q (Q.T @ x reduces over Q's first dimension)."""
+    ckpt, out = tmp_path / "t.pt", tmp_path / "w.yaml"
+    state = {"W": _nm_in((32, 64), 2, 4), "fc.weight": _nm_in((16, 32), 1, 4),
+             "fc.bias": torch.zeros(16), "U": _nm_in((8, 16), 1, 2),
+             "P": _nm_in((24, 8), 1, 4), "Q": _nm_in((24, 12), 1, 2, dim=0)}
+    torch.save(state, ckpt)
+    assert main(_transposed_argv(out, "--masks", str(ckpt))) == 0, capsys.readouterr().err
+    assert "not in checkpoint" not in capsys.readouterr().out
+    got = [(s.n, s.m) for s in (layer.sparsity for layer in expand(load_workload(out)))]
+    assert got == [(2, 4), (1, 4), (1, 2), (1, 4), (1, 2)]
+    assert out.read_text().count("checkpoint is") == 5  # structured, not 'unstructured'
+    state["Q"] = state["Q"].t().contiguous()  # [out, in]: not the layout Q.T @ x uses
+    torch.save(state, ckpt)
+    assert main(_transposed_argv(out, "--masks", str(ckpt))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "checkpoint entry Q has shape [12, 24]; the model's linear matmul.4 needs [24, 12]" in err

@@ -4,7 +4,8 @@ For every imported layer with weights, its parameter is looked up: ``<layer>.wei
 where the importer recorded another (:class:`~workloads.importers.graph.WeightRef`) that one:
 ``nn.MultiheadAttention``'s ``in_proj_weight`` (the rows of q, k or v for a cross-attention's
 projections) or ``q/k/v_proj_weight``, a bare parameter's own name (``block.W``, stored
-``[in, out]`` when the model computes ``x @ W``). A ``torch.nn.utils.prune`` mask
+``[in, out]`` when the model computes ``x @ W`` or ``W.T @ x``, ``[out, in]`` for ``x @ W.T``
+or ``W @ x``), also when the model uses it through its transpose (``x @ fc.weight.t()``). A ``torch.nn.utils.prune`` mask
 ``<parameter>_mask`` wins over the weight's zeros (and the weight is ``<parameter>_orig``):
 
 * **N:M-structured** weights (every group of M along ``in`` holds at most N nonzeros, for a
@@ -230,7 +231,7 @@ def _check_tensor(op: MappedOp, ref: WeightRef, key: str, t):
         raise ModelImportError(f"checkpoint entry {key} is {t.dtype}; expected real weights")
     want = _expected_shape(op, ref)
     if op.kind in ("linear", "conv2d") and tuple(t.shape) != want:
-        how = (" ([in, out], as x @ W uses it)" if ref.transposed else
+        how = (" ([in, out], as x @ W and W.T @ x use it)" if ref.transposed else
                f" ({ref.part[1]} projections stacked)" if ref.part[1] > 1 else "")
         raise ModelImportError(f"checkpoint entry {key} has shape {list(t.shape)}; the model's "
                                f"{op.kind} {op.name} needs {list(want)}{how}")

@@ -130,6 +130,10 @@ class _Tracer:
         self.params: dict[int, list[str]] = {}
         for name, p in module.named_parameters(remove_duplicate=False):
             self.params.setdefault(id(p), []).append(name)
+        #: Transposes of 2-D parameters (``W.T``, ``W.t()``, ``W.transpose(0, 1)``...), by id:
+        #: (the view, kept alive so its id is not reused; the parameter; whether the view is
+        #: the parameter transposed, False again for ``W.T.T``).
+        self.views: dict[int, tuple[object, object, bool]] = {}
         self.handles = []
         for name, mod in module.named_modules():
             self.handles.append(mod.register_forward_pre_hook(self._enter(name)))
@@ -158,21 +162,47 @@ class _Tracer:
             return self.model.unique(name)
         return self.model.unique(f"{name}.{func_name}" if name else func_name)
 
+    def _param(self, t) -> tuple[object, bool] | None:
+        """(parameter, flipped) when ``t`` is a parameter (flipped False) or a transpose of a
+        2-D one (True); None for an activation."""
+        if isinstance(t, self.torch.nn.Parameter):
+            return t, False
+        view = self.views.get(id(t))
+        return (view[1], view[2]) if view is not None and view[0] is t else None
+
     def _is_weight(self, t) -> bool:
-        return isinstance(t, self.torch.nn.Parameter)
+        return self._param(t) is not None
+
+    def _track_transpose(self, key: str, args, kwargs, out) -> None:
+        """Remember ``out`` as the transpose of a 2-D parameter (a view: no work of its own,
+        but the matmul that takes it has a weight)."""
+        src = self._param(args[0]) if args else None
+        if src is None or args[0].dim() != 2 or not isinstance(out, self.torch.Tensor):
+            return
+        if key in ("transpose", "swapaxes", "swapdims"):
+            dims = [_arg(args, kwargs, 1, "dim0"), _arg(args, kwargs, 2, "dim1")]
+            if None in dims or int(dims[0]) % 2 == int(dims[1]) % 2:
+                return  # transpose(0, 0): the parameter itself, not a view of interest
+        elif key == "permute":
+            dims = args[1] if len(args) == 2 and not isinstance(args[1], int) else args[1:]
+            if [int(d) % 2 for d in dims] != [1, 0]:
+                return
+        self.views[id(out)] = (out, src[0], not src[1])
 
     def _ref(self, w, transposed: bool = False, part: tuple[int, int] = (0, 1)) -> WeightRef | None:
         """Where weight ``w`` is in the model's state_dict: its parameter's qualified name
         (``block.W`` for a bare parameter, not ``block.matmul.weight``; of a tied one, the
         name under the calling module, ``lm_head.weight`` rather than ``embed.weight``); None
         for a tensor that is no parameter of the model (a computed weight: its layer's name
-        applies)."""
-        names = self.params.get(id(w), []) if self._is_weight(w) else []
+        applies). ``transposed`` is how the op uses ``w``; a transpose of a parameter (``W.T``)
+        flips it, as the parameter is stored the other way round."""
+        src = self._param(w)
+        names = self.params.get(id(src[0]), []) if src else []
         if not names:
             return None
         caller = self.stack[-1][0]
         key = next((n for n in names if n.rpartition(".")[0] == caller), names[0])
-        return WeightRef(key, transposed, part)
+        return WeightRef(key, transposed != src[1], part)
 
     def record(self, func, args: tuple, kwargs: dict, out) -> None:
         torch = self.torch
@@ -183,6 +213,8 @@ class _Tracer:
         if not any(isinstance(t, torch.Tensor) for t in tensors):
             return  # size(), dim(), shape: no work
         key = fname.strip("_")
+        if key in _TRANSPOSES:
+            self._track_transpose(key, args, kwargs, out)
         handler = getattr(self, f"_on_{key}", None)
         if handler is not None:
             handler(key, args, kwargs, out)
@@ -231,9 +263,16 @@ class _Tracer:
 
     def _on_matmul(self, key, args, kwargs, out) -> None:
         a, b = args[0], args[1]
-        if self._is_weight(b) and b.dim() == 2:  # x @ W, W[in, out]
+        if self._is_weight(b) and b.dim() == 2:  # x @ W, W[in, out] (x @ W.T: W[out, in])
             self.model.add(linear(self._name(key), tuple(a.shape), int(b.shape[0]),
                                   int(b.shape[1]), source=key), self._ref(b, transposed=True))
+            return
+        if self._is_weight(a) and a.dim() == 2:
+            # W @ x, W[out, in], x[..., in, n]: (W·x)ᵀ = xᵀ·Wᵀ, the linear layer over the n
+            # columns of x (the same GEMM, reducing over in, with W stored as nn.Linear's).
+            rows = (*b.shape[:-2], b.shape[-1], b.shape[-2]) if b.dim() > 1 else tuple(b.shape)
+            self.model.add(linear(self._name(key), tuple(int(d) for d in rows), int(a.shape[1]),
+                                  int(a.shape[0]), source=key), self._ref(a))
             return
         a_shape = tuple(a.shape) if a.dim() > 1 else (1, *a.shape)
         b_shape = tuple(b.shape) if b.dim() > 1 else (*b.shape, 1)
@@ -306,6 +345,11 @@ class _Tracer:
     def _on_native_multi_head_attention(self, key, args, kwargs, out) -> None:
         q, k, v = args[0], args[1], args[2]
         self._mha(key, q, k, v, int(args[4]), args[5], args[7], True, False)
+
+
+#: Torch functions and tensor properties that can transpose a 2-D parameter (as their
+#: ``record`` key).
+_TRANSPOSES = frozenset("t T mT transpose swapaxes swapdims permute".split())
 
 
 def _example_input(torch, module, shape: tuple[int, ...]):
