@@ -10,10 +10,9 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, shared machine, cycle collector paused while building and one
-hardware object per value): 0.117 and 0.133 CPU-s per point against 0.164 and 0.161 for the
-tree before, run alternately; 12.2 and 11.9 points/s against 9.2 and 8.1 under that load
-(docs/dse.md, "Benchmark").
+Last measured (2 workers, quiet machine, after the cheaper inner loops and the SimPy model's
+per-shape costs): 0.110 and 0.099 CPU-s per point against 0.113 and 0.125 for the tree before,
+run alternately; 16.0 and 18.1 points/s against 16.1 and 14.4 (docs/dse.md, "Benchmark").
 """
 
 from __future__ import annotations
