@@ -330,10 +330,16 @@ def max_tm(task: GemmTask, tk: int, tn: int, hw: HardwareSpec) -> int:
     by_acc = hw.buffers.accumulator_bytes // SLOTS_PER_BUFFER // (tn * hw.acc_bytes)
     tm = min(by_input, by_acc, MAX_TILE_ROWS)
     if tm < 1:
+        # Name the buffer that is too small (the CLI points at its line or --set).
+        field, what, row = (("input_bytes", f"an input row of {tk} elements",
+                             input_row_bytes(tk, hw)) if by_input < 1 else
+                            ("accumulator_bytes", f"an accumulator row of {tn} elements",
+                             tn * hw.acc_bytes))
+        size = getattr(hw.buffers, field)
         raise MappingError(
-            f"{task.name}: an input row of {tk} elements or an accumulator row of {tn} does not "
-            f"fit half of the buffers (input {hw.buffers.input_bytes} B, accumulator "
-            f"{hw.buffers.accumulator_bytes} B); enlarge them"
+            f"{task.name}: {what} ({row:,} B) does not fit a buffer slot of {hw.name} "
+            f"(1/{SLOTS_PER_BUFFER} of buffers.{field} = {size:,} B); enlarge buffers.{field} "
+            f"to at least {SLOTS_PER_BUFFER * row:,}"
         )
     return tm
 

@@ -115,3 +115,19 @@ def test_a_buffer_the_scheduler_refuses_points_at_its_line_or_set(tmp_path, caps
         err = capsys.readouterr().err
         assert err.startswith(f"archsim: error: {where}: buffers.weight_bytes: "), err
         assert "enlarge buffers.weight_bytes" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("field, value, names", [
+    ("input_bytes", 8, "an input row of"),
+    ("accumulator_bytes", 16, "an accumulator row of"),
+])
+def test_an_input_or_accumulator_buffer_too_small_is_named(tmp_path, capsys, field, value, names):
+    """'... does not fit half of the buffers (input 8 B, accumulator 64 B); enlarge them' named
+    no field, so the CLI could not point at the line or --set that made it too small."""
+    gemm = str(EXAMPLES_DIR / "tiny_gemm.yaml")
+    setting = f"hardware.buffers.{field}={value}"
+    assert main(["run", gemm, "--set", setting, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"archsim: error: --set {setting}: buffers.{field}: "), err
+    assert names in err and f"enlarge buffers.{field} to at least" in err
+    assert err.count("\n") == 1
