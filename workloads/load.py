@@ -262,11 +262,18 @@ def _scalar(node: yaml.Node, at: tuple, path: Path) -> Any:
                         f"{_short(node.tag)!r}; write a plain value")
     try:
         # PyYAML's safe resolution of ints, floats, bools and nulls, without its dict building.
-        return yaml.SafeLoader.construct_object(_SAFE, node, deep=True)
+        value = yaml.SafeLoader.construct_object(_SAFE, node, deep=True)
     except (ValueError, yaml.YAMLError):
         kind = node.tag.rsplit(":", 1)[-1]
         raise SpecError(f"{path}:{node.start_mark.line + 1}: {_dotted(at)}: {node.value!r} is not "
                         f"a valid {kind}") from None
+    if isinstance(value, str) and not node.style and _EXPONENT_NUMBER.fullmatch(value):
+        return float(value)  # YAML 1.2 reads 1e9 as a number; PyYAML's 1.1 rules want 1.0e9
+    return value
+
+
+#: A plain (unquoted) number in exponent form without a dot, which YAML 1.1 leaves as text.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 _SAFE = yaml.SafeLoader("")

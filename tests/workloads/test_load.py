@@ -300,3 +300,17 @@ def test_a_workload_or_sweep_given_as_hardware_says_so(tmp_path, capsys):
     assert main(["run", "example:tiny_gemm", "--hardware", "example:tiny_gemm", "--out",
                  str(tmp_path / "r")]) == 2
     assert "this is a workload, not a hardware file" in capsys.readouterr().err
+
+
+def test_a_number_in_exponent_form_is_a_number(tmp_path):
+    """PyYAML's YAML 1.1 rules read 2e2 as text (only 2.0e2 is a float): 'clock_mhz: Input
+    should be a valid number, got '2e2''. Plain 2e2 is a number, as in YAML 1.2; quoted, text."""
+    hw = (PRESET_DIR / "tiny.yaml").read_text()
+    path = write(tmp_path, re.sub(r"clock_mhz: [0-9.]+", "clock_mhz: 25e1", hw), "hw.yaml")
+    assert load_hardware(path).clock_mhz == 250.0
+    assert load_hardware("tiny", overrides=["clock_mhz=2E2"]).clock_mhz == 200.0
+    assert load_hardware("tiny", overrides=["clock_mhz=.25e+3"]).clock_mhz == 250.0
+    with pytest.raises(SpecError, match="valid number, got '2e2'"):
+        load_hardware("tiny", overrides=['clock_mhz="2e2"'])
+    quoted = load_workload(write(tmp_path, GOOD.replace("name: t\n", 'name: "1e3"\n')))
+    assert quoted.name == "1e3"
