@@ -244,6 +244,13 @@ class ResultStore:
             raise StoreError(f"{self.path}: written by a newer archsim (store schema {version})")
 
     def close(self) -> None:
+        if self._lock is not None:
+            # The writer leaves one file: back in rollback-journal mode, SQLite folds the WAL in
+            # and removes results.db-wal and -shm, which a read-only connection (the summary,
+            # a report) can never do. Busy while a report still reads: the files then stay, as
+            # harmless as before; --resume switches WAL back on.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.close()
         if self._lock is not None:
             self._lock.release()

@@ -42,6 +42,25 @@ def test_durability_settings(tmp_path):
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
+def test_a_closed_store_is_one_file_and_stays_one_after_reads(tmp_path):
+    """results.db-wal and -shm stayed beside a finished sweep's store: the summary and reports
+    read it read-only, and a read-only connection can never remove them."""
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.record(_row("h"))
+        with ResultStore(path, readonly=True) as reader:  # a report while the sweep runs
+            assert reader.count() == 1
+        assert {p.name for p in tmp_path.iterdir()} >= {"r.db-wal", "r.db-shm"}
+    with ResultStore(path, readonly=True) as reader:
+        assert reader.count() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db", "r.db.lock"]
+    with ResultStore(path) as store:  # --resume: WAL again while it writes
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        store.record(_row("h2"))
+    with ResultStore(path, readonly=True) as reader:
+        assert reader.count() == 2
+
+
 def test_meta_and_readonly(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
