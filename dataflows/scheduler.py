@@ -357,24 +357,27 @@ class _GemmWriter:
         em, (a_slot, b_slot, c_slot), tag, t_tm = self.em, slots, self.tag, self.t.tm
         _, tm = self.m_ext[s.mi]
         a_part, b_part, acc_part = (em.buffers[b].part for b in "ABC")
-        # The fields every COMPUTE of the tile shares, built once (this is the scheduler's
-        # innermost loop); each COMPUTE's dict starts from them.
-        nm_n, nm_m, n_ext = self.nm[0], self.nm[1], self.n_ext
+        # What every k-chunk's COMPUTEs share, looked up once (this is the scheduler's innermost
+        # loop): the accumulator part and width of each n-chunk. A part made before its first
+        # COMPUTE inherits the same slot hazards: COMPUTEs update parts, never the slot.
+        nm_n, nm_m = self.nm
+        accs = [acc_part(c_slot, (j,)) for j in range(len(ns))]
+        widths = [self.n_ext[nj][1] for nj in ns]
         for c, kc in enumerate(ks):
             a_key, a_fields = self._a_operand(s, c, kc)
             a_res = a_part(a_slot, a_key)
             a_row, a_conv = a_fields["a_row"], a_fields.get("conv")
             accumulate, k = s.ki > 0 or c > 0, self._steps_of(kc)
             for j, nj in enumerate(ns):
-                acc = acc_part(c_slot, (j,))
+                acc = accs[j]
                 b_key, b_fields = self._b_operand(s, c, kc, j, nj)
                 b_res = b_part(b_slot, b_key)
                 reads = (a_res, b_res, acc) if accumulate else (a_res, b_res)
                 # The weight side's address mode, where it has one, overrides the input's.
                 conv = b_fields.get("conv", a_conv)
                 em.emit_compute(tag, reads, acc, a_slot, b_slot, c_slot, accumulate, tm,
-                                n_ext[nj][1], k, nm_n, nm_m, a_row, b_fields["b_row"],
-                                j * t_tm, conv)
+                                widths[j], k, nm_n, nm_m, a_row, b_fields["b_row"], j * t_tm,
+                                conv)
 
     def _chunked_computes(self, s: _Step, slots: tuple[int, int, int], ks: range,
                           ns: range) -> None:
