@@ -25,10 +25,7 @@ _DMA_TARGET = {Op.LOAD_A: "input", Op.LOAD_B: "weight", Op.STORE_C: "accumulator
                Op.STORE_B: "weight"}
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, three times the
-# cost of building one, and the SimPy model builds one per instruction it executes (the fast
-# engine one per shape). Treated as an immutable value all the same.
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Charges:
     """What one instruction adds: to its tag (MACs, DRAM bytes) and to the buffers' SRAM bytes."""
 
