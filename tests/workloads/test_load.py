@@ -119,6 +119,26 @@ def test_inline_hardware(tmp_path):
     assert load_workload(path).hardware.array.rows == 4
 
 
+def test_repeated_loads_see_edits_and_never_each_others_overrides(tmp_path):
+    """Parsed files and --set values are remembered by their text (a sweep loads one workload
+    per design point): an override applied to one load must not reach the next, a structured
+    --set value must not be shared, and an edited file is read as it is now."""
+    path = write(tmp_path, GOOD)
+    pattern = "operations.0.sparsity={kind: nm, n: 1, m: 2}"
+    first = load_workload(path, overrides=["hardware.array.rows=8", "operations.0.m=16", pattern])
+    assert (first.hardware.array.rows, first.operations[0].m) == (8, 16)
+    assert first.operations[0].sparsity.n == 1
+    again = load_workload(path)
+    assert (again.hardware.array.rows, again.operations[0].m, again.operations[0].sparsity.n) == (4, 8, 2)
+    second = load_workload(path, overrides=[pattern, "operations.0.sparsity.m=4"])
+    assert second.operations[0].sparsity.m == 4
+    assert load_workload(path, overrides=[pattern]).operations[0].sparsity.m == 2
+    path.write_text(GOOD.replace("    m: 8", "    m: 24"))
+    assert load_workload(path).operations[0].m == 24
+    path.write_text(GOOD.replace("    m: 8", "    m: eight"))
+    assert "operations[0].m" in error_of(path)
+
+
 def test_an_override_may_index_a_list_as_errors_print_it(tmp_path):
     """Errors name fields as operations[0].m; --set operations[0].m=... said 'operations[0]
     does not exist' and only operations.0.m worked."""
