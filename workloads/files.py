@@ -133,7 +133,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _move_into(staging: Path, out: Path, last: str) -> None:
     """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
     and SIGTERM held back: no reader ever sees a new ``last`` beside old files."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    posix = hasattr(signal, "pthread_sigmask")  # elsewhere (Windows) the moves go unguarded
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING) if posix else None
     try:
         if not out.exists():
             staging.rename(out)  # one step: the whole set appears at once
@@ -146,7 +147,8 @@ def _move_into(staging: Path, out: Path, last: str) -> None:
             os.replace(path, target)
     finally:
         try:  # a signal that waited is raised here, once the set is complete
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            if posix:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         except KeyboardInterrupt as exc:
             detail = f"{exc}; " if str(exc) else ""
             raise KeyboardInterrupt(f"{detail}{out} was complete and is kept") from None
