@@ -307,7 +307,8 @@ def build_report(inputs: list[Path], out: str | Path, title: str | None = None) 
     out = Path(out)
     with staged_folder(out, last="report.html") as staging:
         written = _write_report(staging, (sweeps, runs, serves), inputs, title)
-    def moved(path: Path) -> Path:
+
+    def moved(path: Path) -> Path:  # where the file went, out of the staging folder
         return out / path.relative_to(staging)
 
     return Written(moved(written.html), figures=[moved(p) for p in written.figures],
