@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--hardware", type=path_argument,
                      help="hardware YAML file or preset name (overrides the file's)")
     run.add_argument("--out", help="output directory (default: out/<workload name>)")
+    run.add_argument("--force", action="store_true",
+                     help="replace the outputs of an earlier run in the output folder "
+                          "(refused without it)")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a field before validation, e.g. hardware.array.rows=16 (repeatable)",
@@ -115,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--hardware", type=path_argument,
                      help="hardware YAML file or preset name (overrides the file's)")
     srv.add_argument("--out", help="output directory (default: out/<workload name>)")
+    srv.add_argument("--force", action="store_true",
+                     help="replace an earlier run's serve.json in the output folder "
+                          "(refused without it)")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field before validation, e.g. serve.output_tokens=8")
     srv.add_argument("--quiet", action="store_true", help="print only the output path")
@@ -298,6 +304,25 @@ def check_out_dir(out: Path) -> Path:
     except OSError as exc:
         raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     return out
+
+
+#: The files ``archsim run`` and ``archsim serve`` write into their ``--out`` folder.
+RUN_OUTPUTS = ("results.json", "layers.csv", "attention.csv")
+SERVE_OUTPUTS = ("serve.json",)
+
+
+def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None:
+    """Fail if ``out`` already holds any of ``names``, unless ``force``.
+
+    They are an earlier run's results: a rerun with another workload, hardware or engine would
+    replace them without a word (``--hardware`` does not change the default folder). Refused as
+    ``archsim dse`` refuses a store that holds points, before any work.
+    """
+    held = [name for name in names if (out / name).exists()]
+    if held and not force:
+        raise ArchsimError(f"{out} already holds the outputs of an earlier run "
+                           f"({', '.join(held)}); pass --force to replace them, or choose "
+                           f"another --out")
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -537,10 +562,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         f"output_tokens: M}} (docs/serving.md)")
     from archsim.serving import serve
 
+    out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
+    refuse_earlier_outputs(out, SERVE_OUTPUTS, args.force)
     with _at_hardware_field(args):
         result = serve(workload)
-    out = prepare_out_dir(Path(args.out) if args.out else
-                          default_out_dir(workload.name, args.overrides))
+    prepare_out_dir(out)
     path = out / "serve.json"
     d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
     _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
@@ -615,8 +641,9 @@ def _run(args: argparse.Namespace) -> int:
     from archsim.size import NOTICE_STEPS
 
     size = _checked_size(workload, args)  # before building anything (limits.tile_steps)
-    out = prepare_out_dir(Path(args.out) if args.out else
-                          default_out_dir(workload.name, args.overrides))
+    out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
+    refuse_earlier_outputs(out, RUN_OUTPUTS, args.force)
+    prepare_out_dir(out)
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
         print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
               f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "
@@ -661,6 +688,9 @@ def _run(args: argparse.Namespace) -> int:
 
         baseline_comparison = compare(baseline, workload, result, args.baseline)
     results, layers = write_run_outputs(out, workload, result, comparison, baseline_comparison)
+    stale = out / "attention.csv"
+    if not result.attention and stale.exists():  # --force: the earlier run's, not this one's
+        stale.unlink()
     if not args.quiet:
         _print_summary(workload, result, comparison, args.layers)
         _print_spgemm(result)

@@ -244,11 +244,13 @@ def _print_summary(sweep, outcome, top: int) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from archsim.cli import check_out_dir
     from reports.html import build_report
     from reports.inputs import resolve_inputs
 
     inputs = resolve_inputs([Path(p) for p in args.inputs])
-    out = Path(args.out) if args.out else inputs[0].resolve().parent / "report"
+    # The default is checked as --out is: a file named report/ there failed with a traceback.
+    out = check_out_dir(Path(args.out) if args.out else inputs[0].resolve().parent / "report")
     written = build_report(inputs, out, title=args.title)
     figures, tables = len(written.figures) // 2, len(written.tables)
     print(f"wrote {written.html} ({figures} figure{'s' * (figures != 1)} as PNG and SVG, "

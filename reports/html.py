@@ -293,16 +293,33 @@ def _area_section() -> str:
 def build_report(inputs: list[Path], out: str | Path, title: str | None = None) -> Written:
     """Write ``out/report.html``, ``out/figures/*.{png,svg}`` and CSV tables.
 
+    They are built in a hidden sibling of ``out`` and moved in once complete (``report.html``
+    last), so an interrupted report leaves ``out`` as it was, an earlier report included.
+
     Raises
     ------
     ReportError
         When an input is missing or not an archsim results file.
     """
-    from workloads.version import ARCHSIM_VERSION as __version__
+    from workloads.files import staged_folder
 
     sweeps, runs, serves = read_inputs([Path(p) for p in inputs])
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out, last="report.html") as staging:
+        written = _write_report(staging, (sweeps, runs, serves), inputs, title)
+
+    def moved(path: Path) -> Path:  # where the file went, out of the staging folder
+        return out / path.relative_to(staging)
+
+    return Written(moved(written.html), figures=[moved(p) for p in written.figures],
+                   tables=[moved(p) for p in written.tables])
+
+
+def _write_report(out: Path, data: tuple[list[SweepData], list[RunData], list[ServeData]],
+                  inputs: list[Path], title: str | None) -> Written:
+    from workloads.version import ARCHSIM_VERSION as __version__
+
+    sweeps, runs, serves = data
     written = Written(out / "report.html")
     figs = _Figures(out, written)
     body = []

@@ -1,4 +1,5 @@
-"""Reading a user's input file without hanging on it; output folders a failed command removes.
+"""Reading a user's input file without hanging on it; output folders a failed command removes;
+a set of outputs that appears whole or not at all.
 
 Every command reads files a user names (a workload, a sweep, a baseline). Two kinds of path
 would stop a command for good in a plain ``open().read()``: a named pipe (FIFO) that no program
@@ -8,13 +9,20 @@ caller bounds the size.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
+import shutil
+import signal
 import stat
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty"]
+__all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty",
+           "staged_folder"]
 
 #: How long a named pipe may stay silent before reading it is given up.
 PIPE_WAIT_S = 5.0
@@ -72,3 +80,75 @@ def remove_created_if_empty() -> None:
         except OSError:  # not empty (or already gone): keep it and everything above it
             break
     _CREATED.clear()
+
+
+#: Signals that stop a command; they wait while finished outputs are moved into place.
+_STOPPING = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, last: str) -> Iterator[Path]:
+    """A hidden sibling of ``out`` to write a set of outputs into, moved into ``out`` once the
+    block has finished; the file named ``last`` moves last, as it is the one that says "done".
+
+    Interrupted (Ctrl-C, or SIGTERM, which raises ``KeyboardInterrupt`` here) or failed, the
+    sibling is removed and ``out`` is as it was: an earlier set of outputs there is replaced
+    only by a complete one, and never half. The moves cannot be interrupted (those signals wait
+    until they are done). Files in ``out`` that the new set does not hold are left alone. Only
+    a process killed outright leaves the sibling, named ``.<out>.incomplete-*``.
+    """
+    make_dirs(out.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    try:
+        with _sigterm_interrupts():
+            try:
+                yield staging
+            except KeyboardInterrupt as exc:
+                detail = f"{exc}; " if str(exc) else ""
+                raise KeyboardInterrupt(f"{detail}nothing written to {out}") from None
+            _move_into(staging, out, last)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt``, so the cleanup a Ctrl-C runs also runs for it (its
+    default action ends the process on the spot). Where a handler is already set, it is kept."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _move_into(staging: Path, out: Path, last: str) -> None:
+    """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
+    and SIGTERM held back: no reader ever sees a new ``last`` beside old files."""
+    posix = hasattr(signal, "pthread_sigmask")  # elsewhere (Windows) the moves go unguarded
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING) if posix else None
+    try:
+        if not out.exists():
+            staging.rename(out)  # one step: the whole set appears at once
+            return
+        files = sorted((p for p in staging.rglob("*") if p.is_file()),
+                       key=lambda p: p.relative_to(staging) == Path(last))
+        for path in files:
+            target = out / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        try:  # a signal that waited is raised here, once the set is complete
+            if posix:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        except KeyboardInterrupt as exc:
+            detail = f"{exc}; " if str(exc) else ""
+            raise KeyboardInterrupt(f"{detail}{out} was complete and is kept") from None

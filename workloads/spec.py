@@ -377,6 +377,10 @@ class HardwareSpec(_Spec):
         """True when the PE datapath can skip the pruned weights of an ``n:m`` pattern."""
         return any(p.n == n and p.m == m for p in self.nm_patterns)
 
+    def patterns_text(self) -> str:
+        """The N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
+        return ", ".join(f"{p.n}:{p.m}" for p in self.nm_patterns) or "none"
+
 
 # --------------------------------------------------------------------------------------------
 # Sparsity
@@ -1161,7 +1165,7 @@ class WorkloadSpec(_Spec):
 
     def supported_patterns_text(self) -> str:
         """The hardware's N:M patterns, for messages (``1:2, 2:4`` or ``none``)."""
-        return ", ".join(f"{p.n}:{p.m}" for p in self.hardware.nm_patterns) or "none"
+        return self.hardware.patterns_text()
 
     @model_validator(mode="after")
     def _servable(self) -> WorkloadSpec:

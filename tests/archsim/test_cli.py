@@ -51,6 +51,44 @@ def test_hardware_override_flag(tmp_path):
     assert json.loads((out / "results.json").read_text())["hardware"]["name"] == "sat_vcu1525"
 
 
+def test_a_rerun_into_an_earlier_runs_folder_is_refused_unless_forced(tmp_path, capsys):
+    """A second run into the same --out replaced the first run's results without a word (a
+    run with another --hardware shares the default folder, so it happened unasked)."""
+    out = tmp_path / "o"
+    tiny = "workloads/examples/tiny_gemm.yaml"
+    assert main(["run", tiny, "--out", str(out), "--quiet"]) == 0
+    earlier = {name: (out / name).read_bytes() for name in ("results.json", "layers.csv")}
+    capsys.readouterr()
+    assert main(["run", tiny, "--hardware", "sat_vcu1525", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"archsim: error: {out} already holds the outputs of an earlier run (results.json, "
+        f"layers.csv); pass --force to replace them, or choose another --out\n")
+    assert {name: (out / name).read_bytes() for name in earlier} == earlier
+    assert main(["run", tiny, "--hardware", "sat_vcu1525", "--out", str(out), "--quiet",
+                 "--force"]) == 0
+    assert json.loads((out / "results.json").read_text())["hardware"]["name"] == "sat_vcu1525"
+
+
+def test_a_forced_rerun_leaves_no_earlier_attention_csv(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "attention.csv").write_text("from an earlier run with attention layers\n")
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--out", str(out), "--quiet"]) == 2
+    assert (out / "attention.csv").exists()
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--out", str(out), "--quiet",
+                 "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "results.json"]
+
+
+def test_a_run_leaves_other_files_in_its_folder_alone(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "serve.json").write_text("{}")  # archsim serve's output shares out/<name>
+    assert main(["run", "workloads/examples/tiny_gemm.yaml", "--out", str(out), "--quiet"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "serve.json").read_text() == "{}"
+
+
 def test_version(capsys):
     try:
         main(["--version"])

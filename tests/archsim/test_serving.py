@@ -149,6 +149,22 @@ def test_a_serving_run_too_large_to_finish_is_refused_at_once(tmp_path, capsys, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_second_serve_into_the_same_folder_is_refused_unless_forced(tmp_path, capsys):
+    path = _workload(tmp_path, serve_line="serve: {prompt_tokens: 512, output_tokens: 2}")
+    out = tmp_path / "o"
+    assert main(["serve", str(path), "--out", str(out), "--quiet"]) == 0
+    earlier = (out / "serve.json").read_text()
+    capsys.readouterr()
+    argv = ["serve", str(path), "--out", str(out), "--quiet", "--set", "serve.output_tokens=3"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"archsim: error: {out} already holds the outputs of an earlier run (serve.json); pass "
+        f"--force to replace them, or choose another --out\n")
+    assert (out / "serve.json").read_text() == earlier
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((out / "serve.json").read_text())["output_tokens"] == 3
+
+
 def test_one_output_token_has_no_time_per_token(tmp_path, capsys):
     path = _workload(tmp_path, serve_line="serve: {prompt_tokens: 512, output_tokens: 1}")
     assert main(["serve", str(path), "--out", str(tmp_path / "o")]) == 0

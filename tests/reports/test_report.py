@@ -230,3 +230,60 @@ def test_inputs_of_one_name_keep_a_table_each(report_inputs, tmp_path):
         with (tmp_path / "rep" / name).open() as fh:
             assert list(csv.DictReader(fh))[1]["cycles"] == cycles
     assert str(paths[1]) in written.html.read_text()  # the summary names each file
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _interrupt_after_first_figure(monkeypatch) -> None:
+    from reports import html
+
+    render = html._Figures.render
+
+    def render_then_stop(self, plot):
+        if self.names:
+            raise KeyboardInterrupt
+        return render(self, plot)
+
+    monkeypatch.setattr(html._Figures, "render", render_then_stop)
+
+
+def test_an_interrupted_report_leaves_no_partial_folder(report_inputs, tmp_path, capsys,
+                                                        monkeypatch):
+    """Ctrl-C part way left figures/ and CSV tables in --out: a folder that looked finished."""
+    _interrupt_after_first_figure(monkeypatch)
+    out = tmp_path / "deep" / "rep"
+    assert main(["report", *map(str, report_inputs), "--out", str(out)]) == 130
+    assert capsys.readouterr().err == f"archsim: interrupted; nothing written to {out}\n"
+    assert not (tmp_path / "deep").exists()  # nor a hidden .rep.incomplete-* beside it
+
+
+def test_an_interrupted_report_keeps_the_earlier_one_whole(report_inputs, tmp_path, capsys,
+                                                           monkeypatch):
+    """The earlier report.html stayed beside the new report's first figures and tables."""
+    out = tmp_path / "rep"
+    assert main(["report", *map(str, report_inputs), "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    earlier = _tree(out)
+    _interrupt_after_first_figure(monkeypatch)
+    assert main(["report", str(report_inputs[1]), "--out", str(out), "--title", "new"]) == 130
+    assert _tree(out) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+    monkeypatch.undo()  # a complete report replaces the earlier one's files, nothing else
+    assert main(["report", str(report_inputs[1]), "--out", str(out), "--title", "new"]) == 0
+    assert "<title>new</title>" in (out / "report.html").read_text()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_a_file_in_the_default_report_folders_place_is_one_line(report_inputs, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_bytes(report_inputs[1].read_bytes())
+    (run / "report").write_text("mine")
+    assert main(["report", str(run / "results.json")]) == 2
+    assert capsys.readouterr().err == (f"archsim: error: --out {run / 'report'}: is a file; "
+                                       f"expected a folder\n")
+    assert (run / "report").read_text() == "mine"

@@ -38,6 +38,9 @@ def test_example_loads(tiny_sweep_path):
          r":8: constraints\[0\]: unknown name 'colz'.*did you mean 'cols'"),
         (AXES + "objectives: [cycles]\nconstraints: ['import os']\n",
          r":8: constraints\[0\]: invalid expression"),
+        (AXES + "objectives: [cycles]\nconstraints: ['(10**60)**60**1 > rows']\n",
+         r":8: constraints\[0\]: '\(10\*\*60\)\*\*60\*\*1 > rows': \*\* would make an integer of "
+         r"about 11,959 bits; integers in a constraint stay below 2\*\*1024"),
         (AXES + "objectives: [cycles]\nconstraints: [speedup > 1]\n",
          r":8: constraints\[0\]: 'speedup' needs 'compare_dense: true'"),
         (AXES + "objectives: [area]\n",

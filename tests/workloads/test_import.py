@@ -768,13 +768,17 @@ def counted() -> nn.Module:
     ("nm:3:7", "--sparsity nm:3:7: m must be a power of two no larger than 16, got m=7"),
     ("bdwp:5:4", "--sparsity bdwp:5:4: n must satisfy 0 < n <= m, got n=5, m=4"),
     ("nm:0:4", "--sparsity nm:0:4: n must satisfy 0 < n <= m, got n=0, m=4"),
+    ("nm:1:16", "--sparsity nm:1:16: N:M 1:16 is not among hardware 'tiny''s nm_patterns (1:2, "
+                "2:4, 1:4, 2:8); choose one of them, or a --hardware that runs it"),
+    ("bdwp:1:8", "--sparsity bdwp:1:8: N:M 1:8 is not among hardware 'tiny''s nm_patterns"),
 ])
 def test_an_invalid_n_m_is_refused_before_the_model_is_built(tmp_path, capsys, sparsity, message):
     """It was found only once the traced model's workload was loaded: a large model was built
-    and traced first."""
+    and traced first. So was a pattern that --hardware does not run."""
     _built.clear()
     err = _one_line_error(capsys, ["import", _src("counted"), "--input-shape", "1,8,16,16",
-                                   "--out", str(tmp_path / "w.yaml"), "--sparsity", sparsity])
+                                   "--out", str(tmp_path / "w.yaml"), "--sparsity", sparsity,
+                                   "--hardware", "tiny"])
     assert f"archsim: error: {message}" in err, err
     assert _built == []
 
@@ -786,7 +790,7 @@ def test_an_invalid_n_m_is_refused_before_the_model_is_built(tmp_path, capsys, s
     (["--sparsity", "nm:3:7"], "--sparsity nm:3:7: m must be a power of two"),
     (["--sparsity", "bdwp:5:4"], "--sparsity bdwp:5:4: n must satisfy 0 < n <= m"),
     (["--sparsity", "nm:1:16", "--hardware", "tiny"],
-     "--sparsity nm:1:16: N:M 1:16 (operation 'conv1d') is not among hardware 'tiny'"),
+     "--sparsity nm:1:16: N:M 1:16 is not among hardware 'tiny''s nm_patterns"),
 ])
 def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, message):
     """The generated text is loaded before it is written: a file already there stays as it was,

@@ -102,12 +102,15 @@ def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
     loads back; returns the coverage table (and the checkpoint table with ``masks``) as lines.
     Arguments are the command line's strings (``input_shape`` ``1,3,224,224``, ``sparsity``
     ``bdwp:2:8``, ``masks`` a state_dict file). Arguments are checked before the model is
-    read, and the workload is written only once it loads (``output.write_checked``)."""
+    read (``--sparsity``'s pattern against ``--hardware``'s too), and the workload is written
+    only once it loads (``output.write_checked``)."""
     from workloads.importers.output import check_out, hardware_entry, write_checked
 
     check_out(out)
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
-    patterns = [(p.n, p.m) for p in _hardware(hardware).nm_patterns]
+    hw = _hardware(hardware)
+    _refuse_unsupported_pattern(hw, default, sparsity)
+    patterns = [(p.n, p.m) for p in hw.nm_patterns]
     model = import_model(source, shape, fmt, strict)
     per_layer, table = {}, []
     if masks:
@@ -133,3 +136,16 @@ def _hardware(hardware: str):
     except SpecError as exc:
         message = str(exc).removeprefix(f"{hardware}: ")  # the argument is named once
         raise ModelImportError(f"--hardware {hardware}: {message}") from None
+
+
+def _refuse_unsupported_pattern(hardware, sparsity: dict | None, text: str | None) -> None:
+    """``--sparsity``'s N:M pattern must be one ``--hardware`` runs sparse. Checked before the
+    model is read: it was found only when the traced workload loaded, after a large model's
+    trace. (A workload may opt in to running it dense, ``unsupported_nm``; an import may not.)"""
+    if sparsity is None or sparsity["kind"] == "dense":
+        return
+    if not hardware.supports(sparsity["n"], sparsity["m"]):
+        raise ModelImportError(
+            f"--sparsity {text}: N:M {sparsity['n']}:{sparsity['m']} is not among hardware "
+            f"{hardware.name!r}'s nm_patterns ({hardware.patterns_text()}); choose one of them, "
+            f"or a --hardware that runs it")

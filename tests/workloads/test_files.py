@@ -1,0 +1,62 @@
+"""workloads.files.staged_folder: a set of outputs appears whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from workloads import files
+from workloads.files import staged_folder
+
+
+def _write_set(folder: Path, text: str) -> None:
+    (folder / "sub").mkdir()
+    (folder / "sub" / "a.txt").write_text(text)
+    (folder / "done.txt").write_text(text)
+
+
+def test_a_finished_set_replaces_its_files_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    with staged_folder(out, last="done.txt") as staging:
+        _write_set(staging, "one")
+    (out / "mine.txt").write_text("mine")
+    with staged_folder(out, last="done.txt") as staging:
+        _write_set(staging, "two")
+    assert {p.name: p.read_text() for p in out.rglob("*.txt")} == {
+        "a.txt": "two", "done.txt": "two", "mine.txt": "mine"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_sigterm_is_an_interrupt_that_leaves_out_as_it_was(tmp_path):
+    """SIGTERM's default action ended the process with the outputs half written."""
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt, match=f"terminated \\(SIGTERM\\); nothing written to "
+                                                f"{out}$"):
+        with staged_folder(out, last="done.txt") as staging:
+            (staging / "a.txt").write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_ctrl_c_while_moving_waits_until_the_set_is_complete(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    replace, moved = os.replace, []
+
+    def replace_with_ctrl_c(source, target):
+        os.kill(os.getpid(), signal.SIGINT)  # held back until every file is in place
+        replace(source, target)
+        moved.append(Path(target).name)
+
+    monkeypatch.setattr(files.os, "replace", replace_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match=f"^{out} was complete and is kept$"):
+        with staged_folder(out, last="done.txt") as staging:
+            _write_set(staging, "new")
+    assert moved == ["a.txt", "done.txt"]  # the file that says "done" last
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["done.txt",
+                                                                          "sub/a.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
