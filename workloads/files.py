@@ -132,23 +132,32 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def _move_into(staging: Path, out: Path, last: str) -> None:
     """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
-    and SIGTERM held back: no reader ever sees a new ``last`` beside old files."""
-    posix = hasattr(signal, "pthread_sigmask")  # elsewhere (Windows) the moves go unguarded
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING) if posix else None
+    and SIGTERM held back: no reader ever sees a new ``last`` beside old files. A stop that
+    arrived meanwhile is raised here, once the set is complete. Held back by handlers that
+    note it (they run in the main thread whichever thread the kernel hands the signal to; a
+    blocked signal mask is per thread, and a progress bar's thread took the signal instead)."""
+    if threading.current_thread() is not threading.main_thread():
+        _move_files(staging, out, last)
+        return
+    stops: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: stops.append(signum)) for s in _STOPPING}
     try:
-        if not out.exists():
-            staging.rename(out)  # one step: the whole set appears at once
-            return
-        files = sorted((p for p in staging.rglob("*") if p.is_file()),
-                       key=lambda p: p.relative_to(staging) == Path(last))
-        for path in files:
-            target = out / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+        _move_files(staging, out, last)
     finally:
-        try:  # a signal that waited is raised here, once the set is complete
-            if posix:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        except KeyboardInterrupt as exc:
-            detail = f"{exc}; " if str(exc) else ""
-            raise KeyboardInterrupt(f"{detail}{out} was complete and is kept") from None
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stops:
+        detail = "terminated (SIGTERM); " if signal.SIGTERM in stops else ""
+        raise KeyboardInterrupt(f"{detail}{out} was complete and is kept")
+
+
+def _move_files(staging: Path, out: Path, last: str) -> None:
+    if not out.exists():
+        staging.rename(out)  # one step: the whole set appears at once
+        return
+    files = sorted((p for p in staging.rglob("*") if p.is_file()),
+                   key=lambda p: p.relative_to(staging) == Path(last))
+    for path in files:
+        target = out / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
