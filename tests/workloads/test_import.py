@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from archsim.cli import main
+from workloads.errors import SpecError
 from workloads.importers import import_model, parse_sparsity, workload_text
 from workloads.layers import expand
 from workloads.load import load_workload
@@ -396,8 +397,11 @@ def test_decoder_attention_becomes_attention_ops_and_runs(tmp_path):
     path = _write(tmp_path, model)
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
-    # training has no attention mapping: the products become two dense gemm ops each
+    # training runs attention ops (forward and backward): they stay as inference writes them
     train = _write(tmp_path, model, "t.yaml", mode="training")
+    train_ops = load_workload(train).operations
+    assert [op.op for op in train_ops] == kinds
+    assert train_ops == load_workload(path).operations
     assert _forward_macs(train) == _forward_macs(path) == model.macs
 
 
@@ -416,14 +420,11 @@ def test_cross_attention_to_a_shorter_memory_imports_and_runs(tmp_path, capsys):
     cross = 2 * 2 * 4 * 16 * 6 * 16  # 2 products · batch · heads · q · kv · d
     dense = {"layer.self_attn": 2 * 2 * 4 * 16 * 16 * 16, "layer.multihead_attn": cross,
              "cross": cross}
-    imported = tmp_path / "w.yaml"
-    assert main(["import", _src("cross_decoder"), "--input-shape", "2,16,64", "--out",
-                 str(imported), "--hardware", "sat_vcu1525"]) == 0, capsys.readouterr().err
     for mode in ("inference", "training"):
-        # import --mode training writes attention as two dense gemms (write._training_attention);
-        # the attention ops themselves train with their backward.
         path = tmp_path / f"{mode}.yaml"
-        path.write_text(imported.read_text().replace("mode: inference", f"mode: {mode}"))
+        assert main(["import", _src("cross_decoder"), "--input-shape", "2,16,64", "--out",
+                     str(path), "--hardware", "sat_vcu1525", "--mode", mode]) == 0, \
+            capsys.readouterr().err
         docs = []
         for engine in ("simpy", "fast"):
             out = tmp_path / f"{mode}-{engine}"
@@ -449,6 +450,27 @@ def test_decode_step_becomes_decode_attention_and_runs(tmp_path):
     path = _write(tmp_path, model)
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert _forward_macs(path) == model.macs
+
+
+def test_training_import_writes_a_decode_step_as_dense_products(tmp_path, capsys):
+    """Training refuses decode attention (WorkloadSpec._attention_training), so a training
+    import writes each decode step as its two products, one query row against the 41-token
+    cache, with a note saying why; the forward MACs stay the model's."""
+    model = import_model(_src("decode_step"), (2, 1))
+    kept = _write(tmp_path, model, "kept.yaml")  # the decode attention ops, in inference
+    kept.write_text(kept.read_text().replace("mode: inference", "mode: training"))
+    with pytest.raises(SpecError, match="phase: decode needs mode: inference"):
+        load_workload(kept)
+    path = _write(tmp_path, model, "t.yaml", mode="training")
+    rows = [line for line in path.read_text().splitlines() if "attention" in line]
+    assert [line.split('"')[1] for line in rows] == [
+        "attention.scores", "attention.context", "attention.1.scores", "attention.1.context"]
+    assert all("two dense products: phase: decode does not train" in line for line in rows)
+    gemms = [op for op in load_workload(path).operations if op.op == "gemm"]
+    assert [(op.m, op.k, op.n, op.repeat) for op in gemms] == [(1, 8, 41, 16), (1, 41, 8, 16)] * 2
+    assert _forward_macs(path) == model.macs
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0, \
+        capsys.readouterr().err
 
 
 def test_multihead_attention_module(tmp_path):

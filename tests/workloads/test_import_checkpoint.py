@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 from pathlib import Path
 
 import pytest
@@ -461,3 +462,40 @@ def test_a_transposed_or_left_parameter_reads_its_own_checkpoint_entry(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "checkpoint entry Q has shape [12, 24]; the model's linear matmul.4 needs [24, 12]" in err
+
+
+def _export_transposed(path: Path, fold: bool) -> Path:
+    buf = io.BytesIO()
+    with pytest.warns(DeprecationWarning):  # the TorchScript exporter needs no onnxscript
+        torch.onnx.export(_Transposed().eval(), (torch.randn(4, 64),), buf, dynamo=False,
+                          do_constant_folding=fold)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "transpose-nodes"])
+def test_an_onnx_export_of_transposed_and_left_parameters_imports_as_torch_does(tmp_path, fold,
+                                                                                 capsys):
+    """The same model exported to ONNX, its transposes folded into new constants or kept as
+    Transpose nodes, imports as the same five linear layers (they were weight-free gemm ops
+    but for x @ W.T folded); kept as Transpose nodes, each reads its parameter's own
+    checkpoint entry in the orientation the torch import reads it (the same N:M patterns)."""
+    pytest.importorskip("onnx")
+    onnx_file = _export_transposed(tmp_path / "t.onnx", fold)
+    out, ckpt = tmp_path / "w.yaml", tmp_path / "t.pt"
+    argv = ["import", str(onnx_file), "--out", str(out), "--hardware", "tiny"]
+    assert main([*argv, "--sparsity", "nm:2:4"]) == 0, capsys.readouterr().err
+    layers = expand(load_workload(out))
+    assert [(layer.kind, layer.in_features, layer.out_features, layer.rows, layer.sparsity.kind)
+            for layer in layers] == [("linear", 64, 32, 4, "nm"), ("linear", 32, 16, 4, "nm"),
+                                     ("linear", 16, 8, 4, "nm"), ("linear", 8, 24, 4, "nm"),
+                                     ("linear", 24, 12, 4, "nm")]
+    if fold:
+        return  # folded constants are no parameters: no checkpoint entry names them
+    torch.save({"W": _nm_in((32, 64), 2, 4), "fc.weight": _nm_in((16, 32), 1, 4),
+                "U": _nm_in((8, 16), 1, 2), "P": _nm_in((24, 8), 1, 4),
+                "Q": _nm_in((24, 12), 1, 2, dim=0)}, ckpt)
+    assert main([*argv, "--masks", str(ckpt)]) == 0, capsys.readouterr().err
+    got = [(s.n, s.m) for s in (layer.sparsity for layer in expand(load_workload(out)))]
+    assert got == [(2, 4), (1, 4), (1, 2), (1, 4), (1, 2)]
+    assert out.read_text().count("checkpoint is") == 5

@@ -2,8 +2,9 @@
 ``onnx.shape_inference`` at the given input shape.
 
 ``Conv`` becomes a convolution (grouped, strided, padded or dilated; ``auto_pad`` resolved from
-the inferred output shape), ``Gemm`` and ``MatMul`` with a constant weight become linear layers,
-and a ``MatMul`` of two activations a ``gemm`` op. Layers are named after the module scopes of
+the inferred output shape), ``Gemm`` and ``MatMul`` with a constant weight become linear layers
+(the weight on either side, also through a 2-D ``Transpose``, as the torch importer maps
+``x @ W.T`` and ``W @ x``), and a ``MatMul`` of two activations a ``gemm`` op. Layers are named after the module scopes of
 the node name (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``), as a torch import names
 them, so the two imports of one model agree.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from workloads.importers.graph import (
     ImportedModel,
     ModelImportError,
+    WeightRef,
     conv2d,
     linear,
     matmul,
@@ -105,9 +107,12 @@ class _Reader:
     def __init__(self, onnx, model, path: Path, shapes: dict, imported: ImportedModel,
                  strict: bool) -> None:
         self.onnx, self.path, self.shapes, self.m, self.strict = onnx, path, shapes, imported, strict
-        self.consts = {i.name for i in model.graph.initializer}
+        self.inits = {i.name for i in model.graph.initializer}
+        self.consts = set(self.inits)
         # Constant nodes are weights too (some exporters emit weights as Constant nodes).
         self.consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+        self.transposes = {n.output[0]: n.input[0] for n in model.graph.node
+                           if n.op_type == "Transpose" and _swaps_two_dims(self.onnx, n, shapes)}
 
     def shape(self, node, name: str) -> tuple[int, ...]:
         if name not in self.shapes:
@@ -157,26 +162,69 @@ class _Reader:
                           strides, (top, left, bottom, right), dil, int(a.get("group", 1)),
                           source="Conv"))
 
+    def weight(self, name: str) -> tuple[str, bool] | None:
+        """(initializer, flipped) when tensor ``name`` is a constant weight (flipped False) or
+        a 2-D ``Transpose`` of one, also of a transpose (True when the count is odd); None for
+        an activation. Exporters keep ``x @ W.T`` as ``Transpose(W)`` without constant folding."""
+        flipped = False
+        while name in self.transposes:
+            name, flipped = self.transposes[name], not flipped
+        return (name, flipped) if name in self.consts else None
+
+    def _linear(self, node, weight: tuple[str, bool], rows: tuple[int, ...], in_features: int,
+                out_features: int, stored_in_out: bool) -> None:
+        """A linear op named after its weight. ``stored_in_out``: the initializer is stored
+        ``[in, out]`` (``x @ W``), not ``[out, in]`` as ``nn.Linear`` stores it; a parameter's
+        own name is where a checkpoint holds it (a folded constant, ``onnx::MatMul_17``, is
+        none: its layer's ``<name>.weight`` applies)."""
+        init, flipped = weight
+        name = self.m.unique(_node_name(node, init))
+        stored_in_out ^= flipped
+        ref = WeightRef(init, stored_in_out) if "::" not in init and init in self.inits else None
+        self.m.add(linear(name, rows, in_features, out_features, source=node.op_type), ref)
+
     def _on_Gemm(self, node) -> None:
+        """``Y = A'·B'`` (``A' = Aᵀ`` with ``transA``, ``B'`` likewise): a linear op when B or A
+        is a weight, reducing over ``k``; with the weight on the left, over the ``n`` columns
+        of ``B'`` (``(W·x)ᵀ = xᵀ·Wᵀ``, as torch's ``W @ x``)."""
         a = _attrs(self.onnx, node)
+        trans_a, trans_b = bool(a.get("transA", 0)), bool(a.get("transB", 0))
         sa, sb = self.shape(node, node.input[0]), self.shape(node, node.input[1])
-        m, k = (sa[1], sa[0]) if a.get("transA", 0) else sa
-        n = sb[0] if a.get("transB", 0) else sb[1]
-        name = self.m.unique(_node_name(node, node.input[1]))
-        if node.input[1] in self.consts:
-            self.m.add(linear(name, (m, k), k, n, source="Gemm"))
+        m, k = (sa[1], sa[0]) if trans_a else sa
+        n = sb[0] if trans_b else sb[1]
+        right, left = self.weight(node.input[1]), self.weight(node.input[0])
+        if right is not None:
+            self._linear(node, right, (m, k), k, n, stored_in_out=not trans_b)
+        elif left is not None:
+            self._linear(node, left, (n, k), k, m, stored_in_out=trans_a)
         else:
-            self.m.add(matmul(name, (m, k), (k, n), source="Gemm"))
+            self.m.add(matmul(self.m.unique(_node_name(node, node.input[1])), (m, k), (k, n),
+                              source="Gemm"))
 
     def _on_MatMul(self, node) -> None:
+        """``x @ W`` (``W`` ``[in, out]``) or ``W @ x`` (``W`` ``[out, in]``, ``x``
+        ``[..., in, n]``: the linear op over the ``n`` columns of ``x``), either possibly
+        through a ``Transpose`` of the weight; else a product of two activations."""
         sa, sb = self.shape(node, node.input[0]), self.shape(node, node.input[1])
-        name = self.m.unique(_node_name(node, node.input[1]))
-        if node.input[1] in self.consts and len(sb) == 2:
-            self.m.add(linear(name, sa, sb[0], sb[1], source="MatMul"))
+        right, left = self.weight(node.input[1]), self.weight(node.input[0])
+        if right is not None and len(sb) == 2:
+            self._linear(node, right, sa, sb[0], sb[1], stored_in_out=True)
+            return
+        if left is not None and len(sa) == 2:
+            rows = (*sb[:-2], sb[-1], sb[-2]) if len(sb) > 1 else sb  # W @ v: one row
+            self._linear(node, left, rows, sa[1], sa[0], stored_in_out=False)
             return
         sa = sa if len(sa) > 1 else (1, *sa)
         sb = sb if len(sb) > 1 else (*sb, 1)
-        self.m.add(matmul(name, sa, sb, source="MatMul"))
+        self.m.add(matmul(self.m.unique(_node_name(node, node.input[1])), sa, sb,
+                          source="MatMul"))
+
+
+def _swaps_two_dims(onnx, node, shapes: dict) -> bool:
+    """A ``Transpose`` of a 2-D tensor that swaps its dimensions (no ``perm``: reversed)."""
+    if len(shapes.get(node.input[0], ())) != 2:
+        return False
+    return list(_attrs(onnx, node).get("perm", [1, 0])) == [1, 0]
 
 
 def _prod(shape) -> int:

@@ -102,13 +102,27 @@ def why_dense(op: MappedOp, sparsity: dict) -> str:
     return ""
 
 
+def _why_not_trained(op: MappedOp) -> str:
+    """Empty when training runs ``op`` as an ``attention`` op (forward and FlashAttention-2
+    backward); else why it does not. This mirrors the refusals of
+    ``WorkloadSpec._attention_training`` that an import can reach: the importer writes no
+    ``pattern``, so neither N:M-pruned scores nor a mask beyond the backward's grid limit can
+    occur, and a decode step is what remains."""
+    if op.fields.get("phase") == "decode":
+        return "phase: decode does not train (training runs attention over prefill only)"
+    return ""
+
+
 def _training_attention(op: MappedOp) -> list[MappedOp]:
-    """Attention in a training workload: its two products as dense ``gemm`` ops (the attention
-    mapping covers inference only)."""
+    """An attention op in a training workload: kept where training runs it; else its two
+    products as dense ``gemm`` ops, so that the step still counts their work."""
+    why = _why_not_trained(op)
+    if not why:
+        return [op]
     f = op.fields
-    q_len = f.get("q_len", f["kv_len"])
+    q_len = 1 if f.get("phase") == "decode" else f.get("q_len", f["kv_len"])
     repeat = f["batch"] * f["heads"]
-    note = "attention as two dense products (attention ops run in inference only)"
+    note = "; ".join(filter(None, (op.note, f"attention as two dense products: {why}")))
     out = []
     for suffix, (m, k, n) in (("scores", (q_len, f["head_dim"], f["kv_len"])),
                               ("context", (q_len, f["kv_len"], f["head_dim"]))):
