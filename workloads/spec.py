@@ -32,6 +32,7 @@ from workloads.errors import SpecError
 from workloads.limits import MAX_INT, Limits
 
 __all__ = [
+    "untrainable_attention",
     "SpecError",
     "NMPattern",
     "ArraySpec",
@@ -1110,6 +1111,20 @@ class ServeSpec(_Spec):
 SERVABLE_MODELS = ("decoder", "qwen2_5_7b")
 
 
+def untrainable_attention(phase: str, pattern: Any) -> str:
+    """Why training cannot run attention of this ``phase`` and score ``pattern`` ("" when it
+    can): training runs an attention op's forward and its FlashAttention-2 backward
+    (dataflows/attention_backward.py) over prefill, and what that backward does not model is
+    refused rather than silently dropped. ``archsim import`` asks it too (decode layers become
+    dense products there)."""
+    if phase == "decode":
+        return "phase: decode needs mode: inference (training runs attention over prefill only)"
+    if isinstance(pattern, ScoreNMAttention):
+        return ("the attention backward does not model N:M pruning of the scores (kind: nm); "
+                "use mode: inference or another pattern")
+    return ""
+
+
 class WorkloadSpec(_Spec):
     """A workload: operations, a training/inference mode, a default sparsity and the hardware."""
 
@@ -1197,11 +1212,8 @@ class WorkloadSpec(_Spec):
         # is refused rather than silently dropped.
         if self.mode == "training":
             for i, op in enumerate(self.operations):
-                if isinstance(op, (AttentionOp, ModelOp)) and op.phase == "decode":
-                    raise ValueError(f"operations[{i}]: phase: decode needs mode: inference")
-                pattern = op.pattern if isinstance(op, (AttentionOp, ModelOp)) else None
-                if isinstance(pattern, ScoreNMAttention):
-                    raise ValueError(
-                        f"operations[{i}]: the attention backward does not model N:M pruning of "
-                        f"the scores (kind: nm); use mode: inference or another pattern")
+                if isinstance(op, (AttentionOp, ModelOp)):
+                    why = untrainable_attention(op.phase, op.pattern)
+                    if why:
+                        raise ValueError(f"operations[{i}]: {why}")
         return self

@@ -465,7 +465,7 @@ def test_training_import_writes_a_decode_step_as_dense_products(tmp_path, capsys
     rows = [line for line in path.read_text().splitlines() if "attention" in line]
     assert [line.split('"')[1] for line in rows] == [
         "attention.scores", "attention.context", "attention.1.scores", "attention.1.context"]
-    assert all("two dense products: phase: decode does not train" in line for line in rows)
+    assert all("two dense products: phase: decode needs mode: inference" in line for line in rows)
     gemms = [op for op in load_workload(path).operations if op.op == "gemm"]
     assert [(op.m, op.k, op.n, op.repeat) for op in gemms] == [(1, 8, 41, 16), (1, 41, 8, 16)] * 2
     assert _forward_macs(path) == model.macs

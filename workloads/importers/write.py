@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 
 from workloads.importers.graph import ImportedModel, MappedOp, Mode, ModelImportError
+from workloads.spec import untrainable_attention
 
 __all__ = ["parse_sparsity", "workload_text", "coverage_rows", "format_coverage", "why_dense"]
 
@@ -102,21 +103,10 @@ def why_dense(op: MappedOp, sparsity: dict) -> str:
     return ""
 
 
-def _why_not_trained(op: MappedOp) -> str:
-    """Empty when training runs ``op`` as an ``attention`` op (forward and FlashAttention-2
-    backward); else why it does not. This mirrors the refusals of
-    ``WorkloadSpec._attention_training`` that an import can reach: the importer writes no
-    ``pattern``, so neither N:M-pruned scores nor a mask beyond the backward's grid limit can
-    occur, and a decode step is what remains."""
-    if op.fields.get("phase") == "decode":
-        return "phase: decode does not train (training runs attention over prefill only)"
-    return ""
-
-
 def _training_attention(op: MappedOp) -> list[MappedOp]:
     """An attention op in a training workload: kept where training runs it; else its two
     products as dense ``gemm`` ops, so that the step still counts their work."""
-    why = _why_not_trained(op)
+    why = untrainable_attention(op.fields.get("phase", "prefill"), None)  # no pattern is written
     if not why:
         return [op]
     f = op.fields
