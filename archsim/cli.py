@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import csv
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from workloads.errors import ArchsimError
 from workloads.files import forget_created, make_dirs, remove_created_if_empty
+from workloads.outputs import default_out_dir, refuse_earlier_outputs
 from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
@@ -311,20 +311,6 @@ RUN_OUTPUTS = ("results.json", "layers.csv", "attention.csv")
 SERVE_OUTPUTS = ("serve.json",)
 
 
-def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None:
-    """Fail if ``out`` already holds any of ``names``, unless ``force``.
-
-    They are an earlier run's results: a rerun with another workload, hardware or engine would
-    replace them without a word (``--hardware`` does not change the default folder). Refused as
-    ``archsim dse`` refuses a store that holds points, before any work.
-    """
-    held = [name for name in names if (out / name).exists()]
-    if held and not force:
-        raise ArchsimError(f"{out} already holds the outputs of an earlier run "
-                           f"({', '.join(held)}); pass --force to replace them, or choose "
-                           f"another --out")
-
-
 def prepare_out_dir(out: Path) -> Path:
     """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
     check_out_dir(out)
@@ -360,21 +346,6 @@ def _finite(value, where: str):
     if isinstance(value, (list, tuple)):
         return [_finite(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def default_out_dir(name: str, overrides: Sequence[str] = ()) -> Path:
-    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``).
-
-    ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
-    settings, another model for one, must not overwrite the plain run's folder.
-    """
-    from workloads.load import dotted_override
-
-    label = name + "".join(f"+{dotted_override(item)}" for item in overrides)
-    safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
-    if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
-        safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]
-    return Path("out") / safe
 
 
 def write_run_outputs(out: Path, workload, result, comparison: dict | None,
