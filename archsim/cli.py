@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from workloads.errors import ArchsimError
 from workloads.files import forget_created, make_dirs, remove_created_if_empty
-from workloads.outputs import default_out_dir, refuse_earlier_outputs
+from workloads.outputs import check_out_dir, default_out_dir, out_dir_label, refuse_earlier_outputs
 from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
@@ -287,33 +286,15 @@ def amdahl_bound(result) -> float | None:
     return result.mac_bound
 
 
-def check_out_dir(out: Path) -> Path:
-    """Fail now if ``out`` cannot become a writable folder; creates nothing."""
-    try:
-        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
-    except (ValueError, StopIteration):  # a NUL byte in the path
-        raise ArchsimError(f"--out {str(out)!r}: not a usable path") from None
-    if not first.is_dir():  # mkdir would only say "File exists"
-        what = "is a file" if first == out else f"is inside {first}, a file"
-        raise ArchsimError(f"--out {out}: {what}; expected a folder")
-    if not os.access(first, os.W_OK | os.X_OK):
-        where = "" if first == out else f" ({first} is read-only)"
-        raise ArchsimError(f"--out {out}: cannot write there{where}")
-    try:  # access() trusts root everywhere (/proc, read-only mounts); a real folder proves it
-        os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
-    except OSError as exc:
-        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
-    return out
-
-
 #: The files ``archsim run`` and ``archsim serve`` write into their ``--out`` folder.
 RUN_OUTPUTS = ("results.json", "layers.csv", "attention.csv")
 SERVE_OUTPUTS = ("serve.json",)
 
 
-def prepare_out_dir(out: Path) -> Path:
-    """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
-    check_out_dir(out)
+def prepare_out_dir(out: Path, default: bool = False) -> Path:
+    """Create the output directory up front, so a bad ``--out`` fails before a long simulation;
+    ``default``: ``out`` is the command's default folder, which its errors name as such."""
+    check_out_dir(out, default)
     try:
         make_dirs(out)
         probe = out / ".archsim-write-test"
@@ -321,7 +302,7 @@ def prepare_out_dir(out: Path) -> Path:
         probe.unlink()
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = getattr(exc, "strerror", None) or exc
-        raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
+        raise ArchsimError(f"{out_dir_label(out, default)}: cannot write there: {reason}") from None
     return out
 
 
@@ -534,10 +515,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from archsim.serving import serve
 
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
+    check_out_dir(out, default=not args.out)  # before serving: it takes a while at size
     refuse_earlier_outputs(out, SERVE_OUTPUTS, args.force)
     with _at_hardware_field(args):
         result = serve(workload)
-    prepare_out_dir(out)
+    prepare_out_dir(out, default=not args.out)
     path = out / "serve.json"
     d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
     _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
@@ -614,7 +596,7 @@ def _run(args: argparse.Namespace) -> int:
     size = _checked_size(workload, args)  # before building anything (limits.tile_steps)
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
     refuse_earlier_outputs(out, RUN_OUTPUTS, args.force)
-    prepare_out_dir(out)
+    prepare_out_dir(out, default=not args.out)
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
         print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
               f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "

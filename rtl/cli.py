@@ -60,7 +60,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
 
     from rtl.synth import FLOW_FILES, SYNTH_RESULTS, yosys_engine
     from workloads.load import load_hardware
-    from workloads.outputs import default_out_dir, refuse_earlier_outputs
+    from workloads.outputs import check_out_dir, default_out_dir, refuse_earlier_outputs
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
     _check_geometry(args, hw)
@@ -70,6 +70,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         _warn_if_memory_short(hw, engine.kind)
     out = Path(args.out) if args.out else default_out_dir(hw.name, args.overrides,
                                                           Path("out") / "rtl")
+    check_out_dir(out, default=not args.out)  # archsim.main checks a given --out
     refuse_earlier_outputs(out, FLOW_FILES + SYNTH_RESULTS, args.force)
     console = Console(highlight=False)
     _write_verilog(console, hw, out)

@@ -109,6 +109,14 @@ def test_cli_and_bad_inputs(report_inputs, tmp_path, capsys):
     assert main(["report", str(run.parent)]) == 0  # the folder archsim run wrote
     assert (tmp_path / "s" / "report" / "report.html").is_file()
     capsys.readouterr()
+    blocked = tmp_path / "b" / "results.json"  # a file where the default report/ would go
+    blocked.parent.mkdir()
+    blocked.write_text(json.dumps(doc))
+    (blocked.parent / "report").write_text("user data")
+    assert main(["report", str(blocked)]) == 2  # named as the default: no --out was given
+    assert capsys.readouterr().err == (
+        f"archsim: error: {blocked.parent / 'report'} (the default output folder; choose another "
+        f"with --out): is a file; expected a folder\n")
 
     for edit, message in [  # hand-edited results: one line naming the field, no traceback
             (lambda d: d["hardware"].pop("name"), "hardware.name: Field required"),
