@@ -183,16 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. Once it
     is acting, further presses are ignored, as they would interrupt the stopping itself (a
     second press used to hang a sweep in the pool's exit handler). From the console script
-    (``argv`` None) they stay ignored until the process has exited; a caller passing ``argv``
-    gets its SIGINT handler back.
+    (``argv`` None) they stay ignored until the process has exited, once the command has
+    ended either way; a caller passing ``argv`` gets its SIGINT handler back.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
-    interrupted, failed = False, True
+    pressed: list[int] = []
+    if previous is signal.default_int_handler:  # not where the shell started us ignoring it
+        signal.signal(signal.SIGINT, _noting_interrupts(pressed))
+    failed = True
     forget_created()
     try:
+        args = _parser().parse_args(argv)  # inside: a press while the commands load is a stop
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
             # once the command's input is valid.
@@ -201,16 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = code != 0
         return code
     except KeyboardInterrupt as exc:
-        interrupted = True
-        if in_main:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if argv is None:
-            # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
-            # half-built design): noise after the one line that says what happened.
-            warnings.simplefilter("ignore")
-        detail = f"; {exc}" if str(exc) else ""
-        print(f"archsim: interrupted{detail}", file=sys.stderr)
-        return 130
+        return _stopped(exc, in_main, argv)
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
@@ -225,11 +218,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away; results are already on disk. Stay quiet.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
+    except Exception:
+        # A library that was running when Ctrl-C came may wrap the KeyboardInterrupt in its own
+        # error (pydantic's SchemaError, matplotlib's 'Invalid bounding box'): the press is
+        # the cause, and gets its one line. Without a press, an error here is a bug.
+        if not pressed:
+            raise
+        return _stopped(KeyboardInterrupt(), in_main, argv)
     finally:
         if failed:
             remove_created_if_empty()
-        if previous is not None and not (interrupted and argv is None):
+        if in_main and argv is None:  # only the interpreter's exit is left; a press would
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # break it ('Exception ignored in')
+        elif previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _noting_interrupts(pressed: list[int]):
+    """A SIGINT handler that raises ``KeyboardInterrupt``, as Python's own does, and notes the
+    press in ``pressed``: the evidence that an error a library raised instead came from it."""
+    def interrupt(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    return interrupt
+
+
+def _stopped(exc: BaseException, in_main: bool, argv: Sequence[str] | None) -> int:
+    """Say that the command was interrupted, ignoring further presses; exit code 130."""
+    if in_main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if argv is None:
+        # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
+        # half-built design): noise after the one line that says what happened.
+        warnings.simplefilter("ignore")
+    detail = f"; {exc}" if str(exc) else ""
+    print(f"archsim: interrupted{detail}", file=sys.stderr)
+    return 130
 
 
 # --------------------------------------------------------------------------------------------
