@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from workloads.errors import ArchsimError
+
 __all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty",
            "staged_folder"]
 
@@ -99,8 +101,7 @@ def staged_folder(out: Path, last: str, stale: Sequence[str] = ()) -> Iterator[P
     report of earlier Verilog), removed within the same moves. Only a process killed outright
     leaves the sibling, named ``.<out>.incomplete-*``.
     """
-    make_dirs(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    staging = _staging_beside(out)
     try:
         with _sigterm_interrupts():
             try:
@@ -111,6 +112,17 @@ def staged_folder(out: Path, last: str, stale: Sequence[str] = ()) -> Iterator[P
             _move_into(staging, out, last, stale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_beside(out: Path) -> Path:
+    """A new hidden folder beside ``out``. Its parent can refuse it where ``out`` itself is
+    writable (a writable folder in a read-only one): one line, not an OSError's traceback."""
+    try:
+        make_dirs(out.parent)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    except OSError as exc:
+        raise ArchsimError(f"{out}: cannot write beside it in {out.parent}, where the outputs "
+                           f"are staged to be moved in whole: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
