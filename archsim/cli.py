@@ -540,7 +540,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from archsim.serving import serve
 
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
-    check_out_dir(out, default=not args.out)  # before serving: it takes a while at size
+    if not args.out:  # main checked a given --out; the default too, before serving
+        check_out_dir(out, default=True)
     refuse_earlier_outputs(out, SERVE_OUTPUTS, args.force)
     with _at_hardware_field(args):
         result = serve(workload)

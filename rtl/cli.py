@@ -70,7 +70,8 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         _warn_if_memory_short(hw, engine.kind)
     out = Path(args.out) if args.out else default_out_dir(hw.name, args.overrides,
                                                           Path("out") / "rtl")
-    check_out_dir(out, default=not args.out)  # archsim.main checks a given --out
+    if not args.out:  # archsim.main checked a given --out before any work
+        check_out_dir(out, default=True)
     refuse_earlier_outputs(out, FLOW_FILES + SYNTH_RESULTS, args.force)
     console = Console(highlight=False)
     _write_verilog(console, hw, out)
