@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import csv
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -20,7 +19,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from workloads.errors import ArchsimError
 from workloads.files import forget_created, make_dirs, remove_created_if_empty
+from workloads.outputs import check_out_dir, default_out_dir, out_dir_label, refuse_earlier_outputs
 from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
@@ -184,16 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. Once it
     is acting, further presses are ignored, as they would interrupt the stopping itself (a
     second press used to hang a sweep in the pool's exit handler). From the console script
-    (``argv`` None) they stay ignored until the process has exited; a caller passing ``argv``
-    gets its SIGINT handler back.
+    (``argv`` None) they stay ignored until the process has exited, once the command has
+    ended either way; a caller passing ``argv`` gets its SIGINT handler back.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
-    interrupted, failed = False, True
+    pressed: list[int] = []
+    if previous is signal.default_int_handler:  # not where the shell started us ignoring it
+        signal.signal(signal.SIGINT, _noting_interrupts(pressed))
+    failed = True
     forget_created()
     try:
+        args = _parser().parse_args(argv)  # inside: a press while the commands load is a stop
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
             # once the command's input is valid.
@@ -202,16 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = code != 0
         return code
     except KeyboardInterrupt as exc:
-        interrupted = True
-        if in_main:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if argv is None:
-            # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
-            # half-built design): noise after the one line that says what happened.
-            warnings.simplefilter("ignore")
-        detail = f"; {exc}" if str(exc) else ""
-        print(f"archsim: interrupted{detail}", file=sys.stderr)
-        return 130
+        return _stopped(exc, in_main, argv)
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
@@ -226,11 +218,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away; results are already on disk. Stay quiet.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
+    except Exception:
+        # A library that was running when Ctrl-C came may wrap the KeyboardInterrupt in its own
+        # error (pydantic's SchemaError, matplotlib's 'Invalid bounding box'): the press is
+        # the cause, and gets its one line. Without a press, an error here is a bug.
+        if not pressed:
+            raise
+        return _stopped(KeyboardInterrupt(), in_main, argv)
     finally:
         if failed:
             remove_created_if_empty()
-        if previous is not None and not (interrupted and argv is None):
+        if in_main and argv is None:  # only the interpreter's exit is left; a press would
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # break it ('Exception ignored in')
+        elif previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _noting_interrupts(pressed: list[int]):
+    """A SIGINT handler that raises ``KeyboardInterrupt``, as Python's own does, and notes the
+    press in ``pressed``: the evidence that an error a library raised instead came from it."""
+    def interrupt(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    return interrupt
+
+
+def _stopped(exc: BaseException, in_main: bool, argv: Sequence[str] | None) -> int:
+    """Say that the command was interrupted, ignoring further presses; exit code 130."""
+    if in_main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if argv is None:
+        # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
+        # half-built design): noise after the one line that says what happened.
+        warnings.simplefilter("ignore")
+    detail = f"; {exc}" if str(exc) else ""
+    print(f"archsim: interrupted{detail}", file=sys.stderr)
+    return 130
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,47 +311,15 @@ def amdahl_bound(result) -> float | None:
     return result.mac_bound
 
 
-def check_out_dir(out: Path) -> Path:
-    """Fail now if ``out`` cannot become a writable folder; creates nothing."""
-    try:
-        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
-    except (ValueError, StopIteration):  # a NUL byte in the path
-        raise ArchsimError(f"--out {str(out)!r}: not a usable path") from None
-    if not first.is_dir():  # mkdir would only say "File exists"
-        what = "is a file" if first == out else f"is inside {first}, a file"
-        raise ArchsimError(f"--out {out}: {what}; expected a folder")
-    if not os.access(first, os.W_OK | os.X_OK):
-        where = "" if first == out else f" ({first} is read-only)"
-        raise ArchsimError(f"--out {out}: cannot write there{where}")
-    try:  # access() trusts root everywhere (/proc, read-only mounts); a real folder proves it
-        os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
-    except OSError as exc:
-        raise ArchsimError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
-    return out
-
-
 #: The files ``archsim run`` and ``archsim serve`` write into their ``--out`` folder.
 RUN_OUTPUTS = ("results.json", "layers.csv", "attention.csv")
 SERVE_OUTPUTS = ("serve.json",)
 
 
-def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None:
-    """Fail if ``out`` already holds any of ``names``, unless ``force``.
-
-    They are an earlier run's results: a rerun with another workload, hardware or engine would
-    replace them without a word (``--hardware`` does not change the default folder). Refused as
-    ``archsim dse`` refuses a store that holds points, before any work.
-    """
-    held = [name for name in names if (out / name).exists()]
-    if held and not force:
-        raise ArchsimError(f"{out} already holds the outputs of an earlier run "
-                           f"({', '.join(held)}); pass --force to replace them, or choose "
-                           f"another --out")
-
-
-def prepare_out_dir(out: Path) -> Path:
-    """Create the output directory up front, so a bad ``--out`` fails before a long simulation."""
-    check_out_dir(out)
+def prepare_out_dir(out: Path, default: bool = False) -> Path:
+    """Create the output directory up front, so a bad ``--out`` fails before a long simulation;
+    ``default``: ``out`` is the command's default folder, which its errors name as such."""
+    check_out_dir(out, default)
     try:
         make_dirs(out)
         probe = out / ".archsim-write-test"
@@ -335,7 +327,7 @@ def prepare_out_dir(out: Path) -> Path:
         probe.unlink()
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = getattr(exc, "strerror", None) or exc
-        raise ArchsimError(f"--out {out}: cannot write there: {reason}") from None
+        raise ArchsimError(f"{out_dir_label(out, default)}: cannot write there: {reason}") from None
     return out
 
 
@@ -360,21 +352,6 @@ def _finite(value, where: str):
     if isinstance(value, (list, tuple)):
         return [_finite(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def default_out_dir(name: str, overrides: Sequence[str] = ()) -> Path:
-    """``out/<name>``, the name reduced to one safe folder level (it never leaves ``out/``).
-
-    ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
-    settings, another model for one, must not overwrite the plain run's folder.
-    """
-    from workloads.load import dotted_override
-
-    label = name + "".join(f"+{dotted_override(item)}" for item in overrides)
-    safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
-    if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
-        safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]
-    return Path("out") / safe
 
 
 def write_run_outputs(out: Path, workload, result, comparison: dict | None,
@@ -563,10 +540,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from archsim.serving import serve
 
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
+    if not args.out:  # main checked a given --out; the default too, before serving
+        check_out_dir(out, default=True)
     refuse_earlier_outputs(out, SERVE_OUTPUTS, args.force)
     with _at_hardware_field(args):
         result = serve(workload)
-    prepare_out_dir(out)
+    prepare_out_dir(out, default=not args.out)
     path = out / "serve.json"
     d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
     _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
@@ -643,7 +622,7 @@ def _run(args: argparse.Namespace) -> int:
     size = _checked_size(workload, args)  # before building anything (limits.tile_steps)
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
     refuse_earlier_outputs(out, RUN_OUTPUTS, args.force)
-    prepare_out_dir(out)
+    prepare_out_dir(out, default=not args.out)
     for i, name, pattern in workload.unsupported_patterns():  # opted in: say what it costs
         print(f"archsim: warning: operations[{i}] ({name}): N:M {pattern} is not among "
               f"{workload.hardware.name}'s nm_patterns ({workload.supported_patterns_text()}); "

@@ -42,7 +42,10 @@ def register(subparsers) -> None:
                    help="run attention ops with a block pattern through torch.compile'd "
                    "FlexAttention (skips empty blocks) instead of SDPA with a boolean mask")
     p.add_argument("--out",
-                   help="output JSON (default: out/<workload>/baseline-<device>-<dtype>.json)")
+                   help="output JSON (default: baseline-<device>-<dtype>.json in the folder "
+                        "'archsim run' writes to: out/<workload>, joined by each --set)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier baseline at that path (refused without it)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a workload field, as for 'archsim run' (repeatable)",
@@ -150,11 +153,17 @@ def _writable(out: Path) -> Path:
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from workloads.load import load_workload
+    from workloads.outputs import default_out_dir, refuse_earlier_outputs
 
     workload = load_workload(args.workload, overrides=args.overrides)
     dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")  # measure()'s defaults
-    default = Path("out") / workload.name / f"baseline-{args.device}-{dtype}.json"
+    # Beside the results of 'archsim run' with the same --set: a measurement of other settings
+    # must not take the plain one's place.
+    default = (default_out_dir(workload.name, args.overrides)
+               / f"baseline-{args.device}-{dtype}.json")
     out = _writable(Path(args.out) if args.out else default)
+    # Measured on a lent GPU, a baseline may not be measurable again: refused before measuring.
+    refuse_earlier_outputs(out.parent, (out.name,), args.force)
     doc = _measure_with_progress(workload, args)
     for warning in doc.warnings:
         print(f"archsim: warning: {warning}", file=sys.stderr)

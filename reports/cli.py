@@ -244,13 +244,14 @@ def _print_summary(sweep, outcome, top: int) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from archsim.cli import check_out_dir
     from reports.html import build_report
     from reports.inputs import resolve_inputs
+    from workloads.outputs import check_out_dir
 
     inputs = resolve_inputs([Path(p) for p in args.inputs])
     # The default is checked as --out is: a file named report/ there failed with a traceback.
-    out = check_out_dir(Path(args.out) if args.out else inputs[0].resolve().parent / "report")
+    out = Path(args.out) if args.out else inputs[0].resolve().parent / "report"
+    check_out_dir(out, default=not args.out)
     written = build_report(inputs, out, title=args.title)
     figures, tables = len(written.figures) // 2, len(written.tables)
     print(f"wrote {written.html} ({figures} figure{'s' * (figures != 1)} as PNG and SVG, "

@@ -264,16 +264,27 @@ class _Runner:
             return workload, hw, area, ("infeasible", too_big)
         env = {**sweep.names(params), **area}
         for c in sweep.constraints:
-            if c.stage == "pre" and not self._holds(c, env):
-                return workload, hw, area, ("infeasible", f"constraint failed: {c.text}")
+            failure = c.stage == "pre" and self._failure(c, env)
+            if failure:
+                return workload, hw, area, ("infeasible", failure)
         return workload, hw, area, None
 
     @staticmethod
     def _holds(constraint, env: dict[str, Any]) -> bool:
+        return _Runner._failure(constraint, env) is None
+
+    @staticmethod
+    def _failure(constraint, env: dict[str, Any]) -> str | None:
+        """None if ``constraint`` holds at ``env``; else the point's infeasible message. One
+        that cannot be evaluated there (a division by zero, a bound of reports.expr) cannot
+        hold either, and the message keeps why, which the stored point would otherwise lose."""
         try:
-            return bool(constraint.expression.evaluate(env))
-        except ExpressionError:
-            return False  # division by zero and the like: the point cannot satisfy it
+            if constraint.expression.evaluate(env):
+                return None
+        except ExpressionError as exc:
+            reason = str(exc).removeprefix(f"{constraint.expression.quoted}: ")
+            return f"constraint failed: {constraint.text} (could not be evaluated: {reason})"
+        return f"constraint failed: {constraint.text}"
 
     def finish(self, out: dict[str, Any]) -> None:
         """Record an executor outcome (called in the driving process as results arrive)."""
@@ -286,8 +297,9 @@ class _Runner:
             metrics.update(_derived(metrics))
             env = {**self.sweep.names(info["params"]), **metrics}
             for c in self.sweep.constraints:
-                if c.stage == "post" and not self._holds(c, env):
-                    status, message = "infeasible", f"constraint failed: {c.text}"
+                failure = c.stage == "post" and self._failure(c, env)
+                if failure:
+                    status, message = "infeasible", failure
                     break
         if status == MISMATCH:
             self._record(h, "error", message=message, wall_s=out["wall_s"])

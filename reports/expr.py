@@ -164,6 +164,11 @@ class Expression:
             if isinstance(child, ast.expr) and not isinstance(child, ast.Name):
                 self._evaluate_constants(child)
 
+    @property
+    def quoted(self) -> str:
+        """The text as this expression's errors quote it (``'rows * cols <= 64': …``)."""
+        return self._quoted
+
     def evaluate(self, env: Mapping[str, Any]) -> Any:
         """Value of the expression with names bound from ``env``.
 

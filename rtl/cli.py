@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     )
     rtl.add_argument("hardware", type=path_argument,
                      help="hardware YAML file or preset name (e.g. tiny)")
-    rtl.add_argument("--out", help="output directory (default: out/rtl/<hardware name>)")
+    rtl.add_argument("--out", help="output directory (default: out/rtl/<hardware name>, "
+                                   "joined by each --set as in archsim run)")
+    rtl.add_argument("--force", action="store_true",
+                     help="replace the Verilog and synthesis results of an earlier run in the "
+                          "output folder (refused without it)")
     rtl.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a hardware field before validation, e.g. array.rows=8 (repeatable)",
@@ -54,9 +58,9 @@ def register(subparsers) -> None:
 def _cmd_rtl(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rtl.synth import synthesis_report, synthesize, write_flow, yosys_engine
-    from workloads.files import make_dirs
+    from rtl.synth import FLOW_FILES, SYNTH_RESULTS, yosys_engine
     from workloads.load import load_hardware
+    from workloads.outputs import check_out_dir, default_out_dir, refuse_earlier_outputs
 
     hw = load_hardware(args.hardware, overrides=args.overrides)
     _check_geometry(args, hw)
@@ -64,18 +68,42 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         _check_synthesizable(args, hw)
         engine = yosys_engine(args.yosys)
         _warn_if_memory_short(hw, engine.kind)
-    out = Path(args.out) if args.out else Path("out") / "rtl" / hw.name
+    out = Path(args.out) if args.out else default_out_dir(hw.name, args.overrides,
+                                                          Path("out") / "rtl")
+    if not args.out:  # archsim.main checked a given --out before any work
+        check_out_dir(out, default=True)
+    refuse_earlier_outputs(out, FLOW_FILES + SYNTH_RESULTS, args.force)
     console = Console(highlight=False)
-    make_dirs(out)  # an interrupted build removes it again while it is empty
-    with progress_lines(console, f"building {hw.name} and writing Verilog"):
-        paths = write_flow(hw, out)
-    console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
+    _write_verilog(console, hw, out)
     if not args.synth:
         return 0
+    _synthesize(console, hw, out, engine, args.synth_timeout)
+    return 0
+
+
+def _write_verilog(console, hw, out: Path) -> None:
+    """The Verilog and its scripts, written into ``out`` whole or not at all: an interrupted
+    build leaves an earlier set as it was. The earlier set's synthesis results go as the new
+    one moves in, as they describe Verilog that is no longer there (``--force``)."""
+    from rtl.synth import SYNTH_RESULTS, TOP_NAME, write_flow
+    from workloads.files import staged_folder
+
+    with (progress_lines(console, f"building {hw.name} and writing Verilog"),
+          staged_folder(out, last=f"{TOP_NAME}.v", stale=SYNTH_RESULTS) as staging):
+        paths = write_flow(hw, staging)
+    console.print(f"wrote {', '.join(paths)} to {out}", soft_wrap=True)
+
+
+def _synthesize(console, hw, out: Path, engine, timeout_s: float | None) -> None:
+    """Run Yosys on the Verilog in ``out``; write ``resources.json`` and print its table."""
+    from rtl.synth import synthesis_report, synthesize
+
     with progress_lines(console, f"synthesizing with {engine.label}: synth_xilinx -family xcup"):
-        run = synthesize(out, engine=engine, timeout_s=args.synth_timeout)
+        run = synthesize(out, engine=engine, timeout_s=timeout_s)
     report = synthesis_report(hw, run)
-    (out / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
+    partial = out / ".resources.json.tmp"  # renamed once whole: never half a report
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(out / "resources.json")
     _print_table(console, hw, report)
     timing = report["timing"]
     if timing["logic_levels"] is None:
@@ -85,7 +113,6 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
                       f"through {' → '.join(timing['blocks'])}", soft_wrap=True)
     console.print(f"wrote {out / 'resources.json'} (synthesis took {run.seconds:.0f} s, peak "
                   f"memory {run.peak_memory_bytes / 1024**3:.2f} GiB)")
-    return 0
 
 
 def _where(args: argparse.Namespace, field: str) -> str:

@@ -52,6 +52,8 @@ __all__ = [
     "yosys_engine",
     "resources",
     "SYNTH_VERILOG",
+    "FLOW_FILES",
+    "SYNTH_RESULTS",
     "SynthesisRun",
 ]
 
@@ -81,6 +83,15 @@ LTP_FILE = "ltp.txt"
 
 #: What Yosys reads: the top's Verilog with identical modules merged (``rtl.dedup``).
 SYNTH_VERILOG = f"{TOP_NAME}_synth.v"
+
+#: What :func:`write_flow` writes: the Verilog, the scripts that synthesize it, the port list.
+FLOW_FILES = (f"{TOP_NAME}.v", SYNTH_VERILOG, "files.f", "synth.ys", "vivado.tcl",
+              f"{TOP_NAME}.xdc", "ports.md", "ports.json")
+
+#: What synthesis computes from those files (``archsim rtl --synth``'s Yosys run, and the
+#: reports vivado.tcl writes): each describes one Verilog, and is stale once it is replaced.
+SYNTH_RESULTS = ("resources.json", "stat.json", "stat.txt", LTP_FILE, "synth.log",
+                 "utilization.rpt", "timing.rpt", "synth.dcp")
 
 
 def yosys_script(top: str = TOP_NAME, verilog: str = SYNTH_VERILOG, uram: bool = True) -> str:

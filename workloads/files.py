@@ -18,8 +18,10 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from workloads.errors import ArchsimError
 
 __all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty",
            "staged_folder"]
@@ -87,18 +89,19 @@ _STOPPING = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, last: str) -> Iterator[Path]:
+def staged_folder(out: Path, last: str, stale: Sequence[str] = ()) -> Iterator[Path]:
     """A hidden sibling of ``out`` to write a set of outputs into, moved into ``out`` once the
     block has finished; the file named ``last`` moves last, as it is the one that says "done".
 
     Interrupted (Ctrl-C, or SIGTERM, which raises ``KeyboardInterrupt`` here) or failed, the
     sibling is removed and ``out`` is as it was: an earlier set of outputs there is replaced
     only by a complete one, and never half. The moves cannot be interrupted (those signals wait
-    until they are done). Files in ``out`` that the new set does not hold are left alone. Only
-    a process killed outright leaves the sibling, named ``.<out>.incomplete-*``.
+    until they are done). Files in ``out`` that the new set does not hold are left alone, but
+    for those named in ``stale``: results derived from the files being replaced (a synthesis
+    report of earlier Verilog), removed within the same moves. Only a process killed outright
+    leaves the sibling, named ``.<out>.incomplete-*``.
     """
-    make_dirs(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    staging = _staging_beside(out)
     try:
         with _sigterm_interrupts():
             try:
@@ -106,9 +109,20 @@ def staged_folder(out: Path, last: str) -> Iterator[Path]:
             except KeyboardInterrupt as exc:
                 detail = f"{exc}; " if str(exc) else ""
                 raise KeyboardInterrupt(f"{detail}nothing written to {out}") from None
-            _move_into(staging, out, last)
+            _move_into(staging, out, last, stale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_beside(out: Path) -> Path:
+    """A new hidden folder beside ``out``. Its parent can refuse it where ``out`` itself is
+    writable (a writable folder in a read-only one): one line, not an OSError's traceback."""
+    try:
+        make_dirs(out.parent)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    except OSError as exc:
+        raise ArchsimError(f"{out}: cannot write beside it in {out.parent}, where the outputs "
+                           f"are staged to be moved in whole: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
@@ -130,19 +144,19 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _move_into(staging: Path, out: Path, last: str) -> None:
+def _move_into(staging: Path, out: Path, last: str, stale: Sequence[str]) -> None:
     """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
     and SIGTERM held back: no reader ever sees a new ``last`` beside old files. A stop that
     arrived meanwhile is raised here, once the set is complete. Held back by handlers that
     note it (they run in the main thread whichever thread the kernel hands the signal to; a
     blocked signal mask is per thread, and a progress bar's thread took the signal instead)."""
     if threading.current_thread() is not threading.main_thread():
-        _move_files(staging, out, last)
+        _move_files(staging, out, last, stale)
         return
     stops: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: stops.append(signum)) for s in _STOPPING}
     try:
-        _move_files(staging, out, last)
+        _move_files(staging, out, last, stale)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -151,10 +165,12 @@ def _move_into(staging: Path, out: Path, last: str) -> None:
         raise KeyboardInterrupt(f"{detail}{out} was complete and is kept")
 
 
-def _move_files(staging: Path, out: Path, last: str) -> None:
+def _move_files(staging: Path, out: Path, last: str, stale: Sequence[str]) -> None:
     if not out.exists():
         staging.rename(out)  # one step: the whole set appears at once
         return
+    for name in stale:  # first: a stop after this leaves no result beside files it misdescribes
+        (out / name).unlink(missing_ok=True)
     files = sorted((p for p in staging.rglob("*") if p.is_file()),
                    key=lambda p: p.relative_to(staging) == Path(last))
     for path in files:

@@ -741,3 +741,29 @@ def test_every_attention_pattern_of_the_spec_has_a_torch_method():
     for kind in kinds:
         for causal in (False, True):
             assert attention_method(kind, causal, flex_compile=False).method.startswith("sdpa")
+
+
+def test_cli_refuses_to_replace_an_earlier_baseline_without_force(tmp_path, capsys):
+    """A baseline measured on a lent GPU may not be measurable again."""
+    out = tmp_path / "b.json"
+    out.write_text('{"measured": "on a GPU"}\n')
+    argv = ["baseline", str(TINY), "--device", "cpu", "--reps", "1", "--warmup", "0",
+            "--threads", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(b.json); pass --force to replace them" in err
+    assert out.read_text() == '{"measured": "on a GPU"}\n'
+    assert main([*argv, "--force"]) == 0
+    assert read_baseline(out).workload.name == "tiny-gemm"
+
+
+def test_cli_default_output_path_joins_the_set_overrides(tmp_path, monkeypatch, capsys):
+    """As 'archsim run' names its folder: a measurement with other settings lands beside that
+    run's results, not over the plain workload's baseline."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["baseline", str(TINY.resolve()), "--device", "cpu", "--reps", "1", "--warmup", "0",
+            "--threads", "1", "--quiet", "--set", "operations.0.m=32"]
+    assert main(argv) == 0
+    path = Path("out") / "tiny-gemm+operations.0.m_32" / "baseline-cpu-fp32.json"
+    assert capsys.readouterr().out.strip() == f"wrote {path}"
+    assert not (Path("out") / "tiny-gemm").exists()

@@ -95,6 +95,28 @@ def test_invalid_and_post_constraint_points_are_recorded(tmp_path, inline_backen
     assert rows[8].status == "ok" and rows[8].metrics["cycles"] < 700
 
 
+def test_a_constraint_that_cannot_be_evaluated_at_a_point_keeps_the_reason(tmp_path,
+                                                                           inline_backend):
+    """The point stays infeasible, and its message says why the constraint did not hold: it
+    read 'constraint failed: TEXT', as if the design had simply missed the bound."""
+    path = write_sweep(tmp_path / "s.yaml", (
+        "axes:\n  - {key: hardware.array.rows, name: rows, values: [2, 4, 8]}\n"
+        "constraints: [10 / (rows - 4) < 100, (rows ** 64) ** 6 > 0,"
+        " cycles / (rows - 2) < 10**9]\nobjectives: [cycles]\n"))
+    run_sweep(load_sweep(path, area_available=False), tmp_path, backend=inline_backend)
+    rows = {r.params["hardware.array.rows"]: r for r in _rows(tmp_path).values()}
+    assert {r.status for r in rows.values()} == {"infeasible"}
+    assert rows[4].message == ("constraint failed: 10 / (rows - 4) < 100 "
+                               "(could not be evaluated: division by zero)")
+    assert rows[8].message.startswith(
+        "constraint failed: (rows ** 64) ** 6 > 0 (could not be evaluated: ** would make an "
+        "integer of about 1,153 bits; integers in a constraint stay below 2**1024")
+    assert rows[2].message.startswith("constraint failed: cycles / (rows - 2) < 10**9 "
+                                      "(could not be evaluated: ")
+    assert "division by zero)" in rows[2].message
+    assert rows[2].metrics["cycles"] > 0  # simulated, then rejected: metrics are kept
+
+
 def test_random_is_seeded(tmp_path, inline_backend):
     axes = ("axes:\n  - {key: hardware.array.rows, values: [2, 4, 8, 16]}\n"
             "  - {key: hardware.array.cols, values: [2, 4, 8, 16]}\nobjectives: [cycles]\n")

@@ -284,6 +284,8 @@ def test_a_file_in_the_default_report_folders_place_is_one_line(report_inputs, t
     (run / "results.json").write_bytes(report_inputs[1].read_bytes())
     (run / "report").write_text("mine")
     assert main(["report", str(run / "results.json")]) == 2
-    assert capsys.readouterr().err == (f"archsim: error: --out {run / 'report'}: is a file; "
-                                       f"expected a folder\n")
+    # Named as the default, with the way out: no --out was given (it read '--out DIR: ...').
+    assert capsys.readouterr().err == (
+        f"archsim: error: {run / 'report'} (the default output folder; choose another with "
+        f"--out): is a file; expected a folder\n")
     assert (run / "report").read_text() == "mine"

@@ -32,6 +32,7 @@ def test_rtl_writes_verilog_scripts_and_ports(tmp_path, capsys):
     for name in ("accel_top.v", "files.f", "synth.ys", "vivado.tcl", "accel_top.xdc", "ports.md",
                  "ports.json"):
         assert (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(synth.FLOW_FILES)  # what --force checks
     assert "synth_xilinx -family xcup -top accel_top" in (out / "synth.ys").read_text()
     tcl = (out / "vivado.tcl").read_text()
     assert "-part xcvu9p-fsgd2104-2L-e" in tcl and "read_verilog accel_top.v" in tcl
@@ -100,3 +101,66 @@ def test_synth_writes_resources(tmp_path, capsys):
     assert report["engine"]
     assert report["timing"]["logic_levels"] > 0 and report["timing"]["blocks"]
     assert "logic levels through" in printed and "share of XCVU9P" in printed
+
+
+def _earlier_run(out):
+    """An earlier run's Verilog and synthesis results, and a file of the user's own."""
+    out.mkdir()
+    (out / "accel_top.v").write_text("// earlier Verilog\n")
+    (out / "resources.json").write_text('{"earlier": true}\n')
+    (out / "timing.rpt").write_text("earlier Vivado timing\n")
+    (out / "notes.txt").write_text("mine\n")
+
+
+def _fake_write_flow(hw, out_dir, interrupt=False):
+    """``write_flow`` without building: every file it promises, naming the hardware."""
+    for name in synth.FLOW_FILES:
+        (out_dir / name).write_text(f"// {hw.name} {hw.array.rows}x{hw.array.cols}\n")
+        if interrupt:
+            raise KeyboardInterrupt
+    return {name: out_dir / name for name in synth.FLOW_FILES}
+
+
+def test_rtl_refuses_to_replace_an_earlier_runs_outputs_without_force(tmp_path, capsys):
+    out = tmp_path / "x"
+    _earlier_run(out)
+    assert main(["rtl", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --force to replace them" in err
+    assert "(accel_top.v, resources.json, timing.rpt)" in err
+    assert (out / "accel_top.v").read_text() == "// earlier Verilog\n"
+    assert (out / "resources.json").read_text() == '{"earlier": true}\n'
+
+
+def test_rtl_force_replaces_the_verilog_and_drops_the_synthesis_results_it_made_stale(
+        tmp_path, capsys):
+    out = tmp_path / "x"
+    _earlier_run(out)
+    assert main(["rtl", "tiny", "--out", str(out), "--force"]) == 0
+    assert "module accel_top" in (out / "accel_top.v").read_text()
+    assert not (out / "resources.json").exists() and not (out / "timing.rpt").exists()
+    assert (out / "notes.txt").read_text() == "mine\n"  # not ours: kept
+
+
+def test_rtl_interrupted_with_force_keeps_the_earlier_run_whole(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "x"
+    _earlier_run(out)
+    monkeypatch.setattr(synth, "write_flow",
+                        lambda hw, out_dir: _fake_write_flow(hw, out_dir, interrupt=True))
+    assert main(["rtl", "tiny", "--out", str(out), "--force"]) == 130
+    assert f"nothing written to {out}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # no staging folder left
+    assert (out / "accel_top.v").read_text() == "// earlier Verilog\n"
+    assert (out / "resources.json").read_text() == '{"earlier": true}\n'
+
+
+def test_rtl_default_folder_joins_the_set_overrides(tmp_path, capsys, monkeypatch):
+    """out/rtl/tiny holds the plain preset's Verilog and synthesis results; an 8x8 build must
+    not land beside them."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(synth, "write_flow", _fake_write_flow)
+    assert main(["rtl", "tiny"]) == 0
+    assert main(["rtl", "tiny", "--set", "array.rows=8", "--set", "array.cols=8"]) == 0
+    assert (tmp_path / "out/rtl/tiny/accel_top.v").read_text() == "// tiny 4x4\n"
+    eight = tmp_path / "out/rtl/tiny+array.rows_8+array.cols_8/accel_top.v"
+    assert eight.read_text() == "// tiny 8x8\n"

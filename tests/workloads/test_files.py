@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from workloads import files
+from workloads.errors import ArchsimError
 from workloads.files import staged_folder
 
 
@@ -60,3 +61,35 @@ def test_a_ctrl_c_while_moving_waits_until_the_set_is_complete(tmp_path, monkeyp
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["done.txt",
                                                                           "sub/a.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_stale_files_go_as_the_new_set_moves_in_and_stay_if_it_does_not(tmp_path):
+    """A synthesis report describes the Verilog it came from: it goes when that is replaced,
+    never earlier (an interrupted build keeps both)."""
+    out = tmp_path / "out"
+    with staged_folder(out, last="done.txt") as staging:
+        _write_set(staging, "one")
+    (out / "report.json").write_text("of one")
+    with pytest.raises(KeyboardInterrupt), staged_folder(out, last="done.txt",
+                                                         stale=["report.json"]) as staging:
+        _write_set(staging, "two")
+        raise KeyboardInterrupt
+    assert (out / "report.json").read_text() == "of one"
+    with staged_folder(out, last="done.txt", stale=["report.json"]) as staging:
+        _write_set(staging, "two")
+    assert sorted(p.name for p in out.iterdir()) == ["done.txt", "sub"]
+
+
+def test_a_parent_that_refuses_the_staging_folder_is_one_line(tmp_path, monkeypatch):
+    """A writable --out inside a read-only folder passes the --out check; staging beside it
+    then failed with an OSError's traceback."""
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.tempfile, "mkdtemp", refuse)
+    out = tmp_path / "out"
+    with pytest.raises(ArchsimError, match=f"^{out}: cannot write beside it in {tmp_path}, where "
+                                           f"the outputs are staged to be moved in whole: "
+                                           f"Permission denied$"):
+        with staged_folder(out, last="done.txt"):
+            pass

@@ -152,6 +152,24 @@ def test_every_command_checks_out_before_working(tmp_path, capsys, command):
     assert blocker.read_text() == "user data"
 
 
+@pytest.mark.parametrize("command, default", [
+    (["run", TINY_GEMM], "out/tiny-gemm"),
+    (["serve", "example:serve_decoder"], "out/serve-decoder"),
+    (["rtl", "tiny"], "out/rtl/tiny"),
+], ids=["run", "serve", "rtl"])
+def test_a_blocked_default_folder_is_named_as_the_default(tmp_path, capsys, monkeypatch,
+                                                           command, default):
+    """No --out was given, so the error must not name one: it names the default folder and
+    says how to choose another (it read '--out out/tiny-gemm: ...'; rtl gave a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("user data")
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"archsim: error: {default} (the default output folder; choose another with --out): "
+        f"is inside out, a file; expected a folder\n")
+    assert (tmp_path / "out").read_text() == "user data"
+
+
 def test_read_only_out(tmp_path, capsys, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)

@@ -1,0 +1,80 @@
+"""Where a command writes its outputs: its default folder, the check that a folder can be
+written before any work, and the refusal to replace an earlier run's outputs there without
+``--force``.
+
+Shared by every command that writes a folder of results (``run``, ``serve``, ``dse``, ``rtl``):
+each package may import ``workloads`` (DESIGN.md), not ``archsim.cli``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from workloads.errors import ArchsimError
+
+__all__ = ["default_out_dir", "out_dir_label", "check_out_dir", "refuse_earlier_outputs"]
+
+
+def default_out_dir(name: str, overrides: Sequence[str] = (), parent: Path = Path("out")) -> Path:
+    """``out/<name>`` (or ``parent/<name>``), the name reduced to one safe folder level (it
+    never leaves ``parent``).
+
+    ``--set`` overrides join the name (``out/<name>+<key>_<value>…``): a run with other
+    settings, another model for one, must not overwrite the plain run's folder.
+    """
+    from workloads.load import dotted_override  # the loader imports yaml; only callers pay
+
+    label = name + "".join(f"+{dotted_override(item)}" for item in overrides)
+    safe = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "workload"
+    if len(safe) > 100:  # keep it short, and distinct: a digest of everything it stands for
+        safe = safe[:88] + "-" + hashlib.sha256(label.encode()).hexdigest()[:10]
+    return parent / safe
+
+
+def out_dir_label(out: Path, default: bool = False) -> str:
+    """How an error names the output folder: ``--out DIR`` as given, or, for the command's
+    default (``default``), the folder and how to choose another: no ``--out`` was given."""
+    if default:
+        return f"{out} (the default output folder; choose another with --out)"
+    return f"--out {out}"
+
+
+def check_out_dir(out: Path, default: bool = False) -> Path:
+    """Fail now if ``out`` cannot become a writable folder; creates nothing. ``default``: it
+    is the command's default folder (the errors say so, :func:`out_dir_label`)."""
+    label = out_dir_label(out, default)
+    try:
+        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
+    except (ValueError, StopIteration):  # a NUL byte in the path
+        raise ArchsimError(f"{out_dir_label(repr(str(out)), default)}: not a usable "
+                           f"path") from None
+    if not first.is_dir():  # mkdir would only say "File exists"
+        what = "is a file" if first == out else f"is inside {first}, a file"
+        raise ArchsimError(f"{label}: {what}; expected a folder")
+    if not os.access(first, os.W_OK | os.X_OK):
+        where = "" if first == out else f" ({first} is read-only)"
+        raise ArchsimError(f"{label}: cannot write there{where}")
+    try:  # access() trusts root everywhere (/proc, read-only mounts); a real folder proves it
+        os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
+    except OSError as exc:
+        raise ArchsimError(f"{label}: cannot write there: {exc.strerror or exc}") from None
+    return out
+
+
+def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None:
+    """Fail if ``out`` already holds any of ``names``, unless ``force``.
+
+    They are an earlier run's results: a rerun with another workload, hardware or engine would
+    replace them without a word (``--hardware`` does not change the default folder). Refused as
+    ``archsim dse`` refuses a store that holds points, before any work.
+    """
+    held = [name for name in names if (out / name).exists()]
+    if held and not force:
+        raise ArchsimError(f"{out} already holds the outputs of an earlier run "
+                           f"({', '.join(held)}); pass --force to replace them, or choose "
+                           f"another --out")
