@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                          "or a SCALE-Sim topology (docs/import.md)")
     imp.add_argument("source", help="torchvision:NAME, package.module:factory, F.onnx or F.csv")
     imp.add_argument("--out", required=True, metavar="W.yaml", help="workload file to write")
+    imp.add_argument("--force", action="store_true",
+                     help="replace an existing --out file (refused without it)")
     imp.add_argument("--input-shape", metavar="1,3,224,224", help="input shape (batch first)")
     imp.add_argument("--mode", choices=("inference", "training"), default="inference")
     imp.add_argument("--sparsity", metavar="S", help="dense, nm:N:M[:in|out] or bdwp:N:M")
@@ -693,7 +695,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print("\n".join(import_to_file(
         args.source, Path(args.out), input_shape=args.input_shape, mode=args.mode,
         sparsity=args.sparsity, strict=args.strict, fmt=args.format, hardware=args.hardware,
-        masks=args.masks, command=command)))
+        masks=args.masks, command=command, force=args.force)))
     return 0
 
 

@@ -588,7 +588,7 @@ def test_strict_rejects_an_unsupported_operator(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "unsupported operators: conv_transpose2d" in out
-    err = _one_line_error(capsys, argv + ["--strict"])
+    err = _one_line_error(capsys, argv + ["--strict", "--force"])
     assert "'conv_transpose2d' is not supported" in err and "up" in err
 
 
@@ -821,10 +821,23 @@ def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, m
     out = tmp_path / "w.yaml"
     out.write_text("# the user's own file\n")
     err = _one_line_error(capsys, ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out",
-                                   str(out), *args])
+                                   str(out), "--force", *args])
     assert f"archsim: error: {message}" in err and "as generated" not in err, err
     assert out.read_text() == "# the user's own file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]  # no trial file left
+
+
+def test_an_existing_out_file_is_replaced_only_with_force(tmp_path, capsys):
+    """--out named a workload the user may have edited since an earlier import: it was
+    replaced without a word. Refused before the model is read; --force replaces it."""
+    out = tmp_path / "w.yaml"
+    out.write_text("# the user's own file\n")
+    argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out", str(out)]
+    err = _one_line_error(capsys, argv)
+    assert f"--out {out}: the file exists" in err and "--force" in err, err
+    assert out.read_text() == "# the user's own file\n"
+    assert main([*argv, "--force"]) == 0
+    assert "op:" in out.read_text()
 
 
 def test_the_trial_file_never_replaces_a_file_of_the_users(tmp_path, capsys):

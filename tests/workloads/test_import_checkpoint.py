@@ -267,7 +267,7 @@ def test_conv1d_and_bool_weights_read_their_pattern(tmp_path, capsys):
     keep = (torch.arange(8).view(1, 8, 1) % 4 < 2).expand(16, 8, 3)  # 2:4 along C_in
     importlib.import_module(__name__)
     argv = ["import", f"{__name__}:conv1d", "--input-shape", "1,8,32", "--out", str(out),
-            "--hardware", "tiny", "--sparsity", "nm:2:4", "--masks", str(ckpt)]
+            "--hardware", "tiny", "--sparsity", "nm:2:4", "--masks", str(ckpt), "--force"]
     for weight in (torch.randn(16, 8, 3) * keep, keep.clone()):
         torch.save({"conv.weight": weight}, ckpt)
         assert main(argv) == 0, capsys.readouterr().err
@@ -331,7 +331,7 @@ def test_multihead_attention_weights_are_read_from_its_own_parameters(tmp_path, 
     state["cross.in_proj_weight"] = torch.randn(64, 64)  # one projection's, not all three
     torch.save(state, ckpt)
     assert main(["import", f"{__name__}:attention", "--input-shape", "2,8,64", "--out", str(out),
-                 "--hardware", "tiny", "--masks", str(ckpt)]) == 2
+                 "--hardware", "tiny", "--masks", str(ckpt), "--force"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert ("checkpoint entry cross.in_proj_weight has shape [64, 64]; the model's linear "
@@ -458,7 +458,7 @@ def test_a_transposed_or_left_parameter_reads_its_own_checkpoint_entry(tmp_path,
     assert out.read_text().count("checkpoint is") == 5  # structured, not 'unstructured'
     state["Q"] = state["Q"].t().contiguous()  # [out, in]: not the layout Q.T @ x uses
     torch.save(state, ckpt)
-    assert main(_transposed_argv(out, "--masks", str(ckpt))) == 2
+    assert main(_transposed_argv(out, "--masks", str(ckpt), "--force")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "checkpoint entry Q has shape [12, 24]; the model's linear matmul.4 needs [24, 12]" in err
@@ -495,7 +495,7 @@ def test_an_onnx_export_of_transposed_and_left_parameters_imports_as_torch_does(
     torch.save({"W": _nm_in((32, 64), 2, 4), "fc.weight": _nm_in((16, 32), 1, 4),
                 "U": _nm_in((8, 16), 1, 2), "P": _nm_in((24, 8), 1, 4),
                 "Q": _nm_in((24, 12), 1, 2, dim=0)}, ckpt)
-    assert main([*argv, "--masks", str(ckpt)]) == 0, capsys.readouterr().err
+    assert main([*argv, "--masks", str(ckpt), "--force"]) == 0, capsys.readouterr().err
     got = [(s.n, s.m) for s in (layer.sparsity for layer in expand(load_workload(out)))]
     assert got == [(2, 4), (1, 4), (1, 2), (1, 4), (1, 2)]
     assert out.read_text().count("checkpoint is") == 5

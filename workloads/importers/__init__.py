@@ -97,16 +97,16 @@ def import_model(source: str, input_shape: tuple[int, ...] | None = None,
 def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
                    mode: str = "inference", sparsity: str | None = None, strict: bool = False,
                    fmt: Format | None = None, hardware: str = "sat_vcu1525",
-                   masks: str | None = None, command: str = "") -> list[str]:
+                   masks: str | None = None, command: str = "", force: bool = False) -> list[str]:
     """``archsim import``: read ``source``, write its workload YAML to ``out`` and check that it
     loads back; returns the coverage table (and the checkpoint table with ``masks``) as lines.
     Arguments are the command line's strings (``input_shape`` ``1,3,224,224``, ``sparsity``
     ``bdwp:2:8``, ``masks`` a state_dict file). Arguments are checked before the model is
     read (``--sparsity``'s pattern against ``--hardware``'s too), and the workload is written
-    only once it loads (``output.write_checked``)."""
+    only once it loads (``output.write_checked``); an existing ``out`` only with ``force``."""
     from workloads.importers.output import check_out, hardware_entry, write_checked
 
-    check_out(out)
+    check_out(out, force)
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
     hw = _hardware(hardware)
     _refuse_unsupported_pattern(hw, default, sparsity)

@@ -18,10 +18,11 @@ from workloads.importers.graph import ModelImportError
 __all__ = ["check_out", "hardware_entry", "write_checked"]
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, force: bool = False) -> None:
     """Refuse an ``--out`` that cannot be written, before any model is read. Missing folders
     are fine: they are created once the workload loads, as ``archsim run --out`` and
-    ``archsim baseline --out`` create theirs."""
+    ``archsim baseline --out`` create theirs. An existing file is replaced only with
+    ``force``: it may be a workload the user wrote or edited since an earlier import."""
     try:
         if "\0" in str(out):
             raise ValueError(out)
@@ -34,6 +35,9 @@ def check_out(out: Path) -> None:
                                f"{out / 'model.yaml'}")
     if not first.is_dir():
         raise ModelImportError(f"--out {out}: {first} is a file, not a folder")
+    if out.exists() and not force:
+        raise ModelImportError(f"--out {out}: the file exists (a workload you may have edited); "
+                               f"pass --force to replace it, or choose another --out")
     if not os.access(first, os.W_OK | os.X_OK):
         raise ModelImportError(f"--out {out}: cannot write in {first} (read-only)")
 
