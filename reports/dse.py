@@ -35,6 +35,7 @@ from reports.pareto import pareto_layers, pareto_mask
 from reports.store import PointRow, ResultStore, StoreError, inspect_store
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
 from workloads.errors import ArchsimError, SpecError
+from workloads.files import signals_noted
 
 __all__ = ["run_sweep", "SweepOutcome", "SweepError", "EngineMismatchError", "best_designs", "check_axis_keys",
            "reason_groups", "check_run_options", "RESULTS_FILE"]
@@ -324,16 +325,10 @@ def _in_main_thread() -> bool:
 @contextlib.contextmanager
 def _sigint_deferred():
     """Hold back SIGINT for the block, then act on it (the previous handler runs once)."""
-    if not _in_main_thread():
+    with signals_noted((signal.SIGINT,)) as caught:
         yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if caught:
+        previous = signal.getsignal(signal.SIGINT)
         if callable(previous):
             previous(signal.SIGINT, None)
         elif previous == signal.SIG_DFL:

@@ -18,13 +18,13 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from workloads.errors import ArchsimError
 
 __all__ = ["PIPE_WAIT_S", "read_at_most", "make_dirs", "forget_created", "remove_created_if_empty",
-           "staged_folder"]
+           "staged_folder", "signals_noted"]
 
 #: How long a named pipe may stay silent before reading it is given up.
 PIPE_WAIT_S = 5.0
@@ -144,22 +144,30 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _move_into(staging: Path, out: Path, last: str, stale: Sequence[str]) -> None:
-    """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
-    and SIGTERM held back: no reader ever sees a new ``last`` beside old files. A stop that
-    arrived meanwhile is raised here, once the set is complete. Held back by handlers that
-    note it (they run in the main thread whichever thread the kernel hands the signal to; a
-    blocked signal mask is per thread, and a progress bar's thread took the signal instead)."""
+@contextlib.contextmanager
+def signals_noted(signals: Iterable[int] = _STOPPING) -> Iterator[list[int]]:
+    """For the block, ``signals`` are noted in the list it yields instead of acted on; the
+    handlers before are restored after it. Handlers run in the main thread whichever thread
+    the kernel hands a signal to (a blocked signal mask would be per thread: a progress bar's
+    thread took the signal instead). Elsewhere than the main thread nothing is held back."""
+    noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        _move_files(staging, out, last, stale)
+        yield noted
         return
-    stops: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: stops.append(signum)) for s in _STOPPING}
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in signals}
     try:
-        _move_files(staging, out, last, stale)
+        yield noted
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _move_into(staging: Path, out: Path, last: str, stale: Sequence[str]) -> None:
+    """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
+    and SIGTERM held back: no reader ever sees a new ``last`` beside old files. A stop that
+    arrived meanwhile is raised here, once the set is complete."""
+    with signals_noted() as stops:
+        _move_files(staging, out, last, stale)
     if stops:
         detail = "terminated (SIGTERM); " if signal.SIGTERM in stops else ""
         raise KeyboardInterrupt(f"{detail}{out} was complete and is kept")
