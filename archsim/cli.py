@@ -542,12 +542,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from archsim.serving import serve
 
     out = Path(args.out) if args.out else default_out_dir(workload.name, args.overrides)
-    if not args.out:  # main checked a given --out; the default too, before serving
-        check_out_dir(out, default=True)
     refuse_earlier_outputs(out, SERVE_OUTPUTS, args.force)
+    prepare_out_dir(out, default=not args.out)  # before serving, as run does; a failure removes it
     with _at_hardware_field(args):
         result = serve(workload)
-    prepare_out_dir(out, default=not args.out)
     path = out / "serve.json"
     d = {"workload": workload.name, "hardware": workload.hardware.name, **result.as_dict()}
     _write_atomically(path, lambda fh: fh.write(json.dumps(d, indent=1)))
