@@ -18,6 +18,7 @@ all of it (:func:`search_tiling`, docs/scheduler.md).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -504,26 +505,84 @@ def _count(extents: list[tuple[int, int]]) -> int:
     return sum(c for _, c in extents)
 
 
-def _a_traffic(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks
-               ) -> tuple[int, int, int]:
-    """(DMA cycles, DRAM bytes) of one full read of A, and the DMA cycles of its first chunk:
-    ``ms``/``ks`` extents of the im2col matrix, or each m-tile's feature-map patch per
-    channel chunk (a convolution tiling)."""
+def _a_dma(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks) -> tuple[int, int]:
+    """DMA cycles of one full read of A and of its first chunk: ``ms``/``ks`` extents of the
+    im2col matrix, or each m-tile's feature-map patch per channel chunk (a convolution
+    tiling)."""
     db = hw.data_bytes
     if tiling.conv_t:  # per channel chunk of tk, the patch of every k-buffer tile
         patches = [p[2] for p in b_patches(task, tiling)]
         chunks = task.conv.channels // tiling.tk
         dma = chunks * sum(dma_cycles(p, tiling.tk * db, hw) for p in patches)
-        first = dma_cycles(patches[0], tiling.tk * db, hw)
-        return dma, sum(patches) * task.conv.channels * db, first
+        return dma, dma_cycles(patches[0], tiling.tk * db, hw)
     if not tiling.conv:
-        m, k, _ = tiling.dims(task)
-        return (_dma_sum(ms, ks, lambda w: w * db, hw), m * k * db,
-                dma_cycles(ms[0][0], ks[0][0] * db, hw))
+        return _dma_sum(ms, ks, lambda w: w * db, hw), dma_cycles(ms[0][0], ks[0][0] * db, hw)
     patches = _patch_rows(task, tiling)
     chunks, width = conv_chunk(task, tiling.tk)
     dma = chunks * sum(dma_cycles(p, width * db, hw) for p in patches)
-    return dma, sum(patches) * task.conv.channels * db, dma_cycles(patches[0], width * db, hw)
+    return dma, dma_cycles(patches[0], width * db, hw)
+
+
+def _a_bytes(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> int:
+    """DRAM bytes of one full read of A (a convolution's: its patches, see :func:`_a_dma`)."""
+    db = hw.data_bytes
+    if tiling.conv_t:
+        return sum(p[2] for p in b_patches(task, tiling)) * task.conv.channels * db
+    if not tiling.conv:
+        m, k, _ = tiling.dims(task)
+        return m * k * db
+    return sum(_patch_rows(task, tiling)) * task.conv.channels * db
+
+
+def _compressed_ks(task: GemmTask, ks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(rows, count) of the compressed B sub-tiles of k-extents ``ks`` (N of every M rows)."""
+    nm_n, nm_m = task.nm
+    return [(w // nm_m * nm_n, c) for w, c in ks]
+
+
+@dataclass(slots=True)  # not frozen: one per candidate tiling (see Tiling)
+class _Loads:
+    """What a candidate tiling loads, before any DMA cycle is counted: its extents, how often
+    A and B are read in full (``a_pass``, ``b_pass``) and the DRAM bytes that reads. The search
+    ranks by ``read_bytes`` first, so it rates every candidate's loads and estimates cycles
+    only for those that read the least (:func:`_least_read`)."""
+
+    sh: _Shape
+    kb: int
+    nb: int
+    ms: list[tuple[int, int]]
+    ks: list[tuple[int, int]]
+    ns: list[tuple[int, int]]
+    a_pass: int
+    b_pass: int
+    read_bytes: int
+
+
+def _loads(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> _Loads:
+    sh = _shape(task, tiling, hw)
+    kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
+    ms, ks, ns = m_widths(task, tiling, sh.m), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
+    nms = _count(ms)
+    a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
+    if tiling.conv:  # A tiles along k: the channel chunks' patches, not the buffer tiles
+        chunks = conv_chunk(task, tiling.tk)[0]
+        a_pass = _passes(nms, ceil_div(chunks, _conv_chunks_per_tile(task, kb, tiling.tk)),
+                         ceil_div(sh.nn, nb), tiling.order, slots)[0]
+    db = hw.data_bytes
+    if tiling.conv_b:
+        groups = ceil_div(task.conv.channels // tiling.tn, _conv_chunks_per_tile(task, nb))
+        nkb = ceil_div(sh.nk, kb)  # distinct patch sets: groups
+        b_pass = _passes(nms, nkb, groups, tiling.order, slots)[1]
+        if nkb > slots:  # n-buffer tiles of one chunk's offsets share its patches, but the
+            # k-run between two of them evicts them: each is read again
+            b_pass *= ceil_div(sh.nn, nb) // groups
+        b_read = sum(p[2] for p in b_patches(task, tiling)) * task.conv.channels * db
+    elif tiling.sparse and tiling.compressed_in_dram:
+        b_read = sum(w * c for w, c in _compressed_ks(task, ks)) * _count(ns) * sh.b_row_bytes
+    else:
+        b_read = sh.k * sh.n * db
+    read = a_pass * _a_bytes(task, tiling, hw) + b_pass * b_read
+    return _Loads(sh, kb, nb, ms, ks, ns, a_pass, b_pass, read)
 
 
 def m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
@@ -564,49 +623,33 @@ def estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec,
              slots: int = SLOTS_PER_BUFFER) -> GemmEstimate:
     """Analytic busy cycles per unit and DRAM read bytes of one copy of ``task`` under
     ``tiling`` (exact load counts; ``slots`` per buffer)."""
-    sh = _shape(task, tiling, hw)
-    kb, nb = min(tiling.kb, sh.nk), min(tiling.nb, sh.nn)
-    ms, ks, ns = m_widths(task, tiling, sh.m), _widths(sh.k, tiling.tk), _widths(sh.n, tiling.tn)
-    nms, nks, nns = _count(ms), _count(ks), _count(ns)
-    a_pass, b_pass = _passes(nms, ceil_div(sh.nk, kb), ceil_div(sh.nn, nb), tiling.order, slots)
-    if tiling.conv:  # A tiles along k: the channel chunks' patches, not the buffer tiles
-        chunks = conv_chunk(task, tiling.tk)[0]
-        a_pass = _passes(nms, ceil_div(chunks, _conv_chunks_per_tile(task, kb, tiling.tk)),
-                         ceil_div(sh.nn, nb), tiling.order, slots)[0]
+    return _estimate(task, tiling, hw, _loads(task, tiling, hw, slots))
+
+
+def _estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec, loads: _Loads) -> GemmEstimate:
+    sh, ms, ks, ns, b_pass = loads.sh, loads.ms, loads.ks, loads.ns, loads.b_pass
     db = hw.data_bytes
-    a_dma, a_read, first_a = _a_traffic(task, tiling, hw, ms, ks)
-    dma = a_pass * a_dma
+    a_dma, first_a = _a_dma(task, tiling, hw, ms, ks)
+    dma = loads.a_pass * a_dma
     dma += _dma_sum(ms, ns, lambda w: w * db, hw)  # outputs leave requantized, at operand width
-    read = a_pass * a_read
     vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
     if tiling.conv_b:
         chunks = task.conv.channels // tiling.tn
-        groups = ceil_div(chunks, _conv_chunks_per_tile(task, nb))  # distinct patch sets
-        nkb = ceil_div(sh.nk, kb)
-        b_pass = _passes(nms, nkb, groups, tiling.order, slots)[1]
-        if nkb > slots:  # n-buffer tiles of one chunk's offsets share its patches, but the
-            # k-run between two of them evicts them: each is read again
-            b_pass *= ceil_div(sh.nn, nb) // groups
         patches = [p[2] for p in b_patches(task, tiling)]
         dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
-        read += b_pass * sum(patches) * task.conv.channels * db
         first_b = dma_cycles(patches[0], tiling.tn * db, hw)
     elif tiling.sparse and tiling.compressed_in_dram:
-        nm_n, nm_m = task.nm
-        kcs = [(w // nm_m * nm_n, c) for w, c in ks]
-        dma += b_pass * _dma_sum(kcs, ns, lambda _: sh.b_row_bytes, hw)
-        read += b_pass * sum(w * c for w, c in kcs) * nns * sh.b_row_bytes
+        dma += b_pass * _dma_sum(_compressed_ks(task, ks), ns, lambda _: sh.b_row_bytes, hw)
     else:
         dma += b_pass * _dma_sum(ks, ns, lambda w: w * db, hw)
-        read += b_pass * sh.k * sh.n * db
         if tiling.sparse:
             vec = b_pass * sum(ck * cn * compress_cycles(w, c, task.nm[1], hw)
                                for w, ck in ks for c, cn in ns)
-    pe = pe_cycles(ms, nks, nns, tiling, hw)
+    pe = pe_cycles(ms, _count(ks), _count(ns), tiling, hw)
     # Before the first COMPUTE: its A chunk and B sub-tile; after the last: the last output
     # tile's stores, which wait for all of its COMPUTEs.
-    exposed = first_a + first_b + nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
-    return GemmEstimate(dma=dma, pe=pe, vec=vec, read_bytes=read, exposed=exposed)
+    exposed = first_a + first_b + loads.nb * dma_cycles(ms[-1][0], tiling.tn * db, hw)
+    return GemmEstimate(dma=dma, pe=pe, vec=vec, read_bytes=loads.read_bytes, exposed=exposed)
 
 
 def _tm_candidates(m: int, limit: int) -> list[int]:
@@ -672,16 +715,31 @@ _ANY_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
 
 def _rank_key(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> tuple:
     """The search's ranking key: least read bytes, then cycles, DMA, larger ``tm``."""
-    est = estimate(task, tiling, hw, slots)
+    return _key_of(tiling, estimate(task, tiling, hw, slots))
+
+
+def _key_of(tiling: Tiling, est: GemmEstimate) -> tuple:
     return (est.read_bytes, est.cycles, est.dma, -tiling.tm, tiling.kb, tiling.nb)
 
 
 def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                 slots: int) -> list[tuple[tuple, Tiling]]:
     """Every fitting candidate with the least DRAM read bytes, with its ranking key
-    (:func:`_rank_key`), in enumeration order (none: nothing fits, the default tiling stands)."""
+    (:func:`_rank_key`), in enumeration order (none: nothing fits, the default tiling stands).
+    Every candidate's loads are rated (:func:`_loads`, no DMA cycles counted); only those that
+    read the least are estimated in full, about a tenth of them."""
+    rated = [(_loads(task, t, hw, slots), t) for t in _candidates(task, hw, compressed_in_dram)]
+    if not rated:
+        return []
+    least = min(loads.read_bytes for loads, _ in rated)
+    return [(_key_of(t, _estimate(task, t, hw, loads)), t)
+            for loads, t in rated if loads.read_bytes == least]
+
+
+def _candidates(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> Iterator[Tiling]:
+    """The search's fitting candidates, in enumeration order: (tm, kb, nb, loop order,
+    orientation) of the im2col GEMM, then the convolution address modes' tilings."""
     sparse, tk, tn = _base(task, hw)
-    ranked = []
     on_chip = sparse and not compressed_in_dram  # COMPRESS works on one sub-tile at row 0
     for swap in (False, True) if not sparse else (False,):
         m, k, n = (task.n, task.k, task.m) if swap else (task.m, task.k, task.n)
@@ -691,26 +749,21 @@ def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                 limit = _tm_limit(task, probe, hw)
                 for order in ("mnk", "nmk"):
                     for tm in _tm_candidates(m, limit) if limit else ():
-                        tiling = Tiling(tm, tk, tn, order, swap, sparse,
-                                        compressed_in_dram and sparse, kb, nb)
-                        ranked.append((_rank_key(task, tiling, hw, slots), tiling))
+                        yield Tiling(tm, tk, tn, order, swap, sparse,
+                                     compressed_in_dram and sparse, kb, nb)
     if not on_chip and conv_mappable(task, tk, hw):
-        ranked.extend(_conv_ranked(task, hw, compressed_in_dram, slots))
+        yield from _conv_candidates(task, hw, compressed_in_dram)
     if conv_b_mappable(task, tn, hw):
-        ranked.extend(_conv_b_ranked(task, hw, slots))
+        yield from _conv_b_candidates(task, hw)
     if conv_t_mappable(task, hw):
-        ranked.extend(_conv_t_ranked(task, hw, slots))
-    if not ranked:
-        return []
-    least = min(key[0] for key, _ in ranked)
-    return [(key, t) for key, t in ranked if key[0] == least]
+        yield from _conv_t_candidates(task, hw)
 
 
-def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
-                 slots: int) -> list[tuple[tuple, Tiling]]:
-    """Convolution tilings (A rows generated from the feature map) that fit, with their ranking
-    keys: whole channel chunks per buffer tile (``kb`` a multiple of kh·kw), m-tiles of a
-    half, quarter, ... of an image's output lines or of a share of the batch's images."""
+def _conv_candidates(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool
+                     ) -> Iterator[Tiling]:
+    """Convolution tilings (A rows generated from the feature map) that fit: whole channel
+    chunks per buffer tile (``kb`` a multiple of kh·kw), m-tiles of a half, quarter, ... of an
+    image's output lines or of a share of the batch's images."""
     sparse, tk, tn = _base(task, hw)
     c = task.conv
     kk = conv_k_per_chunk(task, tk)  # array tiles per channel chunk
@@ -719,7 +772,6 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
               if 1 < j <= c.batch}
     spans = {d for d in range(1, kk) if kk % d == 0}
     spans |= {cb * kk for cb in _span_candidates(conv_chunk(task, tk)[0], True)}
-    ranked = []
     for kb in sorted(spans):
         for nb in _span_candidates(ceil_div(task.n, tn), True):
             for order in ("mnk", "nmk"):
@@ -727,10 +779,8 @@ def _conv_ranked(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
                     tm = th * c.out_w
                     tiling = Tiling(tm, tk, tn, order, False, sparse,
                                     compressed_in_dram and sparse, kb, nb, True)
-                    if not fits(task, tiling, hw):
-                        continue
-                    ranked.append((_rank_key(task, tiling, hw, slots), tiling))
-    return ranked
+                    if fits(task, tiling, hw):
+                        yield tiling
 
 
 def _kb_ladder(top: int, nk: int) -> list[int]:
@@ -742,15 +792,14 @@ def _kb_ladder(top: int, nk: int) -> list[int]:
     return sorted(kb for kb in ladder if kb <= top)
 
 
-def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
-    """Weight-gradient tilings whose B comes from X through the address mode, with their
-    ranking keys: k-buffer tiles of up to the most pixels whose patches fit the weight slot
+def _conv_b_candidates(task: GemmTask, hw: HardwareSpec) -> Iterator[Tiling]:
+    """Weight-gradient tilings whose B comes from X through the address mode that fit:
+    k-buffer tiles of up to the most pixels whose patches fit the weight slot
     (:func:`_kb_ladder`), ``nb`` whole channel chunks or some kernel offsets of one."""
     _, tk, tn = _base(task, hw)
     c = task.conv
     kk, nk, chunks = c.kh * c.kw, ceil_div(task.k, tk), c.channels // tn
     spans = {d for d in range(1, kk) if kk % d == 0} | {cb * kk for cb in _span_candidates(chunks, True)}
-    ranked = []
     for nb in sorted(spans):
         per = _conv_chunks_per_tile(task, nb)
         lines = max(1, weight_slot_rows(hw) // per // c.in_w - c.kh)  # input lines a patch may hold
@@ -764,21 +813,18 @@ def _conv_b_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
                         MAX_ROW_OFFSET // max(kb, nb))
             for order in ("mnk", "nmk"):
                 for tm in _tm_candidates(task.m, limit) if limit else ():
-                    tiling = Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
-                    ranked.append((_rank_key(task, tiling, hw, slots), tiling))
-    return ranked
+                    yield Tiling(tm, tk, tn, order, False, False, False, kb, nb, False, True)
 
 
-def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[tuple, Tiling]]:
-    """Swapped weight-gradient tilings with the transposing read, with their ranking keys:
-    m-tiles of whole channel chunks (one, all, a half or a quarter of them), k-buffer tiles of
-    up to the most pixels whose patches fit the input slot and whose dY rows (``nb`` n-tiles
-    wide) fit the weight slot (:func:`_kb_ladder`)."""
+def _conv_t_candidates(task: GemmTask, hw: HardwareSpec) -> Iterator[Tiling]:
+    """Swapped weight-gradient tilings with the transposing read that fit: m-tiles of whole
+    channel chunks (one, all, a half or a quarter of them), k-buffer tiles of up to the most
+    pixels whose patches fit the input slot and whose dY rows (``nb`` n-tiles wide) fit the
+    weight slot (:func:`_kb_ladder`)."""
     _, tk, tn = _base(task, hw)
     c = task.conv
     chunks, nk, nn = c.channels // tk, ceil_div(task.k, tk), ceil_div(task.m, tn)
     slot_rows = hw.buffers.input_bytes // SLOTS_PER_BUFFER // input_row_bytes(tk, hw)
-    ranked = []
     for per, nb in itertools.product(_span_candidates(chunks, True), _span_candidates(nn, True)):
         tm = per * c.kh * c.kw * tk
         lines = max(1, slot_rows // per // c.in_w - c.kh)  # input lines a patch may hold
@@ -787,10 +833,8 @@ def _conv_t_ranked(task: GemmTask, hw: HardwareSpec, slots: int) -> list[tuple[t
         for kb in _kb_ladder(top, nk):
             for order in ("mnk", "nmk"):
                 tiling = Tiling(tm, tk, tn, order, True, False, False, kb, nb, conv_t=True)
-                if not fits(task, tiling, hw):
-                    continue
-                ranked.append((_rank_key(task, tiling, hw, slots), tiling))
-    return ranked
+                if fits(task, tiling, hw):
+                    yield tiling
 
 
 def search_tiling(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,

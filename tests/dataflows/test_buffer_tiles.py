@@ -159,3 +159,19 @@ def test_the_search_remembered_for_another_dram_ranks_as_a_fresh_one(task, size,
     tiling._LEAST_READ.clear()
     tiling.search_tilings(task, hw(bw_a), compressed, slots)
     assert tiling.search_tilings(task, hw(bw_b), compressed, slots, top=4) == fresh
+
+
+@settings(max_examples=40, deadline=None)
+@given(gemms(), _SIZES, st.sampled_from([1, 8, 64]), st.booleans(), st.booleans())
+def test_the_search_estimates_only_the_least_read_yet_ranks_as_estimating_all(task, size, bw,
+                                                                              double, compressed):
+    """The search rates every candidate's loads and estimates cycles only for those reading
+    the least: the same candidates, keys and order as estimating every one of them."""
+    hw = load_hardware("tiny", overrides=[f"buffers.input_bytes={size}",
+                                          f"dram.bandwidth_bytes_per_cycle={bw}"])
+    slots = 2 if double else 1
+    every = [(tiling._rank_key(task, t, hw, slots), t)
+             for t in tiling._candidates(task, hw, compressed)]
+    least = min((key[0] for key, _ in every), default=None)
+    assert tiling._least_read(task, hw, compressed, slots) == [
+        (key, t) for key, t in every if key[0] == least]
