@@ -751,7 +751,7 @@ def test_cli_refuses_to_replace_an_earlier_baseline_without_force(tmp_path, caps
             "--threads", "1", "--quiet", "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "(b.json); pass --force to replace them" in err
+    assert err.count("\n") == 1 and "(b.json); pass --force to replace it" in err
     assert out.read_text() == '{"measured": "on a GPU"}\n'
     assert main([*argv, "--force"]) == 0
     assert read_baseline(out).workload.name == "tiny-gemm"
