@@ -37,11 +37,12 @@ def default_out_dir(name: str, overrides: Sequence[str] = (), parent: Path = Pat
     return parent / safe
 
 
-def out_dir_label(out: Path, default: bool = False) -> str:
-    """How an error names the output folder: ``--out DIR`` as given, or, for the command's
-    default (``default``), the folder and how to choose another: no ``--out`` was given."""
+def out_dir_label(out: Path, default: bool = False, kind: str = "folder") -> str:
+    """How an error names the output ``kind`` (folder or file): ``--out DIR`` as given, or, for
+    the command's default (``default``), the path and how to choose another: no ``--out`` was
+    given."""
     if default:
-        return f"{out} (the default output folder; choose another with --out)"
+        return f"{out} (the default output {kind}; choose another with --out)"
     return f"--out {out}"
 
 
@@ -52,25 +53,28 @@ def check_out_dir(out: Path, default: bool = False) -> Path:
     return out
 
 
-def check_out_file(out: Path, force: bool, what: str, example: str) -> Path:
+def check_out_file(out: Path, force: bool, *, example: str,
+                   what: str = "the outputs of an earlier run", default: bool = False) -> Path:
     """Fail now if ``out``, the one file a command writes, cannot be written, or exists and
-    ``force`` is not given (:func:`refuse_earlier_outputs`); creates nothing. Missing folders
-    above it are fine: the command creates them. ``what`` says what an existing file may be,
-    ``example`` is a file name to suggest when ``out`` is a folder."""
-    _check_writable(out, out.parent)
+    ``force`` is not given (:func:`refuse_earlier_outputs`, ``what`` says what it may be);
+    creates nothing. Missing folders above it are fine: the command creates them.
+    ``example`` is a file name to suggest when ``out`` is a folder; ``default``: ``out`` is
+    the command's default file."""
+    _check_writable(out, out.parent, default, "file")
     if out.is_dir():
-        raise ArchsimError(f"{out_dir_label(out)}: is a folder; name the file, e.g. "
-                           f"{out / example}")
+        raise ArchsimError(f"{out_dir_label(out, default, 'file')}: is a folder; name the "
+                           f"file, e.g. {out / example}")
     refuse_earlier_outputs(out.parent, (out.name,), force, what)
     return out
 
 
-def _check_writable(out: Path, folder: Path, default: bool = False) -> None:
+def _check_writable(out: Path, folder: Path, default: bool = False,
+                    kind: str = "folder") -> None:
     """Fail unless ``folder`` (``out`` or the folder ``out`` goes into) is, or can become, a
     folder this process can write in. Errors name ``out`` (:func:`out_dir_label`)."""
     if "\0" in str(out):  # Path.exists() says False to it; mkdir would raise a ValueError
-        raise ArchsimError(f"{out_dir_label(repr(str(out)), default)}: not a usable path")
-    label = out_dir_label(out, default)
+        raise ArchsimError(f"{out_dir_label(repr(str(out)), default, kind)}: not a usable path")
+    label = out_dir_label(out, default, kind)
     first = next(p for p in (folder, *folder.parents) if p.exists())  # "." always exists
     if not first.is_dir():  # mkdir would only say "File exists"
         what = "is a file" if first == out else f"is inside {first}, a file"

@@ -108,7 +108,8 @@ def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
     from workloads.outputs import check_out_file
 
     # Missing folders above it are fine: write_checked creates them once the workload loads.
-    check_out_file(out, force, "a workload you may have written or edited", "model.yaml")
+    check_out_file(out, force, example="model.yaml",
+                   what="a workload you may have written or edited")
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
     hw = _hardware(hardware)
     _refuse_unsupported_pattern(hw, default, sparsity)
