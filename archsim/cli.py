@@ -20,14 +20,13 @@ import re
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from archsim._interrupt import noting_interrupts, stopped
 from workloads.errors import ArchsimError
 from workloads.files import forget_created, make_dirs, remove_created_if_empty
 from workloads.outputs import check_out_dir, default_out_dir, out_dir_label, refuse_earlier_outputs
-from workloads.version import install_hint
 
 __all__ = ["main", "write_run_outputs", "default_out_dir", "RESULTS_SCHEMA_VERSION"]
 
@@ -180,7 +179,8 @@ _OUT_IS_FOLDER = ("run", "dse", "report", "rtl", "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``archsim`` console script; returns the exit code.
+    """Run the ``archsim`` command ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+    The console script calls it once ``archsim/__main__.py`` has loaded this module.
 
     Ctrl-C stops any command: one line on stderr, exit code 130, finished work kept. Once it
     is acting, further presses are ignored, as they would interrupt the stopping itself (a
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT) if in_main else None
     pressed: list[int] = []
     if previous is signal.default_int_handler:  # not where the shell started us ignoring it
-        signal.signal(signal.SIGINT, _noting_interrupts(pressed))
+        signal.signal(signal.SIGINT, noting_interrupts(pressed))
     failed = True
     forget_created()
     try:
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = code != 0
         return code
     except KeyboardInterrupt as exc:
-        return _stopped(exc, in_main, argv)
+        return stopped(exc, in_main, argv)
     except ArchsimError as exc:
         print(f"archsim: error: {exc}", file=sys.stderr)
         return 2
@@ -213,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         package = (exc.name or "").split(".")[0]
         if package not in _EXTRA_OF:
             raise  # not an optional dependency: a bug, keep the traceback
+        from workloads.version import install_hint  # importlib.metadata: only when needed
+
         print(f"archsim: error: this needs the optional package '{package}': "
               f"{install_hint(_EXTRA_OF[package])}", file=sys.stderr)
         return 2
@@ -226,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the cause, and gets its one line. Without a press, an error here is a bug.
         if not pressed:
             raise
-        return _stopped(KeyboardInterrupt(), in_main, argv)
+        return stopped(KeyboardInterrupt(), in_main, argv)
     finally:
         if failed:
             remove_created_if_empty()
@@ -234,29 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # break it ('Exception ignored in')
         elif previous is not None:
             signal.signal(signal.SIGINT, previous)
-
-
-def _noting_interrupts(pressed: list[int]):
-    """A SIGINT handler that raises ``KeyboardInterrupt``, as Python's own does, and notes the
-    press in ``pressed``: the evidence that an error a library raised instead came from it."""
-    def interrupt(signum, frame):
-        pressed.append(signum)
-        raise KeyboardInterrupt
-
-    return interrupt
-
-
-def _stopped(exc: BaseException, in_main: bool, argv: Sequence[str] | None) -> int:
-    """Say that the command was interrupted, ignoring further presses; exit code 130."""
-    if in_main:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if argv is None:
-        # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
-        # half-built design): noise after the one line that says what happened.
-        warnings.simplefilter("ignore")
-    detail = f"; {exc}" if str(exc) else ""
-    print(f"archsim: interrupted{detail}", file=sys.stderr)
-    return 130
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,29 +131,10 @@ def _print_table(doc, rows: int) -> None:
         out.print(f"{method} ({count} op{'s' if count > 1 else ''}): {note}")
 
 
-def _writable(out: Path) -> Path:
-    """Check the output path before measuring, so that a bad ``--out`` fails in a second."""
-    from baselines.errors import BaselineError
-    from workloads.files import make_dirs
-
-    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:  # mkdir would only say "File exists"
-        raise BaselineError(f"{out}: cannot write the baseline: {blocker} is not a directory")
-    try:
-        make_dirs(out.parent)  # an interrupted measurement removes it again while it is empty
-        probe = out.with_name(f".{out.name}.write-test")
-        probe.write_text("")
-        probe.unlink()
-        if out.is_dir():
-            raise IsADirectoryError(21, "Is a directory")
-    except OSError as exc:
-        raise BaselineError(f"{out}: cannot write the baseline: {exc.strerror or exc}") from None
-    return out
-
-
 def _cmd_baseline(args: argparse.Namespace) -> int:
+    from workloads.files import make_dirs
     from workloads.load import load_workload
-    from workloads.outputs import default_out_dir, refuse_earlier_outputs
+    from workloads.outputs import check_out_file, default_out_dir
 
     workload = load_workload(args.workload, overrides=args.overrides)
     dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")  # measure()'s defaults
@@ -161,9 +142,11 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     # must not take the plain one's place.
     default = (default_out_dir(workload.name, args.overrides)
                / f"baseline-{args.device}-{dtype}.json")
-    out = _writable(Path(args.out) if args.out else default)
-    # Measured on a lent GPU, a baseline may not be measurable again: refused before measuring.
-    refuse_earlier_outputs(out.parent, (out.name,), args.force)
+    out = Path(args.out) if args.out else default
+    # Checked before measuring, so that a bad --out fails in a second; and measured on a lent
+    # GPU, a baseline may not be measurable again: an earlier one is refused before measuring.
+    check_out_file(out, args.force, example="baseline.json", default=not args.out)
+    make_dirs(out.parent)  # an interrupted measurement removes it again while it is empty
     doc = _measure_with_progress(workload, args)
     for warning in doc.warnings:
         print(f"archsim: warning: {warning}", file=sys.stderr)

@@ -377,7 +377,8 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
     Parameters
     ----------
     path
-        The sweep file. ``workload`` and a ``hardware`` path are relative to it.
+        The sweep file. ``workload`` and a ``hardware`` path are relative to it;
+        ``workload`` may also be ``example:NAME``, a shipped example.
     area_available
         Whether a fitted area model exists (default: ask :mod:`reports.area`). Area metrics in
         objectives or constraints are an error without one.
@@ -387,12 +388,17 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
     SpecError
         ``file:line: field.path: message`` for the first problem found.
     """
+    from workloads.arguments import ExampleError, resolve
     from workloads.load import load_document
 
     path = Path(path)
     spec, where = load_document(path, SweepFile)
     base = path.resolve().parent
-    workload_path = (base / spec.workload).resolve()
+    try:  # example:NAME, as on the command line: a sweep outside the package can name one
+        workload_ref = resolve(spec.workload)
+    except ExampleError as exc:
+        raise SpecError(f"{where(('workload',))}: workload: {exc}") from None
+    workload_path = (base / workload_ref).resolve()
     if not workload_path.is_file():
         raise SpecError(f"{where(('workload',))}: workload: file not found: {workload_path}")
     if area_available is None:

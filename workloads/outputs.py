@@ -1,9 +1,9 @@
-"""Where a command writes its outputs: its default folder, the check that a folder can be
-written before any work, and the refusal to replace an earlier run's outputs there without
-``--force``.
+"""Where a command writes its outputs: its default folder, the check that a folder (or the
+folder of a single output file) can be written before any work, and the refusal to replace an
+earlier run's outputs there without ``--force``.
 
-Shared by every command that writes a folder of results (``run``, ``serve``, ``dse``, ``rtl``):
-each package may import ``workloads`` (DESIGN.md), not ``archsim.cli``.
+Shared by every command that writes results (``run``, ``serve``, ``dse``, ``rtl``, ``baseline``,
+``import``): each package may import ``workloads`` (DESIGN.md), not ``archsim.cli``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from workloads.errors import ArchsimError
 
-__all__ = ["default_out_dir", "out_dir_label", "check_out_dir", "refuse_earlier_outputs"]
+__all__ = ["default_out_dir", "out_dir_label", "check_out_dir", "check_out_file",
+           "refuse_earlier_outputs"]
 
 
 def default_out_dir(name: str, overrides: Sequence[str] = (), parent: Path = Path("out")) -> Path:
@@ -36,23 +37,45 @@ def default_out_dir(name: str, overrides: Sequence[str] = (), parent: Path = Pat
     return parent / safe
 
 
-def out_dir_label(out: Path, default: bool = False) -> str:
-    """How an error names the output folder: ``--out DIR`` as given, or, for the command's
-    default (``default``), the folder and how to choose another: no ``--out`` was given."""
+def out_dir_label(out: Path, default: bool = False, kind: str = "folder") -> str:
+    """How an error names the output ``kind`` (folder or file): ``--out DIR`` as given, or, for
+    the command's default (``default``), the path and how to choose another: no ``--out`` was
+    given."""
     if default:
-        return f"{out} (the default output folder; choose another with --out)"
+        return f"{out} (the default output {kind}; choose another with --out)"
     return f"--out {out}"
 
 
 def check_out_dir(out: Path, default: bool = False) -> Path:
     """Fail now if ``out`` cannot become a writable folder; creates nothing. ``default``: it
     is the command's default folder (the errors say so, :func:`out_dir_label`)."""
-    label = out_dir_label(out, default)
-    try:
-        first = next(p for p in (out, *out.parents) if p.exists())  # "." always exists
-    except (ValueError, StopIteration):  # a NUL byte in the path
-        raise ArchsimError(f"{out_dir_label(repr(str(out)), default)}: not a usable "
-                           f"path") from None
+    _check_writable(out, out, default)
+    return out
+
+
+def check_out_file(out: Path, force: bool, *, example: str,
+                   what: str = "the outputs of an earlier run", default: bool = False) -> Path:
+    """Fail now if ``out``, the one file a command writes, cannot be written, or exists and
+    ``force`` is not given (:func:`refuse_earlier_outputs`, ``what`` says what it may be);
+    creates nothing. Missing folders above it are fine: the command creates them.
+    ``example`` is a file name to suggest when ``out`` is a folder; ``default``: ``out`` is
+    the command's default file."""
+    _check_writable(out, out.parent, default, "file")
+    if out.is_dir():
+        raise ArchsimError(f"{out_dir_label(out, default, 'file')}: is a folder; name the "
+                           f"file, e.g. {out / example}")
+    refuse_earlier_outputs(out.parent, (out.name,), force, what)
+    return out
+
+
+def _check_writable(out: Path, folder: Path, default: bool = False,
+                    kind: str = "folder") -> None:
+    """Fail unless ``folder`` (``out`` or the folder ``out`` goes into) is, or can become, a
+    folder this process can write in. Errors name ``out`` (:func:`out_dir_label`)."""
+    if "\0" in str(out):  # Path.exists() says False to it; mkdir would raise a ValueError
+        raise ArchsimError(f"{out_dir_label(repr(str(out)), default, kind)}: not a usable path")
+    label = out_dir_label(out, default, kind)
+    first = next(p for p in (folder, *folder.parents) if p.exists())  # "." always exists
     if not first.is_dir():  # mkdir would only say "File exists"
         what = "is a file" if first == out else f"is inside {first}, a file"
         raise ArchsimError(f"{label}: {what}; expected a folder")
@@ -63,11 +86,12 @@ def check_out_dir(out: Path, default: bool = False) -> Path:
         os.rmdir(tempfile.mkdtemp(prefix=".archsim-write-test-", dir=first))
     except OSError as exc:
         raise ArchsimError(f"{label}: cannot write there: {exc.strerror or exc}") from None
-    return out
 
 
-def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None:
-    """Fail if ``out`` already holds any of ``names``, unless ``force``.
+def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool,
+                           what: str = "the outputs of an earlier run") -> None:
+    """Fail if ``out`` already holds any of ``names``, unless ``force``; ``what`` says what
+    they may be.
 
     They are an earlier run's results: a rerun with another workload, hardware or engine would
     replace them without a word (``--hardware`` does not change the default folder). Refused as
@@ -75,6 +99,7 @@ def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool) -> None
     """
     held = [name for name in names if (out / name).exists()]
     if held and not force:
-        raise ArchsimError(f"{out} already holds the outputs of an earlier run "
-                           f"({', '.join(held)}); pass --force to replace them, or choose "
-                           f"another --out")
+        them = "it" if len(held) == 1 else "them"
+        folder = "the current folder" if out == Path(".") else out  # --out w.yaml: not "."
+        raise ArchsimError(f"{folder} already holds {what} ({', '.join(held)}); pass --force "
+                           f"to replace {them}, or choose another --out")

@@ -155,3 +155,47 @@ def test_the_console_script_ignores_a_press_once_the_command_has_ended(monkeypat
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+#: A sitecustomize for the child process: Ctrl-C, as the terminal sends it, the moment the
+#: module $PRESS_ON_IMPORT starts to load (a timed press would hit a random module).
+_PRESS_ON_IMPORT = '''
+import os, signal, sys
+
+class _PressOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["PRESS_ON_IMPORT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _PressOnImport())
+'''
+
+
+def _console_script() -> list[str]:
+    """The command pip's console script runs: pyproject's entry point, in its template."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    entry = tomllib.loads(pyproject.read_text())["project"]["scripts"]["archsim"]
+    module, function = entry.split(":")
+    return ["-c", f"import sys; from {module} import {function}; sys.exit({function}())"]
+
+
+@pytest.mark.parametrize(("command", "module"), [
+    ("script", "archsim.cli"), ("script", "workloads.outputs"), ("script", "numpy"),
+    ("-m archsim", "archsim.cli"), ("-m archsim", "numpy"), ("-m archsim.cli", "numpy"),
+])
+def test_a_press_while_the_package_loads_is_an_interrupt(tmp_path, command, module):
+    """Ctrl-C in the first 0.4 s of any command, while Python imported archsim (the simulator,
+    numpy, pydantic) before archsim.cli.main ran, was Python's KeyboardInterrupt traceback."""
+    (tmp_path / "sitecustomize.py").write_text(_PRESS_ON_IMPORT)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    how = _console_script() if command == "script" else command.split()
+    proc = subprocess.run([sys.executable, *how, "examples"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": path, "PRESS_ON_IMPORT": module},
+                          timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "archsim: interrupted\n")
+    assert proc.stdout == ""

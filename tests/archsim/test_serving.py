@@ -159,7 +159,7 @@ def test_a_second_serve_into_the_same_folder_is_refused_unless_forced(tmp_path, 
     assert main(argv) == 2
     assert capsys.readouterr().err == (
         f"archsim: error: {out} already holds the outputs of an earlier run (serve.json); pass "
-        f"--force to replace them, or choose another --out\n")
+        f"--force to replace it, or choose another --out\n")
     assert (out / "serve.json").read_text() == earlier
     assert main([*argv, "--force"]) == 0
     assert json.loads((out / "serve.json").read_text())["output_tokens"] == 3

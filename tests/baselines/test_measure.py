@@ -624,8 +624,21 @@ def test_cli_unwritable_output_exits_2(tmp_path, capsys):
             "--threads", "1", "--out", str(blocker / "b.json"), "--quiet"]
     assert main(argv) == 2
     assert capsys.readouterr().err == (
-        f"archsim: error: {blocker / 'b.json'}: cannot write the baseline: {blocker} is not a "
-        f"directory\n")
+        f"archsim: error: --out {blocker / 'b.json'}: is inside {blocker}, a file; expected a "
+        f"folder\n")
+
+
+def test_cli_a_blocked_default_output_is_named_as_the_default(tmp_path, capsys, monkeypatch):
+    """No --out was given: the error names the default file and how to choose another, as run's
+    does for its default folder (it read 'out/tiny-gemm/baseline-cpu-fp32.json: cannot write
+    the baseline: out is not a directory')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("user data")
+    assert main(["baseline", str(TINY), "--device", "cpu", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        "archsim: error: out/tiny-gemm/baseline-cpu-fp32.json (the default output file; choose "
+        "another with --out): is inside out, a file; expected a folder\n")
+    assert (tmp_path / "out").read_text() == "user data"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a CUDA device")
@@ -751,7 +764,7 @@ def test_cli_refuses_to_replace_an_earlier_baseline_without_force(tmp_path, caps
             "--threads", "1", "--quiet", "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "(b.json); pass --force to replace them" in err
+    assert err.count("\n") == 1 and "(b.json); pass --force to replace it" in err
     assert out.read_text() == '{"measured": "on a GPU"}\n'
     assert main([*argv, "--force"]) == 0
     assert read_baseline(out).workload.name == "tiny-gemm"

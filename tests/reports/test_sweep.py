@@ -75,6 +75,20 @@ def test_missing_workload(tmp_path):
         load_sweep(path, area_available=False)
 
 
+def test_the_workload_may_name_a_shipped_example(tmp_path):
+    """``workload: example:NAME`` was 'file not found: <sweep folder>/example:NAME', though
+    ``archsim run`` and ``archsim dse`` take example:NAME on the command line."""
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nname: s\nworkload: example:tiny_gemm\n" + AXES
+                    + "objectives: [cycles]\n")
+    assert load_sweep(path, area_available=False).workload_path == EXAMPLES / "tiny_gemm.yaml"
+    path.write_text(path.read_text().replace("example:tiny_gemm", "example:tiny_gem"))
+    with pytest.raises(SpecError, match=r"s\.yaml:3: workload: example:tiny_gem: no shipped "
+                       r"example of that name; did you mean example:tiny_gemm\? 'archsim "
+                       r"examples' lists them$"):
+        load_sweep(path, area_available=False)
+
+
 def test_ranges():
     assert RangeSpec(start=16, stop=64, step=16).values() == [16, 32, 48, 64]
     assert RangeSpec(start=1, stop=100, factor=4).values() == [1, 4, 16, 64]

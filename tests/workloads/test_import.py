@@ -759,10 +759,11 @@ def test_a_bad_sparsity_suffix_is_one_line(tmp_path, capsys, sparsity):
 def test_an_out_that_cannot_be_written_is_refused_before_importing(tmp_path, capsys):
     argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out"]
     err = _one_line_error(capsys, argv + [str(tmp_path)])
-    assert "is a folder; name the workload file" in err
+    assert f"--out {tmp_path}: is a folder; name the file, e.g. {tmp_path / 'model.yaml'}" in err
     (tmp_path / "f").write_text("mine\n")
     err = _one_line_error(capsys, argv + [str(tmp_path / "f" / "w.yaml")])
-    assert f"{tmp_path / 'f'} is a file, not a folder" in err
+    assert f"--out {tmp_path / 'f' / 'w.yaml'}: is inside {tmp_path / 'f'}, a file; " \
+           "expected a folder" in err
     assert "not a usable path" in _one_line_error(capsys, argv + ["a\0b.yaml"])
 
 
@@ -827,17 +828,21 @@ def test_a_workload_that_would_not_load_is_not_written(tmp_path, capsys, args, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]  # no trial file left
 
 
-def test_an_existing_out_file_is_replaced_only_with_force(tmp_path, capsys):
+def test_an_existing_out_file_is_replaced_only_with_force(tmp_path, capsys, monkeypatch):
     """--out named a workload the user may have edited since an earlier import: it was
     replaced without a word. Refused before the model is read; --force replaces it."""
     out = tmp_path / "w.yaml"
     out.write_text("# the user's own file\n")
     argv = ["import", _src("odd"), "--input-shape", "1,8,16,16", "--out", str(out)]
     err = _one_line_error(capsys, argv)
-    assert f"--out {out}: the file exists" in err and "--force" in err, err
+    assert err == (f"archsim: error: {tmp_path} already holds a workload you may have written or "
+                   "edited (w.yaml); pass --force to replace it, or choose another --out\n")
     assert out.read_text() == "# the user's own file\n"
     assert main([*argv, "--force"]) == 0
     assert "op:" in out.read_text()
+    monkeypatch.chdir(tmp_path)  # it is named, not as '.'
+    assert _one_line_error(capsys, [*argv[:-1], "w.yaml"]).startswith(
+        "archsim: error: the current folder already holds a workload")
 
 
 def test_the_trial_file_never_replaces_a_file_of_the_users(tmp_path, capsys):

@@ -152,6 +152,19 @@ def test_every_command_checks_out_before_working(tmp_path, capsys, command):
     assert blocker.read_text() == "user data"
 
 
+@pytest.mark.parametrize("command", [["run", TINY_GEMM], ["rtl", "tiny"],
+                                     ["baseline", TINY_GEMM, "--device", "cpu"]],
+                         ids=["run", "rtl", "baseline"])
+def test_an_out_with_a_nul_byte_is_one_line(tmp_path, capsys, monkeypatch, command):
+    """Path.exists() answers False to a NUL byte, so the check passed it and the command's mkdir
+    (baseline's write test) raised 'ValueError: embedded null byte'; archsim import refused it
+    with a check of its own."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--out", "a\0b"]) == 2
+    assert capsys.readouterr().err == "archsim: error: --out 'a\\x00b': not a usable path\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command, default", [
     (["run", TINY_GEMM], "out/tiny-gemm"),
     (["serve", "example:serve_decoder"], "out/serve-decoder"),

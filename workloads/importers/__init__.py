@@ -104,9 +104,12 @@ def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
     ``bdwp:2:8``, ``masks`` a state_dict file). Arguments are checked before the model is
     read (``--sparsity``'s pattern against ``--hardware``'s too), and the workload is written
     only once it loads (``output.write_checked``); an existing ``out`` only with ``force``."""
-    from workloads.importers.output import check_out, hardware_entry, write_checked
+    from workloads.importers.output import hardware_entry, write_checked
+    from workloads.outputs import check_out_file
 
-    check_out(out, force)
+    # Missing folders above it are fine: write_checked creates them once the workload loads.
+    check_out_file(out, force, example="model.yaml",
+                   what="a workload you may have written or edited")
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
     hw = _hardware(hardware)
     _refuse_unsupported_pattern(hw, default, sparsity)

@@ -1,5 +1,5 @@
-"""Where ``archsim import`` writes: the ``--out`` checks, the ``hardware:`` entry, and the write
-that happens only once the generated workload loads.
+"""Where ``archsim import`` writes: the ``hardware:`` entry, and the write that happens only once
+the generated workload loads (``--out`` is checked first, by ``workloads.outputs``).
 
 A failed import never touches what the user had: the workload goes to a trial file of its own
 beside ``--out`` (so that a relative hardware path resolves as it will in ``--out``), is loaded
@@ -15,31 +15,7 @@ from pathlib import Path
 
 from workloads.importers.graph import ModelImportError
 
-__all__ = ["check_out", "hardware_entry", "write_checked"]
-
-
-def check_out(out: Path, force: bool = False) -> None:
-    """Refuse an ``--out`` that cannot be written, before any model is read. Missing folders
-    are fine: they are created once the workload loads, as ``archsim run --out`` and
-    ``archsim baseline --out`` create theirs. An existing file is replaced only with
-    ``force``: it may be a workload the user wrote or edited since an earlier import."""
-    try:
-        if "\0" in str(out):
-            raise ValueError(out)
-        is_dir = out.is_dir()
-        first = next((p for p in out.parents if p.exists()), Path("."))
-    except ValueError:  # a NUL byte in the path
-        raise ModelImportError(f"--out {str(out)!r}: not a usable path") from None
-    if is_dir:
-        raise ModelImportError(f"--out {out}: is a folder; name the workload file, e.g. "
-                               f"{out / 'model.yaml'}")
-    if not first.is_dir():
-        raise ModelImportError(f"--out {out}: {first} is a file, not a folder")
-    if out.exists() and not force:
-        raise ModelImportError(f"--out {out}: the file exists (a workload you may have edited); "
-                               f"pass --force to replace it, or choose another --out")
-    if not os.access(first, os.W_OK | os.X_OK):
-        raise ModelImportError(f"--out {out}: cannot write in {first} (read-only)")
+__all__ = ["hardware_entry", "write_checked"]
 
 
 def hardware_entry(hardware: str, out: Path) -> str:
