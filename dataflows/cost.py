@@ -331,7 +331,7 @@ def latencies(program, hw: HardwareSpec) -> list[int]:
 
 
 #: For each unit, the two other units (whose completion counts its waits name).
-_OTHERS = ((1, 2), (0, 2), (0, 1))
+OTHER_UNITS = ((1, 2), (0, 2), (0, 1))
 
 
 def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[int], list[int]]:
@@ -367,7 +367,7 @@ def unit_times(program, cycles: list[int], queues: dict | None = None
         progress = False
         for unit in (0, 1, 2):
             queue, done, t = queues[unit], ends[unit], free[unit]
-            a, b = _OTHERS[unit]
+            a, b = OTHER_UNITS[unit]
             ends_a, ends_b = ends[a], ends[b]
             p = first = len(done)
             while p < len(queue):

@@ -299,6 +299,29 @@ class Emitter:
                                 k, m, nm_n, nm_m, False, False, 0, a_row, b_row, c_row, conv)
         return self.append(instr, tag, unit, reads, (acc,))
 
+    def emit_transfer(self, op: Op, tag: int, reads: tuple[Resource, ...],
+                      writes: tuple[Resource, ...], slot: int, addr: int, stride: int, rows: int,
+                      cols: int, k: int = 0, nm_n: int = 0, nm_m: int = 0, a_row: int = 0,
+                      b_row: int = 0, c_row: int = 0, requant: bool = False, shift: int = 0
+                      ) -> tuple[Unit, int]:
+        """A DMA transfer (LOAD_A, LOAD_B, STORE_C, STORE_B): :meth:`emit_fields`' instruction
+        from named fields rather than a dict, like :meth:`emit_compute` (the GEMM writers'
+        loads and stores are most of a program's other instructions)."""
+        unit = _UNIT_INDEX[op]
+        wait = self._wait(unit, reads, writes)
+        shared = self.shared
+        if a_row > _SMALL_INT:
+            a_row = shared.setdefault(a_row, a_row)
+        if b_row > _SMALL_INT:
+            b_row = shared.setdefault(b_row, b_row)
+        if c_row > _SMALL_INT:
+            c_row = shared.setdefault(c_row, c_row)
+        wait = shared.setdefault(wait, wait)
+        # Positional, in Instr's field order (see emit_compute).
+        instr = self.instr_type(op, wait, slot, 0, 0, False, addr, stride, rows, cols, k, 0, nm_n,
+                                nm_m, False, requant, shift, a_row, b_row, c_row, None)
+        return self.append(instr, tag, unit, reads, writes)
+
     @staticmethod
     def _wait(unit: int, reads: tuple[Resource, ...], writes: tuple[Resource, ...]
               ) -> tuple[int, int, int]:

@@ -36,6 +36,7 @@ from functools import lru_cache
 
 from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import (
+    OTHER_UNITS,
     latencies,
     latency,
     program_cycles,
@@ -261,9 +262,10 @@ class _GemmWriter:
             for c, kc in enumerate(ks):
                 k0, tk = self.k_ext[kc]
                 pitch = t.tk if len(ks) > 1 and tk < t.tk else 0
-                self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (c,)),), slot=slot_i,
-                             addr=self.a.addr + ((s.copy * self.m + m0) * self.k + k0) * db,
-                             stride=self.k * db, rows=tm, cols=tk, k=pitch, a_row=c * t.tm)
+                self.em.emit_transfer(
+                    Op.LOAD_A, self.tag, (), (buf.part(slot_i, (c,)),), slot=slot_i,
+                    addr=self.a.addr + ((s.copy * self.m + m0) * self.k + k0) * db,
+                    stride=self.k * db, rows=tm, cols=tk, k=pitch, a_row=c * t.tm)
                 b_loads(c)
             buf.slots[slot_i].resident = key
         return slot_i, hit
@@ -296,10 +298,10 @@ class _GemmWriter:
         nm_n, nm_m = self.nm
         _, tk = self.k_ext[kc]
         tile = (copy * self.nk + kc) * self.nn + nj
-        self.em.emit(Op.LOAD_B, self.tag, writes=(res,), slot=slot_i,
-                     addr=self.b.addr + tile * self.b_rows * self.row_bytes, stride=self.row_bytes,
-                     rows=tk // nm_m * nm_n, cols=self.hw.array.cols, nm_n=nm_n, nm_m=nm_m,
-                     b_row=b_row)
+        self.em.emit_transfer(Op.LOAD_B, self.tag, (), (res,), slot=slot_i,
+                              addr=self.b.addr + tile * self.b_rows * self.row_bytes,
+                              stride=self.row_bytes, rows=tk // nm_m * nm_n,
+                              cols=self.hw.array.cols, nm_n=nm_n, nm_m=nm_m, b_row=b_row)
 
     def _load_dense(self, copy: int, kc: int, nj: int, slot_i: int, res, b_row: int) -> None:
         """Dense weights; in N:M mode compressed on chip before use (one sub-tile, at row 0)."""
@@ -307,9 +309,9 @@ class _GemmWriter:
         k0, tk = self.k_ext[kc]
         n0, tn = self.n_ext[nj]
         row0 = copy * self.k + k0
-        self.em.emit(Op.LOAD_B, self.tag, writes=(res,), slot=slot_i,
-                     addr=self.b.addr + (row0 * self.n + n0) * db, stride=self.n * db,
-                     rows=tk, cols=tn, b_row=b_row)
+        self.em.emit_transfer(Op.LOAD_B, self.tag, (), (res,), slot=slot_i,
+                              addr=self.b.addr + (row0 * self.n + n0) * db, stride=self.n * db,
+                              rows=tk, cols=tn, b_row=b_row)
         if self.t.sparse:
             nm_n, nm_m = self.nm
             self.em.emit(Op.COMPRESS, self.tag, reads=(res,), writes=(res,), slot=slot_i,
@@ -463,10 +465,11 @@ class _ConvWriter(_GemmWriter):
             buf.place(slot_i)
             n0, lo, rows = self._patch(s.mi)
             for j, chunk in enumerate(chunks):
-                self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (j,)),), slot=slot_i,
-                             addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
-                                                 + chunk * width) * self.db,
-                             stride=conv.channels * self.db, rows=rows, cols=width, a_row=j * rows)
+                self.em.emit_transfer(
+                    Op.LOAD_A, self.tag, (), (buf.part(slot_i, (j,)),), slot=slot_i,
+                    addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
+                                        + chunk * width) * self.db,
+                    stride=conv.channels * self.db, rows=rows, cols=width, a_row=j * rows)
                 for c, kc in enumerate(ks):
                     if kc // kk == chunk:
                         b_loads(c)
@@ -543,10 +546,11 @@ class _WgConvWriter(_GemmWriter):
         conv, t = self.task.conv, self.t
         n0, lo, rows = b_patches(self.task, t)[s.ki]
         for j, chunk in enumerate(self._chunks_of(s.ni)):
-            self.em.emit(Op.LOAD_B, self.tag, writes=(self.em.buffers["B"].part(slot_i, (j,)),),
-                         slot=slot_i, addr=self.b.addr + ((n0 * conv.in_h + lo) * conv.in_w
-                                                          * conv.channels + chunk * t.tn) * self.db,
-                         stride=conv.channels * self.db, rows=rows, cols=t.tn, b_row=j * rows)
+            self.em.emit_transfer(
+                Op.LOAD_B, self.tag, (), (self.em.buffers["B"].part(slot_i, (j,)),), slot=slot_i,
+                addr=self.b.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
+                                    + chunk * t.tn) * self.db,
+                stride=conv.channels * self.db, rows=rows, cols=t.tn, b_row=j * rows)
 
     def _b_operand(self, s: _Step, c: int, kc: int, j: int, nj: int) -> tuple[tuple, dict]:
         conv, kk = self.task.conv, self.task.conv.kh * self.task.conv.kw
@@ -604,10 +608,11 @@ class _WgTransposeWriter(_GemmWriter):
             buf.place(slot_i)
             n0, lo, rows = b_patches(self.task, t)[s.ki]
             for j, chunk in enumerate(self._chunks_of(s.mi)):
-                self.em.emit(Op.LOAD_A, self.tag, writes=(buf.part(slot_i, (0,)),), slot=slot_i,
-                             addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
-                                                 + chunk * t.tk) * db,
-                             stride=conv.channels * db, rows=rows, cols=t.tk, a_row=j * rows)
+                self.em.emit_transfer(
+                    Op.LOAD_A, self.tag, (), (buf.part(slot_i, (0,)),), slot=slot_i,
+                    addr=self.a.addr + ((n0 * conv.in_h + lo) * conv.in_w * conv.channels
+                                        + chunk * t.tk) * db,
+                    stride=conv.channels * db, rows=rows, cols=t.tk, a_row=j * rows)
             for c in range(len(ks)):
                 b_loads(c)
             buf.slots[slot_i].resident = key
@@ -636,7 +641,7 @@ class _DeferredStore:
         slots = {fields["slot"] for _, _, _, fields in self.pending}
         while self.pending:
             op, tag, reads, fields = self.pending.pop(0)
-            self.em.emit(op, tag, reads=reads, **fields)
+            self.em.emit_transfer(op, tag, reads, (), **fields)
         for s in slots:
             self.em.buffers["C"].slots[s].resident = None
 
@@ -709,6 +714,9 @@ def _pe_cycles(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: Har
     return total
 
 
+_PE = int(Unit.PE)
+
+
 class _TimedEmitter(Emitter):
     """An emitter that times the program as it grows (``cost.times``' rule, one instruction at
     a time): the emitter's waits only name instructions already emitted, so each instruction's
@@ -731,18 +739,23 @@ class _TimedEmitter(Emitter):
         return out
 
     def _time(self, instr: Instr, unit: int) -> None:
-        ends, shape = self.ends, shape_of(instr)
-        if shape not in self.latency:
-            self.latency[shape] = latency(instr, self.hw)
-        start = ends[unit][-1] if ends[unit] else 0
-        for other, need in enumerate(instr.wait):
-            if need and other != unit:
-                start = max(start, ends[other][need - 1])
-        end = start + self.latency[shape]
-        ends[unit].append(end)
-        self.end = max(self.end, end)
-        if unit == Unit.PE:
-            self.pe_left -= self.latency[shape]
+        shape = shape_of(instr)
+        cycles = self.latency.get(shape)
+        if cycles is None:
+            cycles = self.latency[shape] = latency(instr, self.hw)
+        ends, wait = self.ends, instr.wait
+        mine = ends[unit]
+        start = mine[-1] if mine else 0
+        for other in OTHER_UNITS[unit]:  # a wait on its own unit is always 0 (program order)
+            need = wait[other]
+            if need and ends[other][need - 1] > start:
+                start = ends[other][need - 1]
+        end = start + cycles
+        mine.append(end)
+        if end > self.end:
+            self.end = end
+        if unit == _PE:
+            self.pe_left -= cycles
 
     def retime(self, hw: HardwareSpec, pe_cycles: int) -> None:
         """Time the instructions emitted so far on ``hw`` instead (another DRAM)."""
@@ -821,8 +834,9 @@ class _PregenWriter:
         n0, tn = _extent(ni, self.t.tn, self.n)
         s = em.buffers["B"].claim()
         slot = em.slot("B", s)
-        em.emit(Op.LOAD_B, self.tag, writes=(slot,), slot=s,
-                addr=self.dense.addr + (k0 * self.n + n0) * db, stride=self.n * db, rows=tk, cols=tn)
+        em.emit_transfer(Op.LOAD_B, self.tag, (), (slot,), slot=s,
+                         addr=self.dense.addr + (k0 * self.n + n0) * db, stride=self.n * db,
+                         rows=tk, cols=tn)
         _emit_pending(em, pending)
         em.emit(Op.COMPRESS, self.tag, reads=(slot,), writes=(slot,), slot=s, rows=tk, cols=tn,
                 nm_n=nm_n, nm_m=nm_m)
@@ -838,7 +852,7 @@ def _emit_pending(em: Emitter, pending: list) -> None:
     """Emit the deferred store in ``pending`` (if any): ``(op, tag, reads, fields)``."""
     if pending:
         op, tag, reads, fields = pending.pop()
-        em.emit(op, tag, reads=reads, **fields)
+        em.emit_transfer(op, tag, reads, (), **fields)
 
 
 def pregen_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: HardwareSpec,

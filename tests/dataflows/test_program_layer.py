@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dataflows.attention import PHASES, AttentionWork
 from dataflows.isa import ConvAddress, Op
 from dataflows.program import ALIGN, Allocator, Buffer, Emitter
@@ -62,6 +64,30 @@ def test_a_compute_from_positional_fields_equals_one_from_keywords():
         built.append((em.program.instrs, em.program.tags, acc.writer, a.readers))
     assert built[0] == built[1]
     assert built[1][0][2].conv == conv and built[1][0][2].wait == (2, 0, 0)
+
+
+@pytest.mark.parametrize("op, fields", [
+    (Op.LOAD_A, dict(slot=1, addr=4096, stride=96, rows=17, cols=13, k=16, a_row=300)),
+    (Op.LOAD_B, dict(slot=0, addr=64, stride=8, rows=6, cols=32, nm_n=2, nm_m=8, b_row=7)),
+    (Op.STORE_C, dict(slot=1, addr=128, stride=40, rows=5, cols=9, c_row=4000, requant=True,
+                      shift=3)),
+])
+def test_a_transfer_from_named_fields_equals_one_from_a_dict(op, fields):
+    # emit_transfer (the GEMM writers' loads and stores) lists Instr's fields by position: it
+    # must build the instruction emit builds from the same fields, waits and sharing included.
+    built = []
+    for named in (False, True):
+        em = Emitter()
+        a, acc = em.slot("A", 1), em.slot("C", 1)
+        em.emit(Op.COMPUTE, 0, reads=(a,), writes=(acc,), rows=1, m=1)
+        reads, writes = ((acc,), ()) if op == Op.STORE_C else ((), (a,))
+        if named:
+            em.emit_transfer(op, 2, reads, writes, **fields)
+        else:
+            em.emit(op, 2, reads=reads, writes=writes, **fields)
+        built.append((em.program.instrs, em.program.tags, acc.readers, a.writer))
+    assert built[0] == built[1]
+    assert built[1][0][1].wait == (0, 1, 0)
 
 
 def test_allocator_aligns_every_tensor():
