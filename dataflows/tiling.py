@@ -18,7 +18,8 @@ all of it (:func:`search_tiling`, docs/scheduler.md).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -422,13 +423,14 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
     tm = min(tiling.tm, sh.m)
     slot = SLOTS_PER_BUFFER
     if tiling.conv:
-        a_rows = _conv_chunks_per_tile(task, kb, tiling.tk) * max(_patch_rows(task, tiling))
+        patch = _patch_row_counts(task, tiling)[0][0]  # the largest
+        a_rows = _conv_chunks_per_tile(task, kb, tiling.tk) * patch
         width = conv_chunk(task, tiling.tk)[1]
         a_ok = (a_rows * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
-                and max(_patch_rows(task, tiling)) <= MAX_TILE_ROWS and tm <= MAX_TILE_ROWS
+                and patch <= MAX_TILE_ROWS and tm <= MAX_TILE_ROWS
                 and a_rows <= MAX_ROW_OFFSET)
     elif tiling.conv_t:
-        rows = max(p[2] for p in b_patches(task, tiling))
+        rows = _b_patch_row_counts(task, tiling)[0][0]  # the largest patch
         a_rows = _conv_t_chunks(task, tm, tiling.tk) * rows
         a_ok = (a_rows * input_row_bytes(tiling.tk, hw) <= hw.buffers.input_bytes // slot
                 and rows <= MAX_TILE_ROWS and a_rows <= MAX_ROW_OFFSET and tm <= MAX_TILE_ROWS
@@ -438,7 +440,7 @@ def fits(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> bool:
         a_ok = (kb * tm * input_row_bytes(width, hw) <= hw.buffers.input_bytes // slot
                 and kb * tm <= MAX_ROW_OFFSET)
     if tiling.conv_b:
-        rows = max(p[2] for p in b_patches(task, tiling))
+        rows = _b_patch_row_counts(task, tiling)[0][0]  # the largest patch
         b_rows = _conv_chunks_per_tile(task, nb) * rows
         b_ok = (b_rows <= weight_slot_rows(hw) and rows <= MAX_TILE_ROWS
                 and b_rows <= MAX_ROW_OFFSET)
@@ -480,6 +482,31 @@ def _conv_patch_rows(c: ConvShape, tm: int) -> tuple[int, ...]:
     return tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles)
 
 
+def _patch_row_counts(task: GemmTask, tiling: Tiling) -> tuple[tuple[int, int], ...]:
+    """(slot rows, count) of :func:`_patch_rows`, largest first: the estimate's sums and the
+    largest patch, without walking every m-tile's patch for each candidate."""
+    return _conv_patch_row_counts(task.conv, tiling.tm)
+
+
+def _b_patch_row_counts(task: GemmTask, tiling: Tiling) -> tuple[tuple[int, int], ...]:
+    """(slot rows, count) of the patches of :func:`b_patches`, largest first."""
+    return _conv_b_patch_row_counts(task.conv, tiling.kb * tiling.tk)
+
+
+@lru_cache(maxsize=4096)
+def _conv_patch_row_counts(c: ConvShape, tm: int) -> tuple[tuple[int, int], ...]:
+    return _histogram(_conv_patch_rows(c, tm))
+
+
+@lru_cache(maxsize=4096)
+def _conv_b_patch_row_counts(c: ConvShape, pixels: int) -> tuple[tuple[int, int], ...]:
+    return _histogram(p[2] for p in _conv_b_patches(c, pixels))
+
+
+def _histogram(rows: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(Counter(rows).items(), reverse=True))
+
+
 def _passes(nmb: int, nkb: int, nnb: int, order: str, slots: int) -> tuple[int, int]:
     """(full reads of A, full reads of B) per copy, as the scheduler's resident-tile reuse gives
     them: a buffer tile is loaded again unless every tile the loop between two of its uses
@@ -511,27 +538,35 @@ def _a_dma(task: GemmTask, tiling: Tiling, hw: HardwareSpec, ms, ks) -> tuple[in
     tiling)."""
     db = hw.data_bytes
     if tiling.conv_t:  # per channel chunk of tk, the patch of every k-buffer tile
-        patches = [p[2] for p in b_patches(task, tiling)]
         chunks = task.conv.channels // tiling.tk
-        dma = chunks * sum(dma_cycles(p, tiling.tk * db, hw) for p in patches)
-        return dma, dma_cycles(patches[0], tiling.tk * db, hw)
+        dma = chunks * _patches_dma(_b_patch_row_counts(task, tiling), tiling.tk * db, hw)
+        return dma, dma_cycles(b_patches(task, tiling)[0][2], tiling.tk * db, hw)
     if not tiling.conv:
         return _dma_sum(ms, ks, lambda w: w * db, hw), dma_cycles(ms[0][0], ks[0][0] * db, hw)
-    patches = _patch_rows(task, tiling)
     chunks, width = conv_chunk(task, tiling.tk)
-    dma = chunks * sum(dma_cycles(p, width * db, hw) for p in patches)
-    return dma, dma_cycles(patches[0], width * db, hw)
+    dma = chunks * _patches_dma(_patch_row_counts(task, tiling), width * db, hw)
+    return dma, dma_cycles(_patch_rows(task, tiling)[0], width * db, hw)
+
+
+def _patches_dma(counts: tuple[tuple[int, int], ...], row_bytes: int, hw: HardwareSpec) -> int:
+    """DMA cycles of loading every patch once: ``counts`` of (slot rows, patches)."""
+    return sum(n * dma_cycles(rows, row_bytes, hw) for rows, n in counts)
+
+
+def _patches_rows(counts: tuple[tuple[int, int], ...]) -> int:
+    """Slot rows of every patch together: ``counts`` of (slot rows, patches)."""
+    return sum(rows * n for rows, n in counts)
 
 
 def _a_bytes(task: GemmTask, tiling: Tiling, hw: HardwareSpec) -> int:
     """DRAM bytes of one full read of A (a convolution's: its patches, see :func:`_a_dma`)."""
     db = hw.data_bytes
     if tiling.conv_t:
-        return sum(p[2] for p in b_patches(task, tiling)) * task.conv.channels * db
+        return _patches_rows(_b_patch_row_counts(task, tiling)) * task.conv.channels * db
     if not tiling.conv:
         m, k, _ = tiling.dims(task)
         return m * k * db
-    return sum(_patch_rows(task, tiling)) * task.conv.channels * db
+    return _patches_rows(_patch_row_counts(task, tiling)) * task.conv.channels * db
 
 
 def _compressed_ks(task: GemmTask, ks: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -576,7 +611,7 @@ def _loads(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> _Loa
         if nkb > slots:  # n-buffer tiles of one chunk's offsets share its patches, but the
             # k-run between two of them evicts them: each is read again
             b_pass *= ceil_div(sh.nn, nb) // groups
-        b_read = sum(p[2] for p in b_patches(task, tiling)) * task.conv.channels * db
+        b_read = _patches_rows(_b_patch_row_counts(task, tiling)) * task.conv.channels * db
     elif tiling.sparse and tiling.compressed_in_dram:
         b_read = sum(w * c for w, c in _compressed_ks(task, ks)) * _count(ns) * sh.b_row_bytes
     else:
@@ -589,10 +624,12 @@ def m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
     """(rows, count) of the m-tiles of ``tiling`` over ``m`` rows, largest first."""
     if not tiling.conv:
         return _widths(m, min(tiling.tm, m))
-    counts: dict[int, int] = {}
-    for _, rows in m_tiles(task, tiling):
-        counts[rows] = counts.get(rows, 0) + 1
-    return sorted(counts.items(), reverse=True)
+    return list(_conv_m_widths(task.conv, tiling.tm))
+
+
+@lru_cache(maxsize=4096)
+def _conv_m_widths(c: ConvShape, tm: int) -> tuple[tuple[int, int], ...]:
+    return _histogram(rows for _, rows in _conv_m_tiles(c, tm))
 
 
 def chunked(tiling: Tiling, hw: HardwareSpec) -> bool:
@@ -635,9 +672,9 @@ def _estimate(task: GemmTask, tiling: Tiling, hw: HardwareSpec, loads: _Loads) -
     vec, first_b = 0, dma_cycles(sh.b_rows, sh.b_row_bytes, hw)
     if tiling.conv_b:
         chunks = task.conv.channels // tiling.tn
-        patches = [p[2] for p in b_patches(task, tiling)]
-        dma += b_pass * chunks * sum(dma_cycles(p, tiling.tn * db, hw) for p in patches)
-        first_b = dma_cycles(patches[0], tiling.tn * db, hw)
+        dma += b_pass * chunks * _patches_dma(_b_patch_row_counts(task, tiling),
+                                              tiling.tn * db, hw)
+        first_b = dma_cycles(b_patches(task, tiling)[0][2], tiling.tn * db, hw)
     elif tiling.sparse and tiling.compressed_in_dram:
         dma += b_pass * _dma_sum(_compressed_ks(task, ks), ns, lambda _: sh.b_row_bytes, hw)
     else:
