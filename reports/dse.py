@@ -28,7 +28,14 @@ import numpy as np
 
 from reports.area import AreaModel, AreaModelError, load_area_model, over_capacity
 from reports.evaluate import MISMATCH, PointTask
-from reports.executors import Backend, ExecutorError, dispatch, fixed_chunks, make_backend
+from reports.executors import (
+    Backend,
+    ExecutorError,
+    dispatch,
+    each_alone,
+    fixed_chunks,
+    make_backend,
+)
 from reports.expr import ExpressionError
 from reports.metrics import AREA_METRICS
 from reports.pareto import pareto_layers, pareto_mask
@@ -64,7 +71,7 @@ class SweepOutcome:
     worker_rss_mib
         The largest peak resident memory any worker process reported.
     pool_restarts
-        How often a local worker pool was recreated after a worker died.
+        How often a local worker was replaced after it died (each has its own pool).
     crosschecks
         Points whose fast-engine result was checked equal to the SimPy model's.
     estimated, screened_out, estimate_cpu_s
@@ -604,14 +611,11 @@ def _tasks(runner: _Runner, points: Iterable[tuple[dict, int | None, int | None]
             yield task
 
 
-def _task_chunks(runner: _Runner, chunks: list[list[dict[str, Value]]],
-                 outcome: SweepOutcome) -> Iterator[list[PointTask]]:
-    """The tasks of each chunk of points, prepared as the executor asks for them (points
-    settled without simulating are recorded then; a chunk left empty is skipped)."""
-    for chunk in chunks:
-        tasks = list(_tasks(runner, ((p, None, None) for p in chunk), outcome))
-        if tasks:
-            yield tasks
+def _chunk_tasks(runner: _Runner, chunk: list[dict[str, Value]],
+                 outcome: SweepOutcome) -> list[PointTask]:
+    """The tasks of a chunk of points, prepared when the executor takes it (points settled
+    without simulating are recorded then; none left: the chunk is skipped)."""
+    return list(_tasks(runner, ((p, None, None) for p in chunk), outcome))
 
 
 def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size) -> None:
@@ -629,7 +633,8 @@ def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_siz
     outcome.skipped = len(points) - len(pending)
     total[0] = estimated + len(pending)
     chunks = program_chunks(pending, sweep, backend.workers, chunk_size)
-    dispatch(backend, _task_chunks(runner, chunks, outcome), runner.finish)
+    dispatch(backend, each_alone(chunks), runner.finish,
+             prepare=lambda chunk: _chunk_tasks(runner, chunk, outcome))
 
 
 def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, backend: Backend,
@@ -665,8 +670,8 @@ def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, bac
             estimates[h] = {**out["metrics"], **area[h], **sweep.names(by_hash[h])}
 
     by_hash = {point_hash(p): p for p in points}
-    dispatch(backend, fixed_chunks(tasks, _chunk(chunk_size, len(tasks), backend.workers)),
-             collect)
+    size = _chunk(chunk_size, len(tasks), backend.workers)
+    dispatch(backend, each_alone(fixed_chunks(tasks, size)), collect)
     unestimated = [by_hash[t.hash] for t in tasks if t.hash not in estimates]
     # In the points' order, not the order the workers finished in: ties rank the same way
     # in every run, so a resumed sweep keeps the same points.
@@ -742,7 +747,7 @@ def _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_siz
             else:
                 fresh[h] = (params, first + i, generation)
         outcome.proposed += len(batch)
-        dispatch(backend, fixed_chunks(_tasks(runner, fresh.values(), outcome), size),
+        dispatch(backend, each_alone(fixed_chunks(_tasks(runner, fresh.values(), outcome), size)),
                  runner.finish)
         for trial, _, h, _ in batch:
             search.tell(trial, store.get(h))
