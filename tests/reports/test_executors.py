@@ -10,8 +10,9 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from reports_support import EXAMPLES, time_limit
+from reports_support import EXAMPLES, time_limit, write_sweep
 
+from reports.dse import grouped, program_chunks, program_lanes, run_sweep
 from reports.evaluate import PointTask
 from reports.executors import (
     Backend,
@@ -21,6 +22,8 @@ from reports.executors import (
     each_alone,
     fixed_chunks,
 )
+from reports.store import ResultStore
+from reports.sweep import load_sweep, point_hash
 from workloads.load import load_workload
 
 
@@ -134,6 +137,37 @@ def test_chunks_are_prepared_as_they_are_submitted():
     dispatch(backend, [["p0 p1", "skip", "p2"], ["p3"]], lambda out: None, prepare)
     assert prepared == ["p0 p1", "skip", "p2", "p3"]
     assert backend.placed == [(0, ["p0", "p1"]), (0, ["p2"]), (0, ["p3"])]
+
+
+LANES_SWEEP = """overrides: {operations.2.m: 256}
+axes:
+  - {key: schedule.double_buffering, values: [true, false]}
+  - {key: hardware.array.rows, values: [4, 8]}
+  - {key: hardware.dram.bandwidth_bytes_per_cycle, values: [4, 16]}
+  - {key: hardware.array.cols, values: [4, 8]}
+objectives: [cycles]
+"""
+
+
+def test_a_lanes_chunks_run_in_one_worker_process(tmp_path):
+    """Four lanes (one per array) of four one-point chunks, two workers: each lane runs in
+    one process, except that a worker done before the other takes the end of the other's
+    last lane; both workers are used, every point is stored once."""
+    sweep = load_sweep(write_sweep(tmp_path / "lanes.yaml", LANES_SWEEP), area_available=False)
+    with time_limit(120):
+        outcome = run_sweep(sweep, tmp_path / "out", workers=2, chunk_size=1)
+    with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
+        worker = {r.hash: r.worker for r in store.rows()}
+    assert outcome.simulated == len(worker) == 16 and outcome.pool_restarts == 0
+    chunks = program_chunks(grouped(list(sweep.grid()), sweep), sweep, 2, chunk_size=1)
+    lanes = program_lanes(chunks, sweep)
+    arrays = [{(p["hardware.array.rows"], p["hardware.array.cols"]) for c in lane for p in c}
+              for lane in lanes]
+    assert len(lanes) == 4 and all(len(a) == 1 for a in arrays) and len(set.union(*arrays)) == 4
+    runs = [[worker[point_hash(c[0])] for c in lane] for lane in lanes]
+    changes = [sum(a != b for a, b in zip(run, run[1:])) for run in runs]
+    assert sorted(changes) in ([0, 0, 0, 0], [0, 0, 0, 1]), runs  # a stolen end, at most
+    assert len(set(worker.values())) == 2
 
 
 class _PoisonBackend(Backend):
