@@ -10,9 +10,10 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, quiet machine, after the cheaper inner loops and the SimPy model's
-per-shape costs): 0.110 and 0.099 CPU-s per point against 0.113 and 0.125 for the tree before,
-run alternately; 16.0 and 18.1 points/s against 16.1 and 14.4 (docs/dse.md, "Benchmark").
+Last measured (2 workers, shared machine, after keeping each lane of chunks on one worker):
+0.067 and 0.066 CPU-s per point against 0.075 and 0.074 for the tree before, run alternately;
+13.8 and 13.9 points/s against 15.9 and 12.6, following the machine's load (docs/dse.md,
+"Benchmark").
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def _print_summary(sweep, outcome, top: int) -> None:
                   f"simulated, {outcome.skipped:,} already stored, on {outcome.backend}",
                   soft_wrap=True)
     rss = f"; peak worker memory {outcome.worker_rss_mib:.0f} MiB" if outcome.worker_rss_mib else ""
-    restarts = (f"; the worker pool was recreated {outcome.pool_restarts} times"
+    restarts = (f"; a lost worker process was replaced {outcome.pool_restarts} times"
                 if outcome.pool_restarts else "")
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",

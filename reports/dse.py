@@ -28,7 +28,14 @@ import numpy as np
 
 from reports.area import AreaModel, AreaModelError, load_area_model, over_capacity
 from reports.evaluate import MISMATCH, PointTask
-from reports.executors import Backend, ExecutorError, dispatch, fixed_chunks, make_backend
+from reports.executors import (
+    Backend,
+    ExecutorError,
+    dispatch,
+    each_alone,
+    fixed_chunks,
+    make_backend,
+)
 from reports.expr import ExpressionError
 from reports.metrics import AREA_METRICS
 from reports.pareto import pareto_layers, pareto_mask
@@ -64,7 +71,7 @@ class SweepOutcome:
     worker_rss_mib
         The largest peak resident memory any worker process reported.
     pool_restarts
-        How often a local worker pool was recreated after a worker died.
+        How often a local worker was replaced after it died (each has its own pool).
     crosschecks
         Points whose fast-engine result was checked equal to the SimPy model's.
     estimated, screened_out, estimate_cpu_s
@@ -549,14 +556,35 @@ PROGRAM_FREE_KEYS = ("hardware.dram.", "hardware.energy.", "hardware.clock_mhz",
 TILING_ONLY_KEYS = ("hardware.buffers.",)
 
 
+#: Override keys that change some of a point's programs but not its biggest ones: the N:M
+#: pattern and the scheduler passes change the sparse FF and BP GEMMs and what the passes add,
+#: while the dense weight-gradient GEMMs and the dense mappings depend on the workload's shapes,
+#: the array and the buffers only. Chunks whose points differ only in these keys (and in
+#: :data:`PROGRAM_FREE_KEYS`, :data:`TILING_ONLY_KEYS`) share those programs, so they form one
+#: lane, which a local worker works through alone (:func:`program_lanes`; ResNet-18 sweep, its
+#: 24 chunks on two processes: 37–38 CPU-s with the lanes kept whole, 41–46 alternating).
+LANE_SHARED_KEYS = ("sparsity.", "schedule.")
+
+
+def _axes_key(sweep: Sweep, shared: tuple[str, ...]) -> Callable[[dict[str, Value]], tuple]:
+    """A point's values on the axes whose keys are not in ``shared`` (prefixes): points that
+    differ only in ``shared`` axes have the same key."""
+    keys = [axis.key for axis, _ in sweep.axes if not axis.key.startswith(shared)]
+    return lambda p: tuple(json.dumps(p.get(k)) for k in keys)
+
+
 def grouped(points: list[dict[str, Value]], sweep: Sweep) -> list[dict[str, Value]]:
     """``points`` reordered so that those sharing their programs are adjacent: the axes of
-    :data:`PROGRAM_FREE_KEYS` vary fastest, then those of :data:`TILING_ONLY_KEYS`
-    (otherwise grid order, the sort is stable): a chunk of points then goes to one worker,
-    which builds their programs once."""
+    :data:`PROGRAM_FREE_KEYS` vary fastest, then those of :data:`TILING_ONLY_KEYS`, then those
+    of :data:`LANE_SHARED_KEYS` (otherwise grid order, the sort is stable): a chunk of points
+    then goes to one worker, which builds their programs once, and the chunks of a lane
+    (:func:`program_lanes`) are adjacent."""
+    def rank(key: str) -> int:
+        return 2 if key.startswith(TILING_ONLY_KEYS) else int(key.startswith(LANE_SHARED_KEYS))
+
     program_axes = [(axis.key, {json.dumps(v): i for i, v in enumerate(values)})
                     for axis, values in sweep.axes if not axis.key.startswith(PROGRAM_FREE_KEYS)]
-    program_axes.sort(key=lambda item: item[0].startswith(TILING_ONLY_KEYS))  # stable
+    program_axes.sort(key=lambda item: rank(item[0]))  # stable
     return sorted(points, key=lambda p: tuple(index.get(json.dumps(p.get(key)), -1)
                                               for key, index in program_axes))
 
@@ -583,10 +611,8 @@ def program_chunks(points: list[dict[str, Value]], sweep: Sweep, workers: int,
     """
     if chunk_size:
         return list(fixed_chunks(points, chunk_size))
-    shared = PROGRAM_FREE_KEYS + TILING_ONLY_KEYS
-    keys = [axis.key for axis, _ in sweep.axes if not axis.key.startswith(shared)]
-    runs = [list(run) for _, run in itertools.groupby(
-        points, key=lambda p: tuple(json.dumps(p.get(k)) for k in keys))]
+    key = _axes_key(sweep, PROGRAM_FREE_KEYS + TILING_ONLY_KEYS)
+    runs = [list(run) for _, run in itertools.groupby(points, key=key)]
     pieces = math.ceil(4 * max(workers, 1) / max(len(runs), 1))
     chunks = []
     for run in runs:
@@ -604,14 +630,21 @@ def _tasks(runner: _Runner, points: Iterable[tuple[dict, int | None, int | None]
             yield task
 
 
-def _task_chunks(runner: _Runner, chunks: list[list[dict[str, Value]]],
-                 outcome: SweepOutcome) -> Iterator[list[PointTask]]:
-    """The tasks of each chunk of points, prepared as the executor asks for them (points
-    settled without simulating are recorded then; a chunk left empty is skipped)."""
-    for chunk in chunks:
-        tasks = list(_tasks(runner, ((p, None, None) for p in chunk), outcome))
-        if tasks:
-            yield tasks
+def program_lanes(chunks: list[list[dict[str, Value]]],
+                  sweep: Sweep) -> list[list[list[dict[str, Value]]]]:
+    """``chunks`` (from :func:`program_chunks`) grouped into lanes for
+    ``reports.executors.dispatch``: each run of adjacent chunks whose points differ only in
+    :data:`LANE_SHARED_KEYS`, :data:`PROGRAM_FREE_KEYS` and :data:`TILING_ONLY_KEYS` (a chunk
+    counts by its first point) is one lane, whose chunks one worker evaluates."""
+    key = _axes_key(sweep, PROGRAM_FREE_KEYS + TILING_ONLY_KEYS + LANE_SHARED_KEYS)
+    return [list(lane) for _, lane in itertools.groupby(chunks, key=lambda c: key(c[0]))]
+
+
+def _chunk_tasks(runner: _Runner, chunk: list[dict[str, Value]],
+                 outcome: SweepOutcome) -> list[PointTask]:
+    """The tasks of a chunk of points, prepared when the executor takes it (points settled
+    without simulating are recorded then; none left: the chunk is skipped)."""
+    return list(_tasks(runner, ((p, None, None) for p in chunk), outcome))
 
 
 def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_size) -> None:
@@ -629,7 +662,8 @@ def _run_fixed(sweep, store, runner, backend, outcome, total, advance, chunk_siz
     outcome.skipped = len(points) - len(pending)
     total[0] = estimated + len(pending)
     chunks = program_chunks(pending, sweep, backend.workers, chunk_size)
-    dispatch(backend, _task_chunks(runner, chunks, outcome), runner.finish)
+    dispatch(backend, program_lanes(chunks, sweep), runner.finish,
+             prepare=lambda chunk: _chunk_tasks(runner, chunk, outcome))
 
 
 def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, backend: Backend,
@@ -665,8 +699,8 @@ def _screened(sweep: Sweep, points: list[dict[str, Value]], runner: _Runner, bac
             estimates[h] = {**out["metrics"], **area[h], **sweep.names(by_hash[h])}
 
     by_hash = {point_hash(p): p for p in points}
-    dispatch(backend, fixed_chunks(tasks, _chunk(chunk_size, len(tasks), backend.workers)),
-             collect)
+    size = _chunk(chunk_size, len(tasks), backend.workers)
+    dispatch(backend, each_alone(fixed_chunks(tasks, size)), collect)
     unestimated = [by_hash[t.hash] for t in tasks if t.hash not in estimates]
     # In the points' order, not the order the workers finished in: ties rank the same way
     # in every run, so a resumed sweep keeps the same points.
@@ -742,7 +776,7 @@ def _run_nsga2(sweep, store, runner, backend, outcome, total, advance, chunk_siz
             else:
                 fresh[h] = (params, first + i, generation)
         outcome.proposed += len(batch)
-        dispatch(backend, fixed_chunks(_tasks(runner, fresh.values(), outcome), size),
+        dispatch(backend, each_alone(fixed_chunks(_tasks(runner, fresh.values(), outcome), size)),
                  runner.finish)
         for trial, _, h, _ in batch:
             search.tell(trial, store.get(h))

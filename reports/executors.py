@@ -1,14 +1,17 @@
-"""Where design points are evaluated: a local process pool, or a Dask cluster.
+"""Where design points are evaluated: local worker processes, or a Dask cluster.
 
 Both are used through the ``concurrent.futures`` interface (Dask through
 ``Client.get_executor``), and :func:`dispatch` drives either one: it submits points in chunks,
 keeps a bounded number in flight, and survives workers that die.
 
-- Local: a :class:`~concurrent.futures.ProcessPoolExecutor`. One worker killed (OOM killer,
-  ``kill -9``) breaks the whole pool (REFERENCE.md section 5), so the pool is recreated and every
-  chunk that was in flight is submitted again.
-- Dask: the scheduler already reschedules the tasks of a dead worker; a task that killed
-  workers repeatedly comes back as ``KilledWorker``.
+- Local: one single-process :class:`~concurrent.futures.ProcessPoolExecutor` per worker, so
+  that :func:`dispatch` chooses the worker of each chunk: a worker keeps the programs it built,
+  and chunks that share programs (a *lane*, ``reports.dse.program_lanes``) go to one worker.
+  A worker killed (OOM killer, ``kill -9``) breaks its pool (REFERENCE.md section 5), so that
+  pool is recreated and the chunks that were in flight on it are submitted again; the other
+  workers go on.
+- Dask: the scheduler places tasks itself (lanes do not reach it) and already reschedules the
+  tasks of a dead worker; a task that killed workers repeatedly comes back as ``KilledWorker``.
 
 Either way a point whose chunk was lost twice is set aside and finally run alone: if its worker
 dies then too, the point itself is the cause and it is recorded as an ``error``.
@@ -32,15 +35,16 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 from reports.evaluate import PointTask, evaluate_chunk
 from workloads.errors import ArchsimError
 
-__all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "fixed_chunks", "make_backend"]
+__all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "each_alone",
+           "fixed_chunks", "make_backend"]
 
 #: Losses of a chunk after which its points are isolated (see the module docstring).
 _ISOLATE_AFTER = 2
@@ -56,15 +60,17 @@ class Backend:
     workers: int = 1
     description: str = ""
 
-    def submit(self, chunk: list[PointTask]) -> Future:
+    def submit(self, chunk: list[PointTask], worker: int) -> Future:
+        """Evaluate ``chunk``, on worker ``worker`` (``0 <= worker < workers``) where the
+        backend can choose; a backend that places tasks itself ignores it."""
         raise NotImplementedError
 
     def lost_worker(self, exc: BaseException) -> bool:
         """True when ``exc`` means a worker died while running the chunk."""
         raise NotImplementedError
 
-    def recover(self) -> None:
-        """Make the backend usable again after :meth:`lost_worker` (no-op where not needed)."""
+    def recover(self, worker: int) -> None:
+        """Make ``worker`` usable again after :meth:`lost_worker` (no-op where not needed)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -138,7 +144,8 @@ def _init_worker(driver: int) -> None:
 
 
 class LocalBackend(Backend):
-    """A local process pool of ``workers`` processes (default: the CPUs this process may use).
+    """``workers`` local worker processes (default: the CPUs this process may use), each its
+    own single-process pool, so that a chunk goes to the worker :func:`dispatch` chose.
 
     Workers start from a ``forkserver``: forking the sweep process itself would copy the
     progress bar's thread state, which can deadlock a child.
@@ -150,16 +157,16 @@ class LocalBackend(Backend):
             raise ExecutorError(f"--workers must be at least 1, got {self.workers}")
         self.description = f"{self.workers} local worker process{'es' * (self.workers > 1)}"
         self.restarts = 0
-        self._pool = self._new_pool()
+        self._pools = [self._new_pool() for _ in range(self.workers)]
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
                                    initargs=(os.getpid(),))
 
-    def submit(self, chunk: list[PointTask]) -> Future:
+    def submit(self, chunk: list[PointTask], worker: int) -> Future:
         try:
-            return self._pool.submit(evaluate_chunk, chunk, True)  # workers run only points
+            return self._pools[worker].submit(evaluate_chunk, chunk, True)  # only points run there
         except BrokenProcessPool as exc:
             # The pool may notice a dead worker before this submit rather than in a future:
             # hand the break back as the chunk's outcome, so it is recovered like any other.
@@ -170,18 +177,24 @@ class LocalBackend(Backend):
     def lost_worker(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
 
-    def recover(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
+    def recover(self, worker: int) -> None:
+        self._pools[worker].shutdown(wait=False, cancel_futures=True)
+        self._pools[worker] = self._new_pool()
         self.restarts += 1
 
+    def processes(self) -> list[multiprocessing.Process]:
+        """The worker processes started so far (a pool starts its process at its first chunk)."""
+        # The pool has no public way to reach its processes; they are listed here.
+        return [proc for pool in self._pools for proc in (pool._processes or {}).values()]
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
-        # The pool has no public way to stop running calls; its processes are listed here.
-        processes = list((self._pool._processes or {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        processes = self.processes()  # before shutdown forgets them
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             proc.kill()
         for proc in processes:
@@ -247,8 +260,8 @@ class DaskBackend(Backend):
             raise ExecutorError(f"Dask workers run another archsim version than this one "
                                 f"({__version__}): {other}")
 
-    def submit(self, chunk: list[PointTask]) -> Future:
-        return self._executor.submit(evaluate_chunk, chunk)
+    def submit(self, chunk: list[PointTask], worker: int) -> Future:
+        return self._executor.submit(evaluate_chunk, chunk)  # Dask picks the worker
 
     def lost_worker(self, exc: BaseException) -> bool:
         from distributed import KilledWorker
@@ -277,6 +290,17 @@ def fixed_chunks(tasks: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+#: A chunk before :func:`dispatch` prepares its tasks (see ``prepare``).
+Chunk = TypeVar("Chunk")
+
+
+def each_alone(chunks: Iterable[Chunk]) -> Iterator[list[Chunk]]:
+    """Every chunk its own lane (for :func:`dispatch`): chunks that share nothing a worker
+    would keep, handed to whichever worker is free."""
+    for chunk in chunks:
+        yield [chunk]
+
+
 def _lost_outcome(task: PointTask) -> dict[str, Any]:
     return {"hash": task.hash, "status": "error", "metrics": None, "layers": None,
             "message": "the worker process died while evaluating this point, even when it "
@@ -284,16 +308,66 @@ def _lost_outcome(task: PointTask) -> dict[str, Any]:
             "worker": None, "worker_rss_mib": None}
 
 
+#: Marks that a worker found no chunk left to take.
+_NONE_LEFT = object()
+
+
+class _Lanes:
+    """Which chunk each worker takes next (the policy of :func:`dispatch`), and the chunks
+    lost on a worker, which that worker takes first."""
+
+    def __init__(self, lanes: Iterable[Sequence[Chunk]],
+                 prepare: Callable[[Chunk], list[PointTask]], workers: int) -> None:
+        self._unopened = iter(lanes)
+        self._open: list[deque[Chunk]] = []
+        self._current: list[deque[Chunk]] = [deque() for _ in range(workers)]
+        self._prepare = prepare
+        self.retry: list[deque[list[PointTask]]] = [deque() for _ in range(workers)]
+
+    def take(self, worker: int) -> list[PointTask] | None:
+        """The next tasks for ``worker`` (chunks left with no task are skipped), or None."""
+        if self.retry[worker]:
+            return self.retry[worker].popleft()
+        while (chunk := self._next_chunk(worker)) is not _NONE_LEFT:
+            tasks = self._prepare(chunk)
+            if tasks:
+                return tasks
+        return None
+
+    def _next_chunk(self, worker: int) -> Any:
+        if self._current[worker]:  # its own lane, front to back
+            return self._current[worker].popleft()
+        for lane in self._unopened:  # the next lane nobody has started
+            if lane:
+                self._current[worker] = deque(lane)
+                self._open.append(self._current[worker])
+                return self._current[worker].popleft()
+        # None left to start: from the end of the lane with the most chunks left, whose
+        # worker would otherwise still be busy when every other worker is done.
+        self._open = [lane for lane in self._open if lane]
+        longest = max(self._open, key=len, default=None)
+        return longest.pop() if longest else _NONE_LEFT
+
+
 def dispatch(
     backend: Backend,
-    chunks: Iterator[list[PointTask]],
+    lanes: Iterable[Sequence[Chunk]],
     on_outcome: Callable[[dict[str, Any]], None],
+    prepare: Callable[[Chunk], list[PointTask]] = list,
 ) -> None:
-    """Evaluate ``chunks`` of tasks on ``backend`` (one chunk per submission, so a worker
+    """Evaluate the chunks of ``lanes`` on ``backend`` (one chunk per submission, so a worker
     reuses what its chunk's points share), calling ``on_outcome`` once per task as results
     arrive.
 
-    ``chunks`` is consumed lazily, with at most two chunks per worker in flight, so a huge grid
+    A lane holds chunks that share more than their points do among themselves (their biggest
+    programs: ``reports.dse.program_lanes``), so one worker takes a lane's chunks: each works
+    through one lane at a time, front to back; a worker whose lane is done starts the next
+    lane nobody has started; when none is left, it takes chunks from the end of the lane with
+    the most chunks left, so every worker stays busy to the end. ``each_alone(chunks)``: every
+    chunk its own lane. Each chunk becomes its tasks through ``prepare`` when it is submitted
+    (none: it is skipped).
+
+    ``lanes`` is consumed lazily, with at most two chunks per worker in flight, so a huge grid
     is never materialized and ``on_outcome`` (which commits to the store) runs while the
     workers keep busy.
 
@@ -302,63 +376,65 @@ def dispatch(
     ExecutorError
         When a chunk fails for a reason other than a dead worker (the backend itself broke).
     """
-    chunks = iter(chunks)
-    retry: deque[list[PointTask]] = deque()
+    queue = _Lanes(lanes, prepare, backend.workers)
     isolated: list[PointTask] = []
     losses: Counter[str] = Counter()
-    inflight: dict[Future, list[PointTask]] = {}
+    inflight: dict[Future, tuple[int, list[PointTask]]] = {}
+    busy = [0] * backend.workers  # chunks in flight per worker
     alone = False  # the final phase: set-aside points run one at a time
 
     def refill() -> None:
-        limit = 1 if alone else 2 * backend.workers
-        while len(inflight) < limit:
-            chunk = retry.popleft() if retry else next(chunks, None)
-            if chunk is None:
-                return
-            inflight[backend.submit(chunk)] = chunk
+        for worker in range(1 if alone else backend.workers):
+            while busy[worker] < (1 if alone else 2) and (chunk := queue.take(worker)):
+                inflight[backend.submit(chunk, worker)] = (worker, chunk)
+                busy[worker] += 1
 
-    def lost(chunk: list[PointTask]) -> None:
+    def settle(fut: Future) -> None:
+        """Report ``fut``'s outcomes, or count its chunk lost (another failure: raise)."""
+        worker, chunk = inflight.pop(fut)
+        busy[worker] -= 1
+        try:
+            outcomes = fut.result()
+        except Exception as exc:
+            if not backend.lost_worker(exc):
+                raise ExecutorError(f"{backend.description}: evaluation failed: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, BrokenProcessPool):
+                broken.add(worker)
+            lost(worker, chunk)
+            return
+        for outcome in outcomes:
+            on_outcome(outcome)
+
+    def lost(worker: int, chunk: list[PointTask]) -> None:
         for t in chunk:
             losses[t.hash] += 1
         if alone:  # it ran by itself, so it is the culprit
             on_outcome(_lost_outcome(chunk[0]))
         elif any(losses[t.hash] >= _ISOLATE_AFTER for t in chunk):
             isolated.extend(t for t in chunk if losses[t.hash] >= _ISOLATE_AFTER)
-            retry.extend([t] for t in chunk if losses[t.hash] < _ISOLATE_AFTER)
+            queue.retry[worker].extend([t] for t in chunk if losses[t.hash] < _ISOLATE_AFTER)
         else:
-            retry.append(chunk)
+            queue.retry[worker].append(chunk)
 
+    broken: set[int] = set()  # workers whose pool broke
     refill()
     while inflight or isolated:
         if not inflight:
             alone = True
-            retry.extend([t] for t in isolated)
+            queue.retry[0].extend([t] for t in isolated)
             isolated.clear()
             refill()
             continue
         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-        broken = False
         for fut in done:
-            chunk = inflight.pop(fut)
-            try:
-                outcomes = fut.result()
-            except Exception as exc:
-                if not backend.lost_worker(exc):
-                    raise ExecutorError(f"{backend.description}: evaluation failed: "
-                                        f"{type(exc).__name__}: {exc}") from exc
-                broken = broken or isinstance(exc, BrokenProcessPool)
-                lost(chunk)
-                continue
-            for outcome in outcomes:
-                on_outcome(outcome)
-        if broken:
-            # Every other chunk in flight died with the pool: collect them before recovering.
-            for fut, chunk in list(inflight.items()):
-                try:
-                    for outcome in fut.result():
-                        on_outcome(outcome)
-                except BrokenProcessPool:
-                    lost(chunk)
-                del inflight[fut]
-            backend.recover()
+            settle(fut)
+        while broken:
+            worker = broken.pop()
+            # Its other chunk in flight died with its pool: collect it before recovering. The
+            # other workers' pools are whole: their chunks run on.
+            for fut in [f for f, (w, _) in inflight.items() if w == worker]:
+                settle(fut)
+            broken.discard(worker)
+            backend.recover(worker)
         refill()

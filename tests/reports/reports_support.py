@@ -25,7 +25,7 @@ class InlineBackend(Backend):
         self._pool = ThreadPoolExecutor(1)
         self.submitted = 0
 
-    def submit(self, chunk) -> Future:
+    def submit(self, chunk, worker: int) -> Future:
         self.submitted += len(chunk)
         return self._pool.submit(evaluate_chunk, chunk)
 

@@ -1,4 +1,5 @@
-"""The dispatch loop: chunks, a process pool that loses workers, a point that kills them."""
+"""The dispatch loop: chunks, lanes of chunks kept on one worker, per-worker process pools that
+lose workers, a point that kills them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from reports_support import EXAMPLES
+from reports_support import EXAMPLES, time_limit, write_sweep
 
+from reports.dse import grouped, program_chunks, program_lanes, run_sweep
 from reports.evaluate import PointTask
-from reports.executors import Backend, ExecutorError, LocalBackend, dispatch, fixed_chunks
+from reports.executors import (
+    Backend,
+    ExecutorError,
+    LocalBackend,
+    dispatch,
+    each_alone,
+    fixed_chunks,
+)
+from reports.store import ResultStore
+from reports.sweep import load_sweep, point_hash
 from workloads.load import load_workload
 
 
@@ -30,13 +41,133 @@ def test_pool_is_recreated_when_workers_are_killed():
         def on_outcome(out):
             seen[out["hash"]] += 1
             assert out["status"] == "ok", out["message"]
-            if sum(seen.values()) == 1:  # first result: kill every worker of the current pool
-                for pid in list(backend._pool._processes):
-                    os.kill(pid, signal.SIGKILL)
+            if sum(seen.values()) == 1:  # first result: kill every worker
+                for proc in backend.processes():
+                    os.kill(proc.pid, signal.SIGKILL)
 
-        dispatch(backend, fixed_chunks(tasks, 1), on_outcome)
+        dispatch(backend, each_alone(fixed_chunks(tasks, 1)), on_outcome)
         assert backend.restarts >= 1
     assert seen == Counter({t.hash: 1 for t in tasks})
+
+
+def test_a_killed_worker_is_replaced_while_the_others_run_on():
+    """Each worker has its own pool: kill -9 of one loses none of its chunks (they run again
+    on its replacement) and neither stops nor replaces the other worker."""
+    tasks = _tasks(12)
+    seen: Counter[str] = Counter()
+    pids: list[str] = []
+    with LocalBackend(2) as backend:
+
+        def on_outcome(out):
+            assert out["status"] == "ok", out["message"]
+            seen[out["hash"]] += 1
+            pids.append(out["worker"].rpartition(":")[2])
+            if len(pids) == 1:  # first result: kill the worker that sent it (it has more)
+                os.kill(int(pids[0]), signal.SIGKILL)
+
+        lanes = [[[t] for t in tasks[:6]], [[t] for t in tasks[6:]]]
+        with time_limit(120):
+            dispatch(backend, lanes, on_outcome)
+        assert backend.restarts == 1
+    assert seen == Counter({t.hash: 1 for t in tasks})
+    assert len(set(pids)) == 3  # the killed worker, its replacement, and the same other one
+
+
+class _RecordingBackend(Backend):
+    """Finishes each chunk as it is submitted, noting the worker dispatch chose for it."""
+
+    description = "recording test backend"
+
+    def __init__(self, workers: int) -> None:
+        self.workers, self.placed = workers, []
+
+    def submit(self, chunk, worker) -> Future:
+        self.placed.append((worker, [t.hash for t in chunk]))
+        fut: Future = Future()
+        fut.set_result([{"hash": t.hash, "status": "ok", "worker": f"w{worker}"} for t in chunk])
+        return fut
+
+    def lost_worker(self, exc: BaseException) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def _lane(name: str, chunks: int) -> list[list[PointTask]]:
+    return [[PointTask(f"{name}{i}", None)] for i in range(chunks)]
+
+
+def test_each_worker_works_through_its_lane_and_steals_from_the_longest_at_the_end():
+    """One lane much longer than the others: worker 0 takes it front to back; worker 1 does
+    the short lanes, then takes the long lane's chunks from its end; every chunk once."""
+    backend = _RecordingBackend(2)
+    lanes = [_lane("a", 10), _lane("b", 1), _lane("c", 1)]
+    outcomes: list[dict] = []
+    dispatch(backend, iter(lanes), outcomes.append)
+    assert Counter(o["hash"] for o in outcomes) == Counter(
+        t.hash for lane in lanes for chunk in lane for t in chunk)
+    by_worker = {w: [h for x, hashes in backend.placed if x == w for h in hashes] for w in (0, 1)}
+    assert by_worker[0] == [f"a{i}" for i in range(6)]
+    assert by_worker[1] == ["b0", "c0", "a9", "a8", "a7", "a6"]
+
+
+def test_fewer_lanes_than_workers_still_uses_every_worker():
+    backend = _RecordingBackend(3)
+    outcomes: list[dict] = []
+    dispatch(backend, [_lane("a", 7)], outcomes.append)
+    assert sorted(o["hash"] for o in outcomes) == sorted(f"a{i}" for i in range(7))
+    workers = [w for w, _ in backend.placed]
+    assert set(workers) == {0, 1, 2}
+    # Worker 0 from the front, the others from the end.
+    assert [h for w, hashes in backend.placed if w == 0 for h in hashes] == ["a0", "a1", "a2"]
+
+
+def test_chunks_are_prepared_as_they_are_submitted():
+    """``prepare`` runs at submission, in order (a chunk it leaves empty is skipped)."""
+    backend = _RecordingBackend(1)
+    prepared: list[str] = []
+
+    def prepare(names):
+        # Each chunk is prepared once the one before it is submitted, not earlier.
+        assert len([n for n in prepared if n != "skip"]) == len(backend.placed)
+        prepared.append(names)
+        return [PointTask(n, None) for n in names.split() if n != "skip"]
+
+    dispatch(backend, [["p0 p1", "skip", "p2"], ["p3"]], lambda out: None, prepare)
+    assert prepared == ["p0 p1", "skip", "p2", "p3"]
+    assert backend.placed == [(0, ["p0", "p1"]), (0, ["p2"]), (0, ["p3"])]
+
+
+LANES_SWEEP = """overrides: {operations.2.m: 256}
+axes:
+  - {key: schedule.double_buffering, values: [true, false]}
+  - {key: hardware.array.rows, values: [4, 8]}
+  - {key: hardware.dram.bandwidth_bytes_per_cycle, values: [4, 16]}
+  - {key: hardware.array.cols, values: [4, 8]}
+objectives: [cycles]
+"""
+
+
+def test_a_lanes_chunks_run_in_one_worker_process(tmp_path):
+    """Four lanes (one per array) of four one-point chunks, two workers: each lane runs in
+    one process, except that a worker done before the other takes the end of the other's
+    last lane; both workers are used, every point is stored once."""
+    sweep = load_sweep(write_sweep(tmp_path / "lanes.yaml", LANES_SWEEP), area_available=False)
+    with time_limit(120):
+        outcome = run_sweep(sweep, tmp_path / "out", workers=2, chunk_size=1)
+    with ResultStore(tmp_path / "out" / "results.db", readonly=True) as store:
+        worker = {r.hash: r.worker for r in store.rows()}
+    assert outcome.simulated == len(worker) == 16 and outcome.pool_restarts == 0
+    chunks = program_chunks(grouped(list(sweep.grid()), sweep), sweep, 2, chunk_size=1)
+    lanes = program_lanes(chunks, sweep)
+    arrays = [{(p["hardware.array.rows"], p["hardware.array.cols"]) for c in lane for p in c}
+              for lane in lanes]
+    assert len(lanes) == 4 and all(len(a) == 1 for a in arrays) and len(set.union(*arrays)) == 4
+    runs = [[worker[point_hash(c[0])] for c in lane] for lane in lanes]
+    changes = [sum(a != b for a, b in zip(run, run[1:])) for run in runs]
+    assert sorted(changes) in ([0, 0, 0, 0], [0, 0, 0, 1]), runs  # a stolen end, at most
+    assert len(set(worker.values())) == 2
 
 
 class _PoisonBackend(Backend):
@@ -48,7 +179,7 @@ class _PoisonBackend(Backend):
     def __init__(self, poison: str, exc: Exception | None = None) -> None:
         self.poison, self.exc, self.recoveries, self.sizes = poison, exc, 0, []
 
-    def submit(self, chunk) -> Future:
+    def submit(self, chunk, worker) -> Future:
         self.sizes.append(len(chunk))
         fut: Future = Future()
         if any(t.hash == self.poison for t in chunk):
@@ -62,7 +193,7 @@ class _PoisonBackend(Backend):
     def lost_worker(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
 
-    def recover(self) -> None:
+    def recover(self, worker) -> None:
         self.recoveries += 1
 
     def close(self) -> None:
@@ -73,7 +204,7 @@ def test_a_point_that_kills_its_worker_is_isolated_and_recorded():
     tasks = [PointTask(f"p{i}", None) for i in range(13)]
     backend = _PoisonBackend("p5")
     outcomes: list[dict] = []
-    dispatch(backend, fixed_chunks(tasks, 4), outcomes.append)
+    dispatch(backend, each_alone(fixed_chunks(tasks, 4)), outcomes.append)
     by_hash = Counter(o["hash"] for o in outcomes)
     assert by_hash == Counter({t.hash: 1 for t in tasks})
     status = {o["hash"]: o["status"] for o in outcomes}
@@ -87,4 +218,4 @@ def test_other_failures_abort_the_sweep():
     backend = _PoisonBackend("p0", exc=RuntimeError("scheduler gone"))
     with pytest.raises(ExecutorError, match="poison test backend: evaluation failed: "
                                             "RuntimeError: scheduler gone"):
-        dispatch(backend, fixed_chunks([PointTask("p0", None)], 4), lambda o: None)
+        dispatch(backend, each_alone(fixed_chunks([PointTask("p0", None)], 4)), lambda o: None)
