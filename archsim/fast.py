@@ -30,8 +30,7 @@ def run_program_fast(program: Program, hw: HardwareSpec, trace: bool = False) ->
     """
     stats = SegmentStats(len(program.instrs), trace)
     cycles = latencies(program, hw)
-    queues = program.per_unit()
-    ready, start = times(program, cycles, queues)
-    stats.record_all(queues, program.tags, ready, start, cycles)
+    ready, start = times(program, cycles)
+    stats.record_all(program.per_unit(), program.tags, ready, start, cycles)
     account_program(stats, program, hw)
     return stats

@@ -30,7 +30,8 @@ __all__ = [
     "transfer_bytes",
     "GemmEstimate",
     "times",
-    "unit_times",
+    "timeline",
+    "queue_waits",
     "latencies",
     "shape_of",
     "shape_index",
@@ -334,62 +335,93 @@ def latencies(program, hw: HardwareSpec) -> list[int]:
 OTHER_UNITS = ((1, 2), (0, 2), (0, 1))
 
 
-def times(program, cycles: list[int], queues: dict | None = None) -> tuple[list[int], list[int]]:
-    """Per instruction, ``ready`` and ``start`` under the timing rule (:func:`unit_times`)."""
-    ready, start, _ = unit_times(program, cycles, queues)
-    return ready, start
+def queue_waits(program) -> list[tuple[array, array]]:
+    """For each unit, in its queue's order, what each of its instructions waits for on the two
+    other units (:data:`OTHER_UNITS`): the timing loop reads them without reaching into the
+    instructions. They do not depend on the hardware, so a program remembers them
+    (``Program.derived``) for every design point that times it, and extends them when it grew
+    (a build resumed under another bound)."""
+    known = program.derived.get("waits")
+    if known is not None and known[0] == len(program.instrs):
+        return known[1]
+    waits = known[1] if known else [(array("i"), array("i")) for _ in Unit]
+    instrs, queues = program.instrs, program.per_unit()
+    for unit in Unit:
+        (a, b), (need_a, need_b) = OTHER_UNITS[unit], waits[unit]
+        for i in queues[unit][len(need_a):]:
+            wait = instrs[i].wait
+            need_a.append(wait[a])
+            need_b.append(wait[b])
+    program.derived["waits"] = (len(instrs), waits)
+    return waits
 
 
-def unit_times(program, cycles: list[int], queues: dict | None = None
-               ) -> tuple[list[int], list[int], tuple[list[int], ...]]:
-    """Evaluate the timing rule of docs/isa.md without simulating: per instruction, ``ready``
-    (when its unit finished the previous one) and ``start`` (its unit is free and every other
-    unit has completed ``wait[u]`` instructions); ``cycles[i]`` is instruction ``i``'s latency.
+def timeline(program, cycles: list[int]) -> tuple[tuple[list[int], ...], tuple[list[int], ...]]:
+    """Evaluate the timing rule of docs/isa.md without simulating: for each unit, in its
+    queue's order, when each of its instructions starts (its unit is free and every other unit
+    has completed ``wait[u]`` instructions) and when it ends; ``cycles[i]`` is instruction
+    ``i``'s latency. (An instruction is ready when its unit's previous one ends.)
 
     Each unit is advanced as far as its waits allow, round after round, so waits that point
     forward in program order are handled too. One tight loop: the scheduler times every
-    candidate program with it, and the fast engine every segment. ``queues``: the program's
-    ``per_unit()``, when the caller has it. Also returns, per unit, when each of its
-    instructions ends, in its queue's order.
+    candidate program with it, and the fast engine every segment.
 
     Raises
     ------
     SimulationError
         If the program deadlocks (a wait is never met), with the message the SimPy model gives.
     """
-    instrs, queues = program.instrs, queues or program.per_unit()
-    queues = [queues[u] for u in Unit]
-    ready, start = [0] * len(instrs), [0] * len(instrs)
-    ends: tuple[list[int], ...] = ([], [], [])  # per unit, end time of its i-th instruction
+    queues, waits = program.per_unit(), queue_waits(program)
+    busy = [list(map(cycles.__getitem__, queues[u])) for u in Unit]  # in queue order
+    starts: tuple[list[int], ...] = ([], [], [])
+    ends: tuple[list[int], ...] = ([], [], [])
     free = [0, 0, 0]
     progress = True
     while progress:
         progress = False
         for unit in (0, 1, 2):
-            queue, done, t = queues[unit], ends[unit], free[unit]
+            begun, done, t, latency_of = starts[unit], ends[unit], free[unit], busy[unit]
+            need_a, need_b = waits[unit]
             a, b = OTHER_UNITS[unit]
             ends_a, ends_b = ends[a], ends[b]
             p = first = len(done)
-            while p < len(queue):
-                i = queue[p]
-                wait = instrs[i].wait
-                s, need_a, need_b = t, wait[a], wait[b]
-                if need_a:
-                    if need_a > len(ends_a):
+            n = len(latency_of)
+            while p < n:
+                s = t
+                need = need_a[p]
+                if need:
+                    if need > len(ends_a):
                         break
-                    s = max(s, ends_a[need_a - 1])
-                if need_b:
-                    if need_b > len(ends_b):
+                    if ends_a[need - 1] > s:
+                        s = ends_a[need - 1]
+                need = need_b[p]
+                if need:
+                    if need > len(ends_b):
                         break
-                    s = max(s, ends_b[need_b - 1])
-                ready[i], start[i] = t, s
-                t = s + cycles[i]
+                    if ends_b[need - 1] > s:
+                        s = ends_b[need - 1]
+                begun.append(s)
+                t = s + latency_of[p]
                 done.append(t)
                 p += 1
             free[unit] = t
             progress = progress or p > first
-    _check_drained(queues, ends)
-    return ready, start, ends
+    _check_drained([queues[u] for u in Unit], ends)
+    return starts, ends
+
+
+def times(program, cycles: list[int]) -> tuple[list[int], list[int]]:
+    """Per instruction, ``ready`` (when its unit finished the previous one) and ``start``
+    under the timing rule (:func:`timeline`)."""
+    starts, ends = timeline(program, cycles)
+    ready, start = [0] * len(program.instrs), [0] * len(program.instrs)
+    for unit, queue in program.per_unit().items():
+        done = ends[unit]
+        for p, (i, s) in enumerate(zip(queue, starts[unit])):
+            start[i] = s
+            if p:
+                ready[i] = done[p - 1]
+    return ready, start
 
 
 def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None:
@@ -405,8 +437,8 @@ def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None
 
 def program_cycles(program, hw: HardwareSpec) -> int:
     """Cycles of a whole program under the timing rule of docs/isa.md, without simulating
-    (:func:`unit_times`). The scheduler uses this exact figure to make decisions (``archsim``
+    (:func:`timeline`). The scheduler uses this exact figure to make decisions (``archsim``
     cannot be imported from ``dataflows``); tests check it equals the SimPy model's count.
     """
-    _, _, ends = unit_times(program, latencies(program, hw))
+    _, ends = timeline(program, latencies(program, hw))
     return max((e[-1] for e in ends if e), default=0)  # a unit's ends never decrease

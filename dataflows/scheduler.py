@@ -42,8 +42,8 @@ from dataflows.cost import (
     program_cycles,
     shape_index,
     shape_of,
+    timeline,
     transfer_bytes,
-    unit_times,
 )
 from dataflows.isa import SLOTS_PER_BUFFER, ConvAddress, Instr, Op, Unit
 from dataflows.program import Emitter, Program, Schedule, Segment
@@ -761,7 +761,7 @@ class _TimedEmitter(Emitter):
         """Time the instructions emitted so far on ``hw`` instead (another DRAM)."""
         self._start_timing(hw, pe_cycles)
         cycles = latencies(self.program, hw)
-        _, _, self.ends = unit_times(self.program, cycles)
+        _, self.ends = timeline(self.program, cycles)
         self.end = max((ends[-1] for ends in self.ends if ends), default=0)
         self.pe_left -= sum(cycles[i] for i in self.program.per_unit()[Unit.PE])
 
