@@ -9,11 +9,10 @@ holds every instruction of the shipped examples to the charges of its shape's fi
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from archsim.stats import SegmentStats
-from dataflows.cost import shape_index, shape_of, transfer_bytes
+from dataflows.cost import shape_counts, shape_index, shape_of, transfer_bytes
 from dataflows.isa import SPGEMM_ENGINE_OPS, UNIT_OF, Instr, Op, Unit
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec
@@ -141,6 +140,6 @@ def account_program(stats: SegmentStats, program, hw: HardwareSpec) -> None:
     """Add what every instruction of ``program`` did to ``stats``. Charges are sums, so each
     (tag, shape) is booked once, times its count (``cost.shape_index``: a program's shapes
     are remembered, and a ResNet-50 iteration has a few hundred among 400 k instructions)."""
-    ids, examples = shape_index(program)
-    for (tag, i), count in Counter(zip(program.tags, ids)).items():
+    _, examples = shape_index(program)
+    for (tag, i), count in shape_counts(program).items():
         book(stats, tag, charges(examples[i], hw), count)

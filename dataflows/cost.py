@@ -7,6 +7,7 @@ All results are integer cycles, bytes or elements.
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -35,6 +36,7 @@ __all__ = [
     "latencies",
     "shape_of",
     "shape_index",
+    "shape_counts",
     "program_cycles",
     "SOFTMAX_MUL_CYCLES",
     "SOFTMAX_READ_CYCLES",
@@ -322,6 +324,19 @@ def shape_index(program) -> tuple[array, list[Instr]]:
     ids.extend(new)
     program.derived["shapes"] = (len(program.instrs), ids, examples, index)
     return ids, examples
+
+
+def shape_counts(program) -> dict[tuple[int, int], int]:
+    """How many instructions of each (tag, shape) a program holds (shapes: indices into
+    :func:`shape_index`'s examples): what the statistics charge and the scheduler's traffic
+    figures add up, once per shape. Remembered like the shapes (``Program.derived``): a sweep
+    accounts a program at every design point that runs it."""
+    known = program.derived.get("shape_counts")
+    if known is None or known[0] != len(program.instrs):
+        ids, _ = shape_index(program)
+        known = program.derived["shape_counts"] = (len(program.instrs),
+                                                   Counter(zip(program.tags, ids)))
+    return known[1]
 
 
 def latencies(program, hw: HardwareSpec) -> list[int]:

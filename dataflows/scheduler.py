@@ -40,6 +40,7 @@ from dataflows.cost import (
     latencies,
     latency,
     program_cycles,
+    shape_counts,
     shape_index,
     shape_of,
     timeline,
@@ -1112,8 +1113,10 @@ class _SegmentCache:
         if segment.key not in self._traffic:
             # Each figure depends on an instruction's shape only: count the shapes, then
             # compute each once.
-            ids, examples = shape_index(segment.program)
-            counts = Counter(ids)
+            _, examples = shape_index(segment.program)
+            counts: Counter[int] = Counter()
+            for (_, i), count in shape_counts(segment.program).items():
+                counts[i] += count
             total = [0, 0, 0]
             for i, instr in enumerate(examples):
                 count = counts[i]

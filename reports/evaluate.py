@@ -7,6 +7,7 @@ driving the sweep is its only writer, which is what makes ``kill -9`` safe (repo
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -14,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +57,26 @@ def _simulate(workload, crosscheck: bool):
 
     result = simulate(workload, engine="fast", memo=_MEMO)
     if crosscheck:
-        reference = simulate(workload, engine="simpy")
+        with _collecting():  # the SimPy model's processes and events hold reference cycles
+            reference = simulate(workload, engine="simpy")
         if reference != result:
             fields = ", ".join(f for f in result.__dataclass_fields__
                                if getattr(result, f) != getattr(reference, f))
             raise _EngineMismatch(f"the fast engine and the SimPy model disagree on {fields}")
     return result
+
+
+@contextlib.contextmanager
+def _collecting() -> Iterator[None]:
+    """Python's cycle collector on for the block, whatever it was (a settling worker pauses it
+    for a point's fast path, :func:`evaluate_chunk`)."""
+    paused = not gc.isenabled()
+    gc.enable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.disable()
 
 
 class _EngineMismatch(Exception):
@@ -181,9 +197,19 @@ def evaluate_chunk(tasks: list[PointTask], settle: bool = False) -> list[dict[st
     """
     outcomes = []
     for task in tasks:
-        outcomes.append(evaluate_point(task))
-        if settle:
+        if not settle:
+            outcomes.append(evaluate_point(task))
+            continue
+        # No collection while the point runs (but its SimPy cross-check, :func:`_collecting`):
+        # _settle collects once it is done. Otherwise the first allocation after the scheduler
+        # resumes the collector (it pauses it while building) walks every object the point
+        # created, which _settle walks again.
+        gc.disable()
+        try:
+            outcomes.append(evaluate_point(task))
+        finally:
             _settle()
+            gc.enable()
     return outcomes
 
 
