@@ -350,24 +350,17 @@ def latencies(program, hw: HardwareSpec) -> list[int]:
 OTHER_UNITS = ((1, 2), (0, 2), (0, 1))
 
 
-def queue_waits(program) -> list[tuple[array, array]]:
+def queue_waits(program) -> list[tuple[list[int], list[int]]]:
     """For each unit, in its queue's order, what each of its instructions waits for on the two
     other units (:data:`OTHER_UNITS`): the timing loop reads them without reaching into the
-    instructions. They do not depend on the hardware, so a program remembers them
-    (``Program.derived``) for every design point that times it, and extends them when it grew
-    (a build resumed under another bound)."""
-    known = program.derived.get("waits")
-    if known is not None and known[0] == len(program.instrs):
-        return known[1]
-    waits = known[1] if known else [(array("i"), array("i")) for _ in Unit]
+    instructions. Not remembered: a VGG-16 iteration's would hold 27 MB at its peak, and
+    laying them out costs little beside the loop."""
     instrs, queues = program.instrs, program.per_unit()
+    waits = []
     for unit in Unit:
-        (a, b), (need_a, need_b) = OTHER_UNITS[unit], waits[unit]
-        for i in queues[unit][len(need_a):]:
-            wait = instrs[i].wait
-            need_a.append(wait[a])
-            need_b.append(wait[b])
-    program.derived["waits"] = (len(instrs), waits)
+        a, b = OTHER_UNITS[unit]
+        pairs = [instrs[i].wait for i in queues[unit]]
+        waits.append(([w[a] for w in pairs], [w[b] for w in pairs]))
     return waits
 
 
