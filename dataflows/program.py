@@ -89,8 +89,9 @@ class Program:
         # iteration holds millions of instructions. A program that grew (a build resumed
         # under another bound) extends the queues it had.
         first, packed = known or (0, {u: array("i") for u in Unit})
-        for i in range(first, len(self.instrs)):
-            packed[self.instrs[i].unit].append(i)
+        queues = [packed[u] for u in Unit]
+        for i, instr in enumerate(self.instrs[first:], first):
+            queues[_UNIT_INDEX[instr.op]].append(i)
         self.derived["queues"] = (len(self.instrs), packed)
         return packed
 
@@ -167,14 +168,19 @@ class Buffer:
         """Slot ``s`` now receives a new tile: forget its parts, folding their hazards into the
         slot's own :class:`Resource` (which every new part inherits)."""
         whole = self.slots[s]
+        readers = whole.readers
         for r in self.parts[s].values():
-            for unit, ordinal in ([r.writer] if r.writer else []) + list(r.readers.items()):
-                if whole.readers.get(unit, -1) < ordinal:
-                    whole.readers[unit] = ordinal
+            if r.writer is not None:
+                unit, ordinal = r.writer
+                if readers.get(unit, -1) < ordinal:
+                    readers[unit] = ordinal
+            for unit, ordinal in r.readers.items():
+                if readers.get(unit, -1) < ordinal:
+                    readers[unit] = ordinal
         if whole.writer is not None:
             unit, ordinal = whole.writer
-            if whole.readers.get(unit, -1) < ordinal:
-                whole.readers[unit] = ordinal
+            if readers.get(unit, -1) < ordinal:
+                readers[unit] = ordinal
             whole.writer = None
         self.parts[s] = {}
 
