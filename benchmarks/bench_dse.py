@@ -10,10 +10,9 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, shared machine, after keeping each lane of chunks on one worker):
-0.067 and 0.066 CPU-s per point against 0.075 and 0.074 for the tree before, run alternately;
-13.8 and 13.9 points/s against 15.9 and 12.6, following the machine's load (docs/dse.md,
-"Benchmark").
+Last measured (2 workers, shared machine, against the session's start a439ba3, alternately):
+12.6 and 18.6 points per worker CPU-second against 8.9 and 13.8; 21.5 and 32.9 points/s against
+16.5 and 24.7 (docs/dse.md, "Benchmark").
 """
 
 from __future__ import annotations
