@@ -292,12 +292,7 @@ class Emitter:
         shared = self.shared
         if conv is not None:
             conv = shared.setdefault(conv, conv)
-        if a_row > _SMALL_INT:
-            a_row = shared.setdefault(a_row, a_row)
-        if b_row > _SMALL_INT:
-            b_row = shared.setdefault(b_row, b_row)
-        if c_row > _SMALL_INT:
-            c_row = shared.setdefault(c_row, c_row)
+        a_row, b_row, c_row = self._shared_rows(a_row, b_row, c_row)
         wait = shared.setdefault(wait, wait)
         # Positional, in Instr's field order: op, wait, slot, b_slot, c_slot, accumulate, addr,
         # stride, rows, cols, k, m, nm_n, nm_m, mask, requant, shift, a_row, b_row, c_row, conv.
@@ -315,6 +310,16 @@ class Emitter:
         loads and stores are most of a program's other instructions)."""
         unit = _UNIT_INDEX[op]
         wait = self._wait(unit, reads, writes)
+        a_row, b_row, c_row = self._shared_rows(a_row, b_row, c_row)
+        wait = self.shared.setdefault(wait, wait)
+        # Positional, in Instr's field order (see emit_compute).
+        instr = self.instr_type(op, wait, slot, 0, 0, False, addr, stride, rows, cols, k, 0, nm_n,
+                                nm_m, False, requant, shift, a_row, b_row, c_row, None)
+        return self.append(instr, tag, unit, reads, writes)
+
+    def _shared_rows(self, a_row: int, b_row: int, c_row: int) -> tuple[int, int, int]:
+        """The slot row offsets, each large one replaced by an equal one emitted before
+        (:meth:`_shared_fields`, for the positional paths)."""
         shared = self.shared
         if a_row > _SMALL_INT:
             a_row = shared.setdefault(a_row, a_row)
@@ -322,11 +327,7 @@ class Emitter:
             b_row = shared.setdefault(b_row, b_row)
         if c_row > _SMALL_INT:
             c_row = shared.setdefault(c_row, c_row)
-        wait = shared.setdefault(wait, wait)
-        # Positional, in Instr's field order (see emit_compute).
-        instr = self.instr_type(op, wait, slot, 0, 0, False, addr, stride, rows, cols, k, 0, nm_n,
-                                nm_m, False, requant, shift, a_row, b_row, c_row, None)
-        return self.append(instr, tag, unit, reads, writes)
+        return a_row, b_row, c_row
 
     @staticmethod
     def _wait(unit: int, reads: tuple[Resource, ...], writes: tuple[Resource, ...]
