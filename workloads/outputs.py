@@ -97,7 +97,7 @@ def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool,
     replace them without a word (``--hardware`` does not change the default folder). Refused as
     ``archsim dse`` refuses a store that holds points, before any work.
     """
-    held = [name for name in names if (out / name).exists()]
+    held = [name for name in names if os.path.lexists(out / name)]  # a dangling link too
     if held and not force:
         them = "it" if len(held) == 1 else "them"
         folder = "the current folder" if out == Path(".") else out  # --out w.yaml: not "."
