@@ -53,13 +53,18 @@ def check_out_dir(out: Path, default: bool = False) -> Path:
     return out
 
 
-def check_out_file(out: Path, force: bool, *, example: str,
+def check_out_file(out: Path | str, force: bool, *, example: str,
                    what: str = "the outputs of an earlier run", default: bool = False) -> Path:
     """Fail now if ``out``, the one file a command writes, cannot be written, or exists and
     ``force`` is not given (:func:`refuse_earlier_outputs`, ``what`` says what it may be);
-    creates nothing. Missing folders above it are fine: the command creates them.
-    ``example`` is a file name to suggest when ``out`` is a folder; ``default``: ``out`` is
-    the command's default file."""
+    creates nothing; returns it as a path. Missing folders above it are fine: the command
+    creates them. ``example`` is a file name to suggest when ``out`` is a folder (or, given as
+    text, ends in a separator: a Path drops it, and the file was written as ``DIR``);
+    ``default``: ``out`` is the command's default file."""
+    if isinstance(out, str) and out.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise ArchsimError(f"{out_dir_label(out, default, 'file')}: names a folder; name the "
+                           f"file, e.g. {Path(out) / example}")
+    out = Path(out)
     _check_writable(out, out.parent, default, "file")
     if out.is_dir():
         raise ArchsimError(f"{out_dir_label(out, default, 'file')}: is a folder; name the "
