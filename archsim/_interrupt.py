@@ -28,6 +28,11 @@ def stopped(exc: BaseException, in_main: bool, argv: Sequence[str] | None) -> in
     """Say that the command was interrupted, ignoring further presses; exit code 130."""
     if in_main:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A KeyboardInterrupt that left code exec()'d from a string (dataclasses and namedtuple
+    # build their methods so while modules load) marks it unhandled for CPython, which then
+    # ends 'python -m archsim' by killing itself with SIGINT, whatever code we return. Running
+    # any string successfully clears the mark; this press is handled.
+    exec("")
     if argv is None:
         # Abandoned work warns as it is collected (Amaranth's UnusedElaboratable for a
         # half-built design): noise after the one line that says what happened.

@@ -670,7 +670,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     command = f"archsim import {' '.join(sys.argv[2:])}" if sys.argv[1:2] == ["import"] else ""
     print("\n".join(import_to_file(
-        args.source, Path(args.out), input_shape=args.input_shape, mode=args.mode,
+        args.source, args.out, input_shape=args.input_shape, mode=args.mode,
         sparsity=args.sparsity, strict=args.strict, fmt=args.format, hardware=args.hardware,
         masks=args.masks, command=command, force=args.force)))
     return 0

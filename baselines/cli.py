@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 __all__ = ["register", "format_seconds", "console"]
 
@@ -142,10 +141,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     # must not take the plain one's place.
     default = (default_out_dir(workload.name, args.overrides)
                / f"baseline-{args.device}-{dtype}.json")
-    out = Path(args.out) if args.out else default
     # Checked before measuring, so that a bad --out fails in a second; and measured on a lent
     # GPU, a baseline may not be measurable again: an earlier one is refused before measuring.
-    check_out_file(out, args.force, example="baseline.json", default=not args.out)
+    out = check_out_file(args.out or default, args.force, example="baseline.json",
+                         default=not args.out)
     make_dirs(out.parent)  # an interrupted measurement removes it again while it is empty
     doc = _measure_with_progress(workload, args)
     for warning in doc.warnings:

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from reports.evaluate import PointTask, evaluate_chunk
 from workloads.errors import ArchsimError
+from workloads.files import signals_noted
 
 __all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "each_alone",
            "fixed_chunks", "make_backend"]
@@ -143,6 +144,30 @@ def _init_worker(driver: int) -> None:
     import dataflows.scheduler  # noqa: F401
 
 
+def _start_forkserver() -> None:
+    """Start the forkserver that forks the workers (if it is not running) with SIGINT blocked.
+
+    It is a fresh interpreter in the driver's process group, and it ignores SIGINT only once
+    it has imported its modules: a Ctrl-C while it loaded was its own traceback ("Fatal Python
+    error: init_import_site", KeyboardInterrupt) beside the driver's one line. Blocked here,
+    SIGINT stays blocked in the forkserver and in the workers it forks (until
+    :func:`_init_worker` ignores it), and a press now reaches the driver when this returns.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    # The forkserver starts the resource tracker first, which blocks SIGINT for its own start
+    # and then unblocks it: started first, it leaves the block below in place.
+    resource_tracker.ensure_running()
+    if not hasattr(signal, "pthread_sigmask"):  # Windows has no forkserver anyway
+        forkserver.ensure_running()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class LocalBackend(Backend):
     """``workers`` local worker processes (default: the CPUs this process may use), each its
     own single-process pool, so that a chunk goes to the worker :func:`dispatch` chose.
@@ -161,10 +186,25 @@ class LocalBackend(Backend):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
+        _start_forkserver()  # here, not at the pool's first chunk: see its docstring
         return ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
                                    initargs=(os.getpid(),))
 
     def submit(self, chunk: list[PointTask], worker: int) -> Future:
+        # A pool starts its process in its first submit. A Ctrl-C part way through left that
+        # process started but not yet listed, so abort() could not kill it, and it printed a
+        # traceback once the driver had gone: the press acts once the process is listed.
+        with signals_noted((signal.SIGINT,)) as stops:
+            future = self._submit(chunk, worker)
+        if stops:
+            handler = signal.getsignal(signal.SIGINT)
+            if callable(handler):
+                handler(signal.SIGINT, None)
+            elif handler == signal.SIG_DFL:
+                raise KeyboardInterrupt
+        return future
+
+    def _submit(self, chunk: list[PointTask], worker: int) -> Future:
         try:
             return self._pools[worker].submit(evaluate_chunk, chunk, True)  # only points run there
         except BrokenProcessPool as exc:

@@ -53,13 +53,18 @@ def check_out_dir(out: Path, default: bool = False) -> Path:
     return out
 
 
-def check_out_file(out: Path, force: bool, *, example: str,
+def check_out_file(out: Path | str, force: bool, *, example: str,
                    what: str = "the outputs of an earlier run", default: bool = False) -> Path:
     """Fail now if ``out``, the one file a command writes, cannot be written, or exists and
     ``force`` is not given (:func:`refuse_earlier_outputs`, ``what`` says what it may be);
-    creates nothing. Missing folders above it are fine: the command creates them.
-    ``example`` is a file name to suggest when ``out`` is a folder; ``default``: ``out`` is
-    the command's default file."""
+    creates nothing; returns it as a path. Missing folders above it are fine: the command
+    creates them. ``example`` is a file name to suggest when ``out`` is a folder (or, given as
+    text, ends in a separator: a Path drops it, and the file was written as ``DIR``);
+    ``default``: ``out`` is the command's default file."""
+    if isinstance(out, str) and out.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise ArchsimError(f"{out_dir_label(out, default, 'file')}: names a folder; name the "
+                           f"file, e.g. {Path(out) / example}")
+    out = Path(out)
     _check_writable(out, out.parent, default, "file")
     if out.is_dir():
         raise ArchsimError(f"{out_dir_label(out, default, 'file')}: is a folder; name the "
@@ -97,7 +102,7 @@ def refuse_earlier_outputs(out: Path, names: Sequence[str], force: bool,
     replace them without a word (``--hardware`` does not change the default folder). Refused as
     ``archsim dse`` refuses a store that holds points, before any work.
     """
-    held = [name for name in names if (out / name).exists()]
+    held = [name for name in names if os.path.lexists(out / name)]  # a dangling link too
     if held and not force:
         them = "it" if len(held) == 1 else "them"
         folder = "the current folder" if out == Path(".") else out  # --out w.yaml: not "."

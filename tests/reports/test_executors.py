@@ -219,3 +219,48 @@ def test_other_failures_abort_the_sweep():
     with pytest.raises(ExecutorError, match="poison test backend: evaluation failed: "
                                             "RuntimeError: scheduler gone"):
         dispatch(backend, each_alone(fixed_chunks([PointTask("p0", None)], 4)), lambda o: None)
+
+
+def _sigint_blocked(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as fh:
+        mask = next(line for line in fh if line.startswith("SigBlk:")).split()[1]
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_the_forkserver_starts_with_ctrl_c_blocked():
+    """The forkserver is a fresh interpreter in the sweep's process group that ignores SIGINT
+    only once its modules are loaded: a Ctrl-C before was its own traceback beside the
+    driver's one line. It starts with SIGINT blocked, and so do the workers it forks."""
+    from multiprocessing import forkserver
+
+    with LocalBackend(1) as backend:
+        assert backend.submit([], 0).result(timeout=60) == []
+        assert _sigint_blocked(forkserver._forkserver._forkserver_pid)
+        assert all(_sigint_blocked(proc.pid) for proc in backend.processes())
+    assert not _sigint_blocked(os.getpid())  # the driver's own mask is as it was
+
+
+def test_ctrl_c_while_a_pool_starts_its_process_acts_once_the_process_is_listed():
+    """A press part way through a pool's first submit left its process started but unknown to
+    abort(), which then could not kill it: it printed a traceback after the driver had gone."""
+    backend = LocalBackend(1)
+    pool = backend._pools[0]
+    real_submit = pool.submit
+    listed: list[int] = []
+
+    def submit_pressed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the press, in the middle of starting the process
+        future = real_submit(*args, **kwargs)
+        listed.extend(proc.pid for proc in backend.processes())
+        return future
+
+    pool.submit = submit_pressed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backend.submit([], 0)
+        assert listed, "Ctrl-C acted before the pool had listed its process"
+    finally:
+        processes = backend.processes()
+        backend.abort()
+    assert processes and not any(proc.is_alive() for proc in processes)

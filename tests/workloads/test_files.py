@@ -93,3 +93,18 @@ def test_a_parent_that_refuses_the_staging_folder_is_one_line(tmp_path, monkeypa
                                            f"Permission denied$"):
         with staged_folder(out, last="done.txt"):
             pass
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_dangling_link_at_the_out_file_is_refused_without_force(tmp_path):
+    """Path.exists() follows a link: a dangling one at --out counted as nothing there, and the
+    command's atomic write replaced the user's link with a file without --force."""
+    from workloads.outputs import check_out_file, refuse_earlier_outputs
+
+    link = tmp_path / "w.yaml"
+    link.symlink_to(tmp_path / "moved" / "w.yaml")
+    with pytest.raises(ArchsimError, match=r"already holds .* \(w\.yaml\); pass --force"):
+        check_out_file(link, force=False, example="model.yaml")
+    assert check_out_file(link, force=True, example="model.yaml") == link
+    with pytest.raises(ArchsimError, match="pass --force"):
+        refuse_earlier_outputs(tmp_path, ("w.yaml",), force=False)

@@ -300,3 +300,20 @@ def test_a_weight_buffer_too_small_for_one_tile_says_how_large_it_must_be(tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(1/2 of buffers.weight_bytes = 1 B)" in err
     assert err.rstrip().endswith("enlarge buffers.weight_bytes to at least 32")
+
+
+@pytest.mark.parametrize("command, example", [
+    (["import", "g.csv"], "model.yaml"),
+    (["baseline", TINY_GEMM, "--device", "cpu", "--reps", "1", "--warmup", "0", "--quiet"],
+     "baseline.json"),
+], ids=["import", "baseline"])
+def test_an_out_file_that_ends_in_a_separator_names_a_folder(tmp_path, capsys, monkeypatch,
+                                                              command, example):
+    """A Path drops the trailing '/': 'import … --out new/' wrote the workload as a file named
+    'new', and baseline its JSON the same way."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.csv").write_text("Layer, M, N, K,\nfc1, 8, 8, 8,\n")
+    assert main([*command, "--out", "new/"]) == 2
+    assert capsys.readouterr().err == (f"archsim: error: --out new/: names a folder; name the "
+                                       f"file, e.g. new/{example}\n")
+    assert not (tmp_path / "new").exists()

@@ -94,7 +94,7 @@ def import_model(source: str, input_shape: tuple[int, ...] | None = None,
     raise ModelImportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
-def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
+def import_to_file(source: str, out: Path | str, *, input_shape: str | None = None,
                    mode: str = "inference", sparsity: str | None = None, strict: bool = False,
                    fmt: Format | None = None, hardware: str = "sat_vcu1525",
                    masks: str | None = None, command: str = "", force: bool = False) -> list[str]:
@@ -108,8 +108,8 @@ def import_to_file(source: str, out: Path, *, input_shape: str | None = None,
     from workloads.outputs import check_out_file
 
     # Missing folders above it are fine: write_checked creates them once the workload loads.
-    check_out_file(out, force, example="model.yaml",
-                   what="a workload you may have written or edited")
+    out = check_out_file(out, force, example="model.yaml",
+                         what="a workload you may have written or edited")
     shape, default = parse_shape(input_shape), parse_sparsity(sparsity)
     hw = _hardware(hardware)
     _refuse_unsupported_pattern(hw, default, sparsity)
