@@ -95,7 +95,8 @@ def _interrupted(args: argparse.Namespace, out: Path) -> str:
     except StoreError:
         return "nothing was stored"
     again = shlex.join(["archsim", "dse", args.sweep, "--out", str(out), "--resume"])
-    return f"{held:,} finished points are kept in {db}; continue with: {again}"
+    kept = f"{_counted(held, 'finished point')} {'is' if held == 1 else 'are'} kept"
+    return f"{kept} in {db}; continue with: {again}"
 
 
 def _check_outcome(console, outcome) -> None:
@@ -220,11 +221,11 @@ def _print_summary(sweep, outcome, top: int) -> None:
                       *(_fmt(row.metrics[m]) for m, _ in sweep.objectives))
     console.print(table)
     line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    console.print(f"store: {len(rows):,} points ({line}); this run: {outcome.simulated:,} "
+    console.print(f"store: {_counted(len(rows), 'point')} ({line}); this run: {outcome.simulated:,} "
                   f"simulated, {outcome.skipped:,} already stored, on {outcome.backend}",
                   soft_wrap=True)
     rss = f"; peak worker memory {outcome.worker_rss_mib:.0f} MiB" if outcome.worker_rss_mib else ""
-    restarts = (f"; a lost worker process was replaced {outcome.pool_restarts} times"
+    restarts = (f"; a lost worker process was replaced {_counted(outcome.pool_restarts, 'time')}"
                 if outcome.pool_restarts else "")
     console.print(f"wall time {outcome.wall_s:.1f} s ({outcome.simulate_s:.1f} s of simulation on "
                   f"the workers), {outcome.points_per_s:.2f} points/s{rss}{restarts}",
@@ -236,11 +237,17 @@ def _print_summary(sweep, outcome, top: int) -> None:
                       f"{sweep.spec.strategy.screen.keep:.0%} were not simulated (not stored)",
                       soft_wrap=True)
     if outcome.crosschecks:
-        console.print(f"{outcome.crosschecks:,} points timed by the fast engine were re-run on the "
-                      f"SimPy model: all equal", soft_wrap=True)
+        console.print(f"{_counted(outcome.crosschecks, 'point')} timed by the fast engine "
+                      f"{'was' if outcome.crosschecks == 1 else 'were'} re-run on the SimPy model: "
+                      f"{'equal' if outcome.crosschecks == 1 else 'all equal'}", soft_wrap=True)
     if counts["error"]:
-        console.print(f"[red]{counts['error']} points failed[/] (reasons above); --resume "
+        console.print(f"[red]{_counted(counts['error'], 'point')} failed[/] (reasons above); --resume "
                       f"evaluates them again")
+
+
+def _counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless it is one: "1 point", "3 points"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -100,3 +100,12 @@ def test_resume_of_a_changed_sweep_is_one_line_and_keeps_every_point(tmp_path, c
     with ResultStore(out / "results.db", readonly=True) as store:
         assert sorted(r.params["hardware.array.rows"] for r in store.rows()) == [4, 8]
         assert store.meta()["sweep"]["axes"][0]["values"] == [4, 8]
+
+
+def test_the_summary_counts_in_the_singular_for_one():
+    # "a lost worker process was replaced 1 times", "store: 1 points" read wrong
+    from reports.cli import _counted
+
+    assert _counted(1, "time") == "1 time"
+    assert _counted(0, "point") == "0 points"
+    assert _counted(1234, "finished point") == "1,234 finished points"

@@ -105,7 +105,8 @@ def test_ctrl_c_stops_the_sweep_keeps_points_and_a_second_press_does_not_hang(tm
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     held = stored_points(db)
-    assert last.startswith(f"archsim: interrupted; {held} finished points are kept in {db}; "
+    kept = "1 finished point is" if held == 1 else f"{held} finished points are"
+    assert last.startswith(f"archsim: interrupted; {kept} kept in {db}; "
                            f"continue with: archsim dse {path} --out {db.parent} --resume"), err
     assert [line for line in err.splitlines() if line.startswith("archsim:")] == [last]
     _no_process_left(proc.pid, within_s=5)
