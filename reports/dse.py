@@ -42,7 +42,7 @@ from reports.pareto import pareto_layers, pareto_mask
 from reports.store import PointRow, ResultStore, StoreError, inspect_store
 from reports.sweep import NSGA2Strategy, Sweep, Value, override_args, point_hash
 from workloads.errors import ArchsimError, SpecError
-from workloads.files import signals_noted
+from workloads.files import sigint_deferred
 
 __all__ = ["run_sweep", "SweepOutcome", "SweepError", "EngineMismatchError", "best_designs", "check_axis_keys",
            "reason_groups", "check_run_options", "RESULTS_FILE"]
@@ -227,7 +227,7 @@ class _Runner:
         row = PointRow(hash=h, params=info["params"], status=status, hardware=info.get("hardware"),
                        trial=info.get("trial"), generation=info.get("generation"),
                        finished_at=time.time(), archsim_version=self.version, **fields)
-        with _sigint_deferred():  # a finished point is stored whole, then Ctrl-C acts
+        with sigint_deferred():  # a finished point is stored whole, then Ctrl-C acts
             self.store.record(row)
         self.outcome.statuses[status] += 1
         self.advance()
@@ -327,19 +327,6 @@ class _Runner:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold back SIGINT for the block, then act on it (the previous handler runs once)."""
-    with signals_noted((signal.SIGINT,)) as caught:
-        yield
-    if caught:
-        previous = signal.getsignal(signal.SIGINT)
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        elif previous == signal.SIG_DFL:
-            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from reports.evaluate import PointTask, evaluate_chunk
 from workloads.errors import ArchsimError
-from workloads.files import signals_noted
+from workloads.files import sigint_deferred
 
 __all__ = ["Backend", "LocalBackend", "DaskBackend", "ExecutorError", "dispatch", "each_alone",
            "fixed_chunks", "make_backend"]
@@ -194,15 +194,8 @@ class LocalBackend(Backend):
         # A pool starts its process in its first submit. A Ctrl-C part way through left that
         # process started but not yet listed, so abort() could not kill it, and it printed a
         # traceback once the driver had gone: the press acts once the process is listed.
-        with signals_noted((signal.SIGINT,)) as stops:
-            future = self._submit(chunk, worker)
-        if stops:
-            handler = signal.getsignal(signal.SIGINT)
-            if callable(handler):
-                handler(signal.SIGINT, None)
-            elif handler == signal.SIG_DFL:
-                raise KeyboardInterrupt
-        return future
+        with sigint_deferred():
+            return self._submit(chunk, worker)
 
     def _submit(self, chunk: list[PointTask], worker: int) -> Future:
         try:

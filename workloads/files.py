@@ -162,6 +162,20 @@ def signals_noted(signals: Iterable[int] = _STOPPING) -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C for the block (:func:`signals_noted`), then act on a press once: the
+    previous handler runs, or KeyboardInterrupt is raised where it was Python's default."""
+    with signals_noted((signal.SIGINT,)) as caught:
+        yield
+    if caught:
+        previous = signal.getsignal(signal.SIGINT)
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
 def _move_into(staging: Path, out: Path, last: str, stale: Sequence[str]) -> None:
     """Move every file of ``staging`` to the same place in ``out``, ``last`` last, with Ctrl-C
     and SIGTERM held back: no reader ever sees a new ``last`` beside old files. A stop that

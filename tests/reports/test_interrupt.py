@@ -115,11 +115,11 @@ def test_ctrl_c_stops_the_sweep_keeps_points_and_a_second_press_does_not_hang(tm
 
 
 def test_ctrl_c_during_a_commit_acts_after_it():
-    from reports.dse import _sigint_deferred
+    from workloads.files import sigint_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
+        with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # the handler has run by now: it only noted the press
             done.append("committed")
