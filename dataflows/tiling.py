@@ -583,8 +583,7 @@ class _Loads:
     only for those that read the least (:func:`_least_read`)."""
 
     sh: _Shape
-    kb: int
-    nb: int
+    nb: int  # n-chunks per buffer tile, at most the GEMM's
     ms: list[tuple[int, int]]
     ks: list[tuple[int, int]]
     ns: list[tuple[int, int]]
@@ -617,7 +616,7 @@ def _loads(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> _Loa
     else:
         b_read = sh.k * sh.n * db
     read = a_pass * _a_bytes(task, tiling, hw) + b_pass * b_read
-    return _Loads(sh, kb, nb, ms, ks, ns, a_pass, b_pass, read)
+    return _Loads(sh, nb, ms, ks, ns, a_pass, b_pass, read)
 
 
 def m_widths(task: GemmTask, tiling: Tiling, m: int) -> list[tuple[int, int]]:
