@@ -21,7 +21,8 @@ type says what ``Program.tags`` index: each work type has ``tag_names``, one per
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, ConvAddress, Instr, Op, Unit
@@ -42,6 +43,9 @@ __all__ = [
 
 #: Every tensor starts on a multiple of this many bytes of DRAM.
 ALIGN = 64
+
+#: An emitter's buffers: operands A and B, the accumulators C, and the element masks.
+BUFFER_NAMES = ("A", "B", "C", "mask")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +263,7 @@ class Emitter:
         self.program.tensors = self.dram.tensors
         self.issued = [0, 0, 0]
         self.nslots = nslots
-        self.buffers = {name: Buffer(nslots) for name in ("A", "B", "C", "mask")}
+        self.buffers = {name: Buffer(nslots) for name in BUFFER_NAMES}
         self.shared: dict = {}  # values emitted before, by themselves (_shared_fields)
 
     def slot(self, buffer: str, index: int) -> Resource:
@@ -366,6 +370,78 @@ class Emitter:
             r.writer, r.readers = (unit, ordinal), {}
         return UNIT_OF[instr.op], ordinal
 
+    # Periodic runs ----------------------------------------------------------------------------
+
+    def state(self) -> tuple:
+        """What the instructions emitted next depend on besides their writer's arguments, as
+        plain values: the instruction count, each unit's count, every buffer's turn and
+        resources' shape (parts, which units wrote and read), the tiles resident, and the
+        instruction numbers of the resources' writers and readers. See :meth:`repeat`."""
+        shape, tiles, numbers = [], [], []
+        for name, buf in self.buffers.items():
+            shape.append(buf.turn)
+            for slot, parts in zip(buf.slots, buf.parts):
+                tiles.append((name, slot.resident))
+                keys = sorted(parts)
+                shape.append(tuple(keys))
+                for r in (slot, *(parts[key] for key in keys)):
+                    readers = sorted(r.readers.items())
+                    shape.append((r.writer and r.writer[0], tuple(u for u, _ in readers)))
+                    numbers.extend(readers if r.writer is None else [r.writer, *readers])
+        return (len(self.program.instrs), tuple(self.issued), tuple(shape), tuple(tiles),
+                tuple(numbers))
+
+    def repeat(self, first: tuple, middle: tuple, times: int, moved) -> bool:
+        """Append ``times`` more periods of a run that repeats itself, by arithmetic.
+
+        ``first`` and ``middle`` are the :meth:`state` where the last two periods emitted
+        began. The writer vouches that each further period's arguments are the last one's with
+        its addresses a fixed stride on; ``moved(buffer, tile, periods)`` names a resident tile
+        ``periods`` periods on. Emission is then a function of the state that commutes with a
+        :class:`_Shift` of instruction numbers: if the state now is ``middle`` shifted, and
+        the last period the one before shifted (its waits; its addresses by a stride), every
+        later period is the last one shifted again. Checked here; False, with nothing
+        appended, if it does not hold."""
+        now = self.state()
+        if (self.instr_type is not Instr or now[0] - middle[0] != middle[0] - first[0]
+                or now[2] != middle[2]
+                or now[3] != tuple((b, t and moved(b, t, 1)) for b, t in middle[3])):
+            return False
+        shift = _Shift.fit(first[1], middle[1], now[1],
+                           list(zip(middle[4], now[4])) + _wait_pairs(self.program, first[0], middle[0]))
+        strides = shift and _addr_strides(self.program, first[0], middle[0], shift)
+        if strides is None:
+            return False
+        self._append_periods(middle[0], strides, shift, times)
+        self._shift_state(shift.times(times), lambda buffer, tile: moved(buffer, tile, times))
+        return True
+
+    def _append_periods(self, middle: int, strides: list[int], shift: _Shift, times: int) -> None:
+        """``times`` copies of the instructions from ``middle`` on, copy ``p`` with its waits
+        ``shift.times(p)`` and its address ``p·stride`` on."""
+        program, make = self.program, self.instr_type
+        period = program.instrs[middle:]
+        template = [list(_values(instr)) for instr in period]
+        append = program.instrs.append
+        for p in range(1, times + 1):
+            wait = shift.times(p).wait
+            for args, instr, stride in zip(template, period, strides):
+                args[_WAIT] = wait(instr.wait)
+                args[_ADDR] = instr.addr + p * stride
+                append(make(*args))
+        program.tags.extend(program.tags[middle:] * times)
+        self.issued = [count + d * times for count, d in zip(self.issued, shift.delta)]
+
+    def _shift_state(self, shift: _Shift, moved) -> None:
+        """Every buffer's hazards moved by ``shift``, its resident tiles ``moved(buffer, tile)``."""
+        for name, buf in self.buffers.items():
+            for slot, parts in zip(buf.slots, buf.parts):
+                shift.resource(slot)
+                if slot.resident is not None:
+                    slot.resident = moved(name, slot.resident)
+                for part in parts.values():
+                    shift.resource(part)
+
     def _shared_fields(self, wait: tuple[int, int, int], fields: dict) -> tuple[int, int, int]:
         """The wait tuple, with it and ``fields``' convolution address and row offsets replaced
         by equal values emitted before where there are: a program's instructions repeat a few
@@ -383,6 +459,85 @@ class Emitter:
         return shared.setdefault(wait, wait)
 
 
+class _Shift:
+    """Instruction numbers (per unit) moved on by a whole number of a run's periods: a number
+    from ``since`` on moves ``delta`` per period, an earlier one stays. The move is strictly
+    increasing per unit and moves every instruction the run emits, so the emitter's maxima,
+    comparisons and waits commute with it, wherever ``since`` lies (:meth:`fit` finds one)."""
+
+    __slots__ = ("since", "delta")
+
+    def __init__(self, since: tuple, delta: tuple) -> None:
+        self.since, self.delta = since, delta
+
+    @classmethod
+    def fit(cls, first: tuple, middle: tuple, now: tuple, pairs: list) -> _Shift | None:
+        """The shift taking each ``(unit, number)`` pair's first to its second, one period of
+        units' counts ``middle - first`` (as ``now - middle`` must be); None if there is none."""
+        delta = tuple(m - f for f, m in zip(first, middle))
+        if tuple(n - m for m, n in zip(middle, now)) != delta:
+            return None
+        moving, staying = [m for m in middle], [-1, -1, -1]
+        for (unit, before), (unit_after, after) in pairs:
+            if unit != unit_after:
+                return None
+            if after == before and delta[unit]:
+                staying[unit] = max(staying[unit], before)
+            elif after == before + delta[unit]:
+                moving[unit] = min(moving[unit], before)
+            else:
+                return None
+        if any(stay >= move for stay, move in zip(staying, moving)):
+            return None
+        return cls(tuple(moving), delta)
+
+    def times(self, periods: int) -> _Shift:
+        return _Shift(self.since, tuple(d * periods for d in self.delta))
+
+    def ordinal(self, unit: int, ordinal: int) -> int:
+        return ordinal + self.delta[unit] if ordinal >= self.since[unit] else ordinal
+
+    def wait(self, wait: tuple[int, int, int]) -> tuple[int, int, int]:
+        """A wait (instruction number + 1; 0: none) moved."""
+        (s0, s1, s2), (d0, d1, d2), (w0, w1, w2) = self.since, self.delta, wait
+        return (w0 + d0 if w0 > s0 else w0, w1 + d1 if w1 > s1 else w1,
+                w2 + d2 if w2 > s2 else w2)
+
+    def resource(self, r: Resource) -> None:
+        """Move a live resource's hazards."""
+        if r.writer is not None:
+            r.writer = (r.writer[0], self.ordinal(*r.writer))
+        r.readers = {unit: self.ordinal(unit, ordinal) for unit, ordinal in r.readers.items()}
+
+
+def _wait_pairs(program: Program, first: int, middle: int) -> list:
+    """Each wait of period ``[first, middle)`` beside the next period's, as instruction
+    numbers (``_Shift.fit``); a wait on nothing matches only one on nothing."""
+    instrs, size, pairs = program.instrs, middle - first, []
+    for i in range(first, middle):
+        for unit, (x, y) in enumerate(zip(instrs[i].wait, instrs[i + size].wait)):
+            if x or y:
+                pairs.append(((unit, x - 1), (unit, y - 1)) if x and y else ((unit, 0), (-1, 0)))
+    return pairs
+
+
+def _addr_strides(program: Program, first: int, middle: int, shift: _Shift) -> list[int] | None:
+    """Each instruction's address stride from period ``[first, middle)`` to the next, if the
+    next is this one with its waits moved by ``shift`` and only its address otherwise changed
+    (None if not)."""
+    instrs, tags, size, strides = program.instrs, program.tags, middle - first, []
+    for i in range(first, middle):
+        x, y = instrs[i], instrs[i + size]
+        if tags[i] != tags[i + size] or type(x) is not type(y) or y.wait != shift.wait(x.wait):
+            return None
+        xs, ys = list(_values(x)), list(_values(y))
+        xs[_WAIT], xs[_ADDR] = ys[_WAIT], ys[_ADDR]
+        if xs != ys:
+            return None
+        strides.append(y.addr - x.addr)
+    return strides
+
+
 #: Instruction fields whose values repeat across a program (slot row offsets).
 _ROW_FIELDS = ("a_row", "b_row", "c_row")
 
@@ -393,3 +548,8 @@ _SMALL_INT = 256
 _UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
 _PE = int(Unit.PE)
 _COMPUTE = Op.COMPUTE
+
+#: An instruction's fields, in order (``Emitter.repeat`` builds copies positionally).
+_FIELDS = tuple(f.name for f in fields(Instr))
+_values = attrgetter(*_FIELDS)
+_WAIT, _ADDR = _FIELDS.index("wait"), _FIELDS.index("addr")

@@ -412,6 +412,46 @@ class _GemmWriter:
         keys = tuple(dict.fromkeys(key for key, _ in ops))
         return keys, {**ops[0][1], "a_chunk_rows": self.t.tm}
 
+    #: Whether a buffer tile's loads and COMPUTEs are the previous one's with their DRAM
+    #: addresses a fixed stride on, for every full k-step of an output tile but its first and
+    #: last (:meth:`write_alone`). The convolution writers' address modes are not.
+    linear_in_k = True
+
+    def write_alone(self, steps: Iterator[_Step]) -> None:
+        """Write ``steps``, this task being its program's only one (so an output tile's k-steps
+        follow each other). A long run of k-steps repeats itself every ``nslots`` steps (the
+        slots' turn) with its addresses and waits a fixed amount on each time: once the
+        emitter's state has settled into the period (a few periods, built step by step),
+        ``Emitter.repeat`` checks that it repeats and appends the rest of the run by
+        arithmetic — the very instructions a step-by-step build emits, at a fraction of the
+        cost (docs/scheduler.md, "Periodic runs")."""
+        em, period = self.em, self.em.nslots
+        interior = ceil_div(self.nk, self.t.kb) - 2  # the last k-step but one: full, not last
+        for s in steps:
+            self.step(s)
+            if not self.linear_in_k or s.ki % period or s.ki + period > interior:
+                continue
+            if s.ki == 0:
+                starts = []  # the emitter's state at the start of each period so far
+            elif len(starts) >= 2 and not self.stores.pending:
+                times = (interior - s.ki) // period
+                if em.repeat(starts[-2], starts[-1], times, self._moved):
+                    for _ in range(times * period):
+                        next(steps)
+                    continue
+            if len(starts) < _SETTLING_PERIODS:
+                starts.append(em.state())
+
+    def _moved(self, buffer: str, tile: tuple, periods: int) -> tuple:
+        """Resident ``tile`` of ``buffer`` ``periods`` periods of k-steps on
+        (:meth:`write_alone`): an A or B tile's k-index moves; an accumulator tile stays."""
+        dk = periods * self.em.nslots
+        if buffer == "A":  # (tag, copy, mi, ki)
+            return (*tile[:3], tile[3] + dk)
+        if buffer == "B":  # (tag, copy, ki, ni)
+            return (*tile[:2], tile[2] + dk, tile[3])
+        return tile
+
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
         ns = self._chunks(s.ni, self.t.nb, self.nn)
@@ -431,6 +471,11 @@ class _GemmWriter:
             self.stores.flush()
 
 
+#: Periods of a run of k-steps built step by step at most while the emitter's state settles
+#: (its slots still hold the hazards of the tiles before the run) before it is left stepped.
+_SETTLING_PERIODS = 4
+
+
 class _ConvWriter(_GemmWriter):
     """A convolution whose A rows are generated on chip (``Tiling.conv``, docs/scheduler.md).
 
@@ -441,6 +486,8 @@ class _ConvWriter(_GemmWriter):
     (one slot row per pixel), loaded once; each kernel offset's COMPUTE reads it through the
     convolution address mode, which also supplies the zero rows of the padding.
     """
+
+    linear_in_k = False
 
     def _alloc_a(self):
         c = self.task.conv
@@ -519,6 +566,8 @@ class _WgConvWriter(_GemmWriter):
     weight rows from it through the address mode (zero rows for the padding).
     """
 
+    linear_in_k = False
+
     def _alloc_b(self):
         c = self.task.conv
         return self.em.dram.alloc(f"{self.task.name}.B", c.batch * c.in_h * c.in_w, c.channels,
@@ -588,6 +637,8 @@ class _WgTransposeWriter(_GemmWriter):
     the patch of input lines its ``kb·tk`` pixels read (one part: every COMPUTE walks all
     its chunks); each COMPUTE streams the transposed blocks of its pixels.
     """
+
+    linear_in_k = False
 
     def _alloc_a(self):
         c = self.task.conv
@@ -687,8 +738,11 @@ def gemm_program(tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...], hw: H
 def _write_gemms(em: Emitter, tasks: tuple[GemmTask, ...], tilings: tuple[Tiling, ...],
                  hw: HardwareSpec) -> None:
     steps, writers, stores = _gemm_steps(em, tasks, tilings, hw)
-    for s in steps:
-        writers[s.tag].step(s)
+    if len(writers) == 1:
+        writers[0].write_alone(steps)
+    else:
+        for s in steps:
+            writers[s.tag].step(s)
     stores.flush()
 
 

@@ -1,0 +1,104 @@
+"""A GEMM's long runs of k-steps appended by arithmetic (``Emitter.repeat``, from
+``_GemmWriter.write_alone``) are exactly the instructions a step-by-step build emits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflows import scheduler
+from dataflows.isa import Op
+from dataflows.program import Emitter
+from dataflows.scheduler import gemm_program
+from dataflows.tiling import Tiling
+from workloads.load import load_hardware
+from workloads.lowering import GemmTask
+
+TINY = load_hardware("tiny")
+TINY_OS = load_hardware("tiny", overrides=["array.dataflow=output_stationary"])
+
+
+@st.composite
+def runs(draw):
+    """A GEMM with many k-steps and a tiling of it (valid for the writer, not sized to any
+    buffer: the emission is what is compared)."""
+    hw = draw(st.sampled_from([TINY, TINY_OS]))
+    nm = draw(st.sampled_from([None, (1, 2), (2, 4), (1, 4)]))
+    step = nm[1] if nm else 1
+    task = GemmTask("g", "g", "wg", draw(st.integers(1, 9)), step * draw(st.integers(1, 90)),
+                    draw(st.integers(1, 9)), nm, "g.W" if nm else None, draw(st.integers(1, 2)))
+    sparse = nm is not None
+    tk = step * draw(st.integers(1, hw.array.rows // step))
+    tiling = Tiling(draw(st.integers(1, 9)), tk, draw(st.integers(1, hw.array.cols)),
+                    draw(st.sampled_from(["mnk", "nmk"])), not sparse and draw(st.booleans()),
+                    sparse, sparse and draw(st.booleans()), draw(st.integers(1, 3)),
+                    draw(st.integers(1, 2)))
+    return task, tiling, hw
+
+
+def _step_by_step(*args):
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(scheduler._GemmWriter, "linear_in_k", False)
+        return gemm_program(*args)
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs(), st.booleans())
+def test_a_run_appended_by_arithmetic_is_the_step_by_step_program(run, double):
+    task, tiling, hw = run
+    program = gemm_program((task,), (tiling,), hw, double)
+    assert program.instrs == _step_by_step((task,), (tiling,), hw, double).instrs
+    assert program.tags == [0] * len(program.instrs)
+
+
+def test_a_long_run_is_appended_and_its_state_carries_on(monkeypatch):
+    """Each copy's 40-step run is appended once the emitter's state has settled (its slots
+    held the previous tiles' hazards), not stepped; the steps after it (the last, partial
+    k-step and its stores) see the state a step-by-step build leaves."""
+    task = GemmTask("g", "g", "wg", 3, 4 * 40 + 2, 3, None, None, 2)
+    args = ((task,), (Tiling(3, 4, 3),), TINY, True)
+    appended = []
+    with monkeypatch.context() as m:
+        m.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
+        program = gemm_program(*args)
+    assert appended.count(True) == 2
+    assert program.instrs == _step_by_step(*args).instrs
+    assert sum(i.op == Op.STORE_C for i in program.instrs) == 2  # one output tile per copy
+
+
+@pytest.mark.parametrize("field, value", [("rows", 1), ("cols", -1), ("wait", (0, 0, 0))])
+def test_a_run_whose_periods_differ_is_stepped(monkeypatch, field, value):
+    """If the last period built is not the one before moved on (here, its last instruction
+    altered beyond its address and waits moving on), nothing is appended. (Addresses two
+    periods apart always fit a stride: that they keep to it is the writer's to vouch for.)"""
+    task = GemmTask("g", "g", "wg", 3, 4 * 40, 3, None, None)
+    args = ((task,), (Tiling(3, 4, 3),), TINY, True)
+    real_repeat, outcomes = Emitter.repeat, []
+
+    def altered(em, first, middle, times, moved):
+        instrs, size = em.program.instrs, len(em.program.instrs)
+        instr = instrs[-1]
+        changed = value if field == "wait" else getattr(instr, field) + value
+        instrs[-1] = type(instr)(**{**_fields(instr), field: changed})
+        outcomes.append(real_repeat(em, first, middle, times, moved))
+        assert len(instrs) == size
+        instrs[-1] = instr
+        return outcomes[-1]
+
+    with monkeypatch.context() as m:
+        m.setattr(Emitter, "repeat", altered)
+        program = gemm_program(*args)
+    assert outcomes and not any(outcomes)
+    assert program.instrs == _step_by_step(*args).instrs
+
+
+def _fields(instr) -> dict:
+    return {name: getattr(instr, name) for name in type(instr).__dataclass_fields__}
+
+
+def _spy(method, outcomes: list):
+    def spied(*args, **kwargs):
+        outcomes.append(method(*args, **kwargs))
+        return outcomes[-1]
+    return spied
