@@ -412,45 +412,75 @@ class _GemmWriter:
         keys = tuple(dict.fromkeys(key for key, _ in ops))
         return keys, {**ops[0][1], "a_chunk_rows": self.t.tm}
 
-    #: Whether a buffer tile's loads and COMPUTEs are the previous one's with their DRAM
-    #: addresses a fixed stride on, for every full k-step of an output tile but its first and
+    #: Whether a buffer tile's loads, COMPUTEs and stores are the previous one's along k, n or
+    #: m with their DRAM addresses a fixed stride on, for every full tile but the first and
     #: last (:meth:`write_alone`). The convolution writers' address modes are not.
-    linear_in_k = True
+    linear = True
 
     def write_alone(self, steps: Iterator[_Step]) -> None:
-        """Write ``steps``, this task being its program's only one (so an output tile's k-steps
-        follow each other). A long run of k-steps repeats itself every ``nslots`` steps (the
-        slots' turn) with its addresses and waits a fixed amount on each time: once the
-        emitter's state has settled into the period (a few periods, built step by step),
+        """Write ``steps``, this task being its program's only one (so its steps follow each
+        other). A long run of k-steps of one output tile — or, where those are few, of output
+        tiles along the inner of m and n — repeats itself every ``nslots`` k-steps or output
+        tiles (the slots' turn) with its addresses and waits a fixed amount on each time: once
+        the emitter's state has settled into the period (a few periods, built step by step),
         ``Emitter.repeat`` checks that it repeats and appends the rest of the run by
         arithmetic — the very instructions a step-by-step build emits, at a fraction of the
-        cost (docs/scheduler.md, "Periodic runs")."""
-        em, period = self.em, self.em.nslots
-        interior = ceil_div(self.nk, self.t.kb) - 2  # the last k-step but one: full, not last
+        cost (docs/scheduler.md, "What scheduling costs")."""
+        run = self._run() if self.linear else None
+        if run is None:
+            for s in steps:
+                self.step(s)
+            return
+        em, period, (index_of, last, steps_per_index, moved) = self.em, self.em.nslots, run
         for s in steps:
             self.step(s)
-            if not self.linear_in_k or s.ki % period or s.ki + period > interior:
-                continue
-            if s.ki == 0:
+            index = index_of(s)
+            if index == 0:
                 starts = []  # the emitter's state at the start of each period so far
-            elif len(starts) >= 2 and not self.stores.pending:
-                times = (interior - s.ki) // period
-                if em.repeat(starts[-2], starts[-1], times, self._moved):
-                    for _ in range(times * period):
+            if index is None or index % period or index + period > last:
+                continue
+            if len(starts) >= 2 and not self.stores.pending:
+                times = (last - index) // period
+                if em.repeat(starts[-2], starts[-1], times, moved):
+                    for _ in range(times * period * steps_per_index):
                         next(steps)
                     continue
             if len(starts) < _SETTLING_PERIODS:
                 starts.append(em.state())
 
-    def _moved(self, buffer: str, tile: tuple, periods: int) -> tuple:
-        """Resident ``tile`` of ``buffer`` ``periods`` periods of k-steps on
-        (:meth:`write_alone`): an A or B tile's k-index moves; an accumulator tile stays."""
-        dk = periods * self.em.nslots
-        if buffer == "A":  # (tag, copy, mi, ki)
-            return (*tile[:3], tile[3] + dk)
-        if buffer == "B":  # (tag, copy, ki, ni)
-            return (*tile[:2], tile[2] + dk, tile[3])
-        return tile
+    def _run(self) -> tuple | None:
+        """The runs :meth:`write_alone` appends: ``(index_of, last, steps, moved)`` — a step's
+        index in its run where a period may start after it (None: not there), the last index
+        a period may end at, the steps an index spans, and ``moved(buffer, tile, periods)``,
+        a resident tile ``periods`` periods on. None if no run is long enough to pay.
+
+        Along k the index is the k-step, up to the last but one (the last may be narrower and
+        stores). Along output tiles it is the inner of (m, n) at each tile's first k-step (its
+        flush of the previous tile's stores is then behind it), up to the last tile but one."""
+        period, nkb = self.em.nslots, ceil_div(self.nk, self.t.kb)
+        _, _, nnb = _buffer_counts(self.task, self.t)
+        along_n = self.t.order == "mnk"
+        tiles = nnb if along_n else len(self.m_ext)
+        if nkb - 2 >= _SETTLING_PERIODS * period:
+            return lambda s: s.ki, nkb - 2, 1, self._moved_along(period, {"A": 3, "B": 2})
+        if nkb >= 2 and tiles - 2 >= _SETTLING_PERIODS * period:
+            inner = (lambda s: s.ni) if along_n else (lambda s: s.mi)
+            where = {"B": 3, "C": 4} if along_n else {"A": 2, "C": 3}
+            return (lambda s: None if s.ki else inner(s)), tiles - 2, nkb, self._moved_along(
+                period, where)
+        return None
+
+    @staticmethod
+    def _moved_along(period: int, where: dict[str, int]):
+        """``moved`` for a run whose index sits at ``where[buffer]`` in that buffer's resident
+        tiles (A: (tag, copy, mi, ki); B: (tag, copy, ki, ni); C: ("acc", tag, copy, mi, ni));
+        the other buffers' tiles stay."""
+        def moved(buffer: str, tile: tuple, periods: int) -> tuple:
+            at = where.get(buffer)
+            if at is None:
+                return tile
+            return (*tile[:at], tile[at] + periods * period, *tile[at + 1:])
+        return moved
 
     def step(self, s: _Step) -> None:
         ks = self._chunks(s.ki, self.t.kb, self.nk)
@@ -471,8 +501,9 @@ class _GemmWriter:
             self.stores.flush()
 
 
-#: Periods of a run of k-steps built step by step at most while the emitter's state settles
-#: (its slots still hold the hazards of the tiles before the run) before it is left stepped.
+#: Periods of a run built step by step at most while the emitter's state settles (its slots
+#: still hold the hazards of the tiles before the run) before it is left stepped; a run
+#: shorter than this many periods is not tried.
 _SETTLING_PERIODS = 4
 
 
@@ -487,7 +518,7 @@ class _ConvWriter(_GemmWriter):
     convolution address mode, which also supplies the zero rows of the padding.
     """
 
-    linear_in_k = False
+    linear = False
 
     def _alloc_a(self):
         c = self.task.conv
@@ -566,7 +597,7 @@ class _WgConvWriter(_GemmWriter):
     weight rows from it through the address mode (zero rows for the padding).
     """
 
-    linear_in_k = False
+    linear = False
 
     def _alloc_b(self):
         c = self.task.conv
@@ -638,7 +669,7 @@ class _WgTransposeWriter(_GemmWriter):
     its chunks); each COMPUTE streams the transposed blocks of its pixels.
     """
 
-    linear_in_k = False
+    linear = False
 
     def _alloc_a(self):
         c = self.task.conv

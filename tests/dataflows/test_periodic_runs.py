@@ -21,13 +21,15 @@ TINY_OS = load_hardware("tiny", overrides=["array.dataflow=output_stationary"])
 
 @st.composite
 def runs(draw):
-    """A GEMM with many k-steps and a tiling of it (valid for the writer, not sized to any
-    buffer: the emission is what is compared)."""
+    """A GEMM with many k-steps, or many output tiles of a few k-steps, and a tiling of it
+    (valid for the writer, not sized to any buffer: the emission is what is compared)."""
     hw = draw(st.sampled_from([TINY, TINY_OS]))
     nm = draw(st.sampled_from([None, (1, 2), (2, 4), (1, 4)]))
     step = nm[1] if nm else 1
-    task = GemmTask("g", "g", "wg", draw(st.integers(1, 9)), step * draw(st.integers(1, 90)),
-                    draw(st.integers(1, 9)), nm, "g.W" if nm else None, draw(st.integers(1, 2)))
+    long_k = draw(st.booleans())
+    k = step * draw(st.integers(1, 90 if long_k else 12))
+    m, n = (draw(st.integers(1, 9 if long_k else 40)) for _ in "mn")
+    task = GemmTask("g", "g", "wg", m, k, n, nm, "g.W" if nm else None, draw(st.integers(1, 2)))
     sparse = nm is not None
     tk = step * draw(st.integers(1, hw.array.rows // step))
     tiling = Tiling(draw(st.integers(1, 9)), tk, draw(st.integers(1, hw.array.cols)),
@@ -39,7 +41,7 @@ def runs(draw):
 
 def _step_by_step(*args):
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(scheduler._GemmWriter, "linear_in_k", False)
+        m.setattr(scheduler._GemmWriter, "linear", False)
         return gemm_program(*args)
 
 
@@ -65,6 +67,20 @@ def test_a_long_run_is_appended_and_its_state_carries_on(monkeypatch):
     assert appended.count(True) == 2
     assert program.instrs == _step_by_step(*args).instrs
     assert sum(i.op == Op.STORE_C for i in program.instrs) == 2  # one output tile per copy
+
+
+@pytest.mark.parametrize("order", ["mnk", "nmk"])
+def test_a_long_run_of_output_tiles_is_appended(monkeypatch, order):
+    """Output tiles of two k-steps each along the inner of m and n: appended once settled,
+    stores and all, equal to the step-by-step program."""
+    task = GemmTask("g", "g", "wg", 3 * 30 + 1, 8, 3 * 30 + 2, None, None)
+    args = ((task,), (Tiling(3, 4, 3, order),), TINY, True)
+    appended = []
+    with monkeypatch.context() as m:
+        m.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
+        program = gemm_program(*args)
+    assert appended.count(True) == 31  # one run along the inner dimension per outer tile
+    assert program.instrs == _step_by_step(*args).instrs
 
 
 @pytest.mark.parametrize("field, value", [("rows", 1), ("cols", -1), ("wait", (0, 0, 0))])
