@@ -516,9 +516,30 @@ def _describe(error: dict, model: type[BaseModel], loc: tuple, data: Any = None)
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ctx.get("expected_tags", "")))
         hint = difflib.get_close_matches(str(given), choices, n=1) if isinstance(given, str) else []
         msg += f", got {error['input']!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    elif error["type"] == "union_tag_not_found":
+        msg = _missing_tag(error)
     elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
         msg += f", got {error['input']!r}"
     return msg
+
+
+def _tag_of(error: dict) -> str:
+    """The key that says which kind of mapping this is (``op``, ``kind``), for an error of a
+    mapping without it."""
+    return error.get("ctx", {}).get("discriminator", "").strip("'")
+
+
+def _missing_tag(error: dict) -> str:
+    """A mapping without the key that says its kind (``- kind: gemm`` where ``- op: gemm`` is
+    meant): name the key, and the line the user may have meant."""
+    tag, given = _tag_of(error), error.get("input")
+    msg = "required field is missing (it says which kind of entry this is)"
+    if not isinstance(given, dict):
+        return msg
+    near = [key for key in ("op", "kind", "type") if key != tag and isinstance(given.get(key), str)]
+    if near:
+        return msg + f"; did you mean '{tag}: {given[near[0]]}' for '{near[0]}: {given[near[0]]}'?"
+    return msg + f"; got {', '.join(map(str, given)) or 'nothing'}"
 
 
 def _limits(data: Any) -> Limits:
@@ -540,6 +561,8 @@ def _validate(model: type[BaseModel], doc: _Doc, data: Any) -> Any:
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = _strip_tags(tuple(error["loc"]), data)
         msg = _describe(error, model, loc, data)
+        if error["type"] == "union_tag_not_found":
+            loc += (_tag_of(error),)
         if error["type"] == "extra_forbidden":
             msg = _left_by_kind_override(doc, loc) or msg
         if not loc:

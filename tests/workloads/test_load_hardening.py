@@ -275,3 +275,20 @@ def test_a_named_pipe_is_read_and_one_nobody_writes_to_does_not_hang(tmp_path):
     writer.join(timeout=10)
     with pytest.raises(SpecError, match=r"/dev/zero: larger than 1 MiB"):  # not 'not found'
         load_hardware("/dev/zero")
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ("  - {kind: gemm, name: g, m: 8, k: 16, n: 8}\n",
+     r"w\.yaml:5: operations\[0\]\.op: required field is missing \(it says which kind of entry "
+     r"this is\); did you mean 'op: gemm' for 'kind: gemm'\?$"),
+    ("  - {name: g, m: 8, k: 16, n: 8}\n",
+     r"w\.yaml:5: operations\[0\]\.op: required field is missing .*; got name, m, k, n$"),
+    ("  - {op: gemm, name: g, m: 8, k: 16, n: 8, sparsity: {pattern: nm, n: 2, m: 4}}\n",
+     r"w\.yaml:5: operations\[0\]\.sparsity\.kind: required field is missing .*; "
+     r"got pattern, n, m$"),
+])
+def test_a_mapping_without_its_kind_names_the_key(tmp_path, entry, expected):
+    """A mapping that lacks the key saying which kind it is gets that key named (pydantic's
+    'Unable to extract tag using discriminator' is not the user's language), and the line
+    meant where another key holds a kind."""
+    assert re.search(expected, error_of(tmp_path, HEAD + "operations:\n" + entry))
