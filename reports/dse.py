@@ -544,7 +544,7 @@ TILING_ONLY_KEYS = ("hardware.buffers.",)
 
 
 #: Override keys that change some of a point's programs but not its biggest ones: the N:M
-#: pattern and the scheduler passes change the sparse FF and BP GEMMs and what the passes add,
+#: pattern (the workload's or one operation's, :func:`_under`) and the scheduler passes change the sparse FF and BP GEMMs and what the passes add,
 #: while the dense weight-gradient GEMMs and the dense mappings depend on the workload's shapes,
 #: the array and the buffers only. Chunks whose points differ only in these keys (and in
 #: :data:`PROGRAM_FREE_KEYS`, :data:`TILING_ONLY_KEYS`) share those programs, so they form one
@@ -553,10 +553,20 @@ TILING_ONLY_KEYS = ("hardware.buffers.",)
 LANE_SHARED_KEYS = ("sparsity.", "schedule.")
 
 
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether override ``key`` starts with one of ``prefixes``, for the whole workload or for
+    one of its operations (``operations.2.sparsity.n`` is under ``sparsity.``)."""
+    if key.startswith(prefixes):
+        return True
+    head, _, rest = key.partition(".")
+    index, _, rest = rest.partition(".")
+    return head == "operations" and index.isdigit() and rest.startswith(prefixes)
+
+
 def _axes_key(sweep: Sweep, shared: tuple[str, ...]) -> Callable[[dict[str, Value]], tuple]:
-    """A point's values on the axes whose keys are not in ``shared`` (prefixes): points that
-    differ only in ``shared`` axes have the same key."""
-    keys = [axis.key for axis, _ in sweep.axes if not axis.key.startswith(shared)]
+    """A point's values on the axes whose keys are not in ``shared`` (prefixes, :func:`_under`):
+    points that differ only in ``shared`` axes have the same key."""
+    keys = [axis.key for axis, _ in sweep.axes if not _under(axis.key, shared)]
     return lambda p: tuple(json.dumps(p.get(k)) for k in keys)
 
 
@@ -567,10 +577,10 @@ def grouped(points: list[dict[str, Value]], sweep: Sweep) -> list[dict[str, Valu
     then goes to one worker, which builds their programs once, and the chunks of a lane
     (:func:`program_lanes`) are adjacent."""
     def rank(key: str) -> int:
-        return 2 if key.startswith(TILING_ONLY_KEYS) else int(key.startswith(LANE_SHARED_KEYS))
+        return 2 if _under(key, TILING_ONLY_KEYS) else int(_under(key, LANE_SHARED_KEYS))
 
     program_axes = [(axis.key, {json.dumps(v): i for i, v in enumerate(values)})
-                    for axis, values in sweep.axes if not axis.key.startswith(PROGRAM_FREE_KEYS)]
+                    for axis, values in sweep.axes if not _under(axis.key, PROGRAM_FREE_KEYS)]
     program_axes.sort(key=lambda item: rank(item[0]))  # stable
     return sorted(points, key=lambda p: tuple(index.get(json.dumps(p.get(key)), -1)
                                               for key, index in program_axes))

@@ -264,3 +264,18 @@ def test_ctrl_c_while_a_pool_starts_its_process_acts_once_the_process_is_listed(
         processes = backend.processes()
         backend.abort()
     assert processes and not any(proc.is_alive() for proc in processes)
+
+
+def test_one_operations_n_m_pattern_is_a_lane_shared_axis(tmp_path):
+    """An axis over one operation's N:M pattern (``operations.1.sparsity.n``) changes only
+    that operation's sparse programs, like the workload's ``sparsity.``: its points go in
+    one lane per array, varying faster than the array."""
+    sweep = load_sweep(write_sweep(tmp_path / "per_op.yaml", """axes:
+  - {key: operations.1.sparsity.n, values: [1, 2]}
+  - {key: hardware.array.rows, values: [4, 8]}
+objectives: [cycles]
+"""), area_available=False)
+    points = grouped(list(sweep.grid()), sweep)
+    assert [p["hardware.array.rows"] for p in points] == [4, 4, 8, 8]
+    lanes = program_lanes(program_chunks(points, sweep, 2, chunk_size=1), sweep)
+    assert [[c[0]["operations.1.sparsity.n"] for c in lane] for lane in lanes] == [[1, 2], [1, 2]]
