@@ -389,7 +389,7 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
         ``file:line: field.path: message`` for the first problem found.
     """
     from workloads.arguments import ExampleError, resolve
-    from workloads.load import load_document
+    from workloads.load import is_sweep_file, load_document
 
     path = Path(path)
     spec, where = load_document(path, SweepFile)
@@ -401,6 +401,9 @@ def load_sweep(path: str | Path, area_available: bool | None = None) -> Sweep:
     workload_path = (base / workload_ref).resolve()
     if not workload_path.is_file():
         raise SpecError(f"{where(('workload',))}: workload: file not found: {workload_path}")
+    if is_sweep_file(workload_path):
+        raise SpecError(f"{where(('workload',))}: workload: {workload_path} is a DSE sweep file; "
+                        f"name the workload YAML the sweep explores")
     if area_available is None:
         from reports.area import area_model_available
 

@@ -29,6 +29,7 @@ from workloads.zoo import model_layers
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
     "dotted_override", "hardware_field_at", "workload_field_at", "HARDWARE_FIELD",
+    "is_sweep_file",
 ]
 
 PRESET_DIR = Path(__file__).parent / "hardware"
@@ -645,6 +646,12 @@ def _hardware_doc(ref: Any, base: Path) -> _Doc | None:
         return None
     looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref
     return _read_doc((base / ref) if looks_like_path else preset_path(ref))
+
+
+def is_sweep_file(path: Path) -> bool:
+    """Whether ``path`` holds a DSE sweep (``axes:``) rather than a workload (a SpecError if it
+    is not a readable YAML mapping)."""
+    return "axes" in _read_doc(path).data
 
 
 def _missing_hardware(doc: _Doc) -> str:

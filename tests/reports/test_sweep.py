@@ -89,6 +89,17 @@ def test_the_workload_may_name_a_shipped_example(tmp_path):
         load_sweep(path, area_available=False)
 
 
+def test_a_workload_that_is_a_sweep_is_named_as_one(tmp_path):
+    """A sweep whose ``workload:`` names a sweep file got that file's own 'this is a DSE sweep
+    file ... run it with archsim dse', pointing at the wrong file inside 'archsim dse'."""
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nname: s\nworkload: example:sweep_tiny\n" + AXES
+                    + "objectives: [cycles]\n")
+    with pytest.raises(SpecError, match=r"s\.yaml:3: workload: .*sweep_tiny\.yaml is a DSE sweep "
+                       r"file; name the workload YAML the sweep explores$"):
+        load_sweep(path, area_available=False)
+
+
 def test_ranges():
     assert RangeSpec(start=16, stop=64, step=16).values() == [16, 32, 48, 64]
     assert RangeSpec(start=1, stop=100, factor=4).values() == [1, 4, 16, 64]
