@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from operator import attrgetter
 
 from dataflows.attention_estimate import attention_layer_segments
 from dataflows.cost import (
@@ -420,12 +421,12 @@ class _GemmWriter:
     def write_alone(self, steps: Iterator[_Step]) -> None:
         """Write ``steps``, this task being its program's only one (so its steps follow each
         other). A long run of k-steps of one output tile — or, where those are few, of output
-        tiles along the inner of m and n — repeats itself every ``nslots`` k-steps or output
-        tiles (the slots' turn) with its addresses and waits a fixed amount on each time: once
-        the emitter's state has settled into the period (a few periods, built step by step),
-        ``Emitter.repeat`` checks that it repeats and appends the rest of the run by
-        arithmetic — the very instructions a step-by-step build emits, at a fraction of the
-        cost (docs/scheduler.md, "What scheduling costs")."""
+        tiles along m or n — repeats itself every ``nslots`` k-steps or tiles (the slots' turn)
+        with its addresses and waits a fixed amount on each time: once the emitter's state has
+        settled into the period (a few periods, built step by step), ``Emitter.repeat`` checks
+        that it repeats and appends the rest of the run by arithmetic — the very instructions
+        a step-by-step build emits, at a fraction of the cost (docs/scheduler.md, "What
+        scheduling costs"). Stores held back (:class:`_DeferredStore`) must repeat too."""
         run = self._run() if self.linear else None
         if run is None:
             for s in steps:
@@ -436,17 +437,19 @@ class _GemmWriter:
             self.step(s)
             index = index_of(s)
             if index == 0:
-                starts = []  # the emitter's state at the start of each period so far
+                starts = []  # (emitter state, stores held back) at the start of each period
             if index is None or index % period or index + period > last:
                 continue
-            if len(starts) >= 2 and not self.stores.pending:
+            if len(starts) >= 2:
                 times = (last - index) // period
-                if em.repeat(starts[-2], starts[-1], times, moved):
+                strides = self.stores.strides(starts[-1][1])
+                if strides is not None and em.repeat(starts[-2][0], starts[-1][0], times, moved):
+                    self.stores.move(strides, times)
                     for _ in range(times * period * steps_per_index):
                         next(steps)
                     continue
             if len(starts) < _SETTLING_PERIODS:
-                starts.append(em.state())
+                starts.append((em.state(), self.stores.state()))
 
     def _run(self) -> tuple | None:
         """The runs :meth:`write_alone` appends: ``(index_of, last, steps, moved)`` — a step's
@@ -454,20 +457,26 @@ class _GemmWriter:
         a period may end at, the steps an index spans, and ``moved(buffer, tile, periods)``,
         a resident tile ``periods`` periods on. None if no run is long enough to pay.
 
-        Along k the index is the k-step, up to the last but one (the last may be narrower and
-        stores). Along output tiles it is the inner of (m, n) at each tile's first k-step (its
-        flush of the previous tile's stores is then behind it), up to the last tile but one."""
-        period, nkb = self.em.nslots, ceil_div(self.nk, self.t.kb)
-        _, _, nnb = _buffer_counts(self.task, self.t)
-        along_n = self.t.order == "mnk"
-        tiles = nnb if along_n else len(self.m_ext)
-        if nkb - 2 >= _SETTLING_PERIODS * period:
+        Along k the index is the k-step, up to the last but one (the last may be narrower, and
+        stores). Along output tiles it is the m- or n-tile — the inner one of the order, else
+        the outer — at the tile's first k-step (the inner one's first, for the outer), up to
+        the last tile but one (the last may be narrower)."""
+        period, least = self.em.nslots, _SETTLING_PERIODS * self.em.nslots
+        nmt, nkb, nnb = _buffer_counts(self.task, self.t)
+        if nkb - 2 >= least:
             return lambda s: s.ki, nkb - 2, 1, self._moved_along(period, {"A": 3, "B": 2})
-        if nkb >= 2 and tiles - 2 >= _SETTLING_PERIODS * period:
-            inner = (lambda s: s.ni) if along_n else (lambda s: s.mi)
-            where = {"B": 3, "C": 4} if along_n else {"A": 2, "C": 3}
-            return (lambda s: None if s.ki else inner(s)), tiles - 2, nkb, self._moved_along(
-                period, where)
+        along_m = {"A": 2, "C": 3}  # where m- and n-tile indices sit in resident tiles
+        along_n = {"B": 3, "C": 4}
+        inner, outer = ((nnb, "ni", along_n), (nmt, "mi", along_m)) if self.t.order == "mnk" else (
+            (nmt, "mi", along_m), (nnb, "ni", along_n))
+        if inner[0] - 2 >= least:
+            at = attrgetter(inner[1])
+            return ((lambda s: None if s.ki else at(s)), inner[0] - 2, nkb,
+                    self._moved_along(period, inner[2]))
+        if outer[0] - 2 >= least:
+            at, first = attrgetter(outer[1]), attrgetter(inner[1])
+            return ((lambda s: None if s.ki or first(s) else at(s)), outer[0] - 2,
+                    nkb * inner[0], self._moved_along(period, outer[2]))
         return None
 
     @staticmethod
@@ -719,6 +728,29 @@ class _DeferredStore:
 
     def defer(self, tag: int, c_slot: int, parts: tuple, fields: dict) -> None:
         self.pending.append((Op.STORE_C, tag, parts, dict(slot=c_slot, **fields)))
+
+    def state(self) -> tuple:
+        """The stores held back as values (their accumulator parts by slot and key) but their
+        DRAM addresses, which are the second element (``_GemmWriter.write_alone``)."""
+        parts = self.em.buffers["C"].parts
+        return tuple((op, tag, tuple(next(key for key, r in parts[fields["slot"]].items() if r is part)
+                                     for part in reads),
+                      {**fields, "addr": None}) for op, tag, reads, fields in self.pending), tuple(
+            fields["addr"] for _, _, _, fields in self.pending)
+
+    def strides(self, before: tuple) -> list[int] | None:
+        """Each held store's address stride since :meth:`state` ``before``, if they are
+        otherwise the same stores (None if not)."""
+        now = self.state()
+        if now[0] != before[0]:
+            return None
+        return [a - b for a, b in zip(now[1], before[1])]
+
+    def move(self, strides: list[int], times: int) -> None:
+        """The stores held back as ``times`` periods on (their addresses; their parts are the
+        emitter's, which ``Emitter.repeat`` moved)."""
+        for (_, _, _, fields), stride in zip(self.pending, strides):
+            fields["addr"] += stride * times
 
     def flush(self) -> None:
         slots = {fields["slot"] for _, _, _, fields in self.pending}

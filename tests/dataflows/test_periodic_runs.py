@@ -83,6 +83,21 @@ def test_a_long_run_of_output_tiles_is_appended(monkeypatch, order):
     assert program.instrs == _step_by_step(*args).instrs
 
 
+@pytest.mark.parametrize("order, m, n", [("mnk", 3 * 30 + 1, 6), ("nmk", 6, 3 * 30 + 2)])
+def test_a_long_run_along_the_outer_dimension_with_its_stores_held_back(monkeypatch, order,
+                                                                         m, n):
+    """Two output tiles along the inner dimension, thirty along the outer, one k-step each:
+    every period starts with the last tile's stores held back, and they move on with it."""
+    task = GemmTask("g", "g", "wg", m, 4, n, None, None, 2)
+    args = ((task,), (Tiling(3, 4, 3, order),), TINY, True)
+    appended = []
+    with monkeypatch.context() as patched:
+        patched.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
+        program = gemm_program(*args)
+    assert appended.count(True) == 2  # one run per copy
+    assert program.instrs == _step_by_step(*args).instrs
+
+
 @pytest.mark.parametrize("field, value", [("rows", 1), ("cols", -1), ("wait", (0, 0, 0))])
 def test_a_run_whose_periods_differ_is_stepped(monkeypatch, field, value):
     """If the last period built is not the one before moved on (here, its last instruction
