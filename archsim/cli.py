@@ -178,6 +178,15 @@ _EXTRA_OF = {
 _OUT_IS_FOLDER = ("run", "dse", "report", "rtl", "serve")
 
 
+def _refuse_empty_out(args) -> None:
+    """An empty ``--out`` (a script's unset variable, ``--out "$DIR"``) is refused: taken as no
+    ``--out`` it wrote to the default folder, and as a path it reads as the current one."""
+    if getattr(args, "out", None) == "":
+        what = "folder" if args.command in _OUT_IS_FOLDER else "file"
+        default = " (or leave --out out for the default)" if what == "folder" else ""
+        raise ArchsimError(f"--out '': the path is empty; name the {what} to write{default}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``archsim`` command ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
     The console script calls it once ``archsim/__main__.py`` has loaded this module.
@@ -197,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     forget_created()
     try:
         args = _parser().parse_args(argv)  # inside: a press while the commands load is a stop
+        _refuse_empty_out(args)
         if args.command in _OUT_IS_FOLDER and getattr(args, "out", None):
             # Before any work, so a bad --out costs nothing; the folder itself is created only
             # once the command's input is valid.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 from archsim import __version__
 from archsim.cli import main
@@ -104,6 +105,21 @@ def test_unwritable_out_fails_before_simulating(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"archsim: error: --out {blocker / 'o'}: is inside {blocker}, a file; expected a folder"
     assert blocker.read_text() == "user data"
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    """``--out ''`` (a script's unset variable) wrote ``run``'s outputs to the default folder
+    and read as the current folder elsewhere; it is refused before any work, and nothing is
+    written."""
+    monkeypatch.chdir(tmp_path)
+    workload = str(Path(__file__).resolve().parents[2] / "workloads/examples/tiny_gemm.yaml")
+    for argv, what in ((["run", workload], "folder"), (["dse", "example:sweep_tiny"], "folder"),
+                       (["import", "model.onnx"], "file")):
+        assert main([*argv, "--out", ""]) == 2
+        tail = " (or leave --out out for the default)" if what == "folder" else ""
+        assert capsys.readouterr().err.strip() == (
+            f"archsim: error: --out '': the path is empty; name the {what} to write{tail}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
