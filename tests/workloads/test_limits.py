@@ -161,7 +161,8 @@ def test_an_out_with_a_nul_byte_is_one_line(tmp_path, capsys, monkeypatch, comma
     with a check of its own."""
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--out", "a\0b"]) == 2
-    assert capsys.readouterr().err == "archsim: error: --out 'a\\x00b': not a usable path\n"
+    assert capsys.readouterr().err == ("archsim: error: --out 'a\\x00b': not a usable path "
+                                       "(it holds a NUL byte, which no file name can)\n")
     assert list(tmp_path.iterdir()) == []
 
 
