@@ -413,10 +413,11 @@ class _GemmWriter:
         keys = tuple(dict.fromkeys(key for key, _ in ops))
         return keys, {**ops[0][1], "a_chunk_rows": self.t.tm}
 
-    #: Whether a buffer tile's loads, COMPUTEs and stores are the previous one's along k, n or
-    #: m with their DRAM addresses a fixed stride on, for every full tile but the first and
-    #: last (:meth:`write_alone`). The convolution writers' address modes are not.
-    linear = True
+    #: The dimensions along which a buffer tile's loads, COMPUTEs and stores are the previous
+    #: one's with their DRAM addresses a fixed stride on, for every full tile but the first and
+    #: last (:meth:`write_alone`). A convolution writer's address modes and patches follow
+    #: the feature map's lines and images along its pixels, not one stride.
+    linear_along = frozenset("kmn")
 
     def write_alone(self, steps: Iterator[_Step]) -> None:
         """Write ``steps``, this task being its program's only one (so its steps follow each
@@ -427,7 +428,7 @@ class _GemmWriter:
         that it repeats and appends the rest of the run by arithmetic — the very instructions
         a step-by-step build emits, at a fraction of the cost (docs/scheduler.md, "What
         scheduling costs"). Stores held back (:class:`_DeferredStore`) must repeat too."""
-        run = self._run() if self.linear else None
+        run = self._run()
         if run is None:
             for s in steps:
                 self.step(s)
@@ -461,22 +462,22 @@ class _GemmWriter:
         stores). Along output tiles it is the m- or n-tile — the inner one of the order, else
         the outer — at the tile's first k-step (the inner one's first, for the outer), up to
         the last tile but one (the last may be narrower)."""
-        period, least = self.em.nslots, _SETTLING_PERIODS * self.em.nslots
+        period, least, linear = self.em.nslots, _SETTLING_PERIODS * self.em.nslots, self.linear_along
         nmt, nkb, nnb = _buffer_counts(self.task, self.t)
-        if nkb - 2 >= least:
+        if nkb - 2 >= least and "k" in linear:
             return lambda s: s.ki, nkb - 2, 1, self._moved_along(period, {"A": 3, "B": 2})
-        along_m = {"A": 2, "C": 3}  # where m- and n-tile indices sit in resident tiles
-        along_n = {"B": 3, "C": 4}
+        along_m = ("m", {"A": 2, "C": 3})  # where m- and n-tile indices sit in resident tiles
+        along_n = ("n", {"B": 3, "C": 4})
         inner, outer = ((nnb, "ni", along_n), (nmt, "mi", along_m)) if self.t.order == "mnk" else (
             (nmt, "mi", along_m), (nnb, "ni", along_n))
-        if inner[0] - 2 >= least:
+        if inner[0] - 2 >= least and inner[2][0] in linear:
             at = attrgetter(inner[1])
             return ((lambda s: None if s.ki else at(s)), inner[0] - 2, nkb,
-                    self._moved_along(period, inner[2]))
-        if outer[0] - 2 >= least:
+                    self._moved_along(period, inner[2][1]))
+        if outer[0] - 2 >= least and outer[2][0] in linear:
             at, first = attrgetter(outer[1]), attrgetter(inner[1])
             return ((lambda s: None if s.ki or first(s) else at(s)), outer[0] - 2,
-                    nkb * inner[0], self._moved_along(period, outer[2]))
+                    nkb * inner[0], self._moved_along(period, outer[2][1]))
         return None
 
     @staticmethod
@@ -527,7 +528,9 @@ class _ConvWriter(_GemmWriter):
     convolution address mode, which also supplies the zero rows of the padding.
     """
 
-    linear = False
+    # Along n only the weights move (plain rows); the patches and address modes follow the
+    # m-tile's band and the k-step's kernel offsets.
+    linear_along = frozenset("n")
 
     def _alloc_a(self):
         c = self.task.conv
@@ -606,7 +609,9 @@ class _WgConvWriter(_GemmWriter):
     weight rows from it through the address mode (zero rows for the padding).
     """
 
-    linear = False
+    # Along m only dY's rows move (plain); the pixels' patches and address modes follow k, and
+    # along n the channel chunks and kernel offsets.
+    linear_along = frozenset("m")
 
     def _alloc_b(self):
         c = self.task.conv
@@ -678,7 +683,9 @@ class _WgTransposeWriter(_GemmWriter):
     its chunks); each COMPUTE streams the transposed blocks of its pixels.
     """
 
-    linear = False
+    # Along m the channel chunks' patches move by whole chunks, along n dY's columns (plain);
+    # the pixels' patches and address modes follow k.
+    linear_along = frozenset("mn")
 
     def _alloc_a(self):
         c = self.task.conv

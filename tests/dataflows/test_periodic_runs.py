@@ -41,7 +41,7 @@ def runs(draw):
 
 def _step_by_step(*args):
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(scheduler._GemmWriter, "linear", False)
+        m.setattr(scheduler._GemmWriter, "_run", lambda self: None)
         return gemm_program(*args)
 
 
@@ -133,3 +133,48 @@ def _spy(method, outcomes: list):
         outcomes.append(method(*args, **kwargs))
         return outcomes[-1]
     return spied
+
+
+@st.composite
+def conv_layers(draw):
+    """A convolution layer in training (its FF, BP and WG GEMMs: every writer) and a tiny
+    array with buffers from cramped to ample, so the search picks varied tilings."""
+    from workloads.layers import expand
+    from workloads.spec import WorkloadSpec
+
+    rows = draw(st.sampled_from([4, 8]))
+    hw = load_hardware("tiny", overrides=[
+        f"array.rows={rows}", f"array.cols={draw(st.sampled_from([4, 8]))}",
+        f"buffers.input_bytes={draw(st.sampled_from([512, 4096, 1 << 16]))}",
+        f"buffers.weight_bytes={draw(st.sampled_from([256, 1024, 1 << 16]))}",
+        f"buffers.accumulator_bytes={draw(st.sampled_from([1024, 4096, 1 << 16]))}",
+        f"array.dataflow={draw(st.sampled_from(['weight_stationary', 'output_stationary']))}"])
+    kernel = draw(st.sampled_from([1, 3]))
+    conv = {"op": "conv2d", "name": "cv", "in_channels": draw(st.sampled_from([rows, 2 * rows])),
+            "out_channels": draw(st.integers(4, 40)), "kernel": kernel,
+            "stride": draw(st.sampled_from([1, 2])), "padding": kernel // 2,
+            "input_size": draw(st.integers(4, 12)), "batch": draw(st.integers(1, 2))}
+    spec = WorkloadSpec.model_validate({"version": 1, "name": "t", "hardware": hw,
+                                        "mode": "training", "operations": [conv]})
+    (layer,) = expand(spec)
+    return layer, hw, draw(st.booleans())
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_layers())
+def test_a_convolutions_runs_appended_are_the_step_by_step_programs(layer_hw):
+    """The convolution writers append runs only along the dimensions where their tiles move
+    by one stride (their ``linear_along``); each of a training layer's GEMMs, on the tiling
+    the search picks (and in the other loop order), is its step-by-step program."""
+    from dataclasses import replace
+
+    from dataflows.scheduler import tiling_for
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+
+    layer, hw, double = layer_hw
+    for task in lower_layer(layer, "training"):
+        tiling = tiling_for(task, hw, SchedulePasses(), False)
+        for order in ("mnk", "nmk"):
+            args = ((task,), (replace(tiling, order=order),), hw, double)
+            assert gemm_program(*args).instrs == _step_by_step(*args).instrs
