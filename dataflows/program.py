@@ -423,10 +423,12 @@ class Emitter:
         period = program.instrs[middle:]
         template = [list(_values(instr)) for instr in period]
         append = program.instrs.append
+        shared = self.shared.setdefault  # equal waits stored once, as _shared_fields does
         for p in range(1, times + 1):
             wait = shift.times(p).wait
             for args, instr, stride in zip(template, period, strides):
-                args[_WAIT] = wait(instr.wait)
+                moved = wait(instr.wait)
+                args[_WAIT] = shared(moved, moved)
                 args[_ADDR] = instr.addr + p * stride
                 append(make(*args))
         program.tags.extend(program.tags[middle:] * times)
