@@ -407,8 +407,10 @@ class Emitter:
                 or now[2] != middle[2]
                 or now[3] != tuple((b, t and moved(b, t, 1)) for b, t in middle[3])):
             return False
-        shift = _Shift.fit(first[1], middle[1], now[1],
-                           list(zip(middle[4], now[4])) + _wait_pairs(self.program, first[0], middle[0]))
+        waits = _wait_pairs(self.program, first[0], middle[0])
+        if waits is None:
+            return False
+        shift = _Shift.fit(first[1], middle[1], now[1], list(zip(middle[4], now[4])) + waits)
         strides = shift and _addr_strides(self.program, first[0], middle[0], shift)
         if strides is None:
             return False
@@ -479,10 +481,8 @@ class _Shift:
         delta = tuple(m - f for f, m in zip(first, middle))
         if tuple(n - m for m, n in zip(middle, now)) != delta:
             return None
-        moving, staying = [m for m in middle], [-1, -1, -1]
-        for (unit, before), (unit_after, after) in pairs:
-            if unit != unit_after:
-                return None
+        moving, staying = list(middle), [-1, -1, -1]
+        for (unit, before), (_, after) in pairs:  # equal units: the states' shapes are equal
             if after == before and delta[unit]:
                 staying[unit] = max(staying[unit], before)
             elif after == before + delta[unit]:
@@ -512,14 +512,16 @@ class _Shift:
         r.readers = {unit: self.ordinal(unit, ordinal) for unit, ordinal in r.readers.items()}
 
 
-def _wait_pairs(program: Program, first: int, middle: int) -> list:
+def _wait_pairs(program: Program, first: int, middle: int) -> list | None:
     """Each wait of period ``[first, middle)`` beside the next period's, as instruction
-    numbers (``_Shift.fit``); a wait on nothing matches only one on nothing."""
+    numbers (``_Shift.fit``); None if a wait on nothing meets one on something."""
     instrs, size, pairs = program.instrs, middle - first, []
     for i in range(first, middle):
         for unit, (x, y) in enumerate(zip(instrs[i].wait, instrs[i + size].wait)):
-            if x or y:
-                pairs.append(((unit, x - 1), (unit, y - 1)) if x and y else ((unit, 0), (-1, 0)))
+            if bool(x) != bool(y):
+                return None
+            if x:
+                pairs.append(((unit, x - 1), (unit, y - 1)))
     return pairs
 
 

@@ -544,12 +544,13 @@ TILING_ONLY_KEYS = ("hardware.buffers.",)
 
 
 #: Override keys that change some of a point's programs but not its biggest ones: the N:M
-#: pattern (the workload's or one operation's, :func:`_under`) and the scheduler passes change the sparse FF and BP GEMMs and what the passes add,
-#: while the dense weight-gradient GEMMs and the dense mappings depend on the workload's shapes,
-#: the array and the buffers only. Chunks whose points differ only in these keys (and in
-#: :data:`PROGRAM_FREE_KEYS`, :data:`TILING_ONLY_KEYS`) share those programs, so they form one
-#: lane, which a local worker works through alone (:func:`program_lanes`; ResNet-18 sweep, its
-#: 24 chunks on two processes: 37–38 CPU-s with the lanes kept whole, 41–46 alternating).
+#: pattern (the workload's or one operation's, :func:`_under`) and the scheduler passes change
+#: the sparse FF and BP GEMMs and what the passes add, while the dense weight-gradient GEMMs
+#: and the dense mappings depend on the workload's shapes, the array and the buffers only.
+#: Chunks whose points differ only in these keys (and in :data:`PROGRAM_FREE_KEYS`,
+#: :data:`TILING_ONLY_KEYS`) share those programs, so they form one lane, which a local worker
+#: works through alone (:func:`program_lanes`; ResNet-18 sweep, its 24 chunks on two processes:
+#: 37–38 CPU-s with the lanes kept whole, 41–46 alternating).
 LANE_SHARED_KEYS = ("sparsity.", "schedule.")
 
 
