@@ -411,7 +411,7 @@ class Emitter:
         if waits is None:
             return False
         shift = _Shift.fit(first[1], middle[1], now[1], list(zip(middle[4], now[4])) + waits)
-        strides = shift and _addr_strides(self.program, first[0], middle[0], shift)
+        strides = shift and _addr_strides(self.program, first[0], middle[0])
         if strides is None:
             return False
         self._append_periods(middle[0], strides, shift, times)
@@ -525,14 +525,14 @@ def _wait_pairs(program: Program, first: int, middle: int) -> list | None:
     return pairs
 
 
-def _addr_strides(program: Program, first: int, middle: int, shift: _Shift) -> list[int] | None:
+def _addr_strides(program: Program, first: int, middle: int) -> list[int] | None:
     """Each instruction's address stride from period ``[first, middle)`` to the next, if the
-    next is this one with its waits moved by ``shift`` and only its address otherwise changed
-    (None if not)."""
+    next is this one with only its address changed beside its waits (which the shift was fit
+    to, ``_Shift.fit``); None if not."""
     instrs, tags, size, strides = program.instrs, program.tags, middle - first, []
     for i in range(first, middle):
         x, y = instrs[i], instrs[i + size]
-        if tags[i] != tags[i + size] or type(x) is not type(y) or y.wait != shift.wait(x.wait):
+        if tags[i] != tags[i + size] or type(x) is not type(y):
             return None
         xs, ys = list(_values(x)), list(_values(y))
         xs[_WAIT], xs[_ADDR] = ys[_WAIT], ys[_ADDR]

@@ -739,11 +739,14 @@ class _DeferredStore:
     def state(self) -> tuple:
         """The stores held back as values (their accumulator parts by slot and key) but their
         DRAM addresses, which are the second element (``_GemmWriter.write_alone``)."""
-        parts = self.em.buffers["C"].parts
-        return tuple((op, tag, tuple(next(key for key, r in parts[fields["slot"]].items() if r is part)
-                                     for part in reads),
-                      {**fields, "addr": None}) for op, tag, reads, fields in self.pending), tuple(
-            fields["addr"] for _, _, _, fields in self.pending)
+        held = tuple((op, tag, self._part_keys(fields["slot"], reads), {**fields, "addr": None})
+                     for op, tag, reads, fields in self.pending)
+        return held, tuple(fields["addr"] for *_, fields in self.pending)
+
+    def _part_keys(self, slot: int, reads: tuple) -> tuple:
+        """The keys of accumulator parts ``reads`` of ``slot``."""
+        parts = self.em.buffers["C"].parts[slot]
+        return tuple(next(key for key, r in parts.items() if r is part) for part in reads)
 
     def strides(self, before: tuple) -> list[int] | None:
         """Each held store's address stride since :meth:`state` ``before``, if they are
