@@ -1,4 +1,4 @@
-"""A GEMM's long runs of k-steps appended by arithmetic (``Emitter.repeat``, from
+"""A GEMM's long runs of tile steps appended by arithmetic (``Emitter.repeat``, from
 ``_GemmWriter.write_alone``) are exactly the instructions a step-by-step build emits."""
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ def runs(draw):
     return task, tiling, hw
 
 
+def _built(monkeypatch, args) -> tuple[list[bool], object, object]:
+    """``gemm_program(*args)`` with each ``Emitter.repeat`` outcome, and its step-by-step
+    program."""
+    appended = []
+    with monkeypatch.context() as patched:
+        patched.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
+        program = gemm_program(*args)
+    return appended, program, _step_by_step(*args)
+
+
 def _step_by_step(*args):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(scheduler._GemmWriter, "_run", lambda self: None)
@@ -60,12 +70,8 @@ def test_a_long_run_is_appended_and_its_state_carries_on(monkeypatch):
     k-step and its stores) see the state a step-by-step build leaves."""
     task = GemmTask("g", "g", "wg", 3, 4 * 40 + 2, 3, None, None, 2)
     args = ((task,), (Tiling(3, 4, 3),), TINY, True)
-    appended = []
-    with monkeypatch.context() as m:
-        m.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
-        program = gemm_program(*args)
+    appended, program, stepped = _built(monkeypatch, args)
     assert appended.count(True) == 2
-    stepped = _step_by_step(*args)
     assert program.instrs == stepped.instrs
     assert sum(i.op == Op.STORE_C for i in program.instrs) == 2  # one output tile per copy
     # Equal waits are stored once, as a step-by-step build does (a VGG-16 iteration's memory).
@@ -78,12 +84,9 @@ def test_a_long_run_of_output_tiles_is_appended(monkeypatch, order):
     stores and all, equal to the step-by-step program."""
     task = GemmTask("g", "g", "wg", 3 * 30 + 1, 8, 3 * 30 + 2, None, None)
     args = ((task,), (Tiling(3, 4, 3, order),), TINY, True)
-    appended = []
-    with monkeypatch.context() as m:
-        m.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
-        program = gemm_program(*args)
+    appended, program, stepped = _built(monkeypatch, args)
     assert appended.count(True) == 31  # one run along the inner dimension per outer tile
-    assert program.instrs == _step_by_step(*args).instrs
+    assert program.instrs == stepped.instrs
 
 
 @pytest.mark.parametrize("order, m, n", [("mnk", 3 * 30 + 1, 6), ("nmk", 6, 3 * 30 + 2)])
@@ -93,12 +96,9 @@ def test_a_long_run_along_the_outer_dimension_with_its_stores_held_back(monkeypa
     every period starts with the last tile's stores held back, and they move on with it."""
     task = GemmTask("g", "g", "wg", m, 4, n, None, None, 2)
     args = ((task,), (Tiling(3, 4, 3, order),), TINY, True)
-    appended = []
-    with monkeypatch.context() as patched:
-        patched.setattr(Emitter, "repeat", _spy(Emitter.repeat, appended))
-        program = gemm_program(*args)
+    appended, program, stepped = _built(monkeypatch, args)
     assert appended.count(True) == 2  # one run per copy
-    assert program.instrs == _step_by_step(*args).instrs
+    assert program.instrs == stepped.instrs
 
 
 @pytest.mark.parametrize("field, value", [("rows", 1), ("cols", -1), ("wait", (0, 0, 0))])
