@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from archsim.api import simulate
 from archsim.fast import run_program_fast
 from archsim.model import run_program
+from dataflows import cost
+from dataflows.cost import latencies
 from dataflows.program import Program
 from verification.configs import load_config
 from verification.programs import ATTENTION, CONV, random_case
@@ -53,6 +56,24 @@ def test_random_programs(forward):
         assert fast_result == simpy_result
         deadlocks += isinstance(simpy_result, str)
     assert forward == (deadlocks > 0)  # forward waits do produce deadlocks to compare
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_one_pass_in_program_order_times_what_the_rounds_do(forward):
+    """``cost.timeline`` times a program whose waits all look back in one pass in program
+    order and leaves one with a wait on a later instruction to the rounds; both paths of
+    the random programs above are taken, and the pass times as the rounds do."""
+    rng = np.random.default_rng(11 + forward)
+    passes = 0
+    for _ in range(200):
+        program = random_waits_program(rng, forward)
+        cycles = latencies(program, TINY)
+        in_order = cost._in_program_order(program, cycles)
+        passes += in_order is not None
+        if in_order is not None:
+            with mock.patch.object(cost, "_in_program_order", return_value=None):
+                assert cost.timeline(program, cycles) == in_order
+    assert passes == 200 if not forward else 0 < passes < 200
 
 
 @pytest.mark.parametrize("config", ["tiny", "wide"])
