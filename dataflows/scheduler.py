@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import lru_cache
+from math import lcm
 from operator import attrgetter
 
 from dataflows.attention_estimate import attention_layer_segments
@@ -419,77 +421,106 @@ class _GemmWriter:
     #: the feature map's lines and images along its pixels, not one stride.
     linear_along = frozenset("kmn")
 
+    def _repeats_along(self, dim: str) -> int | None:
+        """Buffer tiles along ``dim`` after which this writer's loads, COMPUTEs and stores repeat
+        with their DRAM addresses a fixed stride on (1: from each tile to the next, along
+        :attr:`linear_along`); None: they do not."""
+        return 1 if dim in self.linear_along else None
+
+    def _moves_per_tile(self, dim: str, buffer: str) -> Fraction:
+        """How far the index of a resident tile of ``buffer`` (:data:`_RESIDENT_INDEX`) moves
+        per buffer tile along ``dim``: one, where the resident tile is a buffer tile."""
+        return Fraction(1)
+
     def write_alone(self, steps: Iterator[_Step]) -> None:
         """Write ``steps``, this task being its program's only one (so its steps follow each
         other). A long run of k-steps of one output tile — or, where those are few, of output
-        tiles along m or n — repeats itself every ``nslots`` k-steps or tiles (the slots' turn)
-        with its addresses and waits a fixed amount on each time: once the emitter's state has
-        settled into the period (a few periods, built step by step), ``Emitter.repeat`` checks
-        that it repeats and appends the rest of the run by arithmetic — the very instructions
-        a step-by-step build emits, at a fraction of the cost (docs/scheduler.md, "What
-        scheduling costs"). Stores held back (:class:`_DeferredStore`) must repeat too."""
+        tiles along m or n — repeats itself every period of k-steps or tiles (the slots' turn,
+        and the writer's own pattern along the dimension) with its addresses and waits a fixed
+        amount on each time: once the emitter's state has settled into the period (a few
+        periods, built step by step), ``Emitter.repeat`` checks that it repeats and appends the
+        rest of the run by arithmetic — the very instructions a step-by-step build emits, at a
+        fraction of the cost (docs/scheduler.md, "What scheduling costs"). Stores held back
+        (:class:`_DeferredStore`) must repeat too."""
         run = self._run()
         if run is None:
             for s in steps:
                 self.step(s)
             return
-        em, period, (index_of, last, steps_per_index, moved) = self.em, self.em.nslots, run
+        em, period = self.em, run.period
         for s in steps:
             self.step(s)
-            index = index_of(s)
+            index = run.index_of(s)
             if index == 0:
                 starts = []  # (emitter state, stores held back) at the start of each period
-            if index is None or index % period or index + period > last:
+            if (index is None or index < run.first or (index - run.first) % period
+                    or index + period > run.last):
                 continue
             if len(starts) >= 2:
-                times = (last - index) // period
+                times = (run.last - index) // period
                 strides = self.stores.strides(starts[-1][1])
-                if strides is not None and em.repeat(starts[-2][0], starts[-1][0], times, moved):
+                if strides is not None and em.repeat(starts[-2][0], starts[-1][0], times,
+                                                     run.moved):
                     self.stores.move(strides, times)
-                    for _ in range(times * period * steps_per_index):
+                    for _ in range(times * period * run.steps):
                         next(steps)
                     continue
             if len(starts) < _SETTLING_PERIODS:
                 starts.append((em.state(), self.stores.state()))
 
-    def _run(self) -> tuple | None:
-        """The runs :meth:`write_alone` appends: ``(index_of, last, steps, moved)`` — a step's
-        index in its run where a period may start after it (None: not there), the last index
-        a period may end at, the steps an index spans, and ``moved(buffer, tile, periods)``,
-        a resident tile ``periods`` periods on. None if no run is long enough to pay.
+    def _run(self) -> _Run | None:
+        """The run :meth:`write_alone` appends (None if no run is long enough to pay).
 
         Along k the index is the k-step, up to the last but one (the last may be narrower, and
         stores). Along output tiles it is the m- or n-tile — the inner one of the order, else
         the outer — at the tile's first k-step (the inner one's first, for the outer), up to
         the last tile but one (the last may be narrower)."""
-        period, least, linear = self.em.nslots, _SETTLING_PERIODS * self.em.nslots, self.linear_along
         nmt, nkb, nnb = _buffer_counts(self.task, self.t)
-        if nkb - 2 >= least and "k" in linear:
-            return lambda s: s.ki, nkb - 2, 1, self._moved_along(period, {"A": 3, "B": 2})
-        along_m = ("m", {"A": 2, "C": 3})  # where m- and n-tile indices sit in resident tiles
-        along_n = ("n", {"B": 3, "C": 4})
-        inner, outer = ((nnb, "ni", along_n), (nmt, "mi", along_m)) if self.t.order == "mnk" else (
-            (nmt, "mi", along_m), (nnb, "ni", along_n))
-        if inner[0] - 2 >= least and inner[2][0] in linear:
-            at = attrgetter(inner[1])
-            return ((lambda s: None if s.ki else at(s)), inner[0] - 2, nkb,
-                    self._moved_along(period, inner[2][1]))
-        if outer[0] - 2 >= least and outer[2][0] in linear:
-            at, first = attrgetter(outer[1]), attrgetter(inner[1])
-            return ((lambda s: None if s.ki or first(s) else at(s)), outer[0] - 2,
-                    nkb * inner[0], self._moved_along(period, outer[2][1]))
+        along_k = self._periodic("k", nkb)
+        if along_k is not None:
+            return _Run(lambda s: s.ki, nkb - 2, 1, *along_k)
+        inner, outer = ((nnb, "n", "ni"), (nmt, "m", "mi")) if self.t.order == "mnk" else (
+            (nmt, "m", "mi"), (nnb, "n", "ni"))
+        along_inner = self._periodic(inner[1], inner[0])
+        if along_inner is not None:
+            at = attrgetter(inner[2])
+            return _Run(lambda s: None if s.ki else at(s), inner[0] - 2, nkb, *along_inner)
+        along_outer = self._periodic(outer[1], outer[0])
+        if along_outer is not None:
+            at, first = attrgetter(outer[2]), attrgetter(inner[2])
+            return _Run(lambda s: None if s.ki or first(s) else at(s), outer[0] - 2,
+                        nkb * inner[0], *along_outer)
         return None
 
+    def _periodic(self, dim: str, tiles: int) -> tuple[int, int, Callable] | None:
+        """``(period, first, moved)`` of a run along ``dim`` of ``tiles`` buffer tiles (see
+        :class:`_Run`): its period is a whole number of the slots' turns and of the writer's
+        own pattern (:meth:`_repeats_along`). None where the writer does not repeat along
+        ``dim``, or the run is too short to settle and pay: a period of one turn needs
+        :data:`_SETTLING_PERIODS` of them; a longer one needs three, from the first start of
+        the writer's pattern two turns in (settled, mostly: a slot's hazards fold in those of
+        the tile it held before, so the state holds the tiles before the run until every slot
+        has been refilled in it, and then the next start is tried)."""
+        pattern, turn = self._repeats_along(dim), self.em.nslots
+        if pattern is None:
+            return None
+        period = lcm(turn, pattern)
+        first = 0 if period == turn else ceil_div(2 * turn, pattern) * pattern
+        if tiles - 2 < max(_SETTLING_PERIODS * turn, first + 3 * period):
+            return None
+        moves = {buffer: (at, int(period * self._moves_per_tile(dim, buffer)))
+                 for buffer, at in _RESIDENT_INDEX[dim].items()}
+        return period, first, self._moved_along(moves)
+
     @staticmethod
-    def _moved_along(period: int, where: dict[str, int]):
-        """``moved`` for a run whose index sits at ``where[buffer]`` in that buffer's resident
-        tiles (A: (tag, copy, mi, ki); B: (tag, copy, ki, ni); C: ("acc", tag, copy, mi, ni));
-        the other buffers' tiles stay."""
+    def _moved_along(moves: dict[str, tuple[int, int]]) -> Callable:
+        """``moved`` for a run whose resident tiles' index at ``moves[buffer][0]`` moves by
+        ``moves[buffer][1]`` a period (:data:`_RESIDENT_INDEX`); other buffers' tiles stay."""
         def moved(buffer: str, tile: tuple, periods: int) -> tuple:
-            at = where.get(buffer)
+            at, step = moves.get(buffer, (None, 0))
             if at is None:
                 return tile
-            return (*tile[:at], tile[at] + periods * period, *tile[at + 1:])
+            return (*tile[:at], tile[at] + periods * step, *tile[at + 1:])
         return moved
 
     def step(self, s: _Step) -> None:
@@ -516,6 +547,28 @@ class _GemmWriter:
 #: shorter than this many periods is not tried.
 _SETTLING_PERIODS = 4
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A run of tile steps :meth:`_GemmWriter.write_alone` appends by arithmetic.
+
+    ``index_of(step)`` is a step's index in the run where a period may start after it (None:
+    not there), ``last`` the last index a period may end at and ``steps`` the steps an index
+    spans. Periods of ``period`` indices start at ``first`` and every ``period`` on;
+    ``moved(buffer, tile, periods)`` is a resident tile ``periods`` periods on."""
+
+    index_of: Callable
+    last: int
+    steps: int
+    period: int
+    first: int
+    moved: Callable
+
+
+#: Where a run's index sits in each buffer's resident tiles, by the dimension it runs along
+#: (A: (tag, copy, mi, ki); B: (tag, copy, ki, ni); C: ("acc", tag, copy, mi, ni); a
+#: convolution writer's patches: its chunk in place of ki or ni); other buffers' tiles stay.
+_RESIDENT_INDEX = {"k": {"A": 3, "B": 2}, "m": {"A": 2, "C": 3}, "n": {"B": 3, "C": 4}}
+
 
 class _ConvWriter(_GemmWriter):
     """A convolution whose A rows are generated on chip (``Tiling.conv``, docs/scheduler.md).
@@ -531,6 +584,15 @@ class _ConvWriter(_GemmWriter):
     # Along n only the weights move (plain rows); the patches and address modes follow the
     # m-tile's band and the k-step's kernel offsets.
     linear_along = frozenset("n")
+
+    def _repeats_along(self, dim: str) -> int | None:
+        """Along m, every image has the same bands of output lines (``tiling.m_tiles``), so
+        the patches, address modes and rows repeat image after image, a feature map on in
+        DRAM: after an image's bands, or from tile to tile where a tile is whole images."""
+        if dim != "m":
+            return super()._repeats_along(dim)
+        c = self.task.conv
+        return ceil_div(c.out_h, self.t.tm // c.out_w) if self.t.tm // c.out_w <= c.out_h else 1
 
     def _alloc_a(self):
         c = self.task.conv
@@ -612,6 +674,22 @@ class _WgConvWriter(_GemmWriter):
     # Along m only dY's rows move (plain); the pixels' patches and address modes follow k, and
     # along n the channel chunks and kernel offsets.
     linear_along = frozenset("m")
+
+    def _repeats_along(self, dim: str) -> int | None:
+        """Along n, the buffer tiles walk each channel chunk's kh·kw kernel offsets (``nb`` of
+        them a tile, ``nb`` a divisor or a multiple of kh·kw): the address modes and slot
+        rows repeat chunk after chunk, the chunk's patch ``tn`` channels on in DRAM."""
+        if dim != "n":
+            return super()._repeats_along(dim)
+        offsets = self.task.conv.kh * self.task.conv.kw
+        return offsets // self.t.nb if self.t.nb < offsets else 1
+
+    def _moves_per_tile(self, dim: str, buffer: str) -> Fraction:
+        """The resident patches are a tile's first channel chunk's: ``nb`` kernel offsets on
+        a tile, a chunk per kh·kw of them."""
+        if dim == "n" and buffer == "B":
+            return Fraction(self.t.nb, self.task.conv.kh * self.task.conv.kw)
+        return super()._moves_per_tile(dim, buffer)
 
     def _alloc_b(self):
         c = self.task.conv

@@ -166,8 +166,8 @@ def conv_layers(draw):
 @settings(max_examples=40, deadline=None)
 @given(conv_layers())
 def test_a_convolutions_runs_appended_are_the_step_by_step_programs(layer_hw):
-    """The convolution writers append runs only along the dimensions where their tiles move
-    by one stride (their ``linear_along``); each of a training layer's GEMMs, on the tiling
+    """The convolution writers append runs only along the dimensions where their tiles repeat
+    (their ``_repeats_along``); each of a training layer's GEMMs, on the tiling
     the search picks (and in the other loop order), is its step-by-step program."""
     from dataclasses import replace
 
@@ -181,3 +181,44 @@ def test_a_convolutions_runs_appended_are_the_step_by_step_programs(layer_hw):
         for order in ("mnk", "nmk"):
             args = ((task,), (replace(tiling, order=order),), hw, double)
             assert gemm_program(*args).instrs == _step_by_step(*args).instrs
+
+
+def _conv_gemms(batch: int, channels: int):
+    """The FF and WG GEMMs of a 3×3 convolution of ``channels`` channels over 6×6 images, and
+    a 4×4 array (the writers' emission is compared, not the tilings' fit)."""
+    from workloads.layers import expand
+    from workloads.lowering import lower_layer
+    from workloads.spec import WorkloadSpec
+
+    hw = load_hardware("tiny", overrides=["array.rows=4", "array.cols=4"])
+    conv = {"op": "conv2d", "name": "cv", "in_channels": channels, "out_channels": 8,
+            "kernel": 3, "stride": 1, "padding": 1, "input_size": 6, "batch": batch}
+    spec = WorkloadSpec.model_validate({"version": 1, "name": "t", "hardware": hw,
+                                        "mode": "training", "operations": [conv]})
+    (layer,) = expand(spec)
+    ff, _, wg = lower_layer(layer, "training")
+    return ff, wg, hw
+
+
+@pytest.mark.parametrize("order", ["mnk", "nmk"])
+@pytest.mark.parametrize("tm", [12, 18, 72])
+def test_a_convolutions_m_tiles_repeat_image_after_image(monkeypatch, order, tm):
+    """Along m, a convolution writer's bands of output lines (3 or 2 an image here) are the
+    same in every image, and a tile of whole images is the last one a feature map on: a run
+    of them is appended once settled."""
+    ff, _, hw = _conv_gemms(24, 8)
+    tiling = Tiling(tm, 4, 4, order, kb=18, nb=2, conv=True)
+    appended, program, stepped = _built(monkeypatch, ((ff,), (tiling,), hw, True))
+    assert True in appended
+    assert program.instrs == stepped.instrs
+
+
+@pytest.mark.parametrize("nb", [1, 3])
+def test_a_weight_gradients_kernel_offsets_repeat_chunk_after_chunk(monkeypatch, nb):
+    """Along n, the weight-gradient writer walks each channel chunk's nine kernel offsets,
+    ``nb`` a tile: the tiles repeat chunk after chunk, the resident patch a chunk on."""
+    _, wg, hw = _conv_gemms(12, 64)
+    tiling = Tiling(8, 4, 4, "mnk", kb=108, nb=nb, conv_b=True)
+    appended, program, stepped = _built(monkeypatch, ((wg,), (tiling,), hw, True))
+    assert True in appended
+    assert program.instrs == stepped.instrs
