@@ -308,14 +308,25 @@ def shape_index(program) -> tuple[array, list[Instr]]:
     if known is not None and known[0] == len(program.instrs):
         return known[1], known[2]
     first, ids, examples, index = known or (0, array("B"), [], {})
-    instrs = program.instrs[first:]
-    new = []
-    for instr, shape in zip(instrs, map(shape_of, instrs)):
-        i = index.get(shape)
-        if i is None:
-            i = index[shape] = len(examples)
-            examples.append(instr)
-        new.append(i)
+    new: list[int] = []  # the shapes from ``first`` on
+
+    def read(lo: int, hi: int) -> None:
+        instrs = program.instrs[lo:hi]
+        for instr, shape in zip(instrs, map(shape_of, instrs)):
+            i = index.get(shape)
+            if i is None:
+                i = index[shape] = len(examples)
+                examples.append(instr)
+            new.append(i)
+
+    done = first
+    for start, size, times in program.copies:  # a run's copies have its period's shapes
+        if start < first:
+            continue  # (a program resumed part way never holds copies: :class:`_Build`)
+        read(done, start + size)
+        new.extend(new[start - first:start + size - first] * times)
+        done = start + size * (times + 1)
+    read(done, len(program.instrs))
     # Machine integers, one or two bytes an instruction (a list holds eight): a VGG-16
     # iteration holds millions of instructions.
     code = "B" if len(examples) <= 1 << 8 else "H" if len(examples) <= 1 << 16 else "l"

@@ -83,6 +83,11 @@ class Program:
     #: unit queues, ``cost.shape_index``), by name, with the instruction count it was derived
     #: at: a program is timed once per design point of a sweep, and only ever grows.
     derived: dict[str, tuple] = field(default_factory=dict, repr=False, compare=False)
+    #: The runs appended as copies (``Emitter.repeat``), in program order: ``(start, size,
+    #: times)`` — each of the ``times`` blocks of ``size`` instructions after
+    #: ``start + size`` is instructions ``start ..`` with only waits and addresses moved, so
+    #: of the same shapes (``cost.shape_index`` copies theirs).
+    copies: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
 
     def per_unit(self) -> dict[Unit, array]:
         """Indices of each unit's instructions, in the order that unit executes them."""
@@ -434,6 +439,7 @@ class Emitter:
                 args[_ADDR] = instr.addr + p * stride
                 append(make(*args))
         program.tags.extend(program.tags[middle:] * times)
+        program.copies.append((middle, len(period), times))
         self.issued = [count + d * times for count, d in zip(self.issued, shift.delta)]
 
     def _shift_state(self, shift: _Shift, moved) -> None:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataflows import scheduler
+from dataflows.cost import shape_index, shape_of
 from dataflows.isa import Op
 from dataflows.program import Emitter
 from dataflows.scheduler import gemm_program
@@ -62,6 +63,14 @@ def test_a_run_appended_by_arithmetic_is_the_step_by_step_program(run, double):
     program = gemm_program((task,), (tiling,), hw, double)
     assert program.instrs == _step_by_step((task,), (tiling,), hw, double).instrs
     assert program.tags == [0] * len(program.instrs)
+    _assert_shapes_read_from_copies(program)
+
+
+def _assert_shapes_read_from_copies(program) -> None:
+    """``cost.shape_index`` gives the copies of a run (``Program.copies``) their period's
+    shapes instead of reading them: each instruction's shape is its own."""
+    ids, examples = shape_index(program)
+    assert [shape_of(examples[i]) for i in ids] == [shape_of(i) for i in program.instrs]
 
 
 def test_a_long_run_is_appended_and_its_state_carries_on(monkeypatch):
@@ -73,6 +82,8 @@ def test_a_long_run_is_appended_and_its_state_carries_on(monkeypatch):
     appended, program, stepped = _built(monkeypatch, args)
     assert appended.count(True) == 2
     assert program.instrs == stepped.instrs
+    assert len(program.copies) == 2 and not stepped.copies
+    _assert_shapes_read_from_copies(program)
     assert sum(i.op == Op.STORE_C for i in program.instrs) == 2  # one output tile per copy
     # Equal waits are stored once, as a step-by-step build does (a VGG-16 iteration's memory).
     assert len({id(i.wait) for i in program.instrs}) == len({id(i.wait) for i in stepped.instrs})
@@ -180,7 +191,9 @@ def test_a_convolutions_runs_appended_are_the_step_by_step_programs(layer_hw):
         tiling = tiling_for(task, hw, SchedulePasses(), False)
         for order in ("mnk", "nmk"):
             args = ((task,), (replace(tiling, order=order),), hw, double)
-            assert gemm_program(*args).instrs == _step_by_step(*args).instrs
+            program = gemm_program(*args)
+            assert program.instrs == _step_by_step(*args).instrs
+            _assert_shapes_read_from_copies(program)
 
 
 def _conv_gemms(batch: int, channels: int):
