@@ -428,15 +428,18 @@ class Emitter:
         ``shift.times(p)`` and its address ``p·stride`` on."""
         program, make = self.program, self.instr_type
         period = program.instrs[middle:]
-        template = [list(_values(instr)) for instr in period]
+        # Per instruction: its fields, its wait, how far that moves a period (each number
+        # moves by its unit's count or stays, ``_Shift.wait``), its address and stride.
+        template = [(list(_values(instr)), instr.wait,
+                     tuple(m - w for m, w in zip(shift.wait(instr.wait), instr.wait)),
+                     instr.addr, stride) for instr, stride in zip(period, strides)]
         append = program.instrs.append
         shared = self.shared.setdefault  # equal waits stored once, as _shared_fields does
         for p in range(1, times + 1):
-            wait = shift.times(p).wait
-            for args, instr, stride in zip(template, period, strides):
-                moved = wait(instr.wait)
+            for args, (w0, w1, w2), (d0, d1, d2), addr, stride in template:
+                moved = (w0 + p * d0, w1 + p * d1, w2 + p * d2)
                 args[_WAIT] = shared(moved, moved)
-                args[_ADDR] = instr.addr + p * stride
+                args[_ADDR] = addr + p * stride
                 append(make(*args))
         program.tags.extend(program.tags[middle:] * times)
         program.copies.append((middle, len(period), times))
