@@ -547,6 +547,7 @@ class _GemmWriter:
 #: shorter than this many periods is not tried.
 _SETTLING_PERIODS = 4
 
+
 @dataclass(frozen=True, slots=True)
 class _Run:
     """A run of tile steps :meth:`_GemmWriter.write_alone` appends by arithmetic.
