@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
 
-from dataflows.isa import SPGEMM_ENGINE_OPS, UNIT_OF, Instr, Op, Unit, row_bytes
+from dataflows.isa import SPGEMM_ENGINE_OPS, UNIT_INDEX, Instr, Op, Unit, row_bytes
 from dataflows.softmax_format import SoftmaxFormat
 from workloads.arith import ceil_div
 from workloads.errors import SimulationError
@@ -442,7 +442,7 @@ def _in_program_order(program, cycles: list[int]
     quarter faster than the rounds: no per-unit wait lists to lay out, no round to restart."""
     starts: tuple[list[int], ...] = ([], [], [])
     ends: tuple[list[int], ...] = ([], [], [])
-    unit_of, others = _UNIT_INDEX, OTHER_UNITS
+    unit_of, others = UNIT_INDEX, OTHER_UNITS
     try:
         for instr, latency_of in zip(program.instrs, cycles):
             unit = unit_of[instr.op]
@@ -460,10 +460,6 @@ def _in_program_order(program, cycles: list[int]
     except IndexError:  # a wait on an instruction later in program order, not timed yet
         return None
     return starts, ends
-
-
-#: The unit index of each op (a dict lookup beats ``int(UNIT_OF[op])`` in the timing loops).
-_UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
 
 
 def times(program, cycles: list[int]) -> tuple[list[int], list[int]]:

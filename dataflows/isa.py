@@ -27,6 +27,7 @@ __all__ = [
     "Unit",
     "SLOTS_PER_BUFFER",
     "UNIT_OF",
+    "UNIT_INDEX",
     "MODEL_ONLY",
     "SPGEMM_ENGINE_OPS",
     "Instr",
@@ -123,6 +124,10 @@ UNIT_OF = {
     Op.SP_STORE: Unit.DMA,
     **{op: Unit.PE for op in SPGEMM_ENGINE_OPS},
 }
+
+#: Each op's unit as a plain int: list indices and dict keys in the emitter's and the timing
+#: loops, where a dict lookup beats ``int(UNIT_OF[op])``.
+UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
 
 
 # Not frozen, for the reason Instr is not (below): the convolution writers build one per

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Generic, TypeVar
 
-from dataflows.isa import SLOTS_PER_BUFFER, UNIT_OF, ConvAddress, Instr, Op, Unit
+from dataflows.isa import SLOTS_PER_BUFFER, UNIT_INDEX, UNIT_OF, ConvAddress, Instr, Op, Unit
 from workloads.arith import ceil_div
 from workloads.spec import HardwareSpec, SchedulePasses
 
@@ -100,7 +100,7 @@ class Program:
         first, packed = known or (0, {u: array("i") for u in Unit})
         queues = [packed[u] for u in Unit]
         for i, instr in enumerate(self.instrs[first:], first):
-            queues[_UNIT_INDEX[instr.op]].append(i)
+            queues[UNIT_INDEX[instr.op]].append(i)
         self.derived["queues"] = (len(self.instrs), packed)
         return packed
 
@@ -282,7 +282,7 @@ class Emitter:
     def emit_fields(self, op: Op, tag: int, reads: tuple[Resource, ...],
                     writes: tuple[Resource, ...], fields: dict) -> tuple[Unit, int]:
         """:meth:`emit` with the fields in a dict, which it may change."""
-        unit = _UNIT_INDEX[op]
+        unit = UNIT_INDEX[op]
         wait = self._wait(unit, reads, writes)
         return self.append(self.instr_type(op, self._shared_fields(wait, fields), **fields), tag,
                            unit, reads, writes)
@@ -317,7 +317,7 @@ class Emitter:
         """A DMA transfer (LOAD_A, LOAD_B, STORE_C, STORE_B): :meth:`emit_fields`' instruction
         from named fields rather than a dict, like :meth:`emit_compute` (the GEMM writers'
         loads and stores are most of a program's other instructions)."""
-        unit = _UNIT_INDEX[op]
+        unit = UNIT_INDEX[op]
         wait = self._wait(unit, reads, writes)
         a_row, b_row, c_row = self._shared_rows(a_row, b_row, c_row)
         wait = self.shared.setdefault(wait, wait)
@@ -557,8 +557,6 @@ _ROW_FIELDS = ("a_row", "b_row", "c_row")
 #: CPython keeps one object of each integer up to this; larger ones are worth sharing.
 _SMALL_INT = 256
 
-#: Each op's unit as a plain int (list indices and dict keys: cheaper than the enum).
-_UNIT_INDEX = {op: int(unit) for op, unit in UNIT_OF.items()}
 _PE = int(Unit.PE)
 _COMPUTE = Op.COMPUTE
 
