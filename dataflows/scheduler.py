@@ -54,6 +54,7 @@ from dataflows.program import Emitter, Program, Schedule, Segment
 from dataflows.tiling import (
     Tiling,
     b_patches,
+    bands_per_image,
     chunked,
     conv_chunk,
     conv_group,
@@ -592,8 +593,7 @@ class _ConvWriter(_GemmWriter):
         DRAM: after an image's bands, or from tile to tile where a tile is whole images."""
         if dim != "m":
             return super()._repeats_along(dim)
-        c = self.task.conv
-        return ceil_div(c.out_h, self.t.tm // c.out_w) if self.t.tm // c.out_w <= c.out_h else 1
+        return bands_per_image(self.task.conv, self.t.tm) or 1
 
     def _alloc_a(self):
         c = self.task.conv

@@ -40,6 +40,7 @@ from workloads.spec import DramSpec, HardwareSpec
 
 __all__ = [
     "Tiling",
+    "bands_per_image",
     "default_tiling",
     "search_tiling",
     "search_tilings",
@@ -472,11 +473,19 @@ def _patch_rows(task: GemmTask, tiling: Tiling) -> tuple[int, ...]:
     return _conv_patch_rows(task.conv, tiling.tm)
 
 
+def bands_per_image(c: ConvShape, tm: int) -> int:
+    """The m-tiles of each image where a convolution's m-tiles of ``tm`` rows are bands of
+    output lines (:func:`m_tiles`: every image has the same ones); 0 where each is whole
+    images."""
+    lines = tm // c.out_w
+    return ceil_div(c.out_h, lines) if lines <= c.out_h else 0
+
+
 @lru_cache(maxsize=4096)
 def _conv_patch_rows(c: ConvShape, tm: int) -> tuple[int, ...]:
     tiles = _conv_m_tiles(c, tm)
-    if tm // c.out_w <= c.out_h:  # bands: every image has the same ones
-        per_image = len(tiles) // c.batch
+    per_image = bands_per_image(c, tm)
+    if per_image:
         first = tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles[:per_image])
         return first * c.batch
     return tuple(_patch(c, m0, rows)[2] * c.in_w for m0, rows in tiles)
