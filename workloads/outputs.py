@@ -79,7 +79,7 @@ def _check_writable(out: Path, folder: Path, default: bool = False,
     folder this process can write in. Errors name ``out`` (:func:`out_dir_label`)."""
     if "\0" in str(out):  # Path.exists() says False to it; mkdir would raise a ValueError
         raise ArchsimError(f"{out_dir_label(repr(str(out)), default, kind)}: not a usable path "
-                           f"(it holds a NUL byte, which no file name can)")
+                           "(it holds a NUL byte, which no file name can)")
     label = out_dir_label(out, default, kind)
     first = next(p for p in (folder, *folder.parents) if p.exists())  # "." always exists
     if not first.is_dir():  # mkdir would only say "File exists"
