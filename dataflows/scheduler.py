@@ -1307,6 +1307,10 @@ class _SegmentCache:
 
     def __init__(self, hw: HardwareSpec, passes: SchedulePasses) -> None:
         self.hw, self.passes, self.programs, self._cycles, self._traffic = hw, passes, {}, {}, {}
+        # Cycles a program not built takes at least, by key: a build stopped under one bound
+        # proves it for every GEMM with the key (identical layers share it), so the layers
+        # after it do not build and lose again.
+        self._at_least: dict[tuple, int] = {}
 
     def cycles(self, segment: Segment) -> int:
         """Exact cycles of one run of a segment (``cost.program_cycles``), memoized by key."""
@@ -1340,11 +1344,14 @@ class _SegmentCache:
         key = (kind, self.passes.double_buffering) + tuple(
             _task_key(t, tl) for t, tl in zip(work.tasks, work.tilings))
         if key not in self.programs:
+            if bound is not None and bound <= self._at_least.get(key, 0):
+                return None
             db = self.passes.double_buffering
             program = (_gemm_program_cached(work.tasks, work.tilings, self.hw, db, bound)
                        if kind == "gemm" else
                        _pregen_program_cached(work.tasks, work.tilings, self.hw, db))
             if program is None:
+                self._at_least[key] = bound
                 return None
             self.programs[key] = program
         return Segment(work, repeat, key, self.programs[key])

@@ -149,3 +149,38 @@ def test_a_stopped_interleaving_resumes_exactly_on_another_dram(monkeypatch):
                 if built is not None:
                     assert built.instrs == program.instrs
                     assert sched.program_cycles_cached(built, hw) == exact[id(hw)]
+
+
+def test_identical_layers_prove_a_losing_interleaving_once(monkeypatch):
+    """Within a schedule, a layer whose interleaving was proven to take at least a bound is not
+    built again for an identical layer under that bound or a lower one (same shapes and
+    tilings, other names: ResNet's repeated blocks); under a higher bound it is built."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import dataflows.scheduler as sched
+    from dataflows.cost import program_cycles
+    from workloads.layers import expand
+    from workloads.load import load_workload
+    from workloads.lowering import lower
+
+    example = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "resnet18_bdwp.yaml"
+    workload = load_workload(example, overrides=["operations.0.batch=1"])
+    hw, passes = workload.hardware, workload.schedule
+    tasks = next(tuple(g) for g in lower(expand(workload), workload.mode) if len(g) == 2)
+    twin = tuple(replace(t, name=f"{t.name}.twin", layer=f"{t.layer}.twin") for t in tasks)
+    tilings = tuple(sched.tiling_for(t, hw, passes, True) for t in tasks)
+    pe = sched._pe_cycles(tasks, tilings, hw)
+    exact = program_cycles(sched.gemm_program(tasks, tilings, hw), hw)
+    monkeypatch.setattr(sched, "_PROGRAMS", sched._ProgramCache(10**6))
+    built = []
+    run = sched._Build.run
+    monkeypatch.setattr(sched._Build, "run", lambda self, *a: built.append(1) or run(self, *a))
+    cache = sched._SegmentCache(hw, passes)
+    assert cache.segment(sched.GemmWork(tasks, tilings), 1, bound=pe + 1) is None
+    assert len(built) == 1
+    for bound in (pe + 1, pe):
+        assert cache.segment(sched.GemmWork(twin, tilings), 1, bound=bound) is None
+    assert len(built) == 1  # proven by the first layer's build
+    segment = cache.segment(sched.GemmWork(twin, tilings), 1, bound=exact + 1)
+    assert len(built) == 2 and cache.cycles(segment) == exact
