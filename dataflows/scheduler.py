@@ -194,6 +194,16 @@ class _Step:
     last_k: bool
 
 
+def _same_steps(task: GemmTask, a: Tiling, b: Tiling) -> bool:
+    """Whether ``a`` and ``b`` write the same program for ``task``: they differ at most in loop
+    order, and one of m and n has a single buffer tile, so both orders visit the same tiles in
+    the same sequence (the writers read the order nowhere else)."""
+    if replace(a, order=b.order) != b:
+        return False
+    nmt, _, nnb = _buffer_counts(task, a)
+    return a.order == b.order or nmt == 1 or nnb == 1
+
+
 def _steps(tag: int, task: GemmTask, tiling: Tiling) -> Iterator[_Step]:
     nmt, nk, nn = _buffer_counts(task, tiling)
     for copy in range(task.copies):
@@ -1143,6 +1153,8 @@ def _fastest(task: GemmTask, hw: HardwareSpec, compressed: bool, slots: int,
     candidates = search_tilings(task, hw, compressed, slots)
     if len(candidates) == 1 or max(_computes(task, t) for t in candidates) > MAX_TIMED_COMPUTES:
         return candidates[0]
+    if _same_steps(task, *candidates):
+        return candidates[0]  # the same program: a tie, which goes to the first
     first, second = (estimate(task, t, hw, slots).cycles for t in candidates)
     if second > first * (1 + TIMED_MARGIN):
         return candidates[0]  # a clear winner: the estimate decides

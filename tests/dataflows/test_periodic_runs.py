@@ -235,3 +235,48 @@ def test_a_weight_gradients_kernel_offsets_repeat_chunk_after_chunk(monkeypatch,
     appended, program, stepped = _built(monkeypatch, ((wg,), (tiling,), hw, True))
     assert True in appended
     assert program.instrs == stepped.instrs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(runs().map(lambda r: ([r[0]], r[1], r[2], None)),
+                 conv_layers().map(lambda c: (None, c[0], c[1], c[2]))))
+def test_tilings_that_write_the_same_steps_write_the_same_program(case):
+    """``scheduler._same_steps``: two tilings that differ only in loop order, for a GEMM with a
+    single buffer tile along m or n, write one program (so the search's exact timing need
+    not build the second); every writer, searched or drawn tilings."""
+    from dataclasses import replace
+
+    from dataflows.scheduler import _buffer_counts, _same_steps, tiling_for
+    from workloads.lowering import lower_layer
+    from workloads.spec import SchedulePasses
+
+    tasks, tiling_or_layer, hw, double = case
+    if tasks is None:
+        tasks = lower_layer(tiling_or_layer, "training")
+        tilings = [tiling_for(t, hw, SchedulePasses(), False) for t in tasks]
+    else:
+        tilings = [tiling_or_layer]
+    for task, tiling in zip(tasks, tilings):
+        for order in ("mnk", "nmk"):
+            a, b = tiling, replace(tiling, order=order)
+            nmt, _, nnb = _buffer_counts(task, a)
+            assert _same_steps(task, a, b) == (a == b or nmt == 1 or nnb == 1)
+            if _same_steps(task, a, b):
+                one, other = (gemm_program((task,), (t,), hw, bool(double)) for t in (a, b))
+                assert one.instrs == other.instrs
+
+
+def test_the_search_does_not_build_a_runner_up_that_writes_the_same_program(monkeypatch):
+    """A runner-up that differs only in loop order, along a single m-tile, ties with the first
+    by construction: the first wins without either being built."""
+    from dataclasses import replace
+
+    task = GemmTask("g", "g", "wg", 4, 64, 40)
+    first = Tiling(4, 8, 8, "mnk", False, False, False, 1, 1)
+    assert scheduler._buffer_counts(task, first)[::2] == (1, 5)
+    runner_up = replace(first, order="nmk")
+    monkeypatch.setattr(scheduler, "search_tilings", lambda *a: [first, runner_up])
+    monkeypatch.setattr(scheduler, "_gemm_program_cached", lambda *a: pytest.fail("built"))
+    assert scheduler._fastest(task, TINY, False, 2, True) is first
+    monkeypatch.setattr(scheduler, "search_tilings", lambda *a: [runner_up, first])
+    assert scheduler._fastest(task, TINY, False, 2, True) is runner_up
