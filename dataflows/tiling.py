@@ -733,9 +733,9 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     candidates with the least read bytes are returned. The caller times them exactly.
 
     Which tilings fit and what they read do not depend on DRAM (only DMA cycles do), so the
-    least-read candidates are remembered per hardware less its DRAM (:func:`_least_read`) and
-    only they are estimated again — and ranked by the same key, in the same order — for another
-    DRAM: a sweep over DRAM bandwidth searches each GEMM once.
+    least-read candidates are remembered per hardware less its DRAM (:func:`_least_read`), with
+    their loads, and for another DRAM only their DMA and cycles are estimated again (ranked by
+    the same key, in the same order): a sweep over DRAM bandwidth searches each GEMM once.
     """
     key = (task, hw.model_copy(update={"dram": _ANY_DRAM}), compressed_in_dram, slots)
     found = _LEAST_READ.get(key)
@@ -747,37 +747,35 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     if not ranked:
         return [default_tiling(task, hw, compressed_in_dram)]
     if dram != hw.dram:  # the keys were rated under another DRAM: rate them under this one
-        ranked = [(_rank_key(task, t, hw, slots), t) for _, t in ranked]
+        ranked = [(_key_of(t, _estimate(task, t, hw, loads)), t, loads) for _, t, loads in ranked]
     ranked = sorted(ranked, key=lambda item: item[0])  # stable: ties keep the enumeration order
-    return [t for _, t in ranked][:top]
+    return [t for _, t, _ in ranked][:top]
 
 
-#: The least-read tilings of a search with their ranking keys and the DRAM they were rated
-#: under, by task, hardware less DRAM, compression and slots.
-_LEAST_READ: dict[tuple, tuple[DramSpec, list[tuple[tuple, Tiling]]]] = {}
+#: The least-read tilings of a search with their ranking keys and loads (which no DRAM
+#: changes), and the DRAM they were rated under, by task, hardware less DRAM, compression and
+#: slots.
+_LEAST_READ: dict[tuple, tuple[DramSpec, list[tuple[tuple, Tiling, _Loads]]]] = {}
 _ANY_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
 
 
-def _rank_key(task: GemmTask, tiling: Tiling, hw: HardwareSpec, slots: int) -> tuple:
-    """The search's ranking key: least read bytes, then cycles, DMA, larger ``tm``."""
-    return _key_of(tiling, estimate(task, tiling, hw, slots))
-
-
 def _key_of(tiling: Tiling, est: GemmEstimate) -> tuple:
+    """The search's ranking key: least read bytes, then cycles, DMA, larger ``tm``."""
     return (est.read_bytes, est.cycles, est.dma, -tiling.tm, tiling.kb, tiling.nb)
 
 
 def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
-                slots: int) -> list[tuple[tuple, Tiling]]:
+                slots: int) -> list[tuple[tuple, Tiling, _Loads]]:
     """Every fitting candidate with the least DRAM read bytes, with its ranking key
-    (:func:`_rank_key`), in enumeration order (none: nothing fits, the default tiling stands).
+    (:func:`_key_of`) and loads, in enumeration order (none: nothing fits, the default tiling
+    stands).
     Every candidate's loads are rated (:func:`_loads`, no DMA cycles counted); only those that
     read the least are estimated in full, about a tenth of them."""
     rated = [(_loads(task, t, hw, slots), t) for t in _candidates(task, hw, compressed_in_dram)]
     if not rated:
         return []
     least = min(loads.read_bytes for loads, _ in rated)
-    return [(_key_of(t, _estimate(task, t, hw, loads)), t)
+    return [(_key_of(t, _estimate(task, t, hw, loads)), t, loads)
             for loads, t in rated if loads.read_bytes == least]
 
 

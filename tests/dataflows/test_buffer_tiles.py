@@ -151,7 +151,8 @@ def test_the_search_remembered_for_another_dram_ranks_as_a_fresh_one(task, size,
             f"buffers.input_bytes={size}", f"dram.bandwidth_bytes_per_cycle={bw}",
             f"dram.latency_cycles={latency}"])
     slots = 2 if double else 1
-    least = [[(key[0], t) for key, t in tiling._least_read(task, hw(bw), compressed, slots)]
+    least = [[(key[0], t, loads) for key, t, loads in tiling._least_read(task, hw(bw), compressed,
+                                                                       slots)]
              for bw in (bw_a, bw_b)]
     assert least[0] == least[1]
     tiling._LEAST_READ.clear()
@@ -170,8 +171,8 @@ def test_the_search_estimates_only_the_least_read_yet_ranks_as_estimating_all(ta
     hw = load_hardware("tiny", overrides=[f"buffers.input_bytes={size}",
                                           f"dram.bandwidth_bytes_per_cycle={bw}"])
     slots = 2 if double else 1
-    every = [(tiling._rank_key(task, t, hw, slots), t)
+    every = [(tiling._key_of(t, tiling.estimate(task, t, hw, slots)), t)
              for t in tiling._candidates(task, hw, compressed)]
     least = min((key[0] for key, _ in every), default=None)
-    assert tiling._least_read(task, hw, compressed, slots) == [
+    assert [(key, t) for key, t, _ in tiling._least_read(task, hw, compressed, slots)] == [
         (key, t) for key, t in every if key[0] == least]
