@@ -115,34 +115,13 @@ def _synthesize(console, hw, out: Path, engine, timeout_s: float | None) -> None
                   f"memory {run.peak_memory_bytes / 1024**3:.2f} GiB)")
 
 
-def _where(args: argparse.Namespace, field: str) -> str:
-    """``file:line`` of ``field`` (``buffers.weight_bytes``) in the hardware file, or the
-    ``--set`` that gave it its value; the file's name alone when neither says more."""
-    from workloads.errors import SpecError
-    from workloads.load import load_document, preset_path
-    from workloads.spec import HardwareSpec
-
-    for item in reversed(args.overrides):  # the last --set of a field wins
-        key = item.split("=", 1)[0].strip()
-        if field == key or field.startswith(key + "."):
-            return f"--set {item}"
-    path = Path(args.hardware)
-    try:
-        path = path if path.is_file() else preset_path(args.hardware)
-        return load_document(path, HardwareSpec)[1](tuple(field.split(".")))
-    except (SpecError, OSError):  # valid only with its --set overrides: name the file
-        return str(path)
-
-
-
-
 def _check_geometry(args: argparse.Namespace, hw) -> None:
     """The RTL's own checks of ``hw`` (``rtl.params.Geometry``), before any work, with the
     error at the line of the field it names, as the loader's errors are (they named only the
     hardware: 'tiny: half of buffers.weight_bytes ...')."""
     from rtl.errors import RTLError
     from rtl.params import Geometry
-    from workloads.load import HARDWARE_FIELD
+    from workloads.load import HARDWARE_FIELD, hardware_file_field_at
 
     try:
         Geometry.of(hw)
@@ -152,7 +131,8 @@ def _check_geometry(args: argparse.Namespace, hw) -> None:
         if named is None:
             raise
         field = named.group(1)
-        raise RTLError(f"{_where(args, field)}: {field}: {message}") from None
+        where = hardware_file_field_at(args.hardware, field, args.overrides)
+        raise RTLError(f"{where}: {field}: {message}") from None
 
 
 def _check_synthesizable(args: argparse.Namespace, hw) -> None:
@@ -161,6 +141,7 @@ def _check_synthesizable(args: argparse.Namespace, hw) -> None:
     weight buffer ran it out of 10 GiB of memory). The error points at the largest buffer."""
     from workloads.errors import SpecError
     from workloads.fpga import DEVICE_NAME, ON_CHIP_MEMORY_BYTES
+    from workloads.load import hardware_file_field_at
 
     b = hw.buffers
     sizes = {"weight_bytes": b.weight_bytes, "input_bytes": b.input_bytes,
@@ -168,8 +149,9 @@ def _check_synthesizable(args: argparse.Namespace, hw) -> None:
     total = sum(sizes.values())
     if total > ON_CHIP_MEMORY_BYTES:
         field = f"buffers.{max(sizes, key=sizes.get)}"
+        where = hardware_file_field_at(args.hardware, field, args.overrides)
         raise SpecError(
-            f"{_where(args, field)}: {field}: --synth: the buffers hold {total / 2**20:,.1f} MiB "
+            f"{where}: {field}: --synth: the buffers hold {total / 2**20:,.1f} MiB "
             f"(weight + input + accumulator), more than the {DEVICE_NAME}'s "
             f"{ON_CHIP_MEMORY_BYTES / 2**20:.1f} MiB of BRAM and URAM; shrink hardware.buffers, "
             f"or leave out --synth to write the Verilog only")

@@ -28,7 +28,8 @@ from workloads.zoo import model_layers
 
 __all__ = [
     "load_workload", "load_hardware", "load_document", "preset_path", "PRESET_DIR", "EXAMPLE_DIR",
-    "dotted_override", "hardware_field_at", "workload_field_at", "HARDWARE_FIELD",
+    "dotted_override", "hardware_field_at", "hardware_file_field_at", "workload_field_at",
+    "HARDWARE_FIELD",
     "is_sweep_file",
 ]
 
@@ -815,18 +816,38 @@ def hardware_field_at(path: str | Path, field: str, hardware: str | Path | None 
     (``hardware``, as ``--hardware`` names it, or the workload's preset or file) or in the
     workload's inline ``hardware:``; the file's name where neither says more. For checks made
     after loading (the scheduler's), so their errors point where the loader's do."""
-    loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    loc = _field_loc(field)
     override = _override_of(("hardware", *loc), overrides)
     if override:
         return override
+    if hardware is not None:
+        return hardware_file_field_at(hardware, field)
     try:
-        if hardware is not None:
-            return _line_of(_hardware_ref_doc(hardware), loc)
         doc = _read_doc(Path(path))
         hw = _hardware_doc(doc.data.get("hardware"), doc.path.parent)
         return _line_of(doc, ("hardware", *loc)) if hw is None else _line_of(hw, loc)
     except SpecError:
         return str(path)
+
+
+def hardware_file_field_at(hardware: str | Path, field: str,
+                           overrides: typing.Sequence[str] = ()) -> str:
+    """Where ``field`` (``buffers.weight_bytes``) of a hardware file or preset named outside any
+    workload (``archsim rtl tiny``) got its value: the ``--set`` (keys of the hardware, as that
+    command takes them) that set it last, else its ``file:line``; the name as given where
+    neither says more."""
+    loc = _field_loc(field)
+    override = _override_of(loc, overrides)
+    if override:
+        return override
+    try:
+        return _line_of(_hardware_ref_doc(hardware), loc)
+    except SpecError:
+        return str(hardware)
+
+
+def _field_loc(field: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in field.split("."))
 
 
 def workload_field_at(path: str | Path, field: str, overrides: typing.Sequence[str] = ()) -> str:

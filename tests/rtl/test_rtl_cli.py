@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -164,3 +165,18 @@ def test_rtl_default_folder_joins_the_set_overrides(tmp_path, capsys, monkeypatc
     assert (tmp_path / "out/rtl/tiny/accel_top.v").read_text() == "// tiny 4x4\n"
     eight = tmp_path / "out/rtl/tiny+array.rows_8+array.cols_8/accel_top.v"
     assert eight.read_text() == "// tiny 8x8\n"
+
+
+def test_a_geometry_the_rtl_refuses_is_blamed_on_its_line_in_the_hardware_file(tmp_path, capsys):
+    """The RTL's own checks name the field's line in the file (or the --set) that gave it."""
+    from workloads.load import PRESET_DIR
+
+    text = (PRESET_DIR / "tiny.yaml").read_text()
+    lines = text.splitlines()
+    line = next(i for i, s in enumerate(lines, 1) if "input_bytes:" in s)
+    bad = tmp_path / "hw.yaml"
+    bad.write_text(re.sub(r"input_bytes: \d+", "input_bytes: 16", text))
+    assert main(["rtl", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{line}: buffers.input_bytes: half of buffers.input_bytes" in err
+    assert err.count("\n") == 1
