@@ -44,3 +44,14 @@ def test_model_sparsity_skips_layers_m_does_not_divide():
     assert "in group size 3 is not a multiple of m=8" in stem.note
     assert all(lay.sparsity.kind == "bdwp" for lay in layers[1:])
     assert not stem.needs_input_grad and all(lay.needs_input_grad for lay in layers[1:])
+
+
+def test_a_models_layers_are_remembered_by_op_and_each_caller_gets_its_own_list():
+    """``model_layers`` is remembered (loading, sizing and scheduling each expand a workload):
+    an equal op gets equal layers, another op its own, and a caller's list is its own."""
+    first = model_layers(ModelOp(op="model", model="resnet18", batch=2))
+    first.clear()
+    again = model_layers(ModelOp(op="model", model="resnet18", batch=2))
+    assert again and again == model_layers(ModelOp(op="model", model="resnet18", batch=2))
+    other = model_layers(ModelOp(op="model", model="resnet18", batch=4))
+    assert [lay.rows for lay in other] == [2 * lay.rows for lay in again]
