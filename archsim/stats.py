@@ -72,32 +72,35 @@ class SegmentStats:
         if self.trace is not None:
             self.trace[index] = (start, end)
 
-    def record_all(self, queues: dict, tags: list[int], ready: list[int], start: list[int],
-                   cycles: list[int]) -> None:
-        """:meth:`record` of every instruction of a program at once (``queues``: its
-        ``per_unit()``; instruction ``i`` serves ``tags[i]``), summed with numpy: the same
-        counters, for the fast engine's hundreds of thousands of instructions."""
-        n = len(tags)
-        if not n:
+    def record_timeline(self, queues: dict, tags: list[int], starts: tuple[list[int], ...],
+                        ends: tuple[list[int], ...]) -> None:
+        """:meth:`record` of every instruction of a program at once, from its timeline
+        (``cost.timeline``: per unit, in queue order, when each instruction starts and ends;
+        ``queues``: the program's ``per_unit()``, instruction ``i`` serving ``tags[i]``),
+        summed with numpy: the same counters, for the fast engine's hundreds of thousands of
+        instructions. An instruction is ready when its unit's previous one ends (the first at
+        cycle 0), so a unit's stall is its starts less the ends before them."""
+        if not tags:
             return
-        unit = np.empty(n, np.int64)
-        for u, queue in queues.items():
-            unit[queue] = int(u)
-        tag_ids, tag = np.unique(np.asarray(tags, np.int64), return_inverse=True)
-        begin, busy = np.asarray(start, np.int64), np.asarray(cycles, np.int64)
-        end = begin + busy
+        tag_of = np.asarray(tags, np.int64)
+        tag_ids = np.unique(tag_of)
         per_unit = np.zeros((len(tag_ids), 3), np.int64)  # busy cycles by tag and unit
-        np.add.at(per_unit, (tag, unit), busy)
-        stall = np.zeros(3, np.int64)
-        np.add.at(stall, unit, begin - np.asarray(ready, np.int64))
         first = np.full(len(tag_ids), np.iinfo(np.int64).max)
-        np.minimum.at(first, tag, begin)
         last = np.zeros(len(tag_ids), np.int64)
-        np.maximum.at(last, tag, end)
         for u in Unit:
-            self.busy[u] += int(per_unit[:, u].sum())
-            self.stall[u] += int(stall[u])
-        self.cycles = max(self.cycles, int(end.max()))
+            if not queues[u]:
+                continue
+            begin, end = np.asarray(starts[u], np.int64), np.asarray(ends[u], np.int64)
+            tag = np.searchsorted(tag_ids, tag_of[queues[u]])
+            np.add.at(per_unit[:, u], tag, end - begin)
+            np.minimum.at(first, tag, begin)
+            np.maximum.at(last, tag, end)
+            self.busy[u] += int(end.sum() - begin.sum())
+            self.stall[u] += int(begin.sum() - end[:-1].sum())
+            self.cycles = max(self.cycles, int(end[-1]))  # a unit's ends never decrease
+            if self.trace is not None:
+                for i, s, e in zip(queues[u], starts[u], ends[u]):
+                    self.trace[i] = (s, e)
         for i, t in enumerate(tag_ids.tolist()):
             task = self.tasks[t]
             task.dma_busy_cycles += int(per_unit[i, Unit.DMA])
@@ -106,8 +109,6 @@ class SegmentStats:
             s0 = int(first[i])
             task.first_start = s0 if task.first_start is None else min(task.first_start, s0)
             task.last_end = max(task.last_end, int(last[i]))
-        if self.trace is not None:
-            self.trace[:] = zip(begin.tolist(), end.tolist())
 
     def add_macs(self, tag: int, macs: int) -> None:
         self.tasks[tag].macs += macs

@@ -30,7 +30,6 @@ __all__ = [
     "latency",
     "transfer_bytes",
     "GemmEstimate",
-    "times",
     "timeline",
     "queue_waits",
     "latencies",
@@ -460,20 +459,6 @@ def _in_program_order(program, cycles: list[int]
     except IndexError:  # a wait on an instruction later in program order, not timed yet
         return None
     return starts, ends
-
-
-def times(program, cycles: list[int]) -> tuple[list[int], list[int]]:
-    """Per instruction, ``ready`` (when its unit finished the previous one) and ``start``
-    under the timing rule (:func:`timeline`)."""
-    starts, ends = timeline(program, cycles)
-    ready, start = [0] * len(program.instrs), [0] * len(program.instrs)
-    for unit, queue in program.per_unit().items():
-        done = ends[unit]
-        for p, (i, s) in enumerate(zip(queue, starts[unit])):
-            start[i] = s
-            if p:
-                ready[i] = done[p - 1]
-    return ready, start
 
 
 def _check_drained(queues: list[list[int]], ends: tuple[list[int], ...]) -> None:

@@ -935,7 +935,7 @@ _PE = int(Unit.PE)
 
 
 class _TimedEmitter(Emitter):
-    """An emitter that times the program as it grows (``cost.times``' rule, one instruction at
+    """An emitter that times the program as it grows (``cost.timeline``'s rule, one instruction at
     a time): the emitter's waits only name instructions already emitted, so each instruction's
     start is known as it is emitted. ``end`` is the program so far's exact cycle count;
     :attr:`least_cycles` is a lower bound on the finished program's (:class:`_Build`)."""
