@@ -1441,7 +1441,22 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            _age_survivors()
             gc.enable()
+
+
+def _age_survivors() -> None:
+    """Move every object alive into the collector's oldest generation without walking them.
+
+    Re-enabled with the hundreds of thousands of young objects a schedule leaves (its programs,
+    cached or returned), the collector's next young collection walks them all to find no
+    cycle: 0.17 CPU-s after a ResNet-50 schedule of 1.9. ``gc.freeze`` then ``gc.unfreeze``
+    makes that move; a full collection still walks them, as it would have once they aged.
+    Only where nothing is frozen: unfreezing would thaw what a sweep worker froze on purpose
+    (``reports.evaluate._settle``; its points run with the collector off anyway)."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _schedule(workload: WorkloadSpec) -> Schedule:

@@ -184,3 +184,36 @@ def test_identical_layers_prove_a_losing_interleaving_once(monkeypatch):
     assert len(built) == 1  # proven by the first layer's build
     segment = cache.segment(sched.GemmWork(twin, tilings), 1, bound=exact + 1)
     assert len(built) == 2 and cache.cycles(segment) == exact
+
+
+def test_a_schedule_leaves_the_collector_on_with_nothing_young_to_walk():
+    """``schedule`` pauses the cycle collector while it builds and, resuming it, moves what it
+    built into the oldest generation (``scheduler._age_survivors``) instead of leaving
+    hundreds of thousands of young objects for the next collection to walk; what someone else
+    froze stays frozen (a sweep worker's, ``reports.evaluate._settle``)."""
+    import gc
+    from pathlib import Path
+
+    from dataflows.scheduler import schedule
+    from workloads.load import load_workload
+
+    example = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "resnet18_bdwp.yaml"
+    workload = load_workload(example, overrides=["operations.0.batch=1"])
+    gc.unfreeze()  # an earlier test's sweep worker may have frozen its points' objects
+    assert gc.isenabled()
+    collections = []
+    gc.collect()  # nothing young before the call: its own few allocations trigger none
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]))
+    try:
+        schedule(workload)
+    finally:
+        gc.callbacks.pop()
+    assert collections == []  # none when the collector resumes, either
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        schedule(load_workload(example, overrides=["operations.0.batch=2"]))
+        # Still frozen (some frozen objects may have been freed: programs the cache let go).
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()
