@@ -10,9 +10,10 @@ the peak resident memory of each worker process.
 Run: ``python benchmarks/bench_dse.py [--workers N] [--out DIR]`` (default: a temporary folder,
 deleted afterwards; with --out the store is kept and a rerun with the same --out resumes).
 
-Last measured (2 workers, shared machine, against the session's start a439ba3, alternately):
-12.6 and 18.6 points per worker CPU-second against 8.9 and 13.8; 21.5 and 32.9 points/s against
-16.5 and 24.7 (docs/dse.md, "Benchmark").
+Last measured (2 workers, shared machine, against the session's start c18874e, alternately):
+0.033 and 0.038 CPU-s a point against 0.046 and 0.047; 49.9 and 45.5 points/s against 37.1 and
+36.7; 34.6 to 43.7 points/s in three more runs as another job's load rose (docs/dse.md,
+"Benchmark").
 """
 
 from __future__ import annotations
