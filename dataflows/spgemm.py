@@ -875,17 +875,18 @@ def _keys_by_first_appearance(
     cell += kbucket
     cells = scratch.cells if n_rows * buckets <= len(scratch.cells) else np.full(
         n_rows * buckets, _EMPTY, dtype=np.int32)
-    rank = np.full(d, ways, dtype=np.uint8 if ways < 0xFF else np.int32)
+    # A key that loses round r has rank r + 1 at least: only the losers are written (about
+    # half as many as the winners, which keep the rank they came in with).
+    rank = np.zeros(d, dtype=np.uint8 if ways < 0xFF else np.int32)
     left, c = np.arange(d, dtype=np.int32), cell
     for r in range(ways):
         if not len(left):
             break
         np.minimum.at(cells, c, left)
-        won = cells[c] == left
+        lost = cells[c] != left
         cells[c] = _EMPTY
-        rank[left[won]] = r
-        lost = ~won
         left, c = left[lost], c[lost]
+        rank[left] = r + 1
     return _Keys(krow, kcol, kbucket, rank, first_pos, first_of)
 
 
