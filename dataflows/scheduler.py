@@ -872,6 +872,12 @@ def _proportional(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator
     The GEMM with fewer steps is spread evenly over the longer one, so its transfers hide behind
     the other's computes along the whole segment instead of only at its start.
     """
+    if len(streams) == 1:  # nothing to merge (most programs): no choice to make per step
+        return streams[0]
+    return _merged(streams, totals)
+
+
+def _merged(streams: list[Iterator[_Step]], totals: list[int]) -> Iterator[_Step]:
     done = [0] * len(streams)
     live = set(range(len(streams)))
     while live:
