@@ -1362,7 +1362,8 @@ class _SegmentCache:
         key = (kind, self.passes.double_buffering) + tuple(
             _task_key(t, tl) for t, tl in zip(work.tasks, work.tilings))
         if key not in self.programs:
-            if bound is not None and bound <= self._at_least.get(key, 0):
+            proven = self._at_least.get(key)
+            if bound is not None and proven is not None and bound <= proven:
                 return None
             db = self.passes.double_buffering
             program = (_gemm_program_cached(work.tasks, work.tilings, self.hw, db, bound)
