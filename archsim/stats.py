@@ -91,11 +91,12 @@ class SegmentStats:
             if not queues[u]:
                 continue
             begin, end = np.asarray(starts[u], np.int64), np.asarray(ends[u], np.int64)
+            busy = end - begin
             tag = np.searchsorted(tag_ids, tag_of[queues[u]])
-            np.add.at(per_unit[:, u], tag, end - begin)
+            np.add.at(per_unit[:, u], tag, busy)
             np.minimum.at(first, tag, begin)
             np.maximum.at(last, tag, end)
-            self.busy[u] += int(end.sum() - begin.sum())
+            self.busy[u] += int(busy.sum())
             self.stall[u] += int(begin.sum() - end[:-1].sum())
             self.cycles = max(self.cycles, int(end[-1]))  # a unit's ends never decrease
             if self.trace is not None:

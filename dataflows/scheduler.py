@@ -1458,8 +1458,10 @@ def _age_survivors() -> None:
     Re-enabled with the hundreds of thousands of young objects a schedule leaves (its programs,
     cached or returned), the collector's next young collection walks them all to find no
     cycle: 0.17 CPU-s after a ResNet-50 schedule of 1.9. ``gc.freeze`` then ``gc.unfreeze``
-    makes that move; a full collection still walks them, as it would have once they aged.
-    Only where nothing is frozen: unfreezing would thaw what a sweep worker froze on purpose
+    makes that move; a full collection still walks them, as it would have once they aged. The
+    price: that young collection would also have stopped tracking tuples of plain numbers (the
+    waits: about 300 k after ResNet-50), which later full collections now walk too. Only
+    where nothing is frozen: unfreezing would thaw what a sweep worker froze on purpose
     (``reports.evaluate._settle``; its points run with the collector off anyway)."""
     if gc.get_freeze_count() == 0:
         gc.freeze()

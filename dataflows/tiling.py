@@ -747,7 +747,7 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     if not ranked:
         return [default_tiling(task, hw, compressed_in_dram)]
     if dram != hw.dram:  # the keys were rated under another DRAM: rate them under this one
-        ranked = [(_key_of(t, _estimate(task, t, hw, loads)), t, loads) for _, t, loads in ranked]
+        ranked = [_rated(task, t, hw, loads) for _, t, loads in ranked]
     ranked = sorted(ranked, key=lambda item: item[0])  # stable: ties keep the enumeration order
     return [t for _, t, _ in ranked][:top]
 
@@ -757,6 +757,12 @@ def search_tilings(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
 #: slots.
 _LEAST_READ: dict[tuple, tuple[DramSpec, list[tuple[tuple, Tiling, _Loads]]]] = {}
 _ANY_DRAM = DramSpec(bandwidth_bytes_per_cycle=1, latency_cycles=0)
+
+
+def _rated(task: GemmTask, tiling: Tiling, hw: HardwareSpec, loads: _Loads
+           ) -> tuple[tuple, Tiling, _Loads]:
+    """``(ranking key, tiling, loads)`` of a candidate whose loads are known."""
+    return _key_of(tiling, _estimate(task, tiling, hw, loads)), tiling, loads
 
 
 def _key_of(tiling: Tiling, est: GemmEstimate) -> tuple:
@@ -775,8 +781,7 @@ def _least_read(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool,
     if not rated:
         return []
     least = min(loads.read_bytes for loads, _ in rated)
-    return [(_key_of(t, _estimate(task, t, hw, loads)), t, loads)
-            for loads, t in rated if loads.read_bytes == least]
+    return [_rated(task, t, hw, loads) for loads, t in rated if loads.read_bytes == least]
 
 
 def _candidates(task: GemmTask, hw: HardwareSpec, compressed_in_dram: bool) -> Iterator[Tiling]:
